@@ -1,0 +1,133 @@
+"""SQL databases. PostgreSQL and SQLite stream Arrow through ADBC (PostgreSQL
+uses COPY in binary form); any other SQLAlchemy URL works with the
+``sqlalchemy`` extra installed, row by row."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import closing
+from typing import Any, ClassVar, Literal
+
+import pyarrow as pa
+from pydantic import Field, model_validator
+
+from ceap.connectors.base import Connector, ConnectorConfig
+from ceap.errors import SourceError
+
+
+class SqlConfig(ConnectorConfig):
+    type: Literal["sql"] = "sql"
+    connection: str = Field(description="a connection named in ceap.yaml, or a database URL")
+    query: str | None = Field(None, description="a SELECT statement")
+    table: str | None = Field(None, description="a table to read whole (instead of query)")
+
+    @model_validator(mode="after")
+    def _query_or_table(self) -> SqlConfig:
+        if (self.query is None) == (self.table is None):
+            raise ValueError("give exactly one of 'query' and 'table'")
+        return self
+
+
+def _quote_ident(name: str) -> str:
+    return ".".join('"' + part.replace('"', '""') + '"' for part in name.split("."))
+
+
+class SqlConnector(Connector[SqlConfig]):
+    """Reads the result of a query (or a whole table) as Arrow batches."""
+
+    config_model: ClassVar[type[ConnectorConfig]] = SqlConfig
+
+    def url(self) -> str:
+        name = self.config.connection
+        if "://" in name or name.startswith("sqlite:"):
+            return name
+        if name not in self.context.connections:
+            known = ", ".join(sorted(self.context.connections)) or "none"
+            raise SourceError(f"source.connection: no connection named {name!r} in ceap.yaml "
+                              f"(known: {known})")
+        return self.context.connections[name]
+
+    def statement(self) -> str:
+        if self.config.table:
+            return f"SELECT * FROM {_quote_ident(self.config.table)}"
+        return str(self.config.query).strip().rstrip(";")
+
+    def describe(self) -> str:
+        return self.config.table or "query"
+
+    def _connect(self) -> Any:
+        url = self.url()
+        scheme = url.split(":", 1)[0].split("+", 1)[0]
+        try:
+            if scheme in ("postgresql", "postgres"):
+                import adbc_driver_postgresql.dbapi as pg
+
+                return pg.connect("postgresql" + url[url.index(":"):])
+            if scheme == "sqlite":
+                import adbc_driver_sqlite.dbapi as lite
+
+                from ceap.store.sqlite import sqlite_path
+
+                path = sqlite_path(url)
+                path = path if path == ":memory:" else str(self.context.path(path))
+                return lite.connect(path)
+        except Exception as exc:
+            raise SourceError(f"source.connection: cannot connect: {exc}") from None
+        return None
+
+    def _fail(self, exc: Exception) -> SourceError:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return SourceError(f"source {self.describe()!r}: {text}")
+
+    def schema(self) -> pa.Schema:
+        sql = f"SELECT * FROM ({self.statement()}) AS ceap_q LIMIT 0"
+        conn = self._connect()
+        if conn is None:
+            return self._read_sqlalchemy(sql, schema_only=True)
+        with closing(conn):
+            return self._execute(conn, sql).schema
+
+    def read(self) -> Iterator[pa.RecordBatch]:
+        conn = self._connect()
+        if conn is None:
+            yield from self._read_sqlalchemy(self.statement(), schema_only=False)
+            return
+        with closing(conn):
+            yield from _rebatch(self._execute(conn, self.statement()), self.config.batch_rows)
+
+    def _execute(self, conn: Any, sql: str) -> pa.RecordBatchReader:
+        cursor = conn.cursor()
+        try:
+            cursor.execute(sql)
+            return cursor.fetch_record_batch()
+        except Exception as exc:
+            raise self._fail(exc) from None
+
+    def _read_sqlalchemy(self, sql: str, schema_only: bool) -> Any:
+        try:
+            import sqlalchemy
+        except ImportError:
+            raise SourceError("source.connection: this database needs the sqlalchemy extra: "
+                              "pip install 'ceap[sqlalchemy]' plus the database's driver") from None
+        engine = sqlalchemy.create_engine(self.url())
+        try:
+            with engine.connect() as conn:
+                result = conn.execution_options(stream_results=True).execute(sqlalchemy.text(sql))
+                names = list(result.keys())
+                batches = [pa.RecordBatch.from_pylist([dict(zip(names, r, strict=True))
+                                                       for r in chunk])
+                           for chunk in result.partitions(self.config.batch_rows)]
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            raise self._fail(exc) from None
+        finally:
+            engine.dispose()
+        if schema_only:
+            return batches[0].schema if batches else pa.schema([(n, pa.null()) for n in names])
+        return batches
+
+
+def _rebatch(reader: pa.RecordBatchReader, rows: int) -> Iterator[pa.RecordBatch]:
+    """Yield the reader's data in batches of at most ``rows`` rows."""
+    for batch in reader:
+        for start in range(0, batch.num_rows, rows):
+            yield batch.slice(start, rows)

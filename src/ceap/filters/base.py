@@ -1,0 +1,48 @@
+"""The filter contract: a boolean mask over a batch, with an id for the funnel."""
+
+from __future__ import annotations
+
+from typing import ClassVar, TypeVar
+
+import pyarrow as pa
+from pydantic import Field
+
+from ceap.plugin import Plugin, PluginConfig
+
+
+class FilterConfig(PluginConfig):
+    """Every filter has an id; the run records how many rows each one removed."""
+
+    id: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+    description: str | None = None
+
+
+F = TypeVar("F", bound=FilterConfig)
+
+
+class Filter(Plugin[F]):
+    """Keeps the rows whose mask is true; a null counts as false.
+
+    A filter that can say what it keeps as a SQL boolean expression returns it
+    from ``sql`` and is evaluated inside the pipeline's single columnar query;
+    any other filter implements ``mask``.
+    """
+
+    kind: ClassVar[str] = "filter"
+    config_model: ClassVar[type[FilterConfig]] = FilterConfig
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    def columns(self) -> set[str] | None:
+        """Columns the filter reads, or None when it cannot tell."""
+        return None
+
+    def sql(self) -> str | None:
+        """A SQL boolean expression equivalent to the filter, or None."""
+        return None
+
+    def mask(self, table: pa.Table) -> pa.Array | pa.ChunkedArray:
+        """A boolean array as long as ``table``: true keeps the row."""
+        raise NotImplementedError

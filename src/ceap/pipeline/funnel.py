@@ -1,0 +1,62 @@
+"""A program run's funnel: how many rows each stage kept and removed, and why."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Funnel:
+    """Counts for one run. ``filters`` maps filter id to rows it removed, in order."""
+
+    read: int = 0
+    quarantined: int = 0
+    quarantine_reasons: Counter[str] = field(default_factory=Counter)
+    filters: dict[str, int] = field(default_factory=dict)
+    eligible: int = 0
+    unscored: int = 0
+    below_threshold: int = 0
+    duplicate_customer: int = 0
+    over_top_k: int = 0
+    selected: int = 0
+    held_out: int = 0
+    targeted: int = 0
+    written: int = 0
+    already_present: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {k: v for k, v in self.__dict__.items() if k != "quarantine_reasons"}
+        data["filters"] = dict(self.filters)
+        data["quarantine_reasons"] = dict(self.quarantine_reasons.most_common(20))
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Funnel:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known["quarantine_reasons"] = Counter(known.get("quarantine_reasons") or {})
+        known["filters"] = dict(known.get("filters") or {})
+        return cls(**known)
+
+    def rows(self) -> list[tuple[str, int, int]]:
+        """``(stage, rows after it, rows it removed)`` in pipeline order, for display."""
+        out = [("read", self.read, 0)]
+        left = self.read - self.quarantined
+        out.append(("quarantined (bad rows)", left, self.quarantined))
+        for fid, removed in self.filters.items():
+            left -= removed
+            out.append((f"filter: {fid}", left, removed))
+        out.append(("eligible", self.eligible, 0))
+        for name, removed in (("unscored", self.unscored),
+                              ("below threshold", self.below_threshold),
+                              ("same customer, lower score", self.duplicate_customer),
+                              ("beyond top-k", self.over_top_k)):
+            if removed:
+                left = (out[-1][1]) - removed
+                out.append((name, left, removed))
+        out.append(("selected", self.selected, 0))
+        out.append(("held out (control group)", self.selected - self.held_out, self.held_out))
+        out.append(("targeted", self.targeted, 0))
+        out.append(("new candidates written", self.written, self.already_present))
+        return out

@@ -1,0 +1,199 @@
+"""A program made executable: plugins built, columns checked, stages ready.
+
+A plan is checked against the source's schema before any row is read, so a
+filter naming a missing column fails the run up front, naming the filter.
+The same plan runs a batch job's big batches and a stream's micro-batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ceap.connectors.base import Connector
+from ceap.errors import PluginError, SourceError
+from ceap.filters.base import Filter
+from ceap.pipeline import conform
+from ceap.pipeline.funnel import Funnel
+from ceap.plugin import PluginContext
+from ceap.registry import Registry, default_registry
+from ceap.scorers.base import Scorer
+from ceap.spec.program import ProgramSpec
+from ceap.sqlexpr import BATCH, evaluate, missing_column, quote, sandboxed_connection
+
+SCORE = "__ceap_score"
+RUN_COLUMNS = ("run_ts", "run_date")
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch left after filters, scoring and the threshold."""
+
+    kept: pa.Table
+    quarantine: pa.Table
+
+
+class Plan:
+    """The stages of one program, bound to its plugins."""
+
+    def __init__(self, spec: ProgramSpec, context: PluginContext,
+                 registry: Registry | None = None):
+        registry = registry or default_registry()
+        self.spec = spec
+        self.context = context
+        self.connector: Connector[Any] = registry.create("connector", spec.source, context)
+        self.filters: list[Filter[Any]] = [registry.create("filter", f, context)
+                                           for f in spec.filters]
+        self.scorer: Scorer[Any] | None = (registry.create("scorer", spec.scorer, context)
+                                           if spec.scorer else None)
+        self.con = sandboxed_connection()
+        self._columns: list[str] | None = None
+
+    # -- checks before reading ---------------------------------------------
+    def check(self, schema: pa.Schema | None = None) -> None:
+        """Check every column the program names against the source's schema."""
+        schema = schema or self.connector.schema()
+        conform.check_columns(schema, self.spec.source)
+        empty = schema.empty_table()
+        try:
+            conformed = evaluate(self.con, empty, conform.conform_sql(schema, self.spec.source))
+        except duckdb.Error as exc:
+            raise conform.ensure_castable(exc, self.spec.source) from None
+        good, _ = conform.split(conformed)
+        table = self._with_features(good, datetime.now(UTC), where="features")
+        for i, f in enumerate(self.filters):
+            expr = f.sql()
+            if expr is not None:
+                self._try(table, f"COALESCE(({expr}), false)", f"filters[{i}] ({f.id})")
+            else:
+                self._require(table, f.columns() or set(), f"filters[{i}] ({f.id})")
+        if self.scorer is not None:
+            self._require(table, set(self.scorer.features()), "scorer.features")
+        self._require(table, set(self.spec.action.payload_columns), "action.payload_columns")
+        self._columns = table.column_names
+
+    def _try(self, table: pa.Table, select: str, where: str) -> pa.Table:
+        try:
+            return evaluate(self.con, table, select)
+        except duckdb.Error as exc:
+            column = missing_column(exc)
+            if column:
+                raise SourceError(f"{where}: unknown column {column!r} "
+                                  f"(the rows have: {', '.join(_visible(table))})") from None
+            text = str(exc).strip().splitlines()[0]
+            raise SourceError(f"{where}: {text}") from None
+
+    @staticmethod
+    def _require(table: pa.Table, columns: set[str], where: str) -> None:
+        missing = sorted(columns - set(table.column_names))
+        if missing:
+            raise SourceError(f"{where}: unknown column {missing[0]!r} "
+                              f"(the rows have: {', '.join(_visible(table))})")
+
+    def _with_features(self, table: pa.Table, now: datetime, where: str = "") -> pa.Table:
+        """Add run_ts/run_date and the program's feature columns."""
+        ts = now.astimezone(UTC).replace(tzinfo=None)
+        extra = [f"CAST($1 AS TIMESTAMP) AS {c}" if c == "run_ts" else f"CAST($1 AS DATE) AS {c}"
+                 for c in RUN_COLUMNS if c not in table.column_names]
+        sql_from = f"(SELECT *{', ' if extra else ''}{', '.join(extra)} FROM {BATCH})"
+        names = set(table.column_names) | set(RUN_COLUMNS)
+        for name, expr in self.spec.features.items():
+            col = quote(name)
+            select = f"* REPLACE (({expr}) AS {col})" if name in names else f"*, ({expr}) AS {col}"
+            sql_from = f"(SELECT {select} FROM {sql_from})"
+            names.add(name)
+        try:
+            self.con.register(BATCH, table)
+            try:
+                return self.con.sql(f"SELECT * FROM {sql_from}", params=[ts]).to_arrow_table()
+            finally:
+                self.con.unregister(BATCH)
+        except duckdb.Error as exc:
+            column = missing_column(exc)
+            culprit = next((n for n, e in self.spec.features.items() if column and column in e),
+                           None)
+            at = f"features.{culprit}" if culprit else (where or "features")
+            if column:
+                raise SourceError(f"{at}: unknown column {column!r} "
+                                  f"(the rows have: {', '.join(_visible(table))})") from None
+            raise SourceError(f"{at}: {str(exc).strip().splitlines()[0]}") from None
+
+    # -- the stages ------------------------------------------------------
+    def process(self, batch: pa.RecordBatch | pa.Table, funnel: Funnel,
+                now: datetime) -> BatchOutcome:
+        """Conform, add features, filter, score and apply the threshold to one batch."""
+        table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+        funnel.read += table.num_rows
+        conformed = evaluate(self.con, table, conform.conform_sql(table.schema, self.spec.source))
+        good, bad = conform.split(conformed)
+        funnel.quarantined += bad.num_rows
+        if bad.num_rows:
+            funnel.quarantine_reasons.update(bad.column("reason").to_pylist())
+        table = self._with_features(good, now)
+        alive = self._filter(table, funnel)
+        survivors = table.filter(alive).select(self._keep_columns())
+        funnel.eligible += survivors.num_rows
+        return BatchOutcome(self._score(survivors, funnel), bad)
+
+    def _filter(self, table: pa.Table, funnel: Funnel) -> np.ndarray:
+        masks: list[np.ndarray] = []
+        sql = [(i, f.sql()) for i, f in enumerate(self.filters)]
+        flags = [f"COALESCE(({expr}), false) AS f{i}" for i, expr in sql if expr is not None]
+        evaluated = evaluate(self.con, table, ", ".join(flags)) if flags else None
+        for i, f in enumerate(self.filters):
+            if sql[i][1] is not None and evaluated is not None:
+                column = evaluated.column(f"f{i}")
+            else:
+                column = pc.fill_null(f.mask(table), False)
+            mask = np.asarray(column.to_numpy(zero_copy_only=False), dtype=bool)
+            if mask.shape != (table.num_rows,):
+                raise PluginError(f"filter {f.id!r} returned {mask.shape[0]} values "
+                                  f"for {table.num_rows} rows")
+            masks.append(mask)
+        alive = np.ones(table.num_rows, dtype=bool)
+        for f, mask in zip(self.filters, masks, strict=True):
+            funnel.filters[f.id] = funnel.filters.get(f.id, 0) + int(np.count_nonzero(alive & ~mask))
+            alive &= mask
+        return alive
+
+    def _keep_columns(self) -> list[str]:
+        src = self.spec.source
+        keep = [src.customer_id, *([src.subject_id] if src.subject_id else []), *src.context,
+                *self.spec.action.payload_columns,
+                *(self.scorer.features() if self.scorer else [])]
+        return list(dict.fromkeys(keep))
+
+    def _score(self, table: pa.Table, funnel: Funnel) -> pa.Table:
+        if self.scorer is None:
+            scores = np.ones(table.num_rows, dtype=np.float64)
+        else:
+            scores = np.asarray(self.scorer.score(table), dtype=np.float64)
+            if scores.shape != (table.num_rows,):
+                raise PluginError(f"scorer returned {scores.shape} scores for "
+                                  f"{table.num_rows} rows")
+        scored = ~np.isnan(scores)
+        funnel.unscored += int(np.count_nonzero(~scored))
+        keep = scored
+        threshold = self.spec.selection.threshold
+        if threshold is not None:
+            above = scored & (scores >= threshold)
+            funnel.below_threshold += int(np.count_nonzero(scored & ~above))
+            keep = above
+        table = table.append_column(SCORE, pa.array(scores, pa.float64()))
+        return table.filter(keep) if not keep.all() else table
+
+    def model_id(self) -> str:
+        return self.scorer.model_id() if self.scorer else "none"
+
+    def close(self) -> None:
+        self.con.close()
+
+
+def _visible(table: pa.Table) -> list[str]:
+    return [c for c in table.column_names if not c.startswith("__ceap")]

@@ -1,0 +1,110 @@
+"""Selection: one row per customer, top-k, holdout, dedup keys, candidate rows.
+
+Holdout membership is a pure function of (tenant, program, customer): the
+upper 64 bits of an MD5 over them, as a fraction of 2^64, below the holdout
+share. It is stable across runs, machines and versions, so a customer stays
+in the same group and uplift can be measured later.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import duckdb
+import pyarrow as pa
+
+from ceap.pipeline.funnel import Funnel
+from ceap.pipeline.plan import SCORE
+from ceap.spec.program import ProgramSpec
+from ceap.sqlexpr import BATCH, quote
+from ceap.store.schema import CANDIDATE_SCHEMA
+
+_TWO_64 = "18446744073709551616.0"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    tenant_id: str
+    run_id: str
+    now: datetime
+    model: str
+
+
+def window_label(now: datetime, spec: ProgramSpec) -> str:
+    """The start of the dedup window ``now`` falls in, e.g. ``20261125T000000``."""
+    size = spec.selection.dedup_window.total_seconds()
+    start = (now.astimezone(UTC).timestamp() // size) * size
+    return datetime.fromtimestamp(start, UTC).strftime("%Y%m%dT%H%M%S")
+
+
+def _json_object(columns: list[str]) -> str | None:
+    if not columns:
+        return None
+    return "to_json(struct_pack(" + ", ".join(f"{quote(c)} := {quote(c)}" for c in columns) + "))"
+
+
+def select(con: duckdb.DuckDBPyConnection, scored: pa.Table, spec: ProgramSpec,
+           run: RunInfo, funnel: Funnel) -> pa.Table:
+    """Turn the scored rows of a whole run into candidate rows (``CANDIDATE_SCHEMA``)."""
+    src, sel, action = spec.source, spec.selection, spec.action
+    cust = quote(src.customer_id)
+    subj = quote(src.subject_id) if src.subject_id else "CAST(NULL AS VARCHAR)"
+    partition = cust if sel.one_per_customer else f"{cust}, {subj}"
+    con.register(BATCH, scored)
+    try:
+        best = con.sql(
+            f"SELECT * FROM {BATCH} QUALIFY row_number() OVER "
+            f"(PARTITION BY {partition} ORDER BY {SCORE} DESC, {subj} NULLS LAST) = 1"
+        ).to_arrow_table()
+    finally:
+        con.unregister(BATCH)
+    funnel.duplicate_customer += scored.num_rows - best.num_rows
+
+    context = _json_object(src.context) or "'{}'"
+    payload_cols = _json_object(action.payload_columns)
+    payload = f"json_merge_patch($payload, {payload_cols})" if payload_cols else "$payload"
+    not_before = run.now + action.delay
+    params = {
+        "tenant": run.tenant_id, "program": spec.name, "run_id": run.run_id,
+        "action_type": action.type, "channels": json.dumps(action.channels),
+        "template": action.template, "category": action.category, "model": run.model,
+        "payload": json.dumps(action.payload), "shadow": spec.mode == "shadow",
+        "priority": spec.priority, "created": run.now, "not_before": not_before,
+        "expires": not_before + action.expiry, "window": window_label(run.now, spec),
+        "holdout": spec.experiment.holdout,
+    }
+    limit = f"LIMIT {int(sel.top_k)}" if sel.top_k else ""
+    holdout = (f"md5_number_upper($tenant || ':' || $program || ':' || {cust}) / {_TWO_64} "
+               "< $holdout")
+    con.register(BATCH, best)
+    try:
+        table = con.sql(f"""
+            WITH top AS (
+                SELECT * FROM {BATCH} ORDER BY {SCORE} DESC, {cust}, {subj} NULLS LAST {limit}
+            ), marked AS (SELECT *, {holdout} AS __holdout FROM top)
+            SELECT $tenant AS tenant_id, $program AS program, $run_id AS run_id,
+                   CAST({cust} AS VARCHAR) AS customer_id, CAST({subj} AS VARCHAR) AS subject_id,
+                   {context} AS context, $action_type AS action_type, $channels AS channels,
+                   $template AS template, $category AS category, {SCORE} AS score,
+                   $model AS model, CAST(NULL AS VARCHAR) AS reasons, {payload} AS payload,
+                   CASE WHEN __holdout THEN 'held_out' WHEN $shadow THEN 'shadow'
+                        ELSE 'pending' END AS status,
+                   CAST($priority AS BIGINT) AS priority,
+                   CAST($created AS TIMESTAMPTZ) AS created_at,
+                   CAST($not_before AS TIMESTAMPTZ) AS not_before,
+                   CAST($expires AS TIMESTAMPTZ) AS expires_at,
+                   $program || ':' || CAST({cust} AS VARCHAR) || ':'
+                       || COALESCE(CAST({subj} AS VARCHAR), '') || ':' || $window AS dedup_key,
+                   __holdout AS holdout, CAST(1 AS BIGINT) AS version
+            FROM marked ORDER BY score DESC
+        """, params=params).to_arrow_table()
+    finally:
+        con.unregister(BATCH)
+    funnel.over_top_k += best.num_rows - table.num_rows
+    funnel.selected += table.num_rows
+    held = int(table.column("holdout").to_numpy(zero_copy_only=False).sum()) if table.num_rows else 0
+    funnel.held_out += held
+    funnel.targeted += table.num_rows - held
+    return table.cast(CANDIDATE_SCHEMA)

@@ -1,0 +1,52 @@
+"""What every plugin shares: a typed, closed config model and a context."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+
+class PluginConfig(BaseModel):
+    """Base of every plugin config: unknown fields are errors, ``type`` picks the plugin."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: str
+
+
+ConfigT = TypeVar("ConfigT", bound=PluginConfig)
+
+
+@dataclass(frozen=True)
+class PluginContext:
+    """What a plugin may need from the project: where relative paths start,
+    named connections (secrets already resolved from the environment) and the tenant."""
+
+    base_dir: Path = field(default_factory=Path.cwd)
+    connections: dict[str, str] = field(default_factory=dict)
+    tenant: str = "default"
+    #: the store of the running process, for plugins that write to it (the inbox channel)
+    store: Any = None
+
+    def path(self, value: str | Path) -> Path:
+        """Resolve ``value`` against the project directory."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+
+class Plugin(Generic[ConfigT]):
+    """Base of the five plugin kinds. Subclasses set ``config_model``."""
+
+    kind: ClassVar[str] = ""
+    config_model: ClassVar[type[PluginConfig]]
+
+    def __init__(self, config: ConfigT, context: PluginContext | None = None):
+        self.config = config
+        self.context = context or PluginContext()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], context: PluginContext | None = None) -> Any:
+        """Build the plugin from a plain mapping (validated by ``config_model``)."""
+        return cls(cls.config_model.model_validate(data), context)  # type: ignore[arg-type]

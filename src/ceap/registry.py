@@ -1,0 +1,124 @@
+"""Plugin discovery: built-ins and third-party plugins register the same way,
+through the entry-point groups ``ceap.connectors``, ``ceap.filters``,
+``ceap.scorers``, ``ceap.channels`` and ``ceap.stores``.
+
+A plugin is checked when it registers, not when it is first called: it must
+subclass its kind's base class, and its config model must forbid unknown
+fields and carry ``type: Literal["<its entry-point name>"]``.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib.metadata import entry_points
+from typing import Any, Literal
+
+from ceap.channels.base import Channel
+from ceap.connectors.base import Connector
+from ceap.errors import PluginError
+from ceap.filters.base import Filter
+from ceap.plugin import Plugin, PluginConfig
+from ceap.scorers.base import Scorer
+from ceap.store.base import Store
+
+Kind = Literal["connector", "filter", "scorer", "channel", "store"]
+
+#: kind -> (entry-point group, base class)
+KINDS: dict[str, tuple[str, type[Plugin[Any]]]] = {
+    "connector": ("ceap.connectors", Connector),
+    "filter": ("ceap.filters", Filter),
+    "scorer": ("ceap.scorers", Scorer),
+    "channel": ("ceap.channels", Channel),
+    "store": ("ceap.stores", Store),
+}
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    kind: str
+    name: str
+    target: str
+    distribution: str
+
+
+def check_plugin(kind: str, name: str, cls: Any) -> None:
+    """Raise PluginError unless ``cls`` is a well-formed ``kind`` plugin named ``name``."""
+    if kind not in KINDS:
+        raise PluginError(f"unknown plugin kind {kind!r} (kinds: {', '.join(KINDS)})")
+    base = KINDS[kind][1]
+    where = f"{kind} plugin {name!r} ({getattr(cls, '__module__', '?')}."\
+            f"{getattr(cls, '__qualname__', cls)})"
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise PluginError(f"{where}: must subclass {base.__module__}.{base.__qualname__}")
+    model = getattr(cls, "config_model", None)
+    if not (isinstance(model, type) and issubclass(model, PluginConfig)):
+        raise PluginError(f"{where}: config_model must be a PluginConfig subclass")
+    if model is base.config_model:
+        raise PluginError(f"{where}: must declare its own config_model")
+    if model.model_config.get("extra") != "forbid":
+        raise PluginError(f"{where}: config model must forbid extra fields")
+    annotation = model.model_fields["type"].annotation
+    if typing.get_origin(annotation) is not Literal or typing.get_args(annotation) != (name,):
+        raise PluginError(f"{where}: config field 'type' must be Literal[{name!r}]")
+
+
+class Registry:
+    """The installed plugins of each kind, by name."""
+
+    def __init__(self) -> None:
+        self._plugins: dict[str, dict[str, type[Any]]] = {k: {} for k in KINDS}
+        self._info: dict[tuple[str, str], PluginInfo] = {}
+        #: bumped on every registration, so models built from the registry can be cached
+        self.generation = 0
+
+    @classmethod
+    def discover(cls) -> Registry:
+        """Load every plugin declared under the ``ceap.*`` entry-point groups."""
+        registry = cls()
+        for kind, (group, _base) in KINDS.items():
+            for ep in sorted(entry_points(group=group), key=lambda e: e.name):
+                try:
+                    plugin = ep.load()
+                except Exception as exc:  # a broken third-party package must say so
+                    raise PluginError(f"cannot load {kind} plugin {ep.name!r} "
+                                      f"({ep.value}): {exc}") from exc
+                dist = ep.dist.name if ep.dist else "?"
+                registry.register(kind, ep.name, plugin, target=ep.value, distribution=dist)
+        return registry
+
+    def register(self, kind: str, name: str, cls: type[Any], *, target: str = "",
+                 distribution: str = "local") -> None:
+        """Add a plugin (checked now). Tests and notebooks may call this directly."""
+        check_plugin(kind, name, cls)
+        self._plugins[kind][name] = cls
+        self._info[(kind, name)] = PluginInfo(
+            kind, name, target or f"{cls.__module__}:{cls.__qualname__}", distribution)
+        self.generation += 1
+
+    def get(self, kind: str, name: str) -> type[Any]:
+        try:
+            return self._plugins[kind][name]
+        except KeyError:
+            known = ", ".join(sorted(self._plugins.get(kind, {}))) or "none"
+            raise PluginError(f"unknown {kind} type {name!r} (installed: {known})") from None
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self._plugins[kind])
+
+    def configs(self, kind: str) -> list[type[PluginConfig]]:
+        return [self._plugins[kind][n].config_model for n in self.names(kind)]
+
+    def info(self) -> list[PluginInfo]:
+        return [self._info[k] for k in sorted(self._info)]
+
+    def create(self, kind: str, config: PluginConfig, context: Any = None) -> Any:
+        """Instantiate the plugin that ``config.type`` names."""
+        return self.get(kind, config.type)(config, context)
+
+
+@lru_cache(maxsize=1)
+def default_registry() -> Registry:
+    """The plugins installed in this environment (discovered once)."""
+    return Registry.discover()

@@ -1,0 +1,143 @@
+"""One batch run of a program: read, process in batches, select, write atomically.
+
+Nothing is written until the whole source has been read and selected; then
+the candidates, quarantined rows and the run's funnel go to the store in one
+transaction. A run that fails is recorded as failed, with no candidates.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pyarrow as pa
+
+from ceap.errors import CeapError, RunError
+from ceap.model import RunRecord, WriteResult, utcnow
+from ceap.pipeline.funnel import Funnel
+from ceap.pipeline.plan import Plan
+from ceap.pipeline.selection import RunInfo, select
+from ceap.plugin import PluginContext
+from ceap.registry import Registry
+from ceap.spec.program import ProgramSpec
+from ceap.store.base import Store
+from ceap.store.schema import QUARANTINE_SCHEMA, empty_candidates
+
+log = logging.getLogger(__name__)
+
+#: called with (rows read so far, rows expected or None)
+Progress = Callable[[int, int | None], None]
+
+
+@dataclass
+class RunResult:
+    program: str
+    run: RunRecord
+    funnel: Funnel
+    written: WriteResult | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.run.status != "failed"
+
+
+def new_run_id(program: str, now: datetime) -> str:
+    return f"{program}-{now.astimezone(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+
+def run_program(spec: ProgramSpec, store: Store, context: PluginContext, *,
+                now: datetime | None = None, progress: Progress | None = None,
+                registry: Registry | None = None) -> RunResult:
+    """Run ``spec`` once over its whole source. Raises CeapError on failure
+    (after recording the failed run)."""
+    now = now or utcnow()
+    run = RunRecord(new_run_id(spec.name, now), context.tenant, spec.name, "succeeded", now)
+    funnel = Funnel(filters={f.id: 0 for f in spec.filters})
+    if spec.mode == "paused":
+        run.status, run.finished_at = "skipped", utcnow()
+        run.funnel = {"skipped": "program is paused"}
+        store.record_run(run)
+        return RunResult(spec.name, run, funnel)
+    plan: Plan | None = None
+    try:
+        plan = Plan(spec, context, registry)
+        plan.check()
+        kept: list[pa.Table] = []
+        bad: list[pa.Table] = []
+        expected = plan.connector.estimated_rows()
+        for batch in plan.connector.read():
+            outcome = plan.process(batch, funnel, now)
+            kept.append(outcome.kept)
+            if outcome.quarantine.num_rows:
+                bad.append(outcome.quarantine)
+            if progress:
+                progress(funnel.read, expected)
+        _check_bad_share(spec, funnel)
+        scored = pa.concat_tables(kept) if kept else None
+        candidates = (select(plan.con, scored, spec,
+                             RunInfo(context.tenant, run.run_id, now, plan.model_id()), funnel)
+                      if scored is not None else empty_candidates())
+        quarantine = _quarantine_table(bad, run) if bad else None
+        run.finished_at = utcnow()
+        run.funnel = funnel.to_dict()
+        written = store.write_run(run, candidates, quarantine)
+        funnel.written, funnel.already_present = written.inserted, written.duplicates
+        run.funnel = funnel.to_dict()
+        return RunResult(spec.name, run, funnel, written)
+    except Exception as exc:
+        run.status, run.finished_at = "failed", utcnow()
+        run.error = str(exc) if isinstance(exc, CeapError) else f"{type(exc).__name__}: {exc}"
+        run.funnel = funnel.to_dict()
+        try:
+            store.record_run(run)
+        except Exception:  # the store itself may be what failed
+            log.exception("could not record failed run %s", run.run_id)
+        if isinstance(exc, CeapError):
+            raise
+        raise RunError(f"program {spec.name!r}: {run.error}") from exc
+    finally:
+        if plan is not None:
+            plan.close()
+
+
+def _check_bad_share(spec: ProgramSpec, funnel: Funnel) -> None:
+    limit = spec.source.max_bad_share
+    if funnel.read and funnel.quarantined / funnel.read > limit:
+        top = ", ".join(f"{reason} ({n})" for reason, n in funnel.quarantine_reasons.most_common(3))
+        raise RunError(f"program {spec.name!r}: {funnel.quarantined} of {funnel.read} rows are bad "
+                       f"({funnel.quarantined / funnel.read:.1%}, more than source.max_bad_share "
+                       f"{limit:.1%}): {top}; nothing was written")
+
+
+def _quarantine_table(bad: list[pa.Table], run: RunRecord) -> pa.Table:
+    rows = pa.concat_tables(bad)
+    n = rows.num_rows
+    return pa.table({
+        "tenant_id": pa.array([run.tenant_id] * n, pa.string()),
+        "run_id": pa.array([run.run_id] * n, pa.string()),
+        "program": pa.array([run.program] * n, pa.string()),
+        "row": rows.column("row").cast(pa.string()),
+        "reason": rows.column("reason").cast(pa.string()),
+    }, schema=QUARANTINE_SCHEMA)
+
+
+def run_programs(specs: Iterable[ProgramSpec], store: Store, context: PluginContext, *,
+                 now: datetime | None = None,
+                 on_start: Callable[[ProgramSpec], Progress | None] | None = None,
+                 registry: Registry | None = None) -> list[RunResult]:
+    """Run several programs; one that fails is reported and the others still run."""
+    results = []
+    for spec in specs:
+        progress = on_start(spec) if on_start else None
+        try:
+            results.append(run_program(spec, store, context, now=now, progress=progress,
+                                       registry=registry))
+        except CeapError as exc:
+            run = RunRecord("", context.tenant, spec.name, "failed", now or utcnow(),
+                            error=str(exc))
+            results.append(RunResult(spec.name, run, Funnel(), error=str(exc)))
+    return results

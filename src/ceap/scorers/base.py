@@ -1,0 +1,58 @@
+"""The scorer contract: one float per row, vectorised over a batch."""
+
+from __future__ import annotations
+
+from typing import ClassVar, TypeVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ceap.errors import SourceError
+from ceap.plugin import Plugin, PluginConfig
+
+
+class ScorerConfig(PluginConfig):
+    """Base of scorer configs."""
+
+
+S = TypeVar("S", bound=ScorerConfig)
+
+
+class Scorer(Plugin[S]):
+    """Scores a batch in one call. Must be deterministic and order-preserving."""
+
+    kind: ClassVar[str] = "scorer"
+    config_model: ClassVar[type[ScorerConfig]] = ScorerConfig
+
+    def features(self) -> list[str]:
+        """The columns the scorer reads."""
+        return []
+
+    def model_id(self) -> str:
+        """Recorded with each candidate: which model (and version) made the score."""
+        return self.config.type
+
+    def score(self, table: pa.Table) -> np.ndarray:
+        """A float64 array with one score per row of ``table``."""
+        raise NotImplementedError
+
+
+def feature_matrix(table: pa.Table, features: list[str]) -> np.ndarray:
+    """Columns of ``table`` as a C-contiguous float64 matrix; nulls become NaN."""
+    missing = [f for f in features if f not in table.column_names]
+    if missing:
+        raise SourceError(f"scorer needs column(s) {', '.join(missing)} that the rows lack")
+    out = np.empty((table.num_rows, len(features)), dtype=np.float64)
+    for j, name in enumerate(features):
+        column = table.column(name)
+        if pa.types.is_boolean(column.type) or pa.types.is_integer(column.type) or \
+                pa.types.is_floating(column.type) or pa.types.is_decimal(column.type):
+            column = pc.cast(column, pa.float64())
+        else:
+            raise SourceError(
+                f"feature {name!r} has type {column.type}; a model needs numbers "
+                "(encode it with a feature expression)"
+            )
+        out[:, j] = column.to_numpy(zero_copy_only=False)
+    return out

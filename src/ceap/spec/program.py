@@ -1,0 +1,89 @@
+"""The program spec: one use case, from source to action."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ceap.connectors.base import ConnectorConfig
+from ceap.durations import Duration
+from ceap.filters.base import FilterConfig
+from ceap.model import ActionType
+from ceap.scorers.base import ScorerConfig
+
+Mode = Literal["live", "shadow", "paused"]
+Category = Literal["marketing", "transactional", "security"]
+NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Selection(Strict):
+    """Who among the scored rows becomes a candidate."""
+
+    threshold: float | None = Field(None, description="keep rows scoring at least this")
+    top_k: int | None = Field(None, gt=0, description="at most this many candidates per run")
+    one_per_customer: bool = Field(True, description="keep each customer's best row only")
+    dedup_window: Duration = Field(timedelta(days=1),
+                                   description="re-runs inside one window add no duplicates")
+
+    @model_validator(mode="after")
+    def _window_positive(self) -> Selection:
+        if self.dedup_window.total_seconds() <= 0:
+            raise ValueError("dedup_window must be positive")
+        return self
+
+
+class Action(Strict):
+    """What the candidate gets, where, and when."""
+
+    type: ActionType
+    channels: list[str] = Field(min_length=1)
+    template: str | None = None
+    payload: dict[str, Any] = Field(default_factory=dict)
+    payload_columns: list[str] = Field(default_factory=list,
+                                       description="row columns copied into the payload")
+    category: Category = "marketing"
+    delay: Duration = Field(timedelta(0), description="not_before = creation + delay")
+    expiry: Duration = Field(timedelta(days=7), description="expires_at = not_before + expiry")
+
+
+class Experiment(Strict):
+    """How the program's worth is measured."""
+
+    holdout: float = Field(0.0, ge=0.0, lt=1.0, description="share of selected customers held out")
+
+
+class ProgramSpec(Strict):
+    """A program, as validated from its YAML file.
+
+    The plugin fields are typed by their base configs here; ``ceap.spec.loading``
+    validates them against the installed plugins' own config models.
+    """
+
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str | None = None
+    mode: Mode = "live"
+    priority: int = 0
+    schedule: str | None = Field(None, description="informational: daily, weekly, hourly")
+    source: ConnectorConfig
+    features: dict[str, str] = Field(default_factory=dict,
+                                     description="name -> SQL expression over source columns")
+    filters: list[FilterConfig] = Field(default_factory=list)
+    scorer: ScorerConfig | None = None
+    selection: Selection = Field(default_factory=Selection)
+    action: Action
+    experiment: Experiment = Field(default_factory=Experiment)
+
+    @model_validator(mode="after")
+    def _unique_filter_ids(self) -> ProgramSpec:
+        seen: set[str] = set()
+        for f in self.filters:
+            if f.id in seen:
+                raise ValueError(f"filter id {f.id!r} is used twice")
+            seen.add(f.id)
+        return self

@@ -1,0 +1,96 @@
+"""The project config, ``ceap.yaml``: tenant, store, connections and channels.
+
+Secrets never sit in the file: any string may reference an environment
+variable as ``${NAME}`` or ``${NAME:-default}``; a reference to an unset
+variable without a default is an error naming the field.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ceap.errors import SpecError
+from ceap.model import DEFAULT_TENANT
+from ceap.plugin import PluginContext
+from ceap.spec.yaml_io import read_yaml_mapping
+
+PROJECT_FILE = "ceap.yaml"
+DEFAULT_STORE = "sqlite:///.ceap/ceap.db"
+_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ProjectConfig(BaseModel):
+    """What ``ceap.yaml`` holds. Every field has a default: the file is optional."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tenant: str = Field(DEFAULT_TENANT, pattern=r"^[A-Za-z0-9_\-]+$")
+    store: str | None = Field(None, description="sqlite:///path or postgresql://...")
+    programs: str = Field("programs", description="folder of program YAML files")
+    connections: dict[str, str] = Field(default_factory=dict,
+                                        description="name -> database URL")
+    channels: dict[str, dict[str, Any]] = Field(default_factory=dict,
+                                                description="name -> channel plugin config")
+    base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    def store_url(self, override: str | None = None) -> str:
+        """``--store`` beats ``CEAP_STORE`` beats ``ceap.yaml`` beats the embedded default."""
+        return override or os.environ.get("CEAP_STORE") or self.store or DEFAULT_STORE
+
+    def context(self, tenant: str | None = None) -> PluginContext:
+        return PluginContext(base_dir=self.base_dir, connections=dict(self.connections),
+                             tenant=tenant or self.tenant)
+
+    def programs_dir(self) -> Path:
+        p = Path(self.programs)
+        return p if p.is_absolute() else self.base_dir / p
+
+
+def _interpolate(value: Any, loc: str, missing: list[tuple[str, str]]) -> Any:
+    if isinstance(value, str):
+        def sub(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            missing.append((loc, f"environment variable {name} is not set"))
+            return ""
+        return _REF.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _interpolate(v, f"{loc}.{k}" if loc else str(k), missing)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, f"{loc}[{i}]", missing) for i, v in enumerate(value)]
+    return value
+
+
+def load_project(path: str | Path | None = None) -> ProjectConfig:
+    """Load ``ceap.yaml`` from ``path`` (a file or folder; default: the current folder).
+
+    No file means the defaults, rooted at the folder.
+    """
+    target = Path(path) if path else Path.cwd()
+    file = target / PROJECT_FILE if target.is_dir() else target
+    base = file.parent.resolve()
+    if not file.exists():
+        if path and not target.is_dir():
+            raise SpecError(str(file), [("", "file not found")])
+        return ProjectConfig(base_dir=base)
+    data = read_yaml_mapping(file)
+    missing: list[tuple[str, str]] = []
+    data = _interpolate(data, "", missing)
+    if missing:
+        raise SpecError(str(file), missing)
+    try:
+        return ProjectConfig.model_validate({**data, "base_dir": base})
+    except ValidationError as exc:
+        issues = [(".".join(str(p) for p in e["loc"]),
+                   "unknown field" if e["type"] == "extra_forbidden" else e["msg"])
+                  for e in exc.errors()]
+        raise SpecError(str(file), issues) from None

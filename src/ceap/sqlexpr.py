@@ -1,0 +1,62 @@
+"""SQL expressions over Arrow batches, evaluated by DuckDB.
+
+Filters, features and expression scorers are written as SQL expressions
+(``cart_value > 50 AND country = 'US'``). They are parsed when the spec is
+validated and run in a DuckDB connection that cannot touch files or the
+network: an expression sees the batch and nothing else.
+"""
+
+from __future__ import annotations
+
+import re
+
+import duckdb
+import pyarrow as pa
+
+BATCH = "batch"
+_MISSING_COLUMN = re.compile(r'Referenced column "([^"]+)" not found')
+
+
+def check_expression(expr: str) -> str:
+    """Return ``expr`` if it parses as one SQL expression, else raise ValueError."""
+    if not expr or not expr.strip():
+        raise ValueError("expression is empty")
+    try:
+        statements = duckdb.extract_statements(f"SELECT ({expr})")
+    except duckdb.Error as exc:
+        raise ValueError(f"invalid SQL expression: {_first_line(exc)}") from None
+    if len(statements) != 1:
+        raise ValueError("must be one SQL expression, not several statements")
+    return expr
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0]
+
+
+def missing_column(exc: Exception) -> str | None:
+    """The column a DuckDB binder error complains about, if any."""
+    match = _MISSING_COLUMN.search(str(exc))
+    return match.group(1) if match else None
+
+
+def sandboxed_connection() -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with no file or network access."""
+    con = duckdb.connect(config={"enable_external_access": False})
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def evaluate(con: duckdb.DuckDBPyConnection, table: pa.Table | pa.RecordBatch,
+             select: str, params: list[object] | None = None) -> pa.Table:
+    """Run ``SELECT <select> FROM batch`` over ``table``."""
+    con.register(BATCH, table)
+    try:
+        return con.sql(f"SELECT {select} FROM {BATCH}", params=params or None).to_arrow_table()
+    finally:
+        con.unregister(BATCH)
+
+
+def quote(name: str) -> str:
+    """A column name as a SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'

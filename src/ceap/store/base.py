@@ -1,0 +1,97 @@
+"""The store contract: candidates with TTL, runs with funnels, quarantine, inbox."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import ClassVar, TypeVar
+
+import pyarrow as pa
+
+from ceap.errors import PluginError
+from ceap.model import Candidate, CandidateQuery, InboxItem, RunRecord, WriteResult
+from ceap.plugin import Plugin, PluginConfig
+
+
+class StoreConfig(PluginConfig):
+    """A store is configured by its URL (``sqlite:///path``, ``postgresql://...``)."""
+
+    url: str
+
+
+T = TypeVar("T", bound=StoreConfig)
+
+
+class Store(Plugin[T]):
+    """Where candidates, runs, quarantined rows and inbox messages live.
+
+    ``write_run`` is atomic: the run record, its candidates and its
+    quarantined rows commit together or not at all. Candidates are unique per
+    ``(tenant_id, dedup_key)``; a second write of the same key is counted as a
+    duplicate and changes nothing.
+    """
+
+    kind: ClassVar[str] = "store"
+    config_model: ClassVar[type[StoreConfig]] = StoreConfig
+    #: URL schemes this store answers to.
+    schemes: ClassVar[tuple[str, ...]] = ()
+
+    def migrate(self) -> None:
+        """Create tables and indexes if missing."""
+        raise NotImplementedError
+
+    def write_run(
+        self, run: RunRecord, candidates: pa.Table, quarantine: pa.Table | None = None
+    ) -> WriteResult:
+        """Write a run, its candidates (see ``ceap.store.schema``) and quarantine, atomically."""
+        raise NotImplementedError
+
+    def record_run(self, run: RunRecord) -> None:
+        """Record a run that wrote no candidates (failed or skipped)."""
+        raise NotImplementedError
+
+    def candidates(self, query: CandidateQuery) -> list[Candidate]:
+        raise NotImplementedError
+
+    def runs(self, tenant_id: str, program: str | None = None, limit: int = 20) -> list[RunRecord]:
+        raise NotImplementedError
+
+    def quarantined(self, tenant_id: str, run_id: str) -> list[dict[str, str]]:
+        """Rows a run set aside, each as ``{"row": json, "reason": text}``."""
+        raise NotImplementedError
+
+    def sweep_expired(self, now: datetime) -> int:
+        """Delete candidates whose ``expires_at`` has passed; return how many."""
+        raise NotImplementedError
+
+    def inbox_add(self, items: list[InboxItem]) -> list[bool]:
+        """Add messages to in-app inboxes, atomically. A known idempotency key is
+        skipped; the result says, per item, whether it was added."""
+        raise NotImplementedError
+
+    def inbox_list(
+        self, tenant_id: str, customer_id: str, unread_only: bool = False
+    ) -> list[InboxItem]:
+        raise NotImplementedError
+
+    def inbox_mark_read(self, tenant_id: str, customer_id: str, ids: list[int]) -> int:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the connection."""
+
+
+def open_store(url: str, migrate: bool = True) -> Store:
+    """Open the store whose plugin claims ``url``'s scheme."""
+    from ceap.registry import default_registry
+
+    scheme = url.split(":", 1)[0].split("+", 1)[0]
+    registry = default_registry()
+    for name in registry.names("store"):
+        cls = registry.get("store", name)
+        if scheme in cls.schemes:
+            store: Store = cls.from_dict({"type": name, "url": url})
+            if migrate:
+                store.migrate()
+            return store
+    known = sorted(s for n in registry.names("store") for s in registry.get("store", n).schemes)
+    raise PluginError(f"store URL {url!r}: no store for scheme {scheme!r} (known: {', '.join(known)})")

@@ -1,0 +1,180 @@
+"""The server store: PostgreSQL, with bulk writes through COPY.
+
+A run's candidates are written as Arrow-made CSV into a temporary staging
+table with one COPY, then moved with ``INSERT ... ON CONFLICT DO NOTHING``,
+all in the run's transaction.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+import psycopg
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from ceap.model import Candidate, CandidateQuery, InboxItem, RunRecord, WriteResult, utcnow
+from ceap.store.base import Store, StoreConfig
+from ceap.store.schema import CANDIDATE_COLUMNS, QUARANTINE_SCHEMA
+from ceap.store.sql_common import (
+    INBOX_COLUMNS,
+    RUN_COLUMNS,
+    SELECT_CANDIDATE,
+    candidate_from_row,
+    ddl,
+    inbox_from_row,
+    run_from_row,
+)
+
+_COLS = ", ".join(CANDIDATE_COLUMNS)
+
+
+class PostgresStoreConfig(StoreConfig):
+    type: Literal["postgres"] = "postgres"
+
+
+def _csv(table: pa.Table) -> bytes:
+    buffer = io.BytesIO()
+    pacsv.write_csv(table, buffer, pacsv.WriteOptions(include_header=False))
+    return buffer.getvalue()
+
+
+class PostgresStore(Store[PostgresStoreConfig]):
+    """PostgreSQL store; one connection guarded by a lock."""
+
+    config_model: ClassVar[type[StoreConfig]] = PostgresStoreConfig
+    schemes: ClassVar[tuple[str, ...]] = ("postgresql", "postgres")
+
+    def __init__(self, config: PostgresStoreConfig, context: Any = None):
+        super().__init__(config, context)
+        url = config.url
+        scheme, rest = url.split(":", 1)
+        self._conn = psycopg.connect("postgresql:" + rest if "+" in scheme or scheme == "postgres"
+                                     else url, autocommit=True)
+        self._lock = threading.RLock()
+
+    def migrate(self) -> None:
+        with self._lock, self._conn.transaction():
+            self._conn.execute("SELECT pg_advisory_xact_lock(4242)")  # concurrent first starts
+            for statement in ddl("postgres"):
+                self._conn.execute(statement)  # type: ignore[arg-type]
+
+    def write_run(
+        self, run: RunRecord, candidates: pa.Table, quarantine: pa.Table | None = None
+    ) -> WriteResult:
+        with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
+            cur.execute("CREATE TEMP TABLE IF NOT EXISTS ceap_stage "
+                        "(LIKE candidates) ON COMMIT DELETE ROWS")
+            cur.execute("ALTER TABLE ceap_stage ALTER COLUMN id DROP NOT NULL")
+            with cur.copy(f"COPY ceap_stage ({_COLS}) FROM STDIN (FORMAT csv)") as copy:
+                copy.write(_csv(candidates.select(CANDIDATE_COLUMNS)))
+            cur.execute(f"INSERT INTO candidates ({_COLS}) SELECT {_COLS} FROM ceap_stage "
+                        "ON CONFLICT (tenant_id, dedup_key) DO NOTHING")
+            inserted = max(cur.rowcount, 0)
+            bad = quarantine.num_rows if quarantine is not None else 0
+            if quarantine is not None and bad:
+                names = ", ".join(QUARANTINE_SCHEMA.names)
+                with cur.copy(f"COPY quarantine ({names}) FROM STDIN (FORMAT csv)") as copy:
+                    copy.write(_csv(quarantine.select(QUARANTINE_SCHEMA.names)))
+            result = WriteResult(inserted, candidates.num_rows - inserted, bad)
+            run.funnel = {**run.funnel, "written": inserted, "already_present": result.duplicates}
+            self._insert_run(cur, run)
+        return result
+
+    def record_run(self, run: RunRecord) -> None:
+        with self._lock, self._conn.cursor() as cur:
+            self._insert_run(cur, run)
+
+    @staticmethod
+    def _insert_run(cur: psycopg.Cursor[Any], run: RunRecord) -> None:
+        cur.execute(
+            f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) "
+            "ON CONFLICT (run_id) DO UPDATE SET status = EXCLUDED.status, "
+            "finished_at = EXCLUDED.finished_at, funnel = EXCLUDED.funnel, error = EXCLUDED.error",
+            (run.run_id, run.tenant_id, run.program, run.status, run.started_at,
+             run.finished_at or utcnow(), json.dumps(run.funnel), run.error))
+
+    def candidates(self, query: CandidateQuery) -> list[Candidate]:
+        where, params = ["tenant_id = %s"], [query.tenant_id]
+        for column in ("customer_id", "program", "status"):
+            value = getattr(query, column)
+            if value is not None:
+                where.append(f"{column} = %s")
+                params.append(value)
+        if query.channel is not None:
+            where.append("channels ? %s")
+            params.append(query.channel)
+        if not query.include_expired:
+            where.append("expires_at > now()")
+        sql = (f"{SELECT_CANDIDATE} WHERE {' AND '.join(where)} "
+               "ORDER BY priority DESC, score DESC, id LIMIT %s")
+        with self._lock:
+            rows = self._conn.execute(sql, [*params, query.limit]).fetchall()  # type: ignore[arg-type]
+        return [candidate_from_row(r) for r in rows]
+
+    def runs(self, tenant_id: str, program: str | None = None, limit: int = 20) -> list[RunRecord]:
+        sql = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE tenant_id = %s"
+        params: list[Any] = [tenant_id]
+        if program:
+            sql += " AND program = %s"
+            params.append(program)
+        sql += " ORDER BY started_at DESC LIMIT %s"
+        with self._lock:
+            rows = self._conn.execute(sql, [*params, limit]).fetchall()  # type: ignore[arg-type]
+        return [run_from_row(r) for r in rows]
+
+    def quarantined(self, tenant_id: str, run_id: str) -> list[dict[str, str]]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT row, reason FROM quarantine WHERE tenant_id = %s AND run_id = %s "
+                "ORDER BY id", (tenant_id, run_id)).fetchall()
+        return [{"row": r, "reason": why} for r, why in rows]
+
+    def sweep_expired(self, now: datetime) -> int:
+        with self._lock:
+            cursor = self._conn.execute("DELETE FROM candidates WHERE expires_at <= %s", (now,))
+        return cursor.rowcount
+
+    def inbox_add(self, items: list[InboxItem]) -> list[bool]:
+        added = []
+        now = utcnow()
+        with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
+            for i in items:
+                cur.execute(
+                    "INSERT INTO inbox (tenant_id, customer_id, idempotency_key, program, "
+                    "candidate_id, title, body, payload, created_at) "
+                    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+                    "ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id",
+                    (i.tenant_id, i.customer_id, i.idempotency_key, i.program, i.candidate_id,
+                     i.title, i.body, json.dumps(i.payload), now))
+                added.append(cur.fetchone() is not None)
+        return added
+
+    def inbox_list(
+        self, tenant_id: str, customer_id: str, unread_only: bool = False
+    ) -> list[InboxItem]:
+        sql = (f"SELECT {', '.join(INBOX_COLUMNS)} FROM inbox "
+               "WHERE tenant_id = %s AND customer_id = %s")
+        if unread_only:
+            sql += " AND read_at IS NULL"
+        with self._lock:
+            rows = self._conn.execute(sql + " ORDER BY created_at DESC, id DESC",  # type: ignore[arg-type]
+                                      (tenant_id, customer_id)).fetchall()
+        return [inbox_from_row(r) for r in rows]
+
+    def inbox_mark_read(self, tenant_id: str, customer_id: str, ids: list[int]) -> int:
+        if not ids:
+            return 0
+        with self._lock:
+            cursor = self._conn.execute(
+                "UPDATE inbox SET read_at = now() WHERE tenant_id = %s AND customer_id = %s "
+                "AND read_at IS NULL AND id = ANY(%s)", (tenant_id, customer_id, ids))
+        return cursor.rowcount
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

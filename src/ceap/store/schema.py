@@ -1,0 +1,76 @@
+"""The shape of what a run writes, shared by every store."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+TS = pa.timestamp("us", tz="UTC")
+
+#: Columns of the candidate table a run hands to ``Store.write_run``, in order.
+CANDIDATE_SCHEMA = pa.schema(
+    [
+        ("tenant_id", pa.string()),
+        ("program", pa.string()),
+        ("run_id", pa.string()),
+        ("customer_id", pa.string()),
+        ("subject_id", pa.string()),
+        ("context", pa.string()),
+        ("action_type", pa.string()),
+        ("channels", pa.string()),
+        ("template", pa.string()),
+        ("category", pa.string()),
+        ("score", pa.float64()),
+        ("model", pa.string()),
+        ("reasons", pa.string()),
+        ("payload", pa.string()),
+        ("status", pa.string()),
+        ("priority", pa.int64()),
+        ("created_at", TS),
+        ("not_before", TS),
+        ("expires_at", TS),
+        ("dedup_key", pa.string()),
+        ("holdout", pa.bool_()),
+        ("version", pa.int64()),
+    ]
+)
+CANDIDATE_COLUMNS = CANDIDATE_SCHEMA.names
+JSON_COLUMNS = ("context", "channels", "reasons", "payload")
+TIME_COLUMNS = ("created_at", "not_before", "expires_at")
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("tenant_id", pa.string()),
+        ("run_id", pa.string()),
+        ("program", pa.string()),
+        ("row", pa.string()),
+        ("reason", pa.string()),
+    ]
+)
+
+ISO_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def to_iso(value: datetime) -> str:
+    """A UTC timestamp as fixed-width text that sorts in time order."""
+    return value.astimezone(UTC).strftime(ISO_FORMAT)
+
+
+def from_iso(value: str | datetime | None) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value.astimezone(UTC) if isinstance(value, datetime) else None
+    return datetime.strptime(value, ISO_FORMAT).replace(tzinfo=UTC)
+
+
+def loads(value: Any) -> Any:
+    """Decode a JSON column (PostgreSQL may already have decoded it)."""
+    if value is None or not isinstance(value, str | bytes):
+        return value
+    return json.loads(value)
+
+
+def empty_candidates() -> pa.Table:
+    return CANDIDATE_SCHEMA.empty_table()

@@ -1,0 +1,216 @@
+"""The embedded default store: one SQLite file in WAL mode, nothing to install."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ceap.model import Candidate, CandidateQuery, InboxItem, RunRecord, WriteResult, utcnow
+from ceap.store.base import Store, StoreConfig
+from ceap.store.schema import CANDIDATE_COLUMNS, QUARANTINE_SCHEMA, to_iso
+from ceap.store.sql_common import (
+    INBOX_COLUMNS,
+    RUN_COLUMNS,
+    SELECT_CANDIDATE,
+    candidate_from_row,
+    ddl,
+    inbox_from_row,
+    run_from_row,
+)
+
+_INSERT_CANDIDATES = (
+    f"INSERT INTO candidates ({', '.join(CANDIDATE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in CANDIDATE_COLUMNS)}) "
+    "ON CONFLICT (tenant_id, dedup_key) DO NOTHING"
+)
+_ISO = "%Y-%m-%dT%H:%M:%S.%fZ"  # strftime in Arrow prints microseconds for %S
+
+
+class SqliteStoreConfig(StoreConfig):
+    type: Literal["sqlite"] = "sqlite"
+
+
+def sqlite_path(url: str) -> str:
+    """``sqlite:///rel.db`` -> ``rel.db``; ``sqlite:////abs.db`` -> ``/abs.db``."""
+    if not url.startswith("sqlite://"):
+        raise ValueError(f"not a sqlite URL: {url!r}")
+    rest = url[len("sqlite://"):]
+    return rest[1:] if rest.startswith("/") else rest
+
+
+def arrow_rows(table: pa.Table, time_format: str | None = _ISO) -> list[tuple[Any, ...]]:
+    """Rows of ``table`` as tuples, converted column by column (no per-cell Python)."""
+    columns = []
+    for name in table.column_names:
+        column = table.column(name)
+        if time_format and pa.types.is_timestamp(column.type):
+            column = pc.strftime(column, format=time_format.replace(".%f", ""))
+        columns.append(column.to_pylist())
+    return list(zip(*columns, strict=True))
+
+
+class SqliteStore(Store[SqliteStoreConfig]):
+    """SQLite store; safe to share between threads (one connection, one lock)."""
+
+    config_model: ClassVar[type[StoreConfig]] = SqliteStoreConfig
+    schemes: ClassVar[tuple[str, ...]] = ("sqlite",)
+
+    def __init__(self, config: SqliteStoreConfig, context: Any = None):
+        super().__init__(config, context)
+        path = sqlite_path(config.url)
+        if path != ":memory:":
+            resolved = self.context.path(path)
+            resolved.parent.mkdir(parents=True, exist_ok=True)
+            path = str(resolved)
+        self.path = path
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                     timeout=30)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+
+    # -- schema ---------------------------------------------------------
+    def migrate(self) -> None:
+        with self._lock:
+            for statement in ddl("sqlite"):
+                self._conn.execute(statement)
+
+    # -- writes ---------------------------------------------------------
+    def write_run(
+        self, run: RunRecord, candidates: pa.Table, quarantine: pa.Table | None = None
+    ) -> WriteResult:
+        rows = arrow_rows(candidates.select(CANDIDATE_COLUMNS))
+        bad = arrow_rows(quarantine.select(QUARANTINE_SCHEMA.names)) if quarantine else []
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                before = conn.total_changes
+                conn.executemany(_INSERT_CANDIDATES, rows)
+                inserted = conn.total_changes - before
+                if bad:
+                    conn.executemany(
+                        "INSERT INTO quarantine (tenant_id, run_id, program, row, reason) "
+                        "VALUES (?, ?, ?, ?, ?)", bad)
+                result = WriteResult(inserted, len(rows) - inserted, len(bad))
+                run.funnel = {**run.funnel, "written": inserted, "already_present": result.duplicates}
+                self._insert_run(run)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return result
+
+    def record_run(self, run: RunRecord) -> None:
+        with self._lock:
+            self._insert_run(run)
+
+    def _insert_run(self, run: RunRecord) -> None:
+        self._conn.execute(
+            f"INSERT OR REPLACE INTO runs ({', '.join(RUN_COLUMNS)}) VALUES (?,?,?,?,?,?,?,?)",
+            (run.run_id, run.tenant_id, run.program, run.status, to_iso(run.started_at),
+             to_iso(run.finished_at or utcnow()), json.dumps(run.funnel), run.error),
+        )
+
+    # -- reads ----------------------------------------------------------
+    def candidates(self, query: CandidateQuery) -> list[Candidate]:
+        where, params = ["tenant_id = ?"], [query.tenant_id]
+        for column in ("customer_id", "program", "status"):
+            value = getattr(query, column)
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if query.channel is not None:
+            where.append("EXISTS (SELECT 1 FROM json_each(channels) WHERE value = ?)")
+            params.append(query.channel)
+        if not query.include_expired:
+            where.append("expires_at > ?")
+            params.append(to_iso(utcnow()))
+        sql = (f"{SELECT_CANDIDATE} WHERE {' AND '.join(where)} "
+               "ORDER BY priority DESC, score DESC, id LIMIT ?")
+        with self._lock:
+            rows = self._conn.execute(sql, [*params, query.limit]).fetchall()
+        return [candidate_from_row(r) for r in rows]
+
+    def runs(self, tenant_id: str, program: str | None = None, limit: int = 20) -> list[RunRecord]:
+        sql = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE tenant_id = ?"
+        params: list[Any] = [tenant_id]
+        if program:
+            sql += " AND program = ?"
+            params.append(program)
+        sql += " ORDER BY started_at DESC LIMIT ?"
+        with self._lock:
+            rows = self._conn.execute(sql, [*params, limit]).fetchall()
+        return [run_from_row(r) for r in rows]
+
+    def quarantined(self, tenant_id: str, run_id: str) -> list[dict[str, str]]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT row, reason FROM quarantine WHERE tenant_id = ? AND run_id = ? ORDER BY id",
+                (tenant_id, run_id)).fetchall()
+        return [{"row": r, "reason": why} for r, why in rows]
+
+    def sweep_expired(self, now: datetime) -> int:
+        with self._lock:
+            cursor = self._conn.execute("DELETE FROM candidates WHERE expires_at <= ?",
+                                        (to_iso(now),))
+        return cursor.rowcount
+
+    # -- inbox ----------------------------------------------------------
+    def inbox_add(self, items: list[InboxItem]) -> list[bool]:
+        now = to_iso(utcnow())
+        added = []
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for i in items:
+                    cursor = self._conn.execute(
+                        "INSERT INTO inbox (tenant_id, customer_id, idempotency_key, program, "
+                        "candidate_id, title, body, payload, created_at) "
+                        "VALUES (?,?,?,?,?,?,?,?,?) "
+                        "ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
+                        (i.tenant_id, i.customer_id, i.idempotency_key, i.program,
+                         i.candidate_id, i.title, i.body, json.dumps(i.payload), now))
+                    added.append(cursor.rowcount == 1)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return added
+
+    def inbox_list(
+        self, tenant_id: str, customer_id: str, unread_only: bool = False
+    ) -> list[InboxItem]:
+        sql = (f"SELECT {', '.join(INBOX_COLUMNS)} FROM inbox "
+               "WHERE tenant_id = ? AND customer_id = ?")
+        if unread_only:
+            sql += " AND read_at IS NULL"
+        with self._lock:
+            rows = self._conn.execute(sql + " ORDER BY created_at DESC, id DESC",
+                                      (tenant_id, customer_id)).fetchall()
+        return [inbox_from_row(r) for r in rows]
+
+    def inbox_mark_read(self, tenant_id: str, customer_id: str, ids: list[int]) -> int:
+        if not ids:
+            return 0
+        marks = ", ".join("?" for _ in ids)
+        with self._lock:
+            cursor = self._conn.execute(
+                f"UPDATE inbox SET read_at = ? WHERE tenant_id = ? AND customer_id = ? "
+                f"AND read_at IS NULL AND id IN ({marks})",
+                (to_iso(utcnow()), tenant_id, customer_id, *ids))
+        return cursor.rowcount
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+__all__ = ["SqliteStore", "SqliteStoreConfig", "arrow_rows", "sqlite_path"]
