@@ -25,6 +25,7 @@ class Funnel:
     targeted: int = 0
     written: int = 0
     already_present: int = 0
+    model: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = {k: v for k, v in self.__dict__.items() if k != "quarantine_reasons"}
@@ -57,6 +58,9 @@ class Funnel:
                 out.append((name, left, removed))
         out.append(("selected", self.selected, 0))
         out.append(("held out (control group)", self.selected - self.held_out, self.held_out))
-        out.append(("targeted", self.targeted, 0))
-        out.append(("new candidates written", self.written, self.already_present))
+        out.append(("targeted (will be acted on)", self.targeted, 0))
+        if self.already_present:
+            out.append(("already stored (same dedup key)", self.selected - self.already_present,
+                        self.already_present))
+        out.append(("new candidates written", self.written, 0))
         return out

@@ -66,6 +66,7 @@ def run_program(spec: ProgramSpec, store: Store, context: PluginContext, *,
     try:
         plan = Plan(spec, context, registry)
         plan.check()
+        funnel.model = plan.model_id()
         kept: list[pa.Table] = []
         bad: list[pa.Table] = []
         expected = plan.connector.estimated_rows()

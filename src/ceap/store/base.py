@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from ceap.errors import PluginError
 from ceap.model import Candidate, CandidateQuery, InboxItem, RunRecord, WriteResult
-from ceap.plugin import Plugin, PluginConfig
+from ceap.plugin import Plugin, PluginConfig, PluginContext
 
 
 class StoreConfig(PluginConfig):
@@ -80,8 +80,9 @@ class Store(Plugin[T]):
         """Release the connection."""
 
 
-def open_store(url: str, migrate: bool = True) -> Store:
-    """Open the store whose plugin claims ``url``'s scheme."""
+def open_store(url: str, migrate: bool = True, context: PluginContext | None = None) -> Store:
+    """Open the store whose plugin claims ``url``'s scheme (relative SQLite paths
+    start at ``context.base_dir``)."""
     from ceap.registry import default_registry
 
     scheme = url.split(":", 1)[0].split("+", 1)[0]
@@ -89,7 +90,7 @@ def open_store(url: str, migrate: bool = True) -> Store:
     for name in registry.names("store"):
         cls = registry.get("store", name)
         if scheme in cls.schemes:
-            store: Store = cls.from_dict({"type": name, "url": url})
+            store: Store = cls.from_dict({"type": name, "url": url}, context)
             if migrate:
                 store.migrate()
             return store

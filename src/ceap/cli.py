@@ -1,0 +1,290 @@
+"""The ``ceap`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ceap.errors import CeapError, SpecError
+from ceap.model import CandidateQuery, utcnow
+from ceap.report import candidates_table, funnel_table, runs_table
+from ceap.runtime.batch import Progress as ProgressFn
+from ceap.runtime.batch import RunResult, run_programs
+from ceap.spec import ProgramSpec, ProjectConfig, load_program, load_project
+from ceap.store import Store, open_store
+
+app = typer.Typer(help="CEAP: find the customers who need an action now, and act.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+
+class State:
+    project_dir: Path | None = None
+    store: str | None = None
+    tenant: str | None = None
+
+    def project(self) -> ProjectConfig:
+        try:
+            return load_project(self.project_dir)
+        except SpecError as exc:
+            _fail_spec([exc])
+            raise  # unreachable
+
+    def open_store(self, project: ProjectConfig) -> Store:
+        url = project.store_url(self.store)
+        try:
+            return open_store(url, context=project.context(self.tenant))
+        except Exception as exc:
+            err.print(f"[red]error:[/red] cannot open store {_mask(url)}: {exc}")
+            raise typer.Exit(1) from None
+
+
+state = State()
+
+
+def _mask(url: str) -> str:
+    """Hide a password in a URL before printing it."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" if ":" in creds else url
+    return url
+
+
+def _fail_spec(errors: list[SpecError]) -> None:
+    for exc in errors:
+        for line in exc.lines():
+            err.print(line, markup=False, highlight=False)
+    raise typer.Exit(2)
+
+
+@app.callback()
+def main(
+    project: Annotated[Path | None, typer.Option(help="project folder holding ceap.yaml")] = None,
+    store: Annotated[str | None, typer.Option(help="store URL (beats CEAP_STORE and ceap.yaml)")] = None,
+    tenant: Annotated[str | None, typer.Option(help="tenant id (default: ceap.yaml's)")] = None,
+) -> None:
+    state.project_dir, state.store, state.tenant = project, store, tenant
+
+
+def _program_paths(items: list[str], project: ProjectConfig) -> list[Path]:
+    paths: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            paths.extend(sorted([*p.glob("*.yaml"), *p.glob("*.yml")]))
+        elif p.suffix in (".yaml", ".yml") or p.exists():
+            paths.append(p)
+        else:
+            named = project.programs_dir() / f"{item}.yaml"
+            paths.append(named)
+    return paths
+
+
+@app.command()
+def validate(
+    paths: Annotated[list[str], typer.Argument(help="program files or folders")],
+    sources: Annotated[
+        bool, typer.Option("--sources", help="also check columns against the sources")
+    ] = False,
+) -> None:
+    """Check program specs. Exit 0 when all are valid; 2 with `file: field: message` lines."""
+    project = state.project()
+    errors: list[SpecError] = []
+    files = _program_paths(paths, project)
+    if not files:
+        err.print("no program files found")
+        raise typer.Exit(2)
+    for path in files:
+        try:
+            spec = load_program(path)
+            if sources:
+                from ceap.pipeline.plan import Plan
+
+                plan = Plan(spec, project.context(state.tenant))
+                try:
+                    plan.check()
+                finally:
+                    plan.close()
+            out.print(f"[green]ok[/green] {path}")
+        except SpecError as exc:
+            errors.append(exc)
+        except CeapError as exc:
+            errors.append(SpecError(str(path), [("", str(exc))]))
+    if errors:
+        _fail_spec(errors)
+
+
+def _load_specs(items: list[str], project: ProjectConfig, all_: bool) -> list[ProgramSpec]:
+    if all_:
+        items = [str(project.programs_dir())]
+    if not items:
+        err.print("name a program (or a file), or pass --all")
+        raise typer.Exit(2)
+    errors: list[SpecError] = []
+    specs = []
+    for path in _program_paths(items, project):
+        try:
+            specs.append(load_program(path))
+        except SpecError as exc:
+            errors.append(exc)
+    if errors:
+        _fail_spec(errors)
+    return specs
+
+
+def _progress_factory(progress: Progress) -> Any:
+    def start(spec: ProgramSpec) -> ProgressFn:
+        task = progress.add_task(spec.name, total=None)
+
+        def update(done: int, expected: int | None) -> None:
+            progress.update(task, completed=done, total=expected)
+
+        return update
+
+    return start
+
+
+def print_results(results: list[RunResult], as_json: bool = False) -> None:
+    if as_json:
+        out.print_json(json.dumps([{"program": r.program, "run_id": r.run.run_id,
+                                    "status": r.run.status, "funnel": r.funnel.to_dict(),
+                                    "error": r.error} for r in results]))
+        return
+    for r in results:
+        if r.run.status == "failed":
+            err.print(f"[red]✗ {r.program} failed:[/red] {r.error or r.run.error}", highlight=False)
+        elif r.run.status == "skipped":
+            out.print(f"[yellow]- {r.program} skipped:[/yellow] program is paused")
+        else:
+            out.print(funnel_table(r.program, r.funnel, r.funnel.model))
+
+
+@app.command()
+def run(
+    programs: Annotated[list[str] | None, typer.Argument(help="program names or files")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="every program in the programs folder")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print results as JSON")] = False,
+) -> None:
+    """Run programs once over their sources; print each funnel. One failing
+    program does not stop the others; the exit code is 1 if any failed."""
+    project = state.project()
+    specs = _load_specs(programs or [], project, all_)
+    store = state.open_store(project)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+               TextColumn("{task.completed:,} rows"), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=err, transient=True) as progress:
+            results = run_programs(specs, store, project.context(state.tenant),
+                                   on_start=_progress_factory(progress))
+    finally:
+        store.close()
+    print_results(results, as_json)
+    if any(not r.ok for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def candidates(
+    customer: Annotated[str | None, typer.Option(help="customer id")] = None,
+    program: Annotated[str | None, typer.Option(help="program name")] = None,
+    channel: Annotated[str | None, typer.Option(help="channel name")] = None,
+    status: Annotated[str | None, typer.Option(help="pending, held_out, shadow, ...")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 20,
+    include_expired: Annotated[bool, typer.Option("--include-expired")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Query the candidate store."""
+    project = state.project()
+    store = state.open_store(project)
+    try:
+        found = store.candidates(CandidateQuery(
+            tenant_id=state.tenant or project.tenant, customer_id=customer, program=program,
+            channel=channel, status=status, include_expired=include_expired, limit=limit))
+    finally:
+        store.close()
+    if as_json:
+        out.print_json(json.dumps([asdict(c) for c in found], default=str))
+    else:
+        out.print(candidates_table(found))
+
+
+@app.command()
+def runs(
+    program: Annotated[str | None, typer.Option(help="program name")] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 20,
+) -> None:
+    """Recent runs with their status and counts."""
+    project = state.project()
+    store = state.open_store(project)
+    try:
+        out.print(runs_table(store.runs(state.tenant or project.tenant, program, limit)))
+    finally:
+        store.close()
+
+
+@app.command()
+def quarantine(run_id: Annotated[str, typer.Argument(help="a run id (see `ceap runs`)")]) -> None:
+    """Rows a run set aside, with the reason for each."""
+    project = state.project()
+    store = state.open_store(project)
+    try:
+        rows = store.quarantined(state.tenant or project.tenant, run_id)
+    finally:
+        store.close()
+    for row in rows:
+        out.print(f"{row['reason']}\t{row['row']}", markup=False, highlight=False)
+    err.print(f"{len(rows)} quarantined row(s)")
+
+
+@app.command()
+def sweep() -> None:
+    """Delete expired candidates."""
+    project = state.project()
+    store = state.open_store(project)
+    try:
+        removed = store.sweep_expired(utcnow())
+    finally:
+        store.close()
+    out.print(f"removed {removed} expired candidate(s)")
+
+
+@app.command()
+def plugins() -> None:
+    """The installed plugins of each kind (built-in and third-party alike)."""
+    from ceap.registry import default_registry
+
+    table = Table(title="plugins", title_justify="left")
+    for column in ("kind", "type", "implementation", "package"):
+        table.add_column(column)
+    for info in default_registry().info():
+        table.add_row(info.kind, info.name, info.target, info.distribution)
+    out.print(table)
+
+
+@app.command()
+def demo(
+    customers: Annotated[int, typer.Option(min=100, help="customers to generate")] = 20_000,
+    seed: Annotated[int, typer.Option(help="random seed of the generated data")] = 7,
+) -> None:
+    """Generate seeded demo data and run the demo programs on the embedded store."""
+    from ceap.demo.runner import run_demo
+
+    project = state.project()
+    url = state.store or "sqlite:///.ceap/demo.db"
+    results = run_demo(project.base_dir, url, customers=customers, seed=seed, console=out)
+    if any(not r.ok for r in results):
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,62 @@
+"""Shared fixtures. Service-backed tests use the real service on this machine;
+with CEAP_REQUIRE_SERVICES=1 (set by .ci/run) a missing service fails the test
+instead of skipping it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ceap.plugin import PluginContext
+
+SERVICES = {
+    "postgres": ("127.0.0.1", 5432),
+    "redis": ("127.0.0.1", 6379),
+    "rabbitmq": ("127.0.0.1", 5672),
+    "mosquitto": ("127.0.0.1", 1883),
+    "nats": ("127.0.0.1", 4222),
+}
+PG_BASE = os.environ.get("CEAP_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def require_service(name: str) -> None:
+    host, port = SERVICES[name]
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return
+    except OSError as exc:
+        message = f"service {name} at {host}:{port} is not reachable: {exc}"
+        if os.environ.get("CEAP_REQUIRE_SERVICES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
+    require_service("postgres")
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_BASE, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(PG_BASE, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'ceap.db'}"
+
+
+@pytest.fixture
+def context(tmp_path: Path) -> PluginContext:
+    return PluginContext(base_dir=tmp_path)
