@@ -40,6 +40,11 @@ def check_columns(schema: pa.Schema, config: ConnectorConfig) -> None:
         if missing:
             raise SourceError(f"{field_name}: column {missing[0]!r} is not in the source "
                               f"(source has: {', '.join(schema.names)})")
+    for name, kind in config.columns.items():
+        actual = schema.field(name).type
+        if pa.types.is_nested(actual) and kind != "string":
+            raise SourceError(f"source.columns.{name}: the source column holds {actual}, "
+                              f"which cannot be read as {kind}")
 
 
 def conform_sql(schema: pa.Schema, config: ConnectorConfig) -> str:

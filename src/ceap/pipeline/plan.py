@@ -137,9 +137,9 @@ class Plan:
             funnel.quarantine_reasons.update(bad.column("reason").to_pylist())
         table = self._with_features(good, now)
         alive = self._filter(table, funnel)
-        survivors = table.filter(alive).select(self._keep_columns())
+        survivors = table.filter(alive) if not alive.all() else table
         funnel.eligible += survivors.num_rows
-        return BatchOutcome(self._score(survivors, funnel), bad)
+        return BatchOutcome(self._score(survivors, funnel).select([*self._keep_columns(), SCORE]), bad)
 
     def _filter(self, table: pa.Table, funnel: Funnel) -> np.ndarray:
         masks: list[np.ndarray] = []
@@ -165,8 +165,7 @@ class Plan:
     def _keep_columns(self) -> list[str]:
         src = self.spec.source
         keep = [src.customer_id, *([src.subject_id] if src.subject_id else []), *src.context,
-                *self.spec.action.payload_columns,
-                *(self.scorer.features() if self.scorer else [])]
+                *self.spec.action.payload_columns]
         return list(dict.fromkeys(keep))
 
     def _score(self, table: pa.Table, funnel: Funnel) -> pa.Table:
