@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -15,7 +16,9 @@ import pytest
 from ceap.errors import CeapError, RunError, SourceError
 from ceap.model import CandidateQuery, RunRecord, WriteResult
 from ceap.plugin import PluginContext
+from ceap.registry import Registry, default_registry
 from ceap.runtime import run_program, run_programs
+from ceap.scorers.base import Scorer, ScorerConfig
 from ceap.spec import parse_program
 from ceap.store import Store, open_store
 from ceap.store.sqlite import SqliteStore
@@ -272,3 +275,47 @@ def test_customer_lookup_skips_expired_by_default(orders: Path, store: Store,
 def test_write_result_counts(orders: Path, store: Store, context: PluginContext) -> None:
     result = run_program(parse_program(base_program()), store, context, now=NOW)
     assert result.written == WriteResult(inserted=2, duplicates=0, quarantined=2)
+
+
+class ExplainingConfig(ScorerConfig):
+    type: Literal["explaining"] = "explaining"
+
+
+class ExplainingScorer(Scorer[ExplainingConfig]):
+    """Scores ``value / 100``; explains with the value; recommends two items."""
+
+    config_model: ClassVar[type[ScorerConfig]] = ExplainingConfig
+
+    def features(self) -> list[str]:
+        return ["value"]
+
+    def score(self, table: pa.Table) -> np.ndarray:
+        return table.column("value").to_numpy() / 100
+
+    def explain(self, table: pa.Table, top: int = 3) -> list[dict[str, float]]:
+        return [{"value": v} for v in table.column("value").to_pylist()]
+
+    def recommend(self, table: pa.Table, k: int) -> list[list[dict[str, Any]]]:
+        return [[{"item": f"{c}-a", "score": 0.9}, {"item": f"{c}-b", "score": 0.5}][:k]
+                for c in table.column("customer_id").to_pylist()]
+
+
+def test_selected_candidates_carry_reasons_and_items(tmp_path: Path, store: Store,
+                                                     context: PluginContext) -> None:
+    pq.write_table(customers_table(50), tmp_path / "customers.parquet")
+    registry = Registry()
+    base = default_registry()
+    for kind in ("connector", "filter", "scorer"):
+        for name in base.names(kind):
+            registry.register(kind, name, base.get(kind, name))
+    registry.register("scorer", "explaining", ExplainingScorer)
+    spec = holdout_program(holdout=0.0, scorer={"type": "explaining"},
+                           selection={"top_k": 3, "reasons": 1},
+                           action={"type": "recommend", "channels": ["email"], "items": 1,
+                                   "payload": {"discount": 5}})
+    run_program(parse_program(spec, registry=registry), store, context, now=NOW, registry=registry)
+    found = all_candidates(store)
+    assert len(found) == 3
+    for c in found:
+        assert c.reasons == {"value": c.score * 100}
+        assert c.payload == {"discount": 5, "items": [{"item": f"{c.customer_id}-a", "score": 0.9}]}

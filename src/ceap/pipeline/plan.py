@@ -165,7 +165,8 @@ class Plan:
     def _keep_columns(self) -> list[str]:
         src = self.spec.source
         keep = [src.customer_id, *([src.subject_id] if src.subject_id else []), *src.context,
-                *self.spec.action.payload_columns]
+                *self.spec.action.payload_columns,
+                *(self.scorer.features() if self.scorer else [])]
         return list(dict.fromkeys(keep))
 
     def _score(self, table: pa.Table, funnel: Funnel) -> pa.Table:

@@ -11,17 +11,22 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 
+from ceap.errors import PluginError
 from ceap.pipeline.funnel import Funnel
 from ceap.pipeline.plan import SCORE
+from ceap.scorers.base import Scorer
 from ceap.spec.program import ProgramSpec
 from ceap.sqlexpr import BATCH, quote
 from ceap.store.schema import CANDIDATE_SCHEMA
 
 _TWO_64 = "18446744073709551616.0"
+REASONS = "__ceap_reasons"
+ITEMS = "__ceap_items"
 
 
 @dataclass(frozen=True)
@@ -45,8 +50,23 @@ def _json_object(columns: list[str]) -> str | None:
     return "to_json(struct_pack(" + ", ".join(f"{quote(c)} := {quote(c)}" for c in columns) + "))"
 
 
+def _attach_explanations(top: pa.Table, scorer: Scorer[Any] | None, reasons: int,
+                         items: int) -> pa.Table:
+    """Add the reasons and recommended items of the selected rows, as JSON text."""
+    explained = scorer.explain(top, reasons) if scorer is not None and reasons else None
+    recommended = scorer.recommend(top, items) if scorer is not None and items else None
+    for name, values in ((REASONS, explained), (ITEMS, recommended)):
+        column = (pa.array([json.dumps(v) for v in values], pa.string()) if values is not None
+                  else pa.nulls(top.num_rows, pa.string()))
+        if len(column) != top.num_rows:
+            raise PluginError(f"scorer returned {len(column)} {name.strip('_')} for "
+                              f"{top.num_rows} rows")
+        top = top.append_column(name, column)
+    return top
+
+
 def select(con: duckdb.DuckDBPyConnection, scored: pa.Table, spec: ProgramSpec,
-           run: RunInfo, funnel: Funnel) -> pa.Table:
+           run: RunInfo, funnel: Funnel, scorer: Scorer[Any] | None = None) -> pa.Table:
     """Turn the scored rows of a whole run into candidate rows (``CANDIDATE_SCHEMA``)."""
     src, sel, action = spec.source, spec.selection, spec.action
     cust = quote(src.customer_id)
@@ -76,19 +96,26 @@ def select(con: duckdb.DuckDBPyConnection, scored: pa.Table, spec: ProgramSpec,
         "holdout": spec.experiment.holdout,
     }
     limit = f"LIMIT {int(sel.top_k)}" if sel.top_k else ""
-    holdout = (f"md5_number_upper($tenant || ':' || $program || ':' || {cust}) / {_TWO_64} "
-               "< $holdout")
     con.register(BATCH, best)
     try:
+        top = con.sql(f"SELECT * FROM {BATCH} ORDER BY {SCORE} DESC, {cust}, {subj} NULLS LAST "
+                      f"{limit}").to_arrow_table()
+    finally:
+        con.unregister(BATCH)
+    top = _attach_explanations(top, scorer, sel.reasons, action.items)
+    if action.items:
+        payload = f"json_merge_patch({payload}, json_object('items', json({ITEMS})))"
+    holdout = (f"md5_number_upper($tenant || ':' || $program || ':' || {cust}) / {_TWO_64} "
+               "< $holdout")
+    con.register(BATCH, top)
+    try:
         table = con.sql(f"""
-            WITH top AS (
-                SELECT * FROM {BATCH} ORDER BY {SCORE} DESC, {cust}, {subj} NULLS LAST {limit}
-            ), marked AS (SELECT *, {holdout} AS __holdout FROM top)
+            WITH marked AS (SELECT *, {holdout} AS __holdout FROM {BATCH})
             SELECT $tenant AS tenant_id, $program AS program, $run_id AS run_id,
                    CAST({cust} AS VARCHAR) AS customer_id, CAST({subj} AS VARCHAR) AS subject_id,
                    {context} AS context, $action_type AS action_type, $channels AS channels,
                    $template AS template, $category AS category, {SCORE} AS score,
-                   $model AS model, CAST(NULL AS VARCHAR) AS reasons, {payload} AS payload,
+                   $model AS model, {REASONS} AS reasons, {payload} AS payload,
                    CASE WHEN __holdout THEN 'held_out' WHEN $shadow THEN 'shadow'
                         ELSE 'pending' END AS status,
                    CAST($priority AS BIGINT) AS priority,

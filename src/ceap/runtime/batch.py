@@ -80,7 +80,8 @@ def run_program(spec: ProgramSpec, store: Store, context: PluginContext, *,
         _check_bad_share(spec, funnel)
         scored = pa.concat_tables(kept) if kept else None
         candidates = (select(plan.con, scored, spec,
-                             RunInfo(context.tenant, run.run_id, now, plan.model_id()), funnel)
+                             RunInfo(context.tenant, run.run_id, now, plan.model_id()), funnel,
+                             plan.scorer)
                       if scored is not None else empty_candidates())
         quarantine = _quarantine_table(bad, run) if bad else None
         run.finished_at = utcnow()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -36,6 +36,22 @@ class Scorer(Plugin[S]):
     def score(self, table: pa.Table) -> np.ndarray:
         """A float64 array with one score per row of ``table``."""
         raise NotImplementedError
+
+    def explain(self, table: pa.Table, top: int = 3) -> list[dict[str, float]] | None:
+        """Per row, the features that moved the score most (name -> contribution).
+
+        Called on the selected rows only, so it may be slower than ``score``.
+        None when the scorer cannot explain itself.
+        """
+        return None
+
+    def recommend(self, table: pa.Table, k: int) -> list[list[dict[str, Any]]] | None:
+        """Per row, up to ``k`` recommended items (``{"item": id, "score": s}``, best first).
+
+        Called on the selected rows only; the items go into the candidate's
+        payload as ``items``. None for scorers that score without recommending.
+        """
+        return None
 
 
 def feature_matrix(table: pa.Table, features: list[str]) -> np.ndarray:

@@ -30,6 +30,8 @@ class Selection(Strict):
     one_per_customer: bool = Field(True, description="keep each customer's best row only")
     dedup_window: Duration = Field(timedelta(days=1),
                                    description="re-runs inside one window add no duplicates")
+    reasons: int = Field(3, ge=0, le=20,
+                         description="top feature contributions kept per candidate (0: none)")
 
     @model_validator(mode="after")
     def _window_positive(self) -> Selection:
@@ -47,6 +49,8 @@ class Action(Strict):
     payload: dict[str, Any] = Field(default_factory=dict)
     payload_columns: list[str] = Field(default_factory=list,
                                        description="row columns copied into the payload")
+    items: int = Field(0, ge=0, le=100,
+                       description="recommended items put in the payload (recommending scorers)")
     category: Category = "marketing"
     delay: Duration = Field(timedelta(0), description="not_before = creation + delay")
     expiry: Duration = Field(timedelta(days=7), description="expires_at = not_before + expiry")
