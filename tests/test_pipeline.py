@@ -319,3 +319,18 @@ def test_selected_candidates_carry_reasons_and_items(tmp_path: Path, store: Stor
     for c in found:
         assert c.reasons == {"value": c.score * 100}
         assert c.payload == {"discount": 5, "items": [{"item": f"{c.customer_id}-a", "score": 0.9}]}
+
+
+def test_a_filter_sees_only_rows_earlier_filters_kept(tmp_path: Path, store: Store,
+                                                      context: PluginContext) -> None:
+    write_csv(tmp_path / "codes.csv", "customer_id,code", ["a,12", "b,x7", "c,40"])
+    spec = {"name": "codes", "source": {"type": "csv", "path": "codes.csv"},
+            "filters": [{"id": "numeric", "expr": "regexp_full_match(code, '[0-9]+')"},
+                        {"id": "big", "expr": "CAST(code AS INTEGER) > 20"}],
+            "action": {"type": "inform", "channels": ["inapp"]}}
+    result = run_program(parse_program(spec), store, context, now=NOW)
+    assert result.funnel.filters == {"numeric": 1, "big": 1}
+    assert [c.customer_id for c in all_candidates(store)] == ["c"]
+    spec["filters"] = spec["filters"][1:]  # without the guard, the cast fails on 'x7'
+    with pytest.raises(SourceError, match=r"filters\[0\] \(big\): Conversion Error"):
+        run_program(parse_program(spec), store, context, now=NOW)

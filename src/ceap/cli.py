@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
@@ -286,5 +285,4 @@ def demo(
         raise typer.Exit(1)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
+from ceap import cli_delivery  # noqa: E402,F401 - registers the delivery commands

@@ -7,7 +7,9 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 ActionType = Literal["request", "inform", "recommend", "alert", "offer", "protect"]
-CandidateStatus = Literal["pending", "held_out", "shadow", "sent", "expired", "cancelled"]
+CandidateStatus = Literal["pending", "held_out", "shadow", "dispatched", "sent", "suppressed",
+                          "failed", "shadowed", "expired", "cancelled"]
+SERVABLE_STATUSES = ("pending", "dispatched", "sent")
 RunStatus = Literal["succeeded", "failed", "skipped"]
 
 DEFAULT_TENANT = "default"
@@ -80,6 +82,10 @@ class CandidateQuery:
     status: str | None = None
     include_expired: bool = False
     limit: int = 100
+    #: several customers at once (the serving API's batch form)
+    customer_ids: tuple[str, ...] | None = None
+    #: only what a client app may show now: due, not held out, not shadow, not done with
+    servable: bool = False
 
 
 @dataclass

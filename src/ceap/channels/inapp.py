@@ -24,6 +24,7 @@ class InAppChannel(Channel[InAppConfig]):
     reported as ``duplicate`` and not stored twice."""
 
     config_model: ClassVar[type[ChannelConfig]] = InAppConfig
+    provider_dedup: ClassVar[bool] = True  # the inbox is unique by idempotency key
     _own_store: Store | None = None
 
     def _store(self) -> Store:

@@ -84,19 +84,27 @@ class SqlConnector(Connector[SqlConfig]):
         conn = self._connect()
         if conn is None:
             return self._read_sqlalchemy(sql, schema_only=True)
-        with closing(conn):
-            return self._execute(conn, sql).schema
+        if self.url().startswith("sqlite:"):
+            # the SQLite driver infers types from the first rows (none under LIMIT 0 gives
+            # int64 everywhere): take the schema of the statement itself, as read() sees it
+            sql = self.statement()
+        with closing(conn), closing(conn.cursor()) as cursor:
+            return self._execute(cursor, sql).schema
 
     def read(self) -> Iterator[pa.RecordBatch]:
         conn = self._connect()
         if conn is None:
             yield from self._read_sqlalchemy(self.statement(), schema_only=False)
             return
-        with closing(conn):
-            yield from _rebatch(self._execute(conn, self.statement()), self.config.batch_rows)
+        # the cursor must outlive the reader: collecting it closes the stream
+        with closing(conn), closing(conn.cursor()) as cursor:
+            reader = self._execute(cursor, self.statement())
+            try:
+                yield from _rebatch(reader, self.config.batch_rows)
+            except (OSError, pa.ArrowException) as exc:  # e.g. a value of another type, late
+                raise self._fail(exc) from None
 
-    def _execute(self, conn: Any, sql: str) -> pa.RecordBatchReader:
-        cursor = conn.cursor()
+    def _execute(self, cursor: Any, sql: str) -> pa.RecordBatchReader:
         try:
             cursor.execute(sql)
             return cursor.fetch_record_batch()

@@ -142,25 +142,72 @@ class Plan:
         return BatchOutcome(self._score(survivors, funnel).select([*self._keep_columns(), SCORE]), bad)
 
     def _filter(self, table: pa.Table, funnel: Funnel) -> np.ndarray:
-        masks: list[np.ndarray] = []
-        sql = [(i, f.sql()) for i, f in enumerate(self.filters)]
-        flags = [f"COALESCE(({expr}), false) AS f{i}" for i, expr in sql if expr is not None]
-        evaluated = evaluate(self.con, table, ", ".join(flags)) if flags else None
-        for i, f in enumerate(self.filters):
-            if sql[i][1] is not None and evaluated is not None:
-                column = evaluated.column(f"f{i}")
-            else:
-                column = pc.fill_null(f.mask(table), False)
-            mask = np.asarray(column.to_numpy(zero_copy_only=False), dtype=bool)
+        """Apply the filters in order; each one sees only the rows the earlier ones kept.
+
+        SQL filters run in one DuckDB query whose flag ``k{i}`` is "kept by filters
+        0..i": a filter's expression is evaluated (CASE) only on rows still alive,
+        so a cast that would fail on a removed row does not fail the run.
+        """
+        alive = np.ones(table.num_rows, dtype=bool)
+        start = 0
+        while start < len(self.filters):
+            end = start
+            while end < len(self.filters) and self.filters[end].sql() is not None:
+                end += 1
+            if end > start:
+                alive = self._sql_filters(table, start, end, alive, funnel)
+                start = end
+                continue
+            f = self.filters[start]
+            mask = np.asarray(pc.fill_null(f.mask(table), False).to_numpy(zero_copy_only=False),
+                              dtype=bool)
             if mask.shape != (table.num_rows,):
                 raise PluginError(f"filter {f.id!r} returned {mask.shape[0]} values "
                                   f"for {table.num_rows} rows")
-            masks.append(mask)
-        alive = np.ones(table.num_rows, dtype=bool)
-        for f, mask in zip(self.filters, masks, strict=True):
             funnel.filters[f.id] = funnel.filters.get(f.id, 0) + int(np.count_nonzero(alive & ~mask))
             alive &= mask
+            start += 1
         return alive
+
+    def _chain(self, start: int, stop: int) -> str:
+        """The query flagging, for filters start..stop-1, the rows each keeps in turn."""
+        sql = f"SELECT * FROM {BATCH}"
+        previous = "__ceap_alive"
+        for i in range(start, stop):
+            sql = (f"SELECT *, CASE WHEN {previous} THEN COALESCE(({self.filters[i].sql()}), false) "
+                   f"ELSE false END AS __ceap_k{i} FROM ({sql})")
+            previous = f"__ceap_k{i}"
+        flags = ", ".join(f"__ceap_k{i}" for i in range(start, stop))
+        return f"SELECT {flags} FROM ({sql})"
+
+    def _sql_filters(self, table: pa.Table, start: int, end: int, alive: np.ndarray,
+                     funnel: Funnel) -> np.ndarray:
+        with_alive = table.append_column("__ceap_alive", pa.array(alive))
+        self.con.register(BATCH, with_alive)
+        try:
+            try:
+                flagged = self.con.sql(self._chain(start, end)).to_arrow_table()
+            except duckdb.Error as exc:
+                raise self._which_filter_failed(start, end, exc) from None
+        finally:
+            self.con.unregister(BATCH)
+        for i in range(start, end):
+            kept = np.asarray(flagged.column(f"__ceap_k{i}").to_numpy(zero_copy_only=False), dtype=bool)
+            f = self.filters[i]
+            funnel.filters[f.id] = funnel.filters.get(f.id, 0) + int(np.count_nonzero(alive & ~kept))
+            alive = kept
+        return alive
+
+    def _which_filter_failed(self, start: int, end: int, exc: duckdb.Error) -> SourceError:
+        """Name the first filter whose expression fails on the rows it sees (error path only)."""
+        for stop in range(start + 1, end + 1):
+            try:
+                self.con.sql(self._chain(start, stop)).fetchall()
+            except duckdb.Error as inner:
+                f = self.filters[stop - 1]
+                return SourceError(f"filters[{stop - 1}] ({f.id}): "
+                                   f"{str(inner).strip().splitlines()[0]}")
+        return SourceError(f"filters: {str(exc).strip().splitlines()[0]}")
 
     def _keep_columns(self) -> list[str]:
         src = self.spec.source

@@ -45,6 +45,8 @@ class Action(Strict):
 
     type: ActionType
     channels: list[str] = Field(min_length=1)
+    deliver: Literal["fallback", "all"] = Field(
+        "fallback", description="fallback: channels in order until one works; all: every channel")
     template: str | None = None
     payload: dict[str, Any] = Field(default_factory=dict)
     payload_columns: list[str] = Field(default_factory=list,

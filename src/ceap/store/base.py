@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import ClassVar, TypeVar
 
@@ -10,6 +11,7 @@ import pyarrow as pa
 from ceap.errors import PluginError
 from ceap.model import Candidate, CandidateQuery, InboxItem, RunRecord, WriteResult
 from ceap.plugin import Plugin, PluginConfig, PluginContext
+from ceap.store.tx import Tx
 
 
 class StoreConfig(PluginConfig):
@@ -78,6 +80,12 @@ class Store(Plugin[T]):
 
     def close(self) -> None:
         """Release the connection."""
+
+    def tx(self) -> AbstractContextManager[Tx]:
+        """A transaction (see ``ceap.store.tx``): committed on success, rolled back on error.
+
+        The outbox and the delivery policies use it, so their SQL is written once."""
+        raise NotImplementedError
 
 
 def open_store(url: str, migrate: bool = True, context: PluginContext | None = None) -> Store:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import json
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
@@ -19,6 +21,7 @@ import pyarrow.csv as pacsv
 
 from ceap.model import Candidate, CandidateQuery, InboxItem, RunRecord, WriteResult, utcnow
 from ceap.store.base import Store, StoreConfig
+from ceap.store.delivery_schema import add_missing_columns, delivery_ddl
 from ceap.store.schema import CANDIDATE_COLUMNS, QUARANTINE_SCHEMA
 from ceap.store.sql_common import (
     INBOX_COLUMNS,
@@ -29,6 +32,7 @@ from ceap.store.sql_common import (
     inbox_from_row,
     run_from_row,
 )
+from ceap.store.tx import PostgresTx
 
 _COLS = ", ".join(CANDIDATE_COLUMNS)
 
@@ -60,7 +64,12 @@ class PostgresStore(Store[PostgresStoreConfig]):
     def migrate(self) -> None:
         with self._lock, self._conn.transaction():
             self._conn.execute("SELECT pg_advisory_xact_lock(4242)")  # concurrent first starts
-            for statement in ddl("postgres"):
+            for statement in [*ddl("postgres"), *delivery_ddl("postgres")]:
+                self._conn.execute(statement)  # type: ignore[arg-type]
+            have = {r[0] for r in self._conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'candidates' "
+                "AND table_schema = current_schema()").fetchall()}
+            for statement in add_missing_columns("postgres", have):
                 self._conn.execute(statement)  # type: ignore[arg-type]
 
     def write_run(
@@ -105,6 +114,13 @@ class PostgresStore(Store[PostgresStoreConfig]):
             if value is not None:
                 where.append(f"{column} = %s")
                 params.append(value)
+        if query.customer_ids is not None:
+            where.append(f"customer_id IN ({', '.join('%s' for _ in query.customer_ids)})")
+            params.extend(query.customer_ids)
+        if query.servable:
+            where.append("status IN ('pending', 'dispatched', 'sent') AND NOT holdout "
+                         "AND not_before <= %s")
+            params.append(utcnow())
         if query.channel is not None:
             where.append("channels ? %s")
             params.append(query.channel)
@@ -178,3 +194,8 @@ class PostgresStore(Store[PostgresStoreConfig]):
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[PostgresTx]:
+        with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
+            yield PostgresTx(cur)

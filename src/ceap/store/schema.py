@@ -62,7 +62,7 @@ def to_iso(value: datetime) -> str:
 def from_iso(value: str | datetime | None) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return value.astimezone(UTC) if isinstance(value, datetime) else None
-    return datetime.strptime(value, ISO_FORMAT).replace(tzinfo=UTC)
+    return datetime.fromisoformat(value).astimezone(UTC)
 
 
 def loads(value: Any) -> Any:

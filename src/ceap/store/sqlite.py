@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
@@ -13,6 +15,7 @@ import pyarrow.compute as pc
 
 from ceap.model import Candidate, CandidateQuery, InboxItem, RunRecord, WriteResult, utcnow
 from ceap.store.base import Store, StoreConfig
+from ceap.store.delivery_schema import add_missing_columns, delivery_ddl
 from ceap.store.schema import CANDIDATE_COLUMNS, QUARANTINE_SCHEMA, to_iso
 from ceap.store.sql_common import (
     INBOX_COLUMNS,
@@ -23,6 +26,7 @@ from ceap.store.sql_common import (
     inbox_from_row,
     run_from_row,
 )
+from ceap.store.tx import SqliteTx
 
 _INSERT_CANDIDATES = (
     f"INSERT INTO candidates ({', '.join(CANDIDATE_COLUMNS)}) "
@@ -44,15 +48,41 @@ def sqlite_path(url: str) -> str:
     return rest[1:] if rest.startswith("/") else rest
 
 
+def _is_constant(column: pa.ChunkedArray) -> bool:
+    """Whether every value equals the first (no nulls). Floats are never treated as
+    constant: NaN and -0.0 would not come back as they were."""
+    kind = column.type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind)
+            or pa.types.is_boolean(kind) or pa.types.is_timestamp(kind) or pa.types.is_date(kind)):
+        return False
+    return bool(pc.all(pc.equal(column, column[0])).as_py())
+
+
+def _column_values(column: pa.ChunkedArray, n: int, time_format: str | None) -> list[Any]:
+    """One column as Python values; a column holding one value (most candidate
+    columns: tenant, program, run, times...) is converted once and repeated."""
+    if n and column.null_count == n:
+        return [None] * n
+    if n > 1 and column.null_count == 0 and _is_constant(column):
+        return _column_values(column.slice(0, 1), 1, time_format) * n
+    if time_format and pa.types.is_timestamp(column.type):
+        column = pc.strftime(column, format=time_format.replace(".%f", ""))
+    return column.to_pylist()
+
+
+def arrow_row_iter(table: pa.Table, time_format: str | None = _ISO) -> Iterator[tuple[Any, ...]]:
+    """Rows of ``table`` as tuples, converted column by column (no per-cell Python).
+
+    Columns are converted up front; the tuples are made one at a time, so a
+    consumer such as ``executemany`` never holds them all."""
+    n = table.num_rows
+    columns = [_column_values(table.column(name), n, time_format) for name in table.column_names]
+    return zip(*columns, strict=True)
+
+
 def arrow_rows(table: pa.Table, time_format: str | None = _ISO) -> list[tuple[Any, ...]]:
-    """Rows of ``table`` as tuples, converted column by column (no per-cell Python)."""
-    columns = []
-    for name in table.column_names:
-        column = table.column(name)
-        if time_format and pa.types.is_timestamp(column.type):
-            column = pc.strftime(column, format=time_format.replace(".%f", ""))
-        columns.append(column.to_pylist())
-    return list(zip(*columns, strict=True))
+    """Rows of ``table`` as a list of tuples (see ``arrow_row_iter``)."""
+    return list(arrow_row_iter(table, time_format))
 
 
 class SqliteStore(Store[SqliteStoreConfig]):
@@ -79,14 +109,17 @@ class SqliteStore(Store[SqliteStoreConfig]):
     # -- schema ---------------------------------------------------------
     def migrate(self) -> None:
         with self._lock:
-            for statement in ddl("sqlite"):
+            for statement in [*ddl("sqlite"), *delivery_ddl("sqlite")]:
+                self._conn.execute(statement)
+            have = {row[1] for row in self._conn.execute("PRAGMA table_info(candidates)")}
+            for statement in add_missing_columns("sqlite", have):
                 self._conn.execute(statement)
 
     # -- writes ---------------------------------------------------------
     def write_run(
         self, run: RunRecord, candidates: pa.Table, quarantine: pa.Table | None = None
     ) -> WriteResult:
-        rows = arrow_rows(candidates.select(CANDIDATE_COLUMNS))
+        rows = arrow_row_iter(candidates.select(CANDIDATE_COLUMNS))
         bad = arrow_rows(quarantine.select(QUARANTINE_SCHEMA.names)) if quarantine else []
         with self._lock:
             conn = self._conn
@@ -99,7 +132,7 @@ class SqliteStore(Store[SqliteStoreConfig]):
                     conn.executemany(
                         "INSERT INTO quarantine (tenant_id, run_id, program, row, reason) "
                         "VALUES (?, ?, ?, ?, ?)", bad)
-                result = WriteResult(inserted, len(rows) - inserted, len(bad))
+                result = WriteResult(inserted, candidates.num_rows - inserted, len(bad))
                 run.funnel = {**run.funnel, "written": inserted, "already_present": result.duplicates}
                 self._insert_run(run)
                 conn.execute("COMMIT")
@@ -127,6 +160,13 @@ class SqliteStore(Store[SqliteStoreConfig]):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
+        if query.customer_ids is not None:
+            where.append(f"customer_id IN ({', '.join('?' for _ in query.customer_ids)})")
+            params.extend(query.customer_ids)
+        if query.servable:
+            where.append("status IN ('pending', 'dispatched', 'sent') AND NOT holdout "
+                         "AND not_before <= ?")
+            params.append(to_iso(utcnow()))
         if query.channel is not None:
             where.append("EXISTS (SELECT 1 FROM json_each(channels) WHERE value = ?)")
             params.append(query.channel)
@@ -212,5 +252,16 @@ class SqliteStore(Store[SqliteStoreConfig]):
         with self._lock:
             self._conn.close()
 
+    @contextmanager
+    def tx(self) -> Iterator[SqliteTx]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield SqliteTx(self._conn)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
 
-__all__ = ["SqliteStore", "SqliteStoreConfig", "arrow_rows", "sqlite_path"]
+
+__all__ = ["SqliteStore", "SqliteStoreConfig", "arrow_row_iter", "arrow_rows", "sqlite_path"]

@@ -1,0 +1,5 @@
+"""``python -m ceap``: the same as the ``ceap`` command."""
+
+from ceap.cli import app
+
+app()

@@ -1,0 +1,128 @@
+"""The FastAPI application.
+
+Every request is scoped to the tenant of its API key (``Authorization: Bearer
+<key>``); with ``auth=False`` (local demos) every request is the default tenant.
+"""
+
+from dataclasses import asdict
+from functools import lru_cache
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from pydantic import BaseModel, Field
+
+from ceap.api.auth import tenant_of
+from ceap.model import DEFAULT_TENANT, Candidate, CandidateQuery
+from ceap.store.base import Store
+
+
+class CandidateOut(BaseModel):
+    id: int
+    program: str
+    customer_id: str
+    subject_id: str | None
+    action_type: str
+    channels: list[str]
+    score: float
+    priority: int
+    model: str
+    payload: dict[str, Any]
+    context: dict[str, Any]
+    status: str
+    not_before: str
+    expires_at: str
+
+    @classmethod
+    def of(cls, c: Candidate) -> "CandidateOut":
+        data = {k: v for k, v in asdict(c).items() if k in cls.model_fields}
+        data["not_before"], data["expires_at"] = c.not_before.isoformat(), c.expires_at.isoformat()
+        return cls(**data)
+
+
+class BatchRequest(BaseModel):
+    customer_ids: list[str] = Field(min_length=1, max_length=1000)
+    channel: str | None = None
+    program: str | None = None
+    limit: int = Field(10, ge=1, le=100, description="per customer")
+
+
+class InboxItemOut(BaseModel):
+    id: int
+    program: str
+    title: str
+    body: str
+    payload: dict[str, Any]
+    created_at: str
+    read: bool
+
+
+class MarkRead(BaseModel):
+    ids: list[int] = Field(min_length=1, max_length=1000)
+
+
+def request_tenant(request: Request,
+                   authorization: Annotated[str | None, Header()] = None) -> str:
+    """The tenant of the request's API key (401 without a known key)."""
+    if not request.app.state.auth:
+        return DEFAULT_TENANT
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise HTTPException(401, "missing API key (Authorization: Bearer <key>)")
+    found: str | None = request.app.state.tenant_of(authorization[7:].strip())
+    if found is None:
+        raise HTTPException(401, "unknown API key")
+    return found
+
+
+Tenant = Annotated[str, Depends(request_tenant)]
+
+
+def create_app(store: Store, *, auth: bool = True) -> FastAPI:
+    """The API over ``store``. The store must be safe to share between threads
+    (both built-in stores are)."""
+    app = FastAPI(title="CEAP", version="0.1.0",
+                  description="Candidates for client apps, the in-app inbox, callbacks.")
+
+    app.state.store, app.state.auth = store, auth
+    app.state.tenant_of = lru_cache(maxsize=4096)(lambda key: tenant_of(store, key))
+
+    @app.get("/v1/customers/{customer_id}/candidates", response_model=list[CandidateOut])
+    async def customer_candidates(customer_id: str, tenant_id: Tenant, channel: str | None = None,
+                            program: str | None = None,
+                            limit: Annotated[int, Query(ge=1, le=100)] = 10) -> list[CandidateOut]:
+        """A customer's current candidates, best first (priority, then score)."""
+        found = store.candidates(CandidateQuery(tenant_id=tenant_id, customer_id=customer_id,
+                                                channel=channel, program=program, limit=limit,
+                                                servable=True))
+        return [CandidateOut.of(c) for c in found]
+
+    @app.post("/v1/candidates:batch", response_model=dict[str, list[CandidateOut]])
+    async def batch_candidates(body: BatchRequest, tenant_id: Tenant) -> dict[str, list[CandidateOut]]:
+        """Current candidates of many customers in one request; every customer asked
+        for is in the answer, with an empty list when there is nothing."""
+        found = store.candidates(CandidateQuery(
+            tenant_id=tenant_id, customer_ids=tuple(dict.fromkeys(body.customer_ids)),
+            channel=body.channel, program=body.program, servable=True,
+            limit=body.limit * len(body.customer_ids)))
+        out: dict[str, list[CandidateOut]] = {c: [] for c in body.customer_ids}
+        for c in found:
+            if len(out[c.customer_id]) < body.limit:
+                out[c.customer_id].append(CandidateOut.of(c))
+        return out
+
+    @app.get("/v1/customers/{customer_id}/inbox", response_model=list[InboxItemOut])
+    def inbox(customer_id: str, tenant_id: Tenant, unread: bool = False) -> list[InboxItemOut]:
+        items = store.inbox_list(tenant_id, customer_id, unread_only=unread)
+        return [InboxItemOut(id=i.id or 0, program=i.program, title=i.title, body=i.body,
+                             payload=i.payload,
+                             created_at=i.created_at.isoformat() if i.created_at else "",
+                             read=i.read_at is not None) for i in items]
+
+    @app.post("/v1/customers/{customer_id}/inbox/read")
+    def mark_read(customer_id: str, body: MarkRead, tenant_id: Tenant) -> dict[str, int]:
+        return {"marked": store.inbox_mark_read(tenant_id, customer_id, body.ids)}
+
+    @app.get("/healthz")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

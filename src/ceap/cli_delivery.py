@@ -1,0 +1,190 @@
+"""``ceap`` commands of the delivery layer: dispatch, profiles, deliveries."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from ceap.cli import app, err, out, state
+from ceap.delivery.dispatcher import Dispatcher, DispatchStats
+from ceap.delivery.outbox import Outbox
+from ceap.delivery.profiles import upsert_profiles
+from ceap.delivery.setup import build_channels
+from ceap.errors import CeapError, SpecError
+from ceap.spec import load_programs
+from ceap.store import Store
+
+
+def _programs(project: Any) -> dict[str, Any]:
+    folder = project.programs_dir()
+    if not folder.is_dir():
+        return {}
+    try:
+        return {p.name: p for p in load_programs(folder)}
+    except SpecError as exc:
+        for line in exc.lines():
+            err.print(line, markup=False, highlight=False)
+        raise typer.Exit(2) from None
+
+
+def build_dispatcher(project: Any, store: Store, **kw: Any) -> Dispatcher:
+    """The dispatcher for this project: its channels, programs, policies and templates."""
+    try:
+        channels = build_channels(project, store)
+    except SpecError as exc:
+        for line in exc.lines():
+            err.print(line, markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    extras: dict[str, Any] = {}
+    try:  # policies and templates, when the project has them
+        from ceap.delivery.wiring import policies_and_renderer
+
+        extras = policies_and_renderer(project)
+    except ImportError:
+        pass
+    return Dispatcher(store, channels, programs=_programs(project), **extras, **kw)
+
+
+def stats_table(stats: DispatchStats) -> Table:
+    table = Table(title="dispatch", title_justify="left")
+    table.add_column("outcome")
+    table.add_column("count", justify="right")
+    for name, label in (("claimed", "candidates claimed"), ("planned", "planned for sending"),
+                        ("suppressed", "suppressed by policy"), ("deferred", "deferred (quiet hours)"),
+                        ("expired", "expired before sending"), ("attempted", "send attempts"),
+                        ("sent", "sent"), ("retry", "to retry later"),
+                        ("fallback", "dead letter, fallback channel planned"),
+                        ("dead", "dead letter"), ("shadow", "shadow (recorded, not sent)"),
+                        ("requeued", "in flight at a crash: resent"),
+                        ("ambiguous", "in flight at a crash: ambiguous, held")):
+        value = getattr(stats, name)
+        if value or name in ("claimed", "sent"):
+            table.add_row(label, f"{value:,}")
+    return table
+
+
+@app.command()
+def dispatch(
+    follow: Annotated[bool, typer.Option("--follow", help="keep running, polling for due work")] = False,
+    batch_size: Annotated[int, typer.Option(min=1, max=10_000)] = 500,
+    poll: Annotated[float, typer.Option(min=0.05, help="seconds between polls with --follow")] = 1.0,
+    lease: Annotated[float, typer.Option(min=1, help="seconds a claim is held")] = 30.0,
+) -> None:
+    """Send due candidates: apply policies, render, deliver with retries and fallbacks."""
+    project = state.project()
+    store = state.open_store(project)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        dispatcher = build_dispatcher(project, store, batch_size=batch_size,
+                                      lease=timedelta(seconds=lease))
+
+        def progress(total: DispatchStats) -> None:
+            if follow and total.busy:
+                err.print(f"sent {total.sent:,}  suppressed {total.suppressed:,}  "
+                          f"retrying {total.retry:,}  dead {total.dead:,}", highlight=False)
+
+        total = dispatcher.run(follow=follow, poll=poll, stop=stop, on_step=progress)
+    except CeapError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        store.close()
+    out.print(stats_table(total))
+    if total.ambiguous:
+        err.print(f"[yellow]{total.ambiguous} delivery attempt(s) were in flight at a crash and "
+                  "are held as ambiguous: see `ceap deliveries --status ambiguous`[/yellow]")
+
+
+@app.command()
+def profiles(
+    path: Annotated[Path, typer.Argument(help="CSV, JSON Lines or Parquet file with customer_id")],
+) -> None:
+    """Load customer profiles (e-mail, phone, push token, time zone, locale, attributes)."""
+    import duckdb
+
+    project = state.project()
+    if not path.exists():
+        err.print(f"{path}: file not found")
+        raise typer.Exit(2)
+    reader = {".csv": "read_csv", ".parquet": "read_parquet", ".jsonl": "read_json",
+              ".json": "read_json"}.get(path.suffix.lower())
+    if reader is None:
+        err.print(f"{path}: expected a .csv, .jsonl or .parquet file")
+        raise typer.Exit(2)
+    table = duckdb.sql(f"SELECT * FROM {reader}(?)", params=[str(path)]).to_arrow_table()
+    store = state.open_store(project)
+    try:
+        n = upsert_profiles(store, table, state.tenant or project.tenant)
+    except ValueError as exc:
+        err.print(f"{path}: {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        store.close()
+    out.print(f"loaded {n:,} profile(s)")
+
+
+@app.command()
+def deliveries(
+    status: Annotated[str | None, typer.Option(help="queued, sent, dead, ambiguous, ...")] = None,
+    candidate: Annotated[int | None, typer.Option(help="a candidate id")] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 50,
+) -> None:
+    """Delivery attempts with their status, channel and last error."""
+    project = state.project()
+    store = state.open_store(project)
+    try:
+        rows = Outbox(store, "cli").deliveries(state.tenant or project.tenant, candidate, status,
+                                               limit)
+    finally:
+        store.close()
+    table = Table(title=f"{len(rows)} delivery(ies)", title_justify="left")
+    for column in ("id", "candidate", "program", "customer", "channel", "status", "attempts",
+                   "policy / error"):
+        table.add_column(column)
+    for d in rows:
+        table.add_row(str(d.id), str(d.candidate_id), d.program, d.customer_id, d.channel, d.status,
+                      str(d.attempts), d.policy or d.last_error or "")
+    out.print(table)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="no API keys: every request is "
+                                          "the default tenant (local use only)")] = False,
+) -> None:
+    """Serve the HTTP API (candidates for client apps, the in-app inbox, callbacks)."""
+    import uvicorn
+
+    from ceap.api import create_app
+
+    project = state.project()
+    store = state.open_store(project)
+    try:
+        uvicorn.run(create_app(store, auth=not no_auth), host=host, port=port, log_level="warning")
+    finally:
+        store.close()
+
+
+@app.command()
+def apikey(name: Annotated[str, typer.Argument(help="what the key is for")]) -> None:
+    """Create an API key for the tenant; it is printed once and stored hashed."""
+    from ceap.api.auth import create_key
+
+    project = state.project()
+    store = state.open_store(project)
+    try:
+        key = create_key(store, state.tenant or project.tenant, name)
+    finally:
+        store.close()
+    out.print(key, markup=False, highlight=False)
+    err.print("store it now: only its hash is kept")

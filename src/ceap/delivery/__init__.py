@@ -1,0 +1,1 @@
+"""The delivery layer: from stored candidates to delivered actions, safely."""

@@ -1,0 +1,261 @@
+"""The dispatcher: claims due candidates, applies the policies, plans
+deliveries in the outbox, then sends due attempts through their channels.
+
+One pass (``step``) does both halves once; ``run`` repeats passes until
+nothing is due (or forever with ``follow``). Several dispatchers may run
+against one PostgreSQL store: every claim is a lease taken with
+``FOR UPDATE SKIP LOCKED``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
+from typing import Any
+
+from ceap.channels.base import Channel, Message, SendResult
+from ceap.delivery.model import Decision, Delivery
+from ceap.delivery.outbox import Outbox, Recovery, Retry
+from ceap.delivery.policy import Policy, PolicyContext, Reachable
+from ceap.delivery.profiles import load_profiles
+from ceap.delivery.render import PlainRenderer, Rendered, Renderer
+from ceap.delivery.resilience import CircuitBreaker, TokenBucket
+from ceap.model import Candidate, utcnow
+from ceap.store.base import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DispatchStats:
+    expired: int = 0
+    claimed: int = 0
+    planned: int = 0
+    suppressed: int = 0
+    deferred: int = 0
+    attempted: int = 0
+    sent: int = 0
+    retry: int = 0
+    dead: int = 0
+    fallback: int = 0
+    shadow: int = 0
+    requeued: int = 0
+    ambiguous: int = 0
+
+    def add(self, other: DispatchStats) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.claimed or self.attempted)
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        channels: dict[str, Channel[Any]],
+        *,
+        programs: dict[str, Any] | None = None,
+        policies: Sequence[Policy] | None = None,
+        renderer: Renderer | None = None,
+        worker: str | None = None,
+        lease: timedelta = timedelta(seconds=30),
+        batch_size: int = 500,
+        retry: Retry | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        rng: random.Random | None = None,
+    ):
+        self.store = store
+        self.channels = channels
+        self.programs = programs
+        self.policies: list[Policy] = [Reachable(), *(policies or [])]
+        self.renderer = renderer or PlainRenderer()
+        self.outbox = Outbox(store, worker or default_worker_id(), lease)
+        self.batch_size = batch_size
+        self.retry = retry or Retry()
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.breakers = {name: CircuitBreaker(ch.config.breaker_failures, ch.config.breaker_cooldown)
+                         for name, ch in channels.items()}
+        self.buckets: dict[str, TokenBucket] = {}
+        for name, ch in channels.items():
+            rate = ch.config.rate_per_sec or ch.default_rate_per_sec
+            if rate:
+                self.buckets[name] = TokenBucket(rate, burst=max(rate, 1.0))
+
+    # -- the two halves ------------------------------------------------------
+    def recover(self) -> Recovery:
+        """Resolve attempts a crashed worker left in flight (see ``Outbox.recover``)."""
+        resend = {name for name, ch in self.channels.items()
+                  if ch.provider_dedup or ch.config.resend_in_flight}
+        found = self.outbox.recover(self.clock(), resend)
+        for d in found.ambiguous:
+            log.warning("delivery %s (%s, candidate %s) was in flight at a crash: marked "
+                        "ambiguous, not resent", d.id, d.channel, d.candidate_id)
+        for d in found.requeued:
+            log.warning("delivery %s (%s, candidate %s) was in flight at a crash: resent "
+                        "(reported as ambiguous)", d.id, d.channel, d.candidate_id)
+        return found
+
+    def plan(self) -> DispatchStats:
+        stats = DispatchStats()
+        now = self.clock()
+        stats.expired = self.outbox.expire(now)
+        active = None
+        if self.programs is not None:
+            active = [n for n, p in self.programs.items() if getattr(p, "mode", "live") != "paused"]
+        claimed = self.outbox.claim_candidates(now, self.batch_size, active)
+        stats.claimed = len(claimed)
+        if not claimed:
+            return stats
+        decisions = [self._initial(c) for c in claimed]
+        profiles = load_profiles(self.store, {(c.tenant_id, c.customer_id) for c in claimed})
+        ctx = PolicyContext(now, self.store, profiles,
+                            {n: ch.address for n, ch in self.channels.items()},
+                            self.programs or {})
+        for policy in self.policies:
+            live = [(c, d) for c, d in zip(claimed, decisions, strict=True)
+                    if d.suppress is None and d.defer_until is None]
+            if not live:
+                break
+            changed = policy.apply([c for c, _ in live], [d for _, d in live], ctx)
+            by_id = {d.candidate_id: d for d in changed}
+            decisions = [by_id.get(d.candidate_id, d) for d in decisions]
+        counts = self.outbox.plan({c.id: c for c in claimed}, decisions, now)
+        stats.planned, stats.suppressed, stats.deferred = (
+            counts["planned"], counts["suppressed"], counts["deferred"])
+        return stats
+
+    def _initial(self, c: Candidate) -> Decision:
+        spec = (self.programs or {}).get(c.program)
+        fallback = getattr(getattr(spec, "action", None), "deliver", "fallback") != "all"
+        known = tuple(ch for ch in c.channels if ch in self.channels)
+        if not known:
+            return Decision(c.id, suppress="no_channel",
+                            note=f"no configured channel among {', '.join(c.channels)}")
+        return Decision(c.id, send=known, fallback=fallback)
+
+    def send(self) -> DispatchStats:
+        stats = DispatchStats()
+        now = self.clock()
+        quotas: dict[str, int] = {}
+        for name in self.channels:
+            breaker = self.breakers[name]
+            if breaker.state == "open":
+                self.outbox.fail_over(name, "circuit open", now)
+            quota = breaker.allowance(self.batch_size)
+            if name in self.buckets:
+                quota = min(quota, self.buckets[name].available())
+            quotas[name] = quota
+        claimed = self.outbox.claim_deliveries(now, quotas)
+        stats.attempted = len(claimed)
+        if not claimed:
+            return stats
+        candidates = self.outbox.candidates(d.candidate_id for d in claimed)
+        profiles = load_profiles(self.store, {(c.tenant_id, c.customer_id)
+                                              for c in candidates.values()})
+        by_channel: dict[str, list[Delivery]] = defaultdict(list)
+        for d in claimed:
+            by_channel[d.channel].append(d)
+        outcomes: list[tuple[Delivery, SendResult]] = []
+        shadows: list[tuple[Delivery, str]] = []
+        for name, group in by_channel.items():
+            channel = self.channels[name]
+            if name in self.buckets:
+                self.buckets[name].take(len(group))
+            messages: list[tuple[Delivery, Message]] = []
+            for d in group:
+                c = candidates[d.candidate_id]
+                try:
+                    rendered = self.renderer.render(c, name, profiles.get((c.tenant_id, c.customer_id)))
+                except Exception as exc:  # a template error is the candidate's, not the batch's
+                    outcomes.append((d, SendResult(d.idempotency_key, "failed",
+                                                   error=f"template: {exc}")))
+                    continue
+                message = self._message(d, c, rendered, profiles.get((c.tenant_id, c.customer_id)),
+                                        channel)
+                if d.shadow or channel.config.shadow:
+                    shadows.append((d, f"to={message.to or c.customer_id} title={message.title!r}"))
+                else:
+                    messages.append((d, message))
+            if messages:
+                results = self._call(channel, [m for _, m in messages])
+                breaker = self.breakers[name]
+                for (d, _), result in zip(messages, results, strict=True):
+                    ok = result.status in ("sent", "delivered", "duplicate")
+                    if ok or result.retryable:
+                        breaker.record(ok)
+                    outcomes.append((d, result))
+        if shadows:
+            self.outbox.record_shadow(shadows, now)
+            stats.shadow = len(shadows)
+        if outcomes:
+            counts = self.outbox.record(outcomes, self.clock(), self.retry,
+                                        (self.rng.random() for _ in outcomes))
+            stats.sent, stats.retry, stats.dead, stats.fallback = (
+                counts["sent"], counts["retry"], counts["dead"], counts["fallback"])
+        return stats
+
+    @staticmethod
+    def _call(channel: Channel[Any], messages: list[Message]) -> list[SendResult]:
+        try:
+            results = channel.send(messages)
+        except Exception as exc:  # a channel that raises has failed every message, retryably
+            log.warning("channel %s raised %s: %s", channel.config.type, type(exc).__name__, exc)
+            return [SendResult(m.idempotency_key, "failed", error=f"{type(exc).__name__}: {exc}",
+                               retryable=True) for m in messages]
+        if len(results) != len(messages):
+            raise RuntimeError(f"channel {channel.config.type} returned {len(results)} results "
+                               f"for {len(messages)} messages")
+        return results
+
+    @staticmethod
+    def _message(d: Delivery, c: Candidate, r: Rendered, profile: Any, channel: Channel[Any]) -> Message:
+        to = getattr(profile, channel.address, None) if channel.address and profile else None
+        return Message(tenant_id=d.tenant_id, idempotency_key=d.idempotency_key,
+                       customer_id=c.customer_id, program=c.program, channel=d.channel,
+                       title=r.title, body=r.body, candidate_id=c.id, to=to, payload=c.payload,
+                       html=r.html, headers=dict(r.headers), category=c.category,
+                       locale=getattr(profile, "locale", None))
+
+    # -- loops -------------------------------------------------------------
+    def step(self) -> DispatchStats:
+        stats = self.plan()
+        stats.add(self.send())
+        return stats
+
+    def run(self, follow: bool = False, poll: float = 1.0,
+            stop: threading.Event | None = None,
+            on_step: Callable[[DispatchStats], None] | None = None) -> DispatchStats:
+        """Recover, then dispatch until nothing is due (or until ``stop`` with ``follow``)."""
+        total = DispatchStats()
+        found = self.recover()
+        total.requeued, total.ambiguous = len(found.requeued), len(found.ambiguous)
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            stats = self.step()
+            total.add(stats)
+            if on_step:
+                on_step(total)
+            if not stats.busy:
+                if not follow:
+                    break
+                stop.wait(poll)
+                if follow:
+                    found = self.recover()
+                    total.requeued += len(found.requeued)
+                    total.ambiguous += len(found.ambiguous)
+        return total

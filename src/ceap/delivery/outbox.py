@@ -1,0 +1,322 @@
+"""The transactional outbox: every delivery attempt is recorded before the
+provider call and its outcome after, so a crash loses nothing and a resend is
+never silent.
+
+Claims are leases: a claimed candidate or an attempt in flight carries the
+worker and a ``lease_until``; another worker takes it over only once the
+lease has run out. On PostgreSQL claims use ``FOR UPDATE SKIP LOCKED``; on
+SQLite a claim is one ``BEGIN IMMEDIATE`` transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from ceap.channels.base import SendResult
+from ceap.delivery.model import Decision, Delivery
+from ceap.model import Candidate
+from ceap.store.base import Store
+from ceap.store.schema import from_iso
+from ceap.store.sql_common import SELECT_CANDIDATE, candidate_from_row
+from ceap.store.tx import Tx
+
+DELIVERY_COLUMNS = ("id", "tenant_id", "candidate_id", "program", "customer_id", "channel", "step",
+                    "idempotency_key", "status", "attempts", "next_attempt_at", "category",
+                    "shadow", "last_error", "policy", "provider_id", "created_at", "updated_at",
+                    "sent_at")
+_COLS = ", ".join(DELIVERY_COLUMNS)
+_INSERT = ("INSERT INTO deliveries (tenant_id, candidate_id, program, customer_id, channel, step, "
+           "remaining, idempotency_key, status, attempts, next_attempt_at, category, shadow, "
+           "policy, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,0,?,?,?,?,?,?) "
+           "ON CONFLICT (tenant_id, idempotency_key) DO NOTHING")
+
+
+def delivery_from_row(row: Sequence[Any]) -> Delivery:
+    values = dict(zip(DELIVERY_COLUMNS, row, strict=True))
+    for name in ("next_attempt_at", "created_at", "updated_at", "sent_at"):
+        values[name] = from_iso(values[name])
+    values["shadow"] = bool(values["shadow"])
+    return Delivery(**values)
+
+
+def idempotency_key(candidate: Candidate, channel: str) -> str:
+    """Stable across retries and restarts; unique per tenant, candidate and channel.
+    Longer than 255 characters (what providers accept) becomes a hash."""
+    key = f"{candidate.tenant_id}:{candidate.dedup_key}:{channel}"
+    return key if len(key) <= 255 else "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Exponential backoff with equal jitter: base, x2, capped; then a dead letter."""
+
+    base: float = 1.0
+    cap: float = 100.0
+    max_attempts: int = 8
+
+    def delay(self, attempt: int, jitter: float, retry_after: float | None = None) -> float:
+        raw = min(self.cap, self.base * 2 ** max(attempt - 1, 0))
+        wait = raw / 2 + raw / 2 * jitter
+        return max(wait, retry_after or 0.0)
+
+
+@dataclass
+class Recovery:
+    """What a restart found in flight: requeued (provider deduplicates, or resend
+    was asked for) and marked ambiguous (not resent)."""
+
+    requeued: list[Delivery]
+    ambiguous: list[Delivery]
+
+
+class Outbox:
+    def __init__(self, store: Store, worker: str, lease: timedelta = timedelta(seconds=30)):
+        self.store = store
+        self.worker = worker
+        self.lease = lease
+
+    # -- candidates ------------------------------------------------------
+    def expire(self, now: datetime) -> int:
+        with self.store.tx() as tx:
+            cur = tx.execute("UPDATE candidates SET status = 'expired', updated_at = ? "
+                             "WHERE status IN ('pending', 'shadow') AND expires_at <= ?",
+                             (tx.ts(now), tx.ts(now)))
+            return int(cur.rowcount or 0)
+
+    def claim_candidates(self, now: datetime, limit: int,
+                         programs: Iterable[str] | None = None) -> list[Candidate]:
+        """Lease up to ``limit`` due candidates, best first (priority, then score)."""
+        with self.store.tx() as tx:
+            where = ["status IN ('pending', 'shadow')", "not_before <= ?", "expires_at > ?",
+                     "(claimed_until IS NULL OR claimed_until < ?)"]
+            params: list[Any] = [tx.ts(now)] * 3
+            names = list(programs or [])
+            if programs is not None:
+                if not names:
+                    return []
+                where.append(f"program IN ({tx.placeholders(len(names))})")
+                params.extend(names)
+            lock = " FOR UPDATE SKIP LOCKED" if tx.dialect == "postgres" else ""
+            ids = [r[0] for r in tx.execute(
+                f"SELECT id FROM candidates WHERE {' AND '.join(where)} "
+                f"ORDER BY priority DESC, score DESC, id LIMIT ?{lock}", (*params, limit)).fetchall()]
+            if not ids:
+                return []
+            marks = tx.placeholders(len(ids))
+            tx.execute(f"UPDATE candidates SET worker = ?, claimed_until = ?, updated_at = ?, "
+                       f"version = version + 1 WHERE id IN ({marks})",
+                       (self.worker, tx.ts(now + self.lease), tx.ts(now), *ids))
+            rows = tx.execute(f"{SELECT_CANDIDATE} WHERE id IN ({marks}) "
+                              "ORDER BY priority DESC, score DESC, id", ids).fetchall()
+        return [candidate_from_row(r) for r in rows]
+
+    def plan(self, candidates: dict[int, Candidate], decisions: Sequence[Decision],
+             now: datetime) -> dict[str, int]:
+        """Turn decisions into deliveries and candidate states, in one transaction."""
+        counts = {"planned": 0, "suppressed": 0, "deferred": 0}
+        with self.store.tx() as tx:
+            for d in decisions:
+                c = candidates[d.candidate_id]
+                shadow = c.status == "shadow"
+                if d.defer_until is not None:
+                    tx.execute("UPDATE candidates SET not_before = ?, claimed_until = NULL, "
+                               "worker = NULL, status_reason = ?, updated_at = ? WHERE id = ?",
+                               (tx.ts(d.defer_until), d.note, tx.ts(now), c.id))
+                    counts["deferred"] += 1
+                elif d.suppress is not None:
+                    self._suppress(tx, c, d, now, shadow)
+                    counts["suppressed"] += 1
+                else:
+                    chain = list(d.send)
+                    firsts = chain[:1] if d.fallback else chain
+                    for ch in firsts:
+                        rest = chain[1:] if d.fallback else []
+                        self._insert(tx, c, ch, chain.index(ch), rest, "queued", now, shadow)
+                    tx.execute("UPDATE candidates SET status = ?, claimed_until = NULL, "
+                               "status_reason = ?, updated_at = ? WHERE id = ?",
+                               ("shadowed" if shadow else "dispatched", d.note, tx.ts(now), c.id))
+                    counts["planned"] += 1
+        return counts
+
+    def _insert(self, tx: Tx, c: Candidate, channel: str, step: int, remaining: list[str],
+                status: str, now: datetime, shadow: bool, policy: str | None = None) -> None:
+        tx.execute(_INSERT, (c.tenant_id, c.id, c.program, c.customer_id, channel, step,
+                             json.dumps(remaining), idempotency_key(c, channel), status,
+                             tx.ts(now), c.category, shadow, policy, tx.ts(now), tx.ts(now)))
+
+    def _suppress(self, tx: Tx, c: Candidate, d: Decision, now: datetime, shadow: bool) -> None:
+        channel = c.channels[0] if c.channels else "-"
+        self._insert(tx, c, channel, 0, [], "suppressed", now, shadow, policy=d.suppress)
+        tx.execute("UPDATE candidates SET status = 'suppressed', status_reason = ?, "
+                   "claimed_until = NULL, updated_at = ? WHERE id = ?",
+                   (f"{d.suppress}: {d.note}" if d.note else d.suppress, tx.ts(now), c.id))
+
+    # -- deliveries ------------------------------------------------------
+    def claim_deliveries(self, now: datetime, quotas: dict[str, int]) -> list[Delivery]:
+        """Lease due attempts, at most ``quotas[channel]`` per channel, and record
+        each as ``sending`` (attempts + 1) before any provider is called."""
+        claimed: list[Delivery] = []
+        with self.store.tx() as tx:
+            lock = " FOR UPDATE SKIP LOCKED" if tx.dialect == "postgres" else ""
+            for channel, quota in quotas.items():
+                if quota <= 0:
+                    continue
+                ids = [r[0] for r in tx.execute(
+                    "SELECT id FROM deliveries WHERE status = 'queued' AND channel = ? "
+                    f"AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?{lock}",
+                    (channel, tx.ts(now), quota)).fetchall()]
+                if not ids:
+                    continue
+                marks = tx.placeholders(len(ids))
+                tx.execute(f"UPDATE deliveries SET status = 'sending', attempts = attempts + 1, "
+                           f"lease_until = ?, worker = ?, updated_at = ? WHERE id IN ({marks})",
+                           (tx.ts(now + self.lease), self.worker, tx.ts(now), *ids))
+                rows = tx.execute(f"SELECT {_COLS} FROM deliveries WHERE id IN ({marks}) "
+                                  "ORDER BY id", ids).fetchall()
+                claimed.extend(delivery_from_row(r) for r in rows)
+        return claimed
+
+    def candidates(self, ids: Iterable[int]) -> dict[int, Candidate]:
+        ids = list(dict.fromkeys(ids))
+        if not ids:
+            return {}
+        with self.store.tx() as tx:
+            rows = tx.execute(f"{SELECT_CANDIDATE} WHERE id IN ({tx.placeholders(len(ids))})",
+                              ids).fetchall()
+        return {c.id: c for c in map(candidate_from_row, rows)}
+
+    def record(self, outcomes: Sequence[tuple[Delivery, SendResult]], now: datetime,
+               retry: Retry, jitter: Iterable[float]) -> dict[str, int]:
+        """Record provider outcomes: sent, retry later, or dead (then the fallback)."""
+        counts = {"sent": 0, "retry": 0, "dead": 0, "fallback": 0}
+        noise = iter(jitter)
+        with self.store.tx() as tx:
+            for d, r in outcomes:
+                if r.status in ("sent", "delivered", "duplicate"):
+                    status = "delivered" if r.status == "delivered" else "sent"
+                    tx.execute("UPDATE deliveries SET status = ?, provider_id = ?, sent_at = ?, "
+                               "lease_until = NULL, last_error = NULL, updated_at = ? WHERE id = ?",
+                               (status, r.provider_id, tx.ts(now), tx.ts(now), d.id))
+                    tx.execute("UPDATE candidates SET status = 'sent', updated_at = ? "
+                               "WHERE id = ? AND status <> 'sent'", (tx.ts(now), d.candidate_id))
+                    counts["sent"] += 1
+                elif r.retryable and d.attempts < retry.max_attempts:
+                    wait = retry.delay(d.attempts, next(noise, 0.5), r.retry_after)
+                    tx.execute("UPDATE deliveries SET status = 'queued', next_attempt_at = ?, "
+                               "last_error = ?, lease_until = NULL, updated_at = ? WHERE id = ?",
+                               (tx.ts(now + timedelta(seconds=wait)), r.error, tx.ts(now), d.id))
+                    counts["retry"] += 1
+                else:
+                    reason = r.error or "failed"
+                    if r.retryable:
+                        reason = f"gave up after {d.attempts} attempts: {reason}"
+                    counts["fallback" if self._dead(tx, d, reason, now) else "dead"] += 1
+        return counts
+
+    def _dead(self, tx: Tx, d: Delivery, reason: str, now: datetime) -> bool:
+        """Dead-letter ``d``; plan its fallback channel if it has one. True if it had."""
+        row = tx.execute("SELECT remaining FROM deliveries WHERE id = ?", (d.id,)).fetchone()
+        remaining = json.loads(row[0]) if row and row[0] else []
+        tx.execute("UPDATE deliveries SET status = 'dead', last_error = ?, lease_until = NULL, "
+                   "updated_at = ? WHERE id = ?", (reason, tx.ts(now), d.id))
+        if remaining:
+            c = candidate_from_row(tx.execute(f"{SELECT_CANDIDATE} WHERE id = ?",
+                                              (d.candidate_id,)).fetchone())
+            self._insert(tx, c, remaining[0], d.step + 1, remaining[1:], "queued", now, d.shadow)
+            return True
+        open_ = tx.execute("SELECT count(*) FROM deliveries WHERE candidate_id = ? AND status IN "
+                           "('queued', 'sending', 'sent', 'delivered')", (d.candidate_id,)).fetchone()
+        if not open_[0]:
+            tx.execute("UPDATE candidates SET status = 'failed', status_reason = ?, updated_at = ? "
+                       "WHERE id = ?", (f"{d.channel}: {reason}", tx.ts(now), d.candidate_id))
+        return False
+
+    def fail_over(self, channel: str, reason: str, now: datetime) -> int:
+        """Move queued attempts on ``channel`` that have a fallback to it (breaker open)."""
+        with self.store.tx() as tx:
+            rows = tx.execute(f"SELECT {_COLS} FROM deliveries WHERE status = 'queued' "
+                              "AND channel = ? AND remaining <> '[]'", (channel,)).fetchall()
+            for row in rows:
+                self._dead(tx, delivery_from_row(row), reason, now)
+        return len(rows)
+
+    def record_shadow(self, deliveries: Sequence[tuple[Delivery, str]], now: datetime) -> None:
+        """Record what shadow deliveries would have sent (``detail``), sending nothing."""
+        with self.store.tx() as tx:
+            for d, detail in deliveries:
+                tx.execute("UPDATE deliveries SET status = 'shadow', lease_until = NULL, "
+                           "updated_at = ? WHERE id = ?", (tx.ts(now), d.id))
+                self._event(tx, d, "shadow", detail, now)
+
+    def _event(self, tx: Tx, d: Delivery, status: str, detail: str | None, now: datetime) -> None:
+        tx.execute("INSERT INTO delivery_events (tenant_id, delivery_id, status, detail, created_at) "
+                   "VALUES (?, ?, ?, ?, ?)", (d.tenant_id, d.id, status, detail, tx.ts(now)))
+
+    # -- crash recovery ----------------------------------------------------
+    def recover(self, now: datetime, resend: set[str]) -> Recovery:
+        """Resolve attempts left ``sending`` by a worker whose lease ran out:
+        channels in ``resend`` (the provider deduplicates, or resending was asked
+        for) go back to the queue, the others become ``ambiguous``. Both are logged."""
+        requeued: list[Delivery] = []
+        ambiguous: list[Delivery] = []
+        with self.store.tx() as tx:
+            rows = tx.execute(f"SELECT {_COLS} FROM deliveries WHERE status = 'sending' "
+                              "AND lease_until < ?", (tx.ts(now),)).fetchall()
+            for d in map(delivery_from_row, rows):
+                if d.channel in resend:
+                    tx.execute("UPDATE deliveries SET status = 'queued', lease_until = NULL, "
+                               "updated_at = ? WHERE id = ?", (tx.ts(now), d.id))
+                    self._event(tx, d, "ambiguous", "in flight at a crash; resent", now)
+                    requeued.append(d)
+                else:
+                    tx.execute("UPDATE deliveries SET status = 'ambiguous', lease_until = NULL, "
+                               "last_error = 'in flight at a crash; not resent', updated_at = ? "
+                               "WHERE id = ?", (tx.ts(now), d.id))
+                    self._event(tx, d, "ambiguous", "in flight at a crash; not resent", now)
+                    ambiguous.append(d)
+        return Recovery(requeued, ambiguous)
+
+    # -- receipts --------------------------------------------------------
+    def receipt(self, tenant_id: str, provider_id: str | None, key: str | None, status: str,
+                detail: str | None, now: datetime) -> Delivery | None:
+        """Apply a provider's receipt (delivered, bounced, failed, complained)."""
+        with self.store.tx() as tx:
+            column, value = ("provider_id", provider_id) if provider_id else ("idempotency_key", key)
+            row = tx.execute(f"SELECT {_COLS} FROM deliveries WHERE tenant_id = ? AND {column} = ?",
+                             (tenant_id, value)).fetchone()
+            if row is None:
+                return None
+            d = delivery_from_row(row)
+            tx.execute("UPDATE deliveries SET status = ?, updated_at = ? WHERE id = ?",
+                       (status, tx.ts(now), d.id))
+            self._event(tx, d, status, detail, now)
+        return d
+
+    def deliveries(self, tenant_id: str, candidate_id: int | None = None,
+                   status: str | None = None, limit: int = 1000) -> list[Delivery]:
+        where, params = ["tenant_id = ?"], [tenant_id]
+        if candidate_id is not None:
+            where.append("candidate_id = ?")
+            params.append(candidate_id)
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        with self.store.tx() as tx:
+            rows = tx.execute(f"SELECT {_COLS} FROM deliveries WHERE {' AND '.join(where)} "
+                              "ORDER BY id LIMIT ?", (*params, limit)).fetchall()
+        return [delivery_from_row(r) for r in rows]
+
+    def counts(self, tenant_id: str, program: str | None = None) -> dict[str, int]:
+        """Deliveries per status (for funnels and reports)."""
+        sql = "SELECT status, count(*) FROM deliveries WHERE tenant_id = ?"
+        params: list[Any] = [tenant_id]
+        if program:
+            sql += " AND program = ?"
+            params.append(program)
+        with self.store.tx() as tx:
+            return {s: int(n) for s, n in tx.execute(sql + " GROUP BY status", params).fetchall()}

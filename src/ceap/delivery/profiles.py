@@ -1,0 +1,63 @@
+"""Customer profiles: addresses, time zone and locale, loaded in bulk."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import pyarrow as pa
+
+from ceap.delivery.model import Profile
+from ceap.model import utcnow
+from ceap.store.base import Store
+
+FIELDS = ("email", "phone", "push_token", "timezone", "locale")
+
+
+def upsert_profiles(store: Store, table: pa.Table, tenant_id: str) -> int:
+    """Insert or update profiles from a table with ``customer_id`` and any of
+    email, phone, push_token, timezone, locale; other columns become attributes."""
+    if "customer_id" not in table.column_names:
+        raise ValueError("profiles need a customer_id column")
+    n = table.num_rows
+    columns = {f: (table.column(f).cast(pa.string()).to_pylist() if f in table.column_names
+                   else [None] * n) for f in FIELDS}
+    extra = [c for c in table.column_names if c not in (*FIELDS, "customer_id")]
+    attrs = ([json.dumps(r, default=str) for r in table.select(extra).to_pylist()] if extra
+             else ["{}"] * n)
+    ids = table.column("customer_id").cast(pa.string()).to_pylist()
+    with store.tx() as tx:
+        now = tx.ts(utcnow())
+        tx.executemany(
+            "INSERT INTO profiles (tenant_id, customer_id, email, phone, push_token, timezone, "
+            "locale, attributes, updated_at) VALUES (?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT (tenant_id, customer_id) DO UPDATE SET email = excluded.email, "
+            "phone = excluded.phone, push_token = excluded.push_token, "
+            "timezone = excluded.timezone, locale = excluded.locale, "
+            "attributes = excluded.attributes, updated_at = excluded.updated_at",
+            list(zip([tenant_id] * n, ids, *(columns[f] for f in FIELDS), attrs, [now] * n,
+                     strict=True)))
+    return n
+
+
+def load_profiles(store: Store, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Profile]:
+    """Profiles for ``(tenant_id, customer_id)`` keys; unknown customers are absent."""
+    by_tenant: dict[str, list[str]] = {}
+    for tenant, customer in set(keys):
+        by_tenant.setdefault(tenant, []).append(customer)
+    found: dict[tuple[str, str], Profile] = {}
+    with store.tx() as tx:
+        for tenant, customers in by_tenant.items():
+            for start in range(0, len(customers), 500):
+                chunk = customers[start:start + 500]
+                rows = tx.execute(
+                    f"SELECT customer_id, {', '.join(FIELDS)}, attributes FROM profiles "
+                    f"WHERE tenant_id = ? AND customer_id IN ({tx.placeholders(len(chunk))})",
+                    (tenant, *chunk)).fetchall()
+                for row in rows:
+                    attrs: Any = row[6]
+                    found[(tenant, row[0])] = Profile(
+                        tenant, row[0], *row[1:6],
+                        attributes=json.loads(attrs) if isinstance(attrs, str) else (attrs or {}))
+    return found

@@ -1,0 +1,46 @@
+"""Build the dispatcher's parts from the project config (``ceap.yaml``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from ceap.channels.base import Channel
+from ceap.errors import PluginError, SpecError
+from ceap.registry import Registry, default_registry
+from ceap.spec.project import ProjectConfig
+from ceap.store.base import Store
+
+#: channels every project has unless it configures them otherwise
+DEFAULT_CHANNELS: dict[str, dict[str, Any]] = {"inapp": {"type": "inapp"}}
+
+
+def build_channels(project: ProjectConfig, store: Store,
+                   registry: Registry | None = None) -> dict[str, Channel[Any]]:
+    """One channel instance per name in ``ceap.yaml``'s ``channels`` (plus ``inapp``)."""
+    registry = registry or default_registry()
+    context = project.context()
+    context = type(context)(base_dir=context.base_dir, connections=context.connections,
+                            tenant=context.tenant, store=store)
+    configs = {**DEFAULT_CHANNELS, **project.channels}
+    channels: dict[str, Channel[Any]] = {}
+    issues: list[tuple[str, str]] = []
+    for name, raw in configs.items():
+        kind = raw.get("type", name) if isinstance(raw, dict) else None
+        if kind is None:
+            issues.append((f"channels.{name}", "expected a mapping with a 'type'"))
+            continue
+        try:
+            cls = registry.get("channel", kind)
+            channels[name] = cls(cls.config_model.model_validate({**raw, "type": kind}), context)
+        except PluginError as exc:
+            issues.append((f"channels.{name}.type", str(exc)))
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc = ".".join(str(p) for p in err["loc"])
+                msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+                issues.append((f"channels.{name}.{loc}", msg))
+    if issues:
+        raise SpecError(str(project.base_dir / "ceap.yaml"), issues)
+    return channels

@@ -1,0 +1,69 @@
+"""Tables of the delivery layer: the outbox of delivery attempts, receipts,
+customer profiles, consent and suppressions. Created by ``Store.migrate``."""
+
+from __future__ import annotations
+
+from ceap.store.sql_common import TYPES
+
+#: Columns the dispatcher adds to ``candidates`` (nullable; absent from a run's write).
+CANDIDATE_DISPATCH_COLUMNS = {
+    "status_reason": "text",
+    "claimed_until": "ts",
+    "worker": "text",
+    "updated_at": "ts",
+}
+
+
+def delivery_ddl(dialect: str) -> list[str]:
+    t = TYPES[dialect]
+    text, ts, i, b, js = t["text"], t["ts"], t["int"], t["bool"], t["json"]
+    false = "false" if dialect == "postgres" else "0"
+    return [
+        f"""CREATE TABLE IF NOT EXISTS deliveries (
+  id {t['id']}, tenant_id {text} NOT NULL, candidate_id {i} NOT NULL,
+  program {text} NOT NULL, customer_id {text} NOT NULL, channel {text} NOT NULL,
+  step {i} NOT NULL, remaining {text} NOT NULL DEFAULT '[]',
+  idempotency_key {text} NOT NULL, status {text} NOT NULL,
+  attempts {i} NOT NULL DEFAULT 0, next_attempt_at {ts} NOT NULL, lease_until {ts},
+  worker {text}, last_error {text}, policy {text}, provider_id {text},
+  shadow {b} NOT NULL DEFAULT {false}, category {text} NOT NULL,
+  created_at {ts} NOT NULL, updated_at {ts} NOT NULL, sent_at {ts},
+  UNIQUE (tenant_id, idempotency_key)
+)""",
+        "CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, next_attempt_at)",
+        "CREATE INDEX IF NOT EXISTS deliveries_by_customer "
+        "ON deliveries (tenant_id, customer_id, sent_at)",
+        "CREATE INDEX IF NOT EXISTS deliveries_by_candidate ON deliveries (candidate_id)",
+        "CREATE INDEX IF NOT EXISTS deliveries_by_provider_id ON deliveries (provider_id)",
+        f"""CREATE TABLE IF NOT EXISTS delivery_events (
+  id {t['id']}, tenant_id {text} NOT NULL, delivery_id {i} NOT NULL, status {text} NOT NULL,
+  detail {text}, created_at {ts} NOT NULL
+)""",
+        "CREATE INDEX IF NOT EXISTS delivery_events_by_delivery ON delivery_events (delivery_id)",
+        f"""CREATE TABLE IF NOT EXISTS profiles (
+  tenant_id {text} NOT NULL, customer_id {text} NOT NULL, email {text}, phone {text},
+  push_token {text}, timezone {text}, locale {text}, attributes {js}, updated_at {ts} NOT NULL,
+  PRIMARY KEY (tenant_id, customer_id)
+)""",
+        f"""CREATE TABLE IF NOT EXISTS consent (
+  tenant_id {text} NOT NULL, customer_id {text} NOT NULL, channel {text} NOT NULL,
+  topic {text} NOT NULL, granted {b} NOT NULL, source {text}, updated_at {ts} NOT NULL,
+  PRIMARY KEY (tenant_id, customer_id, channel, topic)
+)""",
+        f"""CREATE TABLE IF NOT EXISTS api_keys (
+  key_hash {text} PRIMARY KEY, tenant_id {text} NOT NULL, name {text} NOT NULL,
+  created_at {ts} NOT NULL
+)""",
+        f"""CREATE TABLE IF NOT EXISTS suppressions (
+  tenant_id {text} NOT NULL, channel {text} NOT NULL, address {text} NOT NULL,
+  reason {text} NOT NULL, created_at {ts} NOT NULL,
+  PRIMARY KEY (tenant_id, channel, address)
+)""",
+    ]
+
+
+def add_missing_columns(dialect: str, existing: set[str]) -> list[str]:
+    """ALTER statements for candidate columns an older database lacks."""
+    t = TYPES[dialect]
+    return [f"ALTER TABLE candidates ADD COLUMN {name} {t[kind]}"
+            for name, kind in CANDIDATE_DISPATCH_COLUMNS.items() if name not in existing]
