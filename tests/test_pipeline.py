@@ -334,3 +334,22 @@ def test_a_filter_sees_only_rows_earlier_filters_kept(tmp_path: Path, store: Sto
     spec["filters"] = spec["filters"][1:]  # without the guard, the cast fails on 'x7'
     with pytest.raises(SourceError, match=r"filters\[0\] \(big\): Conversion Error"):
         run_program(parse_program(spec), store, context, now=NOW)
+
+
+def test_sweep_keeps_the_control_group(tmp_path: Path, store: Store, context: PluginContext) -> None:
+    pq.write_table(customers_table(200), tmp_path / "customers.parquet")
+    result = run_program(parse_program(holdout_program(holdout=0.3)), store, context, now=NOW)
+    assert result.funnel.held_out > 0
+    removed = store.sweep_expired(NOW + timedelta(days=30))
+    assert removed == result.funnel.targeted
+    left = all_candidates(store)
+    assert len(left) == result.funnel.held_out and all(c.holdout for c in left)
+
+
+def test_a_failed_program_reports_its_recorded_run(tmp_path: Path, store: Store,
+                                                   context: PluginContext) -> None:
+    pq.write_table(customers_table(5), tmp_path / "customers.parquet")
+    broken = parse_program(holdout_program(name="broken", filters=[{"id": "f", "expr": "nope > 1"}]))
+    [result] = run_programs([broken], store, context, now=NOW)
+    assert result.run.run_id and result.run.run_id == store.runs("default")[0].run_id
+    assert result.run.status == "failed"

@@ -183,3 +183,49 @@ def test_project_config_rejects_unknown_fields(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as exc:
         load_project(tmp_path)
     assert issues(exc) == {"tennant": "unknown field"}
+
+
+def test_feature_expressions_and_names_are_checked_at_validation() -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_program(base_program(features={"drop": "a + * b"}))
+    assert "feature 'drop': invalid SQL expression" in issues(exc)["features"]
+    with pytest.raises(SpecError) as exc:
+        parse_program(base_program(features={"two words": "a + 1"}))
+    assert "must be a plain identifier" in issues(exc)["features"]
+
+
+def test_unknown_filter_type_is_named_even_with_one_filter_plugin() -> None:
+    spec = base_program(filters=[{"id": "f", "type": "trust_score", "min": 3}])
+    with pytest.raises(SpecError) as exc:
+        parse_program(spec)
+    assert issues(exc) == {"filters[0].type": "unknown filter type 'trust_score' (installed: expression)"}
+
+
+def test_a_field_valid_elsewhere_gets_no_self_suggestion() -> None:
+    spec = base_program(source={"type": "sql", "connection": "w", "table": "t", "path": "x"})
+    with pytest.raises(SpecError) as exc:
+        parse_program(spec)
+    assert issues(exc)["source.path"] == "unknown field"
+
+
+def test_empty_environment_variable_takes_the_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "ceap.yaml").write_text("store: ${STORE_URL:-sqlite:///x.db}\n")
+    monkeypatch.setenv("STORE_URL", "")
+    assert load_project(tmp_path).store == "sqlite:///x.db"
+
+
+def test_a_broken_plugin_does_not_take_the_others_down() -> None:
+    from ceap.errors import PluginError
+
+    registry = Registry()
+    for kind, name in (("connector", "csv"), ("filter", "expression"), ("scorer", "expression")):
+        registry.register(kind, name, default_registry().get(kind, name))
+    registry.broken[("connector", "kafka")] = "cannot load connector plugin 'kafka': boom"
+    assert parse_program(base_program(), registry=registry).source.type == "csv"
+    with pytest.raises(SpecError) as exc:
+        parse_program(base_program(source={"type": "kafka"}), registry=registry)
+    assert issues(exc) == {"source.type": "cannot load connector plugin 'kafka': boom"}
+    with pytest.raises(PluginError, match="boom"):
+        registry.get("connector", "kafka")

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 
 class CeapError(Exception):
     """Base class of every error CEAP raises on purpose."""
+
+    #: the run record, when the error ended a program run (it is in the store as failed)
+    run: Any = None
 
 
 class SpecError(CeapError):

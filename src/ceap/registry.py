@@ -72,6 +72,8 @@ class Registry:
         self._info: dict[tuple[str, str], PluginInfo] = {}
         #: bumped on every registration, so models built from the registry can be cached
         self.generation = 0
+        #: plugins whose entry point failed to load or check: (kind, name) -> why
+        self.broken: dict[tuple[str, str], str] = {}
 
     @classmethod
     def discover(cls) -> Registry:
@@ -79,13 +81,12 @@ class Registry:
         registry = cls()
         for kind, (group, _base) in KINDS.items():
             for ep in sorted(entry_points(group=group), key=lambda e: e.name):
-                try:
-                    plugin = ep.load()
-                except Exception as exc:  # a broken third-party package must say so
-                    raise PluginError(f"cannot load {kind} plugin {ep.name!r} "
-                                      f"({ep.value}): {exc}") from exc
                 dist = ep.dist.name if ep.dist else "?"
-                registry.register(kind, ep.name, plugin, target=ep.value, distribution=dist)
+                try:
+                    registry.register(kind, ep.name, ep.load(), target=ep.value, distribution=dist)
+                except Exception as exc:  # one broken package must not take the others down
+                    registry.broken[(kind, ep.name)] = (
+                        f"cannot load {kind} plugin {ep.name!r} ({ep.value}, from {dist}): {exc}")
         return registry
 
     def register(self, kind: str, name: str, cls: type[Any], *, target: str = "",
@@ -98,6 +99,8 @@ class Registry:
         self.generation += 1
 
     def get(self, kind: str, name: str) -> type[Any]:
+        if (kind, name) in self.broken:
+            raise PluginError(self.broken[(kind, name)])
         try:
             return self._plugins[kind][name]
         except KeyError:

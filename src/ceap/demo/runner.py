@@ -83,7 +83,7 @@ def run_demo(project_dir: Path, store_url: str, customers: int = 20_000, seed: i
     specs = load_demo_programs(project_dir)
     prepare(project_dir, customers=customers, seed=seed, now=now, console=console)
     context = PluginContext(base_dir=project_dir)
-    store = open_store(store_url)
+    store = open_store(store_url, context=context)
     try:
         status = console.status("")
         status.start()

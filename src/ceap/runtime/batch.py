@@ -99,8 +99,11 @@ def run_program(spec: ProgramSpec, store: Store, context: PluginContext, *,
         except Exception:  # the store itself may be what failed
             log.exception("could not record failed run %s", run.run_id)
         if isinstance(exc, CeapError):
+            exc.run = run
             raise
-        raise RunError(f"program {spec.name!r}: {run.error}") from exc
+        failure = RunError(f"program {spec.name!r}: {run.error}")
+        failure.run = run
+        raise failure from exc
     finally:
         if plan is not None:
             plan.close()
@@ -139,7 +142,7 @@ def run_programs(specs: Iterable[ProgramSpec], store: Store, context: PluginCont
             results.append(run_program(spec, store, context, now=now, progress=progress,
                                        registry=registry))
         except CeapError as exc:
-            run = RunRecord("", context.tenant, spec.name, "failed", now or utcnow(),
-                            error=str(exc))
-            results.append(RunResult(spec.name, run, Funnel(), error=str(exc)))
+            run = exc.run or RunRecord("", context.tenant, spec.name, "failed", now or utcnow(),
+                                       error=str(exc))
+            results.append(RunResult(spec.name, run, Funnel.from_dict(run.funnel), error=str(exc)))
     return results

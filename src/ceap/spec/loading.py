@@ -46,6 +46,23 @@ def program_model(registry: Registry | None = None) -> type[ProgramSpec]:
     return _models[key]
 
 
+def _unknown_types(data: dict[str, Any], registry: Registry) -> list[tuple[str, str]]:
+    """Plugin ``type`` values no installed plugin answers to (checked before pydantic,
+    so the message is the same whether one or many plugins of the kind exist)."""
+    issues = []
+    for field, kind in PLUGIN_FIELDS.items():
+        value = data.get(field)
+        items = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
+        for i, item in items:
+            if isinstance(item, dict) and isinstance(item.get("type"), str) \
+                    and item["type"] not in registry.names(kind):
+                where = f"{field}[{i}].type" if i is not None else f"{field}.type"
+                broken = registry.broken.get((kind, item["type"]))
+                issues.append((where, broken or f"unknown {kind} type {item['type']!r} "
+                                                f"(installed: {', '.join(registry.names(kind))})"))
+    return issues
+
+
 def _prepare(data: dict[str, Any], default_name: str | None) -> dict[str, Any]:
     data = dict(data)
     if default_name is not None:
@@ -112,10 +129,12 @@ def validation_issues(
             message = f"missing 'type' (one of: {', '.join(registry.names(kind))})"
         elif err["type"] == "extra_forbidden":
             field = parts[-1] if parts else "?"
-            close = difflib.get_close_matches(str(field), vocab, n=1, cutoff=0.7)
+            close = difflib.get_close_matches(str(field), vocab - {field}, n=1, cutoff=0.7)
             message = "unknown field" + (f" (did you mean {close[0]!r}?)" if close else "")
         elif err["type"] == "missing":
             message = "required field is missing"
+        elif message.startswith("Value error, "):
+            message = message[len("Value error, "):]
         issues.append((_format_loc(parts), message))
     return issues
 
@@ -129,6 +148,9 @@ def parse_program(
     """Validate an already-parsed mapping as a program spec."""
     registry = registry or default_registry()
     prepared = _prepare(data, default_name)
+    unknown = _unknown_types(prepared, registry)
+    if unknown:
+        raise SpecError(source, unknown)
     try:
         return program_model(registry).model_validate(prepared)
     except ValidationError as exc:

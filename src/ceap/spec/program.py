@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ceap.connectors.base import ConnectorConfig
 from ceap.durations import Duration
 from ceap.filters.base import FilterConfig
 from ceap.model import ActionType
 from ceap.scorers.base import ScorerConfig
+from ceap.sqlexpr import check_expression
 
 Mode = Literal["live", "shadow", "paused"]
 Category = Literal["marketing", "transactional", "security"]
@@ -84,6 +86,18 @@ class ProgramSpec(Strict):
     selection: Selection = Field(default_factory=Selection)
     action: Action
     experiment: Experiment = Field(default_factory=Experiment)
+
+    @field_validator("features")
+    @classmethod
+    def _features_parse(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, expr in value.items():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"feature name {name!r} must be a plain identifier")
+            try:
+                check_expression(expr)
+            except ValueError as exc:
+                raise ValueError(f"feature {name!r}: {exc}") from None
+        return value
 
     @model_validator(mode="after")
     def _unique_filter_ids(self) -> ProgramSpec:

@@ -55,10 +55,11 @@ def _interpolate(value: Any, loc: str, missing: list[tuple[str, str]]) -> Any:
     if isinstance(value, str):
         def sub(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
-            if name in os.environ:
-                return os.environ[name]
-            if default is not None:
+            value = os.environ.get(name)
+            if default is not None and not value:  # the shell's ":-": unset or empty
                 return default
+            if value is not None:
+                return value
             missing.append((loc, f"environment variable {name} is not set"))
             return ""
         return _REF.sub(sub, value)

@@ -61,8 +61,10 @@ class Store(Plugin[T]):
         """Rows a run set aside, each as ``{"row": json, "reason": text}``."""
         raise NotImplementedError
 
-    def sweep_expired(self, now: datetime) -> int:
-        """Delete candidates whose ``expires_at`` has passed; return how many."""
+    def sweep_expired(self, now: datetime, tenant_id: str | None = None) -> int:
+        """Delete candidates whose ``expires_at`` has passed; return how many.
+
+        Held-out candidates stay: they are the control group uplift is measured against."""
         raise NotImplementedError
 
     def inbox_add(self, items: list[InboxItem]) -> list[bool]:

@@ -150,9 +150,14 @@ class PostgresStore(Store[PostgresStoreConfig]):
                 "ORDER BY id", (tenant_id, run_id)).fetchall()
         return [{"row": r, "reason": why} for r, why in rows]
 
-    def sweep_expired(self, now: datetime) -> int:
+    def sweep_expired(self, now: datetime, tenant_id: str | None = None) -> int:
+        sql = "DELETE FROM candidates WHERE expires_at <= %s AND NOT holdout"
+        params: list[Any] = [now]
+        if tenant_id is not None:
+            sql += " AND tenant_id = %s"
+            params.append(tenant_id)
         with self._lock:
-            cursor = self._conn.execute("DELETE FROM candidates WHERE expires_at <= %s", (now,))
+            cursor = self._conn.execute(sql, params)  # type: ignore[arg-type]
         return cursor.rowcount
 
     def inbox_add(self, items: list[InboxItem]) -> list[bool]:

@@ -197,10 +197,14 @@ class SqliteStore(Store[SqliteStoreConfig]):
                 (tenant_id, run_id)).fetchall()
         return [{"row": r, "reason": why} for r, why in rows]
 
-    def sweep_expired(self, now: datetime) -> int:
+    def sweep_expired(self, now: datetime, tenant_id: str | None = None) -> int:
+        sql = "DELETE FROM candidates WHERE expires_at <= ? AND NOT holdout"
+        params: list[Any] = [to_iso(now)]
+        if tenant_id is not None:
+            sql += " AND tenant_id = ?"
+            params.append(tenant_id)
         with self._lock:
-            cursor = self._conn.execute("DELETE FROM candidates WHERE expires_at <= ?",
-                                        (to_iso(now),))
+            cursor = self._conn.execute(sql, params)
         return cursor.rowcount
 
     # -- inbox ----------------------------------------------------------
