@@ -353,3 +353,16 @@ def test_a_failed_program_reports_its_recorded_run(tmp_path: Path, store: Store,
     [result] = run_programs([broken], store, context, now=NOW)
     assert result.run.run_id and result.run.run_id == store.runs("default")[0].run_id
     assert result.run.status == "failed"
+
+
+def test_declared_timestamps_apply_their_offset(tmp_path: Path, store: Store,
+                                                context: PluginContext) -> None:
+    write_csv(tmp_path / "events.csv", "customer_id,seen_at",
+              ["a,2026-11-25 10:00:00+02:00", "b,2026-11-25 10:00:00", "c,yesterday"])
+    spec = {"name": "events", "source": {"type": "csv", "path": "events.csv",
+                                         "columns": {"seen_at": "timestamp"}, "max_bad_share": 0.5},
+            "filters": [{"id": "before_nine_utc", "expr": "seen_at < TIMESTAMP '2026-11-25 09:00:00'"}],
+            "action": {"type": "inform", "channels": ["inapp"]}}
+    result = run_program(parse_program(spec), store, context, now=NOW)
+    assert [c.customer_id for c in all_candidates(store)] == ["a"]  # 10:00+02:00 is 08:00 UTC
+    assert result.funnel.quarantine_reasons == {"column seen_at: not a valid timestamp": 1}

@@ -61,10 +61,13 @@ def conform_sql(schema: pa.Schema, config: ConnectorConfig) -> str:
     for name, kind in declared.items():
         if any(check(schema.field(name).type) for check in _ALREADY[kind]):
             continue
-        col, target = quote(name), DUCKDB_TYPES[kind]
-        casts.append(f"TRY_CAST({col} AS {target}) AS {col}")
+        col = quote(name)
+        # a timestamp's UTC offset is applied, not dropped (the session time zone is UTC)
+        cast = (f"CAST(TRY_CAST({col} AS TIMESTAMPTZ) AS TIMESTAMP)" if kind == "timestamp"
+                else f"TRY_CAST({col} AS {DUCKDB_TYPES[kind]})")
+        casts.append(f"{cast} AS {col}")
         label = name.replace("'", "''")
-        reasons.append(f"WHEN {col} IS NOT NULL AND TRY_CAST({col} AS {target}) IS NULL "
+        reasons.append(f"WHEN {col} IS NOT NULL AND {cast} IS NULL "
                        f"THEN 'column {label}: not a valid {kind}'")
     reason = "CASE " + " ".join(reasons) + " END"
     star = f"* REPLACE ({', '.join(casts)})" if casts else "*"
