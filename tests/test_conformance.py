@@ -185,8 +185,24 @@ SCORER_SAMPLES: dict[str, dict[str, dict[str, Any]]] = {
     "item_affinity": {"npz": {"type": "item_affinity", "model": "affinity.npz"}},
 }
 STORE_URLS = {"sqlite": "sqlite_url", "postgres": "pg_url"}  # fixtures giving a fresh database
+#: provider channels run the suite in their own test files, against a local server speaking
+#: the provider's API: channel name -> (test module, test function that calls check_channel)
+CHANNELS_TESTED_WITH_A_PROVIDER = {
+    "smtp": ("tests.test_channel_email", "test_conformance"),
+    "ses": ("tests.test_channel_email", "test_ses_conformance_and_request_shape_on_a_local_endpoint"),
+    "webhook": ("tests.test_channel_webhooks", "test_conformance"),
+    "slack": ("tests.test_channel_webhooks", "test_conformance"),
+    "chat_webhook": ("tests.test_channel_webhooks", "test_conformance"),
+    "apprise": ("tests.test_channel_apprise", "test_conformance"),
+    "twilio_sms": ("tests.test_channel_sms_voice", "test_conformance"),
+    "twilio_voice": ("tests.test_channel_sms_voice", "test_conformance"),
+    "fcm": ("tests.test_channel_push", "test_conformance_fcm"),
+    "apns": ("tests.test_channel_push", "test_conformance_apns"),
+    "webpush": ("tests.test_channel_push", "test_conformance_webpush"),
+}
 KINDS_WITH_SAMPLES = {"connector": CONNECTOR_SAMPLES, "filter": FILTER_SAMPLES,
-                      "scorer": SCORER_SAMPLES, "channel": {"inapp": None},
+                      "scorer": SCORER_SAMPLES,
+                      "channel": {"inapp": None, **CHANNELS_TESTED_WITH_A_PROVIDER},
                       "store": STORE_URLS}
 
 
@@ -233,8 +249,20 @@ def test_store_conformance(name: str, request: pytest.FixtureRequest) -> None:
     check_store(default_registry().get("store", name), {"type": name, "url": url})
 
 
+@pytest.mark.parametrize("name", sorted(CHANNELS_TESTED_WITH_A_PROVIDER))
+def test_provider_channels_run_the_suite_elsewhere(name: str) -> None:
+    import importlib
+    import inspect
+
+    module, function = CHANNELS_TESTED_WITH_A_PROVIDER[name]
+    test = getattr(importlib.import_module(module), function)
+    source = inspect.getsource(test)
+    assert "check_channel(" in source, f"{module}.{function} must run check_channel for {name}"
+    assert name in inspect.getsource(importlib.import_module(module)), name
+
+
 @pytest.mark.parametrize("backend", ["sqlite_url", "pg_url"])
-@pytest.mark.parametrize("name", builtins("channel"))
+@pytest.mark.parametrize("name", [n for n in builtins("channel") if n not in CHANNELS_TESTED_WITH_A_PROVIDER])
 def test_channel_conformance(name: str, backend: str, request: pytest.FixtureRequest,
                              tmp_path: Path) -> None:
     assert name == "inapp", "add a sample for the new built-in channel"

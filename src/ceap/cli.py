@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,6 +14,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from ceap.errors import CeapError, SpecError
+from ceap.ml.checks import check_program_model
 from ceap.model import CandidateQuery, utcnow
 from ceap.report import candidates_table, funnel_table, runs_table
 from ceap.runtime.batch import Progress as ProgressFn
@@ -84,8 +86,10 @@ def _program_paths(items: list[str], project: ProjectConfig) -> list[Path]:
         elif p.suffix in (".yaml", ".yml") or p.exists():
             paths.append(p)
         else:
-            named = project.programs_dir() / f"{item}.yaml"
-            paths.append(named)
+            folder = project.programs_dir()
+            yml = folder / f"{item}.yml"
+            paths.append(yml if yml.exists() and not (folder / f"{item}.yaml").exists()
+                         else folder / f"{item}.yaml")
     return paths
 
 
@@ -106,6 +110,14 @@ def validate(
     for path in files:
         try:
             spec = load_program(path)
+            from ceap.delivery.templates import validate_program_templates
+
+            template_issues = validate_program_templates(spec, project.base_dir, project.delivery)
+            if template_issues:
+                raise SpecError(str(path), template_issues)
+            model_issues = check_program_model(spec, project.context(state.tenant))
+            if model_issues:
+                raise SpecError(str(path), model_issues)
             if sources:
                 from ceap.pipeline.plan import Plan
 
@@ -136,6 +148,8 @@ def _load_specs(items: list[str], project: ProjectConfig, all_: bool) -> list[Pr
             specs.append(load_program(path))
         except SpecError as exc:
             errors.append(exc)
+        except CeapError as exc:
+            errors.append(SpecError(str(path), [("", str(exc))]))
     if errors:
         _fail_spec(errors)
     return specs
@@ -247,11 +261,11 @@ def quarantine(run_id: Annotated[str, typer.Argument(help="a run id (see `ceap r
 
 @app.command()
 def sweep() -> None:
-    """Delete expired candidates."""
+    """Delete expired candidates (all tenants, or --tenant's); held-out ones are kept."""
     project = state.project()
     store = state.open_store(project)
     try:
-        removed = store.sweep_expired(utcnow())
+        removed = store.sweep_expired(utcnow(), state.tenant)
     finally:
         store.close()
     out.print(f"removed {removed} expired candidate(s)")
@@ -265,9 +279,62 @@ def plugins() -> None:
     table = Table(title="plugins", title_justify="left")
     for column in ("kind", "type", "implementation", "package"):
         table.add_column(column)
-    for info in default_registry().info():
+    registry = default_registry()
+    for info in registry.info():
         table.add_row(info.kind, info.name, info.target, info.distribution)
     out.print(table)
+    for why in registry.broken.values():
+        err.print(f"[red]broken:[/red] {why}", highlight=False)
+    if registry.broken:
+        raise typer.Exit(1)
+
+
+@app.command()
+def train(
+    name: Annotated[str, typer.Argument(help="model name: writes models/NAME/<next version>/")],
+    features: Annotated[str, typer.Option(help="feature columns, comma-separated, in input order")],
+    label: Annotated[str, typer.Option(help="the label column (true/false or 0/1)")],
+    source: Annotated[str | None, typer.Option(
+        help="a data file or glob (.csv, .jsonl, .parquet), or a YAML file with a source block")] = None,
+    source_spec: Annotated[str | None, typer.Option(
+        "--source-spec", help="a YAML file with a source block (any connector, e.g. sql)")] = None,
+    time_column: Annotated[str | None, typer.Option(
+        help="split by time: train on the earliest rows, test on the latest")] = None,
+    kind: Annotated[str, typer.Option(
+        help="lightgbm, xgboost, sklearn, onnx-from-lightgbm or river")] = "lightgbm",
+    trees: Annotated[int, typer.Option(min=1, help="boosting rounds")] = 100,
+    test_share: Annotated[float, typer.Option(help="share of rows held out for the metrics")] = 0.2,
+    seed: Annotated[int, typer.Option(help="seed of the random split and the trainer")] = 7,
+    registry: Annotated[str, typer.Option(help="model registry folder, relative to the project")
+                        ] = "models",
+) -> None:
+    """Train a model from a table and write it as a versioned artefact with its metadata."""
+    from ceap.ml.data import TrainError
+    from ceap.ml.train import TrainOptions, TrainParams, train_from_source
+
+    project = state.project()
+    if (source is None) == (source_spec is None):
+        err.print("error: give exactly one of --source and --source-spec")
+        raise typer.Exit(2)
+    options = TrainOptions(name=name, features=[f.strip() for f in features.split(",") if f.strip()],
+                           label=label, time_column=time_column, kind=kind, test_share=test_share,
+                           params=TrainParams(trees=trees, seed=seed))
+    try:
+        artefact = train_from_source(str(source or source_spec), options,
+                                     project.context(state.tenant), registry,
+                                     say=lambda line: err.print(line, highlight=False, markup=False),
+                                     spec_file=source_spec is not None)
+    except (TrainError, CeapError, ValueError) as exc:
+        err.print(f"error: {exc}", highlight=False, markup=False)
+        raise typer.Exit(2) from None
+    meta = artefact.meta
+    table = Table(title=f"{meta.ref}: held-out metrics", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in meta.metrics.items():
+        table.add_row(key, f"{value:,.0f}" if key == "rows" else f"{value:.4f}")
+    out.print(table)
+    out.print(f"model {meta.ref} written to {artefact.folder}", highlight=False)
 
 
 @app.command()
@@ -279,10 +346,17 @@ def demo(
     from ceap.demo.runner import run_demo
 
     project = state.project()
-    url = state.store or "sqlite:///.ceap/demo.db"
-    results = run_demo(project.base_dir, url, customers=customers, seed=seed, console=out)
+    url = state.store or os.environ.get("CEAP_STORE") or \
+        f"sqlite:///{project.base_dir / '.ceap' / 'demo.db'}"
+    try:
+        results = run_demo(project.base_dir, url, customers=customers, seed=seed, console=out)
+    except CeapError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
     if any(not r.ok for r in results):
         raise typer.Exit(1)
+
+
 
 
 from ceap import cli_delivery  # noqa: E402,F401 - registers the delivery commands

@@ -14,8 +14,10 @@ from rich.table import Table
 from ceap.cli import app, err, out, state
 from ceap.delivery.dispatcher import Dispatcher, DispatchStats
 from ceap.delivery.outbox import Outbox
+from ceap.delivery.policies import default_policies
 from ceap.delivery.profiles import upsert_profiles
 from ceap.delivery.setup import build_channels
+from ceap.delivery.templates import TemplateRenderer
 from ceap.errors import CeapError, SpecError
 from ceap.spec import load_programs
 from ceap.store import Store
@@ -41,14 +43,9 @@ def build_dispatcher(project: Any, store: Store, **kw: Any) -> Dispatcher:
         for line in exc.lines():
             err.print(line, markup=False, highlight=False)
         raise typer.Exit(2) from None
-    extras: dict[str, Any] = {}
-    try:  # policies and templates, when the project has them
-        from ceap.delivery.wiring import policies_and_renderer
-
-        extras = policies_and_renderer(project)
-    except ImportError:
-        pass
-    return Dispatcher(store, channels, programs=_programs(project), **extras, **kw)
+    return Dispatcher(store, channels, programs=_programs(project),
+                      policies=default_policies(project.delivery),
+                      renderer=TemplateRenderer.from_config(project.delivery, project.base_dir), **kw)
 
 
 def stats_table(stats: DispatchStats) -> Table:
@@ -188,3 +185,29 @@ def apikey(name: Annotated[str, typer.Argument(help="what the key is for")]) -> 
         store.close()
     out.print(key, markup=False, highlight=False)
     err.print("store it now: only its hash is kept")
+
+
+@app.command()
+def preview(
+    program: Annotated[str, typer.Argument(help="program name")],
+    customer: Annotated[str, typer.Option(help="customer id")],
+) -> None:
+    """Render what a customer would get from a program, on each of its channels."""
+    from ceap.delivery.templates import preview as render_preview
+
+    project = state.project()
+    store = state.open_store(project)
+    try:
+        rendered = render_preview(project.base_dir, program, customer, store, project.delivery,
+                                  tenant=state.tenant or project.tenant)
+    except CeapError as exc:
+        err.print(f"error: {exc}", highlight=False, markup=False)
+        raise typer.Exit(2) from None
+    finally:
+        store.close()
+    for channel, r in rendered.items():
+        out.rule(f"{channel}")
+        out.print(f"[bold]{r.title}[/bold]" if r.title else "", highlight=False)
+        out.print(r.body, markup=False, highlight=False)
+        for name, value in r.headers.items():
+            out.print(f"[dim]{name}: {value}[/dim]", highlight=False)

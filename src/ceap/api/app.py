@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
+from ceap.api import callbacks
 from ceap.api.auth import tenant_of
 from ceap.model import DEFAULT_TENANT, Candidate, CandidateQuery
 from ceap.store.base import Store
@@ -120,6 +121,9 @@ def create_app(store: Store, *, auth: bool = True) -> FastAPI:
     @app.post("/v1/customers/{customer_id}/inbox/read")
     def mark_read(customer_id: str, body: MarkRead, tenant_id: Tenant) -> dict[str, int]:
         return {"marked": store.inbox_mark_read(tenant_id, customer_id, body.ids)}
+
+    app.include_router(callbacks.router)
+    app.include_router(callbacks.receipts_router(request_tenant))
 
     @app.get("/healthz")
     def health() -> dict[str, str]:

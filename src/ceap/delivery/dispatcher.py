@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ceap.channels.base import Channel, Message, SendResult
-from ceap.delivery.model import Decision, Delivery
+from ceap.delivery.model import Decision, Delivery, Profile
 from ceap.delivery.outbox import Outbox, Recovery, Retry
 from ceap.delivery.policy import Policy, PolicyContext, Reachable
 from ceap.delivery.profiles import load_profiles
@@ -85,6 +85,8 @@ class Dispatcher:
         self.renderer = renderer or PlainRenderer()
         self.outbox = Outbox(store, worker or default_worker_id(), lease)
         self.batch_size = batch_size
+        #: candidates this dispatcher just planned, so sending them needs no second read
+        self._planned: dict[int, tuple[Candidate, Profile | None]] = {}
         self.retry = retry or Retry()
         self.clock = clock
         self.rng = rng or random.Random()
@@ -135,6 +137,10 @@ class Dispatcher:
             by_id = {d.candidate_id: d for d in changed}
             decisions = [by_id.get(d.candidate_id, d) for d in decisions]
         counts = self.outbox.plan({c.id: c for c in claimed}, decisions, now)
+        if len(self._planned) > 8 * self.batch_size:  # attempts planned long ago: re-read them
+            self._planned.clear()
+        self._planned.update((c.id, (c, profiles.get((c.tenant_id, c.customer_id))))
+                             for c, d in zip(claimed, decisions, strict=True) if d.send)
         stats.planned, stats.suppressed, stats.deferred = (
             counts["planned"], counts["suppressed"], counts["deferred"])
         return stats
@@ -164,9 +170,16 @@ class Dispatcher:
         stats.attempted = len(claimed)
         if not claimed:
             return stats
-        candidates = self.outbox.candidates(d.candidate_id for d in claimed)
-        profiles = load_profiles(self.store, {(c.tenant_id, c.customer_id)
-                                              for c in candidates.values()})
+        cached = {i: self._planned.pop(i) for i in {d.candidate_id for d in claimed}
+                  if i in self._planned}
+        candidates = {i: c for i, (c, _) in cached.items()}
+        profiles = {(c.tenant_id, c.customer_id): p for c, p in cached.values() if p is not None}
+        missing = self.outbox.candidates(d.candidate_id for d in claimed
+                                         if d.candidate_id not in candidates)
+        if missing:
+            candidates.update(missing)
+            profiles.update(load_profiles(self.store, {(c.tenant_id, c.customer_id)
+                                                       for c in missing.values()}))
         by_channel: dict[str, list[Delivery]] = defaultdict(list)
         for d in claimed:
             by_channel[d.channel].append(d)

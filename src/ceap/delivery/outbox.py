@@ -117,44 +117,53 @@ class Outbox:
 
     def plan(self, candidates: dict[int, Candidate], decisions: Sequence[Decision],
              now: datetime) -> dict[str, int]:
-        """Turn decisions into deliveries and candidate states, in one transaction."""
+        """Turn decisions into deliveries and candidate states, in one transaction
+        (one statement per kind of change, executed over all the rows)."""
         counts = {"planned": 0, "suppressed": 0, "deferred": 0}
+        inserts: list[tuple[Any, ...]] = []
+        deferred: list[tuple[Any, ...]] = []
+        states: list[tuple[Any, ...]] = []
         with self.store.tx() as tx:
+            stamp = tx.ts(now)
             for d in decisions:
                 c = candidates[d.candidate_id]
                 shadow = c.status == "shadow"
                 if d.defer_until is not None:
-                    tx.execute("UPDATE candidates SET not_before = ?, claimed_until = NULL, "
-                               "worker = NULL, status_reason = ?, updated_at = ? WHERE id = ?",
-                               (tx.ts(d.defer_until), d.note, tx.ts(now), c.id))
+                    deferred.append((tx.ts(d.defer_until), d.note, stamp, c.id))
                     counts["deferred"] += 1
                 elif d.suppress is not None:
-                    self._suppress(tx, c, d, now, shadow)
+                    channel = c.channels[0] if c.channels else "-"
+                    inserts.append(self._row(c, channel, 0, [], "suppressed", stamp, shadow,
+                                             d.suppress))
+                    states.append(("suppressed", f"{d.suppress}: {d.note}" if d.note else d.suppress,
+                                   stamp, c.id))
                     counts["suppressed"] += 1
                 else:
                     chain = list(d.send)
-                    firsts = chain[:1] if d.fallback else chain
-                    for ch in firsts:
+                    for step, ch in enumerate(chain[:1] if d.fallback else chain):
                         rest = chain[1:] if d.fallback else []
-                        self._insert(tx, c, ch, chain.index(ch), rest, "queued", now, shadow)
-                    tx.execute("UPDATE candidates SET status = ?, claimed_until = NULL, "
-                               "status_reason = ?, updated_at = ? WHERE id = ?",
-                               ("shadowed" if shadow else "dispatched", d.note, tx.ts(now), c.id))
+                        inserts.append(self._row(c, ch, step, rest, "queued", stamp, shadow, None))
+                    states.append(("shadowed" if shadow else "dispatched", d.note, stamp, c.id))
                     counts["planned"] += 1
+            if inserts:
+                tx.executemany(_INSERT, inserts)
+            if deferred:
+                tx.executemany("UPDATE candidates SET not_before = ?, claimed_until = NULL, "
+                               "worker = NULL, status_reason = ?, updated_at = ? WHERE id = ?", deferred)
+            if states:
+                tx.executemany("UPDATE candidates SET status = ?, claimed_until = NULL, "
+                               "status_reason = ?, updated_at = ? WHERE id = ?", states)
         return counts
+
+    @staticmethod
+    def _row(c: Candidate, channel: str, step: int, remaining: list[str], status: str, stamp: Any,
+             shadow: bool, policy: str | None) -> tuple[Any, ...]:
+        return (c.tenant_id, c.id, c.program, c.customer_id, channel, step, json.dumps(remaining),
+                idempotency_key(c, channel), status, stamp, c.category, shadow, policy, stamp, stamp)
 
     def _insert(self, tx: Tx, c: Candidate, channel: str, step: int, remaining: list[str],
                 status: str, now: datetime, shadow: bool, policy: str | None = None) -> None:
-        tx.execute(_INSERT, (c.tenant_id, c.id, c.program, c.customer_id, channel, step,
-                             json.dumps(remaining), idempotency_key(c, channel), status,
-                             tx.ts(now), c.category, shadow, policy, tx.ts(now), tx.ts(now)))
-
-    def _suppress(self, tx: Tx, c: Candidate, d: Decision, now: datetime, shadow: bool) -> None:
-        channel = c.channels[0] if c.channels else "-"
-        self._insert(tx, c, channel, 0, [], "suppressed", now, shadow, policy=d.suppress)
-        tx.execute("UPDATE candidates SET status = 'suppressed', status_reason = ?, "
-                   "claimed_until = NULL, updated_at = ? WHERE id = ?",
-                   (f"{d.suppress}: {d.note}" if d.note else d.suppress, tx.ts(now), c.id))
+        tx.execute(_INSERT, self._row(c, channel, step, remaining, status, tx.ts(now), shadow, policy))
 
     # -- deliveries ------------------------------------------------------
     def claim_deliveries(self, now: datetime, quotas: dict[str, int]) -> list[Delivery]:
@@ -196,26 +205,32 @@ class Outbox:
         counts = {"sent": 0, "retry": 0, "dead": 0, "fallback": 0}
         noise = iter(jitter)
         with self.store.tx() as tx:
+            stamp = tx.ts(now)
+            sent: list[tuple[Any, ...]] = []
+            retried: list[tuple[Any, ...]] = []
             for d, r in outcomes:
                 if r.status in ("sent", "delivered", "duplicate"):
                     status = "delivered" if r.status == "delivered" else "sent"
-                    tx.execute("UPDATE deliveries SET status = ?, provider_id = ?, sent_at = ?, "
-                               "lease_until = NULL, last_error = NULL, updated_at = ? WHERE id = ?",
-                               (status, r.provider_id, tx.ts(now), tx.ts(now), d.id))
-                    tx.execute("UPDATE candidates SET status = 'sent', updated_at = ? "
-                               "WHERE id = ? AND status <> 'sent'", (tx.ts(now), d.candidate_id))
-                    counts["sent"] += 1
+                    sent.append((status, r.provider_id, stamp, stamp, d.id))
                 elif r.retryable and d.attempts < retry.max_attempts:
                     wait = retry.delay(d.attempts, next(noise, 0.5), r.retry_after)
-                    tx.execute("UPDATE deliveries SET status = 'queued', next_attempt_at = ?, "
-                               "last_error = ?, lease_until = NULL, updated_at = ? WHERE id = ?",
-                               (tx.ts(now + timedelta(seconds=wait)), r.error, tx.ts(now), d.id))
-                    counts["retry"] += 1
+                    retried.append((tx.ts(now + timedelta(seconds=wait)), r.error, stamp, d.id))
                 else:
                     reason = r.error or "failed"
                     if r.retryable:
                         reason = f"gave up after {d.attempts} attempts: {reason}"
                     counts["fallback" if self._dead(tx, d, reason, now) else "dead"] += 1
+            if sent:
+                tx.executemany("UPDATE deliveries SET status = ?, provider_id = ?, sent_at = ?, "
+                               "lease_until = NULL, last_error = NULL, updated_at = ? WHERE id = ?", sent)
+                done = sorted({d.candidate_id for d, r in outcomes
+                               if r.status in ("sent", "delivered", "duplicate")})
+                tx.executemany("UPDATE candidates SET status = 'sent', updated_at = ? "
+                               "WHERE id = ? AND status <> 'sent'", [(stamp, i) for i in done])
+            if retried:
+                tx.executemany("UPDATE deliveries SET status = 'queued', next_attempt_at = ?, "
+                               "last_error = ?, lease_until = NULL, updated_at = ? WHERE id = ?", retried)
+            counts["sent"], counts["retry"] = len(sent), len(retried)
         return counts
 
     def _dead(self, tx: Tx, d: Delivery, reason: str, now: datetime) -> bool:

@@ -77,6 +77,9 @@ def conform_sql(schema: pa.Schema, config: ConnectorConfig) -> str:
 
 def split(conformed: pa.Table) -> tuple[pa.Table, pa.Table]:
     """``(good rows, bad rows as {row, reason})`` of a conformed batch."""
+    if conformed.column(REASON).null_count == conformed.num_rows:  # no bad row: copy nothing
+        bad = conformed.slice(0, 0).select([RAW, REASON]).rename_columns(["row", "reason"])
+        return conformed.drop_columns([REASON, RAW]), bad
     is_bad = pc.is_valid(conformed.column(REASON))
     bad = conformed.filter(is_bad).select([RAW, REASON]).rename_columns(["row", "reason"])
     good = conformed.filter(pc.invert(is_bad)).drop_columns([REASON, RAW])

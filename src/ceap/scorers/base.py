@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -37,6 +38,20 @@ class Scorer(Plugin[S]):
         """A float64 array with one score per row of ``table``."""
         raise NotImplementedError
 
+    def score_one(self, row: Mapping[str, Any]) -> float:
+        """The score of one event given as ``{column: value}``.
+
+        This default builds a one-row table and calls ``score``; model scorers
+        override it to skip that setup (a preallocated input, no table).
+        """
+        names = self.features() or list(row)
+        missing = [n for n in names if n not in row]
+        if missing:
+            raise SourceError(f"scorer needs column(s) {', '.join(missing)} that the row lacks")
+        table = pa.table({n: pa.nulls(1, pa.float64()) if row[n] is None else pa.array([row[n]])
+                          for n in names})
+        return float(self.score(table)[0])
+
     def explain(self, table: pa.Table, top: int = 3) -> list[dict[str, float]] | None:
         """Per row, the features that moved the score most (name -> contribution).
 
@@ -54,21 +69,25 @@ class Scorer(Plugin[S]):
         return None
 
 
-def feature_matrix(table: pa.Table, features: list[str]) -> np.ndarray:
-    """Columns of ``table`` as a C-contiguous float64 matrix; nulls become NaN."""
+def feature_matrix(table: pa.Table, features: list[str], dtype: Any = np.float64) -> np.ndarray:
+    """Columns of ``table`` as a C-contiguous float64 (or ``dtype``) matrix; nulls become NaN."""
     missing = [f for f in features if f not in table.column_names]
     if missing:
         raise SourceError(f"scorer needs column(s) {', '.join(missing)} that the rows lack")
-    out = np.empty((table.num_rows, len(features)), dtype=np.float64)
+    out = np.empty((table.num_rows, len(features)), dtype=dtype)
     for j, name in enumerate(features):
         column = table.column(name)
-        if pa.types.is_boolean(column.type) or pa.types.is_integer(column.type) or \
-                pa.types.is_floating(column.type) or pa.types.is_decimal(column.type):
-            column = pc.cast(column, pa.float64())
-        else:
+        kind = column.type
+        if not (pa.types.is_boolean(kind) or pa.types.is_integer(kind) or
+                pa.types.is_floating(kind) or pa.types.is_decimal(kind)):
             raise SourceError(
                 f"feature {name!r} has type {column.type}; a model needs numbers "
                 "(encode it with a feature expression)"
             )
-        out[:, j] = column.to_numpy(zero_copy_only=False)
+        start = 0
+        for chunk in column.chunks:  # numbers are read in place and cast as they are copied
+            if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+                chunk = pc.cast(chunk, pa.float64())
+            out[start:start + len(chunk), j] = chunk.to_numpy(zero_copy_only=False)
+            start += len(chunk)
     return out

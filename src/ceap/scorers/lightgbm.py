@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cached_property
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import lightgbm as lgb
 import numpy as np
@@ -11,8 +12,9 @@ import pyarrow as pa
 from pydantic import Field
 
 from ceap.errors import SourceError
-from ceap.scorers.base import Scorer, ScorerConfig, feature_matrix
-from ceap.scorers.model_file import ModelFileConfig, model_id, model_path
+from ceap.ml.explain import top_contributions
+from ceap.scorers.base import ScorerConfig, feature_matrix
+from ceap.scorers.model_file import ModelFileConfig, ModelFileScorer
 
 
 class LightGBMConfig(ModelFileConfig):
@@ -20,37 +22,53 @@ class LightGBMConfig(ModelFileConfig):
     num_threads: int = Field(0, ge=0, description="0: LightGBM's default (all cores)")
 
 
-class LightGBMScorer(Scorer[LightGBMConfig]):
-    """Scores a batch with one ``Booster.predict`` call; the model loads once."""
+def load_booster(path: str, label: str) -> lgb.Booster:
+    try:
+        return lgb.Booster(model_file=path)
+    except lgb.basic.LightGBMError as exc:
+        raise SourceError(f"scorer.model: cannot load LightGBM model {label!r}: {exc}") from None
+
+
+def lightgbm_reasons(booster: lgb.Booster, matrix: np.ndarray, features: list[str],
+                     top: int) -> list[dict[str, float]]:
+    """Top |contribution| features per row, from ``pred_contrib`` (TreeSHAP; last column: bias)."""
+    if matrix.shape[0] == 0:
+        return []
+    contrib = np.asarray(booster.predict(matrix, pred_contrib=True), dtype=np.float64)
+    return top_contributions(contrib[:, :-1], features, top)
+
+
+class LightGBMScorer(ModelFileScorer[LightGBMConfig]):
+    """Scores a batch with one ``Booster.predict`` call; the model loads once.
+
+    Reasons are LightGBM's per-feature contributions (``pred_contrib``): with
+    the bias they add up to the raw score (log-odds) of the row.
+    """
 
     config_model: ClassVar[type[ScorerConfig]] = LightGBMConfig
-
-    @cached_property
-    def path(self):  # type: ignore[no-untyped-def]
-        return model_path(self.config, self.context.path)
+    artefact_kinds: ClassVar[tuple[str, ...]] = ("lightgbm",)
 
     @cached_property
     def booster(self) -> lgb.Booster:
-        try:
-            return lgb.Booster(model_file=str(self.path))
-        except lgb.basic.LightGBMError as exc:
-            raise SourceError(f"scorer.model: cannot load LightGBM model {self.config.model!r}: "
-                              f"{exc}") from None
+        return load_booster(str(self.path), self.config.model)
 
-    def features(self) -> list[str]:
-        names = list(self.booster.feature_name())
-        wanted = self.config.features or names
-        if len(wanted) != len(names):
-            raise SourceError(f"scorer.features: the model takes {len(names)} features "
-                              f"({', '.join(names)}), the program gives {len(wanted)}")
-        return wanted
+    @cached_property
+    def _params(self) -> dict[str, Any]:
+        return {"num_threads": self.config.num_threads} if self.config.num_threads else {}
 
-    def model_id(self) -> str:
-        return model_id(self.config, self.path)
+    def model_features(self) -> list[str] | None:
+        return list(self.booster.feature_name())
 
     def score(self, table: pa.Table) -> np.ndarray:
         if table.num_rows == 0:
             return np.empty(0, dtype=np.float64)
         matrix = feature_matrix(table, self.features())
-        params = {"num_threads": self.config.num_threads} if self.config.num_threads else {}
-        return np.asarray(self.booster.predict(matrix, **params), dtype=np.float64)
+        return np.asarray(self.booster.predict(matrix, **self._params), dtype=np.float64)
+
+    def score_one(self, row: Mapping[str, Any]) -> float:
+        # one thread: waking a pool costs more than one row's trees
+        return float(self.booster.predict(self._one_row(row), num_threads=1)[0])
+
+    def explain(self, table: pa.Table, top: int = 3) -> list[dict[str, float]] | None:
+        return lightgbm_reasons(self.booster, feature_matrix(table, self.features()),
+                                self.features(), top)

@@ -2,40 +2,57 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cached_property
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 import onnxruntime as ort
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ceap.errors import SourceError
-from ceap.scorers.base import Scorer, ScorerConfig, feature_matrix
-from ceap.scorers.model_file import ModelFileConfig, model_id, model_path
+from ceap.ml.artefacts import parse_ref
+from ceap.scorers.base import ScorerConfig, feature_matrix
+from ceap.scorers.lightgbm import lightgbm_reasons, load_booster
+from ceap.scorers.model_file import ModelFileConfig, ModelFileScorer
 
 
 class OnnxConfig(ModelFileConfig):
     type: Literal["onnx"] = "onnx"
-    features: list[str] = Field(min_length=1,  # type: ignore[assignment]
-                                description="columns in the model's input order")
+    features: list[str] | None = Field(  # type: ignore[assignment]
+        None, min_length=1, description="columns in the model's input order "
+                                        "(required for a model file; a registry model has them)")
     output: str | None = Field(None, description="output to read; default: the probabilities")
     positive_class: int = Field(1, ge=0, description="column of a probability matrix to use")
+    threads: int = Field(0, ge=0, description="intra-op threads; 0: ONNX Runtime's default")
+
+    @model_validator(mode="after")
+    def _features_for_files(self) -> OnnxConfig:
+        if self.features is None and parse_ref(self.model) is None:
+            raise ValueError("features: an ONNX model file does not name its inputs; "
+                             "list the columns in input order")
+        return self
 
 
-class OnnxScorer(Scorer[OnnxConfig]):
-    """Runs one ONNX Runtime session over a whole batch; the session is built once."""
+class OnnxScorer(ModelFileScorer[OnnxConfig]):
+    """Runs one ONNX Runtime session over a whole batch; the session is built once.
+
+    ``score_one`` reuses the bound input name, dtype and output and a
+    preallocated one-row input. ONNX models cannot explain themselves here;
+    an artefact made by ``ceap train --kind onnx-from-lightgbm`` keeps the
+    LightGBM model beside it, whose contributions are then the reasons.
+    """
 
     config_model: ClassVar[type[ScorerConfig]] = OnnxConfig
-
-    @cached_property
-    def path(self):  # type: ignore[no-untyped-def]
-        return model_path(self.config, self.context.path)
+    artefact_kinds: ClassVar[tuple[str, ...]] = ("onnx",)
 
     @cached_property
     def session(self) -> ort.InferenceSession:
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if self.config.threads:
+            options.intra_op_num_threads = self.config.threads
         try:
             return ort.InferenceSession(str(self.path), options,
                                         providers=["CPUExecutionProvider"])
@@ -44,7 +61,7 @@ class OnnxScorer(Scorer[OnnxConfig]):
                               f"{exc}") from None
 
     @cached_property
-    def _io(self) -> tuple[str, Any, str]:
+    def _io(self) -> tuple[str, Any, list[str]]:
         inp = self.session.get_inputs()[0]
         dtype = np.float32 if "float)" in inp.type else np.float64
         outputs = [o.name for o in self.session.get_outputs()]
@@ -55,20 +72,36 @@ class OnnxScorer(Scorer[OnnxConfig]):
             out = self.config.output
         else:
             out = next((o for o in outputs if "prob" in o.lower()), outputs[-1])
-        return inp.name, dtype, out
+        return inp.name, dtype, [out]
 
-    def features(self) -> list[str]:
-        return list(self.config.features)
-
-    def model_id(self) -> str:
-        return model_id(self.config, self.path)
+    def _column(self, result: Any) -> np.ndarray:
+        result = np.asarray(result)
+        if result.ndim == 2 and result.shape[1] > 1:
+            result = result[:, self.config.positive_class]
+        return result.reshape(-1).astype(np.float64)
 
     def score(self, table: pa.Table) -> np.ndarray:
         if table.num_rows == 0:
             return np.empty(0, dtype=np.float64)
         name, dtype, output = self._io
-        matrix = feature_matrix(table, self.features()).astype(dtype, copy=False)
-        result = np.asarray(self.session.run([output], {name: matrix})[0])
-        if result.ndim == 2 and result.shape[1] > 1:
-            result = result[:, self.config.positive_class]
-        return result.reshape(-1).astype(np.float64)
+        matrix = feature_matrix(table, self.features(), dtype)
+        return self._column(self.session.run(output, {name: matrix})[0])
+
+    def score_one(self, row: Mapping[str, Any]) -> float:
+        name, dtype, output = self._io
+        result = self.session.run(output, {name: self._one_row(row, dtype)})[0]
+        return float(result[0, self.config.positive_class] if result.ndim == 2 and result.shape[1] > 1
+                     else result.reshape(-1)[0])
+
+    @cached_property
+    def _explainer(self) -> Any:
+        meta = self.metadata
+        if meta is None or not meta.explainer or self.artefact is None:
+            return None
+        return load_booster(str(self.artefact.file(meta.explainer)), meta.explainer)
+
+    def explain(self, table: pa.Table, top: int = 3) -> list[dict[str, float]] | None:
+        if self._explainer is None:
+            return None
+        return lightgbm_reasons(self._explainer, feature_matrix(table, self.features()),
+                                self.features(), top)

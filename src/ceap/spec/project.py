@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ceap.delivery.delivery_config import DeliveryConfig
 from ceap.errors import SpecError
 from ceap.model import DEFAULT_TENANT
 from ceap.plugin import PluginContext
@@ -36,6 +37,8 @@ class ProjectConfig(BaseModel):
                                         description="name -> database URL")
     channels: dict[str, dict[str, Any]] = Field(default_factory=dict,
                                                 description="name -> channel plugin config")
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig,
+                                     description="policies (consent, quiet hours, caps) and templates")
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 
     def store_url(self, override: str | None = None) -> str:

@@ -1,0 +1,278 @@
+"""E-mail over SMTP, and the MIME message every e-mail channel sends.
+
+``compose`` builds a multipart/alternative message (text, and HTML when the
+renderer gave some) with From and Reply-To from the config, a Message-ID
+derived from the tenant and idempotency key (the same on every retry, so a
+receiver can drop a duplicate) and the renderer's headers. Marketing mail
+carries RFC 8058 one-click unsubscribe headers (``List-Unsubscribe`` with an
+https URI and ``List-Unsubscribe-Post: List-Unsubscribe=One-Click``); with
+``require_unsubscribe`` a marketing message without them is refused.
+
+``SmtpChannel`` sends over a pool of up to ``concurrency`` connections
+(default 4), one per thread, kept open across batches; STARTTLS or implicit
+TLS; the password comes from the environment variable ``password_env``.
+Answers: 2xx sent; 4xx retryable, 5xx permanent; a connection that fails,
+drops or times out (and 421) is retryable and stops the rest of the batch.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import hashlib
+import smtplib
+import ssl
+import threading
+import time
+from email.headerregistry import BaseHeader, HeaderRegistry
+from email.message import EmailMessage
+from email.utils import formatdate, parseaddr
+from functools import lru_cache
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, SecretStr, model_validator
+
+from ceap.channels.base import ChannelConfig, Message, SendResult
+from ceap.channels.external import UNREACHABLE, ExternalChannel, ExternalConfig, env_secret
+
+#: headers the renderer may not set: the channel owns them
+PROTECTED = frozenset({"from", "to", "cc", "bcc", "subject", "message-id", "date", "sender", "reply-to",
+                       "return-path", "mime-version", "content-type", "content-transfer-encoding"})
+ONE_CLICK = "List-Unsubscribe=One-Click"
+_IDLE_CHECK = 10.0  # seconds: a connection idle longer is checked with NOOP before reuse
+
+
+class _Registry(HeaderRegistry):
+    """The standard registry builds a new class each time it parses a header (a third
+    of the cost of composing a message); build each header class once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._classes: dict[str, type[BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        cls = self._classes.get(name.lower())
+        if cls is None:
+            cls = self._classes[name.lower()] = super().__getitem__(name)
+        return cls
+
+
+#: email.policy.default, with the faster registry
+POLICY = email.policy.default.clone(header_factory=_Registry())
+_date: tuple[int, BaseHeader | None] = (0, None)
+
+
+@lru_cache(maxsize=256)
+def _header(name: str, value: str) -> BaseHeader:
+    """A parsed header, for values that repeat (From, Reply-To): parsed once."""
+    return POLICY.header_factory(name, value)  # type: ignore[no-any-return]
+
+
+def _date_header() -> BaseHeader:
+    global _date
+    now = int(time.time())
+    at, header = _date
+    if header is None or at != now:
+        header = POLICY.header_factory("Date", formatdate(now, usegmt=True))
+        _date = (now, header)
+    return header
+
+
+class EmailConfig(ExternalConfig):
+    """What every e-mail channel needs to compose a message."""
+
+    type: str
+    from_address: str = Field(description="'Acme <news@acme.example>' or 'news@acme.example'")
+    reply_to: str | None = Field(None, description="Reply-To address")
+    require_unsubscribe: bool = Field(False, description="refuse marketing mail without RFC 8058 "
+                                                         "one-click unsubscribe headers")
+    message_id_domain: str | None = Field(None, description="right side of Message-IDs "
+                                                            "(default: the From domain)")
+
+    @model_validator(mode="after")
+    def _check_from(self) -> EmailConfig:
+        if "@" not in parseaddr(self.from_address)[1]:
+            raise ValueError(f"from_address {self.from_address!r} holds no e-mail address")
+        return self
+
+    @property
+    def sender(self) -> str:
+        """The bare From address (the SMTP envelope sender)."""
+        return parseaddr(self.from_address)[1]
+
+
+def message_id(m: Message, domain: str) -> str:
+    digest = hashlib.sha256(f"{m.tenant_id}\0{m.idempotency_key}".encode()).hexdigest()[:40]
+    return f"<{digest}@{domain}>"
+
+
+def has_one_click(headers: dict[str, str]) -> bool:
+    """RFC 8058: an https List-Unsubscribe URI and the One-Click List-Unsubscribe-Post."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    return ("<https://" in lower.get("list-unsubscribe", "")
+            and lower.get("list-unsubscribe-post", "").strip() == ONE_CLICK)
+
+
+def compose(m: Message, config: EmailConfig) -> EmailMessage:
+    """The MIME message for ``m``; ValueError if it may not or cannot be sent."""
+    if not m.to:
+        raise ValueError(f"no email for customer {m.customer_id!r}")
+    if config.require_unsubscribe and m.category == "marketing" and not has_one_click(m.headers):
+        raise ValueError("marketing mail without RFC 8058 one-click unsubscribe headers "
+                         "(List-Unsubscribe with an https URI, List-Unsubscribe-Post: "
+                         f"{ONE_CLICK})")
+    msg = EmailMessage(policy=POLICY)
+    msg["Subject"] = m.title
+    msg["From"] = _header("From", config.from_address)
+    msg["To"] = m.to
+    if config.reply_to:
+        msg["Reply-To"] = _header("Reply-To", config.reply_to)
+    msg["Date"] = _date_header()
+    msg["Message-ID"] = message_id(m, config.message_id_domain or config.sender.rpartition("@")[2])
+    for name, value in m.headers.items():
+        if name.lower() in PROTECTED:
+            raise ValueError(f"the renderer may not set the {name} header")
+        msg[name] = value  # a CR or LF in a value raises ValueError (no header injection)
+    msg.set_content(m.body or m.title)
+    if m.html:
+        msg.add_alternative(m.html, subtype="html")
+    return msg
+
+
+class SmtpConfig(EmailConfig):
+    type: Literal["smtp"] = "smtp"
+    host: str = Field("localhost", description="SMTP server")
+    port: int | None = Field(None, ge=1, le=65535, description="default: 465 (ssl), 587 (starttls), 25")
+    security: Literal["starttls", "ssl", "none"] = Field("starttls", description="TLS mode")
+    username: str | None = Field(None, description="SMTP AUTH user")
+    password_env: str | None = Field(None, description="environment variable holding the password")
+    ca_file: str | None = Field(None, description="PEM file of CAs to trust (a private relay)")
+    verify_tls: bool = Field(True, description="check the server's certificate and name")
+    timeout: float = Field(30.0, gt=0, le=300, description="seconds per SMTP command")
+    concurrency: int = Field(4, ge=1, le=64, description="connections in the pool (one per thread)")
+
+
+def _text(exc: smtplib.SMTPResponseException) -> str:
+    raw = exc.smtp_error
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+    return " ".join(text.split())[:200]
+
+
+class SmtpChannel(ExternalChannel[SmtpConfig]):
+    """Sends each message over a pooled SMTP connection."""
+
+    config_model: ClassVar[type[ChannelConfig]] = SmtpConfig
+    address: ClassVar[str | None] = "email"
+    default_rate_per_sec: ClassVar[float | None] = None  # the relay's; set rate_per_sec
+
+    def __init__(self, config: SmtpConfig, context: Any = None):
+        super().__init__(config, context)
+        self._password: SecretStr | None = (env_secret(self, config.password_env, "SMTP password")
+                                            if config.password_env else None)
+        self._idle: list[tuple[smtplib.SMTP, float]] = []
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        secret = ", password=**********" if self._password else ""
+        return f"SmtpChannel({self.config.host}:{self._port()}, {self.config.security}{secret})"
+
+    def _port(self) -> int:
+        return self.config.port or {"ssl": 465, "starttls": 587}.get(self.config.security, 25)
+
+    def _tls(self) -> ssl.SSLContext:
+        ca = str(self.context.path(self.config.ca_file)) if self.config.ca_file else None
+        tls = ssl.create_default_context(cafile=ca)
+        if not self.config.verify_tls:
+            tls.check_hostname = False
+            tls.verify_mode = ssl.CERT_NONE
+        return tls
+
+    def _connect(self) -> smtplib.SMTP:
+        c = self.config
+        conn: smtplib.SMTP
+        if c.security == "ssl":
+            conn = smtplib.SMTP_SSL(c.host, self._port(), timeout=c.timeout, context=self._tls())
+        else:
+            conn = smtplib.SMTP(c.host, self._port(), timeout=c.timeout)
+        try:
+            if c.security == "starttls":
+                conn.starttls(context=self._tls())
+            if c.username:
+                conn.login(c.username, self._password.get_secret_value() if self._password else "")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _take(self) -> smtplib.SMTP:
+        with self._lock:
+            conn, since = self._idle.pop() if self._idle else (None, 0.0)
+        if conn is not None and time.monotonic() - since > _IDLE_CHECK:
+            try:
+                alive = conn.noop()[0] == 250
+            except (smtplib.SMTPException, OSError):
+                alive = False
+            if not alive:
+                conn.close()
+                conn = None
+        return conn if conn is not None else self._connect()
+
+    def deliver_one(self, m: Message) -> SendResult:
+        key = m.idempotency_key
+        try:
+            msg = compose(m, self.config)
+        except ValueError as exc:
+            return SendResult(key, "failed", error=str(exc))
+        try:
+            conn = self._take()
+        except smtplib.SMTPResponseException as exc:
+            return SendResult(key, "failed", retryable=True,
+                              error=f"{UNREACHABLE} SMTP {exc.smtp_code} at connect: {_text(exc)}")
+        except (smtplib.SMTPException, OSError) as exc:
+            return self._unreachable(key, exc)
+        keep = True
+        try:
+            conn.send_message(msg, self.config.sender, [m.to or ""])
+            return SendResult(key, "sent", provider_id=str(msg["Message-ID"]))
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, text = next(iter(exc.recipients.values()), (550, b"refused"))
+            keep = code != 421
+            return self._refused(key, smtplib.SMTPResponseException(code, text))
+        except smtplib.SMTPResponseException as exc:
+            keep = exc.smtp_code != 421
+            return self._refused(key, exc)
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            keep = False
+            return self._unreachable(key, exc)
+        except smtplib.SMTPException as exc:  # e.g. SMTPUTF8 needed but not offered
+            return SendResult(key, "failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            if keep:
+                with self._lock:
+                    self._idle.append((conn, time.monotonic()))
+            else:
+                conn.close()
+
+    def _unreachable(self, key: str, exc: BaseException) -> SendResult:
+        timed_out = isinstance(exc, TimeoutError) or "timed out" in str(exc)  # smtplib wraps time-outs
+        what = f"time-out after {self.config.timeout:g} s" if timed_out else type(exc).__name__
+        return SendResult(key, "failed", retryable=True, error=f"{UNREACHABLE} {what}")
+
+    @staticmethod
+    def _refused(key: str, exc: smtplib.SMTPResponseException) -> SendResult:
+        code = exc.smtp_code
+        if code == 421:  # the server is closing the connection
+            return SendResult(key, "failed", retryable=True, error=f"{UNREACHABLE} SMTP 421: {_text(exc)}")
+        return SendResult(key, "failed", error=f"SMTP {code}: {_text(exc)}", retryable=400 <= code < 500)
+
+    def close(self) -> None:
+        super().close()
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn, _ in idle:
+            try:
+                conn.quit()
+            except (smtplib.SMTPException, OSError):
+                conn.close()
+
+
+__all__ = ["EmailConfig", "SmtpChannel", "SmtpConfig", "compose", "has_one_click", "message_id"]

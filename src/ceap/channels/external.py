@@ -1,0 +1,255 @@
+"""What channels that call an outside provider share: deliver each key once,
+many at a time, with secrets read from the environment. The base of the
+e-mail, webhook, chat and Apprise channels.
+
+A subclass implements ``deliver_one(message) -> SendResult``; ``send`` does
+the rest: keys the provider already accepted (the ledger) or seen earlier in
+the batch are ``duplicate`` without a call; a message without the address
+the channel needs fails permanently; the others go out on ``concurrency``
+threads (each keeps its own connection); once the provider is unreachable or
+asks to wait (``halts``), the messages not yet tried fail retryably with
+that wait instead of piling up time-outs.
+
+The ledger (``SentLedger``) holds the keys a provider accepted, per tenant.
+Without ``sent_keys`` it is in memory (one instance); with a path it is a
+SQLite file (``sent_keys`` table) shared by every instance and process on
+the host. Keys are
+written after the provider accepted them, in batches (one commit per 256
+keys and at the end of each ``send``): a crash in between can resend, so
+these channels keep ``provider_dedup = False`` and the dispatcher marks such
+attempts ambiguous.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import Field, SecretStr
+
+from ceap.channels.base import Channel, ChannelConfig, Message, SendResult
+from ceap.errors import PluginError
+
+#: error prefix of a failure to reach the provider at all
+UNREACHABLE = "unreachable:"
+_SCHEMA = ("CREATE TABLE IF NOT EXISTS sent_keys (tenant_id TEXT NOT NULL, idempotency_key TEXT NOT NULL, "
+           "provider_id TEXT, sent_at REAL NOT NULL, PRIMARY KEY (tenant_id, idempotency_key))")
+_FLUSH_EVERY = 256
+_MEMORY_MAX = 1_000_000
+
+Key = tuple[str, str]
+
+
+class SentLedger:
+    """Keys a provider accepted: ``seen_many`` before the calls, ``add`` after each."""
+
+    def __init__(self, path: Path | None = None, keep_days: float = 30.0):
+        self.path = path
+        self.keep_days = keep_days
+        self._lock = threading.Lock()
+        self._memory: dict[Key, str | None] = {}
+        self._pending: list[tuple[str, str, str | None, float]] = []
+        self._db: sqlite3.Connection | None = None
+
+    def _open(self) -> sqlite3.Connection:
+        """The file, opened on first use (and again after ``close``)."""
+        if self._db is None:
+            assert self.path is not None
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(_SCHEMA)
+            db.execute("DELETE FROM sent_keys WHERE sent_at < ?", (time.time() - self.keep_days * 86400,))
+            self._db = db
+        return self._db
+
+    def seen_many(self, keys: Iterable[Key]) -> set[Key]:
+        wanted = set(keys)
+        with self._lock:
+            found = {k for k in wanted if k in self._memory}
+            if self.path is None or not wanted:
+                return found
+            self._flush()
+            db = self._open()
+            by_tenant: dict[str, list[str]] = {}
+            for tenant, key in wanted - found:
+                by_tenant.setdefault(tenant, []).append(key)
+            for tenant, names in by_tenant.items():
+                for i in range(0, len(names), 500):
+                    chunk = names[i:i + 500]
+                    rows = db.execute(
+                        "SELECT idempotency_key FROM sent_keys WHERE tenant_id = ? AND idempotency_key "
+                        f"IN ({','.join('?' * len(chunk))})", [tenant, *chunk]).fetchall()
+                    found.update((tenant, r[0]) for r in rows)
+            return found
+
+    def seen(self, tenant_id: str, key: str) -> bool:
+        return bool(self.seen_many([(tenant_id, key)]))
+
+    def add(self, tenant_id: str, key: str, provider_id: str | None = None) -> None:
+        with self._lock:
+            if self.path is None:
+                if len(self._memory) >= _MEMORY_MAX:
+                    self._memory.pop(next(iter(self._memory)))
+                self._memory[(tenant_id, key)] = provider_id
+                return
+            self._pending.append((tenant_id, key, provider_id, time.time()))
+            if len(self._pending) >= _FLUSH_EVERY:
+                self._flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        db = self._open()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("INSERT OR IGNORE INTO sent_keys VALUES (?, ?, ?, ?)", self._pending)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        self._pending = []
+
+    def close(self) -> None:
+        with self._lock:
+            self._flush()
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+
+def halts(result: SendResult) -> bool:
+    """The provider is unreachable or asked to wait: do not try the rest of the batch now."""
+    return result.retryable and (result.retry_after is not None
+                                 or (result.error or "").startswith(UNREACHABLE))
+
+
+def env_secret(channel: Channel[Any], env: str, what: str) -> SecretStr:
+    """The value of environment variable ``env`` (or the context's connection of that name),
+    masked wherever it could be printed; a clear error naming the variable if unset."""
+    value = os.environ.get(env) or channel.context.connections.get(env)
+    if not value:
+        raise PluginError(f"{channel.config.type} channel: {what} missing: set the environment "
+                          f"variable {env}")
+    return SecretStr(value)
+
+
+class ExternalConfig(ChannelConfig):
+    type: str
+    sent_keys: str | None = Field(
+        None, description="SQLite file of accepted keys (relative to the project): a key sent again, "
+                          "also by another instance or process, is a duplicate, not a second message")
+    concurrency: int = Field(8, ge=1, le=256, description="messages in flight at once (threads)")
+
+
+L = TypeVar("L", bound=ExternalConfig)
+
+
+class ExternalChannel(Channel[L]):
+    """Subclasses implement ``deliver_one``; it may be called from several threads at once."""
+
+    def __init__(self, config: L, context: Any = None):
+        super().__init__(config, context)
+        path = self.context.path(config.sent_keys) if config.sent_keys else None
+        self._sent = SentLedger(path)
+        self._threads: ThreadPoolExecutor | None = None
+
+    def deliver_one(self, message: Message) -> SendResult:
+        raise NotImplementedError
+
+    def halts(self, result: SendResult) -> bool:
+        return halts(result)
+
+    def send(self, messages: Sequence[Message]) -> list[SendResult]:
+        results: list[SendResult | None] = [None] * len(messages)
+        known = self._sent.seen_many((m.tenant_id, m.idempotency_key) for m in messages)
+        first: dict[Key, int] = {}
+        todo: list[int] = []
+        for i, m in enumerate(messages):
+            k = (m.tenant_id, m.idempotency_key)
+            if k in known:
+                results[i] = SendResult(m.idempotency_key, "duplicate")
+            elif k in first:
+                continue  # answered below, from the first one's result
+            elif self.address and not m.to:
+                results[i] = SendResult(m.idempotency_key, "failed",
+                                        error=f"no {self.address} for customer {m.customer_id!r}")
+            else:
+                first[k] = i
+                todo.append(i)
+        halted: list[SendResult] = []
+
+        def one(i: int) -> SendResult:
+            m = messages[i]
+            if halted:
+                wait = halted[0]
+                return SendResult(m.idempotency_key, "failed", error=f"not attempted: {wait.error}",
+                                  retry_after=wait.retry_after, retryable=True)
+            try:
+                result = self.deliver_one(m)
+            except Exception as exc:  # one message's bug is not the batch's
+                result = SendResult(m.idempotency_key, "failed", error=f"{type(exc).__name__}: {exc}",
+                                    retryable=True)
+            if result.status in ("sent", "delivered"):
+                self._sent.add(m.tenant_id, m.idempotency_key, result.provider_id)
+            elif self.halts(result):
+                halted.append(result)
+            return result
+
+        try:
+            for i, result in zip(todo, self._run(one, todo), strict=True):
+                results[i] = result
+        finally:
+            self._sent.flush()
+        out: list[SendResult] = []
+        for m, result in zip(messages, results, strict=True):
+            if result is None:  # a key repeated within the batch
+                head = results[first[(m.tenant_id, m.idempotency_key)]]
+                assert head is not None
+                result = (SendResult(m.idempotency_key, "duplicate")
+                          if head.status in ("sent", "delivered")
+                          else SendResult(m.idempotency_key, "failed", error=head.error,
+                                          retry_after=head.retry_after, retryable=head.retryable))
+            out.append(result)
+        return out
+
+    def _run(self, fn: Callable[[int], SendResult], items: list[int]) -> list[SendResult]:
+        """``fn`` over ``items`` on up to ``concurrency`` threads, results in order."""
+        workers = min(self.config.concurrency, len(items))
+        if workers <= 1:
+            return [fn(i) for i in items]
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(self.config.concurrency,
+                                               thread_name_prefix=f"ceap-{self.config.type}")
+        out: list[SendResult | None] = [None] * len(items)
+        queue = iter(enumerate(items))
+        lock = threading.Lock()
+
+        def worker() -> None:
+            while True:
+                with lock:
+                    nxt = next(queue, None)
+                if nxt is None:
+                    return
+                out[nxt[0]] = fn(nxt[1])
+
+        for future in [self._threads.submit(worker) for _ in range(workers)]:
+            future.result()
+        return [r for r in out if r is not None]
+
+    def close(self) -> None:
+        if self._threads is not None:
+            self._threads.shutdown(wait=True)
+            self._threads = None
+        self._sent.close()

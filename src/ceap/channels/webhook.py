@@ -1,0 +1,148 @@
+"""A generic signed webhook: each message is POSTed as JSON to a configured URL,
+signed as Standard Webhooks specifies. It also carries "protect" actions (lock
+an account, block a card): the body names the action and its payload.
+
+Headers: ``webhook-id`` (the idempotency key, the same on every retry; prefixed
+with ``<tenant>:`` unless the dispatcher's key already is, so one receiver
+serving several tenants can deduplicate on it),
+``webhook-timestamp`` (Unix seconds) and ``webhook-signature``
+(``v1,<base64 HMAC-SHA256 over "id.timestamp.body">``), keyed with the secret
+in the environment variable ``secret_env`` (``whsec_<base64>`` as Standard
+Webhooks issues them, or any other text used as is). Body::
+
+    {"type": "ceap.action", "timestamp": "2026-11-25T12:00:00Z",
+     "data": {"action": "lock_account", "tenant_id": ..., "customer_id": ...,
+              "program": ..., "category": ..., "candidate_id": ..., "idempotency_key": ...,
+              "title": ..., "body": ..., "payload": {...}}}
+
+The URL is user-configured, so the SSRF guard of ``http_common`` applies.
+Answers: 2xx sent; 429 and 5xx retryable (with Retry-After); time-outs
+retryable; other 4xx and 3xx permanent; the response body is never echoed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import string
+import time
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal
+from urllib.parse import quote
+
+from pydantic import Field, SecretBytes, model_validator
+
+from ceap.channels.base import ChannelConfig, Message, SendResult
+from ceap.channels.external import env_secret
+from ceap.channels.http_common import HttpChannel, HttpConfig, Refused, check_url, origin, send_request
+from ceap.errors import PluginError
+
+#: placeholders a URL may hold, filled with the message's values (URL-quoted)
+PLACEHOLDERS = ("tenant_id", "customer_id", "program")
+
+
+def fill_url(template: str, message: Message) -> str:
+    values = {name: quote(str(getattr(message, name)), safe="") for name in PLACEHOLDERS}
+    return template.format(**values)
+
+
+def check_template(url: str, allow_private: bool) -> None:
+    """Raise ValueError unless ``url`` is an allowed http(s) URL with known placeholders only."""
+    names = {name for _, name, _, _ in string.Formatter().parse(url) if name is not None}
+    unknown = names - set(PLACEHOLDERS)
+    if unknown:
+        raise ValueError(f"unknown placeholder(s) {sorted(unknown)} in the URL (known: {list(PLACEHOLDERS)})")
+    try:
+        check_url(url.format(**dict.fromkeys(PLACEHOLDERS, "x")), allow_private)
+    except Refused as exc:
+        raise ValueError(str(exc)) from None
+
+
+def webhook_id(m: Message) -> str:
+    """The idempotency key, scoped by tenant (the dispatcher's keys already are)."""
+    key = m.idempotency_key
+    return key if key.startswith((f"{m.tenant_id}:", "sha256:")) else f"{m.tenant_id}:{key}"
+
+
+def secret_key(value: str) -> bytes:
+    """The HMAC key of a secret: ``whsec_<base64>`` decoded, any other text as UTF-8."""
+    if value.startswith("whsec_"):
+        try:
+            return base64.b64decode(value[6:], validate=True)
+        except binascii.Error:
+            raise PluginError("webhook secret: 'whsec_' must be followed by base64") from None
+    return value.encode()
+
+
+def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` value for one message."""
+    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def verify(key: bytes, headers: dict[str, str], body: bytes, tolerance: float = 300.0,
+           now: float | None = None) -> bool:
+    """What a receiver does: a signature of ``headers`` (lower-cased names) matches and the
+    timestamp is within ``tolerance`` seconds."""
+    try:
+        msg_id, ts = headers["webhook-id"], int(headers["webhook-timestamp"])
+    except (KeyError, ValueError):
+        return False
+    if abs((time.time() if now is None else now) - ts) > tolerance:
+        return False
+    expected = sign(key, msg_id, ts, body)
+    return any(hmac.compare_digest(expected, sig) for sig in headers.get("webhook-signature", "").split())
+
+
+class WebhookConfig(HttpConfig):
+    type: Literal["webhook"] = "webhook"
+    url: str = Field(description="http(s) URL; may hold {tenant_id}, {customer_id}, {program}")
+    secret_env: str = Field(description="environment variable holding the signing secret")
+    event: str = Field("ceap.action", description="the body's 'type'")
+    action: str | None = Field(None, description="the action the receiver takes (lock_account, ...); "
+                                                 "default: the payload's 'action', else the event")
+    headers: dict[str, str] = Field(default_factory=dict, description="extra headers (no secrets)")
+    receiver_dedups: bool = Field(False, description="the receiver drops a webhook-id it has seen, so an "
+                                                     "attempt in flight at a crash may be resent")
+
+    @model_validator(mode="after")
+    def _check_url(self) -> WebhookConfig:
+        check_template(self.url, self.allow_private)
+        return self
+
+
+class WebhookChannel(HttpChannel[WebhookConfig]):
+    """POSTs each message as a signed Standard Webhooks event."""
+
+    config_model: ClassVar[type[ChannelConfig]] = WebhookConfig
+    default_rate_per_sec: ClassVar[float | None] = None  # the receiver's; set rate_per_sec
+
+    def __init__(self, config: WebhookConfig, context: Any = None):
+        super().__init__(config, context)
+        self.provider_dedup = config.receiver_dedups  # type: ignore[misc]
+        self._key = SecretBytes(secret_key(env_secret(self, config.secret_env, "signing secret")
+                                           .get_secret_value()))
+
+    def __repr__(self) -> str:
+        return f"WebhookChannel(url={origin(self.config.url)}..., secret=**********)"
+
+    def body(self, m: Message) -> dict[str, Any]:
+        action = self.config.action or m.payload.get("action") or self.config.event
+        return {"type": self.config.event,
+                "timestamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+                "data": {"action": action, "tenant_id": m.tenant_id, "customer_id": m.customer_id,
+                         "program": m.program, "category": m.category, "candidate_id": m.candidate_id,
+                         "idempotency_key": m.idempotency_key, "title": m.title, "body": m.body,
+                         "payload": m.payload}}
+
+    def deliver_one(self, m: Message) -> SendResult:
+        body = json.dumps(self.body(m), separators=(",", ":"), ensure_ascii=False, default=str).encode()
+        ts, msg_id = int(time.time()), webhook_id(m)
+        headers = {**self.config.headers, "Content-Type": "application/json",
+                   "webhook-id": msg_id, "webhook-timestamp": str(ts),
+                   "webhook-signature": sign(self._key.get_secret_value(), msg_id, ts, body)}
+        return send_request(self.client, "POST", fill_url(self.config.url, m), body, headers,
+                            m.idempotency_key)
