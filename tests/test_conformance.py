@@ -200,7 +200,15 @@ CHANNELS_TESTED_WITH_A_PROVIDER = {
     "apns": ("tests.test_channel_push", "test_conformance_apns"),
     "webpush": ("tests.test_channel_push", "test_conformance_webpush"),
 }
-KINDS_WITH_SAMPLES = {"connector": CONNECTOR_SAMPLES, "filter": FILTER_SAMPLES,
+#: stream connectors have no batch read(): their tests drive them through the worker
+#: or against the real brokers: connector name -> (test module, test function)
+STREAMS_TESTED_ELSEWHERE = {
+    "events": ("tests.test_realtime", "test_windowed_count_over_event_time_with_dedup"),
+    "replay": ("tests.test_realtime", "test_windowed_count_over_event_time_with_dedup"),
+    "embedded": ("tests.test_realtime", "test_programs_added_edited_and_paused_without_a_restart"),
+}
+KINDS_WITH_SAMPLES = {"connector": {**CONNECTOR_SAMPLES, **STREAMS_TESTED_ELSEWHERE},
+                      "filter": FILTER_SAMPLES,
                       "scorer": SCORER_SAMPLES,
                       "channel": {"inapp": None, **CHANNELS_TESTED_WITH_A_PROVIDER},
                       "store": STORE_URLS}
@@ -219,7 +227,18 @@ def test_builtins_register(kind: str) -> None:
         check_registration(kind, name, default_registry().get(kind, name))
 
 
+@pytest.mark.parametrize("name", sorted(STREAMS_TESTED_ELSEWHERE))
+def test_stream_connectors_are_tested_elsewhere(name: str) -> None:
+    import importlib
+    import inspect
+
+    module, function = STREAMS_TESTED_ELSEWHERE[name]
+    assert inspect.isfunction(getattr(importlib.import_module(module), function))
+    check_registration("connector", name, default_registry().get("connector", name))
+
+
 @pytest.mark.parametrize(("name", "variant"), [(n, v) for n in builtins("connector")
+                                               if n not in STREAMS_TESTED_ELSEWHERE
                                                for v in CONNECTOR_SAMPLES.get(n, {"missing": None})])
 def test_connector_conformance(name: str, variant: str, tmp_path: Path,
                                request: pytest.FixtureRequest) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -318,9 +319,10 @@ def test_roc_auc_handles_ties() -> None:
 
 def test_run_demo_runs_the_three_programs_and_reuses_its_data(tmp_path: Path) -> None:
     shutil.copytree(PROGRAMS, tmp_path / "programs")
+    shutil.copytree(PROGRAMS.parent / "templates", tmp_path / "templates")
     url = f"sqlite:///{tmp_path / 'demo.db'}"
     console = Console(record=True, width=140)
-    results = run_demo(tmp_path, url, customers=1_000, seed=3, console=console, now=NOW)
+    results = run_demo(tmp_path, url, customers=1_000, seed=3, console=console, now=NOW, pocs=False)
 
     assert [r.program for r in results] == ["churn_prevention", "win_back", "product_recommendations"]
     assert all(r.ok for r in results), [r.error for r in results]
@@ -329,12 +331,24 @@ def test_run_demo_runs_the_three_programs_and_reuses_its_data(tmp_path: Path) ->
     for r in results:
         assert r.program in text
     assert "held out" in text and "churn@" in text and "quarantine" in text
+    # the delivery half: every targeted candidate was sent or suppressed by a named policy
+    store = open_store(url)
+    with store.tx() as tx:
+        outcomes = dict(tx.execute("SELECT status, count(*) FROM deliveries GROUP BY status").fetchall())
+        policies = {r[0].split(":")[0] for r in tx.execute(
+            "SELECT policy FROM deliveries WHERE status = 'suppressed'").fetchall()}
+    targeted = sum(r.funnel.targeted for r in results)
+    assert outcomes.get("sent", 0) > 0 and sum(outcomes.values()) == targeted
+    assert set(outcomes) <= {"sent", "suppressed"} and policies <= {"consent", "no_address",
+                                                                   "frequency_cap"}
+    received = re.search(r"SMTP server received ([\d,]+) e-mails", text)
+    assert received and int(received.group(1).replace(",", "")) == outcomes["sent"]
     manifest = tmp_path / "data" / "demo.json"
     assert json.loads(manifest.read_text())["churn_model"]["auc"] > 0.7
     stamp = manifest.stat().st_mtime_ns
 
     console = Console(record=True, width=140)
-    again = run_demo(tmp_path, url, customers=1_000, seed=3, console=console, now=NOW)
+    again = run_demo(tmp_path, url, customers=1_000, seed=3, console=console, now=NOW, pocs=False)
     assert manifest.stat().st_mtime_ns == stamp
     assert "up to date" in console.export_text()
     assert all(r.written and r.written.inserted == 0 for r in again)

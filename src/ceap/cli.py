@@ -341,6 +341,8 @@ def train(
 def demo(
     customers: Annotated[int, typer.Option(min=100, help="customers to generate")] = 20_000,
     seed: Annotated[int, typer.Option(help="random seed of the generated data")] = 7,
+    pocs: Annotated[bool, typer.Option(help="also run the ML proofs of concept")] = True,
+    dispatch: Annotated[bool, typer.Option(help="also deliver: local SMTP server and in-app")] = True,
 ) -> None:
     """Generate seeded demo data and run the demo programs on the embedded store."""
     from ceap.demo.runner import run_demo
@@ -349,7 +351,8 @@ def demo(
     url = state.store or os.environ.get("CEAP_STORE") or \
         f"sqlite:///{project.base_dir / '.ceap' / 'demo.db'}"
     try:
-        results = run_demo(project.base_dir, url, customers=customers, seed=seed, console=out)
+        results = run_demo(project.base_dir, url, customers=customers, seed=seed, console=out,
+                           pocs=pocs, dispatch=dispatch)
     except CeapError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
@@ -359,4 +362,4 @@ def demo(
 
 
 
-from ceap import cli_delivery  # noqa: E402,F401 - registers the delivery commands
+from ceap import cli_delivery, cli_realtime  # noqa: E402,F401 - register their commands

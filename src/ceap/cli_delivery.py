@@ -167,7 +167,11 @@ def serve(
     project = state.project()
     store = state.open_store(project)
     try:
-        uvicorn.run(create_app(store, auth=not no_auth), host=host, port=port, log_level="warning")
+        from ceap.realtime.setup import open_stream
+
+        ingest = open_stream(project, project.ingest, store) if project.ingest else None
+        uvicorn.run(create_app(store, auth=not no_auth, ingest=ingest), host=host, port=port,
+                    log_level="warning")
     finally:
         store.close()
 

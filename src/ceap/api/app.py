@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from ceap.api import callbacks
 from ceap.api.auth import tenant_of
+from ceap.api.ingest import ingest_router
 from ceap.model import DEFAULT_TENANT, Candidate, CandidateQuery
 from ceap.store.base import Store
 
@@ -77,13 +78,13 @@ def request_tenant(request: Request,
 Tenant = Annotated[str, Depends(request_tenant)]
 
 
-def create_app(store: Store, *, auth: bool = True) -> FastAPI:
+def create_app(store: Store, *, auth: bool = True, ingest: Any = None) -> FastAPI:
     """The API over ``store``. The store must be safe to share between threads
     (both built-in stores are)."""
     app = FastAPI(title="CEAP", version="0.1.0",
                   description="Candidates for client apps, the in-app inbox, callbacks.")
 
-    app.state.store, app.state.auth = store, auth
+    app.state.store, app.state.auth, app.state.ingest = store, auth, ingest
     app.state.tenant_of = lru_cache(maxsize=4096)(lambda key: tenant_of(store, key))
 
     @app.get("/v1/customers/{customer_id}/candidates", response_model=list[CandidateOut])
@@ -122,6 +123,7 @@ def create_app(store: Store, *, auth: bool = True) -> FastAPI:
     def mark_read(customer_id: str, body: MarkRead, tenant_id: Tenant) -> dict[str, int]:
         return {"marked": store.inbox_mark_read(tenant_id, customer_id, body.ids)}
 
+    app.include_router(ingest_router(request_tenant))
     app.include_router(callbacks.router)
     app.include_router(callbacks.receipts_router(request_tenant))
 

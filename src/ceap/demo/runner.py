@@ -76,8 +76,11 @@ def load_demo_programs(project_dir: Path) -> list[ProgramSpec]:
 
 
 def run_demo(project_dir: Path, store_url: str, customers: int = 20_000, seed: int = 7,
-             console: Console | None = None, *, now: datetime | None = None) -> list[RunResult]:
-    """Generate the demo data and model (if needed), run the demo programs, print funnels."""
+             console: Console | None = None, *, now: datetime | None = None,
+             pocs: bool = True, dispatch: bool = True) -> list[RunResult]:
+    """Generate the demo data and model (if needed), run the demo programs and print
+    their funnels; then (``pocs``) the three ML proofs of concept, and (``dispatch``)
+    deliver every due candidate through a local SMTP server and the in-app inbox."""
     console = console or Console()
     project_dir = Path(project_dir)
     specs = load_demo_programs(project_dir)
@@ -102,6 +105,21 @@ def run_demo(project_dir: Path, store_url: str, customers: int = 20_000, seed: i
         console.print()
         console.print(funnel_table(spec.name, result.funnel, model))
         console.print(_summary(result, model))
+    if pocs:
+        from ceap.poc import run_all
+
+        results += run_all(project_dir, store_url, console, seed=seed, now=now)
+    if dispatch:
+        from ceap.demo.delivery import dispatch_demo
+
+        ran = {r.program for r in results if r.ok}
+        programs = [*specs, *(load_program(project_dir / "programs" / f"{name}.yaml")
+                              for name in sorted(ran - set(PROGRAMS)))]
+        store = open_store(store_url, context=context)
+        try:
+            dispatch_demo(project_dir, store, programs, customers, seed, console)
+        finally:
+            store.close()
     return results
 
 

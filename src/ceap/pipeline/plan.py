@@ -54,6 +54,8 @@ class Plan:
                                            if spec.scorer else None)
         self.con = sandboxed_connection()
         self._columns: list[str] | None = None
+        #: more columns to carry to selection (the stream worker keeps the event time)
+        self.keep_also: list[str] = []
 
     # -- checks before reading ---------------------------------------------
     def check(self, schema: pa.Schema | None = None) -> None:
@@ -213,7 +215,7 @@ class Plan:
         src = self.spec.source
         keep = [src.customer_id, *([src.subject_id] if src.subject_id else []), *src.context,
                 *self.spec.action.payload_columns,
-                *(self.scorer.features() if self.scorer else [])]
+                *(self.scorer.features() if self.scorer else []), *self.keep_also]
         return list(dict.fromkeys(keep))
 
     def _score(self, table: pa.Table, funnel: Funnel) -> pa.Table:

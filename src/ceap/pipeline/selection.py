@@ -66,7 +66,8 @@ def _attach_explanations(top: pa.Table, scorer: Scorer[Any] | None, reasons: int
 
 
 def select(con: duckdb.DuckDBPyConnection, scored: pa.Table, spec: ProgramSpec,
-           run: RunInfo, funnel: Funnel, scorer: Scorer[Any] | None = None) -> pa.Table:
+           run: RunInfo, funnel: Funnel, scorer: Scorer[Any] | None = None,
+           event_time: str | None = None) -> pa.Table:
     """Turn the scored rows of a whole run into candidate rows (``CANDIDATE_SCHEMA``)."""
     src, sel, action = spec.source, spec.selection, spec.action
     cust = quote(src.customer_id)
@@ -85,14 +86,20 @@ def select(con: duckdb.DuckDBPyConnection, scored: pa.Table, spec: ProgramSpec,
     context = _json_object(src.context) or "'{}'"
     payload_cols = _json_object(action.payload_columns)
     payload = f"json_merge_patch($payload, {payload_cols})" if payload_cols else "$payload"
-    not_before = run.now + action.delay
+    size = int(sel.dedup_window.total_seconds())
+    if event_time:  # real-time: each candidate dates from its own triggering event
+        created = f"CAST({quote(event_time)} AS TIMESTAMPTZ)"
+        window = (f"strftime(to_timestamp(floor(epoch({quote(event_time)}) / {size}) * {size}), "
+                  "'%Y%m%dT%H%M%S')")
+    else:
+        created, window = "CAST($created AS TIMESTAMPTZ)", "$window"
     params = {
         "tenant": run.tenant_id, "program": spec.name, "run_id": run.run_id,
         "action_type": action.type, "channels": json.dumps(action.channels),
         "template": action.template, "category": action.category, "model": run.model,
         "payload": json.dumps(action.payload), "shadow": spec.mode == "shadow",
-        "priority": spec.priority, "created": run.now, "not_before": not_before,
-        "expires": not_before + action.expiry, "window": window_label(run.now, spec),
+        "priority": spec.priority, "delay": action.delay, "expiry": action.expiry,
+        **({} if event_time else {"created": run.now, "window": window_label(run.now, spec)}),
         "holdout": spec.experiment.holdout,
     }
     limit = f"LIMIT {int(sel.top_k)}" if sel.top_k else ""
@@ -119,11 +126,11 @@ def select(con: duckdb.DuckDBPyConnection, scored: pa.Table, spec: ProgramSpec,
                    CASE WHEN __holdout THEN 'held_out' WHEN $shadow THEN 'shadow'
                         ELSE 'pending' END AS status,
                    CAST($priority AS BIGINT) AS priority,
-                   CAST($created AS TIMESTAMPTZ) AS created_at,
-                   CAST($not_before AS TIMESTAMPTZ) AS not_before,
-                   CAST($expires AS TIMESTAMPTZ) AS expires_at,
+                   {created} AS created_at,
+                   {created} + $delay AS not_before,
+                   {created} + $delay + $expiry AS expires_at,
                    $program || ':' || CAST({cust} AS VARCHAR) || ':'
-                       || COALESCE(CAST({subj} AS VARCHAR), '') || ':' || $window AS dedup_key,
+                       || COALESCE(CAST({subj} AS VARCHAR), '') || ':' || {window} AS dedup_key,
                    __holdout AS holdout, CAST(1 AS BIGINT) AS version
             FROM marked ORDER BY score DESC
         """, params=params).to_arrow_table()

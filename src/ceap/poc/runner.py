@@ -48,7 +48,7 @@ def run_all(project_dir: Path, store_url: str, console: Console | None = None, s
         console.print()
         module.report(manifest["metrics"], console)
         ready.append(spec)
-    store = open_store(store_url)
+    store = open_store(store_url, context=context)
     try:
         with console.status("running the proof-of-concept programs..."):
             for result in run_programs(ready, store, context, now=now):

@@ -12,6 +12,7 @@ from ceap.connectors.base import ConnectorConfig
 from ceap.durations import Duration
 from ceap.filters.base import FilterConfig
 from ceap.model import ActionType
+from ceap.realtime.spec import EscalationStep, StateFeature
 from ceap.scorers.base import ScorerConfig
 from ceap.sqlexpr import check_expression
 
@@ -57,6 +58,10 @@ class Action(Strict):
                        description="recommended items put in the payload (recommending scorers)")
     category: Category = "marketing"
     delay: Duration = Field(timedelta(0), description="not_before = creation + delay")
+    cancel_on: list[str] = Field(default_factory=list,
+                                 description="event types that cancel the customer's pending actions")
+    escalation: list[EscalationStep] = Field(
+        default_factory=list, description="later steps on other channels, until a cancel_on event")
     expiry: Duration = Field(timedelta(days=7), description="expires_at = not_before + expiry")
 
 
@@ -79,6 +84,8 @@ class ProgramSpec(Strict):
     priority: int = 0
     schedule: str | None = Field(None, description="informational: daily, weekly, hourly")
     source: ConnectorConfig
+    state: dict[str, StateFeature] = Field(default_factory=dict,
+                                           description="real-time: per-customer features over event time")
     features: dict[str, str] = Field(default_factory=dict,
                                      description="name -> SQL expression over source columns")
     filters: list[FilterConfig] = Field(default_factory=list)

@@ -37,6 +37,10 @@ class ProjectConfig(BaseModel):
                                         description="name -> database URL")
     channels: dict[str, dict[str, Any]] = Field(default_factory=dict,
                                                 description="name -> channel plugin config")
+    streams: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {"events": {"type": "embedded"}},
+        description="name -> stream connector config; the worker and the HTTP ingest use them")
+    ingest: str = Field("events", description="the stream the HTTP ingest appends events to")
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig,
                                      description="policies (consent, quiet hours, caps) and templates")
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)

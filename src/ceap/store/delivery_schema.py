@@ -50,6 +50,23 @@ def delivery_ddl(dialect: str) -> list[str]:
   topic {text} NOT NULL, granted {b} NOT NULL, source {text}, updated_at {ts} NOT NULL,
   PRIMARY KEY (tenant_id, customer_id, channel, topic)
 )""",
+        f"""CREATE TABLE IF NOT EXISTS stream_queue (
+  id {t['id']}, stream {text} NOT NULL, body {text} NOT NULL, enqueued_at {ts} NOT NULL,
+  lease_until {ts}, worker {text}
+)""",
+        "CREATE INDEX IF NOT EXISTS stream_queue_by_stream ON stream_queue (stream, id)",
+        f"""CREATE TABLE IF NOT EXISTS event_log (
+  tenant_id {text} NOT NULL, event_id {text} NOT NULL, customer_id {text} NOT NULL,
+  type {text} NOT NULL, ts {ts} NOT NULL, attributes {text} NOT NULL,
+  PRIMARY KEY (tenant_id, event_id)
+)""",
+        "CREATE INDEX IF NOT EXISTS event_log_by_time ON event_log (tenant_id, customer_id, ts)",
+        f"""CREATE TABLE IF NOT EXISTS timers (
+  tenant_id {text} NOT NULL, program {text} NOT NULL, customer_id {text} NOT NULL,
+  event_id {text} NOT NULL, fire_at {ts} NOT NULL, after_ts {ts} NOT NULL,
+  PRIMARY KEY (tenant_id, program, customer_id, event_id)
+)""",
+        "CREATE INDEX IF NOT EXISTS timers_due ON timers (fire_at)",
         f"""CREATE TABLE IF NOT EXISTS api_keys (
   key_hash {text} PRIMARY KEY, tenant_id {text} NOT NULL, name {text} NOT NULL,
   created_at {ts} NOT NULL

@@ -1,0 +1,96 @@
+"""``ceap`` commands of the real-time path: worker, publish."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ceap.cli import app, err, out, state
+from ceap.errors import CeapError, SpecError
+from ceap.realtime.events import validate_events
+from ceap.realtime.setup import open_stream
+from ceap.realtime.worker import Worker, WorkerStats
+
+
+def _fail(exc: CeapError) -> None:
+    lines = exc.lines() if isinstance(exc, SpecError) else [f"error: {exc}"]
+    for line in lines:
+        err.print(line, markup=False, highlight=False)
+    raise typer.Exit(2)
+
+
+@app.command()
+def worker(
+    stream: Annotated[str, typer.Option(help="stream name in ceap.yaml")] = "events",
+    batch: Annotated[int, typer.Option(min=1, max=100_000, help="most messages per micro-batch")] = 1000,
+    wait: Annotated[float, typer.Option(min=0.001, help="most seconds to wait for a batch")] = 0.05,
+    until_idle: Annotated[bool, typer.Option("--until-idle", help="stop once the stream is drained")
+                          ] = False,
+) -> None:
+    """Run the real-time programs over a stream: micro-batches, state, candidates."""
+    project = state.project()
+    store = state.open_store(project)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        source = open_stream(project, stream, store)
+        context = source.context
+        w = Worker(store, source, project.programs_dir(), context, batch=batch, wait=wait)
+
+        def progress(s: WorkerStats) -> None:
+            err.print(f"events {s.events:,}  candidates {s.candidates:,}  duplicates {s.duplicates:,}  "
+                      f"late {s.late:,}  rejected {s.rejected:,}  lag {s.lag if s.lag is not None else '?'}"
+                      f"  programs {', '.join(s.programs) or '-'}", highlight=False)
+
+        stats = w.run(stop, until_idle=until_idle, on_progress=progress)
+        w.close()
+    except CeapError as exc:
+        _fail(exc)
+    finally:
+        store.close()
+    out.print(f"worker stopped: {stats.events:,} events, {stats.candidates:,} new candidates, "
+              f"{stats.duplicates:,} duplicates, {stats.late:,} late, {stats.rejected:,} rejected")
+
+
+@app.command()
+def publish(
+    path: Annotated[Path, typer.Argument(help="JSON Lines file of events")],
+    stream: Annotated[str, typer.Option(help="stream name in ceap.yaml")] = "events",
+) -> None:
+    """Validate events from a file and append them to a stream (replays, backfills)."""
+    import json
+
+    project = state.project()
+    if not path.is_file():
+        err.print(f"{path}: file not found")
+        raise typer.Exit(2)
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    items = []
+    for i, line in enumerate(lines, 1):
+        try:
+            items.append(json.loads(line))
+        except ValueError as exc:
+            err.print(f"{path}:{i}: not JSON: {exc}")
+            raise typer.Exit(2) from None
+    table, rejected = validate_events(items, state.tenant or project.tenant)
+    for index, reason in rejected:
+        err.print(f"{path}:{index + 1}: {reason}", highlight=False)
+    store = state.open_store(project)
+    try:
+        source = open_stream(project, stream, store)
+        accepted = [json.dumps(items[i]).encode() for i in range(len(items))
+                    if i not in {r[0] for r in rejected}]
+        source.publish(accepted)
+        source.close()
+    except CeapError as exc:
+        _fail(exc)
+    finally:
+        store.close()
+    out.print(f"published {table.num_rows:,} event(s) to {stream}; rejected {len(rejected):,}")
+    if rejected:
+        raise typer.Exit(1)

@@ -1,0 +1,39 @@
+"""Open the project's streams (``ceap.yaml``'s ``streams``) as connectors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from ceap.errors import PluginError, SpecError
+from ceap.plugin import PluginContext
+from ceap.realtime.source import StreamConnector
+from ceap.registry import Registry, default_registry
+from ceap.spec.project import ProjectConfig
+from ceap.store.base import Store
+
+
+def open_stream(project: ProjectConfig, name: str, store: Store,
+                registry: Registry | None = None, **overrides: Any) -> StreamConnector[Any]:
+    """The stream connector named ``name`` in ``ceap.yaml`` (``events``: the embedded queue)."""
+    registry = registry or default_registry()
+    where = str(project.base_dir / "ceap.yaml")
+    if name not in project.streams:
+        raise SpecError(where, [("streams", f"no stream named {name!r} "
+                                            f"(configured: {', '.join(sorted(project.streams))})")])
+    raw = {**project.streams[name], **overrides}
+    try:
+        cls = registry.get("connector", raw.get("type", ""))
+    except PluginError as exc:
+        raise SpecError(where, [(f"streams.{name}.type", str(exc))]) from None
+    if not issubclass(cls, StreamConnector):
+        raise SpecError(where, [(f"streams.{name}.type", f"{raw.get('type')!r} is not a stream connector")])
+    context = project.context()
+    context = PluginContext(base_dir=context.base_dir, connections=context.connections,
+                            tenant=context.tenant, store=store)
+    try:
+        return cls(cls.config_model.model_validate(raw), context)
+    except ValidationError as exc:
+        raise SpecError(where, [(f"streams.{name}." + ".".join(str(p) for p in e["loc"]), e["msg"])
+                                for e in exc.errors()]) from None
