@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ class Project:
         (root / "programs").mkdir(exist_ok=True)
         self.events: list[dict[str, Any]] = []
         self.context = PluginContext(base_dir=root, store=store)
+        self.state: dict[str, Any] = {}
 
     def program(self, name: str, **spec: Any) -> Path:
         path = self.root / "programs" / f"{name}.yaml"
@@ -48,7 +50,8 @@ class Project:
         events = sorted(self.events, key=lambda e: e["ts"]) if ordered else self.events
         (self.root / "events.jsonl").write_text("\n".join(json.dumps(e) for e in events))
         source = ReplayConnector.from_dict({"type": "replay", "path": "events.jsonl"}, self.context)
-        worker = Worker(self.store, source, self.root / "programs", self.context, batch=batch)
+        worker = Worker(self.store, source, self.root / "programs", self.context, batch=batch,
+                        **self.state)
         worker.run(until_idle=True)
         return worker
 
@@ -57,13 +60,26 @@ class Project:
         return {c.customer_id: c for c in found}
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "redis-state"])
 def project(request: pytest.FixtureRequest, tmp_path: Path) -> Project:
-    url = (f"sqlite:///{tmp_path / 'rt.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("pg_url"))
+    url = (request.getfixturevalue("pg_url") if request.param == "postgres"
+           else f"sqlite:///{tmp_path / 'rt.db'}")
     store = open_store(url)
-    yield Project(tmp_path, store)
+    project = Project(tmp_path, store)
+    if request.param == "redis-state":  # state shared through Redis instead of the store
+        from tests.conftest import require_service
+
+        require_service("redis")
+        project.state = {"state_url": "redis://127.0.0.1:6379/0",
+                         "state_namespace": f"test-{uuid.uuid4().hex[:10]}"}
+    yield project
     store.close()
+    if request.param == "redis-state":
+        import redis
+
+        client = redis.Redis.from_url(project.state["state_url"])
+        for key in client.scan_iter(f"{project.state['state_namespace']}:*"):
+            client.delete(key)
 
 
 CRASH = {"source": {"type": "events", "on": ["app_crash"]},
@@ -201,7 +217,8 @@ def test_escalation_chain_stops_once_the_goal_happens(project: Project) -> None:
 
 def test_programs_added_edited_and_paused_without_a_restart(project: Project) -> None:
     source = EmbeddedStream.from_dict({"type": "embedded", "stream": "live"}, project.context)
-    worker = Worker(project.store, source, project.root / "programs", project.context, reload_every=0)
+    worker = Worker(project.store, source, project.root / "programs", project.context, reload_every=0,
+                    **project.state)
 
     def send(*events: dict[str, Any]) -> None:
         source.publish([json.dumps(e).encode() for e in events])

@@ -40,7 +40,8 @@ def worker(
     try:
         source = open_stream(project, stream, store)
         context = source.context
-        w = Worker(store, source, project.programs_dir(), context, batch=batch, wait=wait)
+        w = Worker(store, source, project.programs_dir(), context, batch=batch, wait=wait,
+                   state_url=project.state)
 
         def progress(s: WorkerStats) -> None:
             err.print(f"events {s.events:,}  candidates {s.candidates:,}  duplicates {s.duplicates:,}  "

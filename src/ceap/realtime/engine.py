@@ -32,7 +32,7 @@ class ProgramRunner:
     """Keeps a program's plan, its lookup (fan-out) and its running funnel."""
 
     def __init__(self, spec: ProgramSpec, context: PluginContext, store: Store,
-                 registry: Registry | None = None):
+                 registry: Registry | None = None, timers: Any = None):
         self.spec = spec
         self.store = store
         self.source: EventsConfig = spec.source  # type: ignore[assignment]
@@ -44,7 +44,7 @@ class ProgramRunner:
         self.run = RunRecord(new_run_id(spec.name, utcnow()), context.tenant, spec.name, "succeeded",
                              utcnow())
         self.lookup = self._load_lookup(context, registry) if self.source.fan_out else None
-        self.timers = Timers(store)
+        self.timers = timers or Timers(store)
         self.absence = {n: f for n, f in spec.state.items() if f.kind == "absence"}
         self._checked = False
 

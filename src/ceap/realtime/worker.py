@@ -50,7 +50,8 @@ class Worker:
     def __init__(self, store: Store, source: StreamConnector[Any], programs_dir: Path,
                  context: PluginContext, *, batch: int = 1000, wait: float = 0.05,
                  registry: Registry | None = None, reload_every: float = 1.0,
-                 clock: Callable[[], datetime] = utcnow):
+                 clock: Callable[[], datetime] = utcnow, state_url: str | None = None,
+                 state_namespace: str = "ceap"):
         self.store = store
         self.source = source
         self.programs_dir = Path(programs_dir)
@@ -64,9 +65,16 @@ class Worker:
         self.watermark = datetime(1970, 1, 1)
         self.stats = WorkerStats()
         self._reloaded = 0.0
-        from ceap.realtime.state import EventLog
+        if state_url:  # shared by several workers
+            from ceap.realtime.state_redis import RedisEventLog, RedisTimers, connect
 
-        self.log = EventLog(store)
+            client = connect(state_url)
+            self.log: Any = RedisEventLog(client, namespace=state_namespace)
+            self.timers: Any = RedisTimers(client, self.log)
+        else:  # in the store: embedded (SQLite) or shared (PostgreSQL)
+            from ceap.realtime.state import EventLog, Timers
+
+            self.log, self.timers = EventLog(store), Timers(store)
 
     # -- programs --------------------------------------------------------
     def reload(self, force: bool = False) -> None:
@@ -96,7 +104,8 @@ class Worker:
             if key in self.runners and self.runners[key][1] is not None:
                 self.runners.pop(key)[1].close()
             if is_realtime(spec) and spec.mode != "paused":
-                self.runners[key] = (mtime, ProgramRunner(spec, self.context, self.store, self.registry))
+                self.runners[key] = (mtime, ProgramRunner(spec, self.context, self.store, self.registry,
+                                                          timers=self.timers))
             else:
                 self.runners[key] = (mtime, None)  # type: ignore[assignment]
         self.stats.programs = sorted(r.spec.name for _, r in self.runners.values() if r is not None)

@@ -41,6 +41,8 @@ class ProjectConfig(BaseModel):
         default_factory=lambda: {"events": {"type": "embedded"}},
         description="name -> stream connector config; the worker and the HTTP ingest use them")
     ingest: str = Field("events", description="the stream the HTTP ingest appends events to")
+    state: str | None = Field(None, description="redis://... to share real-time state between "
+                                                "workers (default: in the store)")
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig,
                                      description="policies (consent, quiet hours, caps) and templates")
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)

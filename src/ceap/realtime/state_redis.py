@@ -1,0 +1,126 @@
+"""Per-customer state in Redis, shared by several workers: the same interface as
+``ceap.realtime.state`` (an event log and absence timers).
+
+- ``ceap:{tenant}:seen:{event_id}``: a key per event id (SET NX, with a TTL), for dedup;
+- ``ceap:{tenant}:log:{customer}``: a sorted set of the customer's events, scored by
+  event time (microseconds), trimmed to the retention and expiring with it;
+- ``ceap:timers:{program}``: a sorted set of absence timers scored by firing time;
+  taking due timers is one atomic Lua call, so two workers never fire one twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+
+from ceap.realtime.events import EVENT_SCHEMA
+
+_TAKE_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if #due > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1]) end
+return due
+"""
+
+
+def _us(ts: datetime) -> int:
+    return int((ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts).timestamp() * 1_000_000)
+
+
+def _from_us(value: float) -> datetime:
+    return datetime(1970, 1, 1) + timedelta(microseconds=int(value))
+
+
+def connect(url: str) -> Any:
+    try:
+        import redis
+    except ImportError:
+        from ceap.errors import PluginError
+
+        raise PluginError("the Redis state store needs redis-py: pip install 'ceap[redis]'") from None
+    return redis.Redis.from_url(url)
+
+
+class RedisEventLog:
+    def __init__(self, client: Any, retention: timedelta = timedelta(days=31), namespace: str = "ceap"):
+        self.r = client
+        self.retention = retention
+        self.ns = namespace
+
+    def seen(self, tenant_ids: Sequence[str], event_ids: Sequence[str]) -> set[tuple[str, str]]:
+        pipe = self.r.pipeline(transaction=False)
+        for t, e in zip(tenant_ids, event_ids, strict=True):
+            pipe.exists(f"{self.ns}:{t}:seen:{e}")
+        return {(t, e) for (t, e), hit in zip(zip(tenant_ids, event_ids, strict=True), pipe.execute(),
+                                               strict=True) if hit}
+
+    def append(self, events: pa.Table) -> None:
+        if not events.num_rows:
+            return
+        ttl = int(self.retention.total_seconds())
+        pipe = self.r.pipeline(transaction=False)
+        touched: set[str] = set()
+        for row in events.to_pylist():
+            pipe.set(f"{self.ns}:{row['tenant_id']}:seen:{row['event_id']}", 1, nx=True, ex=ttl)
+            if not row["customer_id"]:
+                continue
+            key = f"{self.ns}:{row['tenant_id']}:log:{row['customer_id']}"
+            member = json.dumps([row["event_id"], row["type"], row["attributes"]])
+            pipe.zadd(key, {member: _us(row["ts"])})
+            touched.add(key)
+        for key in touched:
+            pipe.expire(key, ttl)
+        pipe.execute()
+
+    def history(self, keys: Iterable[tuple[str, str]], since: datetime) -> pa.Table:
+        keys = sorted(set(keys))
+        pipe = self.r.pipeline(transaction=False)
+        for tenant, customer in keys:
+            pipe.zrangebyscore(f"{self.ns}:{tenant}:log:{customer}", _us(since), "+inf", withscores=True)
+        out: dict[str, list[Any]] = {n: [] for n in EVENT_SCHEMA.names}
+        for (tenant, customer), members in zip(keys, pipe.execute(), strict=True):
+            for member, score in members:
+                event_id, etype, attributes = json.loads(member)
+                for name, value in (("event_id", event_id), ("tenant_id", tenant),
+                                    ("customer_id", customer), ("type", etype),
+                                    ("ts", _from_us(score)), ("attributes", attributes)):
+                    out[name].append(value)
+        return pa.table(out, schema=EVENT_SCHEMA)
+
+    def prune(self, before: datetime) -> int:
+        return 0  # keys expire with the retention; each trims itself when written
+
+
+class RedisTimers:
+    def __init__(self, client: Any, log: RedisEventLog):
+        self.r = client
+        self.log = log
+        self._take = client.register_script(_TAKE_DUE)
+
+    def add(self, program: str, rows: Sequence[tuple[str, str, str, datetime, datetime]]) -> None:
+        if not rows:
+            return
+        self.r.zadd(f"{self.log.ns}:timers:{program}",
+                    {json.dumps([t, c, e, _us(a), _us(f)]): _us(f) for t, c, e, a, f in rows})
+
+    def fire(self, program: str, feature: str, missing: str, until: datetime) -> pa.Table:
+        """Take the due timers (atomically); keep those whose goal event did not come."""
+        key = f"{self.log.ns}:timers:{program}"
+        taken = [json.loads(m) for m in self._take(keys=[key], args=[_us(until)])]
+        out: dict[str, list[Any]] = {n: [] for n in EVENT_SCHEMA.names}
+        for tenant, customer, event_id, after_us, fire_us in taken:
+            after, fire_at = _from_us(after_us), _from_us(fire_us)
+            rows = self.log.history([(tenant, customer)], after).to_pylist()
+            start = next((r for r in rows if r["event_id"] == event_id), None)
+            if start is None or any(r["type"] == missing and after < r["ts"] <= fire_at for r in rows):
+                continue
+            attrs = json.loads(start["attributes"]) if start["attributes"] else {}
+            for name, value in (("event_id", f"timer:{event_id}"), ("tenant_id", tenant),
+                                ("customer_id", customer), ("type", "__timer"), ("ts", fire_at),
+                                ("attributes", json.dumps(attrs | {"__timer": True,
+                                                                   f"__absence_{feature}": True}))):
+                out[name].append(value)
+        return pa.table(out, schema=EVENT_SCHEMA)
