@@ -280,3 +280,48 @@ def test_concurrent_dispatchers_send_each_candidate_once(pg_url: str) -> None:
     assert len(keys) == 300 and len(set(keys)) == 300
     assert email_a.accepted and email_b.accepted  # both took a share
     assert statuses(setup) == {"sent"}
+
+
+def test_channel_max_attempts_overrides_the_dispatcher(store: Store) -> None:
+    seed(store, 1)
+    clock = Clock()
+    email = FlakyChannel(FlakyConfig(fail_forever=True, max_attempts=2))
+    d = Dispatcher(store, {"email": email}, clock=clock, retry=Retry(base=1, cap=1, max_attempts=8))
+    for _ in range(4):
+        d.run()
+        clock.advance(seconds=2)
+    [delivery] = d.outbox.deliveries("default")
+    assert (delivery.status, delivery.attempts) == ("dead", 2)
+
+
+def test_a_retry_never_goes_out_after_the_candidate_expired(store: Store) -> None:
+    seed(store, 1)
+    clock = Clock()
+    email = flaky(fail_first=1)
+    d = Dispatcher(store, {"email": email}, clock=clock, retry=Retry(base=3600, cap=3600))
+    d.run()                                   # first attempt fails; the retry is an hour+ away
+    clock.advance(days=8)                     # ... by then the candidate (7-day expiry) is gone
+    d.run()
+    [delivery] = d.outbox.deliveries("default")
+    assert delivery.status == "expired" and email.accepted == []
+
+
+def test_sweep_keeps_candidates_with_deliveries_in_flight(store: Store) -> None:
+    seed(store, 1)
+    clock = Clock()
+    d = Dispatcher(store, {"email": flaky(fail_first=1)}, clock=clock, retry=Retry(base=10, cap=10))
+    d.run()                                   # one retry queued
+    assert store.sweep_expired(T0 + timedelta(days=30)) == 0
+    clock.advance(seconds=20)
+    d.run()
+    assert store.sweep_expired(T0 + timedelta(days=30)) == 1
+
+
+def test_loading_profiles_without_a_column_keeps_its_values(store: Store) -> None:
+    from ceap.delivery.profiles import load_profiles
+
+    upsert_profiles(store, pa.table({"customer_id": ["c0"], "email": ["a@x.example"],
+                                     "phone": ["+1555"]}), "default")
+    upsert_profiles(store, pa.table({"customer_id": ["c0"], "email": ["b@x.example"]}), "default")
+    profile = load_profiles(store, [("default", "c0")])[("default", "c0")]
+    assert (profile.email, profile.phone) == ("b@x.example", "+1555")

@@ -170,8 +170,9 @@ def serve(
         from ceap.realtime.setup import open_stream
 
         ingest = open_stream(project, project.ingest, store) if project.ingest else None
-        uvicorn.run(create_app(store, auth=not no_auth, ingest=ingest), host=host, port=port,
-                    log_level="warning")
+        uvicorn.run(create_app(store, auth=not no_auth, ingest=ingest,
+                               default_tenant=state.tenant or project.tenant),
+                    host=host, port=port, log_level="warning")
     finally:
         store.close()
 

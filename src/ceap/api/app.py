@@ -5,7 +5,7 @@ Every request is scoped to the tenant of its API key (``Authorization: Bearer
 """
 
 import json
-from functools import lru_cache
+import time
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
@@ -80,7 +80,7 @@ def request_tenant(request: Request,
                    authorization: Annotated[str | None, Header()] = None) -> str:
     """The tenant of the request's API key (401 without a known key)."""
     if not request.app.state.auth:
-        return DEFAULT_TENANT
+        return str(request.app.state.default_tenant)
     if not authorization or not authorization.lower().startswith("bearer "):
         raise HTTPException(401, "missing API key (Authorization: Bearer <key>)")
     found: str | None = request.app.state.tenant_of(authorization[7:].strip())
@@ -92,14 +92,37 @@ def request_tenant(request: Request,
 Tenant = Annotated[str, Depends(request_tenant)]
 
 
-def create_app(store: Store, *, auth: bool = True, ingest: Any = None) -> FastAPI:
+class KeyCache:
+    """Known keys for a minute: a new key works at once, a deleted one stops within a minute."""
+
+    def __init__(self, store: Store, ttl: float = 60.0):
+        self.store, self.ttl = store, ttl
+        self._known: dict[str, tuple[str, float]] = {}
+
+    def __call__(self, key: str) -> str | None:
+        hit = self._known.get(key)
+        if hit and time.monotonic() - hit[1] < self.ttl:
+            return hit[0]
+        tenant = tenant_of(self.store, key)
+        if tenant is None:
+            self._known.pop(key, None)
+        else:
+            if len(self._known) > 10_000:
+                self._known.clear()
+            self._known[key] = (tenant, time.monotonic())
+        return tenant
+
+
+def create_app(store: Store, *, auth: bool = True, ingest: Any = None,
+               default_tenant: str = DEFAULT_TENANT) -> FastAPI:
     """The API over ``store``. The store must be safe to share between threads
     (both built-in stores are)."""
     app = FastAPI(title="CEAP", version="0.1.0",
                   description="Candidates for client apps, the in-app inbox, callbacks.")
 
     app.state.store, app.state.auth, app.state.ingest = store, auth, ingest
-    app.state.tenant_of = lru_cache(maxsize=4096)(lambda key: tenant_of(store, key))
+    app.state.tenant_of = KeyCache(store)
+    app.state.default_tenant = default_tenant
 
     @app.get("/v1/customers/{customer_id}/candidates", response_model=list[CandidateOut])
     async def customer_candidates(customer_id: str, tenant_id: Tenant, channel: str | None = None,

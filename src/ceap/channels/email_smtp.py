@@ -57,7 +57,9 @@ class _Registry(HeaderRegistry):
 
 
 #: email.policy.default, with the faster registry
-POLICY = email.policy.default.clone(header_factory=_Registry())
+# lines up to RFC 5322's 998 characters: a long List-Unsubscribe URL must stay one raw
+# value (an encoded-word would hide the one-click URI from mail clients)
+POLICY = email.policy.default.clone(header_factory=_Registry(), max_line_length=998)
 _date: tuple[int, BaseHeader | None] = (0, None)
 
 

@@ -14,9 +14,10 @@ import os
 import random
 import socket
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -90,7 +91,10 @@ class Dispatcher:
         self.retry = retry or Retry()
         self.clock = clock
         self.rng = rng or random.Random()
-        self.breakers = {name: CircuitBreaker(ch.config.breaker_failures, ch.config.breaker_cooldown)
+        # a clock given for tests (or replays) also times the breakers' cool-downs
+        tick = time.monotonic if clock is utcnow else (lambda: self.clock().timestamp())
+        self.breakers = {name: CircuitBreaker(ch.config.breaker_failures, ch.config.breaker_cooldown,
+                                              clock=tick)
                          for name, ch in channels.items()}
         self.buckets: dict[str, TokenBucket] = {}
         for name, ch in channels.items():
@@ -104,12 +108,16 @@ class Dispatcher:
         resend = {name for name, ch in self.channels.items()
                   if ch.provider_dedup or ch.config.resend_in_flight}
         found = self.outbox.recover(self.clock(), resend)
-        for d in found.ambiguous:
-            log.warning("delivery %s (%s, candidate %s) was in flight at a crash: marked "
-                        "ambiguous, not resent", d.id, d.channel, d.candidate_id)
-        for d in found.requeued:
-            log.warning("delivery %s (%s, candidate %s) was in flight at a crash: resent "
-                        "(reported as ambiguous)", d.id, d.channel, d.candidate_id)
+        # one line per channel and outcome (a crash mid-batch leaves a whole batch in flight)
+        for group, what in ((found.ambiguous, "marked ambiguous, not resent"),
+                            (found.requeued, "resent (reported as ambiguous)")):
+            by_channel: dict[str, list[int]] = defaultdict(list)
+            for d in group:
+                by_channel[d.channel].append(d.id)
+            for channel, ids in by_channel.items():
+                shown = ", ".join(map(str, ids[:10])) + (", ..." if len(ids) > 10 else "")
+                log.warning("%d delivery attempt(s) on %s were in flight at a crash: %s "
+                            "(deliveries %s)", len(ids), channel, what, shown)
         return found
 
     def plan(self) -> DispatchStats:
@@ -215,12 +223,23 @@ class Dispatcher:
         if shadows:
             self.outbox.record_shadow(shadows, now)
             stats.shadow = len(shadows)
-        if outcomes:
-            counts = self.outbox.record(outcomes, self.clock(), self.retry,
-                                        (self.rng.random() for _ in outcomes))
-            stats.sent, stats.retry, stats.dead, stats.fallback = (
-                counts["sent"], counts["retry"], counts["dead"], counts["fallback"])
+        by_retry: dict[Retry, list[tuple[Delivery, SendResult]]] = defaultdict(list)
+        for d, result in outcomes:
+            by_retry[self._retry_of(d.channel)].append((d, result))
+        for retry, group in by_retry.items():
+            counts = self.outbox.record(group, self.clock(), retry, (self.rng.random() for _ in group))
+            stats.sent += counts["sent"]
+            stats.retry += counts["retry"]
+            stats.dead += counts["dead"]
+            stats.fallback += counts["fallback"]
         return stats
+
+    def _retry_of(self, channel: str) -> Retry:
+        """The dispatcher's retry policy, with the channel's own ``max_attempts`` if it sets one."""
+        attempts = self.channels[channel].config.max_attempts if channel in self.channels else None
+        if attempts is None or attempts == self.retry.max_attempts:
+            return self.retry
+        return replace(self.retry, max_attempts=attempts)
 
     @staticmethod
     def _call(channel: Channel[Any], messages: list[Message]) -> list[SendResult]:

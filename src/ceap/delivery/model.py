@@ -12,6 +12,7 @@ DeliveryStatus = Literal[
     "sent",        # the provider accepted it
     "delivered",   # a receipt says it arrived
     "bounced",     # a receipt says it did not
+    "complained",  # the recipient marked it as spam
     "failed",      # a receipt says the provider failed it later
     "dead",        # gave up: the reason is in last_error
     "suppressed",  # a policy stopped it: the policy is named
@@ -20,7 +21,7 @@ DeliveryStatus = Literal[
     "cancelled",
     "expired",
 ]
-TERMINAL = frozenset({"sent", "delivered", "bounced", "failed", "dead", "suppressed",
+TERMINAL = frozenset({"sent", "delivered", "bounced", "complained", "failed", "dead", "suppressed",
                       "ambiguous", "shadow", "cancelled", "expired"})
 
 

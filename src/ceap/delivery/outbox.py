@@ -171,6 +171,10 @@ class Outbox:
         each as ``sending`` (attempts + 1) before any provider is called."""
         claimed: list[Delivery] = []
         with self.store.tx() as tx:
+            # a retry never goes out after its candidate has expired
+            tx.execute("UPDATE deliveries SET status = 'expired', lease_until = NULL, updated_at = ? "
+                       "WHERE status = 'queued' AND candidate_id IN (SELECT id FROM candidates "
+                       "WHERE expires_at <= ?)", (tx.ts(now), tx.ts(now)))
             lock = " FOR UPDATE SKIP LOCKED" if tx.dialect == "postgres" else ""
             for channel, quota in quotas.items():
                 if quota <= 0:
@@ -323,7 +327,7 @@ class Outbox:
             params.append(status)
         with self.store.tx() as tx:
             rows = tx.execute(f"SELECT {_COLS} FROM deliveries WHERE {' AND '.join(where)} "
-                              "ORDER BY id LIMIT ?", (*params, limit)).fetchall()
+                              "ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
         return [delivery_from_row(r) for r in rows]
 
     def counts(self, tenant_id: str, program: str | None = None) -> dict[str, int]:

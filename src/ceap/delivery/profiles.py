@@ -27,15 +27,15 @@ def upsert_profiles(store: Store, table: pa.Table, tenant_id: str) -> int:
     attrs = ([json.dumps(r, default=str) for r in table.select(extra).to_pylist()] if extra
              else ["{}"] * n)
     ids = table.column("customer_id").cast(pa.string()).to_pylist()
+    # only the columns the table has are updated: a file without phones keeps the stored ones
+    given = [f for f in FIELDS if f in table.column_names] + (["attributes"] if extra else [])
+    updates = ", ".join([f"{f} = excluded.{f}" for f in given] + ["updated_at = excluded.updated_at"])
     with store.tx() as tx:
         now = tx.ts(utcnow())
         tx.executemany(
             "INSERT INTO profiles (tenant_id, customer_id, email, phone, push_token, timezone, "
             "locale, attributes, updated_at) VALUES (?,?,?,?,?,?,?,?,?) "
-            "ON CONFLICT (tenant_id, customer_id) DO UPDATE SET email = excluded.email, "
-            "phone = excluded.phone, push_token = excluded.push_token, "
-            "timezone = excluded.timezone, locale = excluded.locale, "
-            "attributes = excluded.attributes, updated_at = excluded.updated_at",
+            f"ON CONFLICT (tenant_id, customer_id) DO UPDATE SET {updates}",
             list(zip([tenant_id] * n, ids, *(columns[f] for f in FIELDS), attrs, [now] * n,
                      strict=True)))
     return n

@@ -198,7 +198,9 @@ class SqliteStore(Store[SqliteStoreConfig]):
         return [{"row": r, "reason": why} for r, why in rows]
 
     def sweep_expired(self, now: datetime, tenant_id: str | None = None) -> int:
-        sql = "DELETE FROM candidates WHERE expires_at <= ? AND NOT holdout"
+        sql = ("DELETE FROM candidates WHERE expires_at <= ? AND NOT holdout AND NOT EXISTS "
+               "(SELECT 1 FROM deliveries d WHERE d.candidate_id = candidates.id "
+               "AND d.status IN ('queued', 'sending'))")
         params: list[Any] = [to_iso(now)]
         if tenant_id is not None:
             sql += " AND tenant_id = ?"
