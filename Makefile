@@ -20,14 +20,26 @@ demo: setup
 
 test: setup
 	$(BIN)/ruff check src tests bench
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src
 
+# the benchmarks of bench/README.md, one after the other (long: the batch one reads 10M rows)
 bench: setup
 	$(BIN)/python bench/batch_pipeline.py
+	$(BIN)/python bench/scoring.py
+	$(BIN)/python bench/dispatch_email.py
+	$(BIN)/python bench/dispatch_webhook.py
+	$(BIN)/python bench/serving_api.py --connections 26
+	$(BIN)/python bench/realtime.py
 
 clean:
 	rm -rf .ceap data models
+
+.PHONY: reliability
+# kill -9 the dispatcher mid-send and restart it (thousands of messages), provider outages;
+# prints the measured numbers
+reliability: setup
+	CEAP_SLOW=1 $(BIN)/python -m pytest -q -s tests/test_reliability_kill.py tests/test_provider_outage.py

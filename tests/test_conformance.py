@@ -206,6 +206,11 @@ STREAMS_TESTED_ELSEWHERE = {
     "events": ("tests.test_realtime", "test_windowed_count_over_event_time_with_dedup"),
     "replay": ("tests.test_realtime", "test_windowed_count_over_event_time_with_dedup"),
     "embedded": ("tests.test_realtime", "test_programs_added_edited_and_paused_without_a_restart"),
+    "redis_streams": ("tests.test_stream_connectors", "test_committed_messages_are_not_delivered_again"),
+    "nats_jetstream": ("tests.test_stream_connectors", "test_committed_messages_are_not_delivered_again"),
+    "kafka": ("tests.test_stream_connectors", "test_committed_messages_are_not_delivered_again"),
+    "rabbitmq": ("tests.test_stream_connectors", "test_committed_messages_are_not_delivered_again"),
+    "kinesis": ("tests.test_stream_connectors", "test_committed_messages_are_not_delivered_again"),
 }
 KINDS_WITH_SAMPLES = {"connector": {**CONNECTOR_SAMPLES, **STREAMS_TESTED_ELSEWHERE},
                       "filter": FILTER_SAMPLES,

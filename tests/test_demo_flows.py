@@ -317,32 +317,38 @@ def test_roc_auc_handles_ties() -> None:
     assert roc_auc([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5]) == pytest.approx(0.5)
 
 
-def test_run_demo_runs_the_three_programs_and_reuses_its_data(tmp_path: Path) -> None:
+def test_run_demo_runs_the_batch_programs_and_reuses_its_data(tmp_path: Path) -> None:
     shutil.copytree(PROGRAMS, tmp_path / "programs")
     shutil.copytree(PROGRAMS.parent / "templates", tmp_path / "templates")
     url = f"sqlite:///{tmp_path / 'demo.db'}"
     console = Console(record=True, width=140)
     results = run_demo(tmp_path, url, customers=1_000, seed=3, console=console, now=NOW, pocs=False)
 
-    assert [r.program for r in results] == ["churn_prevention", "win_back", "product_recommendations"]
+    from ceap.demo.runner import PROGRAMS as DEMO_PROGRAMS
+
+    assert [r.program for r in results] == list(DEMO_PROGRAMS)
     assert all(r.ok for r in results), [r.error for r in results]
     assert all(r.written and r.written.inserted > 0 for r in results)
     text = console.export_text()
     for r in results:
         assert r.program in text
     assert "held out" in text and "churn@" in text and "quarantine" in text
-    # the delivery half: every targeted candidate was sent or suppressed by a named policy
+    # the delivery half: every due candidate was sent or suppressed by a named policy
     store = open_store(url)
     with store.tx() as tx:
         outcomes = dict(tx.execute("SELECT status, count(*) FROM deliveries GROUP BY status").fetchall())
         policies = {r[0].split(":")[0] for r in tx.execute(
             "SELECT policy FROM deliveries WHERE status = 'suppressed'").fetchall()}
-    targeted = sum(r.funnel.targeted for r in results)
-    assert outcomes.get("sent", 0) > 0 and sum(outcomes.values()) == targeted
-    assert set(outcomes) <= {"sent", "suppressed"} and policies <= {"consent", "no_address",
-                                                                   "frequency_cap"}
+        emails = tx.execute("SELECT count(*) FROM deliveries WHERE channel = 'email' "
+                            "AND status = 'sent'").fetchone()[0]
+        waiting = tx.execute("SELECT count(*) FROM candidates WHERE status = 'pending' "
+                             "AND not_before <= ? AND expires_at > ?",
+                             (tx.ts(datetime.now(UTC)), tx.ts(datetime.now(UTC)))).fetchone()[0]
+    assert outcomes.get("sent", 0) > 0 and waiting == 0
+    assert set(outcomes) <= {"sent", "delivered", "suppressed"}
+    assert policies <= {"consent", "no_address", "frequency_cap", "no_channel"}
     received = re.search(r"SMTP server received ([\d,]+) e-mails", text)
-    assert received and int(received.group(1).replace(",", "")) == outcomes["sent"]
+    assert received and int(received.group(1).replace(",", "")) == emails
     manifest = tmp_path / "data" / "demo.json"
     assert json.loads(manifest.read_text())["churn_model"]["auc"] > 0.7
     stamp = manifest.stat().st_mtime_ns

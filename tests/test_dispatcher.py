@@ -325,3 +325,10 @@ def test_loading_profiles_without_a_column_keeps_its_values(store: Store) -> Non
     upsert_profiles(store, pa.table({"customer_id": ["c0"], "email": ["b@x.example"]}), "default")
     profile = load_profiles(store, [("default", "c0")])[("default", "c0")]
     assert (profile.email, profile.phone) == ("b@x.example", "+1555")
+
+
+def test_the_payload_may_name_the_address(store: Store) -> None:
+    seed(store, 1, payload={"to_email": "before-the-change@example.com"})
+    email = flaky()
+    Dispatcher(store, {"email": email}, clock=Clock()).run()
+    assert [m.to for m in email.accepted] == ["before-the-change@example.com"]

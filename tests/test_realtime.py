@@ -261,3 +261,5 @@ def test_http_ingest_accepts_good_events_and_names_bad_ones(project: Project) ->
     assert api.post("/v1/events/eventbridge", json=envelope).json() == {"accepted": 1, "rejected": []}
     bodies = [json.loads(r.body) for r in stream.poll(10, 0)]
     assert [b["id"] for b in bodies] == ["e1", "eb-1"]
+    assert {b["tenant_id"] for b in bodies} == {"default"}  # stamped with the caller's tenant
+    assert bodies[1]["customer_id"] == "B" and bodies[1]["attributes"]["app"] == "ios"

@@ -370,7 +370,30 @@ SAMPLE_COLUMNS = {"plan": "pro", "lifetime_value": 1200.0, "engagement_drop": 0.
                   "product_id": "sku-1", "category": "shoes", "price": 49.9, "liked": 12,
                   "mean_rating": 4.1, "days_since_churn": 40, "churn_reason": "price",
                   "device_id": "d-9", "ip_type": "datacenter", "home_country": "FR",
-                  "login_at": "2026-11-25 03:12"}
+                  "login_at": "2026-11-25 03:12",
+                  # review_request, late_order_credit, appointment_reminder*, kyc_reminder,
+                  # cross_sell, community_engagement, user_generated_content
+                  "order_id": "O0000042", "days_since_delivery": 5, "days_late": 7, "carrier": "DHL",
+                  "promised_at": "2026-11-18", "booking_id": "B0000042", "service": "physiotherapy",
+                  "location": "Riverside", "appointment_at": "2026-11-26 14:30:00", "hours_until": 6.5,
+                  "kyc_deadline": "2026-12-02", "kyc_status": "documents_requested",
+                  "documents_missing": 1, "account_type": "personal",
+                  "product_name": "Mirrorless camera M50",
+                  "recommendations": [{"product_id": "P-LENS", "name": "50 mm f/1.8 prime lens",
+                                       "price": 249.0, "affinity": 0.45}],
+                  "favourite_topic": "coffee", "comments_30d": 12,
+                  "trending": [{"title": "Dialling in a new grinder",
+                                "url": "https://community.shop.example/t/dialling-in", "replies": 157}],
+                  # the real-time programs (1, 4, 5, 6, 9, 11, 13)
+                  "action_taken": "notice", "app_version": "5.2.1", "cart_id": "cart-42",
+                  "cart_value": 75.0, "content_id": "m-17", "country": "RO", "crashes_24h": 4,
+                  "error_code": "E_SYNC", "event_ts": "2026-11-25 10:00:00", "finished_7d": 3,
+                  "item_count": 2, "item_id": "I1", "item_name": "Trail shoes", "lookup_source": "wishlist",
+                  "next_genre": "drama", "next_item_id": "m-18", "next_title": "The Sequel",
+                  "offence_level": 2, "phone_before_change": "+15550001111", "platform": "ios",
+                  "policy": "harassment", "restriction_days": 7, "seconds_since_password_change": 120,
+                  "session_id": "s-1", "severity": "high", "title": "The Original", "top_item": "m-18",
+                  "violations_30d": 2, "to_phone": "+15550001111"}
 
 
 def test_shipped_templates_validate_and_render_for_the_demo_programs(monkeypatch: Any) -> None:

@@ -118,7 +118,7 @@ def validate(
             model_issues = check_program_model(spec, project.context(state.tenant))
             if model_issues:
                 raise SpecError(str(path), model_issues)
-            if sources:
+            if sources and getattr(spec.source, "type", None) != "events":
                 from ceap.pipeline.plan import Plan
 
                 plan = Plan(spec, project.context(state.tenant))
@@ -177,7 +177,8 @@ def print_results(results: list[RunResult], as_json: bool = False) -> None:
         if r.run.status == "failed":
             err.print(f"[red]✗ {r.program} failed:[/red] {r.error or r.run.error}", highlight=False)
         elif r.run.status == "skipped":
-            out.print(f"[yellow]- {r.program} skipped:[/yellow] program is paused")
+            why = r.run.funnel.get("skipped", "program is paused")
+            out.print(f"[yellow]- {r.program} skipped:[/yellow] {why}")
         else:
             out.print(funnel_table(r.program, r.funnel, r.funnel.model))
 
@@ -362,4 +363,4 @@ def demo(
 
 
 
-from ceap import cli_delivery, cli_realtime  # noqa: E402,F401 - register their commands
+from ceap import cli_delivery, cli_realtime, cli_report  # noqa: E402,F401 - register their commands

@@ -36,8 +36,11 @@ def ingest_router(tenant_dependency: Any) -> APIRouter:
         foreign = [i for i, t in enumerate(table.column("tenant_id").to_pylist()) if t != tenant_id]
         if foreign:  # an API key writes to its own tenant only
             raise HTTPException(403, "events name another tenant than the API key's")
-        bad = {i for i, _ in rejected}
-        accepted = [json.dumps(items[i]).encode() for i in range(len(items)) if i not in bad]
+        # queue the events as validated, stamped with the key's tenant
+        accepted = [json.dumps({"id": e["event_id"], "type": e["type"], "ts": e["ts"].isoformat() + "Z",
+                                "customer_id": e["customer_id"], "tenant_id": tenant_id,
+                                "attributes": json.loads(e["attributes"])}).encode()
+                    for e in table.to_pylist()]
         if accepted:
             stream.publish(accepted)
         return JSONResponse({"accepted": len(accepted),

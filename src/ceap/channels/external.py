@@ -14,10 +14,14 @@ The ledger (``SentLedger``) holds the keys a provider accepted, per tenant.
 Without ``sent_keys`` it is in memory (one instance); with a path it is a
 SQLite file (``sent_keys`` table) shared by every instance and process on
 the host. Keys are
-written after the provider accepted them, in batches (one commit per 256
-keys and at the end of each ``send``): a crash in between can resend, so
-these channels keep ``provider_dedup = False`` and the dispatcher marks such
-attempts ambiguous.
+written after the provider accepted them, in batches (one commit per
+``sent_keys_commit_every`` keys, default 256, and at the end of each
+``send``): a crash in between can resend, so these channels keep
+``provider_dedup = False`` and the dispatcher marks such attempts ambiguous.
+With ``sent_keys_commit_every: 1`` each key is committed before its thread
+sends the next message, so a killed process resends at most the messages
+that were in flight (``concurrency``); the commit survives a killed process,
+not necessarily a power cut (WAL, ``synchronous=NORMAL``).
 """
 
 from __future__ import annotations
@@ -49,9 +53,11 @@ Key = tuple[str, str]
 class SentLedger:
     """Keys a provider accepted: ``seen_many`` before the calls, ``add`` after each."""
 
-    def __init__(self, path: Path | None = None, keep_days: float = 30.0):
+    def __init__(self, path: Path | None = None, keep_days: float = 30.0,
+                 commit_every: int = _FLUSH_EVERY):
         self.path = path
         self.keep_days = keep_days
+        self.commit_every = max(1, commit_every)
         self._lock = threading.Lock()
         self._memory: dict[Key, str | None] = {}
         self._pending: list[tuple[str, str, str | None, float]] = []
@@ -101,7 +107,7 @@ class SentLedger:
                 self._memory[(tenant_id, key)] = provider_id
                 return
             self._pending.append((tenant_id, key, provider_id, time.time()))
-            if len(self._pending) >= _FLUSH_EVERY:
+            if len(self._pending) >= self.commit_every:
                 self._flush()
 
     def flush(self) -> None:
@@ -150,6 +156,10 @@ class ExternalConfig(ChannelConfig):
     sent_keys: str | None = Field(
         None, description="SQLite file of accepted keys (relative to the project): a key sent again, "
                           "also by another instance or process, is a duplicate, not a second message")
+    sent_keys_commit_every: int = Field(
+        _FLUSH_EVERY, ge=1, description="accepted keys per commit of the sent_keys file; 1: each key "
+                                        "is committed before the next message goes out, so a killed "
+                                        "process resends at most the messages in flight")
     concurrency: int = Field(8, ge=1, le=256, description="messages in flight at once (threads)")
 
 
@@ -162,7 +172,7 @@ class ExternalChannel(Channel[L]):
     def __init__(self, config: L, context: Any = None):
         super().__init__(config, context)
         path = self.context.path(config.sent_keys) if config.sent_keys else None
-        self._sent = SentLedger(path)
+        self._sent = SentLedger(path, commit_every=config.sent_keys_commit_every)
         self._threads: ThreadPoolExecutor | None = None
 
     def deliver_one(self, message: Message) -> SendResult:
@@ -208,8 +218,8 @@ class ExternalChannel(Channel[L]):
             return result
 
         try:
-            for i, result in zip(todo, self._run(one, todo), strict=True):
-                results[i] = result
+            for i, done in zip(todo, self._run(one, todo), strict=True):
+                results[i] = done
         finally:
             self._sent.flush()
         out: list[SendResult] = []

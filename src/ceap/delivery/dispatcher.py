@@ -226,8 +226,9 @@ class Dispatcher:
         by_retry: dict[Retry, list[tuple[Delivery, SendResult]]] = defaultdict(list)
         for d, result in outcomes:
             by_retry[self._retry_of(d.channel)].append((d, result))
-        for retry, group in by_retry.items():
-            counts = self.outbox.record(group, self.clock(), retry, (self.rng.random() for _ in group))
+        for retry, recorded in by_retry.items():
+            counts = self.outbox.record(recorded, self.clock(), retry,
+                                        (self.rng.random() for _ in recorded))
             stats.sent += counts["sent"]
             stats.retry += counts["retry"]
             stats.dead += counts["dead"]
@@ -256,7 +257,9 @@ class Dispatcher:
 
     @staticmethod
     def _message(d: Delivery, c: Candidate, r: Rendered, profile: Any, channel: Channel[Any]) -> Message:
-        to = getattr(profile, channel.address, None) if channel.address and profile else None
+        to = None
+        if channel.address:  # the program may name the address (the phone on file before a change)
+            to = c.payload.get(f"to_{channel.address}") or getattr(profile, channel.address, None)
         return Message(tenant_id=d.tenant_id, idempotency_key=d.idempotency_key,
                        customer_id=c.customer_id, program=c.program, channel=d.channel,
                        title=r.title, body=r.body, candidate_id=c.id, to=to, payload=c.payload,

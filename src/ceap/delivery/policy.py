@@ -52,7 +52,8 @@ class Reachable:
             profile = ctx.profile(c)
             for channel in d.send:
                 field_name = ctx.addresses.get(channel)
-                if field_name and not (profile and getattr(profile, field_name, None)):
+                if field_name and not (c.payload.get(f"to_{field_name}")
+                                       or (profile and getattr(profile, field_name, None))):
                     d = without(d, channel, f"{self.name}:{channel}")
             out.append(d)
         return out

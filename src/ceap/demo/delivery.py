@@ -7,6 +7,9 @@ programs compete for the same customers, so arbitration shows in the report.
 
 from __future__ import annotations
 
+import http.server
+import json
+import os
 import secrets
 import socket
 import threading
@@ -24,6 +27,7 @@ from rich.table import Table
 
 from ceap.channels.email_smtp import SmtpChannel
 from ceap.channels.inapp import InAppChannel
+from ceap.channels.sms_twilio import TwilioSmsChannel
 from ceap.delivery.consent_store import revoke_consent
 from ceap.delivery.delivery_config import DeliveryConfig
 from ceap.delivery.dispatcher import Dispatcher, DispatchStats
@@ -37,6 +41,7 @@ from ceap.spec.program import ProgramSpec
 from ceap.store.base import Store
 
 PROFILES = "profiles.parquet"
+DEMO_TOKEN_ENV = "CEAP_DEMO_SMS_TOKEN"
 TIMEZONES = {"US": "America/New_York", "GB": "Europe/London", "DE": "Europe/Berlin",
              "FR": "Europe/Paris", "ES": "Europe/Madrid", "IT": "Europe/Rome",
              "CA": "America/Toronto", "JP": "Asia/Tokyo"}
@@ -64,6 +69,34 @@ def generate_profiles(data_dir: Path, customers: int, seed: int) -> Path:
         "locale": pa.array([LOCALES[c] for c in country], pa.string()),
     }), path)
     return path
+
+
+class TwilioSink(http.server.ThreadingHTTPServer):
+    """A local stand-in for Twilio's Messages API: accepts every SMS, counts them."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.lock = threading.Lock()
+        sink = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with sink.lock:
+                    sink.sent += 1
+                    sid = f"SM{sink.sent:032d}"
+                body = json.dumps({"sid": sid, "status": "queued"}).encode()
+                self.send_response(201)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
 
 
 @dataclass
@@ -96,6 +129,8 @@ def dispatch_demo(project_dir: Path, store: Store, programs: list[ProgramSpec], 
         port = probe.getsockname()[1]
     server = Controller(received, hostname="127.0.0.1", port=port)
     server.start()
+    sms = TwilioSink()
+    os.environ.setdefault(DEMO_TOKEN_ENV, secrets.token_hex(16))  # made now, for the local sink only
     try:
         config = DeliveryConfig.model_validate(DEMO_DELIVERY)
         context = PluginContext(base_dir=Path(project_dir), store=store)
@@ -105,6 +140,10 @@ def dispatch_demo(project_dir: Path, store: Store, programs: list[ProgramSpec], 
                                             "security": "none",
                                             "from_address": "CEAP demo <demo@ceap.example>"}),
             "inapp": InAppChannel.from_dict({"type": "inapp"}, context),
+            "sms": TwilioSmsChannel.from_dict({
+                "type": "twilio_sms", "base_url": f"http://127.0.0.1:{sms.server_address[1]}",
+                "account_sid": "AC" + "0" * 32, "auth_token_env": DEMO_TOKEN_ENV,
+                "from_number": "+15550000000", "allow_private": True, "rate_per_sec": 2000}),
         }
         dispatcher = Dispatcher(store, channels, programs={p.name: p for p in programs},
                                 policies=default_policies(config),
@@ -116,10 +155,12 @@ def dispatch_demo(project_dir: Path, store: Store, programs: list[ProgramSpec], 
             channel.close()
     finally:
         server.stop()
+        sms.shutdown()
     console.print()
     console.print(delivery_table(store, programs))
     inbox = _count(store, "SELECT count(*) FROM inbox WHERE tenant_id = ?")
     console.print(f"the local SMTP server received [bold]{len(received.messages):,}[/bold] e-mails; "
+                  f"the local SMS gateway [bold]{sms.sent:,}[/bold] texts; "
                   f"in-app inboxes hold [bold]{inbox:,}[/bold] messages")
     return stats
 

@@ -16,6 +16,7 @@ from rich.console import Console
 
 from ceap.demo.data import CHURN_HISTORY, generate
 from ceap.demo.models import train_churn_model
+from ceap.demo.more_data import generate_more
 from ceap.errors import SpecError
 from ceap.plugin import PluginContext
 from ceap.registry import default_registry
@@ -26,10 +27,12 @@ from ceap.spec.program import ProgramSpec
 from ceap.store import open_store
 
 #: the demo's programs, run in this order from ``<project>/programs``
-PROGRAMS = ("churn_prevention", "win_back", "product_recommendations")
+PROGRAMS = ("churn_prevention", "win_back", "product_recommendations", "review_request",
+            "late_order_credit", "appointment_reminder", "appointment_reminder_high_risk",
+            "kyc_reminder", "cross_sell", "community_engagement", "user_generated_content")
 MANIFEST = "demo.json"
 #: bump when the generator or the model training changes what they produce
-VERSION = 1
+VERSION = 2
 CHURN_MODEL = Path("models") / "churn.txt"
 
 
@@ -52,6 +55,7 @@ def prepare(project_dir: Path, customers: int = 20_000, seed: int = 7,
         return manifest
     with console.status(f"generating demo data for {customers:,} customers (seed {seed})..."):
         paths = generate(data_dir, customers=customers, seed=seed, today=today)
+        paths.update(generate_more(data_dir, customers=customers, seed=seed, today=today))
     console.print(f"generated {', '.join(p.name for p in paths.values())} in {data_dir}")
     with console.status("training the churn model (LightGBM)..."):
         metrics = train_churn_model(data_dir / CHURN_HISTORY, project_dir / CHURN_MODEL, seed=seed)
@@ -117,6 +121,10 @@ def run_demo(project_dir: Path, store_url: str, customers: int = 20_000, seed: i
                               for name in sorted(ran - set(PROGRAMS)))]
         store = open_store(store_url, context=context)
         try:
+            from ceap.demo.realtime import run_realtime_demo
+
+            live = run_realtime_demo(project_dir, store, console, seed=seed, now=now, customers=customers)
+            programs += [load_program(project_dir / "programs" / f"{n}.yaml") for n in live.programs]
             dispatch_demo(project_dir, store, programs, customers, seed, console)
         finally:
             store.close()

@@ -101,6 +101,12 @@ class Plan:
     def _with_features(self, table: pa.Table, now: datetime, where: str = "") -> pa.Table:
         """Add run_ts/run_date and the program's feature columns."""
         ts = now.astimezone(UTC).replace(tzinfo=None)
+        if not self.spec.features:  # only the run columns: no query needed (a stream's micro-batch)
+            for name, value, kind in (("run_ts", ts, pa.timestamp("us")),
+                                      ("run_date", ts.date(), pa.date32())):
+                if name not in table.column_names:
+                    table = table.append_column(name, pa.repeat(pa.scalar(value, kind), table.num_rows))
+            return table
         extra = [f"CAST($1 AS TIMESTAMP) AS {c}" if c == "run_ts" else f"CAST($1 AS DATE) AS {c}"
                  for c in RUN_COLUMNS if c not in table.column_names]
         sql_from = f"(SELECT *{', ' if extra else ''}{', '.join(extra)} FROM {BATCH})"
@@ -133,6 +139,15 @@ class Plan:
         table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
         funnel.read += table.num_rows
         conformed = evaluate(self.con, table, conform.conform_sql(table.schema, self.spec.source))
+        return self._after_conform(conformed, funnel, now)
+
+    def process_conformed(self, conformed: pa.Table, funnel: Funnel, now: datetime) -> BatchOutcome:
+        """``process`` over rows a caller already ran through ``conform.conform_sql`` (as part
+        of its own query: the stream worker conforms in the query that makes its rows)."""
+        funnel.read += conformed.num_rows
+        return self._after_conform(conformed, funnel, now)
+
+    def _after_conform(self, conformed: pa.Table, funnel: Funnel, now: datetime) -> BatchOutcome:
         good, bad = conform.split(conformed)
         funnel.quarantined += bad.num_rows
         if bad.num_rows:

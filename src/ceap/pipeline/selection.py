@@ -27,6 +27,7 @@ from ceap.store.schema import CANDIDATE_SCHEMA
 _TWO_64 = "18446744073709551616.0"
 REASONS = "__ceap_reasons"
 ITEMS = "__ceap_items"
+BEST = "__ceap_best"
 
 
 @dataclass(frozen=True)
@@ -73,15 +74,21 @@ def select(con: duckdb.DuckDBPyConnection, scored: pa.Table, spec: ProgramSpec,
     cust = quote(src.customer_id)
     subj = quote(src.subject_id) if src.subject_id else "CAST(NULL AS VARCHAR)"
     partition = cust if sel.one_per_customer else f"{cust}, {subj}"
+    limit = f"LIMIT {int(sel.top_k)}" if sel.top_k else ""
+    # the best row per customer, then the top k of those, in one query; BEST counts the
+    # best rows before the limit
     con.register(BATCH, scored)
     try:
-        best = con.sql(
-            f"SELECT * FROM {BATCH} QUALIFY row_number() OVER "
-            f"(PARTITION BY {partition} ORDER BY {SCORE} DESC, {subj} NULLS LAST) = 1"
+        top = con.sql(
+            f"SELECT *, count(*) OVER () AS {BEST} FROM (SELECT * FROM {BATCH} QUALIFY row_number() OVER "
+            f"(PARTITION BY {partition} ORDER BY {SCORE} DESC, {subj} NULLS LAST) = 1) "
+            f"ORDER BY {SCORE} DESC, {cust}, {subj} NULLS LAST {limit}"
         ).to_arrow_table()
     finally:
         con.unregister(BATCH)
-    funnel.duplicate_customer += scored.num_rows - best.num_rows
+    best = int(top.column(BEST)[0].as_py()) if top.num_rows else 0
+    top = top.drop_columns([BEST])
+    funnel.duplicate_customer += scored.num_rows - best
 
     context = _json_object(src.context) or "'{}'"
     payload_cols = _json_object(action.payload_columns)
@@ -102,13 +109,6 @@ def select(con: duckdb.DuckDBPyConnection, scored: pa.Table, spec: ProgramSpec,
         **({} if event_time else {"created": run.now, "window": window_label(run.now, spec)}),
         "holdout": spec.experiment.holdout,
     }
-    limit = f"LIMIT {int(sel.top_k)}" if sel.top_k else ""
-    con.register(BATCH, best)
-    try:
-        top = con.sql(f"SELECT * FROM {BATCH} ORDER BY {SCORE} DESC, {cust}, {subj} NULLS LAST "
-                      f"{limit}").to_arrow_table()
-    finally:
-        con.unregister(BATCH)
     top = _attach_explanations(top, scorer, sel.reasons, action.items)
     if action.items:
         payload = f"json_merge_patch({payload}, json_object('items', json({ITEMS})))"
@@ -136,7 +136,7 @@ def select(con: duckdb.DuckDBPyConnection, scored: pa.Table, spec: ProgramSpec,
         """, params=params).to_arrow_table()
     finally:
         con.unregister(BATCH)
-    funnel.over_top_k += best.num_rows - table.num_rows
+    funnel.over_top_k += best - table.num_rows
     funnel.selected += table.num_rows
     held = int(table.column("holdout").to_numpy(zero_copy_only=False).sum()) if table.num_rows else 0
     funnel.held_out += held

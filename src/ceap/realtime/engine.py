@@ -7,19 +7,22 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ceap.model import RunRecord, utcnow
+from ceap.pipeline import conform
 from ceap.pipeline.funnel import Funnel
 from ceap.pipeline.plan import Plan
 from ceap.pipeline.selection import RunInfo, select
 from ceap.plugin import PluginContext
-from ceap.realtime.features import FRESH, rows_for
+from ceap.realtime.features import FRESH, rows_for, rows_sql
 from ceap.realtime.spec import EventsConfig
 from ceap.realtime.state import EventLog, Timers
 from ceap.registry import Registry
 from ceap.runtime.batch import new_run_id
+from ceap.runtime.chains import escalate
 from ceap.spec.program import ProgramSpec
 from ceap.sqlexpr import BATCH
 from ceap.store.base import Store
@@ -40,6 +43,8 @@ class ProgramRunner:
         self.plan.keep_also = [EVENT_TS, "event_id"]  # each candidate dates from its event
         self.con = duckdb.connect(config={"enable_external_access": False})
         self.con.execute("SET TimeZone = 'UTC'")
+        for con in (self.con, self.plan.con):  # micro-batches: no thread hand-offs to wait for
+            con.execute("SET threads = 1")
         self.funnel = Funnel(filters={f.id: 0 for f in spec.filters})
         self.run = RunRecord(new_run_id(spec.name, utcnow()), context.tenant, spec.name, "succeeded",
                              utcnow())
@@ -47,6 +52,8 @@ class ProgramRunner:
         self.timers = timers or Timers(store)
         self.absence = {n: f for n, f in spec.state.items() if f.kind == "absence"}
         self._checked = False
+        self._rows_schema: pa.Schema | None = None  # of rows_for's rows (not fanned out)
+        self._fused: str | None = None
 
     def span(self) -> timedelta:
         spans = [f.span() for f in self.spec.state.values()]
@@ -80,29 +87,55 @@ class ProgramRunner:
         if timers.num_rows:
             combined = pa.concat_tables([combined, timers.append_column(
                 FRESH, pa.array([True] * timers.num_rows, pa.bool_()))])
-        rows = rows_for(self.con, combined, self.spec.state, self.source.on,
-                        dict(self.source.columns))
-        if self.lookup is not None:
-            rows = self._fan_out(rows)
+        conformed = self._conformed_rows(combined)
+        if conformed is not None:
+            rows = conformed
+        else:
+            rows = rows_for(self.con, combined, self.spec.state, self.source.on,
+                            dict(self.source.columns))
+            if self.lookup is None and self._rows_schema is None:
+                self._rows_schema = rows.schema
+            if self.lookup is not None:
+                rows = self._fan_out(rows)
         self._arm_timers(fresh)
         written = 0
         if rows.num_rows:
-            written = self._select_and_write(rows)
+            written = self._select_and_write(rows, conformed=conformed is not None)
         self._cancel(fresh)
         return written
 
-    def _select_and_write(self, rows: pa.Table) -> int:
+    def _conformed_rows(self, combined: pa.Table) -> pa.Table | None:
+        """The program's rows already conformed (``conform.conform_sql``), made by one query
+        instead of two. Once the rows' schema is known (from the first micro-batch, made the
+        plain way), and without fan-out; None when not taken (or when the query fails: the
+        plain way then runs and reports the failure as it always has)."""
+        if self._rows_schema is None:
+            return None
+        if self._fused is None:
+            rows = rows_sql(self.spec.state, self.source.on, dict(self.source.columns))
+            self._fused = (f"SELECT {conform.conform_sql(self._rows_schema, self.spec.source)} "
+                           f"FROM ({rows}) AS {BATCH}")
+        self.con.register(BATCH, combined)
+        try:
+            return self.con.sql(self._fused).to_arrow_table()
+        except duckdb.Error:
+            return None
+        finally:
+            self.con.unregister(BATCH)
+
+    def _select_and_write(self, rows: pa.Table, conformed: bool = False) -> int:
         if not self._checked:
-            self.plan.check(rows.schema)
+            self.plan.check(self._rows_schema if conformed else rows.schema)
             self._checked = True
         now = utcnow()
-        outcome = self.plan.process(rows, self.funnel, now)
+        outcome = (self.plan.process_conformed(rows, self.funnel, now) if conformed
+                   else self.plan.process(rows, self.funnel, now))
         kept = outcome.kept
         if kept.num_rows:
             candidates = select(self.plan.con, kept, self.spec,
                                 RunInfo(self.run.tenant_id, self.run.run_id, now, self.plan.model_id()),
                                 self.funnel, self.plan.scorer, event_time=EVENT_TS)
-            candidates = self._escalate(candidates)
+            candidates = escalate(candidates, self.spec.action.escalation)
         else:
             candidates = CANDIDATE_SCHEMA.empty_table()
         self.run.funnel = self.funnel.to_dict()
@@ -115,6 +148,8 @@ class ProgramRunner:
         result = self.store.write_run(self.run, candidates, quarantine)
         self.funnel.written += result.inserted
         self.funnel.already_present += result.duplicates
+        self.run.funnel = self.funnel.to_dict()  # the store wrote this batch's counts: keep the totals
+        self.store.record_run(self.run)
         return result.inserted
 
     def _fan_out(self, rows: pa.Table) -> pa.Table:
@@ -132,31 +167,8 @@ class ProgramRunner:
             self.con.unregister("lookup")
             self.con.unregister(BATCH)
 
-    def _escalate(self, candidates: pa.Table) -> pa.Table:
-        steps = self.spec.action.escalation
-        if not steps or not candidates.num_rows:
-            return candidates
-        tables = [candidates]
-        import json
-
-        for i, step in enumerate(steps, start=1):
-            n = candidates.num_rows
-            later = candidates.set_column(
-                candidates.schema.get_field_index("channels"), "channels",
-                pa.array([json.dumps(step.channels)] * n, pa.string()))
-            for name in ("not_before", "expires_at"):
-                idx = later.schema.get_field_index(name)
-                later = later.set_column(idx, name, pc.add(later.column(name),
-                                                           pa.scalar(step.after, pa.duration("us"))))
-            idx = later.schema.get_field_index("dedup_key")
-            later = later.set_column(idx, "dedup_key",
-                                     pc.binary_join_element_wise(later.column("dedup_key"),
-                                                                 pa.scalar(f"e{i}"), ":"))
-            tables.append(later)
-        return pa.concat_tables(tables)
-
     def _arm_timers(self, fresh: pa.Table) -> None:
-        for feature in self.absence.values():
+        for name, feature in self.absence.items():
             after = (feature.absence or {})["after"]
             mask = pc.and_(pc.equal(fresh.column("type"), after), pc.is_valid(fresh.column("customer_id")))
             picked = fresh.filter(mask)
@@ -166,10 +178,10 @@ class ProgramRunner:
             rows = [(t, c, e, ts, ts + within) for t, c, e, ts in zip(
                 picked.column("tenant_id").to_pylist(), picked.column("customer_id").to_pylist(),
                 picked.column("event_id").to_pylist(), picked.column("ts").to_pylist(), strict=True)]
-            self.timers.add(self.spec.name, rows)
+            self.timers.add(f"{self.spec.name}#{name}", rows)  # one timer set per feature
 
     def _timer_rows(self, watermark: datetime) -> pa.Table:
-        tables = [self.timers.fire(self.spec.name, name, (f.absence or {})["missing"], watermark)
+        tables = [self.timers.fire(f"{self.spec.name}#{name}", name, (f.absence or {})["missing"], watermark)
                   for name, f in self.absence.items()]
         from ceap.realtime.events import EVENT_SCHEMA
 
@@ -207,30 +219,72 @@ def run_micro_batch(runners: list[ProgramRunner], log: EventLog, events: pa.Tabl
     every program over them; timers fire up to ``watermark``."""
     stats = {"events": events.num_rows, "duplicates": 0, "late": 0, "candidates": 0}
     if events.num_rows:
-        seen = log.seen(events.column("tenant_id").to_pylist(), events.column("event_id").to_pylist())
-        keys = list(zip(events.column("tenant_id").to_pylist(), events.column("event_id").to_pylist(),
-                        strict=True))
-        first = {k: i for i, k in reversed(list(enumerate(keys)))}
-        keep = [k not in seen and first[k] == i for i, k in enumerate(keys)]
-        stats["duplicates"] = keep.count(False)
-        events = events.filter(pa.array(keep))
+        tenants, ids = events.column("tenant_id"), events.column("event_id")
+        seen = log.seen(tenants.to_pylist(), ids.to_pylist())
+        keep = _first_unseen(tenants, ids, seen)
+        stats["duplicates"] = events.num_rows - int(np.count_nonzero(keep))
+        if stats["duplicates"]:
+            events = events.filter(pa.array(keep))
         too_late = pc.less(events.column("ts"), pa.scalar(too_old, pa.timestamp("us")))
         stats["late"] = int(pc.sum(too_late).as_py() or 0)
-        events = events.filter(pc.invert(too_late))
+        if stats["late"]:
+            events = events.filter(pc.invert(too_late))
         log.append(events)
-    customers = {(t, c) for t, c in zip(events.column("tenant_id").to_pylist(),
-                                        events.column("customer_id").to_pylist(), strict=True) if c}
+    if not runners:
+        return stats
+    # A program's rows are its fresh trigger events (and timer rows); its features read
+    # events of the types it names. So the history of the other types, and of customers
+    # with no trigger event in the batch, changes no row: it is neither read nor passed on.
+    # (With absence timers, any customer of the batch may get a timer row: all are read.)
+    types = set().union(*(r.event_types() for r in runners))
+    triggers = set().union(*(r.source.on for r in runners))
+    relevant = _of_types(events, types | triggers)
+    customers = _customers(events if any(r.absence for r in runners) else _of_types(events, triggers))
     span = max((r.span() for r in runners), default=timedelta(0))
     oldest = pc.min(events.column("ts")).as_py() if events.num_rows else watermark
-    history = log.history(customers, oldest - span) if customers else None
+    history = log.history(customers, oldest - span, types=types) if customers else None
+    fresh = relevant.append_column(FRESH, pa.array(np.ones(relevant.num_rows, dtype=bool)))
+    combined = fresh
+    if history is not None and history.num_rows:
+        old = history.filter(pc.invert(pc.is_in(history.column("event_id"), value_set=events.column(
+            "event_id").combine_chunks())))
+        if old.num_rows:
+            combined = pa.concat_tables([old.append_column(FRESH, pa.array(np.zeros(old.num_rows,
+                                                                                    dtype=bool))),
+                                         fresh])
     for runner in runners:
-        combined = events.append_column(FRESH, pa.array([True] * events.num_rows, pa.bool_()))
-        if history is not None and history.num_rows:
-            fresh_ids = set(events.column("event_id").to_pylist())
-            old = history.filter(pc.invert(pc.is_in(history.column("event_id"),
-                                                    pa.array(list(fresh_ids), pa.string()))))
-            combined = pa.concat_tables([old.append_column(FRESH, pa.array([False] * old.num_rows,
-                                                                           pa.bool_())),
-                                         combined])
         stats["candidates"] += runner.process(combined, events, watermark)
     return stats
+
+
+def _first_unseen(tenants: pa.ChunkedArray, ids: pa.ChunkedArray,
+                  seen: set[tuple[str, str]]) -> np.ndarray:
+    """Per event: not in the log yet, and the first of its ``(tenant, id)`` in the batch."""
+    single = pc.count_distinct(tenants).as_py() == 1
+    keys = ids if single else pc.binary_join_element_wise(tenants, ids, "\x00")
+    codes = pc.dictionary_encode(keys.combine_chunks()).indices.to_numpy(zero_copy_only=False)
+    _, first = np.unique(codes, return_index=True)
+    keep = np.zeros(len(codes), dtype=bool)
+    keep[first] = True
+    if seen:
+        known = [e if single else f"{t}\x00{e}" for t, e in seen]
+        keep &= ~pc.is_in(keys, value_set=pa.array(known, pa.string())).to_numpy(zero_copy_only=False)
+    return keep
+
+
+def _of_types(events: pa.Table, types: set[str]) -> pa.Table:
+    """The events of these types, and those that carry the timer mark (``rows_for`` keeps them)."""
+    if not events.num_rows:
+        return events
+    mask = pc.or_(pc.is_in(events.column("type"), value_set=pa.array(sorted(types), pa.string())),
+                  pc.match_substring(events.column("attributes"), '"__timer"'))
+    return events if pc.all(mask).as_py() else events.filter(mask)
+
+
+def _customers(events: pa.Table) -> set[tuple[str, str]]:
+    """The ``(tenant, customer)`` pairs of the events that name a customer."""
+    if not events.num_rows:
+        return set()
+    pairs = events.select(["tenant_id", "customer_id"]).group_by(["tenant_id", "customer_id"]).aggregate([])
+    return {(t, c) for t, c in zip(pairs.column("tenant_id").to_pylist(),
+                                   pairs.column("customer_id").to_pylist(), strict=True) if c}

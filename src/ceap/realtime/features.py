@@ -74,19 +74,24 @@ def attribute_sql(columns: dict[str, str]) -> list[str]:
     return [f"attributes->>{_lit(name)} AS {quote(name)}" for name in columns]
 
 
-def rows_for(con: duckdb.DuckDBPyConnection, combined: pa.Table, state: dict[str, StateFeature],
-             on: list[str], columns: dict[str, str]) -> pa.Table:
-    """The program's rows: fresh events of the trigger types, with attributes and
-    state features. ``combined`` holds history and the micro-batch (``FRESH`` marks it)."""
+def rows_sql(state: dict[str, StateFeature], on: list[str], columns: dict[str, str]) -> str:
+    """The query making a program's rows from the table ``batch`` (see ``rows_for``)."""
     select = ["event_id", "tenant_id", "customer_id", "type AS event_type", "ts AS event_ts",
               "attributes", FRESH]
     select += attribute_sql({c: t for c, t in columns.items() if c not in ("customer_id",)})
     for name, feature in state.items():
         select += feature_sql(name, feature)
     types = ", ".join(_lit(t) for t in on) or "NULL"
-    sql = (f"SELECT * EXCLUDE ({FRESH}) FROM (SELECT {', '.join(select)} FROM {BATCH}) "
-           f"WHERE {FRESH} AND (event_type IN ({types}) OR attributes->>'__timer' IS NOT NULL) "
-           "ORDER BY event_ts, event_id")
+    return (f"SELECT * EXCLUDE ({FRESH}) FROM (SELECT {', '.join(select)} FROM {BATCH}) "
+            f"WHERE {FRESH} AND (event_type IN ({types}) OR attributes->>'__timer' IS NOT NULL) "
+            "ORDER BY event_ts, event_id")
+
+
+def rows_for(con: duckdb.DuckDBPyConnection, combined: pa.Table, state: dict[str, StateFeature],
+             on: list[str], columns: dict[str, str]) -> pa.Table:
+    """The program's rows: fresh events of the trigger types, with attributes and
+    state features. ``combined`` holds history and the micro-batch (``FRESH`` marks it)."""
+    sql = rows_sql(state, on, columns)
     con.register(BATCH, combined)
     try:
         return con.sql(sql).to_arrow_table()

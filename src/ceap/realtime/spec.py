@@ -94,6 +94,14 @@ class EventsConfig(ConnectorConfig):
     lateness: Duration = Field(timedelta(hours=1), description="later events are dropped as late")
     fan_out: FanOut | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, data: Any) -> Any:
+        """YAML 1.1 reads a bare ``on:`` key as the boolean true: take it as ``on``."""
+        if isinstance(data, dict) and True in data and "on" not in data:
+            data = {("on" if k is True else k): v for k, v in data.items()}
+        return data
+
 
 class EventsConnector(Connector[EventsConfig]):
     """The rows of a real-time program come from the worker's event stream, not from
@@ -106,7 +114,8 @@ class EventsConnector(Connector[EventsConfig]):
 
 
 class EscalationStep(_Strict):
-    """One step of an escalation chain: these channels, this long after the trigger."""
+    """One step of an escalation chain: these channels, ``after`` this long after the
+    first action is due (its ``not_before``, so the action's ``delay`` counts too)."""
 
     after: Duration
     channels: list[str] = Field(min_length=1)

@@ -13,12 +13,12 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ceap.realtime.events import EVENT_SCHEMA
 from ceap.store.base import Store
-from ceap.store.schema import from_iso
-
-CHUNK = 500
+from ceap.store.schema import from_iso, to_iso
+from ceap.store.tx import Tx
 
 
 def _naive(value: datetime | str) -> datetime:
@@ -35,55 +35,110 @@ class EventLog:
     def seen(self, tenant_ids: Sequence[str], event_ids: Sequence[str]) -> set[tuple[str, str]]:
         """``(tenant, event id)`` pairs already in the log."""
         found: set[tuple[str, str]] = set()
-        by_tenant: dict[str, list[str]] = {}
-        for t, e in zip(tenant_ids, event_ids, strict=True):
-            by_tenant.setdefault(t, []).append(e)
         with self.store.tx() as tx:
-            for tenant, ids in by_tenant.items():
-                for start in range(0, len(ids), CHUNK):
-                    chunk = ids[start:start + CHUNK]
-                    rows = tx.execute(f"SELECT event_id FROM event_log WHERE tenant_id = ? AND event_id IN "
-                                      f"({tx.placeholders(len(chunk))})", (tenant, *chunk)).fetchall()
-                    found.update((tenant, r[0]) for r in rows)
+            for tenant, ids in _by_tenant(tenant_ids, event_ids).items():
+                where, params = _in_list(tx, "event_id", ids)
+                rows = tx.execute(f"SELECT event_id FROM event_log WHERE tenant_id = ? AND {where}",
+                                  (tenant, *params)).fetchall()
+                found.update((tenant, r[0]) for r in rows)
         return found
 
     def append(self, events: pa.Table) -> None:
         """Add events (idempotent by event id)."""
         if not events.num_rows:
             return
-        cols = [events.column(n).to_pylist() for n in
-                ("tenant_id", "event_id", "customer_id", "type", "ts", "attributes")]
+        columns = [events.column(n) for n in ("tenant_id", "event_id", "customer_id", "type", "ts",
+                                              "attributes")]
+        columns[2] = pc.fill_null(columns[2], "")
+        stamps = _iso_column(columns[4])
         with self.store.tx() as tx:
-            rows = [(t, e, c or "", ty, tx.ts(ts.replace(tzinfo=UTC)), a)
-                    for t, e, c, ty, ts, a in zip(*cols, strict=True)]
+            if tx.dialect == "postgres":  # one statement of arrays, not a round trip per row
+                tx.execute("INSERT INTO event_log (tenant_id, event_id, customer_id, type, ts, attributes) "
+                           "SELECT * FROM unnest(CAST(? AS text[]), CAST(? AS text[]), CAST(? AS text[]), "
+                           "CAST(? AS text[]), CAST(CAST(? AS text[]) AS timestamptz[]), "
+                           "CAST(? AS text[])) ON CONFLICT (tenant_id, event_id) DO NOTHING",
+                           [c.to_pylist() for c in columns[:4]] + [stamps]
+                           + [columns[5].to_pylist()])
+                return
             tx.executemany("INSERT INTO event_log (tenant_id, event_id, customer_id, type, ts, attributes) "
-                           "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, event_id) DO NOTHING", rows)
+                           "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, event_id) DO NOTHING",
+                           list(zip(*(c.to_pylist() for c in columns[:4]), stamps,
+                                    columns[5].to_pylist(), strict=True)))
 
-    def history(self, keys: Iterable[tuple[str, str]], since: datetime) -> pa.Table:
-        """Logged events of these ``(tenant, customer)`` keys at or after ``since`` (naive UTC)."""
+    def history(self, keys: Iterable[tuple[str, str]], since: datetime,
+                types: Iterable[str] | None = None) -> pa.Table:
+        """Logged events of these ``(tenant, customer)`` keys at or after ``since`` (naive UTC);
+        with ``types``, only the events of those types."""
         by_tenant: dict[str, list[str]] = {}
         for tenant, customer in set(keys):
             by_tenant.setdefault(tenant, []).append(customer)
-        out: dict[str, list[object]] = {n: [] for n in EVENT_SCHEMA.names}
+        kinds = sorted(set(types)) if types is not None else None
+        if kinds is not None and not kinds:
+            return EVENT_SCHEMA.empty_table()
+        rows: list[tuple[object, ...]] = []
         with self.store.tx() as tx:
             start_ts = tx.ts(since.replace(tzinfo=UTC))
             for tenant, customers in by_tenant.items():
-                for start in range(0, len(customers), CHUNK):
-                    chunk = customers[start:start + CHUNK]
-                    rows = tx.execute(
-                        "SELECT event_id, tenant_id, customer_id, type, ts, attributes FROM event_log "
-                        f"WHERE tenant_id = ? AND customer_id IN ({tx.placeholders(len(chunk))}) "
-                        "AND ts >= ?", (tenant, *chunk, start_ts)).fetchall()
-                    for r in rows:
-                        for name, value in zip(EVENT_SCHEMA.names, r, strict=True):
-                            out[name].append(_naive(value) if name == "ts" else value)
-        return pa.table(out, schema=EVENT_SCHEMA)
+                where, params = _in_list(tx, "customer_id", customers)
+                sql = ("SELECT event_id, tenant_id, customer_id, type, ts, attributes FROM event_log "
+                       f"WHERE tenant_id = ? AND {where} AND ts >= ?")
+                args = [tenant, *params, start_ts]
+                if kinds is not None:
+                    sql += f" AND type IN ({tx.placeholders(len(kinds))})"
+                    args += kinds
+                rows.extend(tx.execute(sql, args).fetchall())
+        return _event_table(rows)
 
     def prune(self, before: datetime) -> int:
         with self.store.tx() as tx:
             cur = tx.execute("DELETE FROM event_log WHERE ts < ?",
                              (tx.ts(before.replace(tzinfo=UTC)),))
             return int(cur.rowcount or 0)
+
+
+def _by_tenant(tenant_ids: Sequence[str], values: Sequence[str]) -> dict[str, list[str]]:
+    if tenant_ids and len(set(tenant_ids)) == 1:
+        return {tenant_ids[0]: list(values)}
+    out: dict[str, list[str]] = {}
+    for t, v in zip(tenant_ids, values, strict=True):
+        out.setdefault(t, []).append(v)
+    return out
+
+
+def _in_list(tx: Tx, column: str, values: Sequence[str]) -> tuple[str, list[object]]:
+    """``column`` among ``values`` as one condition with one parameter, however many values."""
+    if tx.dialect == "postgres":
+        return f"{column} = ANY(CAST(? AS text[]))", [list(values)]
+    return f"{column} IN (SELECT value FROM json_each(?))", [json.dumps(list(values))]
+
+
+_YEAR_1000 = pa.scalar(datetime(1000, 1, 1), pa.timestamp("us"))
+
+
+def _iso_column(ts: pa.ChunkedArray) -> list[str]:
+    """Naive UTC times as the store's text (``to_iso``), converted column-wise."""
+    if len(ts) and ts.null_count == 0 and pc.less(pc.min(ts), _YEAR_1000).as_py() is False:
+        return pc.strftime(ts, format="%Y-%m-%dT%H:%M:%SZ").to_pylist()  # %S carries the microseconds
+    return [to_iso(v.replace(tzinfo=UTC)) for v in ts.to_pylist()]  # years before 1000: as to_iso pads
+
+
+def _event_table(rows: list[tuple[object, ...]]) -> pa.Table:
+    """Rows of ``event_id, tenant_id, customer_id, type, ts, attributes`` as ``EVENT_SCHEMA``."""
+    if not rows:
+        return EVENT_SCHEMA.empty_table()
+    columns = list(zip(*rows, strict=True))
+    stamps = columns[4]
+    try:
+        if isinstance(stamps[0], str):  # SQLite: to_iso text
+            ts = pc.cast(pc.cast(pa.array(stamps, pa.string()), pa.timestamp("us", "UTC")),
+                         pa.timestamp("us"))
+        else:                           # PostgreSQL: aware datetimes
+            ts = pa.array(stamps, pa.timestamp("us", "UTC")).cast(pa.timestamp("us"))
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        ts = pa.array([_naive(v) for v in stamps], pa.timestamp("us"))  # type: ignore[arg-type]
+    arrays = [pa.array(c, f.type) if f.name != "ts" else ts
+              for c, f in zip(columns, EVENT_SCHEMA, strict=True)]
+    return pa.Table.from_arrays(arrays, schema=EVENT_SCHEMA)
 
 
 class Timers:

@@ -75,8 +75,11 @@ class RedisEventLog:
             pipe.expire(key, ttl)
         pipe.execute()
 
-    def history(self, keys: Iterable[tuple[str, str]], since: datetime) -> pa.Table:
+    def history(self, keys: Iterable[tuple[str, str]], since: datetime,
+                types: Iterable[str] | None = None) -> pa.Table:
+        """Logged events of these keys at or after ``since``; with ``types``, of those types."""
         keys = sorted(set(keys))
+        kinds = None if types is None else set(types)
         pipe = self.r.pipeline(transaction=False)
         for tenant, customer in keys:
             pipe.zrangebyscore(f"{self.ns}:{tenant}:log:{customer}", _us(since), "+inf", withscores=True)
@@ -84,6 +87,8 @@ class RedisEventLog:
         for (tenant, customer), members in zip(keys, pipe.execute(), strict=True):
             for member, score in members:
                 event_id, etype, attributes = json.loads(member)
+                if kinds is not None and etype not in kinds:
+                    continue
                 for name, value in (("event_id", event_id), ("tenant_id", tenant),
                                     ("customer_id", customer), ("type", etype),
                                     ("ts", _from_us(score)), ("attributes", attributes)):

@@ -8,6 +8,7 @@ editing, pausing or removing one takes effect without a restart.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -27,7 +28,9 @@ from ceap.realtime.events import parse_bodies
 from ceap.realtime.source import StreamConnector
 from ceap.realtime.spec import is_realtime
 from ceap.registry import Registry
+from ceap.runtime.chains import cancel_pending
 from ceap.spec import load_program
+from ceap.spec.program import ProgramSpec
 from ceap.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -62,9 +65,12 @@ class Worker:
         self.reload_every = reload_every
         self.clock = clock
         self.runners: dict[str, tuple[float, ProgramRunner]] = {}
+        #: live batch programs with action.cancel_on: the events they wait for cancel their chains
+        self.cancellers: dict[str, ProgramSpec] = {}
         self.watermark = datetime(1970, 1, 1)
         self.stats = WorkerStats()
         self._reloaded = 0.0
+        self._pruned = time.monotonic()
         if state_url:  # shared by several workers
             from ceap.realtime.state_redis import RedisEventLog, RedisTimers, connect
 
@@ -87,6 +93,7 @@ class Worker:
             found[str(path)] = path
         for key in list(self.runners):
             if key not in found:
+                self.cancellers.pop(key, None)
                 self.runners.pop(key)[1].close()
                 log.info("program %s removed", key)
         for key, path in found.items():
@@ -103,6 +110,9 @@ class Worker:
                 continue
             if key in self.runners and self.runners[key][1] is not None:
                 self.runners.pop(key)[1].close()
+            self.cancellers.pop(key, None)
+            if not is_realtime(spec) and spec.mode != "paused" and spec.action.cancel_on:
+                self.cancellers[key] = spec
             if is_realtime(spec) and spec.mode != "paused":
                 self.runners[key] = (mtime, ProgramRunner(spec, self.context, self.store, self.registry,
                                                           timers=self.timers))
@@ -117,6 +127,7 @@ class Worker:
     def step(self) -> int:
         """Poll, process, store, commit. Returns the number of messages handled."""
         self.reload()
+        self._prune()
         received = self.source.poll(self.batch, self.wait)
         self.stats.polls += 1
         events, rejected = parse_bodies([r.body for r in received], self.context.tenant)
@@ -131,6 +142,8 @@ class Worker:
         if not received:  # idle: timers also fire by the clock (a replay of the past flushes them)
             fire_until = max(fire_until, self.clock().astimezone(UTC).replace(tzinfo=None))
         outcome = run_micro_batch(runners, self.log, events, fire_until, too_old)
+        for spec in self.cancellers.values():
+            cancel_pending(self.store, spec.name, spec.action.cancel_on, events)
         self.source.commit([r.token for r in received])
         self.stats.messages += len(received)
         self.stats.events += outcome["events"]
@@ -139,6 +152,17 @@ class Worker:
         self.stats.late += outcome["late"]
         self.stats.candidates += outcome["candidates"]
         return len(received)
+
+    def _prune(self, every: float = 300.0) -> None:
+        """Drop logged events no feature window (plus the allowed lateness) can reach any more."""
+        if time.monotonic() - self._pruned < every or self.watermark.year < 2000:
+            return
+        self._pruned = time.monotonic()
+        runners = self.live()
+        keep = max((r.span() + r.source.lateness for r in runners), default=timedelta(days=1))
+        removed = self.log.prune(self.watermark - keep)
+        if removed:
+            log.info("pruned %d events older than the longest window", removed)
 
     def _dead_letters(self, rejected: list[tuple[int, str]], total: int) -> None:
         log.warning("%d of %d messages were not valid events", len(rejected), total)
@@ -153,6 +177,9 @@ class Worker:
         """Process until ``stop`` is set (or, with ``until_idle``, until the stream is drained)."""
         stop = stop or threading.Event()
         self.reload(force=True)
+        if not until_idle:  # runs for long: keep the start-up heap (libraries, programs) out of
+            gc.collect()    # the collector's full passes, each a pause of tens of milliseconds
+            gc.freeze()
         last = time.monotonic()
         idle = 0
         while not stop.is_set():

@@ -22,6 +22,7 @@ from ceap.pipeline.plan import Plan
 from ceap.pipeline.selection import RunInfo, select
 from ceap.plugin import PluginContext
 from ceap.registry import Registry
+from ceap.runtime.chains import escalate
 from ceap.spec.program import ProgramSpec
 from ceap.store.base import Store
 from ceap.store.schema import QUARANTINE_SCHEMA, empty_candidates
@@ -57,6 +58,11 @@ def run_program(spec: ProgramSpec, store: Store, context: PluginContext, *,
     now = now or utcnow()
     run = RunRecord(new_run_id(spec.name, now), context.tenant, spec.name, "succeeded", now)
     funnel = Funnel(filters={f.id: 0 for f in spec.filters})
+    if getattr(spec.source, "type", None) == "events":
+        run.status, run.finished_at = "skipped", utcnow()
+        run.funnel = {"skipped": "real-time program: `ceap worker` runs it over its event stream"}
+        store.record_run(run)
+        return RunResult(spec.name, run, funnel)
     if spec.mode == "paused":
         run.status, run.finished_at = "skipped", utcnow()
         run.funnel = {"skipped": "program is paused"}
@@ -83,6 +89,7 @@ def run_program(spec: ProgramSpec, store: Store, context: PluginContext, *,
                              RunInfo(context.tenant, run.run_id, now, plan.model_id()), funnel,
                              plan.scorer)
                       if scored is not None else empty_candidates())
+        candidates = escalate(candidates, spec.action.escalation)  # later steps of each chain
         quarantine = _quarantine_table(bad, run) if bad else None
         run.finished_at = utcnow()
         run.funnel = funnel.to_dict()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from typing import ClassVar, Literal
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 from pydantic import Field, field_validator, model_validator
 
+from ceap.plugin import PluginContext
 from ceap.scorers.base import Scorer, ScorerConfig, feature_matrix
 from ceap.sqlexpr import check_expression, evaluate, sandboxed_connection
 
@@ -40,6 +43,18 @@ class ExpressionScorerConfig(ScorerConfig):
 class ExpressionScorer(Scorer[ExpressionScorerConfig]):
     config_model: ClassVar[type[ScorerConfig]] = ExpressionScorerConfig
 
+    def __init__(self, config: ExpressionScorerConfig, context: PluginContext | None = None):
+        super().__init__(config, context)
+        # one sandboxed connection per thread, kept: opening one costs more than scoring
+        # a micro-batch (a connection is not safe to share between threads)
+        self._local = threading.local()
+
+    def _connection(self) -> duckdb.DuckDBPyConnection:
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = self._local.con = sandboxed_connection()
+        return con
+
     def features(self) -> list[str]:
         return list(self.config.weights or {})
 
@@ -48,8 +63,7 @@ class ExpressionScorer(Scorer[ExpressionScorerConfig]):
 
     def score(self, table: pa.Table) -> np.ndarray:
         if self.config.expr is not None:
-            with sandboxed_connection() as con:
-                out = evaluate(con, table, f"CAST(({self.config.expr}) AS DOUBLE) AS score")
+            out = evaluate(self._connection(), table, f"CAST(({self.config.expr}) AS DOUBLE) AS score")
             return out.column("score").to_numpy(zero_copy_only=False).astype(np.float64)
         weights = self.config.weights or {}
         z = feature_matrix(table, list(weights)) @ np.fromiter(weights.values(), np.float64)

@@ -1,0 +1,137 @@
+"""``ceap report ...``: reports over what the platform decided and delivered.
+
+``ceap report shadow`` puts shadow decisions (programs in shadow mode, channels
+configured ``shadow: true``) next to live ones; see ``ceap.delivery.shadow_report``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import datetime
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ceap.cli import app, err, out, state
+from ceap.delivery.shadow_report import (
+    Outcomes,
+    Overlap,
+    ShadowComparison,
+    compare_shadow,
+    shadow_report,
+)
+from ceap.durations import parse_duration
+from ceap.model import utcnow
+
+report_app = typer.Typer(help="Reports over what the platform decided and delivered.",
+                         no_args_is_help=True)
+app.add_typer(report_app, name="report")
+
+
+def _when(value: datetime | None) -> str:
+    return f"{value:%Y-%m-%d %H:%M:%S} UTC" if value else "-"
+
+
+def _iso(value: object) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n:,} {name}" for name, n in counts.items()) or "0"
+
+
+def _overlap(label: str, o: Overlap | None) -> str | None:
+    if o is None:
+        return None
+    j = f" (Jaccard {o.jaccard:.2f})" if o.jaccard is not None else ""
+    return f"{label}: {o.shadow_only:,} shadow only, {o.both:,} both, {o.live_only:,} live only{j}"
+
+
+def comparison_table(c: ShadowComparison) -> Table:
+    sides: list[Outcomes] = [c.shadow, *([c.live] if c.live else [])]
+    title = f"shadow {c.shadow.program}" + (f" vs live {c.live.program}" if c.live else "")
+    table = Table(title=title, title_justify="left")
+    table.add_column("")
+    table.add_column(f"shadow: {c.shadow.program}", justify="right")
+    if c.live:
+        table.add_column(f"live: {c.live.program}", justify="right")
+    table.add_row("decisions (deliveries)", *(f"{o.decisions:,}" for o in sides))
+    table.add_row("candidates", *(f"{o.candidates:,}" for o in sides))
+    table.add_row("customers", *(f"{o.customers:,}" for o in sides))
+    table.add_row("would send (shadow)", *(f"{o.would_send:,}" for o in sides))
+    table.add_row("sent or delivered", *(f"{o.sent:,}" for o in sides))
+    statuses = sorted({s for o in sides for s in o.statuses})
+    for status in statuses:
+        table.add_row(f"  status {status}", *(f"{o.statuses.get(status, 0):,}" for o in sides))
+    for channel in sorted({ch for o in sides for ch in o.channels}):
+        table.add_row(f"  channel {channel}", *(_counts(o.channels.get(channel, {})) for o in sides))
+    for policy in sorted({p for o in sides for p in o.policies}):
+        table.add_row(f"  suppressed by {policy}", *(f"{o.policies.get(policy, 0):,}" for o in sides))
+    return table
+
+
+def samples_table(c: ShadowComparison) -> Table:
+    table = Table(title=f"what {c.shadow.program} would have sent (first {len(c.samples)})",
+                  title_justify="left")
+    for column in ("delivery", "candidate", "customer", "channel", "would have sent"):
+        table.add_column(column)
+    for w in c.samples:
+        table.add_row(str(w.delivery_id), str(w.candidate_id), w.customer_id, w.channel, w.detail or "")
+    return table
+
+
+@report_app.command("shadow")
+def shadow(
+    shadow_program: Annotated[str | None, typer.Option(
+        "--shadow", "--program", help="the program whose shadow decisions to report "
+                                      "(default: every program with shadow decisions)")] = None,
+    live: Annotated[str | None, typer.Option(
+        help="its live counterpart, compared over the same window")] = None,
+    since: Annotated[str | None, typer.Option(
+        help="only decisions of the last 30m, 1d, 7d, ... (default: from the shadow program's "
+             "first decision to its last)")] = None,
+    samples: Annotated[int, typer.Option(min=0, help="would-be messages to list")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Compare shadow decisions with live ones: what would have been sent, and to whom."""
+    if live and not shadow_program:
+        err.print("--live needs --shadow (the program to compare it with)", highlight=False)
+        raise typer.Exit(2)
+    try:
+        window = parse_duration(since) if since else None
+    except ValueError as exc:
+        err.print(f"--since: {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    until = utcnow() if window is not None else None
+    start = until - window if until is not None and window is not None else None
+    project = state.project()
+    tenant = state.tenant or project.tenant
+    store = state.open_store(project)
+    try:
+        if shadow_program:
+            found = [compare_shadow(store, tenant, shadow_program, live, since=start, until=until,
+                                    samples=samples)]
+        else:
+            found = shadow_report(store, tenant, since=start, until=until, samples=samples)
+    finally:
+        store.close()
+    if as_json:
+        out.print_json(json.dumps([asdict(c) for c in found], default=_iso))
+        return
+    if not found:
+        out.print("no shadow decisions" + (f" in the last {since}" if since else ""))
+        return
+    for c in found:
+        if c.empty:
+            err.print(f"[yellow]{c.shadow.program} has no shadow decisions"
+                      f"{' in the last ' + since if since else ''}[/yellow]")
+        out.print(comparison_table(c))
+        out.print(f"window: {_when(c.since)} to {_when(c.until)}", highlight=False)
+        for line in (_overlap("customers decided on", c.decided),
+                     _overlap("customers messaged (would send vs sent)", c.messaged)):
+            if line:
+                out.print(line, highlight=False)
+        if c.samples:
+            out.print(samples_table(c))
