@@ -11,6 +11,7 @@ import numpy.typing as npt
 import pyarrow.parquet as pq
 
 from ceap.demo.data import history_features
+from ceap.poc.common import lightgbm_params
 
 TREES = 100
 TEST_SHARE = 0.25
@@ -45,21 +46,7 @@ def train_churn_model(history: Path, out: Path, seed: int = 7) -> dict[str, Any]
     rng = np.random.default_rng(seed)
     test = np.zeros(len(y), dtype=bool)
     test[rng.permutation(len(y))[: int(len(y) * TEST_SHARE)]] = True
-    params = {
-        "objective": "binary",
-        "learning_rate": 0.05,
-        "num_leaves": 15,
-        "min_data_in_leaf": 40,
-        "feature_fraction": 0.9,
-        "bagging_fraction": 0.8,
-        "bagging_freq": 1,
-        "lambda_l2": 1.0,
-        "seed": seed,
-        "deterministic": True,
-        "force_row_wise": True,
-        "num_threads": 1,
-        "verbosity": -1,
-    }
+    params = lightgbm_params(seed)
     train_set = lgb.Dataset(x[~test], label=y[~test].astype(np.float64), feature_name=names,
                             free_raw_data=True)
     booster = lgb.train(params, train_set, num_boost_round=TREES)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -114,3 +115,12 @@ def figures_table(title: str, rows: Iterable[tuple[str, str, str]],
     for row in rows:
         table.add_row(*row)
     return table
+
+
+def poc_arguments(prog: str, doc: str | None) -> argparse.ArgumentParser:
+    """The command line every ``python -m ceap.poc.<name>`` shares."""
+    parser = argparse.ArgumentParser(prog=prog, description=(doc or "").split("\n")[0])
+    parser.add_argument("--project", type=Path, default=Path("."), help="project folder (default: .)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--force", action="store_true", help="prepare again even if cached")
+    return parser

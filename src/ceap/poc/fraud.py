@@ -20,7 +20,6 @@ country; password then e-mail change within 5 minutes).
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +37,7 @@ from ceap.poc.common import (
     bool_column,
     figures_table,
     is_current,
+    poc_arguments,
     predict,
     read_manifest,
     train_lightgbm,
@@ -364,11 +364,8 @@ def report_world(world: dict[str, Any], console: Console) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ceap.poc.fraud", description=__doc__.split("\n")[0])
-    parser.add_argument("--project", type=Path, default=Path("."), help="project folder (default: .)")
-    parser.add_argument("--seed", type=int, default=7)
+    parser = poc_arguments("python -m ceap.poc.fraud", __doc__)
     parser.add_argument("--users", type=int, default=20_000, help="simulated users")
-    parser.add_argument("--force", action="store_true", help="prepare again even if cached")
     args = parser.parse_args(argv)
     manifest = prepare(args.project, args.seed, users=args.users, force=args.force)
     console = Console(width=100)

@@ -17,7 +17,6 @@ most-rated movies of the history (popularity).
 
 from __future__ import annotations
 
-import argparse
 import warnings
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from ceap.poc.common import (
     MODELS_DIR,
     figures_table,
     is_current,
+    poc_arguments,
     read_manifest,
     write_manifest,
 )
@@ -197,11 +197,7 @@ def report(metrics: dict[str, Any], console: Console) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ceap.poc.recs", description=__doc__.split("\n")[0])
-    parser.add_argument("--project", type=Path, default=Path("."), help="project folder (default: .)")
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--force", action="store_true", help="prepare again even if cached")
-    args = parser.parse_args(argv)
+    args = poc_arguments("python -m ceap.poc.recs", __doc__).parse_args(argv)
     manifest = prepare(args.project, args.seed, force=args.force)
     report(manifest["metrics"], Console(width=100))
 
