@@ -9,6 +9,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,3 +61,21 @@ def sqlite_url(tmp_path: Path) -> str:
 @pytest.fixture
 def context(tmp_path: Path) -> PluginContext:
     return PluginContext(base_dir=tmp_path)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test on the embedded store and on the real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ceap.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Any]:
+    """An open, migrated store on each backend (files may override it with their own)."""
+    from ceap.store import open_store
+
+    opened = open_store(store_url)
+    yield opened
+    opened.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -15,11 +14,9 @@ from ceap.store import Store, open_store
 from ceap.testing.doubles import make_candidates
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Any) -> Store:
-    url = (f"sqlite:///{tmp_path / 'api.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("pg_url"))
-    s = open_store(url)
+@pytest.fixture
+def store(store_url: str) -> Store:
+    s = open_store(store_url)
     now = utcnow()
     rows = make_candidates(
         6, now=now - timedelta(minutes=1),

@@ -23,12 +23,10 @@ from ceap.testing.doubles import CaptureConfig, CapturingChannel, make_candidate
 SECRET = "a-signing-secret-for-tests-only"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Store:
+@pytest.fixture
+def store(store_url: str, monkeypatch: pytest.MonkeyPatch) -> Store:
     monkeypatch.setenv("CEAP_SIGNING_SECRET", SECRET)
-    url = (f"sqlite:///{tmp_path / 'cb.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("pg_url"))
-    s = open_store(url)
+    s = open_store(store_url)
     yield s
     s.close()
 

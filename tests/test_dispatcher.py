@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
-import pytest
 
 from ceap.channels.base import Channel, ChannelConfig, Message, SendResult
 from ceap.channels.inapp import InAppChannel
@@ -19,7 +18,7 @@ from ceap.delivery.profiles import upsert_profiles
 from ceap.model import CandidateQuery
 from ceap.plugin import PluginContext
 from ceap.store import Store, open_store
-from ceap.testing.doubles import make_candidates
+from ceap.testing.doubles import FakeClock, make_candidates
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -57,26 +56,6 @@ class FlakyChannel(Channel[FlakyConfig]):
         return out
 
 
-class Clock:
-    def __init__(self, start: datetime = T0):
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **kw: float) -> None:
-        self.now += timedelta(**kw)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Any) -> Store:
-    url = (f"sqlite:///{tmp_path / 'd.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("pg_url"))
-    s = open_store(url)
-    yield s
-    s.close()
-
-
 def seed(store: Store, n: int = 3, channels: list[str] | None = None, **kw: Any) -> None:
     table = make_candidates(n, now=T0, channels=channels or ["email"],
                             customer_id=lambda i: f"c{i}", **kw)
@@ -98,7 +77,7 @@ def statuses(store: Store) -> set[str]:
 def test_sends_each_candidate_once(store: Store) -> None:
     seed(store, 3)
     email = flaky()
-    clock = Clock()
+    clock = FakeClock(T0)
     stats = Dispatcher(store, {"email": email}, clock=clock).run()
     assert (stats.claimed, stats.planned, stats.sent) == (3, 3, 3)
     assert sorted(m.to for m in email.accepted) == [f"c{i}@example.com" for i in range(3)]
@@ -113,7 +92,7 @@ def test_sends_each_candidate_once(store: Store) -> None:
 def test_retries_with_backoff_then_succeeds(store: Store) -> None:
     seed(store, 1)
     email = flaky(fail_first=2)
-    clock = Clock()
+    clock = FakeClock(T0)
     d = Dispatcher(store, {"email": email}, clock=clock, retry=Retry(base=10, cap=100))
     first = d.run()
     assert (first.retry, first.sent) == (1, 0)
@@ -129,7 +108,7 @@ def test_retries_with_backoff_then_succeeds(store: Store) -> None:
 
 def test_gives_up_into_a_dead_letter_with_the_reason(store: Store) -> None:
     seed(store, 1)
-    clock = Clock()
+    clock = FakeClock(T0)
     d = Dispatcher(store, {"email": flaky(fail_forever=True)}, clock=clock,
                    retry=Retry(base=1, cap=1, max_attempts=3))
     for _ in range(5):
@@ -145,7 +124,7 @@ def test_gives_up_into_a_dead_letter_with_the_reason(store: Store) -> None:
 def test_permanent_failure_falls_back_to_the_next_channel(store: Store) -> None:
     seed(store, 2, channels=["email", "inapp"])
     inapp = InAppChannel.from_dict({"type": "inapp"}, PluginContext(store=store))
-    stats = Dispatcher(store, {"email": flaky(permanent=True), "inapp": inapp}, clock=Clock()).run()
+    stats = Dispatcher(store, {"email": flaky(permanent=True), "inapp": inapp}, clock=FakeClock(T0)).run()
     assert (stats.fallback, stats.sent) == (2, 2)
     assert [i.title for i in store.inbox_list("default", "c0")] == ["Conformance"]
     assert statuses(store) == {"sent"}
@@ -156,14 +135,14 @@ def test_missing_address_skips_the_channel(store: Store) -> None:
     upsert_profiles(store, pa.table({"customer_id": ["c0"], "email": [None]}), "default")
     inapp = InAppChannel.from_dict({"type": "inapp"}, PluginContext(store=store))
     email = flaky()
-    Dispatcher(store, {"email": email, "inapp": inapp}, clock=Clock()).run()
+    Dispatcher(store, {"email": email, "inapp": inapp}, clock=FakeClock(T0)).run()
     assert email.accepted == [] and len(store.inbox_list("default", "c0")) == 1
 
 
 def test_no_reachable_channel_is_suppressed_with_the_policy(store: Store) -> None:
     seed(store, 1, channels=["email"])
     upsert_profiles(store, pa.table({"customer_id": ["c0"], "email": [None]}), "default")
-    stats = Dispatcher(store, {"email": flaky()}, clock=Clock()).run()
+    stats = Dispatcher(store, {"email": flaky()}, clock=FakeClock(T0)).run()
     assert stats.suppressed == 1
     [c] = store.candidates(CandidateQuery(include_expired=True))
     assert (c.status, c_reason(store)) == ("suppressed", "no_address:email")
@@ -178,7 +157,7 @@ def test_breaker_opens_and_traffic_moves_to_the_fallback(store: Store) -> None:
     seed(store, 6, channels=["email", "inapp"])
     inapp = InAppChannel.from_dict({"type": "inapp"}, PluginContext(store=store))
     email = FlakyChannel(FlakyConfig(fail_forever=True, breaker_failures=3, breaker_cooldown=60))
-    clock = Clock()
+    clock = FakeClock(T0)
     d = Dispatcher(store, {"email": email, "inapp": inapp}, clock=clock, batch_size=3,
                    retry=Retry(base=1, cap=1, max_attempts=8))
     for _ in range(4):
@@ -200,14 +179,14 @@ def test_all_mode_sends_on_every_channel(store: Store) -> None:
     inapp = InAppChannel.from_dict({"type": "inapp"}, PluginContext(store=store))
     email = flaky()
     Dispatcher(store, {"email": email, "inapp": inapp}, programs={"conformance": program},
-               clock=Clock()).run()
+               clock=FakeClock(T0)).run()
     assert len(email.accepted) == 1 and len(store.inbox_list("default", "c0")) == 1
 
 
 def test_shadow_candidates_are_recorded_not_sent(store: Store) -> None:
     seed(store, 2, status="shadow")
     email = flaky()
-    stats = Dispatcher(store, {"email": email}, clock=Clock()).run()
+    stats = Dispatcher(store, {"email": email}, clock=FakeClock(T0)).run()
     assert stats.shadow == 2 and email.accepted == []
     assert statuses(store) == {"shadowed"}
     with store.tx() as tx:
@@ -217,7 +196,7 @@ def test_shadow_candidates_are_recorded_not_sent(store: Store) -> None:
 
 def test_expired_candidates_are_not_sent(store: Store) -> None:
     seed(store, 1)
-    clock = Clock(T0 + timedelta(days=8))
+    clock = FakeClock(T0 + timedelta(days=8))
     email = flaky()
     stats = Dispatcher(store, {"email": email}, clock=clock).run()
     assert stats.expired == 1 and email.accepted == [] and statuses(store) == {"expired"}
@@ -229,7 +208,7 @@ def test_crash_in_flight_is_ambiguous_unless_the_provider_deduplicates(store: St
         tx.execute("UPDATE candidates SET channels = ? WHERE customer_id = 'c1'",
                    ('["inapp"]',))
     inapp = InAppChannel.from_dict({"type": "inapp"}, PluginContext(store=store))
-    clock = Clock()
+    clock = FakeClock(T0)
     crashed = Dispatcher(store, {"email": flaky(), "inapp": inapp}, clock=clock,
                          lease=timedelta(seconds=30))
     crashed.plan()
@@ -251,7 +230,7 @@ def test_crash_in_flight_is_ambiguous_unless_the_provider_deduplicates(store: St
 
 def test_opt_in_resend_after_a_crash(store: Store) -> None:
     seed(store, 1)
-    clock = Clock()
+    clock = FakeClock(T0)
     crashed = Dispatcher(store, {"email": flaky()}, clock=clock)
     crashed.plan()
     crashed.outbox.claim_deliveries(clock(), {"email": 10})
@@ -284,7 +263,7 @@ def test_concurrent_dispatchers_send_each_candidate_once(pg_url: str) -> None:
 
 def test_channel_max_attempts_overrides_the_dispatcher(store: Store) -> None:
     seed(store, 1)
-    clock = Clock()
+    clock = FakeClock(T0)
     email = FlakyChannel(FlakyConfig(fail_forever=True, max_attempts=2))
     d = Dispatcher(store, {"email": email}, clock=clock, retry=Retry(base=1, cap=1, max_attempts=8))
     for _ in range(4):
@@ -296,7 +275,7 @@ def test_channel_max_attempts_overrides_the_dispatcher(store: Store) -> None:
 
 def test_a_retry_never_goes_out_after_the_candidate_expired(store: Store) -> None:
     seed(store, 1)
-    clock = Clock()
+    clock = FakeClock(T0)
     email = flaky(fail_first=1)
     d = Dispatcher(store, {"email": email}, clock=clock, retry=Retry(base=3600, cap=3600))
     d.run()                                   # first attempt fails; the retry is an hour+ away
@@ -308,7 +287,7 @@ def test_a_retry_never_goes_out_after_the_candidate_expired(store: Store) -> Non
 
 def test_sweep_keeps_candidates_with_deliveries_in_flight(store: Store) -> None:
     seed(store, 1)
-    clock = Clock()
+    clock = FakeClock(T0)
     d = Dispatcher(store, {"email": flaky(fail_first=1)}, clock=clock, retry=Retry(base=10, cap=10))
     d.run()                                   # one retry queued
     assert store.sweep_expired(T0 + timedelta(days=30)) == 0
@@ -330,5 +309,5 @@ def test_loading_profiles_without_a_column_keeps_its_values(store: Store) -> Non
 def test_the_payload_may_name_the_address(store: Store) -> None:
     seed(store, 1, payload={"to_email": "before-the-change@example.com"})
     email = flaky()
-    Dispatcher(store, {"email": email}, clock=Clock()).run()
+    Dispatcher(store, {"email": email}, clock=FakeClock(T0)).run()
     assert [m.to for m in email.accepted] == ["before-the-change@example.com"]

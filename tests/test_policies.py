@@ -50,8 +50,8 @@ from ceap.delivery.unsubscribe import (
     verify,
 )
 from ceap.model import Candidate, CandidateQuery, RunRecord
-from ceap.store import Store, open_store
-from ceap.testing.doubles import make_candidates
+from ceap.store import Store
+from ceap.testing.doubles import FakeClock, make_candidates
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 SECRET = "test-signing-secret-0123456789"
@@ -88,26 +88,6 @@ class InboxRec(Recorder):
     address: ClassVar[str | None] = None
 
 
-class Clock:
-    def __init__(self, start: datetime = T0):
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **kw: float) -> None:
-        self.now += timedelta(**kw)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Any) -> Store:
-    url = (f"sqlite:///{tmp_path / 'p.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("pg_url"))
-    s = open_store(url)
-    yield s
-    s.close()
-
-
 _runs = iter(range(1_000_000))
 
 
@@ -131,7 +111,7 @@ def channels() -> dict[str, Recorder]:
     return {"email": EmailRec(), "sms": SmsRec(), "inapp": InboxRec()}
 
 
-def dispatcher(store: Store, chans: dict[str, Recorder], clock: Clock,
+def dispatcher(store: Store, chans: dict[str, Recorder], clock: FakeClock,
                config: dict[str, Any] | None = None, **kw: Any) -> Dispatcher:
     return Dispatcher(store, chans, policies=default_policies(config), clock=clock, **kw)  # type: ignore[arg-type]
 
@@ -154,7 +134,7 @@ def test_revoked_topic_drops_the_channel_and_the_fallback_proceeds(store: Store)
     profiles(store, 2)
     revoke_consent(store, "default", "c0", "email", "promo", source="test")
     chans = channels()
-    dispatcher(store, chans, Clock()).run()
+    dispatcher(store, chans, FakeClock(T0)).run()
     assert [m.customer_id for m in chans["email"].accepted] == ["c1"]
     assert [m.customer_id for m in chans["inapp"].accepted] == ["c0"]
     assert {c.status for c in candidates(store)} == {"sent"}
@@ -166,7 +146,7 @@ def test_topic_comes_from_the_payload_when_it_names_one(store: Store) -> None:
     revoke_consent(store, "default", "c0", "email", "newsletter")
     revoke_consent(store, "default", "c1", "email", "promo")  # the program's name: not the topic here
     chans = channels()
-    dispatcher(store, chans, Clock()).run()
+    dispatcher(store, chans, FakeClock(T0)).run()
     assert [m.customer_id for m in chans["email"].accepted] == ["c1"]
 
 
@@ -174,7 +154,7 @@ def test_revoked_everywhere_is_suppressed_with_the_policy(store: Store) -> None:
     seed(store, 1, channels=["email", "sms"])
     profiles(store, 1)
     revoke_consent(store, "default", "c0", "email")      # every topic
-    stats = dispatcher(store, channels(), Clock(T0.replace(hour=15))).run()  # 10:00 in New York
+    stats = dispatcher(store, channels(), FakeClock(T0.replace(hour=15))).run()  # 10:00 in New York
     assert stats.suppressed == 1
     [(_, status, reason)] = rows(store)
     assert status == "suppressed" and reason.startswith("consent:sms")
@@ -187,7 +167,7 @@ def test_exact_topic_beats_the_channel_wide_row(store: Store) -> None:
     grant_consent(store, "default", "c0", "sms", ALL_TOPICS)
     revoke_consent(store, "default", "c0", "sms", "promo")
     chans = channels()
-    dispatcher(store, chans, Clock()).run()
+    dispatcher(store, chans, FakeClock(T0)).run()
     assert chans["sms"].accepted == []
     grant_consent(store, "default", "c0", "sms", "promo")
     revoke_consent(store, "default", "c0", "sms", ALL_TOPICS)  # cascades to every topic row
@@ -200,12 +180,12 @@ def test_sms_marketing_needs_opt_in_and_transactional_does_not(store: Store) -> 
     seed(store, 1, program="receipt", channels=["sms"], category="transactional")
     profiles(store, 1)
     chans = channels()
-    dispatcher(store, chans, Clock()).run()
+    dispatcher(store, chans, FakeClock(T0)).run()
     assert [m.program for m in chans["sms"].accepted] == ["receipt"]
     assert rows(store)[0][1:] == ("suppressed", "consent:sms: sms: no opt-in for topic promo")
     grant_consent(store, "default", "c0", "sms", source="signup form")
     seed(store, 1, program="promo", channels=["sms"])
-    dispatcher(store, chans, Clock()).run()
+    dispatcher(store, chans, FakeClock(T0)).run()
     assert [m.program for m in chans["sms"].accepted] == ["receipt", "promo"]
     assert chans["sms"].accepted[-1].to == "+1 (555) 000-0000"
 
@@ -238,7 +218,7 @@ def test_unsubscribe_link_round_trip_revokes_at_once(store: Store, monkeypatch: 
     assert (record.channel, record.topic, record.granted, record.source) == (
         "email", "promo", False, "unsubscribe_link")
     chans = channels()
-    dispatcher(store, chans, Clock()).run()
+    dispatcher(store, chans, FakeClock(T0)).run()
     assert chans["email"].accepted == [] and len(chans["inapp"].accepted) == 1
 
 
@@ -312,7 +292,7 @@ def test_stop_revokes_sms_consent_and_start_restores_it(store: Store) -> None:
     assert (supp.address, supp.reason) == ("15550000000", "sms_stop")
     seed(store, 1, channels=["sms"], category="transactional")
     chans = channels()
-    dispatcher(store, chans, Clock()).run()
+    dispatcher(store, chans, FakeClock(T0)).run()
     assert chans["sms"].accepted == []        # after STOP nothing goes to the number
     assert handle_inbound_sms(store, "default", "+15550000000", "START").action == "start"
     assert {(r.topic, r.granted) for r in list_consent(store, "default", "c0")} == {
@@ -329,7 +309,7 @@ def test_stop_from_an_unknown_number_is_still_honoured(store: Store) -> None:
     grant_consent(store, "default", "c0", "sms")
     seed(store, 1, channels=["sms"])
     chans = channels()
-    dispatcher(store, chans, Clock()).run()
+    dispatcher(store, chans, FakeClock(T0)).run()
     assert chans["sms"].accepted == []
     assert rows(store)[0][1:] == ("suppressed", "suppression:sms: sms address suppressed (sms_stop)")
 
@@ -343,7 +323,7 @@ def test_sms_at_night_is_deferred_to_the_morning_in_the_customers_zone(store: St
     profiles(store, 1, timezone=["America/New_York"])
     grant_consent(store, "default", "c0", "sms")
     chans = channels()
-    clock = Clock(night)
+    clock = FakeClock(night)
     d = dispatcher(store, chans, clock)
     stats = d.run()
     assert (stats.deferred, stats.sent, chans["sms"].accepted) == (1, 0, [])
@@ -361,7 +341,7 @@ def test_email_is_not_subject_to_sms_quiet_hours(store: Store) -> None:
     seed(store, 1, channels=["email"])
     profiles(store, 1, timezone=["America/New_York"])
     chans = channels()
-    assert dispatcher(store, chans, Clock(datetime(2026, 11, 26, 4, 0, tzinfo=UTC))).run().sent == 1
+    assert dispatcher(store, chans, FakeClock(datetime(2026, 11, 26, 4, 0, tzinfo=UTC))).run().sent == 1
 
 
 def test_security_alert_bypasses_quiet_hours_and_caps(store: Store) -> None:
@@ -371,10 +351,10 @@ def test_security_alert_bypasses_quiet_hours_and_caps(store: Store) -> None:
     config = {"caps": {"per_customer": [{"max": 1, "window": "1d"}]}}
     seed(store, 1, program="promo", channels=["sms"], start=T0)
     chans = channels()
-    dispatcher(store, chans, Clock(T0.replace(hour=15)), config).run()     # 10:00 NY: sent
+    dispatcher(store, chans, FakeClock(T0.replace(hour=15)), config).run()     # 10:00 NY: sent
     seed(store, 1, program="fraud_alert", channels=["sms"], category="security", start=night)
     seed(store, 1, program="promo2", channels=["sms"], start=night)
-    stats = dispatcher(store, chans, Clock(night), config).run()
+    stats = dispatcher(store, chans, FakeClock(night), config).run()
     assert [m.program for m in chans["sms"].accepted] == ["promo", "fraud_alert"]
     assert stats.deferred == 1     # the marketing one waits for the morning (then meets the cap)
 
@@ -384,7 +364,7 @@ def test_quiet_fallback_channel_is_dropped_when_the_first_is_open(store: Store) 
     profiles(store, 1, timezone=["Europe/Paris"])
     grant_consent(store, "default", "c0", "sms")
     chans = channels()
-    dispatcher(store, chans, Clock(datetime(2026, 11, 25, 22, 30, tzinfo=UTC))).run()
+    dispatcher(store, chans, FakeClock(datetime(2026, 11, 25, 22, 30, tzinfo=UTC))).run()
     assert len(chans["email"].accepted) == 1
     assert "fallback sms dropped" in rows(store)[0][2]
 
@@ -410,7 +390,7 @@ def test_unknown_time_zone_falls_back_to_the_default(store: Store) -> None:
     profiles(store, 1, timezone=["Mars/Olympus"])
     grant_consent(store, "default", "c0", "sms")
     config = {"default_timezone": "Asia/Tokyo"}
-    stats = dispatcher(store, channels(), Clock(datetime(2026, 11, 25, 14, 0, tzinfo=UTC)), config).run()
+    stats = dispatcher(store, channels(), FakeClock(datetime(2026, 11, 25, 14, 0, tzinfo=UTC)), config).run()
     assert stats.deferred == 1      # 23:00 in Tokyo
     [c] = candidates(store)
     assert c.not_before == datetime(2026, 11, 25, 23, 0, tzinfo=UTC)   # 08:00 in Tokyo
@@ -427,7 +407,7 @@ def test_cap_arbitration_picks_priority_then_score_and_names_the_winner(store: S
     config = {"caps": {"per_customer": [{"max": 1, "window": "1d"}]}}
     chans = channels()
     caps = FrequencyCaps(DeliveryConfig.model_validate(config))
-    stats = Dispatcher(store, chans, policies=[caps], clock=Clock()).run()  # type: ignore[arg-type]
+    stats = Dispatcher(store, chans, policies=[caps], clock=FakeClock(T0)).run()  # type: ignore[arg-type]
     assert [m.program for m in chans["email"].accepted] == ["high_priority"]
     assert stats.suppressed == 2
     by_program = {p: (s, r) for p, s, r in rows(store)}
@@ -445,7 +425,7 @@ def test_caps_count_deliveries_sent_in_the_rolling_window(store: Store) -> None:
     profiles(store, 1)
     config = {"caps": {"per_customer": [{"max": 2, "window": "7d"}]}}
     chans = channels()
-    clock = Clock()
+    clock = FakeClock(T0)
     for day in range(3):
         seed(store, 1, program=f"p{day}", start=clock.now)
         dispatcher(store, chans, clock, config).run()
@@ -463,7 +443,7 @@ def test_per_channel_cap_moves_to_the_next_channel(store: Store) -> None:
     grant_consent(store, "default", "c0", "sms")
     config = {"caps": {"per_channel": {"sms": [{"max": 1, "window": "1d"}]}}}
     chans = channels()
-    clock = Clock(T0.replace(hour=15))
+    clock = FakeClock(T0.replace(hour=15))
     seed(store, 1, program="a", channels=["sms", "email"], start=clock.now)
     dispatcher(store, chans, clock, config).run()
     seed(store, 1, program="b", channels=["sms", "email"], start=clock.now)
@@ -480,7 +460,7 @@ def test_per_program_cap_and_overrides(store: Store) -> None:
     chans = channels()
     for program in ("promo", "promo", "digest", "digest", "digest"):
         seed(store, 1, program=program)
-    dispatcher(store, chans, Clock(), config).run()
+    dispatcher(store, chans, FakeClock(T0), config).run()
     assert sorted(m.program for m in chans["email"].accepted) == ["digest", "digest", "promo"]
 
 
@@ -488,7 +468,7 @@ def test_in_flight_attempts_count_against_caps(store: Store) -> None:
     profiles(store, 1)
     config = {"caps": {"per_customer": [{"max": 1, "window": "1d"}]}}
     seed(store, 1, program="first")
-    clock = Clock()
+    clock = FakeClock(T0)
     d = dispatcher(store, channels(), clock, config)
     d.plan()                                    # queued, not yet sent
     seed(store, 1, program="second")
@@ -502,7 +482,7 @@ def test_shadow_candidates_do_not_take_live_slots(store: Store) -> None:
     seed(store, 1, program="shadowed", priority=90, status="shadow")
     seed(store, 1, program="live", priority=10)
     chans = channels()
-    dispatcher(store, chans, Clock(), config).run()
+    dispatcher(store, chans, FakeClock(T0), config).run()
     assert [m.program for m in chans["email"].accepted] == ["live"]
 
 
@@ -534,7 +514,7 @@ def test_hard_bounced_address_is_suppressed_on_that_channel(store: Store) -> Non
     profiles(store, 2)
     add_suppression(store, "default", "email", " c0@example.COM ", "hard_bounce")
     chans = channels()
-    dispatcher(store, chans, Clock()).run()
+    dispatcher(store, chans, FakeClock(T0)).run()
     assert [m.customer_id for m in chans["email"].accepted] == ["c1"]
     assert [m.customer_id for m in chans["inapp"].accepted] == ["c0"]
     assert remove_suppression(store, "default", "email", "C0@example.com")
@@ -548,7 +528,7 @@ def test_suppression_by_address_kind_and_complaints_stop_marketing_only(store: S
     chans = {"mailer": EmailRec()}       # another channel name, the same address kind
     with store.tx() as tx:
         tx.execute("UPDATE candidates SET channels = ?", ('["mailer"]',))
-    Dispatcher(store, chans, policies=default_policies(), clock=Clock()).run()  # type: ignore[arg-type]
+    Dispatcher(store, chans, policies=default_policies(), clock=FakeClock(T0)).run()  # type: ignore[arg-type]
     assert [m.program for m in chans["mailer"].accepted] == ["password_reset"]
     assert dict((p, r) for p, _, r in rows(store))["promo"] == (
         "suppression:mailer: mailer address suppressed (complaint)")

@@ -19,7 +19,7 @@ import itertools
 import random
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -30,31 +30,11 @@ from ceap.delivery.dispatcher import Dispatcher
 from ceap.delivery.outbox import Retry
 from ceap.model import RunRecord
 from ceap.plugin import PluginContext
-from ceap.store import Store, open_store
-from ceap.testing.doubles import make_candidates
+from ceap.store import Store
+from ceap.testing.doubles import FakeClock, make_candidates
 from tests.provider_server import ProviderServer, Recorded, Reply, serve
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self, start: datetime = T0):
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Store]:
-    url = (f"sqlite:///{tmp_path / 'outage.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("pg_url"))
-    s = open_store(url)
-    yield s
-    s.close()
 
 
 @pytest.fixture
@@ -81,7 +61,7 @@ def rows(store: Store, sql: str) -> list[tuple[Any, ...]]:
 def test_503s_then_recovery_every_message_sent_once_with_backoff(store: Store,
                                                                  server: ProviderServer) -> None:
     messages, failing, cooldown = 20, 30, 10.0
-    clock = Clock()
+    clock = FakeClock(T0)
     calls: list[tuple[datetime, str, int]] = []   # (fake time, webhook-id, status answered)
     numbers = itertools.count()
     lock = threading.Lock()
@@ -102,7 +82,7 @@ def test_503s_then_recovery_every_message_sent_once_with_backoff(store: Store,
             d.run()
             if not rows(store, "SELECT id FROM deliveries WHERE status <> 'sent'"):
                 break
-            clock.advance(1)
+            clock.advance(seconds=1)
     finally:
         channel.close()
 
@@ -140,7 +120,7 @@ def test_time_outs_open_the_breaker_and_the_fallback_channel_is_used(store: Stor
                                                                      server: ProviderServer) -> None:
     messages, concurrency = 20, 2
     server.route("/slow", Reply(200, {"ok": True}, delay=1.5))
-    clock = Clock()
+    clock = FakeClock(T0)
     seed(store, messages, ["hook", "inapp"])
     channel = hook(server, "/slow", timeout=0.3, concurrency=concurrency, breaker_failures=3,
                    breaker_cooldown=60)
@@ -150,7 +130,7 @@ def test_time_outs_open_the_breaker_and_the_fallback_channel_is_used(store: Stor
     try:
         for _ in range(5):
             d.run()
-            clock.advance(2)
+            clock.advance(seconds=2)
     finally:
         channel.close()
 

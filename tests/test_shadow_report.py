@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
@@ -40,15 +39,6 @@ class MailCapture(CapturingChannel):
     """A capturing channel that needs an e-mail address, like a real one."""
 
     address: ClassVar[str | None] = "email"
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    url = (f"sqlite:///{tmp_path / 'shadow.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("pg_url"))
-    s = open_store(url)
-    yield s
-    s.close()
 
 
 def candidates(store: Store, program: str, customers: list[int], at: datetime, status: str) -> None:

@@ -32,7 +32,7 @@ from ceap.delivery.templates import (
 from ceap.delivery.unsubscribe import SECRET_ENV, verify
 from ceap.model import Candidate, RunRecord
 from ceap.spec import load_programs, parse_program
-from ceap.store import Store, open_store
+from ceap.store import Store
 from ceap.testing.doubles import make_candidates
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -431,15 +431,6 @@ action:
   payload: {discount_pct: 20}
   payload_columns: [code]
 """
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Any) -> Store:
-    url = (f"sqlite:///{tmp_path / 't.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("pg_url"))
-    s = open_store(url)
-    yield s
-    s.close()
 
 
 def test_preview_renders_what_the_customer_would_get(tmp_path: Path, store: Store) -> None:

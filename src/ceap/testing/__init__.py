@@ -14,6 +14,7 @@ from ceap.testing.conformance import (
 from ceap.testing.doubles import (
     CaptureConfig,
     CapturingChannel,
+    FakeClock,
     MemoryConfig,
     MemoryConnector,
     Outbox,
@@ -24,6 +25,7 @@ from ceap.testing.doubles import (
 __all__ = [
     "CaptureConfig",
     "CapturingChannel",
+    "FakeClock",
     "MemoryConfig",
     "MemoryConnector",
     "Outbox",

@@ -257,3 +257,17 @@ def make_messages(n: int = 3, **overrides: Value) -> list[Message]:
 
 __all__ = ["CaptureConfig", "CapturingChannel", "MemoryConfig", "MemoryConnector", "Outbox",
            "make_candidates", "make_messages"]
+
+
+class FakeClock:
+    """A clock for ``Dispatcher(clock=...)`` and friends: it moves only when told to."""
+
+    def __init__(self, start: datetime | None = None):
+        self.now = start or utcnow()
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kw: float) -> None:
+        """Move forward by a ``timedelta(**kw)`` (``seconds=30``, ``days=2``...)."""
+        self.now += timedelta(**kw)
