@@ -155,3 +155,18 @@ def test_a_terminal_gets_tables(project: Path) -> None:
     assert "…" not in narrow  # long values fold onto more lines of their cell, never cut
     body = narrow[narrow.index("┡"):narrow.index("└")].splitlines()[1:]
     assert "".join(line.split("│")[1].strip() for line in body) == run_id_of(project)
+
+
+def test_values_with_tabs_or_new_lines_stay_on_their_line() -> None:
+    from datetime import UTC, datetime
+
+    from ceap.cli_output import Column, Sheet
+    from ceap.cli_output import tsv as render
+
+    sheet = Sheet("t", [Column("a"), Column("b")])
+    sheet.add("x\ty", "first\nsecond\r")
+    sheet.add(None, datetime(2026, 11, 25, 23, 52, 56, tzinfo=UTC))
+    other = Sheet("u", [Column("c")])
+    other.add(True)
+    assert render([sheet, other]) == ("a\tb\nx\\ty\tfirst\\nsecond\\r\n\t2026-11-25T23:52:56+00:00"
+                                      "\n\nc\ntrue")

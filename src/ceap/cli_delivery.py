@@ -14,6 +14,7 @@ import typer
 from ceap.cli import JsonOption, app, err, out, state
 from ceap.cli_output import Column, Sheet, show
 from ceap.delivery.dispatcher import Dispatcher, DispatchStats
+from ceap.delivery.model import Delivery
 from ceap.delivery.outbox import Outbox
 from ceap.delivery.policies import default_policies
 from ceap.delivery.profiles import upsert_profiles
@@ -153,7 +154,7 @@ def deliveries(
     show(deliveries_sheet(rows), as_json, records=[asdict(d) for d in rows])
 
 
-def deliveries_sheet(rows: list[Any]) -> Sheet:
+def deliveries_sheet(rows: list[Delivery]) -> Sheet:
     sheet = Sheet(f"{len(rows)} delivery(ies)", [
         Column("id", right=True), Column("candidate_id", "candidate", right=True), Column("program"),
         Column("customer_id", "customer"), Column("channel"), Column("status"),

@@ -112,10 +112,6 @@ def stdout_console() -> Console:
     return Console(soft_wrap=True)
 
 
-def is_terminal() -> bool:
-    return stdout_console().is_terminal
-
-
 def write(text: str) -> None:
     """Text on standard output as is: no markup, no wrapping."""
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
@@ -164,5 +160,5 @@ def show(sheets: Sheet | Sequence[Sheet], as_json: bool = False, records: Any = 
     write(tsv(items))
 
 
-__all__ = ["Column", "Sheet", "cell", "is_terminal", "json_default", "print_json", "show",
-           "stdout_console", "tsv", "write"]
+__all__ = ["Column", "Sheet", "cell", "json_default", "print_json", "show", "stdout_console", "tsv",
+           "write"]
