@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from ceap.channels.chat_webhook import ChatWebhookChannel
@@ -242,6 +243,48 @@ def test_address_rules(ip: str, public: bool, with_allow_private: bool) -> None:
 def test_link_local_metadata_is_refused_even_with_allow_private() -> None:
     with pytest.raises(Refused):
         check_url("http://169.254.169.254/latest/meta-data/", allow_private=True)
+
+
+def test_refusal_advises_allow_private_only_where_it_would_help() -> None:
+    with pytest.raises(Refused) as private:
+        check_url("http://10.1.2.3/h")
+    assert "set allow_private" in str(private.value)
+    for allow_private in (False, True):
+        with pytest.raises(Refused) as metadata:
+            check_url("http://169.254.169.254/latest/meta-data/", allow_private=allow_private)
+        assert "link-local" in str(metadata.value) and "set allow_private" not in str(metadata.value)
+    with pytest.raises(Refused) as multicast:
+        check_url("http://224.0.0.1/h", allow_private=True)
+    assert "set allow_private" not in str(multicast.value)
+
+
+@pytest.mark.parametrize("channel, field", [
+    ({"type": "webhook", "url": "http://169.254.169.254/latest/meta-data/", "secret_env": "HOOK_SECRET",
+      "allow_private": True}, "url: "),
+    ({"type": "chat_webhook", "url": "http://169.254.169.254/latest/meta-data/", "allow_private": True},
+     "url: "),
+    ({"type": "apprise", "urls": ["json://169.254.169.254/latest/meta-data/"], "allow_private": True},
+     "urls: URL #1 (scheme 'json'): "),
+])
+def test_a_refused_url_in_ceap_yaml_names_its_field(tmp_path: Path, channel: dict[str, Any],
+                                                    field: str) -> None:
+    from ceap.delivery.setup import build_channels
+    from ceap.errors import SpecError
+    from ceap.spec import load_project
+    from ceap.store import open_store
+
+    (tmp_path / "ceap.yaml").write_text(yaml.safe_dump({"channels": {"wh_meta": channel}}))
+    project = load_project(tmp_path)
+    store = open_store(f"sqlite:///{tmp_path / 'ceap.db'}")
+    try:
+        with pytest.raises(SpecError) as err:
+            build_channels(project, store)
+    finally:
+        store.close()
+    [line] = err.value.lines()
+    assert line.startswith(f"{tmp_path / 'ceap.yaml'}: channels.wh_meta.{field}169.254.169.254 is a "
+                           "link-local address"), line
+    assert "allow_private for a self-hosted" not in line and "Value error" not in line
 
 
 def test_a_name_resolving_to_loopback_is_refused_at_connect_time(server: ProviderServer) -> None:

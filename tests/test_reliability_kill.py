@@ -30,6 +30,7 @@ printed (``pytest -s``).
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -340,9 +341,9 @@ def check(o: Outcome, harness: KillHarness) -> None:
     assert o.candidate_statuses["sent"] == o.statuses["sent"]
     assert o.candidate_statuses["dispatched"] == o.statuses.get("ambiguous", 0)
     listed = CliRunner().invoke(app, ["--project", str(harness.project), "deliveries", "--status",
-                                      "ambiguous", "--limit", "100000"], env={"CEAP_STORE": None})
+                                      "ambiguous", "--limit", "100000", "--json"], env={"CEAP_STORE": None})
     assert listed.exit_code == 0, listed.output
-    assert f"{o.statuses.get('ambiguous', 0)} delivery(ies)" in listed.stdout
+    assert {d["id"] for d in json.loads(listed.stdout)} == held
     if o.statuses.get("ambiguous"):  # the run that found them logged them
         logs = [harness.log(r) for r in range(1, o.runs + 1)]
         assert any("marked ambiguous, not resent" in text for text in logs)

@@ -146,8 +146,9 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_cli_report_shadow(project: Path) -> None:
+    terminal = {"COLUMNS": "160", "TTY_COMPATIBLE": "1"}
     result = runner.invoke(app, ["--project", str(project), "report", "shadow", "--shadow", SHADOW,
-                                 "--live", LIVE], env={"COLUMNS": "160"})
+                                 "--live", LIVE], env=terminal)
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert f"shadow {SHADOW} vs live {LIVE}" in out
@@ -156,8 +157,20 @@ def test_cli_report_shadow(project: Path) -> None:
     assert "customers messaged (would send vs sent): 4 shadow only, 3 both, 4 live only" in out
     assert "to=c5@example.com" in out
 
-    listed = runner.invoke(app, ["--project", str(project), "report", "shadow"], env={"COLUMNS": "160"})
+    listed = runner.invoke(app, ["--project", str(project), "report", "shadow"], env=terminal)
     assert listed.exit_code == 0 and f"shadow {SHADOW}" in listed.stdout
+
+    piped = runner.invoke(app, ["--project", str(project), "report", "shadow", "--shadow", SHADOW,
+                                "--live", LIVE], env={"TTY_COMPATIBLE": None, "FORCE_COLOR": None})
+    numbers, samples = piped.stdout.rstrip("\n").split("\n\n")
+    rows = [line.split("\t") for line in numbers.splitlines()]
+    assert rows[0] == ["shadow_program", "live_program", "metric", "shadow", "live"]
+    metrics = {r[2]: r[3:] for r in rows[1:]}
+    assert metrics["decided shadow_only"][0] == "5" and metrics["messaged both"][0] == "3"
+    assert metrics["status suppressed"] == ["3", metrics["status suppressed"][1]]
+    assert samples.splitlines()[0].split("\t") == ["shadow_program", "delivery_id", "candidate_id",
+                                                   "customer_id", "channel", "would_send"]
+    assert "to=c5@example.com" in samples
 
     as_json = runner.invoke(app, ["--project", str(project), "report", "shadow", "--program", SHADOW,
                                   "--live", LIVE, "--json", "--samples", "1"])

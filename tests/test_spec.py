@@ -182,7 +182,7 @@ def test_project_config_rejects_unknown_fields(tmp_path: Path) -> None:
     (tmp_path / "ceap.yaml").write_text("tennant: x\n")
     with pytest.raises(SpecError) as exc:
         load_project(tmp_path)
-    assert issues(exc) == {"tennant": "unknown field"}
+    assert issues(exc) == {"tennant": "unknown field (did you mean 'tenant'?)"}
 
 
 def test_feature_expressions_and_names_are_checked_at_validation() -> None:
@@ -229,3 +229,46 @@ def test_a_broken_plugin_does_not_take_the_others_down() -> None:
     assert issues(exc) == {"source.type": "cannot load connector plugin 'kafka': boom"}
     with pytest.raises(PluginError, match="boom"):
         registry.get("connector", "kafka")
+
+
+def realtime_program(**state: object) -> dict[str, object]:
+    return base_program(source={"type": "events", "on": ["email_changed"]}, state=state)
+
+
+def test_misspelled_field_inside_a_state_feature_gets_a_suggestion(tmp_path: Path) -> None:
+    spec = realtime_program(takeover={"sequence": {"first": "password_changed", "then": "email_changed"},
+                                      "withn": "5m"})
+    with pytest.raises(SpecError) as exc:
+        load_program(write_program(tmp_path / "rt.yaml", spec))
+    assert issues(exc) == {"state.takeover.withn": "unknown field (did you mean 'within'?)"}
+    assert str(exc.value) == (f"{tmp_path / 'rt.yaml'}: state.takeover.withn: unknown field "
+                              "(did you mean 'within'?)")
+
+
+@pytest.mark.parametrize("kind, value, wrong, right", [
+    ("sequence", {"first": "password_changed", "thn": "email_changed"}, "thn", "then"),
+    ("absence", {"after": "cart_updated", "misssing": "order_placed"}, "misssing", "missing"),
+])
+def test_misspelled_key_of_a_sequence_or_absence_is_named(kind: str, value: dict[str, str], wrong: str,
+                                                          right: str) -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_program(realtime_program(f={kind: value, "within": "5m"}))
+    assert issues(exc) == {f"state.f.{kind}.{wrong}": f"unknown field (did you mean {right!r}?)",
+                           f"state.f.{kind}.{right}": "required field is missing"}
+
+
+def test_a_valid_sequence_and_absence_still_load() -> None:
+    spec = parse_program(realtime_program(
+        takeover={"sequence": {"first": "password_changed", "then": "email_changed"}, "within": "5m"},
+        abandoned={"absence": {"after": "cart_updated", "missing": "order_placed"}, "within": "1h"}))
+    assert spec.state["takeover"].kind == "sequence" and spec.state["abandoned"].kind == "absence"
+    with pytest.raises(SpecError) as exc:
+        parse_program(realtime_program(f={"sequence": {"first": "a", "then": "b"}}))
+    assert issues(exc) == {"state.f": "sequence needs within (e.g. 5m)"}
+
+
+def test_misspelled_field_in_ceap_yaml_gets_a_suggestion(tmp_path: Path) -> None:
+    (tmp_path / "ceap.yaml").write_text("delivery:\n  quiet_hours:\n    sms: {send_untl: '20:00'}\n")
+    with pytest.raises(SpecError) as exc:
+        load_project(tmp_path)
+    assert issues(exc) == {"delivery.quiet_hours.sms.send_untl": "unknown field (did you mean 'send_until'?)"}

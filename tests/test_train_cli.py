@@ -32,13 +32,15 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_train_writes_a_versioned_artefact_and_prints_the_metrics(project: Path) -> None:
     result = runner.invoke(app, [*TRAIN, "--time-column", "ts"])
     assert result.exit_code == 0, result.output
-    assert "roc_auc" in result.stdout and "model churn@1 written to" in result.stdout
+    assert "churn@1\troc_auc\t" in result.stdout and "model churn@1 written to" in result.stderr
     assert "read 1000 rows from parquet: history.parquet" in result.stderr
     assert "split time: 800 training rows, 200 held-out rows" in result.stderr
     meta = json.loads((project / "models" / "churn" / "1" / "meta.json").read_text())
     assert meta["split"]["column"] == "ts" and meta["metrics"]["roc_auc"] > 0.8
-    again = runner.invoke(app, [*TRAIN, "--kind", "xgboost"])
+    again = runner.invoke(app, [*TRAIN, "--kind", "xgboost", "--json"])
     assert again.exit_code == 0, again.output
+    printed = json.loads(again.stdout)
+    assert printed["model"] == "churn@2" and printed["metrics"]["rows"] == 200
     assert json.loads((project / "models" / "churn" / "2" / "meta.json").read_text())["kind"] == "xgboost"
 
 

@@ -11,12 +11,12 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
+from ceap.cli_output import Column, Sheet, show
 from ceap.errors import CeapError, SpecError
 from ceap.ml.checks import check_program_model
 from ceap.model import CandidateQuery, utcnow
-from ceap.report import candidates_table, funnel_table, runs_table
+from ceap.report import candidates_sheet, funnel_sheet, runs_sheet
 from ceap.runtime.batch import Progress as ProgressFn
 from ceap.runtime.batch import RunResult, run_programs
 from ceap.spec import ProgramSpec, ProjectConfig, load_program, load_project
@@ -24,8 +24,11 @@ from ceap.store import Store, open_store
 
 app = typer.Typer(help="CEAP: find the customers who need an action now, and act.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-out = Console()
+out = Console(soft_wrap=True)  # messages; results go through ceap.cli_output
 err = Console(stderr=True, soft_wrap=True)
+#: the --json option of every command that prints a table (see ceap.cli_output)
+JsonOption = Annotated[bool, typer.Option("--json", help="print JSON (an array of rows, or one object "
+                                                          "of totals) instead of a table")]
 
 
 class State:
@@ -168,26 +171,24 @@ def _progress_factory(progress: Progress) -> Any:
 
 
 def print_results(results: list[RunResult], as_json: bool = False) -> None:
-    if as_json:
-        out.print_json(json.dumps([{"program": r.program, "run_id": r.run.run_id,
-                                    "status": r.run.status, "funnel": r.funnel.to_dict(),
-                                    "error": r.error} for r in results]))
-        return
-    for r in results:
-        if r.run.status == "failed":
-            err.print(f"[red]✗ {r.program} failed:[/red] {r.error or r.run.error}", highlight=False)
-        elif r.run.status == "skipped":
-            why = r.run.funnel.get("skipped", "program is paused")
-            out.print(f"[yellow]- {r.program} skipped:[/yellow] {why}")
-        else:
-            out.print(funnel_table(r.program, r.funnel, r.funnel.model))
+    """Each program's funnel (failed and skipped programs are reported on standard error)."""
+    if not as_json:
+        for r in results:
+            if r.run.status == "failed":
+                err.print(f"[red]✗ {r.program} failed:[/red] {r.error or r.run.error}", highlight=False)
+            elif r.run.status == "skipped":
+                why = r.run.funnel.get("skipped", "program is paused")
+                err.print(f"[yellow]- {r.program} skipped:[/yellow] {why}", highlight=False)
+    show([funnel_sheet(r.program, r.funnel, r.funnel.model) for r in results if r.run.status == "succeeded"],
+         as_json, records=[{"program": r.program, "run_id": r.run.run_id, "status": r.run.status,
+                            "funnel": r.funnel.to_dict(), "error": r.error} for r in results])
 
 
 @app.command()
 def run(
     programs: Annotated[list[str] | None, typer.Argument(help="program names or files")] = None,
     all_: Annotated[bool, typer.Option("--all", help="every program in the programs folder")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print results as JSON")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Run programs once over their sources; print each funnel. One failing
     program does not stop the others; the exit code is 1 if any failed."""
@@ -215,7 +216,7 @@ def candidates(
     status: Annotated[str | None, typer.Option(help="pending, held_out, shadow, ...")] = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 20,
     include_expired: Annotated[bool, typer.Option("--include-expired")] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Query the candidate store."""
     project = state.project()
@@ -226,28 +227,30 @@ def candidates(
             channel=channel, status=status, include_expired=include_expired, limit=limit))
     finally:
         store.close()
-    if as_json:
-        out.print_json(json.dumps([asdict(c) for c in found], default=str))
-    else:
-        out.print(candidates_table(found))
+    show(candidates_sheet(found), as_json, records=[asdict(c) for c in found])
 
 
 @app.command()
 def runs(
     program: Annotated[str | None, typer.Option(help="program name")] = None,
     limit: Annotated[int, typer.Option(min=1)] = 20,
+    as_json: JsonOption = False,
 ) -> None:
     """Recent runs with their status and counts."""
     project = state.project()
     store = state.open_store(project)
     try:
-        out.print(runs_table(store.runs(state.tenant or project.tenant, program, limit)))
+        found = store.runs(state.tenant or project.tenant, program, limit)
     finally:
         store.close()
+    show(runs_sheet(found), as_json, records=[asdict(r) for r in found])
 
 
 @app.command()
-def quarantine(run_id: Annotated[str, typer.Argument(help="a run id (see `ceap runs`)")]) -> None:
+def quarantine(
+    run_id: Annotated[str, typer.Argument(help="a run id (see `ceap runs`)")],
+    as_json: JsonOption = False,
+) -> None:
     """Rows a run set aside, with the reason for each."""
     project = state.project()
     store = state.open_store(project)
@@ -255,9 +258,18 @@ def quarantine(run_id: Annotated[str, typer.Argument(help="a run id (see `ceap r
         rows = store.quarantined(state.tenant or project.tenant, run_id)
     finally:
         store.close()
+    sheet = Sheet(f"quarantine of {run_id}", [Column("reason"), Column("row")])
     for row in rows:
-        out.print(f"{row['reason']}\t{row['row']}", markup=False, highlight=False)
+        sheet.add(row["reason"], row["row"])
+    show(sheet, as_json, records=[{"reason": r["reason"], "row": _json_or_text(r["row"])} for r in rows])
     err.print(f"{len(rows)} quarantined row(s)")
+
+
+def _json_or_text(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 @app.command()
@@ -273,17 +285,15 @@ def sweep() -> None:
 
 
 @app.command()
-def plugins() -> None:
+def plugins(as_json: JsonOption = False) -> None:
     """The installed plugins of each kind (built-in and third-party alike)."""
     from ceap.registry import default_registry
 
-    table = Table(title="plugins", title_justify="left")
-    for column in ("kind", "type", "implementation", "package"):
-        table.add_column(column)
+    sheet = Sheet("plugins", [Column("kind"), Column("type"), Column("implementation"), Column("package")])
     registry = default_registry()
     for info in registry.info():
-        table.add_row(info.kind, info.name, info.target, info.distribution)
-    out.print(table)
+        sheet.add(info.kind, info.name, info.target, info.distribution)
+    show(sheet, as_json)
     for why in registry.broken.values():
         err.print(f"[red]broken:[/red] {why}", highlight=False)
     if registry.broken:
@@ -308,6 +318,7 @@ def train(
     seed: Annotated[int, typer.Option(help="seed of the random split and the trainer")] = 7,
     registry: Annotated[str, typer.Option(help="model registry folder, relative to the project")
                         ] = "models",
+    as_json: JsonOption = False,
 ) -> None:
     """Train a model from a table and write it as a versioned artefact with its metadata."""
     from ceap.ml.data import TrainError
@@ -329,13 +340,14 @@ def train(
         err.print(f"error: {exc}", highlight=False, markup=False)
         raise typer.Exit(2) from None
     meta = artefact.meta
-    table = Table(title=f"{meta.ref}: held-out metrics", title_justify="left")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
+    sheet = Sheet(f"{meta.ref}: held-out metrics", [
+        Column("model", in_table=False), Column("metric"),
+        Column("value", right=True, human=lambda v: f"{v:,}" if isinstance(v, int) else f"{v:.4f}")])
     for key, value in meta.metrics.items():
-        table.add_row(key, f"{value:,.0f}" if key == "rows" else f"{value:.4f}")
-    out.print(table)
-    out.print(f"model {meta.ref} written to {artefact.folder}", highlight=False)
+        sheet.add(meta.ref, key, int(value) if key == "rows" else value)
+    show(sheet, as_json, records={"model": meta.ref, "folder": str(artefact.folder),
+                                  "metrics": dict(meta.metrics)})
+    err.print(f"model {meta.ref} written to {artefact.folder}", highlight=False)
 
 
 @app.command()
@@ -359,8 +371,6 @@ def demo(
         raise typer.Exit(2) from None
     if any(not r.ok for r in results):
         raise typer.Exit(1)
-
-
 
 
 from ceap import cli_delivery, cli_realtime, cli_report  # noqa: E402,F401 - register their commands

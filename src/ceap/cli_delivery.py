@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import signal
 import threading
+from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from ceap.cli import app, err, out, state
+from ceap.cli import JsonOption, app, err, out, state
+from ceap.cli_output import Column, Sheet, show
 from ceap.delivery.dispatcher import Dispatcher, DispatchStats
+from ceap.delivery.model import Delivery
 from ceap.delivery.outbox import Outbox
 from ceap.delivery.policies import default_policies
 from ceap.delivery.profiles import upsert_profiles
@@ -48,22 +50,27 @@ def build_dispatcher(project: Any, store: Store, **kw: Any) -> Dispatcher:
                       renderer=TemplateRenderer.from_config(project.delivery, project.base_dir), **kw)
 
 
-def stats_table(stats: DispatchStats) -> Table:
-    table = Table(title="dispatch", title_justify="left")
-    table.add_column("outcome")
-    table.add_column("count", justify="right")
-    for name, label in (("claimed", "candidates claimed"), ("planned", "planned for sending"),
-                        ("suppressed", "suppressed by policy"), ("deferred", "deferred (quiet hours)"),
-                        ("expired", "expired before sending"), ("attempted", "send attempts"),
-                        ("sent", "sent"), ("retry", "to retry later"),
-                        ("fallback", "dead letter, fallback channel planned"),
-                        ("dead", "dead letter"), ("shadow", "shadow (recorded, not sent)"),
-                        ("requeued", "in flight at a crash: resent"),
-                        ("ambiguous", "in flight at a crash: ambiguous, held")):
-        value = getattr(stats, name)
+_OUTCOMES = (("claimed", "candidates claimed"), ("planned", "planned for sending"),
+             ("suppressed", "suppressed by policy"), ("deferred", "deferred (quiet hours)"),
+             ("expired", "expired before sending"), ("attempted", "send attempts"),
+             ("sent", "sent"), ("retry", "to retry later"),
+             ("fallback", "dead letter, fallback channel planned"),
+             ("dead", "dead letter"), ("shadow", "shadow (recorded, not sent)"),
+             ("requeued", "in flight at a crash: resent"),
+             ("ambiguous", "in flight at a crash: ambiguous, held"))
+
+
+def print_stats(stats: DispatchStats, as_json: bool = False) -> None:
+    """What a dispatch did: every outcome piped or as JSON; a person's table leaves out the zeros."""
+    sheet = Sheet("dispatch", [Column("outcome"), Column("count", right=True)])
+    for name, _ in _OUTCOMES:
+        sheet.add(name, getattr(stats, name))
+    labels = dict(_OUTCOMES)
+    people = Sheet("dispatch", [Column("outcome"), Column("count", right=True, human=lambda n: f"{n:,}")])
+    for name, value in sheet.rows:
         if value or name in ("claimed", "sent"):
-            table.add_row(label, f"{value:,}")
-    return table
+            people.add(labels[name], value)
+    show(sheet, as_json, records=asdict(stats), for_people=lambda console: console.print(people.table()))
 
 
 @app.command()
@@ -72,6 +79,7 @@ def dispatch(
     batch_size: Annotated[int, typer.Option(min=1, max=10_000)] = 500,
     poll: Annotated[float, typer.Option(min=0.05, help="seconds between polls with --follow")] = 1.0,
     lease: Annotated[float, typer.Option(min=1, help="seconds a claim is held")] = 30.0,
+    as_json: JsonOption = False,
 ) -> None:
     """Send due candidates: apply policies, render, deliver with retries and fallbacks."""
     project = state.project()
@@ -94,7 +102,7 @@ def dispatch(
         raise typer.Exit(1) from None
     finally:
         store.close()
-    out.print(stats_table(total))
+    print_stats(total, as_json)
     if total.ambiguous:
         err.print(f"[yellow]{total.ambiguous} delivery attempt(s) were in flight at a crash and "
                   "are held as ambiguous: see `ceap deliveries --status ambiguous`[/yellow]")
@@ -133,6 +141,7 @@ def deliveries(
     status: Annotated[str | None, typer.Option(help="queued, sent, dead, ambiguous, ...")] = None,
     candidate: Annotated[int | None, typer.Option(help="a candidate id")] = None,
     limit: Annotated[int, typer.Option(min=1)] = 50,
+    as_json: JsonOption = False,
 ) -> None:
     """Delivery attempts with their status, channel and last error."""
     project = state.project()
@@ -142,14 +151,18 @@ def deliveries(
                                                limit)
     finally:
         store.close()
-    table = Table(title=f"{len(rows)} delivery(ies)", title_justify="left")
-    for column in ("id", "candidate", "program", "customer", "channel", "status", "attempts",
-                   "policy / error"):
-        table.add_column(column)
+    show(deliveries_sheet(rows), as_json, records=[asdict(d) for d in rows])
+
+
+def deliveries_sheet(rows: list[Delivery]) -> Sheet:
+    sheet = Sheet(f"{len(rows)} delivery(ies)", [
+        Column("id", right=True), Column("candidate_id", "candidate", right=True), Column("program"),
+        Column("customer_id", "customer"), Column("channel"), Column("status"),
+        Column("attempts", right=True), Column("policy_or_error", "policy / error")])
     for d in rows:
-        table.add_row(str(d.id), str(d.candidate_id), d.program, d.customer_id, d.channel, d.status,
-                      str(d.attempts), d.policy or d.last_error or "")
-    out.print(table)
+        sheet.add(d.id, d.candidate_id, d.program, d.customer_id, d.channel, d.status, d.attempts,
+                  d.policy or d.last_error)
+    return sheet
 
 
 @app.command()

@@ -6,15 +6,16 @@ configured ``shadow: true``) next to live ones; see ``ceap.delivery.shadow_repor
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
-from ceap.cli import app, err, out, state
+from ceap.cli import JsonOption, app, err, state
+from ceap.cli_output import Column, Sheet, show
 from ceap.delivery.shadow_report import (
     Outcomes,
     Overlap,
@@ -32,10 +33,6 @@ app.add_typer(report_app, name="report")
 
 def _when(value: datetime | None) -> str:
     return f"{value:%Y-%m-%d %H:%M:%S} UTC" if value else "-"
-
-
-def _iso(value: object) -> str:
-    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -82,6 +79,61 @@ def samples_table(c: ShadowComparison) -> Table:
     return table
 
 
+def _figures(c: ShadowComparison) -> list[tuple[str, list[object]]]:
+    """``(metric, [shadow value, live value])`` for every figure of a comparison."""
+    sides: list[Outcomes] = [c.shadow, *([c.live] if c.live else [])]
+    out: list[tuple[str, list[object]]] = [
+        (m, [getattr(o, m) for o in sides])
+        for m in ("decisions", "candidates", "customers", "would_send", "sent")]
+    out += [(f"status {s}", [o.statuses.get(s, 0) for o in sides])
+            for s in sorted({s for o in sides for s in o.statuses})]
+    out += [(f"channel {ch} {s}", [o.channels.get(ch, {}).get(s, 0) for o in sides])
+            for ch in sorted({ch for o in sides for ch in o.channels})
+            for s in sorted({s for o in sides for s in o.channels.get(ch, {})})]
+    out += [(f"suppressed by {p}", [o.policies.get(p, 0) for o in sides])
+            for p in sorted({p for o in sides for p in o.policies})]
+    out += [("since", [c.since]), ("until", [c.until])]
+    for name, overlap in (("decided", c.decided), ("messaged", c.messaged)):
+        if overlap is not None:
+            out += [(f"{name} {part}", [getattr(overlap, part)])
+                    for part in ("shadow_only", "both", "live_only", "jaccard")]
+    return out
+
+
+def comparison_sheets(found: list[ShadowComparison]) -> list[Sheet]:
+    """Every comparison as rows of ``metric, shadow, live`` (statuses, channels and policies
+    flattened into metric names), then every sample: for tab-separated output."""
+    numbers = Sheet("comparisons", [Column("shadow_program"), Column("live_program"), Column("metric"),
+                                    Column("shadow"), Column("live")])
+    samples = Sheet("samples", [Column("shadow_program"), Column("delivery_id"), Column("candidate_id"),
+                                Column("customer_id"), Column("channel"), Column("would_send")])
+    for c in found:
+        live = c.live.program if c.live else None
+        for metric, values in _figures(c):
+            numbers.add(c.shadow.program, live, metric, *values, *[None] * (2 - len(values)))
+        for w in c.samples:
+            samples.add(c.shadow.program, w.delivery_id, w.candidate_id, w.customer_id, w.channel, w.detail)
+    return [numbers, *([samples] if samples.rows else [])]
+
+
+def _for_people(found: list[ShadowComparison], since: str | None, console: Console) -> None:
+    if not found:
+        console.print("no shadow decisions" + (f" in the last {since}" if since else ""))
+        return
+    for c in found:
+        if c.empty:
+            err.print(f"[yellow]{c.shadow.program} has no shadow decisions"
+                      f"{' in the last ' + since if since else ''}[/yellow]")
+        console.print(comparison_table(c))
+        console.print(f"window: {_when(c.since)} to {_when(c.until)}", highlight=False)
+        for line in (_overlap("customers decided on", c.decided),
+                     _overlap("customers messaged (would send vs sent)", c.messaged)):
+            if line:
+                console.print(line, highlight=False)
+        if c.samples:
+            console.print(samples_table(c))
+
+
 @report_app.command("shadow")
 def shadow(
     shadow_program: Annotated[str | None, typer.Option(
@@ -93,7 +145,7 @@ def shadow(
         help="only decisions of the last 30m, 1d, 7d, ... (default: from the shadow program's "
              "first decision to its last)")] = None,
     samples: Annotated[int, typer.Option(min=0, help="would-be messages to list")] = 10,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Compare shadow decisions with live ones: what would have been sent, and to whom."""
     if live and not shadow_program:
@@ -117,21 +169,7 @@ def shadow(
             found = shadow_report(store, tenant, since=start, until=until, samples=samples)
     finally:
         store.close()
-    if as_json:
-        out.print_json(json.dumps([asdict(c) for c in found], default=_iso))
-        return
-    if not found:
-        out.print("no shadow decisions" + (f" in the last {since}" if since else ""))
-        return
-    for c in found:
-        if c.empty:
-            err.print(f"[yellow]{c.shadow.program} has no shadow decisions"
-                      f"{' in the last ' + since if since else ''}[/yellow]")
-        out.print(comparison_table(c))
-        out.print(f"window: {_when(c.since)} to {_when(c.until)}", highlight=False)
-        for line in (_overlap("customers decided on", c.decided),
-                     _overlap("customers messaged (would send vs sent)", c.messaged)):
-            if line:
-                out.print(line, highlight=False)
-        if c.samples:
-            out.print(samples_table(c))
+    if not found and not as_json:
+        err.print("no shadow decisions" + (f" in the last {since}" if since else ""))
+    show(comparison_sheets(found), as_json, records=[asdict(c) for c in found],
+         for_people=lambda console: _for_people(found, since, console))

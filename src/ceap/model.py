@@ -46,6 +46,10 @@ class Candidate:
     dedup_key: str
     holdout: bool
     version: int
+    #: why it has its status (a policy, the winner of a cap, a quiet-hours deferral, a
+    #: cancelling event, the last error); None until something sets it
+    status_reason: str | None = None
+    updated_at: datetime | None = None
 
 
 @dataclass

@@ -12,7 +12,7 @@ from __future__ import annotations
 import string
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from ceap.channels.base import ChannelConfig, Message, SendResult
 from ceap.channels.external import env_secret
@@ -30,15 +30,20 @@ class ChatWebhookConfig(HttpConfig):
     text: str = Field("{title}\n{body}", description=f"the text; placeholders: {', '.join(FIELDS)}")
     extra: dict[str, Any] = Field(default_factory=dict, description="more body keys (username, ...)")
 
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str | None, info: ValidationInfo) -> str | None:
+        if url is not None:
+            try:
+                check_url(url, bool(info.data.get("allow_private")))
+            except Refused as exc:
+                raise ValueError(str(exc)) from None
+        return url
+
     @model_validator(mode="after")
     def _check(self) -> ChatWebhookConfig:
         if (self.url is None) == (self.url_env is None):
             raise ValueError("set exactly one of url_env and url")
-        if self.url is not None:
-            try:
-                check_url(self.url, self.allow_private)
-            except Refused as exc:
-                raise ValueError(str(exc)) from None
         unknown = {n for _, n, _, _ in string.Formatter().parse(self.text) if n is not None} - set(FIELDS)
         if unknown:
             raise ValueError(f"unknown placeholder(s) {sorted(unknown)} in text (known: {list(FIELDS)})")

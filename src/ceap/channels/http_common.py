@@ -56,15 +56,24 @@ class Refused(Exception):
     """The SSRF guard refused a target (scheme or address)."""
 
 
-def address_allowed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_private: bool) -> bool:
-    """Public unicast addresses always; other non-link-local ones with ``allow_private``."""
+def refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_private: bool) -> str | None:
+    """Why the guard refuses ``ip``, as a phrase that reads after "<ip> is" (None: allowed).
+    Public unicast addresses always pass; other non-link-local unicast ones with
+    ``allow_private``; link-local ones (cloud metadata at 169.254.169.254) never."""
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    if ip.is_link_local or ip.is_multicast or ip.is_unspecified:
-        return False
-    if allow_private:
-        return True
-    return ip.is_global and ip not in _CGNAT
+    if ip.is_link_local:
+        return "a link-local address (cloud metadata and the like), refused even with allow_private"
+    if ip.is_multicast or ip.is_unspecified:
+        return "not a unicast address"
+    if allow_private or (ip.is_global and ip not in _CGNAT):
+        return None
+    return "not a public address (set allow_private for a self-hosted target)"
+
+
+def address_allowed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_private: bool) -> bool:
+    """Public unicast addresses always; other non-link-local ones with ``allow_private``."""
+    return refusal(ip, allow_private) is None
 
 
 def check_url(url: str, allow_private: bool = False) -> SplitResult:
@@ -86,8 +95,9 @@ def check_url(url: str, allow_private: bool = False) -> SplitResult:
         ip = ipaddress.ip_address(host)
     except ValueError:
         return parts
-    if not address_allowed(ip, allow_private):
-        raise Refused(f"{ip} is not a public address (set allow_private for a self-hosted target)")
+    why = refusal(ip, allow_private)
+    if why:
+        raise Refused(f"{ip} is {why}")
     return parts
 
 
@@ -96,9 +106,9 @@ def connect_checked(host: str, port: int, timeout: float | None, allow_private: 
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     for *_, sockaddr in infos:
         ip = ipaddress.ip_address(str(sockaddr[0]).split("%")[0])
-        if not address_allowed(ip, allow_private):
-            raise Refused(f"{host} resolves to {ip}, not a public address "
-                          "(set allow_private for a self-hosted target)")
+        why = refusal(ip, allow_private)
+        if why:
+            raise Refused(f"{host} resolves to {ip}, {why}")
     error: OSError = OSError(f"{host}: no address")
     for family, kind, proto, _, sockaddr in infos:
         sock = socket.socket(family, kind, proto)
@@ -313,4 +323,4 @@ def origin(url: str) -> str:
 
 __all__ = ["MAX_BODY", "UNREACHABLE", "HttpChannel", "HttpClient", "HttpConfig", "Refused", "Response",
            "address_allowed", "check_url", "connect_checked", "failure_for", "guarded_client", "halts",
-           "origin", "result_for", "send_json", "send_request", "try_request"]
+           "origin", "refusal", "result_for", "send_json", "send_request", "try_request"]

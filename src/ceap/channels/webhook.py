@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
-from pydantic import Field, SecretBytes, model_validator
+from pydantic import Field, SecretBytes, ValidationInfo, field_validator
 
 from ceap.channels.base import ChannelConfig, Message, SendResult
 from ceap.channels.external import env_secret
@@ -108,10 +108,11 @@ class WebhookConfig(HttpConfig):
     receiver_dedups: bool = Field(False, description="the receiver drops a webhook-id it has seen, so an "
                                                      "attempt in flight at a crash may be resent")
 
-    @model_validator(mode="after")
-    def _check_url(self) -> WebhookConfig:
-        check_template(self.url, self.allow_private)
-        return self
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str, info: ValidationInfo) -> str:
+        check_template(url, bool(info.data.get("allow_private")))
+        return url
 
 
 class WebhookChannel(HttpChannel[WebhookConfig]):

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from ceap.channels.base import Channel
 from ceap.errors import PluginError, SpecError
 from ceap.registry import Registry, default_registry
+from ceap.spec.issues import config_issues
 from ceap.spec.project import ProjectConfig
 from ceap.store.base import Store
 
@@ -33,14 +34,16 @@ def build_channels(project: ProjectConfig, store: Store,
             continue
         try:
             cls = registry.get("channel", kind)
-            channels[name] = cls(cls.config_model.model_validate({**raw, "type": kind}), context)
         except PluginError as exc:
             issues.append((f"channels.{name}.type", str(exc)))
+            continue
+        data = {**raw, "type": kind}
+        try:
+            channels[name] = cls(cls.config_model.model_validate(data), context)
+        except PluginError as exc:  # the config is valid; building the channel failed
+            issues.append((f"channels.{name}", str(exc)))
         except ValidationError as exc:
-            for err in exc.errors():
-                loc = ".".join(str(p) for p in err["loc"])
-                msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-                issues.append((f"channels.{name}.{loc}", msg))
+            issues.extend(config_issues(exc, cls.config_model, data, f"channels.{name}"))
     if issues:
         raise SpecError(str(project.base_dir / "ceap.yaml"), issues)
     return channels

@@ -65,8 +65,10 @@ class ProgramRunner:
             for ref in (f.count, f.sum, f.distinct, f.last, f.time_since):
                 if ref:
                     types.add(ref.split(".")[0])
-            types.update((f.sequence or {}).values())
-            types.update((f.absence or {}).values())
+            if f.sequence:
+                types.update((f.sequence.first, f.sequence.then))
+            if f.absence:
+                types.update((f.absence.after, f.absence.missing))
         return types
 
     def _load_lookup(self, context: PluginContext, registry: Registry | None) -> pa.Table:
@@ -169,7 +171,9 @@ class ProgramRunner:
 
     def _arm_timers(self, fresh: pa.Table) -> None:
         for name, feature in self.absence.items():
-            after = (feature.absence or {})["after"]
+            if feature.absence is None:
+                continue
+            after = feature.absence.after
             mask = pc.and_(pc.equal(fresh.column("type"), after), pc.is_valid(fresh.column("customer_id")))
             picked = fresh.filter(mask)
             if not picked.num_rows:
@@ -181,8 +185,8 @@ class ProgramRunner:
             self.timers.add(f"{self.spec.name}#{name}", rows)  # one timer set per feature
 
     def _timer_rows(self, watermark: datetime) -> pa.Table:
-        tables = [self.timers.fire(f"{self.spec.name}#{name}", name, (f.absence or {})["missing"], watermark)
-                  for name, f in self.absence.items()]
+        tables = [self.timers.fire(f"{self.spec.name}#{name}", name, f.absence.missing, watermark)
+                  for name, f in self.absence.items() if f.absence is not None]
         from ceap.realtime.events import EVENT_SCHEMA
 
         return pa.concat_tables(tables) if tables else EVENT_SCHEMA.empty_table()

@@ -54,9 +54,8 @@ def feature_sql(name: str, f: StateFeature) -> list[str]:
     if kind == "time_since":
         return [f"epoch(ts) - epoch(max(ts) FILTER (WHERE type = {_lit(str(f.time_since))}{where}) "
                 f"OVER ({PARTITION} ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)) AS {col}"]
-    if kind == "sequence":
-        seq = f.sequence or {}
-        first, then = _lit(seq["first"]), _lit(seq["then"])
+    if kind == "sequence" and f.sequence is not None:
+        first, then = _lit(f.sequence.first), _lit(f.sequence.then)
         frame = _range(f.span())
         items = [f"(type = {then} AND max(ts) FILTER (WHERE type = {first}{where}) {frame} "
                  f"IS NOT NULL) AS {col}"]

@@ -10,6 +10,7 @@ from ceap.errors import PluginError, SpecError
 from ceap.plugin import PluginContext
 from ceap.realtime.source import StreamConnector
 from ceap.registry import Registry, default_registry
+from ceap.spec.issues import config_issues
 from ceap.spec.project import ProjectConfig
 from ceap.store.base import Store
 
@@ -35,5 +36,4 @@ def open_stream(project: ProjectConfig, name: str, store: Store,
     try:
         return cls(cls.config_model.model_validate(raw), context)
     except ValidationError as exc:
-        raise SpecError(where, [(f"streams.{name}." + ".".join(str(p) for p in e["loc"]), e["msg"])
-                                for e in exc.errors()]) from None
+        raise SpecError(where, config_issues(exc, cls.config_model, raw, f"streams.{name}")) from None

@@ -20,6 +20,20 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class SequenceSpec(_Strict):
+    """``sequence: {first: password_changed, then: email_changed}``."""
+
+    first: str = Field(description="the event type that starts the sequence")
+    then: str = Field(description="the event type that completes it")
+
+
+class AbsenceSpec(_Strict):
+    """``absence: {after: cart_updated, missing: purchase}``."""
+
+    after: str = Field(description="the event type that starts the timer")
+    missing: str = Field(description="the event type whose absence the timer detects")
+
+
 class StateFeature(_Strict):
     """One per-customer feature over event time. Exactly one kind:
 
@@ -43,8 +57,8 @@ class StateFeature(_Strict):
     distinct: str | None = None
     last: str | None = None
     time_since: str | None = None
-    sequence: dict[str, str] | None = None
-    absence: dict[str, str] | None = None
+    sequence: SequenceSpec | None = None
+    absence: AbsenceSpec | None = None
     window: Duration | None = None
     within: Duration | None = None
     where: str | None = None
@@ -60,10 +74,8 @@ class StateFeature(_Strict):
             raise ValueError(f"{kind} needs a window (e.g. 24h)")
         if kind in ("sum", "distinct", "last") and "." not in str(getattr(self, kind)):
             raise ValueError(f"{kind} names an attribute: '<event type>.<attribute>'")
-        if kind == "sequence" and (set(self.sequence or {}) != {"first", "then"} or self.within is None):
-            raise ValueError("sequence needs {first: <type>, then: <type>} and within")
-        if kind == "absence" and (set(self.absence or {}) != {"after", "missing"} or self.within is None):
-            raise ValueError("absence needs {after: <type>, missing: <type>} and within")
+        if kind in ("sequence", "absence") and self.within is None:
+            raise ValueError(f"{kind} needs within (e.g. 5m)")
         return self
 
     @property

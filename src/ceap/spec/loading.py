@@ -7,7 +7,6 @@ third-party plugin's config is checked as strictly as a built-in's.
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Annotated, Any, Union
 
@@ -15,6 +14,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model
 
 from ceap.errors import SpecError
 from ceap.registry import Registry, default_registry
+from ceap.spec.issues import clean_loc, format_loc, message
 from ceap.spec.program import Action, Experiment, ProgramSpec, Selection
 from ceap.spec.yaml_io import read_yaml_mapping
 
@@ -87,55 +87,26 @@ def _vocabulary(registry: Registry) -> set[str]:
     return names
 
 
-def _clean_loc(loc: tuple[Any, ...], data: Any) -> list[Any]:
-    """Drop the discriminator tags pydantic puts in locations (``source.csv.path``)."""
-    out: list[Any] = []
-    node = data
-    for part in loc:
-        if isinstance(node, dict) and isinstance(part, str) and part not in node \
-                and node.get("type") == part:
-            continue
-        out.append(part)
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            node = None
-    return out
-
-
-def _format_loc(parts: list[Any]) -> str:
-    text = ""
-    for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
 def validation_issues(
     exc: ValidationError, data: Any, registry: Registry
 ) -> list[tuple[str, str]]:
     """Turn a pydantic error into ``(field, message)`` lines a person can act on."""
+    model = program_model(registry)
     vocab = _vocabulary(registry)
     issues = []
     for err in exc.errors():
-        parts = _clean_loc(err["loc"], data)
+        parts = clean_loc(err["loc"], data)
         kind = PLUGIN_FIELDS.get(parts[0]) if parts and isinstance(parts[0], str) else None
-        message = err["msg"]
         if err["type"] == "union_tag_invalid" and kind:
             tag = err.get("ctx", {}).get("tag")
-            message = (f"unknown {kind} type {tag!r} "
-                       f"(installed: {', '.join(registry.names(kind))})")
+            text = (f"unknown {kind} type {tag!r} "
+                    f"(installed: {', '.join(registry.names(kind))})")
             parts = [*parts, "type"]
         elif err["type"] == "union_tag_not_found" and kind:
-            message = f"missing 'type' (one of: {', '.join(registry.names(kind))})"
-        elif err["type"] == "extra_forbidden":
-            field = parts[-1] if parts else "?"
-            close = difflib.get_close_matches(str(field), vocab - {field}, n=1, cutoff=0.7)
-            message = "unknown field" + (f" (did you mean {close[0]!r}?)" if close else "")
-        elif err["type"] == "missing":
-            message = "required field is missing"
-        elif message.startswith("Value error, "):
-            message = message[len("Value error, "):]
-        issues.append((_format_loc(parts), message))
+            text = f"missing 'type' (one of: {', '.join(registry.names(kind))})"
+        else:
+            text = message(err, model, vocab)
+        issues.append((format_loc(parts), text))
     return issues
 
 

@@ -18,6 +18,7 @@ from ceap.delivery.delivery_config import DeliveryConfig
 from ceap.errors import SpecError
 from ceap.model import DEFAULT_TENANT
 from ceap.plugin import PluginContext
+from ceap.spec.issues import config_issues
 from ceap.spec.yaml_io import read_yaml_mapping
 
 PROJECT_FILE = "ceap.yaml"
@@ -100,7 +101,4 @@ def load_project(path: str | Path | None = None) -> ProjectConfig:
     try:
         return ProjectConfig.model_validate({**data, "base_dir": base})
     except ValidationError as exc:
-        issues = [(".".join(str(p) for p in e["loc"]),
-                   "unknown field" if e["type"] == "extra_forbidden" else e["msg"])
-                  for e in exc.errors()]
-        raise SpecError(str(file), issues) from None
+        raise SpecError(str(file), config_issues(exc, ProjectConfig, data)) from None

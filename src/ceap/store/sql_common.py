@@ -69,14 +69,16 @@ def ddl(dialect: str) -> list[str]:
     ]
 
 
-SELECT_CANDIDATE = "SELECT id, " + ", ".join(CANDIDATE_COLUMNS) + " FROM candidates"
+#: what the dispatcher and cancellations add to a candidate (see ``delivery_schema``)
+_STATUS_COLUMNS = ("status_reason", "updated_at")
+SELECT_CANDIDATE = "SELECT id, " + ", ".join([*CANDIDATE_COLUMNS, *_STATUS_COLUMNS]) + " FROM candidates"
 
 
 def candidate_from_row(row: Sequence[Any]) -> Candidate:
-    values = dict(zip(["id", *CANDIDATE_COLUMNS], row, strict=True))
+    values = dict(zip(["id", *CANDIDATE_COLUMNS, *_STATUS_COLUMNS], row, strict=True))
     for name in ("context", "channels", "reasons", "payload"):
         values[name] = loads(values[name])
-    for name in ("created_at", "not_before", "expires_at"):
+    for name in ("created_at", "not_before", "expires_at", "updated_at"):
         values[name] = from_iso(values[name])
     values["holdout"] = bool(values["holdout"])
     values["context"] = values["context"] or {}
