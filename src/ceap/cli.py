@@ -373,4 +373,4 @@ def demo(
         raise typer.Exit(1)
 
 
-from ceap import cli_delivery, cli_realtime, cli_report  # noqa: E402,F401 - register their commands
+from ceap import cli_delivery, cli_realtime, cli_report, cli_schedule  # noqa: E402,F401 - register their commands

@@ -19,6 +19,7 @@ from ceap.errors import SpecError
 from ceap.model import DEFAULT_TENANT
 from ceap.plugin import PluginContext
 from ceap.spec.issues import config_issues
+from ceap.spec.schedule import SchedulerConfig
 from ceap.spec.yaml_io import read_yaml_mapping
 
 PROJECT_FILE = "ceap.yaml"
@@ -46,6 +47,8 @@ class ProjectConfig(BaseModel):
                                                 "workers (default: in the store)")
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig,
                                      description="policies (consent, quiet hours, caps) and templates")
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig,
+                                       description="`ceap scheduler`: time zone, dispatch, poll, lease")
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 
     def store_url(self, override: str | None = None) -> str:
