@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,8 @@ def issues(schedule: Any, **more: Any) -> list[str]:
 
 @pytest.mark.parametrize(("text", "cron"), [
     ("hourly", "0 * * * *"), ("daily", "0 0 * * *"), ("weekly", "0 0 * * 0"), ("@daily", "0 0 * * *"),
-    ("monthly", "0 0 1 * *"), ("30  2 * * *", "30 2 * * *"), ("*/15 9-17 * * mon-fri", "*/15 9-17 * * mon-fri"),
+    ("monthly", "0 0 1 * *"), ("30  2 * * *", "30 2 * * *"),
+    ("*/15 9-17 * * mon-fri", "*/15 9-17 * * mon-fri"),
 ])
 def test_words_and_cron_expressions_become_a_schedule(text: str, cron: str) -> None:
     assert program(text).schedule == Schedule(cron=cron)
@@ -137,7 +139,7 @@ def test_forward_and_backward_walks_agree(tz: str, expr: str) -> None:
             forward.append(at)
         recent, count, capped = cron.between(start, end, 10_000)
         assert recent == forward and count == len(forward) and not capped
-        assert all(a < b for a, b in zip(forward, forward[1:], strict=False))
+        assert all(a < b for a, b in itertools.pairwise(forward))
 
 
 def test_between_keeps_the_latest_and_counts_all() -> None:

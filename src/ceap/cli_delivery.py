@@ -37,15 +37,17 @@ def _programs(project: Any) -> dict[str, Any]:
         raise typer.Exit(2) from None
 
 
-def build_dispatcher(project: Any, store: Store, **kw: Any) -> Dispatcher:
-    """The dispatcher for this project: its channels, programs, policies and templates."""
+def build_dispatcher(project: Any, store: Store, programs: dict[str, Any] | None = None,
+                     **kw: Any) -> Dispatcher:
+    """The dispatcher for this project: its channels, programs (default: the programs
+    folder's, all valid or exit 2), policies and templates."""
     try:
         channels = build_channels(project, store)
     except SpecError as exc:
         for line in exc.lines():
             err.print(line, markup=False, highlight=False)
         raise typer.Exit(2) from None
-    return Dispatcher(store, channels, programs=_programs(project),
+    return Dispatcher(store, channels, programs=_programs(project) if programs is None else programs,
                       policies=default_policies(project.delivery),
                       renderer=TemplateRenderer.from_config(project.delivery, project.base_dir), **kw)
 

@@ -47,6 +47,11 @@ class ProgramFolder:
         self.folder = project.programs_dir()
         self._reported: dict[Path, str] = {}
 
+    @property
+    def failing(self) -> int:
+        """How many files did not load at the last read."""
+        return len(self._reported)
+
     def __call__(self) -> list[ProgramSpec]:
         paths = sorted([*self.folder.glob("*.yaml"), *self.folder.glob("*.yml")]) \
             if self.folder.is_dir() else []
@@ -133,7 +138,7 @@ def scheduler(
     try:
         dispatcher = None
         if config.dispatch if dispatch is None else dispatch:
-            dispatcher = build_dispatcher(project, store, clock=clock)
+            dispatcher = build_dispatcher(project, store, programs={}, clock=clock)
 
         def load() -> list[ProgramSpec]:
             specs = programs()
@@ -181,8 +186,8 @@ def schedule_sheet(specs: list[ProgramSpec], states: dict[str, ProgramState], de
                                Column("catch_up", "catch-up"), Column("last_window", "last window",
                                                                       human=_minutes),
                                Column("last_status", "status"), Column("last_run", "last run"),
-                               Column("next", "next run(s)",
-                                      human=lambda v: ", ".join(_minutes(t) for t in v or []))])
+                               Column("next", "next run(s)", human=lambda v: ", ".join(
+                                   _minutes(datetime.fromisoformat(t)) for t in v or []))])
     records = []
     for spec in specs:
         sched = spec.schedule
@@ -199,7 +204,7 @@ def schedule_sheet(specs: list[ProgramSpec], states: dict[str, ProgramState], de
         last = _local(s.last_fire, tz) if s is not None and s.last_fire is not None else None
         status = "paused" if spec.mode == "paused" else (s.last_status if s is not None else None)
         sheet.add(spec.name, sched.cron, tz, sched.catch_up, last, status,
-                  s.last_run_id if s is not None else None, upcoming)
+                  s.last_run_id if s is not None else None, [t.isoformat() for t in upcoming])
         records.append({"program": spec.name, "schedule": sched.cron, "timezone": tz,
                         "catch_up": sched.catch_up, "max_catch_up": sched.max_catch_up,
                         "mode": spec.mode, "last_window": last, "last_status": status,
@@ -228,12 +233,12 @@ def schedule(
     now: NowOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Each program's schedule, time zone, catch-up policy, last run and next runs."""
-    from ceap.cli import _load_specs
-
+    """Each program's schedule, time zone, catch-up policy, last run and next runs. A program
+    file that does not load is reported (exit 2) and the others are listed."""
     project = state.project()
     at = _when(now) or utcnow()
-    specs = [s for s in _load_specs([], project, True) if program is None or s.name == program]
+    folder = ProgramFolder(project)
+    specs = [s for s in folder() if program is None or s.name == program]
     if program is not None and not specs:
         err.print(f"no program {program!r} in {project.programs_dir()}", markup=False, highlight=False)
         raise typer.Exit(2)
@@ -250,6 +255,8 @@ def schedule(
         store.close()
     sheet, records = schedule_sheet(specs, states, project.scheduler.timezone, at, upcoming)
     show(sheet, as_json, records=records)
+    if folder.failing:
+        raise typer.Exit(2)
     if lease is not None and not as_json:
         alive = "active" if lease.until >= at else "lapsed"
         err.print(f"scheduler {lease.holder}: {alive} (lease until {lease.until:%Y-%m-%d %H:%M:%S}Z)",

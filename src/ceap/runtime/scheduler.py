@@ -137,9 +137,10 @@ class Scheduler:
         now = self.clock()
         state = self.book.ensure(spec.name, schedule.cron, tz, now)
         start = state.last_fire or state.first_seen
-        limit = schedule.max_catch_up + 1
-        recent, count, capped = cron.between(start, now, limit)
         resume = state.running_fire if state.running_fire and state.running_fire > start else None
+        if resume is not None:  # a run that never recorded its outcome: it runs again first
+            start = resume
+        recent, count, capped = cron.between(start, now, schedule.max_catch_up + 1)
         if not count and resume is None:
             return []
         if not self.book.claim(spec.name, self.holder, now, self.config.lease):
@@ -148,15 +149,15 @@ class Scheduler:
         decisions: list[Decision] = []
         self._running = spec.name
         try:
-            if spec.mode == "paused":
-                if recent:
-                    self.book.record(spec.name, recent[-1], "paused", now, holder=self.holder,
-                                     log=False)
-                    decisions.append(Decision(spec.name, recent[-1], "paused", tz, windows=count))
+            if spec.mode == "paused":  # its windows pass, unrun and not made up later
+                last = recent[-1] if recent else resume
+                assert last is not None
+                self.book.record(spec.name, last, "paused", now, holder=self.holder, log=False)
+                decisions.append(Decision(spec.name, last, "paused", tz, windows=max(count, 1)))
                 return decisions
             runs, skips = self._plan(cron, start, tenure, recent, count, capped, schedule.catch_up,
-                                     schedule.max_catch_up)
-            if resume is not None and resume not in runs:
+                                     schedule.max_catch_up) if count else ([], [])
+            if resume is not None:
                 runs.insert(0, resume)
             for first, last, n, status, why in skips:
                 self.book.record(spec.name, first, status, now, holder=self.holder, windows=n,
