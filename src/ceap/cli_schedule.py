@@ -188,7 +188,7 @@ def schedule_sheet(specs: list[ProgramSpec], states: dict[str, ProgramState], de
                                Column("last_status", "status"), Column("last_run", "last run"),
                                Column("next", "next run(s)", human=lambda v: ", ".join(
                                    _minutes(datetime.fromisoformat(t)) for t in v or []))])
-    records = []
+    records: list[dict[str, Any]] = []
     for spec in specs:
         sched = spec.schedule
         s = states.get(spec.name)

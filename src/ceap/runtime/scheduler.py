@@ -184,9 +184,8 @@ class Scheduler:
         first = cron.next(start)[0]
         overrun = "earlier window(s) passed while a run was going on"
         if len(on_time) == len(recent):  # every window seen is recent: the latest stands for all
-            skips = [(first, recent[-2], count - 1, "overrun", f"{more}{count - 1} {overrun}")
-                     ] if count > 1 else []
-            return [recent[-1]], skips
+            return [recent[-1]], [(first, recent[-2], count - 1, "overrun", f"{more}{count - 1} {overrun}")
+                                  ] if count > 1 else []
         late = [w for w in recent if w < cutoff]
         late_count = count - len(on_time)
         missed = f"{more}{late_count} window(s) passed while no scheduler ran"
@@ -217,14 +216,13 @@ class Scheduler:
     def _run(self, spec: ProgramSpec, fire_at: datetime, tz: str, resumed: bool) -> Decision:
         self.book.starting(spec.name, self.holder, fire_at)
         note = "resumed: its run was interrupted" if resumed else None
+        result: RunResult | None = None
+        error: str | None = None
         try:
             result = run_program(spec, self.store, self.context, now=fire_at, registry=self.registry)
-            error = None
-        except CeapError as exc:  # recorded as a failed run by run_program
-            result, error = None, str(exc)
-            run = exc.run
-        else:
             run = result.run
+        except CeapError as exc:  # recorded as a failed run by run_program
+            error, run = str(exc), exc.run
         run_id = run.run_id if run is not None else None
         status = run.status if run is not None else "failed"
         self.book.record(spec.name, fire_at, status, self.clock(), holder=self.holder, run_id=run_id,

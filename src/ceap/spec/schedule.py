@@ -75,10 +75,10 @@ class Schedule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     cron: str = Field(description="cron expression (5 fields) or hourly, daily, weekly, monthly")
-    timezone: str | None = Field(None, description="IANA time zone the cron fields are read in")
-    catch_up: CatchUp = Field("once", description="windows missed while no scheduler ran: "
+    timezone: str | None = Field(default=None, description="IANA time zone the cron fields are read in")
+    catch_up: CatchUp = Field(default="once", description="windows missed while no scheduler ran: "
                                                   "skip them, run once, or run each")
-    max_catch_up: int = Field(24, ge=1, le=1000,
+    max_catch_up: int = Field(default=24, ge=1, le=1000,
                               description="catch_up each: at most this many missed windows run")
 
     @field_validator("cron", mode="before")
@@ -111,10 +111,10 @@ class SchedulerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    timezone: str = Field("UTC", description="time zone of schedules that name none")
-    dispatch: bool = Field(True, description="after running what is due, send what is due")
-    poll: Duration = Field(timedelta(seconds=30), description="time between two looks at the clock")
-    lease: Duration = Field(timedelta(seconds=60),
+    timezone: str = Field(default="UTC", description="time zone of schedules that name none")
+    dispatch: bool = Field(default=True, description="after running what is due, send what is due")
+    poll: Duration = Field(default=timedelta(seconds=30), description="time between two looks at the clock")
+    lease: Duration = Field(default=timedelta(seconds=60),
                             description="how long the active scheduler's claim lasts unrenewed")
 
     @field_validator("timezone")
