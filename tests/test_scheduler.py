@@ -317,3 +317,48 @@ def test_each_tick_dispatches_and_a_stop_ends_the_loop(rig: Rig, clock: FakeCloc
     lease = rig.book.lease("scheduler:default")
     assert lease is not None and lease.until < clock.now  # given up at the stop: no wait to take over
     assert rig.scheduler([], "B").tick().leader
+
+
+def test_a_scheduler_that_loses_its_lease_stops_after_the_current_step(rig: Rig, clock: FakeClock) -> None:
+    """A holder that stalled past its lease (another took over) learns it at its next renewal
+    and runs no further program, nor the dispatch pass, in that tick."""
+    first, second = program("hourly", name="first"), program("hourly", name="second")
+    dispatched: list[datetime] = []
+    stall = threading.Event()
+
+    def programs() -> Iterator[ProgramSpec]:
+        yield first
+        if stall.is_set():  # the run of `first` stalled past A's lease; B took over
+            clock.advance(minutes=5)
+            assert b.tick().leader
+            a.heartbeat()  # A's renewal fails
+        yield second
+
+    def dispatch() -> Any:
+        dispatched.append(clock.now)
+
+    a = rig.scheduler(programs, "A", dispatch=dispatch)  # type: ignore[arg-type]
+    b = rig.scheduler([], "B")  # it only takes the lease over here
+    a.tick()
+    assert dispatched == [T0]
+    at(clock, utc(2026, 3, 2, 13, 0, 10))
+    stall.set()
+    report = a.tick()
+    assert [d.program for d in report.decisions] == ["first"] and dispatched == [T0]
+    assert [r.program for r in rig.stores[0].runs("default", None, 10)] == ["first"]
+
+
+def test_a_failing_tick_ends_the_loop_and_gives_the_lease_up(rig: Rig, clock: FakeClock) -> None:
+    calls = []
+
+    def programs() -> list[ProgramSpec]:
+        calls.append(clock.now)
+        if len(calls) == 2:
+            raise RuntimeError("store unreachable")
+        return []
+
+    s = rig.scheduler(programs)
+    with pytest.raises(RuntimeError, match="store unreachable"):
+        s.run(wait=lambda seconds: clock.advance(seconds=seconds), heartbeat=False)
+    lease = rig.book.lease("scheduler:default")
+    assert lease is not None and lease.until < clock.now

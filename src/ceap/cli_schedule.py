@@ -163,8 +163,11 @@ def scheduler(
             _say_tick(report, was)
 
         sched.run(once=once, on_tick=on_tick)
-    except CeapError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
+    except typer.Exit:
+        raise
+    except Exception as exc:  # the store gone, say: a supervisor restarts the process
+        what = str(exc) if isinstance(exc, CeapError) else f"{type(exc).__name__}: {exc}"
+        err.print(f"error: {what}", markup=False, highlight=False)
         raise typer.Exit(1) from None
     finally:
         store.close()
