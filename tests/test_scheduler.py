@@ -259,8 +259,8 @@ def test_a_run_a_crash_interrupted_runs_again_whatever_the_policy(rig: Rig, cloc
     book.starting("big_carts", "A", utc(2026, 3, 2, 13))  # ... and A dies mid-run
     at(clock, utc(2026, 3, 2, 15, 30))
     decisions = rig.scheduler([spec], "B").tick().decisions
-    assert shown(decisions) == [(utc(2026, 3, 2, 14), "missed", 2), (utc(2026, 3, 2, 13), "succeeded", 1)]
-    assert decisions[1].detail == "resumed: its run was interrupted"
+    assert shown(decisions) == [(utc(2026, 3, 2, 13), "succeeded", 1), (utc(2026, 3, 2, 14), "missed", 2)]
+    assert decisions[0].detail == "resumed: its run was interrupted"
     state = book.state("big_carts")
     assert state is not None and state.running_fire is None and state.last_fire == utc(2026, 3, 2, 15)
     assert [r.started_at for r in rig.runs()] == [utc(2026, 3, 2, 13)]
@@ -362,3 +362,23 @@ def test_a_failing_tick_ends_the_loop_and_gives_the_lease_up(rig: Rig, clock: Fa
         s.run(wait=lambda seconds: clock.advance(seconds=seconds), heartbeat=False)
     lease = rig.book.lease("scheduler:default")
     assert lease is not None and lease.until < clock.now
+
+
+def test_a_stop_between_two_catch_up_runs_leaves_the_rest_due(rig: Rig, clock: FakeClock) -> None:
+    spec = program({"cron": "0 * * * *", "catch_up": "each"})
+    rig.scheduler([spec], "A").tick()
+    at(clock, utc(2026, 3, 2, 15, 30))  # 13:00, 14:00 and 15:00 were missed
+    b = rig.scheduler([spec], "B")
+    run_one = b._run
+
+    def run_then_stop(*args: Any, **kw: Any) -> Decision:
+        decision = run_one(*args, **kw)
+        b.stop.set()  # SIGTERM during the first run
+        return decision
+
+    b._run = run_then_stop  # type: ignore[method-assign]
+    assert shown(b.tick().decisions) == [(utc(2026, 3, 2, 13), "succeeded", 1)]
+    c = rig.scheduler([spec], "C")
+    at(clock, utc(2026, 3, 2, 15, 32))
+    assert shown(c.tick().decisions) == [(utc(2026, 3, 2, 14), "succeeded", 1),
+                                         (utc(2026, 3, 2, 15), "succeeded", 1)]

@@ -144,8 +144,9 @@ class Scheduler:
         if not count and resume is None:
             return []
         if not self.book.claim(spec.name, self.holder, now, self.config.lease):
+            other = self.book.state(spec.name)
             return [Decision(spec.name, recent[-1] if recent else now, "busy", tz,
-                             detail=f"still running under {state.running_by}")]
+                             detail=f"still running under {other.running_by if other else '?'}")]
         decisions: list[Decision] = []
         self._running = spec.name
         try:
@@ -159,14 +160,19 @@ class Scheduler:
                                      schedule.max_catch_up) if count else ([], [])
             if resume is not None:
                 runs.insert(0, resume)
-            for first, last, n, status, why in skips:
-                self.book.record(spec.name, first, status, now, holder=self.holder, windows=n,
-                                 detail=why, last=last)
-                decisions.append(Decision(spec.name, first, status, tz, windows=n, detail=why))
-            for fire_at in sorted(runs):
-                if self.stop.is_set() or self._lost.is_set():
+            # in window order, so a stop between two runs leaves the rest due, not passed
+            steps = sorted([(w, None) for w in runs] + [(g[0], g) for g in skips],
+                           key=lambda step: step[0])
+            for fire_at, group in steps:
+                if group is not None:
+                    first, last, n, status, why = group
+                    self.book.record(spec.name, first, status, now, holder=self.holder, windows=n,
+                                     detail=why, last=last)
+                    decisions.append(Decision(spec.name, first, status, tz, windows=n, detail=why))
+                elif self.stop.is_set() or self._lost.is_set():
                     break
-                decisions.append(self._run(spec, fire_at, tz, resumed=fire_at == resume))
+                else:
+                    decisions.append(self._run(spec, fire_at, tz, resumed=fire_at == resume))
         finally:
             self._running = None
             self.book.unclaim(spec.name, self.holder)
