@@ -389,7 +389,10 @@ def _is_utc(value: Any) -> bool:
 
 def _store_round_trip(store: Store, tenant: str, where: str) -> list[Candidate]:
     table = make_candidates(
-        3, tenant_id=tenant, run_id=f"{tenant}-r1", priority=lambda i: i, holdout=lambda i: i == 1,
+        3, tenant_id=tenant, run_id=f"{tenant}-r1", priority=lambda i: i, holdout=lambda i: i >= 1,
+        arm=lambda i: ["treatment", "holdout", "global_control"][i],
+        variant=lambda i: None if i == 0 else f"v{i}",
+        features=lambda i: None if i == 1 else {"spend": 12.5 * i, "orders": i},
         subject_id=lambda i: None if i == 0 else f"s{i}", template=lambda i: None if i == 0 else "t",
         reasons=lambda i: None if i == 0 else {"why": [i, "ünïcode"]},
         context=lambda i: {"region": ["eu", "us", "apac"][i]},
