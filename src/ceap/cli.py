@@ -111,8 +111,10 @@ def validate(
         try:
             spec = load_program(path)
             from ceap.delivery.templates import validate_program_templates
+            from ceap.experiments.validation import variant_issues
 
             template_issues = validate_program_templates(spec, project.base_dir, project.delivery)
+            template_issues += variant_issues(spec, project)
             if template_issues:
                 raise SpecError(str(path), template_issues)
             model_issues = check_program_model(spec, project.context(state.tenant))

@@ -86,7 +86,8 @@ def run_program(spec: ProgramSpec, store: Store, context: PluginContext, *,
         _check_bad_share(spec, funnel)
         scored = pa.concat_tables(kept) if kept else None
         candidates = (select(plan.con, scored, spec,
-                             RunInfo(context.tenant, run.run_id, now, plan.model_id()), funnel,
+                             RunInfo(context.tenant, run.run_id, now, plan.model_id(),
+                                     global_control=context.global_control), funnel,
                              plan.scorer)
                       if scored is not None else empty_candidates())
         candidates = escalate(candidates, spec.action.escalation)  # later steps of each chain
