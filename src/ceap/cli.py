@@ -365,4 +365,9 @@ def demo(
 
 
 
-from ceap import cli_delivery, cli_realtime, cli_report  # noqa: E402,F401 - register their commands
+from ceap import (  # noqa: E402,F401 - register their commands
+    cli_delivery,
+    cli_experiments,
+    cli_realtime,
+    cli_report,
+)

@@ -8,7 +8,8 @@ from types import ModuleType
 from ceap.errors import PluginError
 
 #: module -> the extra that installs it
-EXTRAS = {"xgboost": "xgboost", "sklearn": "sklearn", "skops": "sklearn", "river": "online"}
+EXTRAS = {"xgboost": "xgboost", "sklearn": "sklearn", "skops": "sklearn", "river": "online",
+          "statsmodels": "experiments", "scipy": "experiments", "vl_convert": "experiments"}
 
 
 class MissingDependency(PluginError):
