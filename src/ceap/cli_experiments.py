@@ -186,13 +186,13 @@ def _plot(spec: dict[str, Any], path: Path) -> None:
 
 def bandit_table(program: str, history: list[ArmState]) -> Table:
     table = Table(title=f"{program}: bandit shares over time", title_justify="left")
-    for column in ("updated at", "variant", "share", "trials", "conversions", "rate",
-                   "posterior Beta(a, b)"):
-        table.add_column(column, justify="left" if column in ("updated at", "variant") else "right")
+    for column in ("updated at", "variant", "share", "trials", "conversions", "rate", "posterior"):
+        table.add_column(column, justify="left" if column in ("updated at", "variant") else "right",
+                         no_wrap=column in ("updated at", "posterior"))
     for s in history:
         rate = s.successes / s.trials if s.trials else None
         table.add_row(f"{s.at:%Y-%m-%d %H:%M:%S}", s.variant, _pct(s.share), f"{s.trials:,}",
-                      f"{s.successes:,}", _pct(rate), f"({s.alpha:g}, {s.beta:g})")
+                      f"{s.successes:,}", _pct(rate), f"Beta({s.alpha:g}, {s.beta:g})")
     return table
 
 

@@ -11,7 +11,8 @@ for ``k`` variants, so every variant keeps at least ``min_share`` of the treated
 Control groups are drawn before the variants and do not depend on the shares.
 
 Every update is stored in ``bandit_arms`` (one row per variant, at the update's
-time); selection assigns with the latest shares.
+time); selection assigns with the latest shares. Until the first final outcome
+there is no update, and the variants' own weights apply.
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ def thompson_shares(trials: Sequence[int], successes: Sequence[int],
 
 def update_bandit(store: Store, tenant: str, spec: ProgramSpec, now: datetime,
                   within: timedelta) -> list[ArmState] | None:
-    """Recompute the shares from the final outcomes and store them at ``now``.
-    None when the program has no bandit or the store records no outcomes yet."""
+    """Recompute the shares from the final outcomes and store them at ``now``. None (and
+    nothing stored) when the program has no bandit, the store records no outcomes yet, or
+    no treated candidate's outcome is final yet."""
     bandit = spec.experiment.bandit
     if bandit is None:
         return None
@@ -69,6 +71,8 @@ def update_bandit(store: Store, tenant: str, spec: ProgramSpec, now: datetime,
         counts = {v: (int(n), int(k or 0)) for v, n, k in tx.execute(sql, params).fetchall()}
         trials = [counts.get(n, (0, 0))[0] for n in names]
         successes = [counts.get(n, (0, 0))[1] for n in names]
+        if not sum(trials):  # nothing learned yet: the spec's weights stay
+            return None
         alpha, beta, shares = thompson_shares(trials, successes, bandit)
         states = [ArmState(n, now, float(sh), float(a), float(b), t, s) for n, sh, a, b, t, s
                   in zip(names, shares, alpha, beta, trials, successes, strict=True)]
