@@ -92,7 +92,7 @@ def uplift_report(store: Store, tenant: str, program: str, now: datetime, *,
         raise ValueError(f"by: expected one of {', '.join(BY_CHOICES)}, got {by!r}")
     data = read_outcomes(store, tenant, program, since)
     return build(data, tenant, program, now, since=since, by=by,
-                 guardrails=guardrails or Guardrails(), bandit=bandit)
+                 guardrails=guardrails or Guardrails.model_validate({}), bandit=bandit)
 
 
 def build(data: ProgramOutcomes, tenant: str, program: str, now: datetime, *,
@@ -107,7 +107,7 @@ def build(data: ProgramOutcomes, tenant: str, program: str, now: datetime, *,
                                    *_guards(rows))
     report = UpliftReport(program, tenant, since, now, data.candidates, arms, [])
     treated = _arm(customers, "treatment")
-    controls = [name for name in ("holdout", "global_control") if name in arms]
+    controls: list[str] = [name for name in ("holdout", "global_control") if name in arms]
     for name in controls:
         report.comparisons.append(_compare_tables(f"treatment vs {name}", treated,
                                                   _arm(customers, name)))

@@ -155,7 +155,9 @@ class PostgresStore(Store[PostgresStoreConfig]):
     def sweep_expired(self, now: datetime, tenant_id: str | None = None) -> int:
         sql = ("DELETE FROM candidates WHERE expires_at <= %s AND NOT holdout AND NOT EXISTS "
                "(SELECT 1 FROM deliveries d WHERE d.candidate_id = candidates.id "
-               "AND d.status IN ('queued', 'sending'))")
+               "AND d.status IN ('queued', 'sending')) AND NOT EXISTS "
+               "(SELECT 1 FROM candidates h WHERE h.tenant_id = candidates.tenant_id "
+               "AND h.program = candidates.program AND h.holdout)")  # measured: keep
         params: list[Any] = [now]
         if tenant_id is not None:
             sql += " AND tenant_id = %s"
