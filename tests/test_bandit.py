@@ -203,3 +203,31 @@ def test_report_bandit_prints_json_and_plots(project: Path, store: Store) -> Non
     assert svg.startswith("<svg") and "bandit shares over time" in svg
     text = runner.invoke(app, ["report", "bandit", "promo"])
     assert "posterior" in text.stdout and "Beta(1, 5)" in text.stdout
+
+
+def test_experiments_update_and_the_report_call_the_attribution_when_installed(
+        project: Path, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    calls: list[tuple[list[str], datetime]] = []
+    fake = types.ModuleType("ceap.outcomes.attribution")
+    fake.attribute = lambda store, specs, now: calls.append(([s.name for s in specs], now))  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "ceap.outcomes.attribution", fake)
+    (project / "programs").mkdir()
+    (project / "programs" / "promo.yaml").write_text(json.dumps({
+        "name": "promo", "source": {"type": "csv", "path": "x.csv"},
+        "action": {"type": "offer", "channels": ["email"]},
+        "experiment": {"variants": [{"name": "a"}, {"name": "b"}], "bandit": {}}}))
+    final_outcomes(store)
+    update_bandit(store, "default", spec_with_bandit(), NOW, timedelta(hours=1))
+    result = runner.invoke(app, ["experiments", "update", "promo", "--json"])
+    assert result.exit_code == 0, result.output
+    [row] = json.loads(result.stdout)
+    # no goal in the program: nothing new is learned; selection keeps the latest shares
+    assert row["note"] == "the program has no goal: no outcomes to learn from"
+    assert row["weights"] == pytest.approx({"a": 0.5, "b": 0.5}, abs=0.01)
+    assert [names for names, _ in calls] == [["promo"]]
+    report = runner.invoke(app, ["report", "uplift", "promo", "--json"])
+    assert report.exit_code == 0, report.output
+    assert [names for names, _ in calls] == [["promo"], ["promo"]]

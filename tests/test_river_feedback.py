@@ -97,3 +97,18 @@ def test_open_windows_and_plain_programs_learn_nothing(tmp_path: Path, store: St
     plain = parse_program({**learning_program(), "name": "plain", "experiment": {"holdout": 0.2}})
     run_program(plain, store, context, now=NOW)
     assert all(c.features is None for c in candidate_ids(store, "plain").values())
+
+
+def test_missing_and_nan_features_are_kept_as_null(tmp_path: Path, store: Store) -> None:
+    import pyarrow as pa
+
+    train_kind(tmp_path / "models", "river", name="online", table=churn_table(400))
+    source = churn_table(4, seed=2)
+    spend = pa.array([float("nan"), None, 10.0, 20.0], pa.float64())
+    source = source.set_column(source.schema.get_field_index("spend"), "spend", spend)
+    pq.write_table(source, tmp_path / "customers.parquet")
+    spec = parse_program({**learning_program(), "selection": {}})
+    run_program(spec, store, PluginContext(base_dir=tmp_path), now=NOW)
+    found = {c.customer_id: c.features for c in candidate_ids(store, "retain").values()}
+    assert found["c0"]["spend"] is None and found["c1"]["spend"] is None  # JSON has no NaN
+    assert found["c2"]["spend"] == 10.0 and set(found["c2"]) == set(FEATURES)

@@ -59,6 +59,16 @@ def _json_object(columns: list[str]) -> str | None:
     return "to_json(struct_pack(" + ", ".join(f"{quote(c)} := {quote(c)}" for c in columns) + "))"
 
 
+def _features_json(columns: list[str]) -> str | None:
+    """The scorer's inputs as a JSON object of numbers (NaN as null: JSON has no NaN)."""
+    if not columns:
+        return None
+    values = (f"CASE WHEN isnan(CAST({quote(c)} AS DOUBLE)) THEN NULL "
+              f"ELSE CAST({quote(c)} AS DOUBLE) END" for c in columns)
+    return ("to_json(struct_pack(" + ", ".join(f"{quote(c)} := {v}" for c, v in zip(
+        columns, values, strict=True)) + "))")
+
+
 def _attach_explanations(top: pa.Table, scorer: Scorer[Any] | None, reasons: int,
                          items: int) -> pa.Table:
     """Add the reasons and recommended items of the selected rows, as JSON text."""
@@ -124,7 +134,7 @@ def select(con: duckdb.DuckDBPyConnection, scored: pa.Table, spec: ProgramSpec,
     top = _attach_explanations(top, scorer, sel.reasons, action.items)
     if action.items:
         payload = f"json_merge_patch({payload}, json_object('items', json({ITEMS})))"
-    features = _json_object(scorer.features()) if exp.learn and scorer is not None else None
+    features = _features_json(scorer.features()) if exp.learn and scorer is not None else None
     draw = f", {variants.draw()} AS {VariantSql.DRAW}" if variants else ""
     not_before = f"{created} + {variants.pick('__variant', 'delay', '$delay')}"
     con.register(BATCH, top)
