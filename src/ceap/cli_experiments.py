@@ -152,6 +152,7 @@ def uplift(
     start = _since(since, now)
     project = state.project()
     spec = _spec(project, program)
+    program = spec.name if spec is not None else program  # a file path names its program
     tenant = state.tenant or project.tenant
     store = state.open_store(project)
     try:

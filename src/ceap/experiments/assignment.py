@@ -23,7 +23,6 @@ from typing import Any
 from ceap.spec.experiment import Variant
 
 TWO_64 = "18446744073709551616.0"
-ARMS = ("treatment", "holdout", "global_control")
 
 
 def unit_fraction(key: str) -> float:
