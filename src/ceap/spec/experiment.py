@@ -64,7 +64,7 @@ class Experiment(_Strict):
     bandit: Bandit | None = Field(None, description="adapt the variants' shares to the outcomes")
     learn: bool = Field(False, description="feed final outcomes of treated candidates to the "
                                            "program's River scorer (a new model version each time)")
-    guardrails: Guardrails = Field(default_factory=Guardrails)
+    guardrails: Guardrails = Field(default_factory=lambda: Guardrails.model_validate({}))
 
     @field_validator("variants")
     @classmethod
