@@ -336,14 +336,19 @@ def test_a_filter_sees_only_rows_earlier_filters_kept(tmp_path: Path, store: Sto
         run_program(parse_program(spec), store, context, now=NOW)
 
 
-def test_sweep_keeps_the_control_group(tmp_path: Path, store: Store, context: PluginContext) -> None:
+def test_sweep_keeps_what_uplift_is_measured_with(tmp_path: Path, store: Store,
+                                                 context: PluginContext) -> None:
     pq.write_table(customers_table(200), tmp_path / "customers.parquet")
     result = run_program(parse_program(holdout_program(holdout=0.3)), store, context, now=NOW)
     assert result.funnel.held_out > 0
+    plain = run_program(parse_program(holdout_program(name="plain", holdout=0.0)), store, context,
+                        now=NOW)
     removed = store.sweep_expired(NOW + timedelta(days=30))
-    assert removed == result.funnel.targeted
+    assert removed == plain.funnel.targeted == 200  # a program without a control group: all go
     left = all_candidates(store)
-    assert len(left) == result.funnel.held_out and all(c.holdout for c in left)
+    # the measured program keeps its control group and the treated customers compared with it
+    assert len(left) == result.funnel.selected and {c.program for c in left} == {"h"}
+    assert sum(c.holdout for c in left) == result.funnel.held_out
 
 
 def test_a_failed_program_reports_its_recorded_run(tmp_path: Path, store: Store,

@@ -62,6 +62,7 @@ def test_candidate_round_trip_of_every_field(store: Store) -> None:
         "status": ["pending"], "priority": [3], "created_at": [created],
         "not_before": [created + timedelta(hours=1)], "expires_at": [created + timedelta(days=30)],
         "dedup_key": ["winback:cust7"], "holdout": [True], "version": [2],
+        "arm": ["global_control"], "variant": ["b\"2"], "features": [json.dumps({"spend": 1.5})],
     }, schema=CANDIDATE_SCHEMA)
     assert store.write_run(run("r1", "acme"), table).inserted == 1
     [c] = everything(store, "acme")
@@ -80,6 +81,7 @@ def test_candidate_round_trip_of_every_field(store: Store) -> None:
         assert value == expected
         assert value.utcoffset() == timedelta(0)
     assert c.dedup_key == "winback:cust7"
+    assert (c.arm, c.variant, c.features) == ("global_control", "b\"2", {"spend": 1.5})
 
 
 def test_empty_strings_and_nulls_stay_distinct(store: Store) -> None:

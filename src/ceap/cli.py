@@ -114,8 +114,10 @@ def validate(
         try:
             spec = load_program(path)
             from ceap.delivery.templates import validate_program_templates
+            from ceap.experiments.validation import variant_issues
 
             template_issues = validate_program_templates(spec, project.base_dir, project.delivery)
+            template_issues += variant_issues(spec, project)
             if template_issues:
                 raise SpecError(str(path), template_issues)
             model_issues = check_program_model(spec, project.context(state.tenant))
@@ -373,4 +375,12 @@ def demo(
         raise typer.Exit(1)
 
 
-from ceap import cli_delivery, cli_realtime, cli_report, cli_schedule  # noqa: E402,F401 - register their commands
+
+
+from ceap import (  # noqa: E402,F401 - register their commands
+    cli_delivery,
+    cli_experiments,
+    cli_realtime,
+    cli_report,
+    cli_schedule,
+)

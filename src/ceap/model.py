@@ -50,6 +50,12 @@ class Candidate:
     #: cancelling event, the last error); None until something sets it
     status_reason: str | None = None
     updated_at: datetime | None = None
+    #: ``treatment``, ``holdout`` (the program's) or ``global_control`` (docs/experiments.md)
+    arm: str = "treatment"
+    #: the A/B/n variant (for control candidates: the one they would have had)
+    variant: str | None = None
+    #: the scorer's inputs at scoring time, kept only for programs with ``experiment.learn``
+    features: dict[str, Any] | None = None
 
 
 @dataclass

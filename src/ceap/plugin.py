@@ -29,6 +29,8 @@ class PluginContext:
     tenant: str = "default"
     #: the store of the running process, for plugins that write to it (the inbox channel)
     store: Any = None
+    #: the tenant-wide global control share (``ceap.yaml`` ``experiments.global_control``)
+    global_control: float = 0.0
 
     def path(self, value: str | Path) -> Path:
         """Resolve ``value`` against the project directory."""

@@ -78,7 +78,7 @@ CONTEXT_NAMES = frozenset({"candidate", "profile", "payload", "unsubscribe_url",
 CANDIDATE_FIELDS = frozenset({"id", "tenant_id", "program", "run_id", "customer_id", "subject_id",
                               "context", "action_type", "channels", "template", "category", "score",
                               "model", "reasons", "payload", "status", "priority", "created_at",
-                              "not_before", "expires_at", "dedup_key"})
+                              "not_before", "expires_at", "dedup_key", "variant"})
 PROFILE_FIELDS = frozenset({"customer_id", "email", "phone", "push_token", "timezone", "locale",
                             "attributes"})
 _DICT_METHODS = frozenset(n for n in dir(dict) if not n.startswith("_"))

@@ -22,6 +22,8 @@ class Funnel:
     over_top_k: int = 0
     selected: int = 0
     held_out: int = 0
+    #: of ``held_out``, those in the tenant-wide global control group (the rest: the holdout)
+    global_control: int = 0
     targeted: int = 0
     written: int = 0
     already_present: int = 0
@@ -57,7 +59,11 @@ class Funnel:
                 left = (out[-1][1]) - removed
                 out.append((name, left, removed))
         out.append(("selected", self.selected, 0))
-        out.append(("held out (control group)", self.selected - self.held_out, self.held_out))
+        holdout = self.held_out - self.global_control
+        out.append(("held out (program holdout)", self.selected - holdout, holdout))
+        if self.global_control:
+            out.append(("held out (global control group)", self.selected - self.held_out,
+                        self.global_control))
         out.append(("targeted (will be acted on)", self.targeted, 0))
         if self.already_present:
             out.append(("already stored (same dedup key)", self.selected - self.already_present,

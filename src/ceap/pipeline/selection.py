@@ -1,22 +1,27 @@
-"""Selection: one row per customer, top-k, holdout, dedup keys, candidate rows.
+"""Selection: one row per customer, top-k, arms and variants, dedup keys, candidate rows.
 
 Holdout membership is a pure function of (tenant, program, customer): the
 upper 64 bits of an MD5 over them, as a fraction of 2^64, below the holdout
 share. It is stable across runs, machines and versions, so a customer stays
-in the same group and uplift can be measured later.
+in the same group and uplift can be measured later. The global control group
+and the variants are drawn the same way (``ceap.experiments.assignment``),
+column-wise in DuckDB.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ceap.errors import PluginError
+from ceap.experiments.assignment import VariantSql, global_control_sql, holdout_sql, weights_for
 from ceap.pipeline.funnel import Funnel
 from ceap.pipeline.plan import SCORE
 from ceap.scorers.base import Scorer
@@ -24,7 +29,6 @@ from ceap.spec.program import ProgramSpec
 from ceap.sqlexpr import BATCH, quote
 from ceap.store.schema import CANDIDATE_SCHEMA
 
-_TWO_64 = "18446744073709551616.0"
 REASONS = "__ceap_reasons"
 ITEMS = "__ceap_items"
 BEST = "__ceap_best"
@@ -36,6 +40,10 @@ class RunInfo:
     run_id: str
     now: datetime
     model: str
+    #: the tenant-wide global control share (``ceap.yaml`` ``experiments.global_control``)
+    global_control: float = 0.0
+    #: a bandit's latest variant shares (None: the spec's weights)
+    weights: Mapping[str, float] | None = None
 
 
 def window_label(now: datetime, spec: ProgramSpec) -> str:
@@ -49,6 +57,16 @@ def _json_object(columns: list[str]) -> str | None:
     if not columns:
         return None
     return "to_json(struct_pack(" + ", ".join(f"{quote(c)} := {quote(c)}" for c in columns) + "))"
+
+
+def _features_json(columns: list[str]) -> str | None:
+    """The scorer's inputs as a JSON object of numbers (NaN as null: JSON has no NaN)."""
+    if not columns:
+        return None
+    values = (f"CASE WHEN isnan(CAST({quote(c)} AS DOUBLE)) THEN NULL "
+              f"ELSE CAST({quote(c)} AS DOUBLE) END" for c in columns)
+    return ("to_json(struct_pack(" + ", ".join(f"{quote(c)} := {v}" for c, v in zip(
+        columns, values, strict=True)) + "))")
 
 
 def _attach_explanations(top: pa.Table, scorer: Scorer[Any] | None, reasons: int,
@@ -90,9 +108,12 @@ def select(con: duckdb.DuckDBPyConnection, scored: pa.Table, spec: ProgramSpec,
     top = top.drop_columns([BEST])
     funnel.duplicate_customer += scored.num_rows - best
 
+    exp = spec.experiment
+    variants = VariantSql(exp.variants, weights_for(exp.variants, run.weights), cust)
     context = _json_object(src.context) or "'{}'"
     payload_cols = _json_object(action.payload_columns)
-    payload = f"json_merge_patch($payload, {payload_cols})" if payload_cols else "$payload"
+    payload = variants.pick("__variant", "payload", "$payload")
+    payload = f"json_merge_patch({payload}, {payload_cols})" if payload_cols else payload
     size = int(sel.dedup_window.total_seconds())
     if event_time:  # real-time: each candidate dates from its own triggering event
         created = f"CAST({quote(event_time)} AS TIMESTAMPTZ)"
@@ -100,6 +121,7 @@ def select(con: duckdb.DuckDBPyConnection, scored: pa.Table, spec: ProgramSpec,
                   "'%Y%m%dT%H%M%S')")
     else:
         created, window = "CAST($created AS TIMESTAMPTZ)", "$window"
+    global_share = run.global_control if exp.uses_global_control(action.category) else 0.0
     params = {
         "tenant": run.tenant_id, "program": spec.name, "run_id": run.run_id,
         "action_type": action.type, "channels": json.dumps(action.channels),
@@ -107,38 +129,52 @@ def select(con: duckdb.DuckDBPyConnection, scored: pa.Table, spec: ProgramSpec,
         "payload": json.dumps(action.payload), "shadow": spec.mode == "shadow",
         "priority": spec.priority, "delay": action.delay, "expiry": action.expiry,
         **({} if event_time else {"created": run.now, "window": window_label(run.now, spec)}),
-        "holdout": spec.experiment.holdout,
+        "holdout": exp.holdout, "global_control": global_share, **variants.params(),
     }
     top = _attach_explanations(top, scorer, sel.reasons, action.items)
     if action.items:
         payload = f"json_merge_patch({payload}, json_object('items', json({ITEMS})))"
-    holdout = (f"md5_number_upper($tenant || ':' || $program || ':' || {cust}) / {_TWO_64} "
-               "< $holdout")
+    features = _features_json(scorer.features()) if exp.learn and scorer is not None else None
+    draw = f", {variants.draw()} AS {VariantSql.DRAW}" if variants else ""
+    not_before = f"{created} + {variants.pick('__variant', 'delay', '$delay')}"
     con.register(BATCH, top)
     try:
         table = con.sql(f"""
-            WITH marked AS (SELECT *, {holdout} AS __holdout FROM {BATCH})
+            WITH marked AS (
+                SELECT *, {holdout_sql(cust)} AS __holdout,
+                       {global_control_sql(cust)} AS __global{draw} FROM {BATCH}),
+            assigned AS (
+                SELECT *, {variants.name()} AS __variant,
+                       CASE WHEN __global THEN 'global_control' WHEN __holdout THEN 'holdout'
+                            ELSE 'treatment' END AS __arm FROM marked)
             SELECT $tenant AS tenant_id, $program AS program, $run_id AS run_id,
                    CAST({cust} AS VARCHAR) AS customer_id, CAST({subj} AS VARCHAR) AS subject_id,
-                   {context} AS context, $action_type AS action_type, $channels AS channels,
-                   $template AS template, $category AS category, {SCORE} AS score,
+                   {context} AS context, $action_type AS action_type,
+                   {variants.pick('__variant', 'channels', '$channels')} AS channels,
+                   {variants.pick('__variant', 'template', '$template')} AS template,
+                   $category AS category, {SCORE} AS score,
                    $model AS model, {REASONS} AS reasons, {payload} AS payload,
-                   CASE WHEN __holdout THEN 'held_out' WHEN $shadow THEN 'shadow'
+                   CASE WHEN __arm <> 'treatment' THEN 'held_out' WHEN $shadow THEN 'shadow'
                         ELSE 'pending' END AS status,
                    CAST($priority AS BIGINT) AS priority,
                    {created} AS created_at,
-                   {created} + $delay AS not_before,
-                   {created} + $delay + $expiry AS expires_at,
+                   {not_before} AS not_before,
+                   {not_before} + $expiry AS expires_at,
                    $program || ':' || CAST({cust} AS VARCHAR) || ':'
                        || COALESCE(CAST({subj} AS VARCHAR), '') || ':' || {window} AS dedup_key,
-                   __holdout AS holdout, CAST(1 AS BIGINT) AS version
-            FROM marked ORDER BY score DESC
+                   __arm <> 'treatment' AS holdout, CAST(1 AS BIGINT) AS version,
+                   __arm AS arm, __variant AS variant,
+                   {features or 'CAST(NULL AS VARCHAR)'} AS features
+            FROM assigned ORDER BY score DESC
         """, params=params).to_arrow_table()
     finally:
         con.unregister(BATCH)
     funnel.over_top_k += best - table.num_rows
     funnel.selected += table.num_rows
-    held = int(table.column("holdout").to_numpy(zero_copy_only=False).sum()) if table.num_rows else 0
+    arms = pc.value_counts(table.column("arm")).to_pylist() if table.num_rows else []
+    counts = {a["values"]: a["counts"] for a in arms}
+    held = table.num_rows - counts.get("treatment", 0)
     funnel.held_out += held
+    funnel.global_control += counts.get("global_control", 0)
     funnel.targeted += table.num_rows - held
     return table.cast(CANDIDATE_SCHEMA)

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ceap.experiments.bandit import SharesCache
 from ceap.model import RunRecord, utcnow
 from ceap.pipeline import conform
 from ceap.pipeline.funnel import Funnel
@@ -54,6 +55,7 @@ class ProgramRunner:
         self._checked = False
         self._rows_schema: pa.Schema | None = None  # of rows_for's rows (not fanned out)
         self._fused: str | None = None
+        self.shares = SharesCache()  # a bandit's latest variant shares
 
     def span(self) -> timedelta:
         spans = [f.span() for f in self.spec.state.values()]
@@ -134,9 +136,11 @@ class ProgramRunner:
                    else self.plan.process(rows, self.funnel, now))
         kept = outcome.kept
         if kept.num_rows:
-            candidates = select(self.plan.con, kept, self.spec,
-                                RunInfo(self.run.tenant_id, self.run.run_id, now, self.plan.model_id()),
-                                self.funnel, self.plan.scorer, event_time=EVENT_TS)
+            info = RunInfo(self.run.tenant_id, self.run.run_id, now, self.plan.model_id(),
+                           global_control=self.plan.context.global_control,
+                           weights=self.shares.get(self.store, self.run.tenant_id, self.spec, now))
+            candidates = select(self.plan.con, kept, self.spec, info, self.funnel, self.plan.scorer,
+                                event_time=EVENT_TS)
             candidates = escalate(candidates, self.spec.action.escalation)
         else:
             candidates = CANDIDATE_SCHEMA.empty_table()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from pydantic import ValidationError
 
 from ceap.errors import PluginError, SpecError
-from ceap.plugin import PluginContext
 from ceap.realtime.source import StreamConnector
 from ceap.registry import Registry, default_registry
 from ceap.spec.issues import config_issues
@@ -30,9 +30,7 @@ def open_stream(project: ProjectConfig, name: str, store: Store,
         raise SpecError(where, [(f"streams.{name}.type", str(exc))]) from None
     if not issubclass(cls, StreamConnector):
         raise SpecError(where, [(f"streams.{name}.type", f"{raw.get('type')!r} is not a stream connector")])
-    context = project.context()
-    context = PluginContext(base_dir=context.base_dir, connections=context.connections,
-                            tenant=context.tenant, store=store)
+    context = replace(project.context(), store=store)
     try:
         return cls(cls.config_model.model_validate(raw), context)
     except ValidationError as exc:

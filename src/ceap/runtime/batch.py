@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import pyarrow as pa
 
 from ceap.errors import CeapError, RunError
+from ceap.experiments.loop import close_loop
 from ceap.model import RunRecord, WriteResult, utcnow
 from ceap.pipeline.funnel import Funnel
 from ceap.pipeline.plan import Plan
@@ -70,6 +71,7 @@ def run_program(spec: ProgramSpec, store: Store, context: PluginContext, *,
         return RunResult(spec.name, run, funnel)
     plan: Plan | None = None
     try:
+        loop = close_loop(spec, store, context, now, registry)  # bandit shares, online learning
         plan = Plan(spec, context, registry)
         plan.check()
         funnel.model = plan.model_id()
@@ -86,7 +88,9 @@ def run_program(spec: ProgramSpec, store: Store, context: PluginContext, *,
         _check_bad_share(spec, funnel)
         scored = pa.concat_tables(kept) if kept else None
         candidates = (select(plan.con, scored, spec,
-                             RunInfo(context.tenant, run.run_id, now, plan.model_id()), funnel,
+                             RunInfo(context.tenant, run.run_id, now, plan.model_id(),
+                                     global_control=context.global_control,
+                                     weights=loop.weights), funnel,
                              plan.scorer)
                       if scored is not None else empty_candidates())
         candidates = escalate(candidates, spec.action.escalation)  # later steps of each chain

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model
 
 from ceap.errors import SpecError
 from ceap.registry import Registry, default_registry
+from ceap.spec.experiment import Bandit, Guardrails, Variant
 from ceap.spec.issues import clean_loc, format_loc, message
 from ceap.spec.program import Action, Experiment, ProgramSpec, Selection
 from ceap.spec.yaml_io import read_yaml_mapping
@@ -79,7 +80,8 @@ def _prepare(data: dict[str, Any], default_name: str | None) -> dict[str, Any]:
 
 def _vocabulary(registry: Registry) -> set[str]:
     names: set[str] = set()
-    models: list[type[BaseModel]] = [ProgramSpec, Selection, Action, Experiment]
+    models: list[type[BaseModel]] = [ProgramSpec, Selection, Action, Experiment, Variant, Bandit,
+                                     Guardrails]
     for kind in PLUGIN_FIELDS.values():
         models.extend(registry.configs(kind))
     for model in models:

@@ -14,12 +14,15 @@ from ceap.filters.base import FilterConfig
 from ceap.model import ActionType
 from ceap.realtime.spec import EscalationStep, StateFeature
 from ceap.scorers.base import ScorerConfig
+from ceap.spec.experiment import Experiment
 from ceap.spec.schedule import ScheduleField
 from ceap.sqlexpr import check_expression
 
 Mode = Literal["live", "shadow", "paused"]
 Category = Literal["marketing", "transactional", "security"]
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+#: program names that would collide with a hash key of the experiments (docs/experiments.md)
+RESERVED_NAMES = ("global_control",)
 
 
 class Strict(BaseModel):
@@ -64,12 +67,6 @@ class Action(Strict):
     escalation: list[EscalationStep] = Field(
         default_factory=list, description="later steps on other channels, until a cancel_on event")
     expiry: Duration = Field(timedelta(days=7), description="expires_at = not_before + expiry")
-
-
-class Experiment(Strict):
-    """How the program's worth is measured."""
-
-    holdout: float = Field(0.0, ge=0.0, lt=1.0, description="share of selected customers held out")
 
 
 class ProgramSpec(Strict):
@@ -123,4 +120,30 @@ class ProgramSpec(Strict):
             if f.id in seen:
                 raise ValueError(f"filter id {f.id!r} is used twice")
             seen.add(f.id)
+        return self
+
+    @model_validator(mode="after")
+    def _experiment_fits(self) -> ProgramSpec:
+        """Checks that need the rest of the program; messages start with the field."""
+        exp, category = self.experiment, self.action.category
+        if self.name in RESERVED_NAMES:
+            raise ValueError(f"name: {self.name!r} is reserved (the global control group's hash "
+                             "key); choose another name")
+        if exp.global_control and category != "marketing":
+            raise ValueError(f"experiment.global_control: {category} programs are exempt from the "
+                             "global control group; remove the field or set it to false")
+        if exp.learn and getattr(self.scorer, "type", None) != "river":
+            raise ValueError("experiment.learn: needs a river scorer (the online model learns "
+                             "from the outcomes)")
+        if exp.learn:
+            from ceap.ml.artefacts import parse_ref
+
+            ref = parse_ref(str(getattr(self.scorer, "model", "")))
+            if ref is None or ref.version is not None:
+                raise ValueError("experiment.learn: scorer.model must name a registry model "
+                                 "without a version (e.g. 'churn' or 'churn@latest'), so the "
+                                 "program scores with each new version it learns")
+        if exp.learn and self.mode == "shadow":
+            raise ValueError("experiment.learn: a shadow program sends nothing, so its outcomes "
+                             "say nothing about its messages")
         return self

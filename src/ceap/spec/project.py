@@ -27,6 +27,17 @@ DEFAULT_STORE = "sqlite:///.ceap/ceap.db"
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
+class ExperimentsConfig(BaseModel):
+    """Tenant-wide experiment settings (``experiments:`` in ``ceap.yaml``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    global_control: float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="share of customers who get no marketing from any program (a tenant-wide "
+                    "control group; transactional and security programs are exempt)")
+
+
 class ProjectConfig(BaseModel):
     """What ``ceap.yaml`` holds. Every field has a default: the file is optional."""
 
@@ -47,6 +58,8 @@ class ProjectConfig(BaseModel):
                                                 "workers (default: in the store)")
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig,
                                      description="policies (consent, quiet hours, caps) and templates")
+    experiments: ExperimentsConfig = Field(default_factory=ExperimentsConfig,
+                                           description="the global control group")
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig,
                                        description="`ceap scheduler`: time zone, dispatch, poll, lease")
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
@@ -57,7 +70,8 @@ class ProjectConfig(BaseModel):
 
     def context(self, tenant: str | None = None) -> PluginContext:
         return PluginContext(base_dir=self.base_dir, connections=dict(self.connections),
-                             tenant=tenant or self.tenant)
+                             tenant=tenant or self.tenant,
+                             global_control=self.experiments.global_control)
 
     def programs_dir(self) -> Path:
         p = Path(self.programs)

@@ -64,7 +64,9 @@ class Store(Plugin[T]):
     def sweep_expired(self, now: datetime, tenant_id: str | None = None) -> int:
         """Delete candidates whose ``expires_at`` has passed; return how many.
 
-        Held-out candidates stay: they are the control group uplift is measured against."""
+        Held-out candidates stay: they are the control group uplift is measured against;
+        so do the treated candidates of a program with held-out candidates (the other side
+        of the comparison)."""
         raise NotImplementedError
 
     def inbox_add(self, items: list[InboxItem]) -> list[bool]:

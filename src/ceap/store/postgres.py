@@ -22,6 +22,7 @@ import pyarrow.csv as pacsv
 from ceap.model import Candidate, CandidateQuery, InboxItem, RunRecord, WriteResult, utcnow
 from ceap.store.base import Store, StoreConfig
 from ceap.store.delivery_schema import add_missing_columns, delivery_ddl
+from ceap.store.experiment_schema import add_experiment_columns, experiment_ddl
 from ceap.store.schedule_schema import schedule_ddl
 from ceap.store.schema import CANDIDATE_COLUMNS, QUARANTINE_SCHEMA
 from ceap.store.sql_common import (
@@ -65,12 +66,14 @@ class PostgresStore(Store[PostgresStoreConfig]):
     def migrate(self) -> None:
         with self._lock, self._conn.transaction():
             self._conn.execute("SELECT pg_advisory_xact_lock(4242)")  # concurrent first starts
-            for statement in [*ddl("postgres"), *delivery_ddl("postgres"), *schedule_ddl("postgres")]:
+            for statement in [*ddl("postgres"), *delivery_ddl("postgres"), *experiment_ddl("postgres"),
+                              *schedule_ddl("postgres")]:
                 self._conn.execute(statement)  # type: ignore[arg-type]
             have = {r[0] for r in self._conn.execute(
                 "SELECT column_name FROM information_schema.columns WHERE table_name = 'candidates' "
                 "AND table_schema = current_schema()").fetchall()}
-            for statement in add_missing_columns("postgres", have):
+            for statement in [*add_missing_columns("postgres", have),
+                              *add_experiment_columns("postgres", have)]:
                 self._conn.execute(statement)  # type: ignore[arg-type]
 
     def write_run(
@@ -154,7 +157,9 @@ class PostgresStore(Store[PostgresStoreConfig]):
     def sweep_expired(self, now: datetime, tenant_id: str | None = None) -> int:
         sql = ("DELETE FROM candidates WHERE expires_at <= %s AND NOT holdout AND NOT EXISTS "
                "(SELECT 1 FROM deliveries d WHERE d.candidate_id = candidates.id "
-               "AND d.status IN ('queued', 'sending'))")
+               "AND d.status IN ('queued', 'sending')) AND NOT EXISTS "
+               "(SELECT 1 FROM candidates h WHERE h.tenant_id = candidates.tenant_id "
+               "AND h.program = candidates.program AND h.holdout)")  # measured: keep
         params: list[Any] = [now]
         if tenant_id is not None:
             sql += " AND tenant_id = %s"

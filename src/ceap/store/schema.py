@@ -35,10 +35,15 @@ CANDIDATE_SCHEMA = pa.schema(
         ("dedup_key", pa.string()),
         ("holdout", pa.bool_()),
         ("version", pa.int64()),
+        # experiments (docs/experiments.md): treatment, holdout or global_control; the variant
+        # (NULL without variants); the scorer's inputs, kept only for programs that learn
+        ("arm", pa.string()),
+        ("variant", pa.string()),
+        ("features", pa.string()),
     ]
 )
 CANDIDATE_COLUMNS = CANDIDATE_SCHEMA.names
-JSON_COLUMNS = ("context", "channels", "reasons", "payload")
+JSON_COLUMNS = ("context", "channels", "reasons", "payload", "features")
 TIME_COLUMNS = ("created_at", "not_before", "expires_at")
 
 QUARANTINE_SCHEMA = pa.schema(

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ceap.model import Candidate, InboxItem, RunRecord
-from ceap.store.schema import CANDIDATE_COLUMNS, from_iso, loads
+from ceap.store.schema import CANDIDATE_COLUMNS, JSON_COLUMNS, from_iso, loads
 
 #: Column types per dialect; keys are the abstract types used below.
 TYPES = {
@@ -24,12 +24,18 @@ _CANDIDATE_TYPES = {
     "payload": "json", "status": "text NOT NULL", "priority": "int NOT NULL",
     "created_at": "ts NOT NULL", "not_before": "ts NOT NULL", "expires_at": "ts NOT NULL",
     "dedup_key": "text NOT NULL", "holdout": "bool NOT NULL", "version": "int NOT NULL",
+    "arm": "text NOT NULL DEFAULT 'treatment'", "variant": "text", "features": "json",
 }
 
 
 def _typed(dialect: str, spec: str) -> str:
     head, _, rest = spec.partition(" ")
     return f"{TYPES[dialect][head]} {rest}".strip()
+
+
+def candidate_column(dialect: str, name: str) -> str:
+    """A candidate column's type and constraints in ``dialect`` (``TEXT NOT NULL ...``)."""
+    return _typed(dialect, _CANDIDATE_TYPES[name])
 
 
 def ddl(dialect: str) -> list[str]:
@@ -76,7 +82,7 @@ SELECT_CANDIDATE = "SELECT id, " + ", ".join([*CANDIDATE_COLUMNS, *_STATUS_COLUM
 
 def candidate_from_row(row: Sequence[Any]) -> Candidate:
     values = dict(zip(["id", *CANDIDATE_COLUMNS, *_STATUS_COLUMNS], row, strict=True))
-    for name in ("context", "channels", "reasons", "payload"):
+    for name in JSON_COLUMNS:
         values[name] = loads(values[name])
     for name in ("created_at", "not_before", "expires_at", "updated_at"):
         values[name] = from_iso(values[name])

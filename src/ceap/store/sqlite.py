@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 from ceap.model import Candidate, CandidateQuery, InboxItem, RunRecord, WriteResult, utcnow
 from ceap.store.base import Store, StoreConfig
 from ceap.store.delivery_schema import add_missing_columns, delivery_ddl
+from ceap.store.experiment_schema import add_experiment_columns, experiment_ddl
 from ceap.store.schedule_schema import schedule_ddl
 from ceap.store.schema import CANDIDATE_COLUMNS, QUARANTINE_SCHEMA, to_iso
 from ceap.store.sql_common import (
@@ -110,10 +111,12 @@ class SqliteStore(Store[SqliteStoreConfig]):
     # -- schema ---------------------------------------------------------
     def migrate(self) -> None:
         with self._lock:
-            for statement in [*ddl("sqlite"), *delivery_ddl("sqlite"), *schedule_ddl("sqlite")]:
+            for statement in [*ddl("sqlite"), *delivery_ddl("sqlite"), *experiment_ddl("sqlite"),
+                              *schedule_ddl("sqlite")]:
                 self._conn.execute(statement)
             have = {row[1] for row in self._conn.execute("PRAGMA table_info(candidates)")}
-            for statement in add_missing_columns("sqlite", have):
+            for statement in [*add_missing_columns("sqlite", have),
+                              *add_experiment_columns("sqlite", have)]:
                 self._conn.execute(statement)
 
     # -- writes ---------------------------------------------------------
@@ -201,7 +204,9 @@ class SqliteStore(Store[SqliteStoreConfig]):
     def sweep_expired(self, now: datetime, tenant_id: str | None = None) -> int:
         sql = ("DELETE FROM candidates WHERE expires_at <= ? AND NOT holdout AND NOT EXISTS "
                "(SELECT 1 FROM deliveries d WHERE d.candidate_id = candidates.id "
-               "AND d.status IN ('queued', 'sending'))")
+               "AND d.status IN ('queued', 'sending')) AND NOT EXISTS "
+               "(SELECT 1 FROM candidates h WHERE h.tenant_id = candidates.tenant_id "
+               "AND h.program = candidates.program AND h.holdout)")  # measured: keep
         params: list[Any] = [to_iso(now)]
         if tenant_id is not None:
             sql += " AND tenant_id = ?"

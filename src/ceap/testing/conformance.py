@@ -389,7 +389,10 @@ def _is_utc(value: Any) -> bool:
 
 def _store_round_trip(store: Store, tenant: str, where: str) -> list[Candidate]:
     table = make_candidates(
-        3, tenant_id=tenant, run_id=f"{tenant}-r1", priority=lambda i: i, holdout=lambda i: i == 1,
+        3, tenant_id=tenant, run_id=f"{tenant}-r1", priority=lambda i: i, holdout=lambda i: i >= 1,
+        arm=lambda i: ["treatment", "holdout", "global_control"][i],
+        variant=lambda i: None if i == 0 else f"v{i}",
+        features=lambda i: None if i == 1 else {"spend": 12.5 * i, "orders": i},
         subject_id=lambda i: None if i == 0 else f"s{i}", template=lambda i: None if i == 0 else "t",
         reasons=lambda i: None if i == 0 else {"why": [i, "ünïcode"]},
         context=lambda i: {"region": ["eu", "us", "apac"][i]},
@@ -548,16 +551,23 @@ def _store_sweep(store: Store, tenant: str, where: str) -> None:
     table = make_candidates(4, tenant_id=tenant, now=now - timedelta(days=2), expires_at=lambda i: (
         now - timedelta(hours=1) if i % 2 else now + timedelta(days=1)))
     store.write_run(_run(tenant, f"{tenant}-1"), table)
-    live = _keys(store.candidates(CandidateQuery(tenant_id=tenant)))
+    measured = make_candidates(2, tenant_id=tenant, program="measured", now=now - timedelta(days=2),
+                               expires_at=now - timedelta(hours=1), holdout=lambda i: i == 1,
+                               dedup_key=lambda i: f"measured-{i}")
+    store.write_run(_run(tenant, f"{tenant}-2", program="measured"), measured)
+    live = _keys(store.candidates(CandidateQuery(tenant_id=tenant, program="conformance")))
     if sorted(live) != ["dedup-0", "dedup-2"]:
         _fail(where, f"candidates() without include_expired gave {live}; expected the unexpired only")
-    if len(_all(store, tenant)) != 4:
+    if len(_all(store, tenant, program="conformance")) != 4:
         _fail(where, "candidates(include_expired=True) must return expired candidates too")
     removed = store.sweep_expired(now)
     if removed != 2:
         _fail(where, f"sweep_expired removed {removed} candidates, expected the 2 expired")
-    if sorted(_keys(_all(store, tenant))) != ["dedup-0", "dedup-2"]:
+    if sorted(_keys(_all(store, tenant, program="conformance"))) != ["dedup-0", "dedup-2"]:
         _fail(where, "sweep_expired removed unexpired candidates")
+    if sorted(_keys(_all(store, tenant, program="measured"))) != ["measured-0", "measured-1"]:
+        _fail(where, "sweep_expired must keep a program's candidates while it has held-out ones "
+                     "(treated and control are compared in the uplift report)")
     if store.sweep_expired(now) != 0:
         _fail(where, "a second sweep_expired removed more")
 

@@ -227,9 +227,11 @@ def make_candidates(n: int = 3, *, now: datetime | None = None, **overrides: Val
         "reasons": {"top": ["spend"]}, "payload": lambda i: {"i": i, "text": "héllo ✓"},
         "status": "pending", "priority": 0, "created_at": now, "not_before": now,
         "expires_at": now + timedelta(days=7), "dedup_key": lambda i: f"dedup-{i}",
-        "holdout": False, "version": 1,
+        "holdout": False, "version": 1, "variant": None, "features": None,
     }
     spec = {**defaults, **overrides}
+    if "arm" not in overrides:  # the arm follows the holdout flag unless given
+        spec["arm"] = lambda i: "holdout" if _at(spec["holdout"], i) else "treatment"
     columns: dict[str, list[Any]] = {}
     for name in CANDIDATE_SCHEMA.names:
         values = [_at(spec[name], i) for i in range(n)]
