@@ -74,6 +74,18 @@ def _local(at: datetime, tz: str) -> datetime:
     return at.astimezone(zone(tz))
 
 
+class _At(str):
+    """A time as ISO 8601 text (piped output) that remembers its zone (tables)."""
+
+    at: datetime
+
+    @classmethod
+    def of(cls, at: datetime) -> _At:
+        text = cls(at.isoformat())
+        text.at = at
+        return text
+
+
 def _minutes(value: Any) -> str:
     return f"{value:%Y-%m-%d %H:%M %Z}" if isinstance(value, datetime) else ""
 
@@ -189,8 +201,8 @@ def schedule_sheet(specs: list[ProgramSpec], states: dict[str, ProgramState], de
                                Column("catch_up", "catch-up"), Column("last_window", "last window",
                                                                       human=_minutes),
                                Column("last_status", "status"), Column("last_run", "last run"),
-                               Column("next", "next run(s)", human=lambda v: ", ".join(
-                                   _minutes(datetime.fromisoformat(t)) for t in v or []))])
+                               Column("next", "next run(s)",
+                                      human=lambda v: ", ".join(_minutes(t.at) for t in v or []))])
     records: list[dict[str, Any]] = []
     for spec in specs:
         sched = spec.schedule
@@ -207,7 +219,7 @@ def schedule_sheet(specs: list[ProgramSpec], states: dict[str, ProgramState], de
         last = _local(s.last_fire, tz) if s is not None and s.last_fire is not None else None
         status = "paused" if spec.mode == "paused" else (s.last_status if s is not None else None)
         sheet.add(spec.name, sched.cron, tz, sched.catch_up, last, status,
-                  s.last_run_id if s is not None else None, [t.isoformat() for t in upcoming])
+                  s.last_run_id if s is not None else None, [_At.of(t) for t in upcoming])
         records.append({"program": spec.name, "schedule": sched.cron, "timezone": tz,
                         "catch_up": sched.catch_up, "max_catch_up": sched.max_catch_up,
                         "mode": spec.mode, "last_window": last, "last_status": status,
@@ -217,12 +229,14 @@ def schedule_sheet(specs: list[ProgramSpec], states: dict[str, ProgramState], de
     return sheet, records
 
 
-def history_sheet(entries: list[LogEntry]) -> Sheet:
-    sheet = Sheet("schedule history", [Column("program"), Column("fire_at", "window"), Column("status"),
-                                       Column("windows", right=True), Column("run_id", "run"),
-                                       Column("detail"), Column("scheduler")])
+def history_sheet(entries: list[LogEntry], zones: dict[str, str]) -> Sheet:
+    """The log, each window in its program's time zone (as last seen by the scheduler)."""
+    sheet = Sheet("schedule history", [Column("program"), Column("fire_at", "window", human=_minutes),
+                                       Column("status"), Column("windows", right=True),
+                                       Column("run_id", "run"), Column("detail"), Column("scheduler")])
     for e in entries:
-        sheet.add(e.program, e.fire_at, e.status, e.windows, e.run_id, e.detail, e.scheduler)
+        sheet.add(e.program, _local(e.fire_at, zones.get(e.program) or "UTC"), e.status, e.windows,
+                  e.run_id, e.detail, e.scheduler)
     return sheet
 
 
@@ -248,11 +262,12 @@ def schedule(
     store = state.open_store(project)
     try:
         book = ScheduleBook(store, state.tenant or project.tenant)
+        states = book.states()
         if history:
             entries = book.history(program, limit)
-            show(history_sheet(entries), as_json, records=[asdict(e) for e in entries])
+            zones = {name: st.timezone or "UTC" for name, st in states.items()}
+            show(history_sheet(entries, zones), as_json, records=[asdict(e) for e in entries])
             return
-        states = book.states()
         lease = book.lease(f"scheduler:{book.tenant}")
     finally:
         store.close()
