@@ -88,6 +88,9 @@ def test_scheduler_once_runs_what_is_due_and_records_it(project: Path) -> None:
     history = records(ceap("schedule", "--history", "--json", "--program", "big_carts"))
     assert [(h["status"], h["windows"]) for h in history] == [("missed", 3), ("succeeded", 1)]
     assert "catch_up: skip" in history[0]["detail"]
+    piped = ceap("schedule", "--history", "--program", "big_carts").stdout.splitlines()
+    assert piped[0].split("\t")[:3] == ["program", "fire_at", "status"]
+    assert piped[1].startswith("big_carts\t2026-03-30T02:30:00+02:00\tmissed\t3\t")  # in its zone
     table = ceap("scheduler", "--once", "--now", "2026-04-01T12:00:05Z")  # piped: a header, no rows
     assert table.exit_code == 0 and table.stdout.splitlines() == [
         "program\twindow\tstatus\twindows\trun_id\tdetail"]
