@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 from ceap.model import Candidate, CandidateQuery, InboxItem, RunRecord, WriteResult, utcnow
 from ceap.store.base import Store, StoreConfig
 from ceap.store.delivery_schema import add_missing_columns, delivery_ddl
+from ceap.store.outcome_schema import outcome_ddl
 from ceap.store.schema import CANDIDATE_COLUMNS, QUARANTINE_SCHEMA, to_iso
 from ceap.store.sql_common import (
     INBOX_COLUMNS,
@@ -109,7 +110,7 @@ class SqliteStore(Store[SqliteStoreConfig]):
     # -- schema ---------------------------------------------------------
     def migrate(self) -> None:
         with self._lock:
-            for statement in [*ddl("sqlite"), *delivery_ddl("sqlite")]:
+            for statement in [*ddl("sqlite"), *delivery_ddl("sqlite"), *outcome_ddl("sqlite")]:
                 self._conn.execute(statement)
             have = {row[1] for row in self._conn.execute("PRAGMA table_info(candidates)")}
             for statement in add_missing_columns("sqlite", have):
