@@ -28,6 +28,8 @@ from ceap.delivery.templates.sandbox import MAX_VALUE, Deadline, RenderTimeout, 
 from ceap.delivery.unsubscribe import UnsubscribeError, list_unsubscribe_headers, make_link
 from ceap.errors import SpecError
 from ceap.model import Candidate, utcnow
+from ceap.outcomes.config import TrackingConfig
+from ceap.outcomes.links import Tracker
 
 CONTEXT_NAMES = frozenset({"candidate", "profile", "payload", "unsubscribe_url", "now", "locale",
                            "channel"})
@@ -58,11 +60,13 @@ class TemplateRenderer:
 
     Candidates without a template get the plain renderer's text. Marketing e-mail
     gets RFC 8058 ``List-Unsubscribe`` headers and an ``unsubscribe_url``; without
-    an unsubscribe URL and signing key it is refused (``require_unsubscribe``)."""
+    an unsubscribe URL and signing key it is refused (``require_unsubscribe``).
+    With a ``tracker`` (``ceap.outcomes.links``), links become signed click links
+    and HTML e-mail gets an open pixel, before the size limits are checked."""
 
     def __init__(self, templates_dir: str | Path, config: DeliveryConfig | TemplatesConfig | None = None,
                  *, secret: str | bytes | None = None, clock: Callable[[], datetime] = utcnow,
-                 fallback: Any = None, preview: bool = False):
+                 fallback: Any = None, preview: bool = False, tracker: Tracker | None = None):
         delivery = config if isinstance(config, DeliveryConfig) else DeliveryConfig()
         self.config: TemplatesConfig = config if isinstance(config, TemplatesConfig) else delivery.templates
         self.delivery = delivery
@@ -71,6 +75,7 @@ class TemplateRenderer:
         self.clock = clock
         self.fallback = fallback or PlainRenderer()
         self.preview = preview
+        self.tracker = tracker
         self.zones = Zones(delivery.default_timezone)
         self.text_env = SafeEnvironment(autoescape=False)
         self.html_env = SafeEnvironment(autoescape=True)
@@ -78,10 +83,17 @@ class TemplateRenderer:
         self._compiled: dict[tuple[str, str | None, str, str], Any] = {}
 
     @classmethod
-    def from_config(cls, config: DeliveryConfig | dict[str, Any] | None, project_dir: str | Path,
-                    **kw: Any) -> TemplateRenderer:
+    def from_config(cls, config: DeliveryConfig | dict[str, Any] | None, project_dir: str | Path, *,
+                    tracking: TrackingConfig | None = None, store: Any = None, **kw: Any
+                    ) -> TemplateRenderer:
+        """The project's renderer; with ``tracking`` (``ceap.yaml``'s), tracked links are
+        recorded in ``store`` (a preview passes no store: nothing is recorded)."""
         cfg = DeliveryConfig.coerce(config)
         folder = Path(cfg.templates.dir)
+        if tracking is not None:
+            skip = (cfg.templates.unsubscribe_url,) if cfg.templates.unsubscribe_url else ()
+            kw["tracker"] = Tracker(tracking, store, secret=kw.get("secret"), skip=skip,
+                                    clock=kw.get("clock", utcnow), preview=kw.get("preview", False))
         return cls(folder if folder.is_absolute() else Path(project_dir) / folder, cfg, **kw)
 
     # -- files ------------------------------------------------------------
@@ -132,7 +144,7 @@ class TemplateRenderer:
         topic = topic_of(c, self.delivery.consent.topic_field)
         try:
             return make_link(base, c.tenant_id, c.customer_id, channel, topic, secret=self.secret,
-                             now=self.clock())
+                             now=self.clock(), candidate_id=c.id or None)
         except UnsubscribeError:
             if self.preview:
                 return f"{base}?token=PREVIEW"
@@ -177,6 +189,8 @@ class TemplateRenderer:
             ctx = self.context(candidate, channel, profile, part.locale or tf.default_locale, url)
             out = {name: self._render_field(tf, part, name, ctx) for name in part.fields}
             rendered = self._assemble(tf, part, out)
+        if self.tracker is not None:
+            rendered = self.tracker.apply(rendered, candidate, channel, kind)
         if marketing_email and url:
             rendered = Rendered(rendered.title, rendered.body, rendered.html,
                                 {**rendered.headers, **list_unsubscribe_headers(url)})
