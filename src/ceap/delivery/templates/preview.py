@@ -19,7 +19,7 @@ def preview(project_dir: str | Path, program_name: str, customer_id: str, store:
 
     Uses the customer's latest candidate of the program when the store has one,
     else a candidate built from the program's action (payload columns it cannot
-    know show as ``<column>``). Unsubscribe links are real when the URL and
+    know show as ``<column>``). Unsubscribe and tracked links are real when the URL and
     signing key are configured, placeholders otherwise."""
     from ceap.delivery.profiles import load_profiles
     from ceap.model import CandidateQuery
@@ -39,7 +39,8 @@ def preview(project_dir: str | Path, program_name: str, customer_id: str, store:
     candidate = (max(found, key=lambda c: (c.created_at, c.id)) if found
                  else _sample(spec, tenant, customer_id))
     profile = load_profiles(store, [(tenant, customer_id)]).get((tenant, customer_id))
-    renderer = TemplateRenderer.from_config(cfg, project.base_dir, preview=True)
+    # tracked links as they would be sent (signed when the key is set); nothing is recorded
+    renderer = TemplateRenderer.from_config(cfg, project.base_dir, preview=True, tracking=project.tracking)
     return {ch: renderer.render(candidate, ch, profile) for ch in candidate.channels}
 
 
