@@ -11,7 +11,7 @@ from ceap.model import utcnow
 from ceap.outcomes.reported import Report, record_reports
 from ceap.outcomes.track import TrackAnswer, click_answer, open_answer
 
-_PAGE = {"text/html": {}}
+_PAGE: dict[str, Any] = {"text/html": {}}
 _OPEN_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "a 1x1 transparent GIF, never cached", "content": {"image/gif": {}}},
     404: {"description": "not a genuine tracking token", "content": _PAGE},

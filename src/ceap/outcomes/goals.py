@@ -205,12 +205,12 @@ def import_goal_file(store: Any, path: Path, tenant: str, *, event_type: str | N
     kind = "?" if event_type else '"type"'
     val = f'"{value_col}"' if value_col else "NULL"
     con.register("goal_src", source.to_arrow_table())
-    rows = con.execute(f"""
+    rows = con.sql(f"""
         SELECT row_number() OVER () AS line, CAST("{ident}" AS VARCHAR) AS event_id,
                CAST(customer_id AS VARCHAR) AS customer_id, CAST({kind} AS VARCHAR) AS type,
                TRY_CAST(CAST(ts AS VARCHAR) AS TIMESTAMPTZ) AS ts,
                TRY_CAST({val} AS DOUBLE) AS value, {val} IS NOT NULL AS has_value
-        FROM goal_src""", [event_type] if event_type else []).to_arrow_table()
+        FROM goal_src""", params=[event_type] if event_type else None).to_arrow_table()
     rejected: list[tuple[int, str]] = []
     checks = [("event_id", pc.or_(pc.is_null(rows["event_id"]), pc.equal(rows["event_id"], ""))),
               ("customer_id", pc.or_(pc.is_null(rows["customer_id"]), pc.equal(rows["customer_id"], ""))),
