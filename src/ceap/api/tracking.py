@@ -49,16 +49,16 @@ def _kw(request: Request) -> dict[str, Any]:
 router = APIRouter(tags=["tracking"])
 
 
-@router.api_route("/t/o/{token}", methods=["GET", "HEAD"], responses=_OPEN_RESPONSES,
-                  response_class=Response)
+@router.head("/t/o/{token}", include_in_schema=False)
+@router.get("/t/o/{token}", responses=_OPEN_RESPONSES, response_class=Response)
 def open_pixel(token: str, request: Request) -> Response:
     """The open pixel of an HTML e-mail. The first GET records ``opened``; HEAD records nothing."""
     answer = open_answer(request.app.state.store, token, **_kw(request))
     return _response(answer, request.method == "HEAD")
 
 
-@router.api_route("/t/c/{token}", methods=["GET", "HEAD"], responses=_CLICK_RESPONSES,
-                  response_class=Response, status_code=302)
+@router.head("/t/c/{token}", include_in_schema=False)
+@router.get("/t/c/{token}", responses=_CLICK_RESPONSES, response_class=Response, status_code=302)
 def click(token: str, request: Request) -> Response:
     """A tracked link: redirects to the destination stored when the message was rendered,
     never elsewhere. The first GET of each link records ``clicked``; HEAD records nothing."""

@@ -71,9 +71,12 @@ def _unb64(text: str) -> bytes:
     if not _B64URL.match(text):
         raise TokenError("malformed tracking token")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         raise TokenError("malformed tracking token") from None
+    if _b64(data) != text:  # one spelling per token: unused low bits of the last character must be 0
+        raise TokenError("malformed tracking token")
+    return data
 
 
 def link_hash(url: str) -> str:
@@ -129,7 +132,7 @@ def verify(token: str, *, kind: Kind, now: datetime, secret: str | bytes | None 
         raise TokenError("invalid tracking token signature")
     version, code, expiry, candidate = _HEAD.unpack_from(body)
     if version != VERSION or _NAMES.get(code) != kind:
-        raise TokenError(f"not a {kind} token")
+        raise TokenError(f"not {'an open' if kind == 'open' else 'a click'} token")
     at = _HEAD.size
     try:
         texts = []
