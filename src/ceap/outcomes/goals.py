@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -101,19 +100,15 @@ def record_goal_events(store: Any, events: pa.Table, goals: dict[str, str | None
 
 
 class GoalIndex:
-    """The goal event types of the programs in a folder, re-read when files change."""
+    """The goal event types of the programs in a folder, re-read when a file is added,
+    changed or removed (checked on every call: a listing and a stat per file)."""
 
-    def __init__(self, programs_dir: Path, every: float = 1.0):
+    def __init__(self, programs_dir: Path):
         self.dir = Path(programs_dir)
-        self.every = every
-        self._checked = -float("inf")
         self._specs: dict[Path, tuple[float, Any]] = {}
         self._goals: dict[str, str | None] = {}
 
     def goals(self) -> dict[str, str | None]:
-        if time.monotonic() - self._checked < self.every:
-            return self._goals
-        self._checked = time.monotonic()
         from ceap.errors import CeapError
         from ceap.spec import load_program
 
