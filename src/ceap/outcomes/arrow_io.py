@@ -14,6 +14,7 @@ were new.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
@@ -120,8 +121,9 @@ def bulk_insert(store: Any, table: str, rows: pa.Table, conflict: Sequence[str])
                              f"ON CONFLICT ({', '.join(conflict)}) DO NOTHING", arrow_row_iter(rows))
             return int(conn.total_changes - before)
         cur = tx.cursor
-        stage = f"ceap_stage_{table}"
-        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table}) ON COMMIT DELETE ROWS")
+        stage = f"ceap_stage_{table}_{hashlib.sha256(cols.encode()).hexdigest()[:8]}"  # per column set
+        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
+                    f"SELECT {cols} FROM {table} WITH NO DATA")
         buffer = io.BytesIO()
         pacsv.write_csv(rows, buffer, pacsv.WriteOptions(include_header=False))
         with cur.copy(f"COPY {stage} ({cols}) FROM STDIN (FORMAT csv)") as copy:
