@@ -38,7 +38,7 @@ _URL = re.compile(r"https?://[^\s<>\"'()\[\]{}]+", re.IGNORECASE)
 _TRAILING = ".,;:!?*"
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 #: re-stamp a destination's ``issued_at`` at most this often (the sweep deletes old ones)
-_REFRESH = timedelta(days=1)
+REFRESH = timedelta(days=1)
 
 
 def tracking_allowed(tx: Any, tenant: str, customer: str, channel: str, mode: str) -> bool:
@@ -170,7 +170,7 @@ class Tracker:
         if self.store is None:
             return set(links)
         fresh = {u: h for u, h in links.items()
-                 if now - self._issued.get((tenant, h), datetime.min.replace(tzinfo=now.tzinfo)) > _REFRESH}
+                 if now - self._issued.get((tenant, h), datetime.min.replace(tzinfo=now.tzinfo)) > REFRESH}
         if fresh:
             with self.store.tx() as tx:
                 tx.executemany(
@@ -197,4 +197,4 @@ def purge_links(store: Any, before: datetime) -> int:
         return int(cur.rowcount or 0)
 
 
-__all__ = ["NOTRACK", "TOPIC", "TRACKED_KINDS", "Tracker", "purge_links", "tracking_allowed"]
+__all__ = ["NOTRACK", "REFRESH", "TOPIC", "TRACKED_KINDS", "Tracker", "purge_links", "tracking_allowed"]

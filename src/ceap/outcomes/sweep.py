@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ceap.model import utcnow
-from ceap.outcomes.links import purge_links
+from ceap.outcomes.links import REFRESH, purge_links
 
 
 def longest_goal_window(specs: Any) -> timedelta:
@@ -25,5 +25,6 @@ def sweep_outcomes(store: Any, project: Any, tenant: str | None = None,
     folder = project.programs_dir()
     specs = load_programs(folder) if folder.is_dir() else []
     removed = store.sweep_expired(now - longest_goal_window(specs), tenant)
-    links = purge_links(store, now - project.tracking.link_ttl) if project.tracking else 0
+    # a destination's issued_at is re-stamped at most daily (REFRESH): keep that much longer
+    links = purge_links(store, now - project.tracking.link_ttl - REFRESH) if project.tracking else 0
     return removed, links
