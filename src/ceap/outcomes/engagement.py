@@ -143,18 +143,19 @@ def latest_delivery(tx: Tx, tenant: str, customer: str, channels: Sequence[str],
 def mark_inbox_read(store: Any, tenant: str, customer: str, ids: list[int],
                     now: datetime | None = None) -> int:
     """Mark in-app messages read (``Store.inbox_mark_read``) and record a ``read``
-    engagement for each (source ``inapp``). Returns how many were marked."""
+    engagement for each (source ``inapp``). Returns how many were marked.
+
+    The engagements are recorded first: a crash in between leaves them recorded and
+    the messages unread, and the client's retry marks them without recording twice."""
     now = now or utcnow()
-    marked = store.inbox_mark_read(tenant, customer, ids)
-    if not ids:
-        return marked
-    with store.tx() as tx:
-        rows = tx.execute(f"SELECT idempotency_key FROM inbox WHERE tenant_id = ? AND customer_id = ? "
-                          f"AND read_at IS NOT NULL AND id IN ({tx.placeholders(len(ids))})",
-                          (tenant, customer, *ids)).fetchall()
-        refs = deliveries_by(tx, tenant, "idempotency_key", [r[0] for r in rows])
-        record_in(tx, [r.engagement("read", now, "inapp") for r in refs.values()], now)
-    return marked
+    if ids:
+        with store.tx() as tx:
+            rows = tx.execute(f"SELECT idempotency_key FROM inbox WHERE tenant_id = ? AND customer_id = ? "
+                              f"AND read_at IS NULL AND id IN ({tx.placeholders(len(ids))})",
+                              (tenant, customer, *ids)).fetchall()
+            refs = deliveries_by(tx, tenant, "idempotency_key", [r[0] for r in rows])
+            record_in(tx, [r.engagement("read", now, "inapp") for r in refs.values()], now)
+    return int(store.inbox_mark_read(tenant, customer, ids))
 
 
 def record_unsubscribe(store: Any, claims: Any, now: datetime) -> int:
