@@ -46,7 +46,7 @@ class ProjectConfig(BaseModel):
                                                 "workers (default: in the store)")
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig,
                                      description="policies (consent, quiet hours, caps) and templates")
-    tracking: TrackingConfig | None = Field(None, description="open pixel and click tracking")
+    tracking: TrackingConfig | None = None  # open pixel and click tracking (docs/outcomes.md)
     exports: list[ExportConfig] = Field(default_factory=list,
                                         description="the outbound stream of outcomes (files, webhooks, "
                                                     "streams)")
