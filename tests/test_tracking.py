@@ -287,3 +287,24 @@ def test_html_entities_in_hrefs_are_decoded_once(store: Store, project: Path) ->
                 (link_hash("https://shop.example/spring?code=S1&utm=mail"),)) == \
         [("https://shop.example/spring?code=S1&utm=mail",)]
     assert page_link.startswith(BASE)
+
+
+def test_preview_shows_tracked_links_and_records_nothing(store: Store, project: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    from ceap.delivery.templates import preview
+    from tests.helpers import base_program, write_program
+
+    (project / "ceap.yaml").write_text(yaml.safe_dump({"tracking": {"base_url": BASE}}))
+    (project / "programs").mkdir()
+    write_program(project / "programs" / "offer.yaml", base_program(
+        name="offer", action={"type": "offer", "channels": ["sms"], "template": "spring",
+                              "payload": {"code": "P1"}}))
+    shown = preview(project, "offer", "c0", store)
+    [link] = links(shown["sms"].body, "c")
+    assert token_of(link) != "PREVIEW"          # signed with the key in the environment
+    monkeypatch.delenv(SECRET_ENV)
+    [placeholder] = links(preview(project, "offer", "c0", store)["sms"].body, "c")
+    assert token_of(placeholder) == "PREVIEW"   # no key: a placeholder, not an error
+    assert rows(store, "SELECT count(*) FROM tracked_links") == [(0,)]
