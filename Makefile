@@ -34,6 +34,7 @@ bench: setup
 	$(BIN)/python bench/dispatch_webhook.py
 	$(BIN)/python bench/serving_api.py --connections 26
 	$(BIN)/python bench/realtime.py
+	$(BIN)/python bench/attribution.py
 
 clean:
 	rm -rf .ceap data models

@@ -13,7 +13,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from pydantic import BaseModel, create_model
 from typer.testing import CliRunner
 
 from ceap.cli import app
@@ -24,25 +23,18 @@ from ceap.plugin import PluginContext
 from ceap.runtime import run_program
 from ceap.spec import ProgramSpec, parse_program
 from ceap.spec.experiment import Bandit
+from ceap.spec.program import Goal
 from ceap.store import Store
 from ceap.testing import make_candidates
-from tests.experiment_helpers import add_conversions, candidate_ids, ensure_outcome_tables
+from tests.experiment_helpers import add_conversions, candidate_ids
 
 NOW = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 runner = CliRunner()
 
 
-class _Goal(BaseModel):
-    """Stands for the outcomes part's ``goal`` (event and attribution window)."""
-
-    event: str = "purchase"
-    within: timedelta
-
-
 def with_goal(spec: ProgramSpec, within: timedelta) -> ProgramSpec:
-    """``spec`` with a ``goal`` (the field the outcomes part adds to programs)."""
-    model = create_model("ProgramWithGoal", __base__=type(spec), goal=(_Goal | None, None))
-    return model.model_validate({**spec.model_dump(), "goal": {"within": within}})
+    """``spec`` with a purchase ``goal`` of window ``within``."""
+    return spec.model_copy(update={"goal": Goal(event=["purchase"], within=within)})
 
 
 def test_shares_move_to_the_better_arm_and_keep_the_floor() -> None:
@@ -70,7 +62,8 @@ def spec_with_bandit(**kw: Any) -> ProgramSpec:
         "scorer": {"type": "expression", "expr": "1.0"},
         "action": {"type": "offer", "channels": ["email"], "expiry": "1h"},
         "experiment": {"holdout": 0.1, "variants": [{"name": "a"}, {"name": "b"}],
-                       "bandit": {"min_share": 0.05}}, **kw})
+                       "bandit": {"min_share": 0.05}},
+        "goal": {"event": "purchase", "within": "1d"}, **kw})
 
 
 def _delivery(store: Store, candidate: Any, sent_at: datetime) -> None:
@@ -104,7 +97,6 @@ def test_only_closed_windows_count(store: Store) -> None:
     found = candidate_ids(store, "promo")
     for key, sent in (("sent_old", long_ago), ("sent_new", recently), ("converted", long_ago)):
         _delivery(store, found[key], sent)
-    ensure_outcome_tables(store)
     assert update_bandit(store, "default", spec_with_bandit(), NOW - timedelta(days=4), within) is None
     assert update_bandit(store, "default", spec_with_bandit(), NOW, within) is not None
     add_conversions(store, [("default", "promo", found["converted"].id, "c5", 10.0),
@@ -128,7 +120,6 @@ def test_runs_adapt_the_shares_and_leave_the_controls_alone(tmp_path: Path, stor
     pq.write_table(pa.table({"customer_id": customers}), tmp_path / "customers.parquet")
     spec = with_goal(spec_with_bandit(), timedelta(hours=12))
     context = PluginContext(base_dir=tmp_path)
-    ensure_outcome_tables(store)
     rng = np.random.default_rng(5)
     shares_a, holdouts = [], []
     for day in range(4):
@@ -162,7 +153,6 @@ def final_outcomes(store: Store, n: int = 4) -> None:
                             not_before=before, expires_at=before, customer_id=lambda i: f"f{i}",
                             dedup_key=lambda i: f"final-{i}")
     store.write_run(RunRecord("f", "default", "promo", "succeeded", before), table)
-    ensure_outcome_tables(store)
 
 
 def test_the_stream_worker_rereads_shares_after_a_minute(store: Store) -> None:
@@ -218,14 +208,14 @@ def test_experiments_update_and_the_report_call_the_attribution_when_installed(
     (project / "programs" / "promo.yaml").write_text(json.dumps({
         "name": "promo", "source": {"type": "csv", "path": "x.csv"},
         "action": {"type": "offer", "channels": ["email"]},
-        "experiment": {"variants": [{"name": "a"}, {"name": "b"}], "bandit": {}}}))
+        "experiment": {"variants": [{"name": "a"}, {"name": "b"}], "bandit": {}},
+        "goal": {"event": "purchase", "within": "1d"}}))
     final_outcomes(store)
     update_bandit(store, "default", spec_with_bandit(), NOW, timedelta(hours=1))
     result = runner.invoke(app, ["experiments", "update", "promo", "--json"])
     assert result.exit_code == 0, result.output
     [row] = json.loads(result.stdout)
-    # no goal in the program: nothing new is learned; selection keeps the latest shares
-    assert row["note"] == "the program has no goal: no outcomes to learn from"
+    # no closed window with outcomes since the last update: selection keeps the latest shares
     assert row["weights"] == pytest.approx({"a": 0.5, "b": 0.5}, abs=0.01)
     assert [names for names, _ in calls] == [["promo"]]
     report = runner.invoke(app, ["report", "uplift", "promo", "--json"])

@@ -22,7 +22,8 @@ def test_stream_candidates_get_global_control_and_bandit_shares(tmp_path: Path, 
     project.program("visit_offer", source={"type": "events", "on": ["visit"]},
                     action={"type": "offer", "channels": ["email"]},
                     experiment={"holdout": 0.2, "variants": [{"name": "a"}, {"name": "b"}],
-                                "bandit": {"min_share": 0.05}})
+                                "bandit": {"min_share": 0.05}},
+                    goal={"event": "purchase", "within": "1d"})
     with store.tx() as tx:
         tx.executemany("INSERT INTO bandit_arms (tenant_id, program, variant, at, share, alpha, "
                        "beta, trials, successes) VALUES (?, ?, ?, ?, ?, 1, 1, 0, 0)",

@@ -22,7 +22,9 @@ def program(**experiment: Any) -> dict[str, Any]:
     action = experiment.pop("action", {})
     return {"name": "promo", "source": {"type": "csv", "path": "x.csv"},
             "action": {"type": "offer", "channels": ["email"], **action},
-            "experiment": experiment, **experiment.pop("top", {})}
+            "experiment": experiment, **experiment.pop("top", {}),
+            **({"goal": {"event": "purchase", "within": "1d"}}
+               if "bandit" in experiment or experiment.get("learn") else {})}
 
 
 def issues(data: dict[str, Any]) -> list[str]:

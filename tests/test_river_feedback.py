@@ -17,7 +17,7 @@ from ceap.runtime import run_program
 from ceap.scorers.river import positive_proba
 from ceap.spec import parse_program
 from ceap.store import Store
-from tests.experiment_helpers import add_conversions, candidate_ids, ensure_outcome_tables
+from tests.experiment_helpers import add_conversions, candidate_ids
 from tests.ml_helpers import FEATURES, churn_table, train_kind
 from tests.test_bandit import with_goal
 
@@ -30,7 +30,8 @@ def learning_program(**experiment: object) -> dict[str, object]:
             "scorer": {"type": "river", "model": "online", "allow_pickle": True},
             "selection": {"top_k": 150},
             "action": {"type": "offer", "channels": ["email"], "expiry": "1h"},
-            "experiment": {"holdout": 0.2, "learn": True, **experiment}}
+            "experiment": {"holdout": 0.2, "learn": True, **experiment},
+            "goal": {"event": "purchase", "within": "1d"}}
 
 
 def test_final_outcomes_teach_the_model_once(tmp_path: Path, store: Store) -> None:
@@ -40,7 +41,6 @@ def test_final_outcomes_teach_the_model_once(tmp_path: Path, store: Store) -> No
     rows = {r["customer_id"]: r for r in source.to_pylist()}
     spec = with_goal(parse_program(learning_program()), timedelta(hours=12))
     context = PluginContext(base_dir=tmp_path)
-    ensure_outcome_tables(store)
 
     first = run_program(spec, store, context, now=NOW)
     assert first.funnel.model == "online@1"
@@ -89,7 +89,6 @@ def test_open_windows_and_plain_programs_learn_nothing(tmp_path: Path, store: St
     train_kind(tmp_path / "models", "river", name="online", table=churn_table(400))
     pq.write_table(churn_table(100, seed=2), tmp_path / "customers.parquet")
     context = PluginContext(base_dir=tmp_path)
-    ensure_outcome_tables(store)
     spec = with_goal(parse_program(learning_program()), timedelta(days=3))
     run_program(spec, store, context, now=NOW)
     again = run_program(spec, store, context, now=NOW + timedelta(days=1))  # window still open

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from ceap.cli_output import Column, Sheet, show
 from ceap.errors import CeapError, SpecError
 from ceap.ml.checks import check_program_model
-from ceap.model import CandidateQuery, utcnow
+from ceap.model import CandidateQuery
 from ceap.report import candidates_sheet, funnel_sheet, runs_sheet
 from ceap.runtime.batch import Progress as ProgressFn
 from ceap.runtime.batch import RunResult, run_programs
@@ -276,14 +276,20 @@ def _json_or_text(text: str) -> Any:
 
 @app.command()
 def sweep() -> None:
-    """Delete expired candidates (all tenants, or --tenant's); held-out ones are kept."""
+    """Delete expired candidates (all tenants, or --tenant's); held-out ones are kept, and
+    so are all until the longest goal window after their expiry has passed."""
+    from ceap.outcomes.sweep import sweep_outcomes
+
     project = state.project()
     store = state.open_store(project)
     try:
-        removed = store.sweep_expired(utcnow(), state.tenant)
+        removed, links = sweep_outcomes(store, project, state.tenant)
+    except SpecError as exc:
+        _fail_spec([exc])
     finally:
         store.close()
-    out.print(f"removed {removed} expired candidate(s)")
+    extra = f", {links} expired tracked link(s)" if links else ""
+    out.print(f"removed {removed} expired candidate(s){extra}")
 
 
 @app.command()
@@ -380,6 +386,7 @@ def demo(
 from ceap import (  # noqa: E402,F401 - register their commands
     cli_delivery,
     cli_experiments,
+    cli_outcomes,
     cli_realtime,
     cli_report,
     cli_schedule,

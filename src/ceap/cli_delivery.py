@@ -47,9 +47,10 @@ def build_dispatcher(project: Any, store: Store, programs: dict[str, Any] | None
         for line in exc.lines():
             err.print(line, markup=False, highlight=False)
         raise typer.Exit(2) from None
+    renderer = TemplateRenderer.from_config(project.delivery, project.base_dir, tracking=project.tracking,
+                                            store=store)
     return Dispatcher(store, channels, programs=_programs(project) if programs is None else programs,
-                      policies=default_policies(project.delivery),
-                      renderer=TemplateRenderer.from_config(project.delivery, project.base_dir), **kw)
+                      policies=default_policies(project.delivery), renderer=renderer, **kw)
 
 
 _OUTCOMES = (("claimed", "candidates claimed"), ("planned", "planned for sending"),
@@ -185,9 +186,10 @@ def serve(
         from ceap.realtime.setup import open_stream
 
         ingest = open_stream(project, project.ingest, store) if project.ingest else None
-        uvicorn.run(create_app(store, auth=not no_auth, ingest=ingest,
-                               default_tenant=state.tenant or project.tenant),
-                    host=host, port=port, log_level="warning")
+        api = create_app(store, auth=not no_auth, ingest=ingest,
+                         default_tenant=state.tenant or project.tenant)
+        api.state.tracking = project.tracking  # the tracking endpoints' consent rule and scanner window
+        uvicorn.run(api, host=host, port=port, log_level="warning")
     finally:
         store.close()
 

@@ -11,10 +11,11 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from ceap.api import callbacks
+from ceap.api import callbacks, tracking
 from ceap.api.auth import tenant_of
 from ceap.api.ingest import ingest_router
 from ceap.model import DEFAULT_TENANT, Candidate, CandidateQuery
+from ceap.outcomes.engagement import mark_inbox_read
 from ceap.store.base import Store
 
 
@@ -158,11 +159,14 @@ def create_app(store: Store, *, auth: bool = True, ingest: Any = None,
 
     @app.post("/v1/customers/{customer_id}/inbox/read")
     def mark_read(customer_id: str, body: MarkRead, tenant_id: Tenant) -> dict[str, int]:
-        return {"marked": store.inbox_mark_read(tenant_id, customer_id, body.ids)}
+        """Mark messages read; each is recorded as a ``read`` engagement of its delivery."""
+        return {"marked": mark_inbox_read(store, tenant_id, customer_id, body.ids)}
 
     app.include_router(ingest_router(request_tenant))
     app.include_router(callbacks.router)
     app.include_router(callbacks.receipts_router(request_tenant))
+    app.include_router(tracking.router)
+    app.include_router(tracking.engagements_router(request_tenant))
 
     @app.get("/healthz")
     def health() -> dict[str, str]:

@@ -9,10 +9,11 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, model_validator
 
 from ceap.channels.receipts import is_bounce, twilio_message_receipt, twilio_signature_valid
-from ceap.delivery.consent_store import add_suppression, handle_inbound_sms
+from ceap.delivery.consent_store import add_suppression, customers_by_phone, handle_inbound_sms
 from ceap.delivery.outbox import Outbox
 from ceap.delivery.unsubscribe import unsubscribe_response
 from ceap.model import utcnow
+from ceap.outcomes.engagement import record_inbound_sms
 
 router = APIRouter()
 TWILIO_TOKEN_ENV = "TWILIO_AUTH_TOKEN"
@@ -45,10 +46,15 @@ def _twilio_checked(request: Request, form: dict[str, str]) -> None:
 
 @router.post("/v1/webhooks/twilio/sms/{tenant_id}")
 async def inbound_sms(tenant_id: str, request: Request) -> Response:
-    """Replies to our SMS: STOP and its synonyms revoke SMS consent at once."""
+    """Replies to our SMS: STOP and its synonyms revoke SMS consent at once. Any reply is
+    recorded as ``replied`` (a STOP also as ``unsubscribed``) on the customer's latest SMS."""
     form = await _form(request)
     _twilio_checked(request, form)
-    handle_inbound_sms(request.app.state.store, tenant_id, form.get("From", ""), form.get("Body", ""))
+    store = request.app.state.store
+    result = handle_inbound_sms(store, tenant_id, form.get("From", ""), form.get("Body", ""))
+    with store.tx() as tx:
+        customers = customers_by_phone(tx, tenant_id, form.get("From", ""))
+    record_inbound_sms(store, tenant_id, customers, stop=result.action == "stop")
     return Response("<Response/>", media_type="application/xml")
 
 

@@ -303,7 +303,11 @@ class Outbox:
     # -- receipts --------------------------------------------------------
     def receipt(self, tenant_id: str, provider_id: str | None, key: str | None, status: str,
                 detail: str | None, now: datetime) -> Delivery | None:
-        """Apply a provider's receipt (delivered, bounced, failed, complained)."""
+        """Apply a provider's receipt (delivered, bounced, failed, complained), and record
+        it as an engagement of the same type in the same transaction (once per delivery
+        and type: a provider's retried callback adds nothing)."""
+        from ceap.outcomes.engagement import RECEIPT_TYPES, DeliveryRef, record_in
+
         with self.store.tx() as tx:
             column, value = ("provider_id", provider_id) if provider_id else ("idempotency_key", key)
             row = tx.execute(f"SELECT {_COLS} FROM deliveries WHERE tenant_id = ? AND {column} = ?",
@@ -314,6 +318,8 @@ class Outbox:
             tx.execute("UPDATE deliveries SET status = ?, updated_at = ? WHERE id = ?",
                        (status, tx.ts(now), d.id))
             self._event(tx, d, status, detail, now)
+            if status in RECEIPT_TYPES:
+                record_in(tx, [DeliveryRef.of(d).engagement(status, now, "receipt")], now)
         return d
 
     def deliveries(self, tenant_id: str, candidate_id: int | None = None,

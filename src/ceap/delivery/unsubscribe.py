@@ -1,7 +1,8 @@
 """Signed one-click unsubscribe links (RFC 8058) and the handler that honours them.
 
 A token is ``v1.<claims>.<signature>``: the claims (tenant, customer, channel,
-topic, issued-at) as base64url JSON, signed with HMAC-SHA256. The key comes
+topic, issued-at and, for links in a message, the candidate) as base64url
+JSON, signed with HMAC-SHA256. The key comes
 from the environment, never from a file: ``CEAP_SIGNING_SECRET`` (at least 16
 characters), and during a key rotation ``CEAP_SIGNING_SECRET_PREVIOUS`` is
 still accepted for verifying.
@@ -48,6 +49,8 @@ class UnsubscribeClaims:
     channel: str
     topic: str
     issued_at: datetime
+    #: the candidate whose message held the link (recorded as an ``unsubscribed`` engagement)
+    candidate_id: int | None = None
 
 
 def _b64(data: bytes) -> str:
@@ -85,17 +88,21 @@ def _sign(key: bytes, body: str) -> str:
 
 
 def make_token(tenant: str, customer: str, channel: str, topic: str = ALL_TOPICS, *,
-               secret: str | bytes | None = None, now: datetime | None = None) -> str:
+               secret: str | bytes | None = None, now: datetime | None = None,
+               candidate_id: int | None = None) -> str:
     issued = int((now or utcnow()).timestamp())
-    claims = {"t": tenant, "c": customer, "ch": channel, "tp": topic, "iat": issued}
+    claims: dict[str, Any] = {"t": tenant, "c": customer, "ch": channel, "tp": topic, "iat": issued}
+    if candidate_id is not None:
+        claims["cid"] = int(candidate_id)
     body = _b64(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())
     return f"{VERSION}.{body}.{_sign(signing_secrets(secret)[0], body)}"
 
 
 def make_link(base_url: str, tenant: str, customer: str, channel: str, topic: str = ALL_TOPICS, *,
-              secret: str | bytes | None = None, now: datetime | None = None) -> str:
+              secret: str | bytes | None = None, now: datetime | None = None,
+              candidate_id: int | None = None) -> str:
     """``base_url`` is the public URL of the unsubscribe endpoint."""
-    token = make_token(tenant, customer, channel, topic, secret=secret, now=now)
+    token = make_token(tenant, customer, channel, topic, secret=secret, now=now, candidate_id=candidate_id)
     sep = "&" if "?" in base_url else "?"
     return f"{base_url}{sep}token={quote(token, safe='')}"
 
@@ -111,8 +118,10 @@ def verify(token: str, *, secret: str | bytes | None = None, max_age: timedelta 
         raise UnsubscribeError("invalid unsubscribe token signature")
     try:
         claims = json.loads(_unb64(body))
+        cid = claims.get("cid")
         result = UnsubscribeClaims(str(claims["t"]), str(claims["c"]), str(claims["ch"]),
-                                   str(claims["tp"]), datetime.fromtimestamp(int(claims["iat"]), UTC))
+                                   str(claims["tp"]), datetime.fromtimestamp(int(claims["iat"]), UTC),
+                                   None if cid is None else int(cid))
     except (ValueError, KeyError, TypeError):
         raise UnsubscribeError("malformed unsubscribe token") from None
     if max_age is not None and (now or utcnow()) - result.issued_at > max_age:
@@ -122,10 +131,14 @@ def verify(token: str, *, secret: str | bytes | None = None, max_age: timedelta 
 
 def honour_unsubscribe(store: Any, token: str, *, secret: str | bytes | None = None,
                        now: datetime | None = None) -> UnsubscribeClaims:
-    """Verify ``token`` and revoke the consent it names, at once."""
+    """Verify ``token`` and revoke the consent it names, at once; record it as an
+    ``unsubscribed`` engagement (of the message's delivery when the link names it)."""
+    from ceap.outcomes.engagement import record_unsubscribe
+
     claims = verify(token, secret=secret, now=now)
     revoke_consent(store, claims.tenant_id, claims.customer_id, claims.channel, claims.topic,
                    source=SOURCE, now=now)
+    record_unsubscribe(store, claims, now or utcnow())
     return claims
 
 

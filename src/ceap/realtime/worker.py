@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 
 from ceap.errors import CeapError
 from ceap.model import utcnow
+from ceap.outcomes.goals import record_event_outcomes
 from ceap.plugin import PluginContext
 from ceap.realtime.engine import ProgramRunner, run_micro_batch
 from ceap.realtime.events import parse_bodies
@@ -144,6 +145,7 @@ class Worker:
         outcome = run_micro_batch(runners, self.log, events, fire_until, too_old)
         for spec in self.cancellers.values():
             cancel_pending(self.store, spec.name, spec.action.cancel_on, events)
+        record_event_outcomes(self.store, self.programs_dir, events, self.clock())
         self.source.commit([r.token for r in received])
         self.stats.messages += len(received)
         self.stats.events += outcome["events"]

@@ -69,6 +69,41 @@ class Action(Strict):
     expiry: Duration = Field(timedelta(days=7), description="expires_at = not_before + expiry")
 
 
+EVENT_TYPE_PATTERN = r"^[A-Za-z0-9_.:\-]+$"  # as an event's ``type`` (ceap.realtime.events)
+
+
+class Goal(Strict):
+    """What counts as the program having worked: goal events within a window of the touch."""
+
+    event: list[str] = Field(min_length=1, description="event type(s) that count as a conversion")
+    within: Duration = Field(description="attribution window, from the touch (see docs/outcomes.md)")
+    value: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                              description="the event attribute holding the conversion's value")
+
+    @field_validator("event", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("event")
+    @classmethod
+    def _types(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.fullmatch(EVENT_TYPE_PATTERN, name) or len(name) > 100:
+                raise ValueError(f"{name!r} is not an event type (letters, digits, _ . : -)")
+        if len(set(value)) != len(value):
+            raise ValueError("an event type is listed twice")
+        return value
+
+    @field_validator("within")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("within must be positive")
+        return value
+
+
+
 class ProgramSpec(Strict):
     """A program, as validated from its YAML file.
 
@@ -93,6 +128,7 @@ class ProgramSpec(Strict):
     selection: Selection = Field(default_factory=Selection)
     action: Action
     experiment: Experiment = Field(default_factory=Experiment)
+    goal: Goal | None = Field(None, description="goal events that count as conversions (docs/outcomes.md)")
 
     @field_validator("features")
     @classmethod
@@ -143,6 +179,10 @@ class ProgramSpec(Strict):
                 raise ValueError("experiment.learn: scorer.model must name a registry model "
                                  "without a version (e.g. 'churn' or 'churn@latest'), so the "
                                  "program scores with each new version it learns")
+        for field, wanted in (("bandit", exp.bandit is not None), ("learn", exp.learn)):
+            if wanted and self.goal is None:
+                raise ValueError(f"experiment.{field}: needs a goal (goal: {{event: ..., within: ...}}): "
+                                 "it learns from the conversions attributed to the program")
         if exp.learn and self.mode == "shadow":
             raise ValueError("experiment.learn: a shadow program sends nothing, so its outcomes "
                              "say nothing about its messages")

@@ -12,11 +12,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ceap.delivery.delivery_config import DeliveryConfig
 from ceap.errors import SpecError
 from ceap.model import DEFAULT_TENANT
+from ceap.outcomes.config import ExportConfig, TrackingConfig, check_export_names
 from ceap.plugin import PluginContext
 from ceap.spec.issues import config_issues
 from ceap.spec.schedule import SchedulerConfig
@@ -60,9 +61,19 @@ class ProjectConfig(BaseModel):
                                      description="policies (consent, quiet hours, caps) and templates")
     experiments: ExperimentsConfig = Field(default_factory=ExperimentsConfig,
                                            description="the global control group")
+    tracking: TrackingConfig | None = None  # open pixel and click tracking (docs/outcomes.md)
+    exports: list[ExportConfig] = Field(default_factory=list,
+                                        description="the outbound stream of outcomes (files, webhooks, "
+                                                    "streams)")
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig,
                                        description="`ceap scheduler`: time zone, dispatch, poll, lease")
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    @field_validator("exports")
+    @classmethod
+    def _distinct_exports(cls, value: list[ExportConfig]) -> list[ExportConfig]:
+        check_export_names(value)
+        return value
 
     def store_url(self, override: str | None = None) -> str:
         """``--store`` beats ``CEAP_STORE`` beats ``ceap.yaml`` beats the embedded default."""

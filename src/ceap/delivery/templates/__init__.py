@@ -1,0 +1,50 @@
+"""Message templates: Jinja2 in the immutable sandbox, one YAML file per template.
+
+``templates/win_back_offer.yaml``::
+
+    description: the win-back offer
+    email:
+      subject: "{{ payload.discount_pct }}% off for {{ payload.duration_months }} months"
+      text: |
+        Hello {{ profile.attributes.first_name | default('there') }}, ...
+        Unsubscribe: {{ unsubscribe_url }}
+      html: "<p>Hello ...</p>"
+    sms:
+      text: "Come back: {{ payload.offer_code }}. Reply STOP to opt out."
+    push: {title: "...", body: "..."}
+    inapp: {title: "...", body: "..."}
+    default: {title: "...", body: "..."}     # any other channel (slack, webhook...)
+    locales:
+      fr:
+        email: {subject: "...", text: "...", html: "..."}
+
+Context: ``candidate`` (its fields), ``profile`` (customer_id, email, phone,
+push_token, timezone, locale and ``attributes``), ``payload``,
+``unsubscribe_url``, ``now`` (in the customer's time zone), ``locale``,
+``channel``. A missing variable is an error (``StrictUndefined``), caught by
+``validate_program_templates`` before anything is sent; HTML parts are
+autoescaped; each rendered part has a size limit and a time limit.
+
+The package is split by concern: ``sandbox`` (the environment and its
+limits), ``files`` (parsing template files), ``renderer`` (rendering, with
+unsubscribe links and, when configured, open and click tracking), ``checks``
+(static validation) and ``preview``.
+"""
+
+from ceap.delivery.templates.checks import (
+    Known,
+    check_source,
+    program_payload_keys,
+    validate_program_templates,
+    validate_template,
+    validate_template_file,
+)
+from ceap.delivery.templates.files import KINDS, TemplateFile, locale_chain, parse_template_file
+from ceap.delivery.templates.preview import preview
+from ceap.delivery.templates.renderer import TemplateRenderer
+from ceap.delivery.templates.sandbox import MAX_VALUE, RenderTimeout, SafeEnvironment, TemplateError
+
+__all__ = ["KINDS", "MAX_VALUE", "Known", "RenderTimeout", "SafeEnvironment", "TemplateError",
+           "TemplateFile", "TemplateRenderer", "check_source", "locale_chain", "parse_template_file",
+           "preview", "program_payload_keys", "validate_program_templates", "validate_template",
+           "validate_template_file"]
