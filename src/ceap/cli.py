@@ -389,4 +389,5 @@ from ceap import (  # noqa: E402,F401 - register their commands
     cli_outcomes,
     cli_realtime,
     cli_report,
+    cli_schedule,
 )

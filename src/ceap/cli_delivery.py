@@ -37,8 +37,10 @@ def _programs(project: Any) -> dict[str, Any]:
         raise typer.Exit(2) from None
 
 
-def build_dispatcher(project: Any, store: Store, **kw: Any) -> Dispatcher:
-    """The dispatcher for this project: its channels, programs, policies and templates."""
+def build_dispatcher(project: Any, store: Store, programs: dict[str, Any] | None = None,
+                     **kw: Any) -> Dispatcher:
+    """The dispatcher for this project: its channels, programs (default: the programs
+    folder's, all valid or exit 2), policies and templates."""
     try:
         channels = build_channels(project, store)
     except SpecError as exc:
@@ -47,7 +49,7 @@ def build_dispatcher(project: Any, store: Store, **kw: Any) -> Dispatcher:
         raise typer.Exit(2) from None
     renderer = TemplateRenderer.from_config(project.delivery, project.base_dir, tracking=project.tracking,
                                             store=store)
-    return Dispatcher(store, channels, programs=_programs(project),
+    return Dispatcher(store, channels, programs=_programs(project) if programs is None else programs,
                       policies=default_policies(project.delivery), renderer=renderer, **kw)
 
 

@@ -1,4 +1,4 @@
-"""Runtimes: batch runs (and, later, the stream worker and the scheduler)."""
+"""Runtimes: batch runs, escalation chains and the scheduler (``ceap.runtime.scheduler``)."""
 
 from ceap.runtime.batch import RunResult, run_program, run_programs
 

@@ -15,6 +15,7 @@ from ceap.model import ActionType
 from ceap.realtime.spec import EscalationStep, StateFeature
 from ceap.scorers.base import ScorerConfig
 from ceap.spec.experiment import Experiment
+from ceap.spec.schedule import ScheduleField
 from ceap.sqlexpr import check_expression
 
 Mode = Literal["live", "shadow", "paused"]
@@ -114,7 +115,9 @@ class ProgramSpec(Strict):
     description: str | None = None
     mode: Mode = "live"
     priority: int = 0
-    schedule: str | None = Field(None, description="informational: daily, weekly, hourly")
+    schedule: ScheduleField = Field(None, description="when `ceap scheduler` runs it: a cron "
+                                    "expression, hourly/daily/weekly/monthly, or {cron, timezone, "
+                                    "catch_up, max_catch_up}")
     source: ConnectorConfig
     state: dict[str, StateFeature] = Field(default_factory=dict,
                                            description="real-time: per-customer features over event time")
@@ -138,6 +141,13 @@ class ProgramSpec(Strict):
             except ValueError as exc:
                 raise ValueError(f"feature {name!r}: {exc}") from None
         return value
+
+    @model_validator(mode="after")
+    def _no_schedule_when_real_time(self) -> ProgramSpec:
+        if self.schedule is not None and getattr(self.source, "type", None) == "events":
+            raise ValueError("schedule: a real-time program (source type events) runs on every event "
+                             "under `ceap worker`, not on a timetable; remove schedule")
+        return self
 
     @model_validator(mode="after")
     def _unique_filter_ids(self) -> ProgramSpec:

@@ -20,6 +20,7 @@ from ceap.model import DEFAULT_TENANT
 from ceap.outcomes.config import ExportConfig, TrackingConfig, check_export_names
 from ceap.plugin import PluginContext
 from ceap.spec.issues import config_issues
+from ceap.spec.schedule import SchedulerConfig
 from ceap.spec.yaml_io import read_yaml_mapping
 
 PROJECT_FILE = "ceap.yaml"
@@ -64,6 +65,8 @@ class ProjectConfig(BaseModel):
     exports: list[ExportConfig] = Field(default_factory=list,
                                         description="the outbound stream of outcomes (files, webhooks, "
                                                     "streams)")
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig,
+                                       description="`ceap scheduler`: time zone, dispatch, poll, lease")
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 
     @field_validator("exports")

@@ -24,6 +24,7 @@ from ceap.store.base import Store, StoreConfig
 from ceap.store.delivery_schema import add_missing_columns, delivery_ddl
 from ceap.store.experiment_schema import add_experiment_columns, experiment_ddl
 from ceap.store.outcome_schema import outcome_ddl
+from ceap.store.schedule_schema import schedule_ddl
 from ceap.store.schema import CANDIDATE_COLUMNS, QUARANTINE_SCHEMA
 from ceap.store.sql_common import (
     INBOX_COLUMNS,
@@ -67,7 +68,7 @@ class PostgresStore(Store[PostgresStoreConfig]):
         with self._lock, self._conn.transaction():
             self._conn.execute("SELECT pg_advisory_xact_lock(4242)")  # concurrent first starts
             for statement in [*ddl("postgres"), *delivery_ddl("postgres"), *experiment_ddl("postgres"),
-                              *outcome_ddl("postgres")]:
+                              *outcome_ddl("postgres"), *schedule_ddl("postgres")]:
                 self._conn.execute(statement)  # type: ignore[arg-type]
             have = {r[0] for r in self._conn.execute(
                 "SELECT column_name FROM information_schema.columns WHERE table_name = 'candidates' "

@@ -18,6 +18,7 @@ from ceap.store.base import Store, StoreConfig
 from ceap.store.delivery_schema import add_missing_columns, delivery_ddl
 from ceap.store.experiment_schema import add_experiment_columns, experiment_ddl
 from ceap.store.outcome_schema import outcome_ddl
+from ceap.store.schedule_schema import schedule_ddl
 from ceap.store.schema import CANDIDATE_COLUMNS, QUARANTINE_SCHEMA, to_iso
 from ceap.store.sql_common import (
     INBOX_COLUMNS,
@@ -112,7 +113,7 @@ class SqliteStore(Store[SqliteStoreConfig]):
     def migrate(self) -> None:
         with self._lock:
             for statement in [*ddl("sqlite"), *delivery_ddl("sqlite"), *experiment_ddl("sqlite"),
-                              *outcome_ddl("sqlite")]:
+                              *outcome_ddl("sqlite"), *schedule_ddl("sqlite")]:
                 self._conn.execute(statement)
             have = {row[1] for row in self._conn.execute("PRAGMA table_info(candidates)")}
             for statement in [*add_missing_columns("sqlite", have),
