@@ -1,0 +1,173 @@
+"""JSON and text that come from outside: bounded nesting, valid Unicode.
+
+``loads`` is ``json.loads`` for untrusted bodies and lines. It measures the nesting
+depth first, without recursion, and refuses more than ``MAX_DEPTH`` levels (``json``
+recurses once per level, so a body nested ten thousand deep would raise
+``RecursionError``, and code that walks the value would recurse as deep). Bytes must
+be in the encoding they claim (UTF-8, or UTF-16/32 as ``json`` detects them), with no
+surrogate smuggled in; ``NaN`` and ``Infinity`` are not JSON and are refused. Every
+refusal is a ``ValueError``: ``json.JSONDecodeError`` for the syntax, ``JsonInputError``
+for the rest (depth, encoding, ``NaN``).
+
+A JSON string may still hold a lone surrogate (``"\\ud800"``), which no UTF-8 store or
+wire can carry: ``Unicode`` (a pydantic type) and ``find_not_unicode`` name where one is.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import AfterValidator
+
+MAX_DEPTH = 64
+
+
+class JsonInputError(ValueError):
+    """JSON refused for something other than its syntax: too deep, bytes not in their
+    encoding, ``NaN``."""
+
+
+def _no_constant(name: str) -> Any:
+    raise JsonInputError(f"{name} is not a JSON number")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+_scan = _DECODER.scan_once  # type: ignore[attr-defined]  # ``loads`` without its per-call set-up
+_ESCAPED = re.compile(rb"\\.", re.DOTALL)
+_KEEP = b'"[]{}'
+_DROP = bytes(sorted(set(range(256)) - set(_KEEP)))
+_STEP = np.zeros(256, np.int32)
+_STEP[list(b"[{")], _STEP[list(b"]}")] = 1, -1
+
+
+def depth(data: bytes) -> int:
+    """How deep the arrays and objects of the JSON text ``data`` (UTF-8) nest, read
+    without recursion; brackets inside strings do not count. For text that is not JSON
+    the answer is at least the depth ``json`` would reach before its first error."""
+    if b"[" not in data and b"{" not in data:
+        return 0
+    if b'\\"' in data:   # an escaped quote (or backslash) ends no string: drop the escapes first
+        data = _ESCAPED.sub(b"", data)
+    marks = np.frombuffer(data.translate(None, _DROP), np.uint8)   # quotes and brackets only
+    steps = _STEP[marks]
+    quotes = (marks == 34).view(np.uint8)
+    steps[np.cumsum(quotes, dtype=np.uint8) & 1 == 1] = 0   # after an odd number of quotes: in a string
+    return int(np.cumsum(steps, dtype=np.int32).max())
+
+
+def loads(data: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
+    """``json.loads(data)`` for untrusted input; raises ``ValueError`` (see the module)."""
+    if isinstance(data, str):
+        text, raw = data, data.encode("utf-8", "surrogatepass")
+    else:
+        encoding = json.detect_encoding(data)
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError as exc:
+            name = encoding.upper().replace("-SIG", "")
+            raise JsonInputError(f"not valid {name}: {exc.reason} at byte {exc.start + 1}") from None
+        raw = data if encoding.startswith("utf-8") else text.encode("utf-8", "surrogatepass")
+    if raw.count(b"[") + raw.count(b"{") > max_depth and depth(raw) > max_depth:
+        raise JsonInputError(f"nested deeper than {max_depth} levels")
+    if text[:1] == "{" and text[-1:] == "}":
+        try:
+            value, end = _scan(text, 0)
+            if end == len(text):
+                return value
+        except JsonInputError:
+            raise
+        except (ValueError, StopIteration):
+            pass   # ``decode`` below names the error as ``json.loads`` does
+    if text.startswith("\ufeff"):
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    return _DECODER.decode(text)
+
+
+def json_lines(data: bytes) -> tuple[list[tuple[int, Any]], list[tuple[int, str]]]:
+    """A JSON Lines text: each line's value with its line number (from 1), and
+    ``(line, reason)`` for each line that is not UTF-8 or not JSON (see ``loads``). Lines
+    end at ``\\n`` only (``\\r\\n`` too); blank lines are skipped; a UTF-8 BOM may start the text."""
+    values: list[tuple[int, Any]] = []
+    broken: list[tuple[int, str]] = []
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        line = raw[:-1] if raw.endswith(b"\r") else raw
+        if number == 1 and line.startswith(b"\xef\xbb\xbf"):
+            line = line[3:]
+        if not line.strip():
+            continue
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            broken.append((number, f"not UTF-8: {exc.reason} at byte {exc.start + 1} of the line"))
+            continue
+        try:
+            values.append((number, loads(text)))
+        except ValueError as exc:
+            broken.append((number, f"not JSON: {exc}"))
+    return values, broken
+
+
+# -- text that is valid Unicode ------------------------------------------------------------------
+
+NOT_UNICODE = "text with a lone surrogate is not valid Unicode"
+
+
+class NotUnicode(ValueError):
+    """Text with a lone surrogate; ``path`` is where it is inside a nested value."""
+
+    def __init__(self, char: str, path: tuple[str | int, ...] = ()):
+        self.path = path
+        super().__init__(f"{NOT_UNICODE} (U+{ord(char):04X})")
+
+
+def _bad_char(text: str) -> str | None:
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return text[exc.start]
+    return None
+
+
+def _strings(value: Any) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """Every string inside ``value`` (keys too) with its path, without recursion."""
+    stack: list[tuple[tuple[str | int, ...], Any]] = [((), value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            yield path, item
+        elif isinstance(item, dict):
+            for key, sub in item.items():
+                if isinstance(key, str):
+                    yield (*path, key), key
+                stack.append(((*path, key), sub))
+        elif isinstance(item, list | tuple):
+            stack.extend(((*path, i), sub) for i, sub in enumerate(item))
+
+
+def find_not_unicode(value: Any) -> NotUnicode | None:
+    """The first lone surrogate in ``value`` (a string, or lists and dicts of them), if any."""
+    for path, text in _strings(value):
+        char = _bad_char(text)
+        if char is not None:
+            return NotUnicode(char, path)
+    return None
+
+
+def _unicode(text: str) -> str:
+    char = _bad_char(text)
+    if char is not None:
+        raise NotUnicode(char)
+    return text
+
+
+#: a ``str`` field that refuses text UTF-8 cannot carry
+Unicode = Annotated[str, AfterValidator(_unicode)]
+
+__all__ = ["MAX_DEPTH", "NOT_UNICODE", "JsonInputError", "NotUnicode", "Unicode", "depth",
+           "find_not_unicode", "json_lines", "loads"]
