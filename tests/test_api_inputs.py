@@ -161,3 +161,22 @@ def test_an_unexpected_error_is_a_json_500_without_a_traceback(store: Store) -> 
     assert answer.status_code == 500
     assert answer.json() == {"detail": "internal error"}
     assert "Traceback" not in answer.text and "secret" not in answer.text
+
+
+def test_nul_in_text_is_a_422_on_every_route(api: TestClient) -> None:
+    """PostgreSQL text cannot hold a NUL: refused where it comes in, on both stores."""
+    for method, path, body in [("GET", "/v1/customers/a%00b/candidates", None),
+                               ("GET", "/v1/customers/a/candidates?program=x%00", None),
+                               ("GET", "/v1/customers/a%00b/inbox", None),
+                               ("POST", "/v1/customers/a%00/inbox/read", {"ids": [1]}),
+                               ("POST", "/v1/candidates:batch", {"customer_ids": ["a\x00"]}),
+                               ("POST", "/v1/receipts", {"provider_id": "a\x00", "status": "delivered"})]:
+        answer = api.request(method, path, json=body)
+        assert answer.status_code == 422, (path, answer.text)
+        assert answer.json()["detail"][0]["msg"].endswith("text with a NUL character cannot be stored")
+    events = api.post("/v1/events", json=[GOOD, {**GOOD, "id": "e2", "attributes": {"k": "v\x00"}},
+                                          {**GOOD, "id": "e\x00"}])
+    assert events.status_code == 202 and events.json()["accepted"] == 1
+    assert [r["error"] for r in events.json()["rejected"]] == [
+        "attributes.k: text with a NUL character cannot be stored",
+        "id: text with a NUL character cannot be stored"]

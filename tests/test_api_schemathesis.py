@@ -1,11 +1,13 @@
 """schemathesis against `ceap serve`: every check, generated requests, no 5xx and no
 answer that /openapi.json does not describe (issue 8 §2 and §3).
 
-Three runs over a real server (uvicorn on a free port, SQLite store, embedded ingest
-stream): with a valid API key, without one, and a ``--no-auth`` server (whose Twilio
-webhooks take unsigned forms, so the fuzzer reaches their handlers). The number of
-examples per operation is ``CEAP_API_FUZZ_EXAMPLES`` (``make test``: a short run;
-``make test-api-fuzz``, run by CI: 300); ``CEAP_API_FUZZ_SEED`` picks the seed.
+Runs over a real server (uvicorn on a free port, embedded ingest stream): on SQLite with
+a valid API key and without one, on a ``--no-auth`` server (whose Twilio webhooks take
+unsigned forms, so the fuzzer reaches their handlers), and on PostgreSQL with a key
+(its text cannot hold what SQLite's can). ``CEAP_API_FUZZ_EXAMPLES`` is the number of
+examples per operation of the first two runs, a third of it for the others (``make
+test``: a short run; ``make test-api-fuzz``, run by CI: 300); ``CEAP_API_FUZZ_SEED``
+picks the seed.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +26,7 @@ import pytest
 
 from ceap.api.auth import create_key
 from ceap.store import open_store
+from tests.conftest import PG_BASE, require_service
 
 EXAMPLES = int(os.environ.get("CEAP_API_FUZZ_EXAMPLES", "15"))
 SEED = os.environ.get("CEAP_API_FUZZ_SEED", "20261206")
@@ -41,9 +45,9 @@ class Served:
         self.url, self.key, self.workdir = url, key, workdir
 
 
-def _serve(tmp: Path, *, auth: bool) -> Iterator[Served]:
+def _serve(tmp: Path, *, auth: bool, store_url: str | None = None) -> Iterator[Served]:
     tmp.mkdir(parents=True, exist_ok=True)
-    store_url = f"sqlite:///{tmp / 'ceap.db'}"
+    store_url = store_url or f"sqlite:///{tmp / 'ceap.db'}"
     store = open_store(store_url)
     key = create_key(store, "default", "schemathesis")
     store.close()
@@ -86,10 +90,26 @@ def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     yield from _serve(tmp_path_factory.mktemp("open"), auth=False)
 
 
-def schemathesis(served: Served, *extra: str) -> str:
-    """Run every check with ``EXAMPLES`` examples per operation; the run's summary."""
+@pytest.fixture(scope="module")
+def keyed_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    require_service("postgres")
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_BASE, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield from _serve(tmp_path_factory.mktemp("postgres"), auth=True,
+                          store_url=f"{PG_BASE}?options=-csearch_path%3D{schema}")
+    finally:
+        with psycopg.connect(PG_BASE, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def schemathesis(served: Served, *extra: str, examples: int = EXAMPLES) -> str:
+    """Run every check with ``examples`` examples per operation; the run's summary."""
     args = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG), "run",
-            f"{served.url}/openapi.json", "--checks", "all", "--max-examples", str(EXAMPLES),
+            f"{served.url}/openapi.json", "--checks", "all", "--max-examples", str(examples),
             "--seed", SEED, "--no-color", "--output-truncate", "true", *extra]
     done = subprocess.run(args, cwd=served.workdir, capture_output=True, text=True, timeout=1800)
     output = done.stdout + done.stderr
@@ -110,5 +130,11 @@ def test_without_a_key(keyed: Served) -> None:
 
 
 def test_without_keys_and_unsigned_twilio_webhooks(open_server: Served) -> None:
-    summary = schemathesis(open_server)
+    summary = schemathesis(open_server, examples=max(EXAMPLES // 3, 5))
+    assert "Tested: 12" in summary
+
+
+def test_with_a_valid_key_on_postgres(keyed_postgres: Served) -> None:
+    summary = schemathesis(keyed_postgres, "--header", f"Authorization: Bearer {keyed_postgres.key}",
+                           examples=max(EXAMPLES // 3, 5))
     assert "Tested: 12" in summary

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from ceap.api import create_app
 from ceap.cli import app
-from ceap.json_input import MAX_DEPTH, JsonInputError, depth, find_not_unicode, json_lines, loads
+from ceap.json_input import MAX_DEPTH, JsonInputError, depth, find_bad_text, json_lines, loads
 from ceap.plugin import PluginContext
 from ceap.realtime.embedded import EmbeddedStream
 from ceap.realtime.events import parse_bodies, validate_events
@@ -61,11 +61,13 @@ def test_depth_is_the_nesting_of_the_value(value: Any) -> None:
     for text in (escaped, raw):
         assert depth(text.encode("utf-8", "surrogatepass")) == nesting(value)
     assert loads(escaped.encode()) == value
-    if find_not_unicode(value) is None:
-        assert loads(raw.encode()) == value
-    else:   # a surrogate written as UTF-8 bytes is not UTF-8
+    try:
+        data = raw.encode()
+    except UnicodeEncodeError:   # a surrogate written as UTF-8 bytes is not UTF-8
         with pytest.raises(JsonInputError, match="not valid UTF-8"):
             loads(raw.encode("utf-8", "surrogatepass"))
+    else:
+        assert loads(data) == value
 
 
 @FUZZ
@@ -89,7 +91,8 @@ def test_refusals_say_why() -> None:
     with pytest.raises(JsonInputError, match=r"not valid UTF-8: invalid continuation byte at byte 9"):
         loads(b'{"a": "x\xed\xa0\x80"}')   # a surrogate encoded as bytes
     assert loads('["\\ud83d\\ude00"]') == ["\U0001f600"]
-    assert find_not_unicode({"a": ["ok", "\udc00"]}).path == ("a", 1)  # type: ignore[union-attr]
+    assert find_bad_text({"a": ["ok", "\udc00"]}).path == ("a", 1)  # type: ignore[union-attr]
+    assert str(find_bad_text({"a": {"b\x00": 1}})) == "text with a NUL character cannot be stored"
 
 
 @FUZZ

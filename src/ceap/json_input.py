@@ -1,4 +1,4 @@
-"""JSON and text that come from outside: bounded nesting, valid Unicode.
+"""JSON and text that come from outside: bounded nesting, text every store can hold.
 
 ``loads`` is ``json.loads`` for untrusted bodies and lines. It measures the nesting
 depth first, without recursion, and refuses more than ``MAX_DEPTH`` levels (``json``
@@ -10,7 +10,8 @@ refusal is a ``ValueError``: ``json.JSONDecodeError`` for the syntax, ``JsonInpu
 for the rest (depth, encoding, ``NaN``).
 
 A JSON string may still hold a lone surrogate (``"\\ud800"``), which no UTF-8 store or
-wire can carry: ``Unicode`` (a pydantic type) and ``find_not_unicode`` name where one is.
+wire can carry, or a NUL, which PostgreSQL text cannot: ``Text`` (a pydantic type) and
+``find_bad_text`` name where one is.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import AfterValidator
+from pydantic import AfterValidator, Field
 
 MAX_DEPTH = 64
 
@@ -111,26 +112,32 @@ def json_lines(data: bytes) -> tuple[list[tuple[int, Any]], list[tuple[int, str]
     return values, broken
 
 
-# -- text that is valid Unicode ------------------------------------------------------------------
+# -- text every store can hold -------------------------------------------------------------------
 
 NOT_UNICODE = "text with a lone surrogate is not valid Unicode"
+HAS_NUL = "text with a NUL character cannot be stored"
+#: what ``Text`` declares in JSON Schema (the surrogate rule has no JSON Schema form)
+NO_NUL = "^[^\\u0000]*$"
 
 
-class NotUnicode(ValueError):
-    """Text with a lone surrogate; ``path`` is where it is inside a nested value."""
+class BadText(ValueError):
+    """Text with a lone surrogate or a NUL; ``path`` is where it is inside a nested value."""
 
-    def __init__(self, char: str, path: tuple[str | int, ...] = ()):
+    def __init__(self, reason: str, path: tuple[str | int, ...] = ()):
         self.path = path
-        super().__init__(f"{NOT_UNICODE} (U+{ord(char):04X})")
+        super().__init__(reason)
 
 
-def _bad_char(text: str) -> str | None:
+def text_problem(text: str) -> str | None:
+    """Why UTF-8 or a database cannot carry ``text`` (a lone surrogate, a NUL), or None."""
+    if "\x00" in text:
+        return HAS_NUL
     if text.isascii():
         return None
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        return text[exc.start]
+        return f"{NOT_UNICODE} (U+{ord(text[exc.start]):04X})"
     return None
 
 
@@ -150,24 +157,35 @@ def _strings(value: Any) -> Iterator[tuple[tuple[str | int, ...], str]]:
             stack.extend(((*path, i), sub) for i, sub in enumerate(item))
 
 
-def find_not_unicode(value: Any) -> NotUnicode | None:
-    """The first lone surrogate in ``value`` (a string, or lists and dicts of them), if any."""
+def find_bad_text(value: Any) -> BadText | None:
+    """The first string inside ``value`` (a string, or lists and dicts of them) that
+    ``text_problem`` refuses, with its path."""
     for path, text in _strings(value):
-        char = _bad_char(text)
-        if char is not None:
-            return NotUnicode(char, path)
+        reason = text_problem(text)
+        if reason is not None:
+            return BadText(reason, path)
     return None
 
 
-def _unicode(text: str) -> str:
-    char = _bad_char(text)
-    if char is not None:
-        raise NotUnicode(char)
+def _text(text: str) -> str:
+    reason = text_problem(text)
+    if reason is not None:
+        raise BadText(reason)
     return text
 
 
-#: a ``str`` field that refuses text UTF-8 cannot carry
-Unicode = Annotated[str, AfterValidator(_unicode)]
+#: a ``str`` field that refuses text a store cannot hold (a lone surrogate, a NUL)
+Text = Annotated[str, AfterValidator(_text), Field(json_schema_extra={"pattern": NO_NUL})]
 
-__all__ = ["MAX_DEPTH", "NOT_UNICODE", "JsonInputError", "NotUnicode", "Unicode", "depth",
-           "find_not_unicode", "json_lines", "loads"]
+#: JSON Schema of any JSON value whose text (keys too) has no NUL, as OpenAPI components
+#: name it (``ceap.api.schemas.with_components`` lists it); for ``json_schema_extra``
+JSON_VALUE_REF = {"$ref": "#/components/schemas/JsonValue"}
+JSON_OBJECT_SCHEMA: dict[str, Any] = {"type": "object", "propertyNames": {"pattern": NO_NUL},
+                                      "additionalProperties": JSON_VALUE_REF}
+JSON_VALUE_SCHEMA: dict[str, Any] = {"anyOf": [
+    {"type": "string", "pattern": NO_NUL}, {"type": ["number", "boolean", "null"]},
+    {"type": "array", "items": JSON_VALUE_REF}, JSON_OBJECT_SCHEMA]}
+
+__all__ = ["HAS_NUL", "JSON_OBJECT_SCHEMA", "JSON_VALUE_SCHEMA", "MAX_DEPTH", "NOT_UNICODE", "NO_NUL",
+           "BadText", "JsonInputError", "Text", "depth", "find_bad_text", "json_lines", "loads",
+           "text_problem"]

@@ -19,6 +19,8 @@ from ceap.api.schemas import (
     InboxItemOut,
     Marked,
     MarkRead,
+    PathText,
+    QueryText,
     responses,
     with_components,
 )
@@ -59,9 +61,9 @@ def create_app(store: Store, *, auth: bool = True, ingest: Any = None,
 
     @app.get("/v1/customers/{customer_id}/candidates", response_model=list[CandidateOut],
              responses=responses(*keyed, 422))
-    async def customer_candidates(customer_id: str, tenant_id: Tenant, channel: str | None = None,
-                            program: str | None = None,
-                            limit: Annotated[int, Query(ge=1, le=100)] = 10) -> list[CandidateOut]:
+    async def customer_candidates(customer_id: PathText, tenant_id: Tenant, channel: QueryText = None,
+                                  program: QueryText = None,
+                                  limit: Annotated[int, Query(ge=1, le=100)] = 10) -> list[CandidateOut]:
         """A customer's current candidates, best first (priority, then score)."""
         found = store.candidates(CandidateQuery(tenant_id=tenant_id, customer_id=customer_id,
                                                 channel=channel, program=program, limit=limit,
@@ -85,7 +87,7 @@ def create_app(store: Store, *, auth: bool = True, ingest: Any = None,
 
     @app.get("/v1/customers/{customer_id}/inbox", response_model=list[InboxItemOut],
              responses=responses(*keyed, 422))
-    def inbox(customer_id: str, tenant_id: Tenant, unread: bool = False) -> list[InboxItemOut]:
+    def inbox(customer_id: PathText, tenant_id: Tenant, unread: bool = False) -> list[InboxItemOut]:
         """What the in-app channel delivered to a customer, newest first."""
         items = store.inbox_list(tenant_id, customer_id, unread_only=unread)
         return [InboxItemOut(id=i.id or 0, program=i.program, title=i.title, body=i.body,
@@ -95,7 +97,7 @@ def create_app(store: Store, *, auth: bool = True, ingest: Any = None,
 
     @app.post("/v1/customers/{customer_id}/inbox/read", response_model=Marked,
               responses=responses(400, *keyed, 422))
-    def mark_read(customer_id: str, body: MarkRead, tenant_id: Tenant) -> Marked:
+    def mark_read(customer_id: PathText, body: MarkRead, tenant_id: Tenant) -> Marked:
         """Mark inbox messages read; ``marked`` counts those that changed."""
         return Marked(marked=store.inbox_mark_read(tenant_id, customer_id, body.ids))
 

@@ -7,10 +7,11 @@ from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
 from pydantic import ConfigDict, Field, model_validator
 
-from ceap.api.schemas import Body, ErrorOut, ReceiptStatus, responses, text
+from ceap.api.schemas import Body, ErrorOut, PathText, ReceiptStatus, responses, text
 from ceap.api.security import twilio_signed
 from ceap.channels.receipts import (
     TWILIO_MESSAGE_STATUSES,
@@ -21,14 +22,24 @@ from ceap.channels.receipts import (
 from ceap.delivery.consent_store import add_suppression, handle_inbound_sms
 from ceap.delivery.outbox import Outbox
 from ceap.delivery.unsubscribe import TOKEN_MAX_LENGTH, TOKEN_PATTERN, unsubscribe_response
-from ceap.json_input import Unicode
+from ceap.json_input import HAS_NUL, NO_NUL, Text
 from ceap.model import utcnow
 
 TWILIO_TOKEN_ENV = "TWILIO_AUTH_TOKEN"
 
 
-async def _form(request: Request) -> dict[str, str]:
-    return dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
+def _invalid(field: str, message: str) -> RequestValidationError:
+    """A 422 for a form field, in the shape of every other validation error."""
+    return RequestValidationError([{"loc": ("body", field), "msg": message, "type": "value_error"}])
+
+
+async def _form(request: Request, *fields: str) -> dict[str, str]:
+    """The form body; 422 when one of ``fields`` holds a NUL (no store could keep it)."""
+    form = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
+    for name in fields:
+        if "\x00" in form.get(name, ""):
+            raise _invalid(name, HAS_NUL)
+    return form
 
 
 _TOKEN_PARAMETER = {"name": "token", "in": "query", "required": True,
@@ -62,10 +73,10 @@ def _form_body(required: list[str], **fields: dict[str, Any]) -> dict[str, Any]:
         "application/x-www-form-urlencoded": {"schema": schema}}}}
 
 
-_TEXT_FIELD: dict[str, Any] = {"type": "string"}
+_TEXT_FIELD: dict[str, Any] = {"type": "string", "pattern": NO_NUL}
 _SMS_FORM = _form_body([], From=_TEXT_FIELD, Body=_TEXT_FIELD)
 _STATUS_FORM = _form_body(
-    ["MessageSid", "MessageStatus"], MessageSid={"type": "string", "minLength": 1},
+    ["MessageSid", "MessageStatus"], MessageSid={**_TEXT_FIELD, "minLength": 1},
     MessageStatus={"type": "string", "enum": sorted(TWILIO_MESSAGE_STATUSES)},
     ErrorCode=_TEXT_FIELD, ErrorMessage=_TEXT_FIELD, To=_TEXT_FIELD)
 
@@ -95,28 +106,26 @@ def router(signed: bool = True) -> APIRouter:
     @api.post("/v1/webhooks/twilio/sms/{tenant_id}", dependencies=guard, response_class=Response,
               openapi_extra=_SMS_FORM,
               responses={200: {"description": "Empty TwiML", "content": {
-                  "application/xml": {"schema": {"type": "string"}}}}, **refused})
-    async def inbound_sms(tenant_id: str, request: Request) -> Response:
+                  "application/xml": {"schema": {"type": "string"}}}}, **refused, **responses(422)})
+    async def inbound_sms(tenant_id: PathText, request: Request) -> Response:
         """Replies to our SMS: STOP and its synonyms revoke SMS consent at once."""
-        form = await _form(request)
+        form = await _form(request, "From", "Body")
         _twilio_checked(request, form)
         handle_inbound_sms(request.app.state.store, tenant_id, form.get("From", ""), form.get("Body", ""))
         return Response("<Response/>", media_type="application/xml")
 
     @api.post("/v1/webhooks/twilio/status/{tenant_id}", dependencies=guard, response_model=ReceiptStatus,
-              openapi_extra=_STATUS_FORM,
-              responses={**refused, **responses(404, _422={"model": ErrorOut, "description":
-                                                            "No MessageSid, or an unknown MessageStatus"})})
-    async def twilio_status(tenant_id: str, request: Request) -> dict[str, str]:
+              openapi_extra=_STATUS_FORM, responses={**refused, **responses(404, 422)})
+    async def twilio_status(tenant_id: PathText, request: Request) -> dict[str, str]:
         """Twilio status callbacks: delivered, undelivered (a bounce suppresses the number)."""
-        form = await _form(request)
+        form = await _form(request, "MessageSid", "MessageStatus", "ErrorCode", "ErrorMessage", "To")
         _twilio_checked(request, form)
         if not form.get("MessageSid"):
-            raise HTTPException(422, "no MessageSid")
+            raise _invalid("MessageSid", "Field required")
         try:
             receipt = twilio_message_receipt(form, dict(request.headers))
         except ValueError as exc:
-            raise HTTPException(422, str(exc)) from None
+            raise _invalid("MessageStatus", str(exc)) from None
         if receipt.status is None:
             return {"status": "in progress"}
         store = request.app.state.store
@@ -138,11 +147,11 @@ class ReceiptIn(Body):
         {"required": [name], "properties": {name: {"type": "string"}}}
         for name in ("provider_id", "idempotency_key")]})
 
-    provider_id: Unicode | None = Field(None, min_length=1, max_length=1000)
-    idempotency_key: Unicode | None = Field(None, min_length=1, max_length=1000)
+    provider_id: Text | None = Field(None, min_length=1, max_length=1000)
+    idempotency_key: Text | None = Field(None, min_length=1, max_length=1000)
     status: Literal["delivered", "bounced", "failed", "complained"]
-    detail: Unicode | None = None
-    address: Unicode | None = None
+    detail: Text | None = None
+    address: Text | None = None
 
     @model_validator(mode="after")
     def _one_id(self) -> "ReceiptIn":

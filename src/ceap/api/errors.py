@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from ceap.json_input import NOT_UNICODE
+from ceap.json_input import HAS_NUL, NO_NUL, NOT_UNICODE
 
 log = logging.getLogger("ceap.api")
 
@@ -25,7 +25,15 @@ def printable(text: str) -> str:
 
 def _issue(err: dict[str, Any]) -> dict[str, Any]:
     loc = [p if isinstance(p, int) else printable(str(p)) for p in err.get("loc", ())]
-    msg = NOT_UNICODE if err.get("type") == "string_unicode" else printable(str(err.get("msg", "")))
+    kind, ctx = err.get("type"), err.get("ctx") or {}
+    if kind == "string_unicode":
+        msg = NOT_UNICODE
+    elif kind == "string_pattern_mismatch" and ctx.get("pattern") == NO_NUL:
+        msg = HAS_NUL
+    elif kind == "value_error" and ctx.get("error") is not None:
+        msg = printable(str(ctx["error"]))   # our own reason, without pydantic's "Value error, "
+    else:
+        msg = printable(str(err.get("msg", "")))
     return {"loc": loc, "msg": msg, "type": str(err.get("type", ""))}
 
 

@@ -3,11 +3,15 @@ make /openapi.json tell the truth about every status a route can answer."""
 
 from typing import Annotated, Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Path, Query
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
-from ceap.json_input import Unicode
+from ceap.json_input import JSON_VALUE_SCHEMA, NO_NUL, Text
+
+#: a path or query parameter: any text but a NUL (which PostgreSQL cannot store)
+PathText = Annotated[str, Path(pattern=NO_NUL)]
+QueryText = Annotated[str | None, Query(pattern=NO_NUL)]
 
 
 def _integral(value: Any) -> Any:
@@ -51,9 +55,9 @@ class CandidateOut(BaseModel):
 
 
 class BatchRequest(Body):
-    customer_ids: list[Unicode] = Field(min_length=1, max_length=1000)
-    channel: Unicode | None = None
-    program: Unicode | None = None
+    customer_ids: list[Text] = Field(min_length=1, max_length=1000)
+    channel: Text | None = None
+    program: Text | None = None
     limit: json_int(1, 100) = Field(10, description="per customer")  # type: ignore[valid-type]
 
 
@@ -147,7 +151,9 @@ def with_components(app: FastAPI, *models: type[BaseModel]) -> None:
             doc = build()
             _, defs = models_json_schema([(m, "validation") for m in models],
                                          ref_template="#/components/schemas/{model}")
-            doc.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+            schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+            schemas.update(defs.get("$defs", {}))
+            schemas["JsonValue"] = JSON_VALUE_SCHEMA
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]

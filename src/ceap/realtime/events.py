@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from ceap.json_input import NOT_UNICODE, NotUnicode, Unicode, find_not_unicode
+from ceap.json_input import JSON_OBJECT_SCHEMA, NOT_UNICODE, BadText, Text, find_bad_text
 from ceap.json_input import loads as json_loads
 from ceap.model import DEFAULT_TENANT
 
@@ -61,12 +61,12 @@ class EventIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: Unicode = Field(min_length=1, max_length=255)
-    type: str = Field(min_length=1, max_length=100, pattern=_TYPE)   # patterns are ASCII: no Unicode check
+    id: Text = Field(min_length=1, max_length=255)
+    type: str = Field(min_length=1, max_length=100, pattern=_TYPE)   # ASCII by its pattern
     ts: EventTime
-    customer_id: Unicode | None = Field(None, min_length=1, max_length=255)
+    customer_id: Text | None = Field(None, min_length=1, max_length=255)
     tenant_id: str | None = Field(None, pattern=_TENANT)
-    attributes: dict[str, Any] = Field(default_factory=dict)
+    attributes: dict[str, Any] = Field(default_factory=dict, json_schema_extra=JSON_OBJECT_SCHEMA)
 
     @field_validator("ts")
     @classmethod
@@ -79,7 +79,7 @@ class EventIn(BaseModel):
     @field_validator("attributes")
     @classmethod
     def _unicode(cls, value: dict[str, Any]) -> dict[str, Any]:
-        bad = find_not_unicode(value)
+        bad = find_bad_text(value)
         if bad is not None:
             raise bad
         return value
@@ -88,9 +88,10 @@ class EventIn(BaseModel):
 class EventBridgeDetail(BaseModel):
     """An envelope's ``detail``: the event's customer and tenant, and its attributes."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", json_schema_extra={
+        k: v for k, v in JSON_OBJECT_SCHEMA.items() if k != "type"})
 
-    customer_id: Unicode | None = Field(None, min_length=1, max_length=255)
+    customer_id: Text | None = Field(None, min_length=1, max_length=255)
     tenant_id: str | None = Field(None, pattern=_TENANT)
 
 
@@ -99,15 +100,15 @@ class EventBridgeEnvelope(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    id: Unicode = Field(min_length=1, max_length=255)
+    id: Text = Field(min_length=1, max_length=255)
     detail_type: str = Field(alias="detail-type", min_length=1, max_length=100, pattern=_TYPE)
     time: EventTime
-    source: Unicode | None = None
+    source: Text | None = None
     detail: EventBridgeDetail
-    version: Unicode | None = None
-    account: Unicode | None = None
-    region: Unicode | None = None
-    resources: list[Unicode] | None = None
+    version: Text | None = None
+    account: Text | None = None
+    region: Text | None = None
+    resources: list[Text] | None = None
 
 
 def from_eventbridge(envelope: dict[str, Any]) -> dict[str, Any]:
@@ -126,12 +127,16 @@ def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     loc = list(err["loc"])
     cause = (err.get("ctx") or {}).get("error")
-    if isinstance(cause, NotUnicode):
+    if isinstance(cause, BadText):
         loc, kind = [*loc, *cause.path], str(cause)
     elif err["type"] == "string_unicode":  # pydantic's own check: a str it cannot encode
         kind = NOT_UNICODE
+    elif err["type"] == "extra_forbidden":
+        kind = "unknown field"
+    elif err["type"] == "value_error" and cause is not None:
+        kind = str(cause)   # our own reason, without pydantic's "Value error, "
     else:
-        kind = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+        kind = err["msg"]
     where = ".".join(str(p) for p in loc) or "event"
     if not where.isascii():   # a field name may itself hold a lone surrogate
         where = where.encode("utf-8", "backslashreplace").decode("utf-8")
@@ -227,11 +232,11 @@ _NO_ATTRIBUTES: dict[str, Any] = {}
 
 def _text(values: list[Any]) -> tuple[pa.Array, np.ndarray | None]:
     """``values`` as a string array, and the positions holding something else than text or
-    null, or text that is not valid Unicode (None when there are none); those become null."""
+    null, or text a store cannot hold (None when there are none); those become null."""
     try:
         return pa.array(values, pa.string()), None
     except (pa.ArrowTypeError, pa.ArrowInvalid, UnicodeEncodeError):
-        other = np.fromiter((v is not None and (type(v) is not str or find_not_unicode(v) is not None)
+        other = np.fromiter((v is not None and (type(v) is not str or find_bad_text(v) is not None)
                              for v in values), dtype=bool, count=len(values))
         return pa.array([None if o else v for v, o in zip(values, other, strict=True)], pa.string()), other
 
@@ -257,20 +262,23 @@ def _validate_columns(items: Sequence[Any], tenant: str) -> tuple[list[int], pa.
     id_len, type_len, customer_len = (pc.utf8_length(a) for a in (ids, types, customers))
     checks = [
         pc.and_(pc.greater_equal(id_len, 1), pc.less_equal(id_len, 255)),
+        pc.invert(pc.match_substring(ids, "\x00")),
         pc.and_(pc.less_equal(type_len, 100), pc.match_substring_regex(types, _TYPE)),
         pc.match_substring_regex(stamps, _TS),
         pc.or_kleene(pc.is_null(customers), pc.and_(pc.greater_equal(customer_len, 1),
                                                     pc.less_equal(customer_len, 255))),
+        pc.or_kleene(pc.is_null(customers), pc.invert(pc.match_substring(customers, "\x00"))),
         pc.or_kleene(pc.is_null(tenants), pc.match_substring_regex(tenants, _TENANT)),
     ]
     ok = np.fromiter((type(a) is dict for a in attributes), dtype=bool, count=len(rows))
     encoded = [_encode_attributes(a) if good else "{}" for a, good in zip(attributes, ok, strict=True)]
     # ASCII-escaped text: a lone surrogate shows as \\udXXX (as does a pair, or a backslash
-    # followed by "ud"); only those rows are looked at closely
+    # followed by "ud"), a NUL as \\u0000; only those rows are looked at closely
     attrs = pa.array(encoded, pa.string())
-    escaped = pc.match_substring(attrs, "\\ud").to_numpy(zero_copy_only=False)
+    escaped = pc.or_(pc.match_substring(attrs, "\\ud"), pc.match_substring(attrs, "\\u0000"))
+    escaped = escaped.to_numpy(zero_copy_only=False)
     for i in np.flatnonzero(escaped).tolist():
-        ok[i] &= find_not_unicode(attributes[i]) is None
+        ok[i] &= find_bad_text(attributes[i]) is None
     for check in checks:
         ok &= pc.fill_null(check, False).to_numpy(zero_copy_only=False)
     for bad in (bad_id, bad_type, bad_ts, bad_customer, bad_tenant):
