@@ -106,7 +106,7 @@ def keyed_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
-def schemathesis(served: Served, *extra: str, examples: int = EXAMPLES) -> str:
+def schemathesis(served: Served, *extra: str, examples: int = EXAMPLES, label: str = "") -> str:
     """Run every check with ``examples`` examples per operation; the run's summary."""
     args = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG), "run",
             f"{served.url}/openapi.json", "--checks", "all", "--max-examples", str(examples),
@@ -115,26 +115,26 @@ def schemathesis(served: Served, *extra: str, examples: int = EXAMPLES) -> str:
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     summary = output[output.rfind("SUMMARY"):]
-    print(f"\nschemathesis {' '.join(extra)}\n{summary}")
+    print(f"\nschemathesis, {label}, {examples} examples per operation\n{summary}")
     return summary
 
 
 def test_with_a_valid_key(keyed: Served) -> None:
-    summary = schemathesis(keyed, "--header", f"Authorization: Bearer {keyed.key}")
+    summary = schemathesis(keyed, "--header", f"Authorization: Bearer {keyed.key}", label="SQLite, key")
     assert "Tested: 12" in summary and "passed" in summary
 
 
 def test_without_a_key(keyed: Served) -> None:
-    summary = schemathesis(keyed)
+    summary = schemathesis(keyed, label="SQLite, no key")
     assert "Tested: 12" in summary
 
 
 def test_without_keys_and_unsigned_twilio_webhooks(open_server: Served) -> None:
-    summary = schemathesis(open_server, examples=max(EXAMPLES // 3, 5))
+    summary = schemathesis(open_server, examples=max(EXAMPLES // 3, 5), label="SQLite, --no-auth")
     assert "Tested: 12" in summary
 
 
 def test_with_a_valid_key_on_postgres(keyed_postgres: Served) -> None:
     summary = schemathesis(keyed_postgres, "--header", f"Authorization: Bearer {keyed_postgres.key}",
-                           examples=max(EXAMPLES // 3, 5))
+                           examples=max(EXAMPLES // 3, 5), label="PostgreSQL, key")
     assert "Tested: 12" in summary

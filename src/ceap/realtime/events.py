@@ -78,7 +78,7 @@ class EventIn(BaseModel):
 
     @field_validator("attributes")
     @classmethod
-    def _unicode(cls, value: dict[str, Any]) -> dict[str, Any]:
+    def _storable(cls, value: dict[str, Any]) -> dict[str, Any]:
         bad = find_bad_text(value)
         if bad is not None:
             raise bad
