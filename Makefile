@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench setup clean
+.PHONY: demo test test-api-fuzz lint bench setup clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -21,6 +21,11 @@ demo: setup
 test: setup
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# schemathesis against `ceap serve` with every check, 300 examples per operation (make test
+# runs the same with 15); see docs/api.md
+test-api-fuzz: setup
+	CEAP_API_FUZZ_EXAMPLES=300 $(BIN)/python -m pytest -q -s tests/test_api_schemathesis.py
 
 lint: setup
 	$(BIN)/ruff check src tests bench

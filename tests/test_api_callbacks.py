@@ -42,7 +42,7 @@ def test_one_click_unsubscribe_revokes_at_once(store: Store) -> None:
     [record] = list_consent(store, "default", "alice")
     assert (record.channel, record.topic, record.granted) == ("email", "win_back", False)
     tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
-    assert api.post("/v1/unsubscribe", params={"token": tampered}).status_code == 400
+    assert api.post("/v1/unsubscribe", params={"token": tampered}).status_code == 403  # forged
 
 
 def test_inbound_stop_needs_a_valid_signature(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:

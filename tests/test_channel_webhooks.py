@@ -123,6 +123,7 @@ def test_signature_verifies_and_body_carries_the_action(server: ProviderServer) 
     assert not verify(KEY, call.headers, call.body + b" ")          # tampered body
     assert not verify(b"other", call.headers, call.body)             # other key
     assert not verify(KEY, call.headers, call.body, now=time.time() + 3600)  # replayed later
+    assert not verify(KEY, {**call.headers, "webhook-signature": "v1,\u00e9t\u00e9"}, call.body)  # not ASCII
 
 
 def test_raw_secret_and_action_from_the_payload(server: ProviderServer,

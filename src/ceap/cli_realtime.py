@@ -63,30 +63,32 @@ def publish(
     path: Annotated[Path, typer.Argument(help="JSON Lines file of events")],
     stream: Annotated[str, typer.Option(help="stream name in ceap.yaml")] = "events",
 ) -> None:
-    """Validate events from a file and append them to a stream (replays, backfills)."""
+    """Validate events from a file and append them to a stream (replays, backfills).
+    Exit 0; 1 when some events were rejected (the others are published); 2 when a line is
+    not JSON (nothing is published)."""
     import json
+
+    from ceap.json_input import json_lines
 
     project = state.project()
     if not path.is_file():
-        err.print(f"{path}: file not found")
+        err.print(f"{path}: file not found", markup=False, highlight=False)
         raise typer.Exit(2)
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    items = []
-    for i, line in enumerate(lines, 1):
-        try:
-            items.append(json.loads(line))
-        except ValueError as exc:
-            err.print(f"{path}:{i}: not JSON: {exc}")
-            raise typer.Exit(2) from None
+    parsed, broken = json_lines(path.read_bytes())
+    for number, reason in broken:
+        err.print(f"{path}:{number}: {reason}", markup=False, highlight=False)
+    if broken:
+        err.print(f"nothing published: {len(broken):,} line(s) are not JSON", markup=False, highlight=False)
+        raise typer.Exit(2)
+    items = [value for _, value in parsed]
     table, rejected = validate_events(items, state.tenant or project.tenant)
     for index, reason in rejected:
-        err.print(f"{path}:{index + 1}: {reason}", highlight=False)
+        err.print(f"{path}:{parsed[index][0]}: {reason}", markup=False, highlight=False)
+    refused = {index for index, _ in rejected}
     store = state.open_store(project)
     try:
         source = open_stream(project, stream, store)
-        accepted = [json.dumps(items[i]).encode() for i in range(len(items))
-                    if i not in {r[0] for r in rejected}]
-        source.publish(accepted)
+        source.publish([json.dumps(item).encode() for i, item in enumerate(items) if i not in refused])
         source.close()
     except CeapError as exc:
         _fail(exc)

@@ -5,8 +5,10 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from ceap.api.schemas import Body, PathText, RowId, responses
+from ceap.json_input import Text
 from ceap.model import utcnow
 from ceap.outcomes.reported import Report, record_reports
 from ceap.outcomes.track import TrackAnswer, click_answer, open_answer
@@ -51,7 +53,7 @@ router = APIRouter(tags=["tracking"])
 
 @router.head("/t/o/{token}", include_in_schema=False)
 @router.get("/t/o/{token}", responses=_OPEN_RESPONSES, response_class=Response)
-def open_pixel(token: str, request: Request) -> Response:
+def open_pixel(token: PathText, request: Request) -> Response:
     """The open pixel of an HTML e-mail. The first GET records ``opened``; HEAD records nothing."""
     answer = open_answer(request.app.state.store, token, **_kw(request))
     return _response(answer, request.method == "HEAD")
@@ -59,23 +61,40 @@ def open_pixel(token: str, request: Request) -> Response:
 
 @router.head("/t/c/{token}", include_in_schema=False)
 @router.get("/t/c/{token}", responses=_CLICK_RESPONSES, response_class=Response, status_code=302)
-def click(token: str, request: Request) -> Response:
+def click(token: PathText, request: Request) -> Response:
     """A tracked link: redirects to the destination stored when the message was rendered,
     never elsewhere. The first GET of each link records ``clicked``; HEAD records nothing."""
     answer = click_answer(request.app.state.store, token, **_kw(request))
     return _response(answer, request.method == "HEAD")
 
 
+def _iso_text(value: Any) -> Any:
+    """A time given as ISO 8601 text (JSON has no time type; a number is refused)."""
+    if not isinstance(value, str):
+        raise ValueError("must be ISO 8601 text, e.g. 2026-12-06T10:00:00Z")
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+IsoTime = Annotated[datetime, BeforeValidator(_iso_text),
+                    Field(json_schema_extra={"type": "string", "format": "date-time"})]
+
 EngagementType = Literal["delivered", "bounced", "failed", "opened", "clicked", "read", "replied",
                          "unsubscribed", "complained"]
 
 
-class EngagementIn(BaseModel):
-    delivery_id: int | None = Field(None, ge=1)
-    idempotency_key: str | None = Field(None, min_length=1, max_length=512)
+class EngagementIn(Body):
+    """One engagement, of the delivery named by ``delivery_id`` or ``idempotency_key`` (one)."""
+
+    model_config = ConfigDict(json_schema_extra={"oneOf": [
+        {"required": ["delivery_id"], "not": {"required": ["idempotency_key"]}},
+        {"required": ["idempotency_key"], "not": {"required": ["delivery_id"]}}]})
+
+    # not nullable: a field given is a value (an omitted one stays None)
+    delivery_id: RowId = None  # type: ignore[valid-type,assignment]
+    idempotency_key: Text = Field(None, min_length=1, max_length=512)  # type: ignore[assignment]
     type: EngagementType
-    ts: datetime | None = Field(None, description="when it happened (default: now)")
-    url: str | None = Field(None, max_length=4096, description="clicked: the destination")
+    ts: IsoTime | None = Field(None, description="when it happened, ISO 8601 (default: now)")
+    url: Text | None = Field(None, max_length=4096, description="clicked: the destination")
 
     @model_validator(mode="after")
     def _one_id(self) -> "EngagementIn":
@@ -89,11 +108,12 @@ class EngagementsOut(BaseModel):
     unknown: list[int] = Field(description="indexes of reports naming no delivery of this tenant")
 
 
-def engagements_router(tenant_dependency: Any) -> APIRouter:
+def engagements_router(tenant_dependency: Any, auth: bool = True) -> APIRouter:
     """``POST /v1/engagements``: engagements a client app or a server saw (API key)."""
     api = APIRouter(tags=["tracking"])
 
-    @api.post("/v1/engagements", response_model=EngagementsOut)
+    @api.post("/v1/engagements", response_model=EngagementsOut,
+              responses=responses(400, *((401,) if auth else ()), 422))
     def engagements(body: Annotated[list[EngagementIn], Field(min_length=1, max_length=1000)],
                     request: Request,
                     tenant_id: Annotated[str, Depends(tenant_dependency)]) -> EngagementsOut:

@@ -74,6 +74,8 @@ _SMS_STATUS: dict[str, ReceiptStatus | None] = {
     "sent": "sent", "delivered": "delivered", "read": "delivered",
     "undelivered": "bounced", "failed": "failed", "canceled": "failed",
 }
+#: the ``MessageStatus`` values a Messages status callback may carry
+TWILIO_MESSAGE_STATUSES = frozenset(_SMS_STATUS)
 _CALL_STATUS: dict[str, ReceiptStatus | None] = {
     "queued": None, "initiated": None, "ringing": None, "in-progress": None,
     "completed": "delivered", "busy": "failed", "no-answer": "failed", "canceled": "failed",
@@ -141,8 +143,10 @@ def twilio_signature(url: str, params: Mapping[str, str], auth_token: str) -> st
 
 
 def twilio_signature_valid(url: str, params: Mapping[str, str], signature: str, auth_token: str) -> bool:
-    """Check a callback really came from Twilio (compare in constant time)."""
-    return hmac.compare_digest(twilio_signature(url, params, auth_token), signature or "")
+    """Check a callback really came from Twilio (compare in constant time; any text,
+    ASCII or not, is a fair ``signature``)."""
+    expected = twilio_signature(url, params, auth_token).encode()
+    return hmac.compare_digest(expected, (signature or "").encode("utf-8", "surrogatepass"))
 
 
 # -- push services -------------------------------------------------------------------

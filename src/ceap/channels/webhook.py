@@ -93,8 +93,9 @@ def verify(key: bytes, headers: dict[str, str], body: bytes, tolerance: float = 
         return False
     if abs((time.time() if now is None else now) - ts) > tolerance:
         return False
-    expected = sign(key, msg_id, ts, body)
-    return any(hmac.compare_digest(expected, sig) for sig in headers.get("webhook-signature", "").split())
+    expected = sign(key, msg_id, ts, body).encode()
+    return any(hmac.compare_digest(expected, sig.encode("utf-8", "surrogatepass"))
+               for sig in headers.get("webhook-signature", "").split())
 
 
 class WebhookConfig(HttpConfig):

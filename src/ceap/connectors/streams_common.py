@@ -6,7 +6,6 @@ deduplication and partitioning)."""
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import socket
 from typing import Annotated, Any
@@ -15,6 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator
 
 from ceap.errors import PluginError
+from ceap.json_input import loads as json_loads
 from ceap.plugin import PluginContext
 
 
@@ -59,8 +59,8 @@ def body_keys(body: bytes) -> tuple[str | None, str | None]:
     """``(event id, customer id)`` of a message body holding one event; for a JSON list,
     the customer id all its events share (and no event id). ``(None, None)`` otherwise."""
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        data = json_loads(body)
+    except ValueError:   # not JSON, not UTF-8, or nested too deep: no keys
         return None, None
     if isinstance(data, dict):
         event_id, customer = data.get("id"), data.get("customer_id")

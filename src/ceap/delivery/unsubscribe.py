@@ -22,6 +22,7 @@ import hmac
 import html
 import json
 import os
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -40,6 +41,20 @@ SOURCE = "unsubscribe_link"
 
 class UnsubscribeError(CeapError):
     """No signing key, or a token that is malformed, tampered with or too old."""
+
+
+class MalformedToken(UnsubscribeError):
+    """Not a token at all: it does not have the shape of ``TOKEN_PATTERN``."""
+
+
+class NoSigningKey(UnsubscribeError):
+    """This process has no (usable) signing key: no token can be checked."""
+
+
+#: what every token looks like: ``v1.<base64url claims>.<base64url HMAC-SHA256>``
+TOKEN_PATTERN = r"^v1\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{43}$"
+TOKEN_MAX_LENGTH = 4096
+_TOKEN = re.compile(TOKEN_PATTERN.rstrip("$") + r"\Z")
 
 
 @dataclass(frozen=True)
@@ -68,14 +83,14 @@ def signing_secrets(secret: str | bytes | None = None) -> list[bytes]:
     else:
         current = os.environ.get(SECRET_ENV)
         if not current:
-            raise UnsubscribeError(f"unsubscribe links need a signing key: set {SECRET_ENV}")
+            raise NoSigningKey(f"unsubscribe links need a signing key: set {SECRET_ENV}")
         keys = [current]
         previous = os.environ.get(PREVIOUS_SECRET_ENV)
         if previous:
             keys.append(previous)
     out = [k.encode() if isinstance(k, str) else k for k in keys]
     if len(out[0]) < MIN_SECRET:
-        raise UnsubscribeError(f"the signing key must be at least {MIN_SECRET} characters")
+        raise NoSigningKey(f"the signing key must be at least {MIN_SECRET} characters")
     return out
 
 
@@ -109,12 +124,15 @@ def make_link(base_url: str, tenant: str, customer: str, channel: str, topic: st
 
 def verify(token: str, *, secret: str | bytes | None = None, max_age: timedelta | None = None,
            now: datetime | None = None) -> UnsubscribeClaims:
-    """The claims of a genuine token; ``UnsubscribeError`` for anything else."""
-    parts = (token or "").strip().split(".")
-    if len(parts) != 3 or parts[0] != VERSION:
-        raise UnsubscribeError("malformed unsubscribe token")
-    body, signature = parts[1], parts[2]
-    if not any(hmac.compare_digest(_sign(key, body), signature) for key in signing_secrets(secret)):
+    """The claims of a genuine token; ``MalformedToken`` for text that is no token (checked
+    before anything else, so no other text reaches the signature check), ``NoSigningKey``,
+    or ``UnsubscribeError`` for a forged or expired one."""
+    token = (token or "").strip()
+    if len(token) > TOKEN_MAX_LENGTH or not _TOKEN.match(token):
+        raise MalformedToken("malformed unsubscribe token")
+    _, body, signature = token.split(".")
+    keys = signing_secrets(secret)
+    if not any(hmac.compare_digest(_sign(key, body), signature) for key in keys):
         raise UnsubscribeError("invalid unsubscribe token signature")
     try:
         claims = json.loads(_unb64(body))
@@ -122,8 +140,8 @@ def verify(token: str, *, secret: str | bytes | None = None, max_age: timedelta 
         result = UnsubscribeClaims(str(claims["t"]), str(claims["c"]), str(claims["ch"]),
                                    str(claims["tp"]), datetime.fromtimestamp(int(claims["iat"]), UTC),
                                    None if cid is None else int(cid))
-    except (ValueError, KeyError, TypeError):
-        raise UnsubscribeError("malformed unsubscribe token") from None
+    except (ValueError, KeyError, TypeError, OverflowError, OSError, RecursionError, AttributeError):
+        raise UnsubscribeError("unreadable unsubscribe token claims") from None
     if max_age is not None and (now or utcnow()) - result.issued_at > max_age:
         raise UnsubscribeError("unsubscribe token has expired")
     return result
@@ -163,6 +181,9 @@ _PAGE = ("<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</tit
          "<body><p>{text}</p>{form}</body></html>")
 
 
+_TEXT = "text/plain; charset=utf-8"
+
+
 def unsubscribe_response(store: Any, method: str, token: str | None, *,
                          secret: str | bytes | None = None,
                          now: datetime | None = None) -> UnsubscribeResponse:
@@ -170,28 +191,35 @@ def unsubscribe_response(store: Any, method: str, token: str | None, *,
 
     ``POST`` (one-click from a mail client, or the confirmation form) revokes
     consent and answers 200 (no redirect, as RFC 8058 asks); ``GET`` answers a
-    page with a form that POSTs the same token. A bad token is a 400 that says
-    nothing about why beyond "invalid"."""
+    page with a form that POSTs the same token. A missing or malformed token is a
+    400, a forged or expired one a 403 that says nothing about why, and a server
+    without a signing key answers 503."""
     if not token:
-        return UnsubscribeResponse(400, "text/plain; charset=utf-8", "missing token")
+        return UnsubscribeResponse(400, _TEXT, "missing token")
     try:
         claims = (honour_unsubscribe(store, token, secret=secret, now=now) if method.upper() == "POST"
                   else verify(token, secret=secret, now=now))
+    except MalformedToken:
+        return UnsubscribeResponse(400, _TEXT, "malformed link")
+    except NoSigningKey:
+        return UnsubscribeResponse(503, _TEXT, "unsubscribe links are not set up on this server")
     except UnsubscribeError:
-        return UnsubscribeResponse(400, "text/plain; charset=utf-8", "invalid or expired link")
+        return UnsubscribeResponse(403, _TEXT, "invalid or expired link")
     what = "all messages" if claims.topic == ALL_TOPICS else f"“{claims.topic}” messages"
     if method.upper() == "POST":
         page = _PAGE.format(title="Unsubscribed", form="",
                             text=html.escape(f"You will no longer receive {what} by {claims.channel}."))
         return UnsubscribeResponse(200, "text/html; charset=utf-8", page, claims)
-    form = (f'<form method="post"><input type="hidden" name="token" value="{html.escape(token)}">'
+    form = (f'<form method="post" action="?token={quote(token.strip(), safe="")}">'
+            f'<input type="hidden" name="List-Unsubscribe" value="One-Click">'
             f'<button type="submit">Unsubscribe</button></form>')
     page = _PAGE.format(title="Unsubscribe", form=form,
                         text=html.escape(f"Stop receiving {what} by {claims.channel}?"))
     return UnsubscribeResponse(200, "text/html; charset=utf-8", page, claims)
 
 
-__all__ = ["PREVIOUS_SECRET_ENV", "SECRET_ENV", "UnsubscribeClaims", "UnsubscribeError",
+__all__ = ["PREVIOUS_SECRET_ENV", "SECRET_ENV", "TOKEN_MAX_LENGTH", "TOKEN_PATTERN", "MalformedToken",
+           "NoSigningKey", "UnsubscribeClaims", "UnsubscribeError",
            "UnsubscribeResponse", "has_signing_secret", "honour_unsubscribe",
            "list_unsubscribe_headers", "make_link", "make_token", "revoke_consent", "signing_secrets",
            "unsubscribe_response", "verify"]

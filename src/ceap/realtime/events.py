@@ -13,16 +13,19 @@ lookup (a restock of an item). EventBridge envelopes are accepted too.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from ceap.json_input import JSON_OBJECT_SCHEMA, NOT_UNICODE, BadText, Text, find_bad_text
+from ceap.json_input import loads as json_loads
 from ceap.model import DEFAULT_TENANT
 
 EVENT_SCHEMA = pa.schema([
@@ -35,55 +38,127 @@ EVENT_SCHEMA = pa.schema([
 ])
 
 
+_TYPE = r"^[A-Za-z0-9_.:\-]+$"
+_TENANT = r"^[A-Za-z0-9_\-]+$"
+_ISO_TIME = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d")
+
+
+def _iso_time(value: Any) -> Any:
+    """An event time is ISO 8601 text with a date and a time (a number is not one)."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _ISO_TIME.match(value):
+        raise ValueError("expected an ISO 8601 date and time, e.g. 2026-11-25T10:00:00Z")
+    return value
+
+
+#: ``ts``: ISO 8601 text, read by pydantic; without an offset it is UTC
+EventTime = Annotated[datetime, BeforeValidator(_iso_time)]
+
+
 class EventIn(BaseModel):
     """One event as sent to the platform."""
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(min_length=1, max_length=255)
-    type: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:\-]+$")
-    ts: datetime
-    customer_id: str | None = Field(None, min_length=1, max_length=255)
-    tenant_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_\-]+$")
-    attributes: dict[str, Any] = Field(default_factory=dict)
+    id: Text = Field(min_length=1, max_length=255)
+    type: str = Field(min_length=1, max_length=100, pattern=_TYPE)   # ASCII by its pattern
+    ts: EventTime
+    customer_id: Text | None = Field(None, min_length=1, max_length=255)
+    tenant_id: str | None = Field(None, pattern=_TENANT)
+    attributes: dict[str, Any] = Field(default_factory=dict, json_schema_extra=JSON_OBJECT_SCHEMA)
 
     @field_validator("ts")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        try:
+            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("time out of range once converted to UTC") from None
+
+    @field_validator("attributes")
+    @classmethod
+    def _storable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        bad = find_bad_text(value)
+        if bad is not None:
+            raise bad
+        return value
+
+
+class EventBridgeDetail(BaseModel):
+    """An envelope's ``detail``: the event's customer and tenant, and its attributes."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={
+        k: v for k, v in JSON_OBJECT_SCHEMA.items() if k != "type"})
+
+    customer_id: Text | None = Field(None, min_length=1, max_length=255)
+    tenant_id: str | None = Field(None, pattern=_TENANT)
+
+
+class EventBridgeEnvelope(BaseModel):
+    """An Amazon EventBridge event; other fields are allowed and dropped."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: Text = Field(min_length=1, max_length=255)
+    detail_type: str = Field(alias="detail-type", min_length=1, max_length=100, pattern=_TYPE)
+    time: EventTime
+    source: Text | None = None
+    detail: EventBridgeDetail
+    version: Text | None = None
+    account: Text | None = None
+    region: Text | None = None
+    resources: list[Text] | None = None
 
 
 def from_eventbridge(envelope: dict[str, Any]) -> dict[str, Any]:
-    """An EventBridge envelope (``detail-type``, ``time``, ``detail``...) as an event."""
-    detail = envelope.get("detail")
-    if not isinstance(detail, dict):
-        raise ValueError("EventBridge envelope without a 'detail' object")
+    """An EventBridge envelope (``detail-type``, ``time``, ``detail``...) as an event; a
+    malformed envelope raises ``ValidationError`` naming its field."""
+    checked = EventBridgeEnvelope.model_validate(envelope)
+    detail = envelope["detail"]
     attributes = {k: v for k, v in detail.items() if k not in ("customer_id", "tenant_id")}
-    attributes.setdefault("source", envelope.get("source"))
-    return {"id": envelope.get("id"), "type": envelope.get("detail-type"), "ts": envelope.get("time"),
-            "customer_id": detail.get("customer_id"), "tenant_id": detail.get("tenant_id"),
+    attributes.setdefault("source", checked.source)
+    return {"id": checked.id, "type": checked.detail_type, "ts": checked.time,
+            "customer_id": checked.detail.customer_id, "tenant_id": checked.detail.tenant_id,
             "attributes": attributes}
 
 
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "event"
-    kind = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+    loc = list(err["loc"])
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, BadText):
+        loc, kind = [*loc, *cause.path], str(cause)
+    elif err["type"] == "string_unicode":  # pydantic's own check: a str it cannot encode
+        kind = NOT_UNICODE
+    elif err["type"] == "extra_forbidden":
+        kind = "unknown field"
+    elif err["type"] == "value_error" and cause is not None:
+        kind = str(cause)   # our own reason, without pydantic's "Value error, "
+    else:
+        kind = err["msg"]
+    where = ".".join(str(p) for p in loc) or "event"
+    if not where.isascii():   # a field name may itself hold a lone surrogate
+        where = where.encode("utf-8", "backslashreplace").decode("utf-8")
     return f"{where}: {kind}"
 
 
-def validate_events(items: Sequence[Any], tenant: str = DEFAULT_TENANT
+NOT_ENVELOPE = "not an EventBridge envelope: no 'detail-type'"
+
+
+def validate_events(items: Sequence[Any], tenant: str = DEFAULT_TENANT, *, envelopes: bool = False
                     ) -> tuple[pa.Table, list[tuple[int, str]]]:
     """Valid events as a table (``EVENT_SCHEMA``), and ``(index, reason)`` per rejected one.
 
     A rejected event never stops the accepted ones. An item that is an EventBridge
-    envelope (it has ``detail-type``) is unwrapped first.
+    envelope (it has ``detail-type``) is unwrapped first; with ``envelopes`` every item
+    must be one.
 
     Events are checked column by column first (Arrow kernels over the whole batch);
     only the items that check does not plainly accept (an envelope, a ``ts`` in
     another format, a wrong type or value) are validated one by one with
     ``EventIn``, which accepts them as before or names the reason."""
-    fast, table = _validate_columns(items, tenant)
+    fast, table = _validate_columns(items, tenant) if not envelopes else ([], EVENT_SCHEMA.empty_table())
     if len(fast) == len(items):
         return table, []
     rows: dict[str, list[Any]] = {name: [] for name in EVENT_SCHEMA.names}
@@ -93,8 +168,12 @@ def validate_events(items: Sequence[Any], tenant: str = DEFAULT_TENANT
     is_fast[fast] = True
     for i in np.flatnonzero(~is_fast).tolist():
         item = items[i]
+        is_envelope = isinstance(item, dict) and "detail-type" in item
+        if envelopes and not is_envelope:
+            rejected.append((i, NOT_ENVELOPE))
+            continue
         try:
-            if isinstance(item, dict) and "detail-type" in item:
+            if is_envelope:
                 item = from_eventbridge(item)
             event = EventIn.model_validate(item)
         except ValidationError as exc:
@@ -144,8 +223,6 @@ def _encode_attributes(value: dict[str, Any]) -> str:
 
 
 _FIELDS = frozenset(EventIn.model_fields)
-_TYPE = r"^[A-Za-z0-9_.:\-]+$"     # as EventIn.type
-_TENANT = r"^[A-Za-z0-9_\-]+$"     # as EventIn.tenant_id
 #: the ``ts`` texts the column check takes: ISO 8601 with a UTC offset, years 1900-2999,
 #: at most microseconds (Arrow and pydantic read them alike); others go through EventIn
 _TS = (r"^(19|2\d)\d\d-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d"
@@ -155,12 +232,12 @@ _NO_ATTRIBUTES: dict[str, Any] = {}
 
 def _text(values: list[Any]) -> tuple[pa.Array, np.ndarray | None]:
     """``values`` as a string array, and the positions holding something else than text or
-    null (None when there are none); those become null."""
+    null, or text a store cannot hold (None when there are none); those become null."""
     try:
         return pa.array(values, pa.string()), None
-    except (pa.ArrowTypeError, pa.ArrowInvalid):
-        other = np.fromiter((v is not None and type(v) is not str for v in values), dtype=bool,
-                            count=len(values))
+    except (pa.ArrowTypeError, pa.ArrowInvalid, UnicodeEncodeError):
+        other = np.fromiter((v is not None and (type(v) is not str or find_bad_text(v) is not None)
+                             for v in values), dtype=bool, count=len(values))
         return pa.array([None if o else v for v, o in zip(values, other, strict=True)], pa.string()), other
 
 
@@ -185,13 +262,23 @@ def _validate_columns(items: Sequence[Any], tenant: str) -> tuple[list[int], pa.
     id_len, type_len, customer_len = (pc.utf8_length(a) for a in (ids, types, customers))
     checks = [
         pc.and_(pc.greater_equal(id_len, 1), pc.less_equal(id_len, 255)),
+        pc.invert(pc.match_substring(ids, "\x00")),
         pc.and_(pc.less_equal(type_len, 100), pc.match_substring_regex(types, _TYPE)),
         pc.match_substring_regex(stamps, _TS),
         pc.or_kleene(pc.is_null(customers), pc.and_(pc.greater_equal(customer_len, 1),
                                                     pc.less_equal(customer_len, 255))),
+        pc.or_kleene(pc.is_null(customers), pc.invert(pc.match_substring(customers, "\x00"))),
         pc.or_kleene(pc.is_null(tenants), pc.match_substring_regex(tenants, _TENANT)),
     ]
     ok = np.fromiter((type(a) is dict for a in attributes), dtype=bool, count=len(rows))
+    encoded = [_encode_attributes(a) if good else "{}" for a, good in zip(attributes, ok, strict=True)]
+    # ASCII-escaped text: a lone surrogate shows as \\udXXX (as does a pair, or a backslash
+    # followed by "ud"), a NUL as \\u0000; only those rows are looked at closely
+    attrs = pa.array(encoded, pa.string())
+    escaped = pc.or_(pc.match_substring(attrs, "\\ud"), pc.match_substring(attrs, "\\u0000"))
+    escaped = escaped.to_numpy(zero_copy_only=False)
+    for i in np.flatnonzero(escaped).tolist():
+        ok[i] &= find_bad_text(attributes[i]) is None
     for check in checks:
         ok &= pc.fill_null(check, False).to_numpy(zero_copy_only=False)
     for bad in (bad_id, bad_type, bad_ts, bad_customer, bad_tenant):
@@ -201,12 +288,10 @@ def _validate_columns(items: Sequence[Any], tenant: str) -> tuple[list[int], pa.
     if not ok.all():
         keep = pa.array(ok)
         fast = [i for i, good in zip(fast, ok.tolist(), strict=True) if good]
-        attributes = [a for a, good in zip(attributes, ok.tolist(), strict=True) if good]
-        ids, types, ts, customers, tenants = (pc.filter(a, keep) for a in
-                                              (ids, types, ts, customers, tenants))
-    table = pa.Table.from_arrays(
-        [ids, pc.fill_null(tenants, tenant), customers, types, ts,
-         pa.array([_encode_attributes(a) for a in attributes], pa.string())], schema=EVENT_SCHEMA)
+        ids, types, ts, customers, tenants, attrs = (pc.filter(a, keep) for a in
+                                                     (ids, types, ts, customers, tenants, attrs))
+    table = pa.Table.from_arrays([ids, pc.fill_null(tenants, tenant), customers, types, ts, attrs],
+                                 schema=EVENT_SCHEMA)
     return fast, table
 
 
@@ -230,31 +315,16 @@ def _utc_times(stamps: pa.Array, ok: np.ndarray) -> pa.Array:
     return pc.cast(pc.cast(stamps, _UTC), pa.timestamp("us"))
 
 
-_scan = json.JSONDecoder().scan_once  # what json.loads runs, without its per-call set-up
-
-
-def _loads(body: bytes) -> Any:
-    """``json.loads(body)``; an object in UTF-8 is read by the C scanner directly."""
-    if body[:1] == b"{" and body[-1:] == b"}":
-        try:
-            text = body.decode("utf-8", "surrogatepass")
-            value, end = _scan(text, 0)
-            if end == len(text):
-                return value
-        except (ValueError, StopIteration):
-            pass
-    return json.loads(body)  # anything else, and every error, exactly as json.loads has it
-
-
 def parse_bodies(bodies: Iterable[bytes], tenant: str = DEFAULT_TENANT
                  ) -> tuple[pa.Table, list[tuple[int, str]]]:
-    """Decode stream message bodies (one event, or a JSON list of events, each) and validate."""
+    """Decode stream message bodies (one event, or a JSON list of events, each) and validate.
+    A body that is not JSON (see ``ceap.json_input.loads``) is rejected as one item."""
     items: list[Any] = []
     broken: list[tuple[int, str]] = []
     for body in bodies:
         try:
-            data = _loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+            data = json_loads(body)
+        except ValueError as exc:
             broken.append((len(items), f"not JSON: {exc}"))
             items.append(None)
             continue
