@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench setup clean
+.PHONY: demo test test-clock test-clock-ci lint bench setup clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -21,6 +21,23 @@ demo: setup
 test: setup
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# the suite under a moved clock (libfaketime; Debian package faketime): a year ahead, then
+# from 90 s before the coming New Year's midnight UTC; both runs, then the verdict
+CLOCK_TESTS ?= tests
+test-clock: setup
+	@status=0; \
+	PYTHON=$(BIN)/python tests/clock/run +365d -q -m "not slow" $(CLOCK_TESTS) || status=1; \
+	PYTHON=$(BIN)/python tests/clock/run new-year -q -m "not slow" $(CLOCK_TESTS) || status=1; \
+	exit $$status
+
+# the part of it CI runs after make test: what reads the clock most (expiry, retries,
+# Retry-After, quiet hours and caps, event time, callbacks, inbox times)
+CLOCK_CI_TESTS := tests/test_dispatcher.py tests/test_policies.py tests/test_realtime.py \
+	tests/test_channel_sms_voice.py tests/test_channel_webhooks.py tests/test_api_callbacks.py \
+	tests/test_stores.py tests/test_inapp_channel.py
+test-clock-ci: setup
+	@$(MAKE) --no-print-directory test-clock CLOCK_TESTS="$(CLOCK_CI_TESTS)"
 
 lint: setup
 	$(BIN)/ruff check src tests bench
