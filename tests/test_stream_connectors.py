@@ -437,6 +437,20 @@ def test_nats_drops_a_duplicate_event_id(broker: Broker) -> None:
 
 
 @pytest.mark.parametrize("broker", ["nats"], indirect=True)
+def test_nats_a_fetch_the_client_gives_up_on_is_an_empty_poll(broker: Broker) -> None:
+    """nats-py's fetch raises a bare (asyncio.)TimeoutError when its own deadline passes before
+    the server's answer (a race a loaded machine wins often): nothing came, not a dead server."""
+    a = broker.make("a")
+
+    class GivesUp:
+        async def fetch(self, batch: int, timeout: float) -> list[Any]:
+            raise TimeoutError  # asyncio.TimeoutError is TimeoutError
+
+    a._sub = GivesUp()  # type: ignore[attr-defined]
+    assert a.poll(7, 0.2) == []
+
+
+@pytest.mark.parametrize("broker", ["nats"], indirect=True)
 def test_nats_close_gives_back_what_it_held(broker: Broker) -> None:
     a = broker.make("a", ack_wait=30)
     a.publish(events(4))
