@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-api-fuzz lint bench setup clean
+.PHONY: demo test test-api-fuzz test-clock test-clock-ci lint bench setup clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,6 +26,24 @@ test: setup
 # runs the same with 15); see docs/api.md
 test-api-fuzz: setup
 	CEAP_API_FUZZ_EXAMPLES=300 $(BIN)/python -m pytest -q -s tests/test_api_schemathesis.py
+
+# the suite under a moved clock (libfaketime; Debian package faketime): a year ahead, then
+# from 90 s before the coming New Year's midnight UTC; both runs, then the verdict
+CLOCK_TESTS ?= tests
+test-clock: setup
+	@status=0; \
+	PYTHON=$(BIN)/python tests/clock/run +365d -q -m "not slow" $(CLOCK_TESTS) || status=1; \
+	PYTHON=$(BIN)/python tests/clock/run new-year -q -m "not slow" $(CLOCK_TESTS) || status=1; \
+	exit $$status
+
+# the part of it CI runs after make test: what reads the clock most (expiry, retries,
+# Retry-After, quiet hours and caps, event time, callbacks, inbox times)
+CLOCK_CI_TESTS := tests/test_dispatcher.py tests/test_policies.py tests/test_realtime.py \
+	tests/test_channel_sms_voice.py tests/test_channel_webhooks.py tests/test_api_callbacks.py \
+	tests/test_stores.py tests/test_inapp_channel.py tests/test_scheduler.py tests/test_attribution.py \
+	tests/test_tracking.py tests/test_bandit.py
+test-clock-ci: setup
+	@$(MAKE) --no-print-directory test-clock CLOCK_TESTS="$(CLOCK_CI_TESTS)"
 
 lint: setup
 	$(BIN)/ruff check src tests bench

@@ -5,6 +5,9 @@ The server records every request and answers from a script: replies queued
 with ``script`` are used in order, then ``default``. A ``route`` answers its
 path before the script (a token endpoint, say), so scripted replies stay for
 the calls under test. A reply may be delayed past the client's time-out.
+A header value may be a function, called when the reply goes out: a time in
+a header (an HTTP-date ``Retry-After``) is then read from the clock at that
+moment, never when the test module was imported.
 
 A provider test is a table of ``Case`` rows: the channel config, the scripted
 replies, what the request must look like (dotted paths into the recorded
@@ -19,6 +22,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -26,15 +31,23 @@ from urllib.parse import parse_qs, urlsplit
 from ceap.channels.base import Message, SendResult
 from ceap.plugin import PluginContext
 
+HeaderValue = str | Callable[[], str]
+
 
 @dataclass(frozen=True)
 class Reply:
-    """One scripted answer: a dict body is sent as JSON; ``delay`` seconds first."""
+    """One scripted answer: a dict body is sent as JSON; ``delay`` seconds first; a header
+    value given as a function is called as the reply is sent."""
 
     status: int = 200
     body: bytes | str | dict[str, Any] | list[Any] | None = None
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, HeaderValue] = field(default_factory=dict)
     delay: float = 0.0
+
+
+def http_date_in(seconds: float) -> Callable[[], str]:
+    """A header value: the HTTP-date ``seconds`` from the moment the reply is sent."""
+    return lambda: format_datetime(datetime.now(UTC) + timedelta(seconds=seconds), usegmt=True)
 
 
 @dataclass(frozen=True)
@@ -113,7 +126,7 @@ class ProviderServer:
                     self.send_response(reply.status)
                     headers = {"Content-Type": content_type, **reply.headers}
                     for name, value in headers.items():
-                        self.send_header(name, value)
+                        self.send_header(name, value() if callable(value) else value)
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     self.wfile.write(data)

@@ -8,7 +8,6 @@ import base64
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,16 @@ from ceap.model import CandidateQuery, RunRecord
 from ceap.plugin import PluginContext
 from ceap.store import open_store
 from ceap.testing import check_channel, check_registration, make_candidates, make_messages
-from tests.provider_server import MISSING, Case, ProviderServer, Reply, run_case, serve
+from tests.provider_server import (
+    MISSING,
+    Case,
+    HeaderValue,
+    ProviderServer,
+    Reply,
+    http_date_in,
+    run_case,
+    serve,
+)
 
 TOKEN = "tw-secret-token"
 BASIC = "Basic " + base64.b64encode(f"AC123:{TOKEN}".encode()).decode()
@@ -54,7 +62,7 @@ def voice(server: ProviderServer, **kw: Any) -> dict[str, Any]:
             "from_number": "+15550000000", "timeout": 0.5, "allow_private": True, **kw}
 
 
-def twilio_error(status: int, code: int, message: str, **headers: str) -> Reply:
+def twilio_error(status: int, code: int, message: str, **headers: HeaderValue) -> Reply:
     return Reply(status, {"code": code, "message": message, "status": status,
                           "more_info": f"https://www.twilio.com/docs/errors/{code}"}, headers)
 
@@ -68,7 +76,6 @@ def within(low: float, high: float) -> Any:
 
 
 OK = Reply(201, {"sid": "SM0001", "status": "queued"})
-IN_A_MINUTE = format_datetime(datetime.now(UTC) + timedelta(seconds=60), usegmt=True)  # read soon after
 
 # (channel config, scripted answers) -> (request shape, SendResult); ``S`` stands for the server
 SMS_CASES = [
@@ -96,7 +103,8 @@ SMS_CASES = [
          result={"status": "failed", "retryable": True, "retry_after": 7.0,
                  "error": "twilio 20429: Too Many Requests"}),
     Case("429 with Retry-After date", {},
-         [twilio_error(429, 20429, "Too Many Requests", **{"Retry-After": IN_A_MINUTE})], path=MESSAGES,
+         [twilio_error(429, 20429, "Too Many Requests", **{"Retry-After": http_date_in(60)})],
+         path=MESSAGES,
          result={"retryable": True, "retry_after": within(30, 60)}),
     Case("429 without Retry-After still waits a second", {},
          [twilio_error(429, 20429, "Too Many Requests")], path=MESSAGES,

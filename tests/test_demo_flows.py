@@ -6,6 +6,7 @@ the generated demo data check the same rules hold for every candidate.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -32,9 +33,17 @@ from ceap.spec import load_program
 from ceap.store import Store, open_store
 
 PROGRAMS = Path(__file__).resolve().parents[1] / "programs"
-NOW = datetime.now(UTC)
-TODAY = NOW.date()
 CUSTOMERS = 2_000
+
+
+@functools.cache
+def now() -> datetime:
+    """When these tests run: read once, by the first test that asks, never at import."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def today() -> date:
+    return now().date()
 
 
 # -- fixtures and helpers ------------------------------------------------------
@@ -42,7 +51,7 @@ CUSTOMERS = 2_000
 def demo(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A demo project with generated data (2,000 customers) and a trained churn model."""
     root = tmp_path_factory.mktemp("demo")
-    paths = demo_data.generate(root / "data", customers=CUSTOMERS, seed=7, today=TODAY)
+    paths = demo_data.generate(root / "data", customers=CUSTOMERS, seed=7, today=today())
     metrics = train_churn_model(paths["churn_history"], root / "models" / "churn.txt", seed=7)
     return {"root": root, "paths": paths, "metrics": metrics}
 
@@ -56,7 +65,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 def run(program: str, project: Path, store: Store) -> RunResult:
     spec = load_program(PROGRAMS / f"{program}.yaml")
-    return run_program(spec, store, PluginContext(base_dir=project), now=NOW)
+    return run_program(spec, store, PluginContext(base_dir=project), now=now())
 
 
 def candidates(store: Store, program: str) -> dict[str, Candidate]:
@@ -91,7 +100,7 @@ def engagement_row(customer_id: str, *, status: str = "active", prev: int = 20, 
 
 def churned_row(customer_id: str, days_ago: int, *, reason: str = "price", ltv: float = 1200.0,
                 opened: bool = True, months: int = 24, price: float = 39.99) -> dict:
-    return {"customer_id": customer_id, "churned_at": (TODAY - timedelta(days=days_ago)).isoformat(),
+    return {"customer_id": customer_id, "churned_at": (today() - timedelta(days=days_ago)).isoformat(),
             "churn_reason": reason, "lifetime_value": ltv, "months_subscribed": months,
             "last_plan_price": price, "opened_last_campaign": opened}
 
@@ -220,7 +229,7 @@ def test_win_back_quarantines_bad_rows_of_demo_data(demo: dict, store: Store) ->
     churned = {r["customer_id"]: r for r in rows(demo["paths"]["churned_customers"])}
     for cid, cand in found.items():
         row = churned[cid]
-        assert 30 <= (TODAY - date.fromisoformat(row["churned_at"])).days <= 90
+        assert 30 <= (today() - date.fromisoformat(row["churned_at"])).days <= 90
         assert float(row["lifetime_value"]) >= 400 and row["churn_reason"] == "price"
         assert cand.payload["discount_pct"] == 50 and cand.payload["offer_code"] == "COMEBACK50"
         assert cand.status == ("held_out" if cand.holdout else "pending")
@@ -289,9 +298,9 @@ def test_product_recommendations_on_demo_data(demo: dict, store: Store) -> None:
 
 # -- data, model and the demo runner ---------------------------------------------
 def test_generation_is_deterministic_for_a_seed(tmp_path: Path) -> None:
-    first = demo_data.generate(tmp_path / "a", customers=500, seed=11, today=TODAY)
-    second = demo_data.generate(tmp_path / "b", customers=500, seed=11, today=TODAY)
-    other = demo_data.generate(tmp_path / "c", customers=500, seed=12, today=TODAY)
+    first = demo_data.generate(tmp_path / "a", customers=500, seed=11, today=today())
+    second = demo_data.generate(tmp_path / "b", customers=500, seed=11, today=today())
+    other = demo_data.generate(tmp_path / "c", customers=500, seed=12, today=today())
     for name, path in first.items():
         assert path.read_bytes() == second[name].read_bytes(), name
     assert first["engagement"].read_bytes() != other["engagement"].read_bytes()
@@ -322,7 +331,8 @@ def test_run_demo_runs_the_batch_programs_and_reuses_its_data(tmp_path: Path) ->
     shutil.copytree(PROGRAMS.parent / "templates", tmp_path / "templates")
     url = f"sqlite:///{tmp_path / 'demo.db'}"
     console = Console(record=True, width=140)
-    results = run_demo(tmp_path, url, customers=1_000, seed=3, console=console, now=NOW, pocs=False)
+    at = datetime.now(UTC)  # the demo dispatches on the real clock: run it at the real now
+    results = run_demo(tmp_path, url, customers=1_000, seed=3, console=console, now=at, pocs=False)
 
     from ceap.demo.runner import PROGRAMS as DEMO_PROGRAMS
 
@@ -354,7 +364,7 @@ def test_run_demo_runs_the_batch_programs_and_reuses_its_data(tmp_path: Path) ->
     stamp = manifest.stat().st_mtime_ns
 
     console = Console(record=True, width=140)
-    again = run_demo(tmp_path, url, customers=1_000, seed=3, console=console, now=NOW, pocs=False)
+    again = run_demo(tmp_path, url, customers=1_000, seed=3, console=console, now=at, pocs=False)
     assert manifest.stat().st_mtime_ns == stamp
     assert "up to date" in console.export_text()
     assert all(r.written and r.written.inserted == 0 for r in again)

@@ -248,8 +248,9 @@ def test_concurrent_dispatchers_send_each_candidate_once(pg_url: str) -> None:
     seed(setup, 300)
     email_a, email_b = flaky(), flaky()
     stores = [open_store(pg_url), open_store(pg_url)]
-    dispatchers = [Dispatcher(stores[0], {"email": email_a}, batch_size=20),
-                   Dispatcher(stores[1], {"email": email_b}, batch_size=20)]
+    clock = FakeClock(T0)  # the candidates' own time, whatever today's date (they expire at T0 + 7 d)
+    dispatchers = [Dispatcher(stores[0], {"email": email_a}, batch_size=20, clock=clock),
+                   Dispatcher(stores[1], {"email": email_b}, batch_size=20, clock=clock)]
     threads = [threading.Thread(target=d.run) for d in dispatchers]
     for t in threads:
         t.start()

@@ -10,6 +10,7 @@ last pair of tests runs every program on the generated demo data.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -38,11 +39,19 @@ from ceap.store import Store, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 PROGRAMS = ROOT / "programs"
-NOW = datetime.now(UTC).replace(microsecond=0)
-TODAY = NOW.date()
 MORE_PROGRAMS = ("review_request", "late_order_credit", "appointment_reminder",
                  "appointment_reminder_high_risk", "kyc_reminder", "cross_sell", "community_engagement",
                  "user_generated_content")
+
+
+@functools.cache
+def now() -> datetime:
+    """When these tests run: read once, by the first test that asks, never at import."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def today() -> date:
+    return now().date()
 
 
 # -- fixtures and helpers ------------------------------------------------------
@@ -65,7 +74,7 @@ def spec_of(program: str) -> ProgramSpec:
 
 def run(program: str | ProgramSpec, project: Path, store: Store) -> RunResult:
     spec = spec_of(program) if isinstance(program, str) else program
-    return run_program(spec, store, PluginContext(base_dir=project), now=NOW)
+    return run_program(spec, store, PluginContext(base_dir=project), now=now())
 
 
 def candidates(store: Store, program: str) -> dict[str, Candidate]:
@@ -76,12 +85,12 @@ def candidates(store: Store, program: str) -> dict[str, Candidate]:
 
 
 def days_ago(n: int) -> date:
-    return TODAY - timedelta(days=n)
+    return today() - timedelta(days=n)
 
 
 def at(delta: timedelta) -> str:
-    """``NOW + delta`` as the booking system writes it: UTC, to the second."""
-    return (NOW + delta).strftime("%Y-%m-%d %H:%M:%S")
+    """``now() + delta`` as the booking system writes it: UTC, to the second."""
+    return (now() + delta).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def renderer() -> TemplateRenderer:
@@ -261,9 +270,9 @@ def test_appointment_tiers_share_everything_but_the_split() -> None:
 def account(customer: str, deadline_in: int, status: str = "not_started", *, missing: int = 2,
             kind: str = "personal", balance: float = 1800.0) -> dict[str, Any]:
     return {"customer_id": customer, "account_type": kind,
-            "opened_at": TODAY - timedelta(days=30 - deadline_in), "kyc_status": status,
-            "kyc_deadline": TODAY + timedelta(days=deadline_in),
-            "kyc_completed_at": TODAY if status == "complete" else None,
+            "opened_at": today() - timedelta(days=30 - deadline_in), "kyc_status": status,
+            "kyc_deadline": today() + timedelta(days=deadline_in),
+            "kyc_completed_at": today() if status == "complete" else None,
             "documents_missing": missing if status != "complete" else 0, "balance": balance}
 
 
@@ -281,7 +290,7 @@ def write_accounts(project: Path) -> None:
 def chain(store: Store, customer: str) -> list[tuple[timedelta, list[str], str]]:
     steps = store.candidates(CandidateQuery(program="kyc_reminder", customer_id=customer, limit=10,
                                             include_expired=True))
-    return sorted((c.not_before - NOW, c.channels, c.status) for c in steps)
+    return sorted((c.not_before - now(), c.channels, c.status) for c in steps)
 
 
 def test_kyc_reminder_creates_an_escalating_chain(project: Path, store: Store) -> None:
@@ -303,10 +312,10 @@ def test_kyc_reminder_creates_an_escalating_chain(project: Path, store: Store) -
     assert all(c.expires_at - c.not_before == timedelta(days=1) for c in steps)
     # the banner is up the day before the deadline, and gone when it passes
     banner = max(steps, key=lambda c: c.not_before)
-    assert banner.expires_at.date() == TODAY + timedelta(days=7)
+    assert banner.expires_at.date() == today() + timedelta(days=7)
     assert first.category == "transactional" and first.action_type == "alert"
     assert first.payload == {"verify_url": "https://bank.example/verify",
-                             "kyc_deadline": (TODAY + timedelta(days=7)).isoformat(),
+                             "kyc_deadline": (today() + timedelta(days=7)).isoformat(),
                              "kyc_status": "documents_requested", "documents_missing": 1,
                              "account_type": "business"}
     # a business account with a large balance is more urgent than a personal one
@@ -338,9 +347,9 @@ def test_kyc_chain_stops_once_kyc_is_completed(project: Path, store: Store) -> N
     (project / "programs").mkdir()
     (project / "programs" / "kyc_reminder.yaml").write_text((PROGRAMS / "kyc_reminder.yaml").read_text())
     events = [{"id": "e1", "customer_id": "K_NOT_STARTED", "type": "kyc_completed",
-               "ts": (NOW + timedelta(days=1)).isoformat(), "attributes": {}},
+               "ts": (now() + timedelta(days=1)).isoformat(), "attributes": {}},
               {"id": "e2", "customer_id": "K_DOCUMENTS", "type": "document_uploaded",
-               "ts": (NOW + timedelta(days=1)).isoformat(), "attributes": {}}]
+               "ts": (now() + timedelta(days=1)).isoformat(), "attributes": {}}]
     (project / "events.jsonl").write_text("\n".join(json.dumps(e) for e in events))
     context = PluginContext(base_dir=project, store=store)
     source = ReplayConnector.from_dict({"type": "replay", "path": "events.jsonl"}, context)
@@ -487,9 +496,9 @@ def test_community_and_user_generated_content_split_the_members(project: Path, s
 
 # -- the generator, and every program on its data ---------------------------------------------
 def test_generate_more_is_deterministic_for_a_seed(tmp_path: Path) -> None:
-    first = more_data.generate_more(tmp_path / "a", customers=600, seed=11, today=TODAY)
-    second = more_data.generate_more(tmp_path / "b", customers=600, seed=11, today=TODAY)
-    other = more_data.generate_more(tmp_path / "c", customers=600, seed=12, today=TODAY)
+    first = more_data.generate_more(tmp_path / "a", customers=600, seed=11, today=today())
+    second = more_data.generate_more(tmp_path / "b", customers=600, seed=11, today=today())
+    other = more_data.generate_more(tmp_path / "c", customers=600, seed=12, today=today())
     assert sorted(first) == sorted(Path(n).stem for n in more_data.FILES)
     for name, path in first.items():
         assert path.read_bytes() == second[name].read_bytes(), name
@@ -499,7 +508,7 @@ def test_generate_more_is_deterministic_for_a_seed(tmp_path: Path) -> None:
 
 
 def test_every_program_selects_someone_on_generated_data(tmp_path: Path, store: Store) -> None:
-    paths = more_data.generate_more(tmp_path / "data", customers=2_000, seed=7, today=TODAY)
+    paths = more_data.generate_more(tmp_path / "data", customers=2_000, seed=7, today=today())
     results = {name: run(name, tmp_path, store) for name in MORE_PROGRAMS}
 
     for name, result in results.items():
@@ -524,18 +533,18 @@ def test_every_program_selects_someone_on_generated_data(tmp_path: Path, store: 
     orders = {r["order_id"]: r for r in pq.read_table(paths["delivered_orders"]).to_pylist()}
     for c in candidates(store, "review_request").values():
         row = orders[c.subject_id]
-        assert 3 <= (TODAY - row["delivered_at"]).days <= 10 and not row["reviewed"]
+        assert 3 <= (today() - row["delivered_at"]).days <= 10 and not row["reviewed"]
         asked = row["last_review_request_at"]
-        assert asked is None or (TODAY - asked).days > 30
+        assert asked is None or (today() - asked).days > 30
     tracking = {r["order_id"]: r for r in pq.read_table(paths["order_tracking"]).to_pylist()}
     for c in candidates(store, "late_order_credit").values():
         row = tracking[c.subject_id]
         assert row["status"] != "delivered" and row["lifetime_value"] >= 1000 and not row["credit_issued"]
-        assert (TODAY - row["promised_at"]).days >= 5
+        assert (today() - row["promised_at"]).days >= 5
     bought = {(r["customer_id"], r["product_id"]): r
               for r in pq.read_table(paths["recent_purchases"]).to_pylist()}
     for c in candidates(store, "cross_sell").values():
         row = bought[(c.customer_id, c.subject_id)]
-        assert row["purchased_at"] == TODAY - timedelta(days=1) and row["affinity"] >= 0.1
+        assert row["purchased_at"] == today() - timedelta(days=1) and row["affinity"] >= 0.1
         assert c.payload["recommendations"] == row["recommendations"]
         assert c.subject_id not in {r["product_id"] for r in row["recommendations"]}

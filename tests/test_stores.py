@@ -10,12 +10,12 @@ import pyarrow as pa
 import pytest
 
 from ceap.errors import PluginError
-from ceap.model import CandidateQuery, RunRecord, utcnow
+from ceap.model import CandidateQuery, InboxItem, RunRecord, utcnow
 from ceap.store.base import Store, open_store
 from ceap.store.postgres import PostgresStore
 from ceap.store.schema import CANDIDATE_SCHEMA, QUARANTINE_SCHEMA, empty_candidates
 from ceap.store.sqlite import SqliteStore
-from ceap.testing import make_candidates
+from ceap.testing import FakeClock, make_candidates
 
 T0 = datetime(2024, 6, 1, 9, 30, 15, 123456, tzinfo=UTC)
 
@@ -194,6 +194,34 @@ def test_sweep_expired_removes_only_expired(store: Store) -> None:
     assert sorted(c.dedup_key for c in everything(store)) == ["dedup-2", "dedup-3", "dedup-4"]
     assert store.sweep_expired(now) == 0
     assert store.sweep_expired(now + timedelta(hours=2)) == 3
+
+
+def test_expiry_and_due_times_follow_the_process_clock(store: Store) -> None:
+    """The store judges "now" by its ``clock`` (the process's), never by the database
+    server's now(), so it agrees with the dispatcher whatever the server's clock says."""
+    now = utcnow()
+    store.write_run(run("r1"), make_candidates(
+        2, now=now, not_before=lambda i: now + timedelta(days=i),
+        expires_at=lambda i: now + timedelta(days=1 + 2 * i)))   # dedup-0: 1 day, dedup-1: 3 days
+
+    def keys(**query: object) -> list[str]:
+        return sorted(c.dedup_key for c in store.candidates(CandidateQuery(**query)))  # type: ignore[arg-type]
+
+    assert keys() == ["dedup-0", "dedup-1"] and keys(servable=True) == ["dedup-0"]
+    store.clock = FakeClock(now + timedelta(days=2))
+    assert keys() == ["dedup-1"] and keys(servable=True) == ["dedup-1"]
+    store.clock = FakeClock(now + timedelta(days=4))
+    assert keys() == [] and len(everything(store)) == 2
+
+
+def test_inbox_times_come_from_the_process_clock(store: Store) -> None:
+    store.clock = clock = FakeClock(T0)
+    store.inbox_add([InboxItem("default", "alice", "k1", "p", "Hi", "Body")])
+    [item] = store.inbox_list("default", "alice")
+    clock.advance(minutes=5)
+    assert store.inbox_mark_read("default", "alice", [item.id]) == 1  # type: ignore[list-item]
+    [read] = store.inbox_list("default", "alice")
+    assert (read.created_at, read.read_at) == (T0, T0 + timedelta(minutes=5))
 
 
 def test_tenant_isolation(store: Store) -> None:

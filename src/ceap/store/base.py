@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import ClassVar, TypeVar
@@ -9,7 +10,7 @@ from typing import ClassVar, TypeVar
 import pyarrow as pa
 
 from ceap.errors import PluginError
-from ceap.model import Candidate, CandidateQuery, InboxItem, RunRecord, WriteResult
+from ceap.model import Candidate, CandidateQuery, InboxItem, RunRecord, WriteResult, utcnow
 from ceap.plugin import Plugin, PluginConfig, PluginContext
 from ceap.store.tx import Tx
 
@@ -36,6 +37,10 @@ class Store(Plugin[T]):
     config_model: ClassVar[type[StoreConfig]] = StoreConfig
     #: URL schemes this store answers to.
     schemes: ClassVar[tuple[str, ...]] = ()
+    #: "now" for the store's own time checks (expiry in ``candidates``, read and record
+    #: times): the process's clock, never the database server's, so the store agrees with
+    #: the dispatcher and the API on what has expired. Tests may set a ``FakeClock``.
+    clock: Callable[[], datetime] = staticmethod(utcnow)
 
     def migrate(self) -> None:
         """Create tables and indexes if missing."""

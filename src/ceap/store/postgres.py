@@ -113,7 +113,8 @@ class PostgresStore(Store[PostgresStoreConfig]):
              run.finished_at or utcnow(), json.dumps(run.funnel), run.error))
 
     def candidates(self, query: CandidateQuery) -> list[Candidate]:
-        where, params = ["tenant_id = %s"], [query.tenant_id]
+        where: list[str] = ["tenant_id = %s"]
+        params: list[Any] = [query.tenant_id]
         for column in ("customer_id", "program", "status"):
             value = getattr(query, column)
             if value is not None:
@@ -125,12 +126,13 @@ class PostgresStore(Store[PostgresStoreConfig]):
         if query.servable:
             where.append("status IN ('pending', 'dispatched', 'sent') AND NOT holdout "
                          "AND not_before <= %s")
-            params.append(utcnow())
+            params.append(self.clock())
         if query.channel is not None:
             where.append("channels ? %s")
             params.append(query.channel)
         if not query.include_expired:
-            where.append("expires_at > now()")
+            where.append("expires_at > %s")
+            params.append(self.clock())
         sql = (f"{SELECT_CANDIDATE} WHERE {' AND '.join(where)} "
                "ORDER BY priority DESC, score DESC, id LIMIT %s")
         with self._lock:
@@ -171,7 +173,7 @@ class PostgresStore(Store[PostgresStoreConfig]):
 
     def inbox_add(self, items: list[InboxItem]) -> list[bool]:
         added = []
-        now = utcnow()
+        now = self.clock()
         with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
             for i in items:
                 cur.execute(
@@ -201,8 +203,8 @@ class PostgresStore(Store[PostgresStoreConfig]):
             return 0
         with self._lock:
             cursor = self._conn.execute(
-                "UPDATE inbox SET read_at = now() WHERE tenant_id = %s AND customer_id = %s "
-                "AND read_at IS NULL AND id = ANY(%s)", (tenant_id, customer_id, ids))
+                "UPDATE inbox SET read_at = %s WHERE tenant_id = %s AND customer_id = %s "
+                "AND read_at IS NULL AND id = ANY(%s)", (self.clock(), tenant_id, customer_id, ids))
         return cursor.rowcount
 
     def close(self) -> None:

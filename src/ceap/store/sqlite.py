@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ceap.model import Candidate, CandidateQuery, InboxItem, RunRecord, WriteResult, utcnow
+from ceap.model import Candidate, CandidateQuery, InboxItem, RunRecord, WriteResult
 from ceap.store.base import Store, StoreConfig
 from ceap.store.delivery_schema import add_missing_columns, delivery_ddl
 from ceap.store.experiment_schema import add_experiment_columns, experiment_ddl
@@ -154,7 +154,7 @@ class SqliteStore(Store[SqliteStoreConfig]):
         self._conn.execute(
             f"INSERT OR REPLACE INTO runs ({', '.join(RUN_COLUMNS)}) VALUES (?,?,?,?,?,?,?,?)",
             (run.run_id, run.tenant_id, run.program, run.status, to_iso(run.started_at),
-             to_iso(run.finished_at or utcnow()), json.dumps(run.funnel), run.error),
+             to_iso(run.finished_at or self.clock()), json.dumps(run.funnel), run.error),
         )
 
     # -- reads ----------------------------------------------------------
@@ -171,13 +171,13 @@ class SqliteStore(Store[SqliteStoreConfig]):
         if query.servable:
             where.append("status IN ('pending', 'dispatched', 'sent') AND NOT holdout "
                          "AND not_before <= ?")
-            params.append(to_iso(utcnow()))
+            params.append(to_iso(self.clock()))
         if query.channel is not None:
             where.append("EXISTS (SELECT 1 FROM json_each(channels) WHERE value = ?)")
             params.append(query.channel)
         if not query.include_expired:
             where.append("expires_at > ?")
-            params.append(to_iso(utcnow()))
+            params.append(to_iso(self.clock()))
         sql = (f"{SELECT_CANDIDATE} WHERE {' AND '.join(where)} "
                "ORDER BY priority DESC, score DESC, id LIMIT ?")
         with self._lock:
@@ -218,7 +218,7 @@ class SqliteStore(Store[SqliteStoreConfig]):
 
     # -- inbox ----------------------------------------------------------
     def inbox_add(self, items: list[InboxItem]) -> list[bool]:
-        now = to_iso(utcnow())
+        now = to_iso(self.clock())
         added = []
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
@@ -258,7 +258,7 @@ class SqliteStore(Store[SqliteStoreConfig]):
             cursor = self._conn.execute(
                 f"UPDATE inbox SET read_at = ? WHERE tenant_id = ? AND customer_id = ? "
                 f"AND read_at IS NULL AND id IN ({marks})",
-                (to_iso(utcnow()), tenant_id, customer_id, *ids))
+                (to_iso(self.clock()), tenant_id, customer_id, *ids))
         return cursor.rowcount
 
     def close(self) -> None:

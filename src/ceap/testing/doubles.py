@@ -257,8 +257,8 @@ def make_messages(n: int = 3, **overrides: Value) -> list[Message]:
     return [Message(**{name: _at(value, i) for name, value in spec.items()}) for i in range(n)]
 
 
-__all__ = ["CaptureConfig", "CapturingChannel", "MemoryConfig", "MemoryConnector", "Outbox",
-           "make_candidates", "make_messages"]
+__all__ = ["CaptureConfig", "CapturingChannel", "FakeClock", "MemoryConfig", "MemoryConnector",
+           "Outbox", "make_candidates", "make_messages"]
 
 
 class FakeClock:
