@@ -13,6 +13,8 @@ from rich.table import Table
 
 from ceap.cli import app, err, out, state
 from ceap.delivery.dispatcher import Dispatcher, DispatchStats
+from ceap.delivery.held import StoreTotals, store_totals
+from ceap.delivery.model import Delivery
 from ceap.delivery.outbox import Outbox
 from ceap.delivery.policies import default_policies
 from ceap.delivery.profiles import upsert_profiles
@@ -66,6 +68,30 @@ def stats_table(stats: DispatchStats) -> Table:
     return table
 
 
+def report_store_totals(totals: StoreTotals) -> None:
+    """The store's totals after a dispatch (every tenant), whatever this run did."""
+    table = Table(title="store totals", title_justify="left")
+    table.add_column("deliveries")
+    table.add_column("count", justify="right")
+    for label, value in (("queued", totals.queued), ("sending (in flight now)", totals.sending),
+                         ("held: ambiguous after a crash", totals.held),
+                         ("possible duplicates: resent after a crash", totals.possible_duplicates),
+                         ("dead letters", totals.dead)):
+        table.add_row(label, f"{value:,}")
+    out.print(table)
+    if totals.held:
+        err.print(f"[yellow]{totals.held:,} delivery(ies) are held as ambiguous (in flight at a "
+                  "crash): list them with `ceap deliveries --status ambiguous`, resolve them with "
+                  "`ceap deliveries resend|mark-sent|drop ID... --reason TEXT`[/yellow]")
+
+
+def crash_mark(d: Delivery) -> str:
+    """What a crash left of ``d``: its ambiguity and when recovery found it."""
+    if d.ambiguous_at is None:
+        return ""
+    return f"{d.ambiguity} {d.ambiguous_at:%Y-%m-%d %H:%M:%S}"
+
+
 @app.command()
 def dispatch(
     follow: Annotated[bool, typer.Option("--follow", help="keep running, polling for due work")] = False,
@@ -89,15 +115,14 @@ def dispatch(
                           f"retrying {total.retry:,}  dead {total.dead:,}", highlight=False)
 
         total = dispatcher.run(follow=follow, poll=poll, stop=stop, on_step=progress)
+        totals = store_totals(store)
     except CeapError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
     finally:
         store.close()
     out.print(stats_table(total))
-    if total.ambiguous:
-        err.print(f"[yellow]{total.ambiguous} delivery attempt(s) were in flight at a crash and "
-                  "are held as ambiguous: see `ceap deliveries --status ambiguous`[/yellow]")
+    report_store_totals(totals)
 
 
 @app.command()
@@ -128,27 +153,38 @@ def profiles(
     out.print(f"loaded {n:,} profile(s)")
 
 
-@app.command()
+deliveries_app = typer.Typer(help="Delivery attempts; resolve those a crash left held.")
+app.add_typer(deliveries_app, name="deliveries")
+
+
+@deliveries_app.callback(invoke_without_command=True)
 def deliveries(
+    ctx: typer.Context,
     status: Annotated[str | None, typer.Option(help="queued, sent, dead, ambiguous, ...")] = None,
     candidate: Annotated[int | None, typer.Option(help="a candidate id")] = None,
+    ambiguous: Annotated[bool, typer.Option(
+        "--ambiguous", help="only those in flight at a crash, whatever their status now (held, "
+                            "resent: possible duplicates, resolved)")] = False,
     limit: Annotated[int, typer.Option(min=1)] = 50,
 ) -> None:
     """Delivery attempts with their status, channel and last error."""
+    if ctx.invoked_subcommand is not None:
+        return
     project = state.project()
     store = state.open_store(project)
     try:
         rows = Outbox(store, "cli").deliveries(state.tenant or project.tenant, candidate, status,
-                                               limit)
+                                               limit, ambiguous=ambiguous)
     finally:
         store.close()
     table = Table(title=f"{len(rows)} delivery(ies)", title_justify="left")
     for column in ("id", "candidate", "program", "customer", "channel", "status", "attempts",
-                   "policy / error"):
+                   "policy / error", *(["after a crash"] if ambiguous else [])):
         table.add_column(column)
     for d in rows:
         table.add_row(str(d.id), str(d.candidate_id), d.program, d.customer_id, d.channel, d.status,
-                      str(d.attempts), d.policy or d.last_error or "")
+                      str(d.attempts), d.policy or d.last_error or "",
+                      *([crash_mark(d)] if ambiguous else []))
     out.print(table)
 
 
@@ -216,3 +252,6 @@ def preview(
         out.print(r.body, markup=False, highlight=False)
         for name, value in r.headers.items():
             out.print(f"[dim]{name}: {value}[/dim]", highlight=False)
+
+
+from ceap import cli_held  # noqa: E402,F401 - registers `ceap deliveries resend|mark-sent|drop`

@@ -219,11 +219,19 @@ class SmtpChannel(ExternalChannel[SmtpConfig]):
         return conn if conn is not None else self._connect()
 
     def deliver_one(self, m: Message) -> SendResult:
-        key = m.idempotency_key
+        prepared = self.prepare(m)
+        return prepared if isinstance(prepared, SendResult) else self.deliver_prepared(m, prepared)
+
+    def prepare(self, m: Message) -> EmailMessage | SendResult:
+        """The MIME message (composed before the attempt is marked sending: it is most of the
+        CPU time of a send), or the permanent failure of one that cannot be sent."""
         try:
-            msg = compose(m, self.config)
+            return compose(m, self.config)
         except ValueError as exc:
-            return SendResult(key, "failed", error=str(exc))
+            return SendResult(m.idempotency_key, "failed", error=str(exc))
+
+    def deliver_prepared(self, m: Message, msg: EmailMessage) -> SendResult:
+        key = m.idempotency_key
         try:
             conn = self._take()
         except smtplib.SMTPResponseException as exc:

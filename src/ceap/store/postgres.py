@@ -21,7 +21,7 @@ import pyarrow.csv as pacsv
 
 from ceap.model import Candidate, CandidateQuery, InboxItem, RunRecord, WriteResult, utcnow
 from ceap.store.base import Store, StoreConfig
-from ceap.store.delivery_schema import add_missing_columns, delivery_ddl
+from ceap.store.delivery_schema import ADDED_COLUMNS, add_missing_columns, delivery_ddl
 from ceap.store.schema import CANDIDATE_COLUMNS, QUARANTINE_SCHEMA
 from ceap.store.sql_common import (
     INBOX_COLUMNS,
@@ -66,11 +66,12 @@ class PostgresStore(Store[PostgresStoreConfig]):
             self._conn.execute("SELECT pg_advisory_xact_lock(4242)")  # concurrent first starts
             for statement in [*ddl("postgres"), *delivery_ddl("postgres")]:
                 self._conn.execute(statement)  # type: ignore[arg-type]
-            have = {r[0] for r in self._conn.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = 'candidates' "
-                "AND table_schema = current_schema()").fetchall()}
-            for statement in add_missing_columns("postgres", have):
-                self._conn.execute(statement)  # type: ignore[arg-type]
+            for table in ADDED_COLUMNS:
+                have = {r[0] for r in self._conn.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = %s "
+                    "AND table_schema = current_schema()", (table,)).fetchall()}
+                for statement in add_missing_columns("postgres", have, table):
+                    self._conn.execute(statement)  # type: ignore[arg-type]
 
     def write_run(
         self, run: RunRecord, candidates: pa.Table, quarantine: pa.Table | None = None

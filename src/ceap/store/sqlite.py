@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from ceap.model import Candidate, CandidateQuery, InboxItem, RunRecord, WriteResult, utcnow
 from ceap.store.base import Store, StoreConfig
-from ceap.store.delivery_schema import add_missing_columns, delivery_ddl
+from ceap.store.delivery_schema import ADDED_COLUMNS, add_missing_columns, delivery_ddl
 from ceap.store.schema import CANDIDATE_COLUMNS, QUARANTINE_SCHEMA, to_iso
 from ceap.store.sql_common import (
     INBOX_COLUMNS,
@@ -111,9 +111,10 @@ class SqliteStore(Store[SqliteStoreConfig]):
         with self._lock:
             for statement in [*ddl("sqlite"), *delivery_ddl("sqlite")]:
                 self._conn.execute(statement)
-            have = {row[1] for row in self._conn.execute("PRAGMA table_info(candidates)")}
-            for statement in add_missing_columns("sqlite", have):
-                self._conn.execute(statement)
+            for table in ADDED_COLUMNS:
+                have = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
+                for statement in add_missing_columns("sqlite", have, table):
+                    self._conn.execute(statement)
 
     # -- writes ---------------------------------------------------------
     def write_run(
