@@ -29,11 +29,12 @@ from ceap.plugin import PluginContext
 
 @dataclass(frozen=True)
 class Reply:
-    """One scripted answer: a dict body is sent as JSON; ``delay`` seconds first."""
+    """One scripted answer: a dict body is sent as JSON; ``delay`` seconds first; a header
+    value may be a function, called when the answer is sent (a date relative to then)."""
 
     status: int = 200
     body: bytes | str | dict[str, Any] | list[Any] | None = None
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, Any] = field(default_factory=dict)
     delay: float = 0.0
 
 
@@ -113,7 +114,7 @@ class ProviderServer:
                     self.send_response(reply.status)
                     headers = {"Content-Type": content_type, **reply.headers}
                     for name, value in headers.items():
-                        self.send_header(name, value)
+                        self.send_header(name, value() if callable(value) else value)
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     self.wfile.write(data)

@@ -54,7 +54,7 @@ def voice(server: ProviderServer, **kw: Any) -> dict[str, Any]:
             "from_number": "+15550000000", "timeout": 0.5, "allow_private": True, **kw}
 
 
-def twilio_error(status: int, code: int, message: str, **headers: str) -> Reply:
+def twilio_error(status: int, code: int, message: str, **headers: Any) -> Reply:
     return Reply(status, {"code": code, "message": message, "status": status,
                           "more_info": f"https://www.twilio.com/docs/errors/{code}"}, headers)
 
@@ -68,7 +68,12 @@ def within(low: float, high: float) -> Any:
 
 
 OK = Reply(201, {"sid": "SM0001", "status": "queued"})
-IN_A_MINUTE = format_datetime(datetime.now(UTC) + timedelta(seconds=60), usegmt=True)  # read soon after
+
+
+def in_a_minute() -> str:
+    """A Retry-After date, computed when the server answers (however long the run took)."""
+    return format_datetime(datetime.now(UTC) + timedelta(seconds=60), usegmt=True)
+
 
 # (channel config, scripted answers) -> (request shape, SendResult); ``S`` stands for the server
 SMS_CASES = [
@@ -96,7 +101,7 @@ SMS_CASES = [
          result={"status": "failed", "retryable": True, "retry_after": 7.0,
                  "error": "twilio 20429: Too Many Requests"}),
     Case("429 with Retry-After date", {},
-         [twilio_error(429, 20429, "Too Many Requests", **{"Retry-After": IN_A_MINUTE})], path=MESSAGES,
+         [twilio_error(429, 20429, "Too Many Requests", **{"Retry-After": in_a_minute})], path=MESSAGES,
          result={"retryable": True, "retry_after": within(30, 60)}),
     Case("429 without Retry-After still waits a second", {},
          [twilio_error(429, 20429, "Too Many Requests")], path=MESSAGES,

@@ -80,7 +80,8 @@ def resolve(store: Store, tenant_id: str, action: Action, reason: str, now: date
 
 def _pick(tx: Tx, tenant_id: str, ids: Sequence[int], channel: str | None,
           program: str | None) -> list[Delivery]:
-    where, params = ["tenant_id = ?"], [tenant_id]
+    where: list[str] = ["tenant_id = ?"]
+    params: list[Any] = [tenant_id]
     if ids:
         where.append(f"id IN ({tx.placeholders(len(ids))})")
         params.extend(ids)
