@@ -206,6 +206,7 @@ def test_messages_never_handed_to_the_provider_count_no_attempt(store: Store) ->
     clock = FakeClock(T0)
     stats = Dispatcher(store, {"email": channel}, clock=clock, retry=Retry(base=10, cap=10)).run()
     assert len(channel.calls) == 1 and stats.retry == 10  # the provider is down: one call only
+    assert (stats.leased, stats.attempted) == (10, 1)
     attempts = sorted(a for (a,) in rows(store, "SELECT attempts FROM deliveries WHERE status = 'queued'"))
     assert attempts == [0] * 9 + [1]
     assert rows(store, "SELECT count(*) FROM deliveries WHERE lease_until IS NOT NULL") == [(0,)]
@@ -410,3 +411,25 @@ def test_dispatch_reports_the_store_totals_and_the_commands_resolve(project: Pat
     store.close()
     again = runner.invoke(app, ["deliveries", "--ambiguous", "--status", "queued"])
     assert "2 delivery(ies)" in again.stdout and "resent" in again.stdout
+
+
+def test_concurrent_dispatchers_with_journaled_channels_send_each_once(pg_url: str) -> None:
+    setup = open_store(pg_url)
+    seed(setup, 300)
+    stores = [open_store(pg_url), open_store(pg_url)]
+    channels = [probe(stores[0]), probe(stores[1])]
+    clock = FakeClock(T0)
+    dispatchers = [Dispatcher(s, {"email": ch}, batch_size=20, clock=clock)
+                   for s, ch in zip(stores, channels, strict=True)]
+    threads = [threading.Thread(target=d.run) for d in dispatchers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    keys = channels[0].calls + channels[1].calls
+    assert len(keys) == 300 and len(set(keys)) == 300
+    assert channels[0].calls and channels[1].calls  # both took a share
+    assert by_status(setup) == {"sent": 300}
+    assert max(channels[0].sending_seen + channels[1].sending_seen) <= 2 * 4
+    for s in (setup, *stores):
+        s.close()

@@ -42,7 +42,8 @@ class DispatchStats:
     planned: int = 0
     suppressed: int = 0
     deferred: int = 0
-    attempted: int = 0
+    leased: int = 0      # due deliveries claimed for sending
+    attempted: int = 0   # of those, handed to a provider (marked sending, an attempt counted)
     sent: int = 0
     retry: int = 0
     dead: int = 0
@@ -57,7 +58,7 @@ class DispatchStats:
 
     @property
     def busy(self) -> bool:
-        return bool(self.claimed or self.attempted)
+        return bool(self.claimed or self.leased)
 
 
 def default_worker_id() -> str:
@@ -177,7 +178,7 @@ class Dispatcher:
                 quota = min(quota, self.buckets[name].available())
             quotas[name] = quota
         claimed = self.outbox.claim_deliveries(now, quotas)
-        stats.attempted = len(claimed)
+        stats.leased = len(claimed)
         if not claimed:
             return stats
         cached = {i: self._planned.pop(i) for i in {d.candidate_id for d in claimed}
@@ -232,6 +233,7 @@ class Dispatcher:
                 results, raised = self._call(channel, [m for _, m in messages], journal)
             for field, n in journal.counts.items():
                 setattr(stats, field, getattr(stats, field) + n)
+            stats.attempted += len(journal.begun)
             unrecorded: list[tuple[Delivery, SendResult]] = []
             left: list[int] = []
             for (d, _), result in zip(messages, results, strict=True):
@@ -257,6 +259,7 @@ class Dispatcher:
                 chunk = [(d, m) for d, m in chunk if d.id in granted]
                 if not chunk:
                     continue
+                stats.attempted += len(chunk)
                 results, _ = self._call(channel, [m for _, m in chunk])
                 attempted = [(replace(d, attempts=d.attempts + 1), r)
                              for (d, _), r in zip(chunk, results, strict=True)]
