@@ -132,8 +132,9 @@ def test_the_journal_commits_the_lanes_that_wait_together(store: Store) -> None:
         for lane in lanes:
             lane.join(30)
         assert granted == [True] * 4 and journal.commits == 2
-        for m in messages:  # the results go in with the lanes' next begins, or alone at the end
+        for m in messages:  # queued: the lanes go on; committed together
             journal.end(m, SendResult(m.idempotency_key, "sent"))
+    assert journal.commits <= 6
     assert by_status(store) == {"sent": 4}
     assert journal.counts["sent"] == 4 and journal.peak_in_flight == 4
 
@@ -433,3 +434,106 @@ def test_concurrent_dispatchers_with_journaled_channels_send_each_once(pg_url: s
     assert max(channels[0].sending_seen + channels[1].sending_seen) <= 2 * 4
     for s in (setup, *stores):
         s.close()
+
+
+# -- SMTP: the point of no return is DATA ---------------------------------------------------------
+
+
+class StubJournal:
+    """A SendJournal that records when it was asked, and what the server had seen by then."""
+
+    def __init__(self, mailbox: Any, refuse: set[str] = frozenset()):  # type: ignore[assignment]
+        self.mailbox, self.refuse = mailbox, refuse
+        self.begun: list[tuple[str, list[str], int]] = []  # key, recipients seen, messages received
+        self.ended: list[tuple[str, str]] = []
+
+    def begin(self, message: Message) -> bool:
+        self.begun.append((message.idempotency_key, list(self.mailbox.rcpts),
+                           len(self.mailbox.received)))
+        return message.idempotency_key not in self.refuse
+
+    def end(self, message: Message, result: SendResult) -> None:
+        self.ended.append((message.idempotency_key, result.status))
+
+
+def smtp_pair(**handler: Any) -> Any:
+    from tests.test_channel_email import Mailbox, Smtpd
+
+    class Recording(Mailbox):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rcpts: list[str] = []
+
+        async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                              options: list[str]) -> str:
+            answer = await super().handle_RCPT(server, session, envelope, address, options)
+            self.rcpts.append(address)
+            return answer
+
+    return Smtpd(Recording(), **handler)
+
+
+def test_smtp_marks_the_attempt_after_the_envelope_and_before_data() -> None:
+    from ceap.channels.email_smtp import SmtpChannel
+    from tests.test_channel_email import msg
+
+    server = smtp_pair()
+    try:
+        channel = SmtpChannel.from_dict(server.config(concurrency=1))
+        batch = [msg(idempotency_key=f"k{i}", to=to) for i, to in
+                 enumerate(["a@example.com", "b@example.com", "rcpt450@example.com", "c@example.com"], 1)]
+        journal = StubJournal(server.handler, refuse={"k2"})
+        results = channel.send(batch, journal=journal)
+        channel.close()
+    finally:
+        server.stop()
+    # each begin came once the server had the recipient, and before it had the message
+    assert journal.begun == [("k1", ["a@example.com"], 0),
+                             ("k2", ["a@example.com", "b@example.com"], 1),
+                             ("k4", ["a@example.com", "b@example.com", "rcpt450@example.com",
+                                     "c@example.com"], 1)]
+    # k2 was refused: no DATA, and the connection went on (RSET) to deliver k4
+    assert [r.status for r in results] == ["sent", "failed", "failed", "sent"]
+    assert results[1].error == "not attempted: another worker took it over"
+    assert [rcpt for _, rcpt, _ in server.handler.received] == [["a@example.com"], ["c@example.com"]]
+    # k3 failed at RCPT: never begun, but its attempt is recorded (ended) all the same
+    assert journal.ended == [("k1", "sent"), ("k3", "failed"), ("k4", "sent")]
+
+
+def test_a_recipient_refused_before_data_counts_an_attempt_but_is_never_in_flight(store: Store) -> None:
+    from ceap.channels.email_smtp import SmtpChannel
+
+    server = smtp_pair()
+    try:
+        seed(store, 1)
+        with store.tx() as tx:
+            tx.execute("UPDATE profiles SET email = 'rcpt450@example.com'")
+        channel = SmtpChannel.from_dict(server.config())
+        clock = FakeClock(T0)
+        stats = Dispatcher(store, {"email": channel}, clock=clock, retry=Retry(base=10, cap=10)).run()
+        channel.close()
+    finally:
+        server.stop()
+    assert (stats.retry, stats.attempted) == (1, 0)
+    [d] = Outbox(store, "cli").deliveries("default")
+    assert (d.status, d.attempts, d.last_error) == ("queued", 1, "SMTP 450: 4.2.1 mailbox busy, try later")
+
+
+def test_smtputf8_addresses_need_the_servers_support() -> None:
+    from ceap.channels.email_smtp import SmtpChannel
+    from tests.test_channel_email import msg
+
+    for enabled in (False, True):
+        server = smtp_pair(enable_SMTPUTF8=enabled)
+        try:
+            channel = SmtpChannel.from_dict(server.config())
+            [result] = channel.send([msg(to="jörg@bücher.example")])
+            channel.close()
+        finally:
+            server.stop()
+        if enabled:
+            assert result.status == "sent" and [r for _, r, _ in server.handler.received] == \
+                [["jörg@bücher.example"]]
+        else:
+            assert (result.status, result.retryable) == ("failed", False)
+            assert result.error and result.error.startswith("SMTPNotSupportedError")

@@ -8,7 +8,7 @@ the dispatcher marks a message ``sending`` right before the channel gets it
 and records its result right after. A plain channel gets at most
 ``in_flight`` messages per ``send`` call. A channel with ``journaled = True``
 takes the whole batch with a ``SendJournal`` (``send(messages, journal=...)``)
-and asks it before each provider call (``begin``) and tells it each result
+and asks it before each provider call (``begin``) and hands it each result
 (``end``), so only the messages actually at the provider are in flight.
 """
 
@@ -61,15 +61,19 @@ class SendResult:
 class SendJournal(Protocol):
     """Where a journaled channel records each provider call, durably, as it happens.
 
-    Per sending lane (a thread): ``begin(m, done)`` before handing ``m`` to the
-    provider, carrying the lane's previous message and result; it returns once
-    both are committed, False if ``m`` must not be sent (another worker took it
-    over: give it no result of its own, the dispatcher ignores it). ``end(m, r)``
-    after the lane's last message. A lane never has more than one message begun
-    and not ended.
+    Per sending lane (a thread): ``begin(m)`` right before handing ``m`` to the
+    provider; it returns once ``m`` is committed as ``sending``, together with
+    every result the lane handed in before, or False if ``m`` must not be sent
+    (another worker took it over: the dispatcher ignores whatever result the
+    channel gives it). ``end(m, result)`` right after the provider answered; it
+    queues the result for the next commit and returns at once; ending a message
+    that was never begun records a call that failed before the provider could
+    accept anything (it counts as an attempt). A lane begins its next message
+    only after ending the previous one, so it never has more than one message
+    ``sending``.
     """
 
-    def begin(self, message: Message, done: tuple[Message, SendResult] | None = None) -> bool: ...
+    def begin(self, message: Message) -> bool: ...
 
     def end(self, message: Message, result: SendResult) -> None: ...
 

@@ -12,10 +12,14 @@ retryably with that wait instead of piling up time-outs.
 
 Given a ``journal`` (the dispatcher's; see ``ceap.channels.base.SendJournal``),
 each lane begins each message with it right before ``deliver_one`` (the
-message becomes ``sending`` in the outbox) and hands it the result with its
-next begin, so a killed process leaves at most ``concurrency`` messages whose
+message becomes ``sending`` in the outbox) and ends it with its result right
+after, so a killed process leaves at most ``concurrency`` messages whose
 outcome is unknown. A message the journal refuses (another worker took it
-over) is not sent.
+over) is not sent. A channel whose provider accepts a message only at the
+end of a conversation (SMTP: at the end of DATA) sets ``hands_over = True``
+and calls ``self.hand_over()`` itself at that point of no return, so a crash
+earlier in the conversation holds nothing; a failure before it still counts
+as an attempt.
 
 The ledger (``SentLedger``) holds the keys a provider accepted, per tenant.
 Without ``sent_keys`` it is in memory (one instance); with a path it is a
@@ -39,6 +43,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -177,9 +182,12 @@ class ExternalChannel(Channel[L]):
     """Subclasses implement ``deliver_one``; it may be called from several threads at once."""
 
     journaled: ClassVar[bool] = True  # send(messages, journal=...): at most ``concurrency`` in flight
+    #: ``deliver_prepared`` calls ``hand_over()`` itself, right before the point of no return
+    hands_over: ClassVar[bool] = False
 
     def __init__(self, config: L, context: Any = None):
         super().__init__(config, context)
+        self._lane = threading.local()  # the message this thread is sending, for hand_over
         path = self.context.path(config.sent_keys) if config.sent_keys else None
         self._sent = SentLedger(path, commit_every=config.sent_keys_commit_every)
         self._threads: ThreadPoolExecutor | None = None
@@ -196,6 +204,22 @@ class ExternalChannel(Channel[L]):
     def deliver_prepared(self, message: Message, prepared: Any) -> SendResult:
         """Hand ``message``, as ``prepare`` left it, to the provider (default: ``deliver_one``)."""
         return self.deliver_one(message)
+
+    def hand_over(self) -> bool:
+        """The point of no return of the message this thread is delivering: it is marked
+        ``sending`` (durably) before this returns True; False: do not send it, another worker
+        took it over. ``send`` calls it before ``deliver_prepared``, unless ``hands_over``."""
+        lane = self._lane
+        begin = getattr(lane, "begin", None)
+        if begin is None:  # no journal
+            return True
+        if lane.granted is None:
+            try:
+                lane.granted = bool(begin())
+            except Exception as exc:
+                lane.error = exc
+                raise
+        return bool(lane.granted)
 
     def halts(self, result: SendResult) -> bool:
         return halts(result)
@@ -243,7 +267,6 @@ class ExternalChannel(Channel[L]):
             return result
 
         def lane(take: Callable[[], int | None], put: Callable[[int, SendResult], None]) -> None:
-            done: tuple[Message, SendResult] | None = None  # sent, not yet in the journal
             while (i := take()) is not None:
                 m = messages[i]
                 if halted:
@@ -255,17 +278,25 @@ class ExternalChannel(Channel[L]):
                 if isinstance(prepared, SendResult):  # refused before any call
                     put(i, prepared)
                     continue
-                if journal is not None:
-                    granted, done = journal.begin(m, done), None
-                    if not granted:
-                        put(i, SendResult(m.idempotency_key, "failed", retryable=True,
-                                          error="not attempted: another worker took it over"))
-                        continue
-                put(i, result := one(m, prepared))
-                if journal is not None:
-                    done = (m, result)
-            if done is not None and journal is not None:
-                journal.end(*done)
+                if journal is None:
+                    put(i, one(m, prepared))
+                    continue
+                lane = self._lane
+                lane.begin, lane.granted, lane.error = partial(journal.begin, m), None, None
+                result: SendResult | None = None
+                try:
+                    if self.hands_over or self.hand_over():
+                        result = one(m, prepared)
+                finally:
+                    lane.begin = None
+                if lane.error is not None:  # the journal failed: send nothing more
+                    raise lane.error
+                if lane.granted is False or result is None:
+                    put(i, SendResult(m.idempotency_key, "failed", retryable=True,
+                                      error="not attempted: another worker took it over"))
+                    continue
+                put(i, result)
+                journal.end(m, result)  # begun, or tried and failed before its point of no return
 
         try:
             self._lanes(lane, todo, results)

@@ -1,16 +1,18 @@
 """The attempt journal: each provider call is begun and ended durably, in
 transactions shared by every sending lane (group commit).
 
-A lane (a thread of a journaled channel such as ``ExternalChannel``) asks the
-journal to ``begin`` its next message, handing it the result of its previous
-one. One committer thread takes whatever all lanes asked for since its last
-commit and writes it in one transaction: the results (as ``Outbox.record``:
+A lane (a thread of a journaled channel such as ``ExternalChannel``) hands
+the journal each result as soon as the provider answered (``end``: queued,
+the lane goes on) and asks it to ``begin`` its next message (it waits). One
+committer thread takes whatever all lanes queued since its last commit, in
+order, and writes it in one transaction: the results (as ``Outbox.record``:
 sent, retry, dead, fallback), then the begins (the deliveries become
 ``sending`` with attempts + 1, if still leased to this worker). Then it wakes
-the lanes. A lane hands a message to the provider only once its begin is
-committed and begins the next one only together with the previous result, so
-a worker killed at any moment leaves at most one ``sending`` attempt per lane,
-and the throughput costs one commit per round of lanes, not per message.
+the lanes that wait. A lane hands a message to the provider only once its
+begin is committed, and that commit holds the lane's previous result too (or
+a commit before it did), so a worker killed at any moment leaves at most one
+``sending`` attempt per lane, and the throughput costs one commit per round
+of lanes, not per message.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from ceap.delivery.outbox import Outbox, Retry
 
 @dataclass(eq=False)
 class _Ask:
-    """What one lane asked for: begin ``start`` and/or record ``done``."""
+    """What one lane asked for: begin ``start``, or record ``done``."""
 
     start: Delivery | None
     done: tuple[Delivery, SendResult] | None
@@ -40,10 +42,12 @@ class _Ask:
 class AttemptJournal:
     """The ``SendJournal`` the dispatcher hands a journaled channel for one batch.
 
-    Use it as a context manager (the committer thread runs inside). Afterwards,
-    ``state(delivery)`` says what became of each delivery: ``recorded`` (its
-    result is in the store), ``refused`` (another worker took it over: leave it
-    alone), ``open`` (begun, result not recorded) or ``unstarted``.
+    Use it as a context manager (the committer thread runs inside; leaving it
+    commits what is still queued). Afterwards, ``state(delivery)`` says what
+    became of each delivery: ``recorded`` (its result is in the store),
+    ``refused`` (another worker took it over: leave it alone), ``open`` (begun,
+    result not recorded) or ``unstarted``; ``error`` holds the first failed
+    commit, if any.
     """
 
     def __init__(self, outbox: Outbox, deliveries: Iterable[Delivery], clock: Callable[[], datetime],
@@ -63,15 +67,16 @@ class AttemptJournal:
         #: transactions committed, and the most attempts begun and not yet ended at once
         self.commits = 0
         self.peak_in_flight = 0
+        self.error: Exception | None = None
 
     # -- the lanes' side (SendJournal) ---------------------------------------------
-    def begin(self, message: Message, done: tuple[Message, SendResult] | None = None) -> bool:
-        ask = _Ask(self._delivery(message), self._attempted(done))
-        self._submit(ask)
+    def begin(self, message: Message) -> bool:
+        ask = _Ask(self._delivery(message), None)
+        self._submit(ask, wait=True)
         return ask.granted
 
     def end(self, message: Message, result: SendResult) -> None:
-        self._submit(_Ask(None, self._attempted((message, result))))
+        self._submit(_Ask(None, self._attempted(message, result)), wait=False)
 
     def _delivery(self, message: Message) -> Delivery:
         try:
@@ -79,21 +84,21 @@ class AttemptJournal:
         except KeyError:
             raise ValueError(f"the journal has no delivery with key {message.idempotency_key!r}") from None
 
-    def _attempted(self, done: tuple[Message, SendResult] | None) -> tuple[Delivery, SendResult] | None:
-        if done is None:
-            return None
-        d = self._delivery(done[0])
-        if d.id not in self.begun:
-            raise ValueError(f"delivery {d.id} ended without a granted begin")
-        return self.begun[d.id], done[1]
+    def _attempted(self, message: Message, result: SendResult) -> tuple[Delivery, SendResult]:
+        """The delivery with this attempt counted: begun, or tried without a begin (the call
+        failed before the provider could accept the message, so it was never ``sending``)."""
+        d = self._delivery(message)
+        return self.begun.get(d.id) or replace(d, attempts=d.attempts + 1), result
 
-    def _submit(self, ask: _Ask) -> None:
+    def _submit(self, ask: _Ask, wait: bool) -> None:
         with self._work:
             if self._thread is None or self._closing:
                 raise RuntimeError("the attempt journal is not open")
+            if wait and self.error is not None:  # a result may be lost: begin nothing more
+                raise self.error
             self._asks.append(ask)
             self._work.notify()
-            while not ask.finished:
+            while wait and not ask.finished:
                 self._done.wait()
         if ask.error is not None:
             raise ask.error
@@ -123,8 +128,9 @@ class AttemptJournal:
             error: Exception | None = None
             try:
                 self._commit(asks)
-            except Exception as exc:  # the lanes raise it; what was not committed stays open
+            except Exception as exc:  # waiting lanes raise it; what was not committed stays open
                 error = exc
+                self.error = self.error or exc
             with self._done:
                 for ask in asks:
                     ask.error, ask.finished = error, True

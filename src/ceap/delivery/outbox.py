@@ -239,7 +239,7 @@ class Outbox:
     def record(self, outcomes: Sequence[tuple[Delivery, SendResult]], now: datetime,
                retry: Retry, jitter: Iterable[float]) -> dict[str, int]:
         """Record provider outcomes: sent, retry later, or dead (then the fallback).
-        ``Delivery.attempts`` is the number of attempts made, this one included."""
+        ``Delivery.attempts`` is the number of attempts made, this one included (stored)."""
         with self.store.tx() as tx:
             return self.record_in(tx, outcomes, now, retry, jitter)
 
@@ -254,17 +254,17 @@ class Outbox:
         for d, r in outcomes:
             if r.status in ("sent", "delivered", "duplicate"):
                 status = "delivered" if r.status == "delivered" else "sent"
-                sent.append((status, r.provider_id, stamp, stamp, d.id))
+                sent.append((status, r.provider_id, d.attempts, stamp, stamp, d.id))
             elif r.retryable and d.attempts < retry.max_attempts:
                 wait = retry.delay(d.attempts, next(noise, 0.5), r.retry_after)
-                retried.append((tx.ts(now + timedelta(seconds=wait)), r.error, stamp, d.id))
+                retried.append((tx.ts(now + timedelta(seconds=wait)), r.error, d.attempts, stamp, d.id))
             else:
                 reason = r.error or "failed"
                 if r.retryable:
                     reason = f"gave up after {d.attempts} attempts: {reason}"
                 counts["fallback" if self._dead(tx, d, reason, now) else "dead"] += 1
         if sent:
-            tx.executemany("UPDATE deliveries SET status = ?, provider_id = ?, sent_at = ?, "
+            tx.executemany("UPDATE deliveries SET status = ?, provider_id = ?, attempts = ?, sent_at = ?, "
                            "lease_until = NULL, last_error = NULL, updated_at = ? WHERE id = ?", sent)
             done = sorted({d.candidate_id for d, r in outcomes
                            if r.status in ("sent", "delivered", "duplicate")})
@@ -272,7 +272,8 @@ class Outbox:
                            "WHERE id = ? AND status <> 'sent'", [(stamp, i) for i in done])
         if retried:
             tx.executemany("UPDATE deliveries SET status = 'queued', next_attempt_at = ?, "
-                           "last_error = ?, lease_until = NULL, updated_at = ? WHERE id = ?", retried)
+                           "last_error = ?, attempts = ?, lease_until = NULL, updated_at = ? WHERE id = ?",
+                           retried)
         counts["sent"], counts["retry"] = len(sent), len(retried)
         return counts
 
@@ -280,8 +281,8 @@ class Outbox:
         """Dead-letter ``d``; plan its fallback channel if it has one. True if it had."""
         row = tx.execute("SELECT remaining FROM deliveries WHERE id = ?", (d.id,)).fetchone()
         remaining = json.loads(row[0]) if row and row[0] else []
-        tx.execute("UPDATE deliveries SET status = 'dead', last_error = ?, lease_until = NULL, "
-                   "updated_at = ? WHERE id = ?", (reason, tx.ts(now), d.id))
+        tx.execute("UPDATE deliveries SET status = 'dead', last_error = ?, attempts = ?, lease_until = NULL, "
+                   "updated_at = ? WHERE id = ?", (reason, d.attempts, tx.ts(now), d.id))
         if remaining:
             c = candidate_from_row(tx.execute(f"{SELECT_CANDIDATE} WHERE id = ?",
                                               (d.candidate_id,)).fetchone())
