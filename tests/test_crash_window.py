@@ -452,6 +452,9 @@ class StubJournal:
                            len(self.mailbox.received)))
         return message.idempotency_key not in self.refuse
 
+    def begin_soon(self, message: Message) -> Any:
+        return lambda: self.begin(message)  # the channel waits for it at its point of no return
+
     def end(self, message: Message, result: SendResult) -> None:
         self.ended.append((message.idempotency_key, result.status))
 
@@ -487,20 +490,23 @@ def test_smtp_marks_the_attempt_after_the_envelope_and_before_data() -> None:
         channel.close()
     finally:
         server.stop()
-    # each begin came once the server had the recipient, and before it had the message
+    # each message was marked (the channel waited for it) once the server had the recipient,
+    # and before it had the message
     assert journal.begun == [("k1", ["a@example.com"], 0),
                              ("k2", ["a@example.com", "b@example.com"], 1),
+                             ("k3", ["a@example.com", "b@example.com", "rcpt450@example.com"], 1),
                              ("k4", ["a@example.com", "b@example.com", "rcpt450@example.com",
                                      "c@example.com"], 1)]
     # k2 was refused: no DATA, and the connection went on (RSET) to deliver k4
     assert [r.status for r in results] == ["sent", "failed", "failed", "sent"]
     assert results[1].error == "not attempted: another worker took it over"
     assert [rcpt for _, rcpt, _ in server.handler.received] == [["a@example.com"], ["c@example.com"]]
-    # k3 failed at RCPT: never begun, but its attempt is recorded (ended) all the same
+    # k3 failed at RCPT: its mark (asked for when the envelope started) is settled, its
+    # attempt recorded
     assert journal.ended == [("k1", "sent"), ("k3", "failed"), ("k4", "sent")]
 
 
-def test_a_recipient_refused_before_data_counts_an_attempt_but_is_never_in_flight(store: Store) -> None:
+def test_a_recipient_refused_in_the_envelope_counts_an_attempt(store: Store) -> None:
     from ceap.channels.email_smtp import SmtpChannel
 
     server = smtp_pair()
@@ -514,7 +520,7 @@ def test_a_recipient_refused_before_data_counts_an_attempt_but_is_never_in_fligh
         channel.close()
     finally:
         server.stop()
-    assert (stats.retry, stats.attempted) == (1, 0)
+    assert (stats.retry, stats.attempted) == (1, 1)
     [d] = Outbox(store, "cli").deliveries("default")
     assert (d.status, d.attempts, d.last_error) == ("queued", 1, "SMTP 450: 4.2.1 mailbox busy, try later")
 
@@ -537,3 +543,19 @@ def test_smtputf8_addresses_need_the_servers_support() -> None:
         else:
             assert (result.status, result.retryable) == ("failed", False)
             assert result.error and result.error.startswith("SMTPNotSupportedError")
+
+
+def test_an_unreachable_smtp_server_counts_one_attempt_and_marks_nothing(store: Store) -> None:
+    from ceap.channels.email_smtp import SmtpChannel
+    from tests.test_channel_email import free_port
+
+    seed(store, 3)
+    channel = SmtpChannel.from_dict({"type": "smtp", "host": "127.0.0.1", "port": free_port(),
+                                     "security": "none", "from_address": "news@acme.example",
+                                     "concurrency": 1})
+    stats = Dispatcher(store, {"email": channel}, clock=FakeClock(T0), retry=Retry(base=10, cap=10)).run()
+    channel.close()
+    # the connection failed before the envelope: never sending, but the try counts; the other
+    # two were not tried (the server is down) and count nothing
+    assert (stats.retry, stats.attempted) == (3, 0)
+    assert sorted(a for (a,) in rows(store, "SELECT attempts FROM deliveries")) == [0, 0, 1]

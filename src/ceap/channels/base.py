@@ -14,7 +14,7 @@ and asks it before each provider call (``begin``) and hands it each result
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
@@ -70,10 +70,14 @@ class SendJournal(Protocol):
     that was never begun records a call that failed before the provider could
     accept anything (it counts as an attempt). A lane begins its next message
     only after ending the previous one, so it never has more than one message
-    ``sending``.
+    ``sending``. ``begin_soon(m)`` asks the same without waiting, so that the
+    commit overlaps work that cannot make the provider accept ``m`` (an SMTP
+    envelope); the function it returns waits and says what ``begin`` would.
     """
 
     def begin(self, message: Message) -> bool: ...
+
+    def begin_soon(self, message: Message) -> Callable[[], bool]: ...
 
     def end(self, message: Message, result: SendResult) -> None: ...
 

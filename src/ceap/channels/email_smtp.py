@@ -283,7 +283,8 @@ class SmtpChannel(ExternalChannel[SmtpConfig]):
     def _transfer(self, conn: smtplib.SMTP, msg: EmailMessage, to: str) -> bool:
         """``conn.send_message(msg, sender, [to])``, raising what it raises, with the point of
         no return (``hand_over``: the attempt is marked sending) after the envelope (MAIL FROM,
-        RCPT TO: nothing the server can accept yet) and before DATA. False: not sent."""
+        RCPT TO: nothing the server can accept yet) and before DATA. False: not sent. The mark
+        is asked for once RCPT TO is written, so that its commit overlaps the server's reply."""
         sender = self.config.sender
         conn.ehlo_or_helo_if_needed()
         utf8 = not (sender.isascii() and to.isascii())
@@ -306,7 +307,9 @@ class SmtpChannel(ExternalChannel[SmtpConfig]):
         if code != 250:
             _abort(conn, code)
             raise smtplib.SMTPSenderRefused(code, answer, sender)
-        code, answer = conn.rcpt(to)
+        conn.putcmd("rcpt", f"TO:{smtplib.quoteaddr(to)}")  # conn.rcpt(to), with the mark asked
+        self.hand_over_soon()  # for once the recipient is on its way: the commit overlaps the reply
+        code, answer = conn.getreply()
         if code not in (250, 251):
             _abort(conn, code)
             raise smtplib.SMTPRecipientsRefused({to: (code, answer)})

@@ -17,9 +17,9 @@ after, so a killed process leaves at most ``concurrency`` messages whose
 outcome is unknown. A message the journal refuses (another worker took it
 over) is not sent. A channel whose provider accepts a message only at the
 end of a conversation (SMTP: at the end of DATA) sets ``hands_over = True``
-and calls ``self.hand_over()`` itself at that point of no return, so a crash
-earlier in the conversation holds nothing; a failure before it still counts
-as an attempt.
+and calls ``self.hand_over()`` itself at that point of no return (having
+called ``hand_over_soon()`` a little earlier, so that the commit overlaps a
+round trip); a failure before it still counts as an attempt.
 
 The ledger (``SentLedger``) holds the keys a provider accepted, per tenant.
 Without ``sent_keys`` it is in memory (one instance); with a path it is a
@@ -210,16 +210,24 @@ class ExternalChannel(Channel[L]):
         ``sending`` (durably) before this returns True; False: do not send it, another worker
         took it over. ``send`` calls it before ``deliver_prepared``, unless ``hands_over``."""
         lane = self._lane
-        begin = getattr(lane, "begin", None)
-        if begin is None:  # no journal
+        if getattr(lane, "journal", None) is None:  # no journal
             return True
         if lane.granted is None:
             try:
-                lane.granted = bool(begin())
+                wait = lane.pending or partial(lane.journal.begin, lane.message)
+                lane.granted = bool(wait())
             except Exception as exc:
                 lane.error = exc
                 raise
         return bool(lane.granted)
+
+    def hand_over_soon(self) -> None:
+        """Ask for the point of no return now, without waiting, so that its commit overlaps
+        work the provider cannot accept the message on (an SMTP envelope); ``hand_over`` then
+        waits for it. The message may then be ``sending`` a little before its point."""
+        lane = self._lane
+        if getattr(lane, "journal", None) is not None and lane.granted is None and lane.pending is None:
+            lane.pending = lane.journal.begin_soon(lane.message)
 
     def halts(self, result: SendResult) -> bool:
         return halts(result)
@@ -282,13 +290,16 @@ class ExternalChannel(Channel[L]):
                     put(i, one(m, prepared))
                     continue
                 lane = self._lane
-                lane.begin, lane.granted, lane.error = partial(journal.begin, m), None, None
+                lane.journal, lane.message = journal, m
+                lane.pending = lane.granted = lane.error = None
                 result: SendResult | None = None
                 try:
                     if self.hands_over or self.hand_over():
                         result = one(m, prepared)
+                    if lane.granted is None and lane.pending is not None:  # asked, not awaited
+                        self.hand_over()
                 finally:
-                    lane.begin = None
+                    lane.journal = lane.pending = None
                 if lane.error is not None:  # the journal failed: send nothing more
                     raise lane.error
                 if lane.granted is False or result is None:

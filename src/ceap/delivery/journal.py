@@ -75,6 +75,20 @@ class AttemptJournal:
         self._submit(ask, wait=True)
         return ask.granted
 
+    def begin_soon(self, message: Message) -> Callable[[], bool]:
+        ask = _Ask(self._delivery(message), None)
+        self._submit(ask, wait=False)
+
+        def granted() -> bool:
+            with self._done:
+                while not ask.finished:
+                    self._done.wait()
+            if ask.error is not None:
+                raise ask.error
+            return ask.granted
+
+        return granted
+
     def end(self, message: Message, result: SendResult) -> None:
         self._submit(_Ask(None, self._attempted(message, result)), wait=False)
 
@@ -94,7 +108,7 @@ class AttemptJournal:
         with self._work:
             if self._thread is None or self._closing:
                 raise RuntimeError("the attempt journal is not open")
-            if wait and self.error is not None:  # a result may be lost: begin nothing more
+            if ask.start is not None and self.error is not None:  # a result may be lost: no more
                 raise self.error
             self._asks.append(ask)
             self._work.notify()
