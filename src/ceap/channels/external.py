@@ -183,6 +183,7 @@ class ExternalChannel(Channel[L]):
 
     journaled: ClassVar[bool] = True  # send(messages, journal=...): at most ``concurrency`` in flight
     #: ``deliver_prepared`` calls ``hand_over()`` itself, right before the point of no return
+    #: (it must, before any byte that could make the provider accept the message)
     hands_over: ClassVar[bool] = False
 
     def __init__(self, config: L, context: Any = None):
@@ -212,6 +213,8 @@ class ExternalChannel(Channel[L]):
         lane = self._lane
         if getattr(lane, "journal", None) is None:  # no journal
             return True
+        if lane.error is not None:
+            raise lane.error
         if lane.granted is None:
             try:
                 wait = lane.pending or partial(lane.journal.begin, lane.message)
@@ -227,14 +230,17 @@ class ExternalChannel(Channel[L]):
         waits for it. The message may then be ``sending`` a little before its point."""
         lane = self._lane
         if getattr(lane, "journal", None) is not None and lane.granted is None and lane.pending is None:
-            lane.pending = lane.journal.begin_soon(lane.message)
+            try:
+                lane.pending = lane.journal.begin_soon(lane.message)
+            except Exception as exc:  # hand_over raises it
+                lane.error = exc
 
     def halts(self, result: SendResult) -> bool:
         return halts(result)
 
     def send(self, messages: Sequence[Message], journal: SendJournal | None = None) -> list[SendResult]:
         """Deliver ``messages``; with a ``journal``, each lane (thread) begins each message with
-        it right before ``deliver_one`` and hands it the result with its next begin."""
+        it at its point of no return (``hand_over``) and ends it with its result right after."""
         results: list[SendResult | None] = [None] * len(messages)
         known = self._sent.seen_many((m.tenant_id, m.idempotency_key) for m in messages)
         first: dict[Key, int] = {}
@@ -289,20 +295,20 @@ class ExternalChannel(Channel[L]):
                 if journal is None:
                     put(i, one(m, prepared))
                     continue
-                lane = self._lane
-                lane.journal, lane.message = journal, m
-                lane.pending = lane.granted = lane.error = None
+                state = self._lane
+                state.journal, state.message = journal, m
+                state.pending = state.granted = state.error = None
                 result: SendResult | None = None
                 try:
                     if self.hands_over or self.hand_over():
                         result = one(m, prepared)
-                    if lane.granted is None and lane.pending is not None:  # asked, not awaited
+                    if state.granted is None and state.pending is not None:  # asked, not awaited
                         self.hand_over()
                 finally:
-                    lane.journal = lane.pending = None
-                if lane.error is not None:  # the journal failed: send nothing more
-                    raise lane.error
-                if lane.granted is False or result is None:
+                    state.journal = state.pending = None
+                if state.error is not None:  # the journal failed: send nothing more
+                    raise state.error
+                if state.granted is False or result is None:
                     put(i, SendResult(m.idempotency_key, "failed", retryable=True,
                                       error="not attempted: another worker took it over"))
                     continue
