@@ -293,8 +293,9 @@ class SmtpChannel(ExternalChannel[SmtpConfig]):
                 "One or more source or delivery addresses require internationalized email support, "
                 "but the server does not advertise the required SMTPUTF8 capability")
         with io.BytesIO() as buffer:
-            generator = (BytesGenerator(buffer, policy=msg.policy.clone(utf8=True)) if utf8
-                         else BytesGenerator(buffer))
+            # as send_message does (EmailPolicy has utf8; the stubs only know Policy's fields)
+            generator = (BytesGenerator(buffer, policy=msg.policy.clone(utf8=True))  # type: ignore[call-arg]
+                         if utf8 else BytesGenerator(buffer))
             generator.flatten(msg, linesep="\r\n")
             data = buffer.getvalue()
         options: list[str] = []
