@@ -120,7 +120,8 @@ def test_dispatch_piped_and_json(project: Path) -> None:
     counts = {r["outcome"]: int(r["count"]) for r in rows}
     assert counts["claimed"] == 2 and counts["sent"] == 2 and counts["dead"] == 0
     again = json.loads(piped("dispatch", "--json").stdout)
-    assert again["claimed"] == 0 and "ambiguous" in again
+    assert again["run"]["claimed"] == 0 and "ambiguous" in again["run"]
+    assert set(again["store"]) == {"queued", "sending", "held", "possible_duplicates", "dead"}
 
 
 def test_runs_json(project: Path) -> None:

@@ -213,8 +213,9 @@ def test_crash_in_flight_is_ambiguous_unless_the_provider_deduplicates(store: St
                          lease=timedelta(seconds=30))
     crashed.plan()
     in_flight = crashed.outbox.claim_deliveries(clock(), {"email": 10, "inapp": 10})
+    assert crashed.outbox.begin([d.id for d in in_flight], clock()) == {d.id for d in in_flight}
     assert {d.status for d in crashed.outbox.deliveries("default")} == {"sending"}
-    assert len(in_flight) == 2  # ... and the worker dies here, before calling the providers
+    assert len(in_flight) == 2  # ... and the worker dies here, with both at their providers
     clock.advance(seconds=10)
     email = flaky()
     fresh = Dispatcher(store, {"email": email, "inapp": inapp}, clock=clock)
@@ -222,8 +223,9 @@ def test_crash_in_flight_is_ambiguous_unless_the_provider_deduplicates(store: St
     clock.advance(seconds=30)
     stats = fresh.run()
     assert (stats.ambiguous, stats.requeued, stats.sent) == (1, 1, 1)
-    by_channel = {d.channel: d.status for d in fresh.outbox.deliveries("default")}
-    assert by_channel == {"email": "ambiguous", "inapp": "delivered"}
+    by_channel = {d.channel: (d.status, d.ambiguity) for d in fresh.outbox.deliveries("default")}
+    assert by_channel == {"email": ("ambiguous", "held"), "inapp": ("delivered", "deduplicated")}
+    assert {d.ambiguous_at for d in fresh.outbox.deliveries("default", ambiguous=True)} == {clock()}
     assert email.accepted == []       # never silently resent
     assert len(store.inbox_list("default", "c1")) == 1
 
@@ -233,14 +235,20 @@ def test_opt_in_resend_after_a_crash(store: Store) -> None:
     clock = FakeClock(T0)
     crashed = Dispatcher(store, {"email": flaky()}, clock=clock)
     crashed.plan()
-    crashed.outbox.claim_deliveries(clock(), {"email": 10})
+    claimed = crashed.outbox.claim_deliveries(clock(), {"email": 10})
+    crashed.outbox.begin([d.id for d in claimed], clock())
     clock.advance(seconds=60)
     email = FlakyChannel(FlakyConfig(resend_in_flight=True))
-    stats = Dispatcher(store, {"email": email}, clock=clock).run()
+    fresh = Dispatcher(store, {"email": email}, clock=clock)
+    stats = fresh.run()
     assert (stats.requeued, stats.sent) == (1, 1) and len(email.accepted) == 1
     with store.tx() as tx:
         events = tx.execute("SELECT status, detail FROM delivery_events").fetchall()
     assert events == [("ambiguous", "in flight at a crash; resent")]
+    # sent now, and still listed as a possible duplicate
+    [d] = fresh.outbox.deliveries("default", ambiguous=True)
+    assert (d.status, d.ambiguity, d.attempts) == ("sent", "resent", 2)
+    assert fresh.outbox.deliveries("default", status="ambiguous") == []
 
 
 def test_concurrent_dispatchers_send_each_candidate_once(pg_url: str) -> None:

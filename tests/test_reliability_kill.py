@@ -1,30 +1,38 @@
-"""Kill the dispatcher with SIGKILL at random points, restart it, and count.
+"""Kill the dispatcher with SIGKILL at random moments, restart it, and count,
+at the settings users get: ``ceap dispatch`` with its default batch size (500),
+the SMTP channel's default ``concurrency`` (4 connections), no ``sent_keys``
+ledger. Only the lease is shortened (``--lease``), so that a restart need not
+wait 30 s for a dead worker's claims; it plays no part in the bound.
 
 A real aiosmtpd server in this process records every message it accepts by
 Message-ID (derived from the tenant and the idempotency key, the same on every
 attempt). A real ``ceap dispatch`` process sends thousands of candidates to it
 and is killed (``kill -9``) several times, each time at a random moment after
-it started sending, then restarted; a last run, once every lease has run out,
-finishes the work. Then the store and the server are compared:
+it started sending, then restarted (at once, or once the leases ran out); a
+last run, once every lease has run out, finishes the work. Then the store and
+the server are compared. With K kills and C = ``concurrency``:
 
-- with ``resend_in_flight: true``: every candidate ends ``sent``, each message
-  reached the server at least once, and the extra copies the server received
-  are at most ``kills x window``, where the window is the number of messages a
-  killed worker can have had accepted by the server but not yet recorded. Both
-  set-ups here make the window 1 (so: at most one duplicate per kill):
-  ``ledger`` commits each accepted key to the ``sent_keys`` file before the
-  next message goes out (``sent_keys_commit_every: 1``, ``concurrency: 1``);
-  ``outbox`` sends one message per batch (``--batch-size 1``), so the outbox
-  records each outcome before the next send. Every duplicate's delivery has
-  an ``ambiguous`` event;
-- without it: attempts in flight at a kill end ``ambiguous`` (held, listed by
-  ``ceap deliveries --status ambiguous``), are never resent, and the server
-  received no message twice.
+- every delivery ends ``sent`` or held (``ambiguous``); nothing is lost;
+- at most K x C deliveries were in flight at a kill (a dispatcher marks a
+  message ``sending`` only right before the point of no return, for SMTP
+  after its envelope and before DATA, one per connection), and every one of
+  them carries the crash mark: ``ceap deliveries --ambiguous`` lists it,
+  whatever its status now;
+- ``hold`` (the default): those are held, never resent; the server received
+  no message twice. Of the held ones, those the server never accepted (the
+  kill came between the durable "sending" and the end of DATA) and those it
+  was never even handed (no RCPT TO: none, since the mark comes after the
+  envelope) are counted and bounded by K x C too;
+- ``resend`` (``resend_in_flight: true``): they were resent; every message
+  reached the server, the extra copies it received are at most K x C, and
+  each duplicated message is listed by ``ceap deliveries --ambiguous``
+  (status ``sent``, ambiguity ``resent``); the summary of ``ceap dispatch``
+  counts them as possible duplicates.
 
-The slow runs (3,000 messages, 8 kills, every set-up) are marked ``slow`` and
-skipped unless asked for (``make reliability``, ``-m slow`` or ``CEAP_SLOW=1``);
-the fast runs (300 messages, 2 kills, ``outbox`` and ``hold``) are part of
-``make test``. ``CEAP_KILL_SEED`` fixes the random delays; the numbers are
+The fast runs (1,500 messages, 2 kills, both set-ups) are part of ``make
+test``; the slow ones (6,000 messages, 10 kills) are marked ``slow`` and
+skipped unless asked for (``make reliability``, ``-m slow`` or
+``CEAP_SLOW=1``). ``CEAP_KILL_SEED`` fixes the random delays; the numbers are
 printed (``pytest -s``).
 """
 
@@ -33,6 +41,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -52,16 +61,19 @@ from aiosmtpd.controller import Controller
 from typer.testing import CliRunner
 
 from ceap.channels.base import Message
-from ceap.channels.email_smtp import message_id
+from ceap.channels.email_smtp import SmtpConfig, message_id
 from ceap.cli import app
+from ceap.delivery.outbox import Outbox
 from ceap.delivery.profiles import upsert_profiles
 from ceap.model import RunRecord, utcnow
-from ceap.store import Store, open_store
+from ceap.store import open_store
 from ceap.testing.doubles import make_candidates
 
 TENANT = "default"
 PROGRAM = "receipts"
 DOMAIN = "acme.example"
+#: what a user gets without setting it: messages in flight at once per dispatcher
+CONCURRENCY = int(SmtpConfig.model_fields["concurrency"].default)
 
 
 def slow_enabled(config: pytest.Config) -> bool:
@@ -76,13 +88,22 @@ def free_port() -> int:
 
 
 class Recorder:
-    """An aiosmtpd handler counting the messages it accepted, by Message-ID."""
+    """An aiosmtpd handler counting the messages it accepted, by Message-ID, and the
+    recipients it was handed (``RCPT TO``: the message's conversation had started)."""
 
     def __init__(self) -> None:
         self.ids: Counter[str] = Counter()
+        self.rcpts: Counter[str] = Counter()
         self.total = 0
         self._lock = threading.Lock()
         self._parser = BytesHeaderParser()
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          rcpt_options: list[str]) -> str:
+        with self._lock:
+            self.rcpts[address] += 1
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         mid = str(self._parser.parsebytes(envelope.content)["Message-ID"])
@@ -98,19 +119,12 @@ class Recorder:
 
 @dataclass(frozen=True)
 class Setup:
-    """One way of running the dispatcher; ``window``: messages a kill may leave
-    accepted by the server but unrecorded (when they are resent)."""
-
     name: str
     resend: bool
-    ledger: bool
-    batch_size: int
-    window: int
 
 
-LEDGER = Setup("ledger", resend=True, ledger=True, batch_size=100, window=1)
-OUTBOX = Setup("outbox", resend=True, ledger=False, batch_size=1, window=1)
-HOLD = Setup("hold", resend=False, ledger=False, batch_size=100, window=0)
+HOLD = Setup("hold", resend=False)
+RESEND = Setup("resend", resend=True)
 
 
 @dataclass
@@ -119,37 +133,50 @@ class Outcome:
     messages: int
     kills: int
     runs: int
-    statuses: Counter[str]
+    statuses: Counter[str]              # delivery status -> count
     candidate_statuses: Counter[str]
-    received: Counter[str]
+    received: Counter[str]              # Message-ID -> copies the server accepted
+    handed: set[int]                    # deliveries whose recipient the server was given
     expected: dict[str, int]            # Message-ID -> delivery id
-    events: dict[int, list[str]]        # delivery id -> event details
+    status_of: dict[int, str]           # delivery id -> status
+    events: dict[int, list[str]]        # delivery id -> "status: detail" of its events
+    marked: dict[int, str | None]       # delivery id -> ambiguity, for those with ambiguous_at
     seconds: float
+
+    @property
+    def bound(self) -> int:
+        return self.kills * CONCURRENCY
 
     @property
     def duplicates(self) -> dict[str, int]:
         """Message-IDs the server received more than once -> extra copies."""
         return {mid: n - 1 for mid, n in self.received.items() if n > 1}
 
-    @property
-    def resent(self) -> int:
-        """Deliveries in flight at a kill and requeued (an ``ambiguous ... resent`` event)."""
-        return sum(any(e.endswith("; resent") for e in ev) for ev in self.events.values())
+    def in_flight_at_a_kill(self) -> set[int]:
+        """Deliveries crash recovery found ``sending`` (its ``ambiguous`` events)."""
+        return {i for i, ev in self.events.items() if any("in flight at a crash" in e for e in ev)}
 
-    def ambiguous_ids(self) -> set[int]:
-        """Deliveries held as ambiguous (in flight at a kill, not resent)."""
-        return {i for i, ev in self.events.items() if any("not resent" in e for e in ev)}
+    def held(self) -> set[int]:
+        return {i for i, s in self.status_of.items() if s == "ambiguous"}
+
+    def held_not_accepted(self) -> set[int]:
+        """Held, and the server never accepted it (cut during the SMTP conversation, or before)."""
+        return {i for mid, i in self.expected.items() if i in self.held() and mid not in self.received}
+
+    def held_never_handed(self) -> set[int]:
+        """Held, and the server never even got its recipient: the kill came between the
+        durable "sending" and the conversation (composing, connecting, MAIL FROM)."""
+        return self.held() - self.handed
 
     def report(self) -> str:
-        dup = sum(self.duplicates.values())
-        held = self.ambiguous_ids()
-        reached = sum(1 for mid, i in self.expected.items() if i in held and mid in self.received)
         return (f"kill test [{self.setup.name}]: {self.messages:,} messages, {self.kills} kills "
-                f"({self.runs} runs, {self.seconds:.1f} s); deliveries {dict(self.statuses)}; "
-                f"in flight at a kill and resent: {self.resent}; held ambiguous: "
-                f"{len(held)} ({reached} of them had reached the server); server received "
+                f"({self.runs} runs, {self.seconds:.1f} s), concurrency {CONCURRENCY}, bound "
+                f"{self.bound}; deliveries {dict(self.statuses)}; in flight at a kill: "
+                f"{len(self.in_flight_at_a_kill())}; held: {len(self.held())} (not accepted by the "
+                f"server: {len(self.held_not_accepted())}, of which never handed to it: "
+                f"{len(self.held_never_handed())}); server received "
                 f"{sum(self.received.values()):,} copies of {len(self.received):,} Message-IDs; "
-                f"duplicates: {dup} (bound {self.kills * self.setup.window})")
+                f"duplicates: {sum(self.duplicates.values())}")
 
 
 class KillHarness:
@@ -178,13 +205,12 @@ class KillHarness:
         self.server.stop()
 
     def _write_project(self) -> None:
+        # the defaults: no concurrency, no sent_keys, no batch size
         email: dict[str, Any] = {"type": "smtp", "host": "127.0.0.1", "port": self.port,
                                  "security": "none", "from_address": f"Acme <receipts@{DOMAIN}>",
-                                 "timeout": 10, "concurrency": 1}
+                                 "timeout": 10}
         if self.setup.resend:
             email["resend_in_flight"] = True
-        if self.setup.ledger:
-            email.update(sent_keys="state/sent-keys.db", sent_keys_commit_every=1)
         (self.project / "programs").mkdir(parents=True)
         (self.project / "templates").mkdir()
         (self.project / "ceap.yaml").write_text(yaml.safe_dump(
@@ -216,7 +242,7 @@ class KillHarness:
         self.runs += 1
         log = (self.root / f"dispatch-{self.runs}.log").open("wb")
         cmd = [sys.executable, "-m", "ceap", "--project", str(self.project), "dispatch",
-               "--lease", f"{self.lease:g}", "--batch-size", str(self.setup.batch_size)]
+               "--lease", f"{self.lease:g}"]
         try:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env,
                                     cwd=self.project)
@@ -260,37 +286,42 @@ class KillHarness:
         raise AssertionError(f"still open after the final runs: {self._open()}")
 
     def _open(self) -> int:
-        with self._store() as store, store.tx() as tx:
-            n = tx.execute("SELECT count(*) FROM deliveries WHERE status IN ('queued', 'sending')"
-                           ).fetchone()[0]
-            pending = tx.execute("SELECT count(*) FROM candidates WHERE status = 'pending'").fetchone()[0]
+        store = open_store(self.url)
+        try:
+            with store.tx() as tx:
+                n = tx.execute("SELECT count(*) FROM deliveries WHERE status IN ('queued', 'sending')"
+                               ).fetchone()[0]
+                pending = tx.execute("SELECT count(*) FROM candidates WHERE status = 'pending'"
+                                     ).fetchone()[0]
+        finally:
+            store.close()
         return int(n) + int(pending)
-
-    def _store(self) -> Any:
-        class _Ctx:
-            def __enter__(ctx) -> Store:
-                ctx.store = open_store(self.url)
-                return ctx.store
-
-            def __exit__(ctx, *exc: Any) -> None:
-                ctx.store.close()
-        return _Ctx()
 
     def outcome(self, kills: int, seconds: float) -> Outcome:
         time.sleep(0.2)  # the server's last DATA handler
-        with self._store() as store, store.tx() as tx:
-            deliveries = tx.execute("SELECT id, candidate_id, idempotency_key, status FROM deliveries"
-                                    ).fetchall()
-            candidates = tx.execute("SELECT status, count(*) FROM candidates GROUP BY status").fetchall()
-            events: dict[int, list[str]] = {}
-            for delivery_id, status, detail in tx.execute(
-                    "SELECT delivery_id, status, detail FROM delivery_events ORDER BY id").fetchall():
-                events.setdefault(int(delivery_id), []).append(f"{status}: {detail}")
+        store = open_store(self.url)
+        try:
+            with store.tx() as tx:
+                deliveries = tx.execute("SELECT id, idempotency_key, status, customer_id FROM deliveries"
+                                        ).fetchall()
+                candidates = tx.execute("SELECT status, count(*) FROM candidates GROUP BY status"
+                                        ).fetchall()
+                events: dict[int, list[str]] = {}
+                for delivery_id, status, detail in tx.execute(
+                        "SELECT delivery_id, status, detail FROM delivery_events ORDER BY id").fetchall():
+                    events.setdefault(int(delivery_id), []).append(f"{status}: {detail}")
+            marked = {d.id: d.ambiguity
+                      for d in Outbox(store, "test").deliveries(TENANT, limit=10**9, ambiguous=True)}
+        finally:
+            store.close()
         expected = {message_id(Message(TENANT, key, "", PROGRAM, "email"), DOMAIN): int(i)
-                    for i, _, key, _ in deliveries}
+                    for i, key, *_ in deliveries}
+        handed = {int(i) for i, *_, customer in deliveries
+                  if self.recorder.rcpts[f"{customer}@customers.example"]}
         return Outcome(self.setup, self.messages, kills, self.runs,
-                       Counter(s for *_, s in deliveries), Counter(dict(candidates)),
-                       Counter(self.recorder.ids), expected, events, seconds)
+                       Counter(s for _, _, s, _ in deliveries), Counter(dict(candidates)),
+                       Counter(self.recorder.ids), handed, expected,
+                       {int(i): s for i, _, s, _ in deliveries}, events, marked, seconds)
 
 
 def run_kill_test(root: Path, setup: Setup, messages: int, kills: int, max_delay: float,
@@ -311,50 +342,61 @@ def run_kill_test(root: Path, setup: Setup, messages: int, kills: int, max_delay
     return outcome
 
 
+def listed(harness: KillHarness, *args: str) -> set[int]:
+    """The ids ``ceap deliveries ARGS --json`` lists."""
+    result = CliRunner().invoke(app, ["--project", str(harness.project), "deliveries", *args,
+                                      "--limit", "100000", "--json"], env={"CEAP_STORE": None})
+    assert result.exit_code == 0, result.output
+    return {int(d["id"]) for d in json.loads(result.stdout)}
+
+
 def check(o: Outcome, harness: KillHarness) -> None:
-    # one delivery per candidate, every candidate accounted for, none left open
-    assert sum(o.statuses.values()) == o.messages
-    assert len(o.expected) == o.messages
-    assert o.statuses.get("queued", 0) == o.statuses.get("sending", 0) == 0
+    # one delivery per candidate, every one sent or held, none left open; nothing unknown received
+    assert sum(o.statuses.values()) == o.messages and len(o.expected) == o.messages
+    assert set(o.statuses) <= ({"sent"} if o.setup.resend else {"sent", "ambiguous"}), o.statuses
     unknown = set(o.received) - set(o.expected)
     assert not unknown, f"the server received messages no delivery accounts for: {sorted(unknown)[:3]}"
+    sent = {mid for mid, i in o.expected.items() if o.status_of[i] == "sent"}
+    assert sent <= set(o.received), "a delivery recorded as sent never reached the server"
+    # the bound: what a kill can leave in flight is what the connections had
+    in_flight = o.in_flight_at_a_kill()
+    assert len(in_flight) <= o.bound, (len(in_flight), o.bound)
+    # ... and every one of them stays findable, whatever its status now
+    assert set(o.marked) == in_flight
+    assert listed(harness, "--ambiguous") == in_flight
     if o.setup.resend:
-        assert o.statuses == Counter({"sent": o.messages}), o.statuses
         assert o.candidate_statuses == Counter({"sent": o.messages}), o.candidate_statuses
         missing = set(o.expected) - set(o.received)
         assert not missing, f"{len(missing)} sent message(s) never reached the server"
         duplicates = o.duplicates
-        assert sum(duplicates.values()) <= o.kills * o.setup.window, duplicates
+        assert sum(duplicates.values()) <= o.bound, duplicates
         for mid in duplicates:
-            ev = o.events.get(o.expected[mid], [])
-            assert any(e.startswith("ambiguous") for e in ev), (mid, ev)
+            assert o.marked.get(o.expected[mid]) == "resent", (mid, o.events.get(o.expected[mid]))
+        assert set(o.marked.values()) <= {"resent"}
+        summary = harness.log(o.runs)  # the last run reports the store's possible duplicates
+        found = re.search(r"store_possible_duplicates\t(\d+)", summary)
+        assert found and int(found.group(1).replace(",", "")) == len(in_flight), summary
         return
-    # held: in-flight attempts are ambiguous, reported, never resent
-    assert set(o.statuses) <= {"sent", "ambiguous"}, o.statuses
+    # held: in flight at a kill, never resent, listed; nothing received twice
     assert o.duplicates == {}, o.duplicates
-    held = o.ambiguous_ids()
-    assert len(held) == o.statuses.get("ambiguous", 0)
-    sent_ids = {mid for mid, i in o.expected.items() if i not in held}
-    assert sent_ids <= set(o.received), "a delivery recorded as sent never reached the server"
+    held = o.held()
+    assert held == in_flight and set(o.marked.values()) <= {"held"}
     for i in held:
         assert o.events[i] == ["ambiguous: in flight at a crash; not resent"], o.events[i]
+    # held, never handed to the server: only a kill between "sending" and the conversation
+    assert o.held_never_handed() <= o.held_not_accepted() <= held
+    assert len(o.held_never_handed()) <= o.bound
     assert o.candidate_statuses["sent"] == o.statuses["sent"]
     assert o.candidate_statuses["dispatched"] == o.statuses.get("ambiguous", 0)
-    listed = CliRunner().invoke(app, ["--project", str(harness.project), "deliveries", "--status",
-                                      "ambiguous", "--limit", "100000", "--json"], env={"CEAP_STORE": None})
-    assert listed.exit_code == 0, listed.output
-    assert {d["id"] for d in json.loads(listed.stdout)} == held
-    if o.statuses.get("ambiguous"):  # the run that found them logged them
-        logs = [harness.log(r) for r in range(1, o.runs + 1)]
-        assert any("marked ambiguous, not resent" in text for text in logs)
+    assert listed(harness, "--status", "ambiguous") == held
 
 
 # -- the tests -------------------------------------------------------------------
 
 
 def test_the_ledger_commits_each_key_when_asked(tmp_path: Path) -> None:
-    """What the ``ledger`` set-up relies on: with ``commit_every=1`` an accepted key is in
-    the file as soon as ``add`` returns (another process would see it), not at the next flush."""
+    """With ``commit_every=1`` an accepted key is in the file as soon as ``add`` returns
+    (another process would see it), not at the next flush."""
     import sqlite3
 
     from ceap.channels.external import SentLedger
@@ -374,15 +416,15 @@ def test_the_ledger_commits_each_key_when_asked(tmp_path: Path) -> None:
     batched.close()
 
 
-@pytest.mark.parametrize("setup", [OUTBOX, HOLD], ids=lambda s: s.name)
+@pytest.mark.parametrize("setup", [HOLD, RESEND], ids=lambda s: s.name)
 def test_kill_and_restart_fast(tmp_path: Path, setup: Setup) -> None:
-    run_kill_test(tmp_path, setup, messages=300, kills=2, max_delay=0.4, lease=1.0)
+    run_kill_test(tmp_path, setup, messages=1500, kills=2, max_delay=0.5, lease=1.0)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("setup", [LEDGER, OUTBOX, HOLD], ids=lambda s: s.name)
+@pytest.mark.parametrize("setup", [HOLD, RESEND], ids=lambda s: s.name)
 def test_kill_and_restart_thousands(tmp_path: Path, setup: Setup, request: pytest.FixtureRequest) -> None:
     if not slow_enabled(request.config):
         pytest.skip("slow: run with `make reliability` (or -m slow, or CEAP_SLOW=1)")
-    outcome = run_kill_test(tmp_path, setup, messages=3000, kills=8, max_delay=0.8, lease=2.0)
-    assert outcome.kills >= 6  # the work outlasted most of the kills
+    outcome = run_kill_test(tmp_path, setup, messages=6000, kills=10, max_delay=0.8, lease=2.0)
+    assert outcome.kills >= 8  # the work outlasted most of the kills

@@ -14,6 +14,7 @@ import typer
 from ceap.cli import JsonOption, app, err, out, state
 from ceap.cli_output import Column, Sheet, show
 from ceap.delivery.dispatcher import Dispatcher, DispatchStats
+from ceap.delivery.held import StoreTotals, store_totals
 from ceap.delivery.model import Delivery
 from ceap.delivery.outbox import Outbox
 from ceap.delivery.policies import default_policies
@@ -63,8 +64,10 @@ _OUTCOMES = (("claimed", "candidates claimed"), ("planned", "planned for sending
              ("ambiguous", "in flight at a crash: ambiguous, held"))
 
 
-def print_stats(stats: DispatchStats, as_json: bool = False) -> None:
-    """What a dispatch did: every outcome piped or as JSON; a person's table leaves out the zeros."""
+def print_stats(stats: DispatchStats, as_json: bool = False, totals: StoreTotals | None = None) -> None:
+    """What a dispatch did, then the store's totals (every tenant, whatever this run did):
+    every outcome piped or as JSON (``{"run": ..., "store": ...}``); a person's table
+    leaves out the zeros."""
     sheet = Sheet("dispatch", [Column("outcome"), Column("count", right=True)])
     for name, _ in _OUTCOMES:
         sheet.add(name, getattr(stats, name))
@@ -73,7 +76,43 @@ def print_stats(stats: DispatchStats, as_json: bool = False) -> None:
     for name, value in sheet.rows:
         if value or name in ("claimed", "sent"):
             people.add(labels[name], value)
-    show(sheet, as_json, records=asdict(stats), for_people=lambda console: console.print(people.table()))
+    store = Sheet("store totals", [Column("outcome"), Column("count", right=True)])
+    readable = Sheet("store totals", [Column("deliveries"),
+                                      Column("count", right=True, human=lambda n: f"{n:,}")])
+    if totals is not None:
+        for key, label in _TOTALS:
+            store.add(f"store_{key}", getattr(totals, key))
+            readable.add(label, getattr(totals, key))
+
+    def for_people(console: Any) -> None:
+        console.print(people.table())
+        if totals is not None:
+            console.print(readable.table())
+
+    records: Any = asdict(stats) if totals is None else {"run": asdict(stats), "store": asdict(totals)}
+    show([sheet, *([store] if totals is not None else [])], as_json, records=records,
+         for_people=for_people)
+
+
+_TOTALS = (("queued", "queued"), ("sending", "sending (in flight now)"),
+           ("held", "held: ambiguous after a crash"),
+           ("possible_duplicates", "possible duplicates: resent after a crash"),
+           ("dead", "dead letters"))
+
+
+def report_held(totals: StoreTotals) -> None:
+    """Say on stderr what to do about deliveries held after a crash."""
+    if totals.held:
+        err.print(f"[yellow]{totals.held:,} delivery(ies) are held as ambiguous (in flight at a "
+                  "crash): list them with `ceap deliveries --ambiguous`, resolve them with "
+                  "`ceap deliveries resend|mark-sent|drop ID... --reason TEXT`[/yellow]")
+
+
+def crash_mark(d: Delivery) -> str:
+    """What a crash left of ``d``: its ambiguity and when recovery found it."""
+    if d.ambiguous_at is None:
+        return ""
+    return f"{d.ambiguity} {d.ambiguous_at:%Y-%m-%d %H:%M:%S}"
 
 
 @app.command()
@@ -100,15 +139,14 @@ def dispatch(
                           f"retrying {total.retry:,}  dead {total.dead:,}", highlight=False)
 
         total = dispatcher.run(follow=follow, poll=poll, stop=stop, on_step=progress)
+        totals = store_totals(store)
     except CeapError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
     finally:
         store.close()
-    print_stats(total, as_json)
-    if total.ambiguous:
-        err.print(f"[yellow]{total.ambiguous} delivery attempt(s) were in flight at a crash and "
-                  "are held as ambiguous: see `ceap deliveries --status ambiguous`[/yellow]")
+    print_stats(total, as_json, totals)
+    report_held(totals)
 
 
 @app.command()
@@ -139,32 +177,43 @@ def profiles(
     out.print(f"loaded {n:,} profile(s)")
 
 
-@app.command()
+deliveries_app = typer.Typer(help="Delivery attempts; resolve those a crash left held.")
+app.add_typer(deliveries_app, name="deliveries")
+
+
+@deliveries_app.callback(invoke_without_command=True)
 def deliveries(
+    ctx: typer.Context,
     status: Annotated[str | None, typer.Option(help="queued, sent, dead, ambiguous, ...")] = None,
     candidate: Annotated[int | None, typer.Option(help="a candidate id")] = None,
+    ambiguous: Annotated[bool, typer.Option(
+        "--ambiguous", help="only those in flight at a crash, whatever their status now (held, "
+                            "resent: possible duplicates, resolved)")] = False,
     limit: Annotated[int, typer.Option(min=1)] = 50,
     as_json: JsonOption = False,
 ) -> None:
     """Delivery attempts with their status, channel and last error."""
+    if ctx.invoked_subcommand is not None:
+        return
     project = state.project()
     store = state.open_store(project)
     try:
         rows = Outbox(store, "cli").deliveries(state.tenant or project.tenant, candidate, status,
-                                               limit)
+                                               limit, ambiguous=ambiguous)
     finally:
         store.close()
-    show(deliveries_sheet(rows), as_json, records=[asdict(d) for d in rows])
+    show(deliveries_sheet(rows, ambiguous), as_json, records=[asdict(d) for d in rows])
 
 
-def deliveries_sheet(rows: list[Delivery]) -> Sheet:
+def deliveries_sheet(rows: list[Delivery], ambiguous: bool = False) -> Sheet:
+    crash = [Column("after_a_crash", "after a crash")] if ambiguous else []
     sheet = Sheet(f"{len(rows)} delivery(ies)", [
         Column("id", right=True), Column("candidate_id", "candidate", right=True), Column("program"),
         Column("customer_id", "customer"), Column("channel"), Column("status"),
-        Column("attempts", right=True), Column("policy_or_error", "policy / error")])
+        Column("attempts", right=True), Column("policy_or_error", "policy / error"), *crash])
     for d in rows:
         sheet.add(d.id, d.candidate_id, d.program, d.customer_id, d.channel, d.status, d.attempts,
-                  d.policy or d.last_error)
+                  d.policy or d.last_error, *([crash_mark(d)] if ambiguous else []))
     return sheet
 
 
@@ -233,3 +282,6 @@ def preview(
         out.print(r.body, markup=False, highlight=False)
         for name, value in r.headers.items():
             out.print(f"[dim]{name}: {value}[/dim]", highlight=False)
+
+
+from ceap import cli_held  # noqa: E402,F401 - registers `ceap deliveries resend|mark-sent|drop`

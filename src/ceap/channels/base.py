@@ -2,13 +2,21 @@
 
 Every message carries an idempotency key scoped by tenant; a channel that is
 handed the same key twice must not deliver twice.
+
+What a crash can leave unrecorded is bounded by what a channel has in flight:
+the dispatcher marks a message ``sending`` right before the channel gets it
+and records its result right after. A plain channel gets at most
+``in_flight`` messages per ``send`` call. A channel with ``journaled = True``
+takes the whole batch with a ``SendJournal`` (``send(messages, journal=...)``)
+and asks it before each provider call (``begin``) and hands it each result
+(``end``), so only the messages actually at the provider are in flight.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 from pydantic import Field
 
@@ -50,6 +58,30 @@ class SendResult:
     retryable: bool = False
 
 
+class SendJournal(Protocol):
+    """Where a journaled channel records each provider call, durably, as it happens.
+
+    Per sending lane (a thread): ``begin(m)`` right before handing ``m`` to the
+    provider; it returns once ``m`` is committed as ``sending``, together with
+    every result the lane handed in before, or False if ``m`` must not be sent
+    (another worker took it over: the dispatcher ignores whatever result the
+    channel gives it). ``end(m, result)`` right after the provider answered; it
+    queues the result for the next commit and returns at once; ending a message
+    that was never begun records a call that failed before the provider could
+    accept anything (it counts as an attempt). A lane begins its next message
+    only after ending the previous one, so it never has more than one message
+    ``sending``. ``begin_soon(m)`` asks the same without waiting, so that the
+    commit overlaps work that cannot make the provider accept ``m`` (an SMTP
+    envelope); the function it returns waits and says what ``begin`` would.
+    """
+
+    def begin(self, message: Message) -> bool: ...
+
+    def begin_soon(self, message: Message) -> Callable[[], bool]: ...
+
+    def end(self, message: Message, result: SendResult) -> None: ...
+
+
 class ChannelConfig(PluginConfig):
     """Fields every channel has, whatever its provider."""
 
@@ -77,6 +109,12 @@ class Channel(Plugin[H]):
     provider_dedup: ClassVar[bool] = False
     #: the provider's documented rate limit, messages per second (None: unlimited)
     default_rate_per_sec: ClassVar[float | None] = None
+    #: messages the dispatcher hands one ``send`` call (each call's messages are marked
+    #: ``sending`` before it and recorded after it, so a crash leaves at most this many in flight)
+    in_flight: ClassVar[int] = 8
+    #: ``send`` takes a ``journal`` keyword (a ``SendJournal``) and begins/ends each message
+    #: with it; the dispatcher then hands it the whole batch (see ``ExternalChannel``)
+    journaled: ClassVar[bool] = False
 
     def send(self, messages: Sequence[Message]) -> list[SendResult]:
         raise NotImplementedError

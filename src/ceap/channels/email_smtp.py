@@ -17,12 +17,15 @@ drops or times out (and 421) is retryable and stops the rest of the batch.
 
 from __future__ import annotations
 
+import contextlib
 import email.policy
 import hashlib
+import io
 import smtplib
 import ssl
 import threading
 import time
+from email.generator import BytesGenerator
 from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
@@ -153,6 +156,15 @@ class SmtpConfig(EmailConfig):
     concurrency: int = Field(4, ge=1, le=64, description="connections in the pool (one per thread)")
 
 
+def _abort(conn: smtplib.SMTP, code: int) -> None:
+    """End a failed mail transaction as smtplib does: close on 421, else RSET."""
+    if code == 421:
+        conn.close()
+        return
+    with contextlib.suppress(smtplib.SMTPServerDisconnected):
+        conn.rset()
+
+
 def _text(exc: smtplib.SMTPResponseException) -> str:
     raw = exc.smtp_error
     text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
@@ -164,6 +176,7 @@ class SmtpChannel(ExternalChannel[SmtpConfig]):
 
     config_model: ClassVar[type[ChannelConfig]] = SmtpConfig
     address: ClassVar[str | None] = "email"
+    hands_over: ClassVar[bool] = True  # the attempt is marked sending right before DATA
     default_rate_per_sec: ClassVar[float | None] = None  # the relay's; set rate_per_sec
 
     def __init__(self, config: SmtpConfig, context: Any = None):
@@ -219,11 +232,19 @@ class SmtpChannel(ExternalChannel[SmtpConfig]):
         return conn if conn is not None else self._connect()
 
     def deliver_one(self, m: Message) -> SendResult:
-        key = m.idempotency_key
+        prepared = self.prepare(m)
+        return prepared if isinstance(prepared, SendResult) else self.deliver_prepared(m, prepared)
+
+    def prepare(self, m: Message) -> EmailMessage | SendResult:
+        """The MIME message (composed before the attempt is marked sending: it is most of the
+        CPU time of a send), or the permanent failure of one that cannot be sent."""
         try:
-            msg = compose(m, self.config)
+            return compose(m, self.config)
         except ValueError as exc:
-            return SendResult(key, "failed", error=str(exc))
+            return SendResult(m.idempotency_key, "failed", error=str(exc))
+
+    def deliver_prepared(self, m: Message, msg: EmailMessage) -> SendResult:
+        key = m.idempotency_key
         try:
             conn = self._take()
         except smtplib.SMTPResponseException as exc:
@@ -233,7 +254,9 @@ class SmtpChannel(ExternalChannel[SmtpConfig]):
             return self._unreachable(key, exc)
         keep = True
         try:
-            conn.send_message(msg, self.config.sender, [m.to or ""])
+            if not self._transfer(conn, msg, m.to or ""):
+                return SendResult(key, "failed", retryable=True,
+                                  error="not attempted: another worker took it over")
             return SendResult(key, "sent", provider_id=str(msg["Message-ID"]))
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()), (550, b"refused"))
@@ -242,17 +265,68 @@ class SmtpChannel(ExternalChannel[SmtpConfig]):
         except smtplib.SMTPResponseException as exc:
             keep = exc.smtp_code != 421
             return self._refused(key, exc)
-        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+        except smtplib.SMTPServerDisconnected as exc:
             keep = False
             return self._unreachable(key, exc)
-        except smtplib.SMTPException as exc:  # e.g. SMTPUTF8 needed but not offered
+        except smtplib.SMTPException as exc:  # e.g. SMTPUTF8 needed but not offered (an OSError too)
             return SendResult(key, "failed", error=f"{type(exc).__name__}: {exc}")
+        except OSError as exc:
+            keep = False
+            return self._unreachable(key, exc)
         finally:
             if keep:
                 with self._lock:
                     self._idle.append((conn, time.monotonic()))
             else:
                 conn.close()
+
+    def _transfer(self, conn: smtplib.SMTP, msg: EmailMessage, to: str) -> bool:
+        """``conn.send_message(msg, sender, [to])``, raising what it raises, with the point of
+        no return (``hand_over``: the attempt is marked sending) after the envelope (MAIL FROM,
+        RCPT TO: nothing the server can accept yet) and before DATA. False: not sent. The mark
+        is asked for once RCPT TO is written, so that its commit overlaps the server's reply."""
+        sender = self.config.sender
+        conn.ehlo_or_helo_if_needed()
+        utf8 = not (sender.isascii() and to.isascii())
+        if utf8 and not conn.has_extn("smtputf8"):
+            raise smtplib.SMTPNotSupportedError(
+                "One or more source or delivery addresses require internationalized email support, "
+                "but the server does not advertise the required SMTPUTF8 capability")
+        with io.BytesIO() as buffer:
+            # as send_message does (EmailPolicy has utf8; the stubs only know Policy's fields)
+            generator = (BytesGenerator(buffer, policy=msg.policy.clone(utf8=True))  # type: ignore[call-arg]
+                         if utf8 else BytesGenerator(buffer))
+            generator.flatten(msg, linesep="\r\n")
+            data = buffer.getvalue()
+        options: list[str] = []
+        if conn.does_esmtp:
+            if conn.has_extn("size"):
+                options.append(f"size={len(data)}")
+            if utf8:
+                options += ["SMTPUTF8", "BODY=8BITMIME"]
+        code, answer = conn.mail(sender, options)
+        if code != 250:
+            _abort(conn, code)
+            raise smtplib.SMTPSenderRefused(code, answer, sender)
+        conn.putcmd("rcpt", f"TO:{smtplib.quoteaddr(to)}")  # conn.rcpt(to), with the mark asked
+        self.hand_over_soon()  # for once the recipient is on its way: the commit overlaps the reply
+        code, answer = conn.getreply()
+        if code not in (250, 251):
+            _abort(conn, code)
+            raise smtplib.SMTPRecipientsRefused({to: (code, answer)})
+        try:
+            go = self.hand_over()
+        except BaseException:
+            _abort(conn, 0)
+            raise
+        if not go:
+            _abort(conn, 0)
+            return False
+        code, answer = conn.data(data)
+        if code != 250:
+            _abort(conn, code)
+            raise smtplib.SMTPDataError(code, answer)
+        return True
 
     def _unreachable(self, key: str, exc: BaseException) -> SendResult:
         timed_out = isinstance(exc, TimeoutError) or "timed out" in str(exc)  # smtplib wraps time-outs

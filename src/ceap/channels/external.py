@@ -6,22 +6,33 @@ A subclass implements ``deliver_one(message) -> SendResult``; ``send`` does
 the rest: keys the provider already accepted (the ledger) or seen earlier in
 the batch are ``duplicate`` without a call; a message without the address
 the channel needs fails permanently; the others go out on ``concurrency``
-threads (each keeps its own connection); once the provider is unreachable or
-asks to wait (``halts``), the messages not yet tried fail retryably with
-that wait instead of piling up time-outs.
+threads, the lanes (each keeps its own connection); once the provider is
+unreachable or asks to wait (``halts``), the messages not yet tried fail
+retryably with that wait instead of piling up time-outs.
+
+Given a ``journal`` (the dispatcher's; see ``ceap.channels.base.SendJournal``),
+each lane begins each message with it right before ``deliver_one`` (the
+message becomes ``sending`` in the outbox) and ends it with its result right
+after, so a killed process leaves at most ``concurrency`` messages whose
+outcome is unknown. A message the journal refuses (another worker took it
+over) is not sent. A channel whose provider accepts a message only at the
+end of a conversation (SMTP: at the end of DATA) sets ``hands_over = True``
+and calls ``self.hand_over()`` itself at that point of no return (having
+called ``hand_over_soon()`` a little earlier, so that the commit overlaps a
+round trip); a failure before it still counts as an attempt.
 
 The ledger (``SentLedger``) holds the keys a provider accepted, per tenant.
 Without ``sent_keys`` it is in memory (one instance); with a path it is a
 SQLite file (``sent_keys`` table) shared by every instance and process on
-the host. Keys are
-written after the provider accepted them, in batches (one commit per
-``sent_keys_commit_every`` keys, default 256, and at the end of each
-``send``): a crash in between can resend, so these channels keep
-``provider_dedup = False`` and the dispatcher marks such attempts ambiguous.
-With ``sent_keys_commit_every: 1`` each key is committed before its thread
-sends the next message, so a killed process resends at most the messages
-that were in flight (``concurrency``); the commit survives a killed process,
-not necessarily a power cut (WAL, ``synchronous=NORMAL``).
+the host: a key sent again, also by another process, is reported
+``duplicate`` without a call. Keys are written after the provider accepted
+them, in batches (one commit per ``sent_keys_commit_every`` keys, default
+256, and at the end of each ``send``); with ``sent_keys_commit_every: 1``
+each key is committed before its thread sends the next message. The commit
+survives a killed process, not necessarily a power cut (WAL,
+``synchronous=NORMAL``). The ledger never closes the window between the
+provider's answer and its record, so these channels keep
+``provider_dedup = False``.
 """
 
 from __future__ import annotations
@@ -32,12 +43,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import Field, SecretStr
 
-from ceap.channels.base import Channel, ChannelConfig, Message, SendResult
+from ceap.channels.base import Channel, ChannelConfig, Message, SendJournal, SendResult
 from ceap.errors import PluginError
 
 #: error prefix of a failure to reach the provider at all
@@ -169,8 +181,14 @@ L = TypeVar("L", bound=ExternalConfig)
 class ExternalChannel(Channel[L]):
     """Subclasses implement ``deliver_one``; it may be called from several threads at once."""
 
+    journaled: ClassVar[bool] = True  # send(messages, journal=...): at most ``concurrency`` in flight
+    #: ``deliver_prepared`` calls ``hand_over()`` itself, right before the point of no return
+    #: (it must, before any byte that could make the provider accept the message)
+    hands_over: ClassVar[bool] = False
+
     def __init__(self, config: L, context: Any = None):
         super().__init__(config, context)
+        self._lane = threading.local()  # the message this thread is sending, for hand_over
         path = self.context.path(config.sent_keys) if config.sent_keys else None
         self._sent = SentLedger(path, commit_every=config.sent_keys_commit_every)
         self._threads: ThreadPoolExecutor | None = None
@@ -178,10 +196,51 @@ class ExternalChannel(Channel[L]):
     def deliver_one(self, message: Message) -> SendResult:
         raise NotImplementedError
 
+    def prepare(self, message: Message) -> Any:
+        """Optional: the work to do before ``message`` is marked ``sending`` (composing,
+        signing), so that a crash during it holds nothing. Its value goes to
+        ``deliver_prepared``; a ``SendResult`` instead fails the message without a call."""
+        return None
+
+    def deliver_prepared(self, message: Message, prepared: Any) -> SendResult:
+        """Hand ``message``, as ``prepare`` left it, to the provider (default: ``deliver_one``)."""
+        return self.deliver_one(message)
+
+    def hand_over(self) -> bool:
+        """The point of no return of the message this thread is delivering: it is marked
+        ``sending`` (durably) before this returns True; False: do not send it, another worker
+        took it over. ``send`` calls it before ``deliver_prepared``, unless ``hands_over``."""
+        lane = self._lane
+        if getattr(lane, "journal", None) is None:  # no journal
+            return True
+        if lane.error is not None:
+            raise lane.error
+        if lane.granted is None:
+            try:
+                wait = lane.pending or partial(lane.journal.begin, lane.message)
+                lane.granted = bool(wait())
+            except Exception as exc:
+                lane.error = exc
+                raise
+        return bool(lane.granted)
+
+    def hand_over_soon(self) -> None:
+        """Ask for the point of no return now, without waiting, so that its commit overlaps
+        work the provider cannot accept the message on (an SMTP envelope); ``hand_over`` then
+        waits for it. The message may then be ``sending`` a little before its point."""
+        lane = self._lane
+        if getattr(lane, "journal", None) is not None and lane.granted is None and lane.pending is None:
+            try:
+                lane.pending = lane.journal.begin_soon(lane.message)
+            except Exception as exc:  # hand_over raises it
+                lane.error = exc
+
     def halts(self, result: SendResult) -> bool:
         return halts(result)
 
-    def send(self, messages: Sequence[Message]) -> list[SendResult]:
+    def send(self, messages: Sequence[Message], journal: SendJournal | None = None) -> list[SendResult]:
+        """Deliver ``messages``; with a ``journal``, each lane (thread) begins each message with
+        it at its point of no return (``hand_over``) and ends it with its result right after."""
         results: list[SendResult | None] = [None] * len(messages)
         known = self._sent.seen_many((m.tenant_id, m.idempotency_key) for m in messages)
         first: dict[Key, int] = {}
@@ -200,26 +259,64 @@ class ExternalChannel(Channel[L]):
                 todo.append(i)
         halted: list[SendResult] = []
 
-        def one(i: int) -> SendResult:
-            m = messages[i]
-            if halted:
-                wait = halted[0]
-                return SendResult(m.idempotency_key, "failed", error=f"not attempted: {wait.error}",
-                                  retry_after=wait.retry_after, retryable=True)
+        def failure(m: Message, exc: Exception) -> SendResult:  # one message's bug is not the batch's
+            return SendResult(m.idempotency_key, "failed", error=f"{type(exc).__name__}: {exc}",
+                              retryable=True)
+
+        def ready(m: Message) -> Any:
             try:
-                result = self.deliver_one(m)
-            except Exception as exc:  # one message's bug is not the batch's
-                result = SendResult(m.idempotency_key, "failed", error=f"{type(exc).__name__}: {exc}",
-                                    retryable=True)
+                return self.prepare(m)
+            except Exception as exc:
+                return failure(m, exc)
+
+        def one(m: Message, prepared: Any) -> SendResult:
+            try:
+                result = self.deliver_prepared(m, prepared)
+            except Exception as exc:
+                result = failure(m, exc)
             if result.status in ("sent", "delivered"):
                 self._sent.add(m.tenant_id, m.idempotency_key, result.provider_id)
             elif self.halts(result):
                 halted.append(result)
             return result
 
+        def lane(take: Callable[[], int | None], put: Callable[[int, SendResult], None]) -> None:
+            while (i := take()) is not None:
+                m = messages[i]
+                if halted:
+                    wait = halted[0]
+                    put(i, SendResult(m.idempotency_key, "failed", error=f"not attempted: {wait.error}",
+                                      retry_after=wait.retry_after, retryable=True))
+                    continue
+                prepared = ready(m)
+                if isinstance(prepared, SendResult):  # refused before any call
+                    put(i, prepared)
+                    continue
+                if journal is None:
+                    put(i, one(m, prepared))
+                    continue
+                state = self._lane
+                state.journal, state.message = journal, m
+                state.pending = state.granted = state.error = None
+                result: SendResult | None = None
+                try:
+                    if self.hands_over or self.hand_over():
+                        result = one(m, prepared)
+                    if state.granted is None and state.pending is not None:  # asked, not awaited
+                        self.hand_over()
+                finally:
+                    state.journal = state.pending = None
+                if state.error is not None:  # the journal failed: send nothing more
+                    raise state.error
+                if state.granted is False or result is None:
+                    put(i, SendResult(m.idempotency_key, "failed", retryable=True,
+                                      error="not attempted: another worker took it over"))
+                    continue
+                put(i, result)
+                journal.end(m, result)  # begun, or tried and failed before its point of no return
+
         try:
-            for i, done in zip(todo, self._run(one, todo), strict=True):
-                results[i] = done
+            self._lanes(lane, todo, results)
         finally:
             self._sent.flush()
         out: list[SendResult] = []
@@ -234,29 +331,30 @@ class ExternalChannel(Channel[L]):
             out.append(result)
         return out
 
-    def _run(self, fn: Callable[[int], SendResult], items: list[int]) -> list[SendResult]:
-        """``fn`` over ``items`` on up to ``concurrency`` threads, results in order."""
+    def _lanes(self, lane: Callable[[Callable[[], int | None], Callable[[int, SendResult], None]], None],
+               items: list[int], results: list[SendResult | None]) -> None:
+        """Run ``lane`` on up to ``concurrency`` threads; each takes the next of ``items`` until
+        none is left and puts each one's result in ``results``."""
+        queue = iter(items)
+        lock = threading.Lock()
+
+        def take() -> int | None:
+            with lock:
+                return next(queue, None)
+
+        def put(i: int, result: SendResult) -> None:
+            results[i] = result
+
         workers = min(self.config.concurrency, len(items))
         if workers <= 1:
-            return [fn(i) for i in items]
+            lane(take, put)
+            return
         if self._threads is None:
             self._threads = ThreadPoolExecutor(self.config.concurrency,
                                                thread_name_prefix=f"ceap-{self.config.type}")
-        out: list[SendResult | None] = [None] * len(items)
-        queue = iter(enumerate(items))
-        lock = threading.Lock()
-
-        def worker() -> None:
-            while True:
-                with lock:
-                    nxt = next(queue, None)
-                if nxt is None:
-                    return
-                out[nxt[0]] = fn(nxt[1])
-
-        for future in [self._threads.submit(worker) for _ in range(workers)]:
+        futures = [self._threads.submit(lane, take, put) for _ in range(workers)]
+        for future in futures:
             future.result()
-        return [r for r in out if r is not None]
 
     def close(self) -> None:
         if self._threads is not None:

@@ -25,6 +25,7 @@ class InAppChannel(Channel[InAppConfig]):
 
     config_model: ClassVar[type[ChannelConfig]] = InAppConfig
     provider_dedup: ClassVar[bool] = True  # the inbox is unique by idempotency key
+    in_flight: ClassVar[int] = 1000  # one insert per call; a resend after a crash is a duplicate
     _own_store: Store | None = None
 
     def _store(self) -> Store:

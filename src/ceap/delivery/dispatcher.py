@@ -19,9 +19,10 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from ceap.channels.base import Channel, Message, SendResult
+from ceap.delivery.journal import AttemptJournal
 from ceap.delivery.model import Decision, Delivery, Profile
 from ceap.delivery.outbox import Outbox, Recovery, Retry
 from ceap.delivery.policy import Policy, PolicyContext, Reachable
@@ -41,7 +42,8 @@ class DispatchStats:
     planned: int = 0
     suppressed: int = 0
     deferred: int = 0
-    attempted: int = 0
+    leased: int = 0      # due deliveries claimed for sending
+    attempted: int = 0   # of those, handed to a provider (marked sending, an attempt counted)
     sent: int = 0
     retry: int = 0
     dead: int = 0
@@ -56,7 +58,7 @@ class DispatchStats:
 
     @property
     def busy(self) -> bool:
-        return bool(self.claimed or self.attempted)
+        return bool(self.claimed or self.leased)
 
 
 def default_worker_id() -> str:
@@ -107,8 +109,9 @@ class Dispatcher:
         """Resolve attempts a crashed worker left in flight (see ``Outbox.recover``)."""
         resend = {name for name, ch in self.channels.items()
                   if ch.provider_dedup or ch.config.resend_in_flight}
-        found = self.outbox.recover(self.clock(), resend)
-        # one line per channel and outcome (a crash mid-batch leaves a whole batch in flight)
+        dedup = {name for name, ch in self.channels.items() if ch.provider_dedup}
+        found = self.outbox.recover(self.clock(), resend, dedup)
+        # one line per channel and outcome
         for group, what in ((found.ambiguous, "marked ambiguous, not resent"),
                             (found.requeued, "resent (reported as ambiguous)")):
             by_channel: dict[str, list[int]] = defaultdict(list)
@@ -175,7 +178,7 @@ class Dispatcher:
                 quota = min(quota, self.buckets[name].available())
             quotas[name] = quota
         claimed = self.outbox.claim_deliveries(now, quotas)
-        stats.attempted = len(claimed)
+        stats.leased = len(claimed)
         if not claimed:
             return stats
         cached = {i: self._planned.pop(i) for i in {d.candidate_id for d in claimed}
@@ -191,7 +194,7 @@ class Dispatcher:
         by_channel: dict[str, list[Delivery]] = defaultdict(list)
         for d in claimed:
             by_channel[d.channel].append(d)
-        outcomes: list[tuple[Delivery, SendResult]] = []
+        unsent: list[tuple[Delivery, SendResult]] = []  # never handed to a provider
         shadows: list[tuple[Delivery, str]] = []
         for name, group in by_channel.items():
             channel = self.channels[name]
@@ -203,8 +206,7 @@ class Dispatcher:
                 try:
                     rendered = self.renderer.render(c, name, profiles.get((c.tenant_id, c.customer_id)))
                 except Exception as exc:  # a template error is the candidate's, not the batch's
-                    outcomes.append((d, SendResult(d.idempotency_key, "failed",
-                                                   error=f"template: {exc}")))
+                    unsent.append((d, SendResult(d.idempotency_key, "failed", error=f"template: {exc}")))
                     continue
                 message = self._message(d, c, rendered, profiles.get((c.tenant_id, c.customer_id)),
                                         channel)
@@ -213,16 +215,65 @@ class Dispatcher:
                 else:
                     messages.append((d, message))
             if messages:
-                results = self._call(channel, [m for _, m in messages])
-                breaker = self.breakers[name]
-                for (d, _), result in zip(messages, results, strict=True):
-                    ok = result.status in ("sent", "delivered", "duplicate")
-                    if ok or result.retryable:
-                        breaker.record(ok)
-                    outcomes.append((d, result))
+                stats.add(self._deliver(name, channel, messages))
         if shadows:
             self.outbox.record_shadow(shadows, now)
             stats.shadow = len(shadows)
+        self._record(unsent, stats)
+        return stats
+
+    def _deliver(self, name: str, channel: Channel[Any],
+                 messages: list[tuple[Delivery, Message]]) -> DispatchStats:
+        """Send one channel's messages; each is ``sending`` only while at the provider."""
+        stats = DispatchStats()
+        outcomes: list[tuple[Delivery, SendResult]] = []
+        if channel.journaled:  # the channel begins and ends each message with the journal
+            with AttemptJournal(self.outbox, [d for d, _ in messages], self.clock,
+                                self._retry_of(name), self.rng.random) as journal:
+                results, raised = self._call(channel, [m for _, m in messages], journal)
+            for field, n in journal.counts.items():
+                setattr(stats, field, getattr(stats, field) + n)
+            stats.attempted += len(journal.begun)
+            unrecorded: list[tuple[Delivery, SendResult]] = []
+            left: list[int] = []
+            for (d, _), result in zip(messages, results, strict=True):
+                state = journal.state(d)
+                if state == "refused":  # another worker's now
+                    continue
+                if state == "open" and raised:  # at the provider, outcome unknown: recovery's
+                    left.append(d.id)
+                    continue
+                outcomes.append((d, result))
+                if state != "recorded":  # the channel's own verdict (duplicate, no address, ...)
+                    unrecorded.append((journal.begun.get(d.id, d), result))
+            self._record(unrecorded, stats)
+            if left:
+                log.warning("%d attempt(s) on %s left in flight when the channel failed: crash "
+                            "recovery resolves them once the lease runs out (deliveries %s)",
+                            len(left), name, ", ".join(map(str, left[:10])))
+        else:  # chunks of what the channel may have in flight: marked before, recorded after
+            size = max(1, channel.in_flight)
+            for start in range(0, len(messages), size):
+                chunk = messages[start:start + size]
+                granted = self.outbox.begin([d.id for d, _ in chunk], self.clock())
+                chunk = [(d, m) for d, m in chunk if d.id in granted]
+                if not chunk:
+                    continue
+                stats.attempted += len(chunk)
+                results, _ = self._call(channel, [m for _, m in chunk])
+                attempted = [(replace(d, attempts=d.attempts + 1), r)
+                             for (d, _), r in zip(chunk, results, strict=True)]
+                self._record(attempted, stats)
+                outcomes.extend(attempted)
+        breaker = self.breakers[name]
+        for _, result in outcomes:
+            ok = result.status in ("sent", "delivered", "duplicate")
+            if ok or result.retryable:
+                breaker.record(ok)
+        return stats
+
+    def _record(self, outcomes: list[tuple[Delivery, SendResult]], stats: DispatchStats) -> None:
+        """Record outcomes (each channel's own retry policy), adding the counts to ``stats``."""
         by_retry: dict[Retry, list[tuple[Delivery, SendResult]]] = defaultdict(list)
         for d, result in outcomes:
             by_retry[self._retry_of(d.channel)].append((d, result))
@@ -233,7 +284,6 @@ class Dispatcher:
             stats.retry += counts["retry"]
             stats.dead += counts["dead"]
             stats.fallback += counts["fallback"]
-        return stats
 
     def _retry_of(self, channel: str) -> Retry:
         """The dispatcher's retry policy, with the channel's own ``max_attempts`` if it sets one."""
@@ -243,17 +293,22 @@ class Dispatcher:
         return replace(self.retry, max_attempts=attempts)
 
     @staticmethod
-    def _call(channel: Channel[Any], messages: list[Message]) -> list[SendResult]:
+    def _call(channel: Channel[Any], messages: list[Message],
+              journal: AttemptJournal | None = None) -> tuple[list[SendResult], bool]:
+        """The channel's results, and whether it raised (then every message failed, retryably)."""
         try:
-            results = channel.send(messages)
+            if journal is not None:
+                results: list[SendResult] = cast(Any, channel).send(messages, journal=journal)
+            else:
+                results = channel.send(messages)
         except Exception as exc:  # a channel that raises has failed every message, retryably
             log.warning("channel %s raised %s: %s", channel.config.type, type(exc).__name__, exc)
             return [SendResult(m.idempotency_key, "failed", error=f"{type(exc).__name__}: {exc}",
-                               retryable=True) for m in messages]
+                               retryable=True) for m in messages], True
         if len(results) != len(messages):
             raise RuntimeError(f"channel {channel.config.type} returned {len(results)} results "
                                f"for {len(messages)} messages")
-        return results
+        return results, False
 
     @staticmethod
     def _message(d: Delivery, c: Candidate, r: Rendered, profile: Any, channel: Channel[Any]) -> Message:

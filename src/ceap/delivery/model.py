@@ -16,9 +16,9 @@ DeliveryStatus = Literal[
     "failed",      # a receipt says the provider failed it later
     "dead",        # gave up: the reason is in last_error
     "suppressed",  # a policy stopped it: the policy is named
-    "ambiguous",   # in flight at a crash, not resent: reported for a person to decide
+    "ambiguous",   # in flight at a crash, not resent: held for a person to decide
     "shadow",      # would have been sent (shadow mode): nothing left the platform
-    "cancelled",
+    "cancelled",   # a person dropped it (``ceap deliveries drop``)
     "expired",
 ]
 TERMINAL = frozenset({"sent", "delivered", "bounced", "complained", "failed", "dead", "suppressed",
@@ -48,6 +48,10 @@ class Delivery:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     sent_at: datetime | None = None
+    #: when crash recovery found it in flight (kept whatever happens next), and what became of
+    #: it: held, resent, deduplicated, marked_sent, dropped
+    ambiguous_at: datetime | None = None
+    ambiguity: str | None = None
 
 
 @dataclass

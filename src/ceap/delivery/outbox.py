@@ -2,10 +2,15 @@
 provider call and its outcome after, so a crash loses nothing and a resend is
 never silent.
 
-Claims are leases: a claimed candidate or an attempt in flight carries the
-worker and a ``lease_until``; another worker takes it over only once the
-lease has run out. On PostgreSQL claims use ``FOR UPDATE SKIP LOCKED``; on
-SQLite a claim is one ``BEGIN IMMEDIATE`` transaction.
+Claims are leases: a claimed candidate or delivery carries the worker and a
+``lease_until``; another worker takes it over only once the lease has run
+out. A claimed delivery stays ``queued`` (no attempt counted): only ``begin``,
+right before its message goes to the provider, makes it ``sending`` with
+``attempts + 1``, and only while the claim is still this worker's. So a
+worker that dies leaves ``sending`` only what it had at the provider; the
+rest of its claim is simply claimed again once the lease has run out. On
+PostgreSQL claims use ``FOR UPDATE SKIP LOCKED``; on SQLite a claim is one
+``BEGIN IMMEDIATE`` transaction.
 """
 
 from __future__ import annotations
@@ -28,8 +33,10 @@ from ceap.store.tx import Tx
 DELIVERY_COLUMNS = ("id", "tenant_id", "candidate_id", "program", "customer_id", "channel", "step",
                     "idempotency_key", "status", "attempts", "next_attempt_at", "category",
                     "shadow", "last_error", "policy", "provider_id", "created_at", "updated_at",
-                    "sent_at")
+                    "sent_at", "ambiguous_at", "ambiguity")
 _COLS = ", ".join(DELIVERY_COLUMNS)
+#: ``SELECT <every column of DELIVERY_COLUMNS> FROM deliveries``, for ``delivery_from_row``
+SELECT_DELIVERY = f"SELECT {_COLS} FROM deliveries"
 _INSERT = ("INSERT INTO deliveries (tenant_id, candidate_id, program, customer_id, channel, step, "
            "remaining, idempotency_key, status, attempts, next_attempt_at, category, shadow, "
            "policy, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,0,?,?,?,?,?,?) "
@@ -38,7 +45,7 @@ _INSERT = ("INSERT INTO deliveries (tenant_id, candidate_id, program, customer_i
 
 def delivery_from_row(row: Sequence[Any]) -> Delivery:
     values = dict(zip(DELIVERY_COLUMNS, row, strict=True))
-    for name in ("next_attempt_at", "created_at", "updated_at", "sent_at"):
+    for name in ("next_attempt_at", "created_at", "updated_at", "sent_at", "ambiguous_at"):
         values[name] = from_iso(values[name])
     values["shadow"] = bool(values["shadow"])
     return Delivery(**values)
@@ -167,8 +174,8 @@ class Outbox:
 
     # -- deliveries ------------------------------------------------------
     def claim_deliveries(self, now: datetime, quotas: dict[str, int]) -> list[Delivery]:
-        """Lease due attempts, at most ``quotas[channel]`` per channel, and record
-        each as ``sending`` (attempts + 1) before any provider is called."""
+        """Lease due attempts to this worker, at most ``quotas[channel]`` per channel. They stay
+        ``queued`` with their attempts: ``begin`` marks each one as it goes to the provider."""
         claimed: list[Delivery] = []
         with self.store.tx() as tx:
             # a retry never goes out after its candidate has expired
@@ -181,18 +188,44 @@ class Outbox:
                     continue
                 ids = [r[0] for r in tx.execute(
                     "SELECT id FROM deliveries WHERE status = 'queued' AND channel = ? "
-                    f"AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?{lock}",
-                    (channel, tx.ts(now), quota)).fetchall()]
+                    "AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?) "
+                    f"ORDER BY next_attempt_at, id LIMIT ?{lock}",
+                    (channel, tx.ts(now), tx.ts(now), quota)).fetchall()]
                 if not ids:
                     continue
                 marks = tx.placeholders(len(ids))
-                tx.execute(f"UPDATE deliveries SET status = 'sending', attempts = attempts + 1, "
-                           f"lease_until = ?, worker = ?, updated_at = ? WHERE id IN ({marks})",
-                           (tx.ts(now + self.lease), self.worker, tx.ts(now), *ids))
+                tx.execute(f"UPDATE deliveries SET lease_until = ?, worker = ?, updated_at = ? "
+                           f"WHERE id IN ({marks})", (tx.ts(now + self.lease), self.worker, tx.ts(now), *ids))
                 rows = tx.execute(f"SELECT {_COLS} FROM deliveries WHERE id IN ({marks}) "
                                   "ORDER BY id", ids).fetchall()
                 claimed.extend(delivery_from_row(r) for r in rows)
         return claimed
+
+    def begin(self, ids: Sequence[int], now: datetime) -> set[int]:
+        """Mark claimed attempts ``sending`` (attempts + 1, lease from ``now``), in one
+        transaction, right before their messages go to the provider; see ``begin_in``."""
+        with self.store.tx() as tx:
+            return self.begin_in(tx, ids, now)
+
+    def begin_in(self, tx: Tx, ids: Sequence[int], now: datetime) -> set[int]:
+        """``begin`` inside ``tx``. Returns the ids granted: those still ``queued`` and leased
+        to this worker; any other was taken over (or expired, or resolved) and must not be sent."""
+        granted: set[int] = set()
+        # by id: SQLite would otherwise walk the status index over every queued delivery
+        status = "+status" if tx.dialect == "sqlite" else "status"
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start:start + 500])
+            marks = tx.placeholders(len(chunk))
+            cur = tx.execute(f"UPDATE deliveries SET status = 'sending', attempts = attempts + 1, "
+                             f"lease_until = ?, updated_at = ? WHERE id IN ({marks}) AND {status} = 'queued' "
+                             "AND worker = ?", (tx.ts(now + self.lease), tx.ts(now), *chunk, self.worker))
+            if cur.rowcount == len(set(chunk)):  # the usual case: every one still ours
+                granted.update(chunk)
+                continue
+            granted.update(r[0] for r in tx.execute(
+                f"SELECT id FROM deliveries WHERE id IN ({marks}) AND {status} = 'sending' AND worker = ?",
+                (*chunk, self.worker)).fetchall())
+        return granted
 
     def candidates(self, ids: Iterable[int]) -> dict[int, Candidate]:
         ids = list(dict.fromkeys(ids))
@@ -205,44 +238,51 @@ class Outbox:
 
     def record(self, outcomes: Sequence[tuple[Delivery, SendResult]], now: datetime,
                retry: Retry, jitter: Iterable[float]) -> dict[str, int]:
-        """Record provider outcomes: sent, retry later, or dead (then the fallback)."""
+        """Record provider outcomes: sent, retry later, or dead (then the fallback).
+        ``Delivery.attempts`` is the number of attempts made, this one included (stored)."""
+        with self.store.tx() as tx:
+            return self.record_in(tx, outcomes, now, retry, jitter)
+
+    def record_in(self, tx: Tx, outcomes: Sequence[tuple[Delivery, SendResult]], now: datetime,
+                  retry: Retry, jitter: Iterable[float]) -> dict[str, int]:
+        """``record`` inside ``tx``."""
         counts = {"sent": 0, "retry": 0, "dead": 0, "fallback": 0}
         noise = iter(jitter)
-        with self.store.tx() as tx:
-            stamp = tx.ts(now)
-            sent: list[tuple[Any, ...]] = []
-            retried: list[tuple[Any, ...]] = []
-            for d, r in outcomes:
-                if r.status in ("sent", "delivered", "duplicate"):
-                    status = "delivered" if r.status == "delivered" else "sent"
-                    sent.append((status, r.provider_id, stamp, stamp, d.id))
-                elif r.retryable and d.attempts < retry.max_attempts:
-                    wait = retry.delay(d.attempts, next(noise, 0.5), r.retry_after)
-                    retried.append((tx.ts(now + timedelta(seconds=wait)), r.error, stamp, d.id))
-                else:
-                    reason = r.error or "failed"
-                    if r.retryable:
-                        reason = f"gave up after {d.attempts} attempts: {reason}"
-                    counts["fallback" if self._dead(tx, d, reason, now) else "dead"] += 1
-            if sent:
-                tx.executemany("UPDATE deliveries SET status = ?, provider_id = ?, sent_at = ?, "
-                               "lease_until = NULL, last_error = NULL, updated_at = ? WHERE id = ?", sent)
-                done = sorted({d.candidate_id for d, r in outcomes
-                               if r.status in ("sent", "delivered", "duplicate")})
-                tx.executemany("UPDATE candidates SET status = 'sent', updated_at = ? "
-                               "WHERE id = ? AND status <> 'sent'", [(stamp, i) for i in done])
-            if retried:
-                tx.executemany("UPDATE deliveries SET status = 'queued', next_attempt_at = ?, "
-                               "last_error = ?, lease_until = NULL, updated_at = ? WHERE id = ?", retried)
-            counts["sent"], counts["retry"] = len(sent), len(retried)
+        stamp = tx.ts(now)
+        sent: list[tuple[Any, ...]] = []
+        retried: list[tuple[Any, ...]] = []
+        for d, r in outcomes:
+            if r.status in ("sent", "delivered", "duplicate"):
+                status = "delivered" if r.status == "delivered" else "sent"
+                sent.append((status, r.provider_id, d.attempts, stamp, stamp, d.id))
+            elif r.retryable and d.attempts < retry.max_attempts:
+                wait = retry.delay(d.attempts, next(noise, 0.5), r.retry_after)
+                retried.append((tx.ts(now + timedelta(seconds=wait)), r.error, d.attempts, stamp, d.id))
+            else:
+                reason = r.error or "failed"
+                if r.retryable:
+                    reason = f"gave up after {d.attempts} attempts: {reason}"
+                counts["fallback" if self._dead(tx, d, reason, now) else "dead"] += 1
+        if sent:
+            tx.executemany("UPDATE deliveries SET status = ?, provider_id = ?, attempts = ?, sent_at = ?, "
+                           "lease_until = NULL, last_error = NULL, updated_at = ? WHERE id = ?", sent)
+            done = sorted({d.candidate_id for d, r in outcomes
+                           if r.status in ("sent", "delivered", "duplicate")})
+            tx.executemany("UPDATE candidates SET status = 'sent', updated_at = ? "
+                           "WHERE id = ? AND status <> 'sent'", [(stamp, i) for i in done])
+        if retried:
+            tx.executemany("UPDATE deliveries SET status = 'queued', next_attempt_at = ?, "
+                           "last_error = ?, attempts = ?, lease_until = NULL, updated_at = ? WHERE id = ?",
+                           retried)
+        counts["sent"], counts["retry"] = len(sent), len(retried)
         return counts
 
     def _dead(self, tx: Tx, d: Delivery, reason: str, now: datetime) -> bool:
         """Dead-letter ``d``; plan its fallback channel if it has one. True if it had."""
         row = tx.execute("SELECT remaining FROM deliveries WHERE id = ?", (d.id,)).fetchone()
         remaining = json.loads(row[0]) if row and row[0] else []
-        tx.execute("UPDATE deliveries SET status = 'dead', last_error = ?, lease_until = NULL, "
-                   "updated_at = ? WHERE id = ?", (reason, tx.ts(now), d.id))
+        tx.execute("UPDATE deliveries SET status = 'dead', last_error = ?, attempts = ?, lease_until = NULL, "
+                   "updated_at = ? WHERE id = ?", (reason, d.attempts, tx.ts(now), d.id))
         if remaining:
             c = candidate_from_row(tx.execute(f"{SELECT_CANDIDATE} WHERE id = ?",
                                               (d.candidate_id,)).fetchone())
@@ -259,7 +299,9 @@ class Outbox:
         """Move queued attempts on ``channel`` that have a fallback to it (breaker open)."""
         with self.store.tx() as tx:
             rows = tx.execute(f"SELECT {_COLS} FROM deliveries WHERE status = 'queued' "
-                              "AND channel = ? AND remaining <> '[]'", (channel,)).fetchall()
+                              "AND channel = ? AND remaining <> '[]' "
+                              "AND (lease_until IS NULL OR lease_until < ? OR worker = ?)",
+                              (channel, tx.ts(now), self.worker)).fetchall()
             for row in rows:
                 self._dead(tx, delivery_from_row(row), reason, now)
         return len(rows)
@@ -277,25 +319,31 @@ class Outbox:
                    "VALUES (?, ?, ?, ?, ?)", (d.tenant_id, d.id, status, detail, tx.ts(now)))
 
     # -- crash recovery ----------------------------------------------------
-    def recover(self, now: datetime, resend: set[str]) -> Recovery:
+    def recover(self, now: datetime, resend: set[str],
+                deduplicated: set[str] | frozenset[str] = frozenset()) -> Recovery:
         """Resolve attempts left ``sending`` by a worker whose lease ran out:
-        channels in ``resend`` (the provider deduplicates, or resending was asked
-        for) go back to the queue, the others become ``ambiguous``. Both are logged."""
+        channels in ``resend`` (resending was asked for, or the provider deduplicates:
+        ``deduplicated``) go back to the queue, the others become ``ambiguous``. Each
+        gets ``ambiguous_at`` and ``ambiguity`` (``resent``, ``deduplicated``, ``held``),
+        which stay whatever happens next, and an ``ambiguous`` event."""
         requeued: list[Delivery] = []
         ambiguous: list[Delivery] = []
         with self.store.tx() as tx:
+            stamp = tx.ts(now)
             rows = tx.execute(f"SELECT {_COLS} FROM deliveries WHERE status = 'sending' "
-                              "AND lease_until < ?", (tx.ts(now),)).fetchall()
+                              "AND lease_until < ?", (stamp,)).fetchall()
             for d in map(delivery_from_row, rows):
                 if d.channel in resend:
+                    how = "deduplicated" if d.channel in deduplicated else "resent"
                     tx.execute("UPDATE deliveries SET status = 'queued', lease_until = NULL, "
-                               "updated_at = ? WHERE id = ?", (tx.ts(now), d.id))
+                               "ambiguous_at = ?, ambiguity = ?, updated_at = ? WHERE id = ?",
+                               (stamp, how, stamp, d.id))
                     self._event(tx, d, "ambiguous", "in flight at a crash; resent", now)
                     requeued.append(d)
                 else:
                     tx.execute("UPDATE deliveries SET status = 'ambiguous', lease_until = NULL, "
-                               "last_error = 'in flight at a crash; not resent', updated_at = ? "
-                               "WHERE id = ?", (tx.ts(now), d.id))
+                               "last_error = 'in flight at a crash; not resent', ambiguous_at = ?, "
+                               "ambiguity = 'held', updated_at = ? WHERE id = ?", (stamp, stamp, d.id))
                     self._event(tx, d, "ambiguous", "in flight at a crash; not resent", now)
                     ambiguous.append(d)
         return Recovery(requeued, ambiguous)
@@ -323,7 +371,10 @@ class Outbox:
         return d
 
     def deliveries(self, tenant_id: str, candidate_id: int | None = None,
-                   status: str | None = None, limit: int = 1000) -> list[Delivery]:
+                   status: str | None = None, limit: int = 1000,
+                   ambiguous: bool = False) -> list[Delivery]:
+        """Newest first; ``ambiguous``: only those a crash left in flight (``ambiguous_at``
+        set), whatever their status now: held, resent (possible duplicates) or resolved."""
         where, params = ["tenant_id = ?"], [tenant_id]
         if candidate_id is not None:
             where.append("candidate_id = ?")
@@ -331,6 +382,8 @@ class Outbox:
         if status is not None:
             where.append("status = ?")
             params.append(status)
+        if ambiguous:
+            where.append("ambiguous_at IS NOT NULL")
         with self.store.tx() as tx:
             rows = tx.execute(f"SELECT {_COLS} FROM deliveries WHERE {' AND '.join(where)} "
                               "ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()

@@ -13,6 +13,14 @@ CANDIDATE_DISPATCH_COLUMNS = {
     "updated_at": "ts",
 }
 
+#: Columns crash recovery adds to ``deliveries``: when an attempt was found in flight at a
+#: crash (kept whatever happens next) and what became of it: ``held``, ``resent``,
+#: ``deduplicated`` (resent to a provider that drops a repeated key), ``marked_sent``, ``dropped``.
+DELIVERY_CRASH_COLUMNS = {
+    "ambiguous_at": "ts",
+    "ambiguity": "text",
+}
+
 
 def delivery_ddl(dialect: str) -> list[str]:
     t = TYPES[dialect]
@@ -28,6 +36,7 @@ def delivery_ddl(dialect: str) -> list[str]:
   worker {text}, last_error {text}, policy {text}, provider_id {text},
   shadow {b} NOT NULL DEFAULT {false}, category {text} NOT NULL,
   created_at {ts} NOT NULL, updated_at {ts} NOT NULL, sent_at {ts},
+  ambiguous_at {ts}, ambiguity {text},
   UNIQUE (tenant_id, idempotency_key)
 )""",
         "CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, next_attempt_at)",
@@ -79,8 +88,17 @@ def delivery_ddl(dialect: str) -> list[str]:
     ]
 
 
-def add_missing_columns(dialect: str, existing: set[str]) -> list[str]:
-    """ALTER statements for candidate columns an older database lacks."""
+#: table -> the columns a database created by an older version may lack
+ADDED_COLUMNS = {"candidates": CANDIDATE_DISPATCH_COLUMNS, "deliveries": DELIVERY_CRASH_COLUMNS}
+
+
+def add_missing_columns(dialect: str, existing: set[str], table: str = "candidates") -> list[str]:
+    """ALTER statements for the columns of ``table`` an older database lacks; for
+    ``deliveries`` also the index on them (created once the columns exist)."""
     t = TYPES[dialect]
-    return [f"ALTER TABLE candidates ADD COLUMN {name} {t[kind]}"
-            for name, kind in CANDIDATE_DISPATCH_COLUMNS.items() if name not in existing]
+    added = [f"ALTER TABLE {table} ADD COLUMN {name} {t[kind]}"
+             for name, kind in ADDED_COLUMNS[table].items() if name not in existing]
+    if table == "deliveries":  # partial: only the few deliveries a crash touched
+        added.append("CREATE INDEX IF NOT EXISTS deliveries_ambiguous ON deliveries (ambiguous_at) "
+                     "WHERE ambiguous_at IS NOT NULL")
+    return added

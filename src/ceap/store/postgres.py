@@ -21,7 +21,7 @@ import pyarrow.csv as pacsv
 
 from ceap.model import Candidate, CandidateQuery, InboxItem, RunRecord, WriteResult, utcnow
 from ceap.store.base import Store, StoreConfig
-from ceap.store.delivery_schema import add_missing_columns, delivery_ddl
+from ceap.store.delivery_schema import ADDED_COLUMNS, add_missing_columns, delivery_ddl
 from ceap.store.experiment_schema import add_experiment_columns, experiment_ddl
 from ceap.store.outcome_schema import outcome_ddl
 from ceap.store.schedule_schema import schedule_ddl
@@ -70,12 +70,13 @@ class PostgresStore(Store[PostgresStoreConfig]):
             for statement in [*ddl("postgres"), *delivery_ddl("postgres"), *experiment_ddl("postgres"),
                               *outcome_ddl("postgres"), *schedule_ddl("postgres")]:
                 self._conn.execute(statement)  # type: ignore[arg-type]
-            have = {r[0] for r in self._conn.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = 'candidates' "
-                "AND table_schema = current_schema()").fetchall()}
-            for statement in [*add_missing_columns("postgres", have),
-                              *add_experiment_columns("postgres", have)]:
-                self._conn.execute(statement)  # type: ignore[arg-type]
+            for table in ADDED_COLUMNS:
+                have = {r[0] for r in self._conn.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = %s "
+                    "AND table_schema = current_schema()", (table,)).fetchall()}
+                extra = add_experiment_columns("postgres", have) if table == "candidates" else []
+                for statement in [*add_missing_columns("postgres", have, table), *extra]:
+                    self._conn.execute(statement)  # type: ignore[arg-type]
 
     def write_run(
         self, run: RunRecord, candidates: pa.Table, quarantine: pa.Table | None = None

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from ceap.model import Candidate, CandidateQuery, InboxItem, RunRecord, WriteResult
 from ceap.store.base import Store, StoreConfig
-from ceap.store.delivery_schema import add_missing_columns, delivery_ddl
+from ceap.store.delivery_schema import ADDED_COLUMNS, add_missing_columns, delivery_ddl
 from ceap.store.experiment_schema import add_experiment_columns, experiment_ddl
 from ceap.store.outcome_schema import outcome_ddl
 from ceap.store.schedule_schema import schedule_ddl
@@ -115,10 +115,11 @@ class SqliteStore(Store[SqliteStoreConfig]):
             for statement in [*ddl("sqlite"), *delivery_ddl("sqlite"), *experiment_ddl("sqlite"),
                               *outcome_ddl("sqlite"), *schedule_ddl("sqlite")]:
                 self._conn.execute(statement)
-            have = {row[1] for row in self._conn.execute("PRAGMA table_info(candidates)")}
-            for statement in [*add_missing_columns("sqlite", have),
-                              *add_experiment_columns("sqlite", have)]:
-                self._conn.execute(statement)
+            for table in ADDED_COLUMNS:
+                have = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
+                extra = add_experiment_columns("sqlite", have) if table == "candidates" else []
+                for statement in [*add_missing_columns("sqlite", have, table), *extra]:
+                    self._conn.execute(statement)
 
     # -- writes ---------------------------------------------------------
     def write_run(

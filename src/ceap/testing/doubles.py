@@ -157,6 +157,7 @@ class CapturingChannel(Channel[CaptureConfig]):
 
     config_model: ClassVar[type[ChannelConfig]] = CaptureConfig
     provider_dedup: ClassVar[bool] = True  # the outbox is unique by (tenant, key)
+    in_flight: ClassVar[int] = 1000  # in memory; a resend after a crash is a duplicate
     _outboxes: ClassVar[dict[str, Outbox]] = {}
     _outboxes_lock: ClassVar[threading.Lock] = threading.Lock()
 

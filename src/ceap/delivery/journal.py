@@ -1,0 +1,186 @@
+"""The attempt journal: each provider call is begun and ended durably, in
+transactions shared by every sending lane (group commit).
+
+A lane (a thread of a journaled channel such as ``ExternalChannel``) hands
+the journal each result as soon as the provider answered (``end``: queued,
+the lane goes on) and asks it to ``begin`` its next message (it waits). One
+committer thread takes whatever all lanes queued since its last commit, in
+order, and writes it in one transaction: the results (as ``Outbox.record``:
+sent, retry, dead, fallback), then the begins (the deliveries become
+``sending`` with attempts + 1, if still leased to this worker). Then it wakes
+the lanes that wait. A lane hands a message to the provider only once its
+begin is committed, and that commit holds the lane's previous result too (or
+a commit before it did), so a worker killed at any moment leaves at most one
+``sending`` attempt per lane, and the throughput costs one commit per round
+of lanes, not per message.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from types import TracebackType
+
+from ceap.channels.base import Message, SendResult
+from ceap.delivery.model import Delivery
+from ceap.delivery.outbox import Outbox, Retry
+
+
+@dataclass(eq=False)
+class _Ask:
+    """What one lane asked for: begin ``start``, or record ``done``."""
+
+    start: Delivery | None
+    done: tuple[Delivery, SendResult] | None
+    granted: bool = False
+    finished: bool = False
+    error: Exception | None = None
+
+
+class AttemptJournal:
+    """The ``SendJournal`` the dispatcher hands a journaled channel for one batch.
+
+    Use it as a context manager (the committer thread runs inside; leaving it
+    commits what is still queued). Afterwards, ``state(delivery)`` says what
+    became of each delivery: ``recorded`` (its result is in the store),
+    ``refused`` (another worker took it over: leave it alone), ``open`` (begun,
+    result not recorded) or ``unstarted``; ``error`` holds the first failed
+    commit, if any.
+    """
+
+    def __init__(self, outbox: Outbox, deliveries: Iterable[Delivery], clock: Callable[[], datetime],
+                 retry: Retry, jitter: Callable[[], float]):
+        self.outbox, self.clock, self.retry, self.jitter = outbox, clock, retry, jitter
+        self._by_key = {(d.tenant_id, d.idempotency_key): d for d in deliveries}
+        lock = threading.Lock()
+        self._work, self._done = threading.Condition(lock), threading.Condition(lock)
+        self._asks: list[_Ask] = []
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        #: delivery id -> the delivery with this attempt counted (begun, granted)
+        self.begun: dict[int, Delivery] = {}
+        self.recorded: set[int] = set()
+        self.refused: set[int] = set()
+        self.counts = {"sent": 0, "retry": 0, "dead": 0, "fallback": 0}
+        #: transactions committed, and the most attempts begun and not yet ended at once
+        self.commits = 0
+        self.peak_in_flight = 0
+        self.error: Exception | None = None
+
+    # -- the lanes' side (SendJournal) ---------------------------------------------
+    def begin(self, message: Message) -> bool:
+        ask = _Ask(self._delivery(message), None)
+        self._submit(ask, wait=True)
+        return ask.granted
+
+    def begin_soon(self, message: Message) -> Callable[[], bool]:
+        ask = _Ask(self._delivery(message), None)
+        self._submit(ask, wait=False)
+
+        def granted() -> bool:
+            with self._done:
+                while not ask.finished:
+                    self._done.wait()
+            if ask.error is not None:
+                raise ask.error
+            return ask.granted
+
+        return granted
+
+    def end(self, message: Message, result: SendResult) -> None:
+        self._submit(_Ask(None, self._attempted(message, result)), wait=False)
+
+    def _delivery(self, message: Message) -> Delivery:
+        try:
+            return self._by_key[(message.tenant_id, message.idempotency_key)]
+        except KeyError:
+            raise ValueError(f"the journal has no delivery with key {message.idempotency_key!r}") from None
+
+    def _attempted(self, message: Message, result: SendResult) -> tuple[Delivery, SendResult]:
+        """The delivery with this attempt counted: begun, or tried without a begin (the call
+        failed before the provider could accept the message, so it was never ``sending``)."""
+        d = self._delivery(message)
+        return self.begun.get(d.id) or replace(d, attempts=d.attempts + 1), result
+
+    def _submit(self, ask: _Ask, wait: bool) -> None:
+        with self._work:
+            if self._thread is None or self._closing:
+                raise RuntimeError("the attempt journal is not open")
+            if ask.start is not None and self.error is not None:  # a result may be lost: no more
+                raise self.error
+            self._asks.append(ask)
+            self._work.notify()
+            while wait and not ask.finished:
+                self._done.wait()
+        if ask.error is not None:
+            raise ask.error
+
+    # -- the committer ---------------------------------------------------------------
+    def __enter__(self) -> AttemptJournal:
+        self._thread = threading.Thread(target=self._loop, name="ceap-journal", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        with self._work:
+            self._closing = True
+            self._work.notify()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            with self._work:
+                while not self._asks and not self._closing:
+                    self._work.wait()
+                if not self._asks:
+                    return
+                asks, self._asks = self._asks, []
+            error: Exception | None = None
+            try:
+                self._commit(asks)
+            except Exception as exc:  # waiting lanes raise it; what was not committed stays open
+                error = exc
+                self.error = self.error or exc
+            with self._done:
+                for ask in asks:
+                    ask.error, ask.finished = error, True
+                self._done.notify_all()
+
+    def _commit(self, asks: list[_Ask]) -> None:
+        now = self.clock()
+        done = [a.done for a in asks if a.done is not None]
+        starts = [a.start.id for a in asks if a.start is not None]
+        with self.outbox.store.tx() as tx:
+            counts = (self.outbox.record_in(tx, done, now, self.retry, (self.jitter() for _ in done))
+                      if done else {})
+            granted = self.outbox.begin_in(tx, starts, now) if starts else set()
+        self.commits += 1
+        for name, n in counts.items():
+            self.counts[name] += n
+        self.recorded.update(d.id for d, _ in done)
+        for ask in asks:
+            if ask.start is None:
+                continue
+            if ask.start.id in granted:
+                ask.granted = True
+                self.begun[ask.start.id] = replace(ask.start, attempts=ask.start.attempts + 1)
+            else:
+                self.refused.add(ask.start.id)
+        self.peak_in_flight = max(self.peak_in_flight, len(self.begun) - len(self.recorded))
+
+    def waiting(self) -> int:
+        """Asks queued for the next commit (the lanes waiting behind the current one)."""
+        with self._work:
+            return len(self._asks)
+
+    # -- afterwards ------------------------------------------------------------------
+    def state(self, d: Delivery) -> str:
+        if d.id in self.recorded:
+            return "recorded"
+        if d.id in self.refused:
+            return "refused"
+        return "open" if d.id in self.begun else "unstarted"
