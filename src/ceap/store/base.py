@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import pyarrow as pa
 
@@ -52,6 +52,11 @@ class Store(Plugin[T]):
         raise NotImplementedError
 
     def candidates(self, query: CandidateQuery) -> list[Candidate]:
+        raise NotImplementedError
+
+    def last_cursor(self, tenant_id: str, program: str) -> dict[str, Any] | None:
+        """The high-water mark of the program's last succeeded run with one (its funnel's
+        ``cursor``), or None: an incremental source reads only the rows past it."""
         raise NotImplementedError
 
     def runs(self, tenant_id: str, program: str | None = None, limit: int = 20) -> list[RunRecord]:
