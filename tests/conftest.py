@@ -107,3 +107,9 @@ def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
     return moto_endpoint
+
+
+@pytest.fixture
+def dynamodb_url(aws: str) -> str:
+    """A fresh DynamoDB table (created by the store's migrate) on moto's server."""
+    return f"dynamodb://ceap-{uuid.uuid4().hex[:12]}?region=us-east-1"

@@ -184,7 +184,8 @@ SCORER_SAMPLES: dict[str, dict[str, dict[str, Any]]] = {
                          "allow_pickle": True}},
     "item_affinity": {"npz": {"type": "item_affinity", "model": "affinity.npz"}},
 }
-STORE_URLS = {"sqlite": "sqlite_url", "postgres": "pg_url"}  # fixtures giving a fresh database
+#: fixtures giving a fresh database (dynamodb: a fresh table next to a fresh SQLite file)
+STORE_URLS = {"sqlite": "sqlite_url", "postgres": "pg_url", "dynamodb": "dynamodb_url"}
 #: provider channels run the suite in their own test files, against a local server speaking
 #: the provider's API: channel name -> (test module, test function that calls check_channel)
 CHANNELS_TESTED_WITH_A_PROVIDER = {
@@ -270,6 +271,12 @@ def test_scorer_conformance(name: str, variant: str, models: Path) -> None:
 @pytest.mark.parametrize("name", builtins("store"))
 def test_store_conformance(name: str, request: pytest.FixtureRequest) -> None:
     url = request.getfixturevalue(STORE_URLS[name])
+    if name == "dynamodb":  # it holds candidates only: the suite runs on the mixed store
+        from ceap.store.split import SplitStore
+
+        check_store(SplitStore, {"type": "split", "url": request.getfixturevalue("sqlite_url"),
+                                 "candidates": url})
+        return
     check_store(default_registry().get("store", name), {"type": name, "url": url})
 
 

@@ -95,9 +95,19 @@ class Store(Plugin[T]):
         raise NotImplementedError
 
 
-def open_store(url: str, migrate: bool = True, context: PluginContext | None = None) -> Store:
+def open_store(url: str, migrate: bool = True, context: PluginContext | None = None,
+               candidates: str | None = None) -> Store:
     """Open the store whose plugin claims ``url``'s scheme (relative SQLite paths
-    start at ``context.base_dir``)."""
+    start at ``context.base_dir``). ``candidates`` (a ``dynamodb://`` URL) puts the
+    candidates and their serving there too (see ``ceap.store.split``)."""
+    if candidates:
+        from ceap.store.split import SplitStore
+
+        split: Store = SplitStore.from_dict({"type": "split", "url": url,
+                                             "candidates": candidates}, context)
+        if migrate:
+            split.migrate()
+        return split
     from ceap.registry import default_registry
 
     scheme = url.split(":", 1)[0].split("+", 1)[0]
