@@ -67,14 +67,29 @@ def _attach_explanations(top: pa.Table, scorer: Scorer[Any] | None, reasons: int
     return top
 
 
-def order_sql(spec: ProgramSpec) -> tuple[str, str]:
+def tie_columns(schema: pa.Schema, spec: ProgramSpec) -> list[str]:
+    """The columns that break ties between a customer's rows of equal score, after the
+    subject: every other plain column the rows carry, by name, ascending, nulls last.
+    Rows equal on all of them make equal candidates, so the choice is total and the
+    same in every engine (DuckDB and Spark order these types alike)."""
+    src = spec.source
+    skip = {SCORE, src.customer_id, src.subject_id}
+    plain = (pa.types.is_string, pa.types.is_large_string, pa.types.is_integer,
+             pa.types.is_floating, pa.types.is_boolean, pa.types.is_date, pa.types.is_timestamp)
+    return sorted(f.name for f in schema if f.name not in skip and not f.name.startswith("__ceap")
+                  and any(test(f.type) for test in plain))
+
+
+def order_sql(spec: ProgramSpec, schema: pa.Schema) -> tuple[str, str]:
     """The window partition of one-per-customer and the order that ranks rows (best first,
-    ties by subject with nulls last); the top-k order adds the customer id."""
+    ties by subject, then by ``tie_columns``, nulls last); the top-k order adds the
+    customer id."""
     src = spec.source
     cust = quote(src.customer_id)
     subj = quote(src.subject_id) if src.subject_id else "CAST(NULL AS VARCHAR)"
     partition = cust if spec.selection.one_per_customer else f"{cust}, {subj}"
-    return partition, f"{SCORE} DESC, {subj} NULLS LAST"
+    ties = "".join(f", {quote(c)} NULLS LAST" for c in tie_columns(schema, spec))
+    return partition, f"{SCORE} DESC, {subj} NULLS LAST{ties}"
 
 
 def best_rows(con: duckdb.DuckDBPyConnection, scored: pa.Table | str,
@@ -87,7 +102,9 @@ def best_rows(con: duckdb.DuckDBPyConnection, scored: pa.Table | str,
     src, sel = spec.source, spec.selection
     cust = quote(src.customer_id)
     subj = quote(src.subject_id) if src.subject_id else "CAST(NULL AS VARCHAR)"
-    partition, rank = order_sql(spec)
+    schema = (scored.schema if isinstance(scored, pa.Table)
+              else con.sql(f"SELECT * FROM {quote(scored)} LIMIT 0").to_arrow_table().schema)
+    partition, rank = order_sql(spec, schema)
     limit = f"LIMIT {int(sel.top_k)}" if sel.top_k else ""
     top_order = f"ORDER BY {SCORE} DESC, {cust}, {subj} NULLS LAST {limit}"
     best_sql = f"QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY {rank}) = 1"
@@ -160,8 +177,10 @@ def candidate_rows(con: duckdb.DuckDBPyConnection, top: pa.Table, best: int, spe
     top = _attach_explanations(top, scorer, sel.reasons, action.items)
     if action.items:
         payload = f"json_merge_patch({payload}, json_object('items', json({ITEMS})))"
-    holdout = (HOLDOUT if HOLDOUT in top.column_names
-               else holdout_sql(cust))
+    holdout = holdout_sql(cust)
+    if HOLDOUT in top.column_names:  # computed where the selection ran
+        holdout = HOLDOUT
+        del params["holdout"]
     con.register(BATCH, top)
     try:
         table = con.sql(f"""
