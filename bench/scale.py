@@ -61,7 +61,8 @@ def child(args: argparse.Namespace) -> int:
         engine=args.engine, local=LocalSettings(memory_limit=args.memory_limit),
         spark={"master": "local[2]", "conf": {"spark.ui.enabled": "false",
                                               "spark.driver.memory": "3g",
-                                              "spark.sql.shuffle.partitions": "8"}})
+                                              "spark.sql.shuffle.partitions": "8",
+                                              "spark.sql.files.maxPartitionBytes": "32m"}})
     started, cpu = time.perf_counter(), time.process_time()
     result = run_program(spec, store, PluginContext(), now=NOW, engine=engine)
     seconds, cpu_s = time.perf_counter() - started, time.process_time() - cpu

@@ -55,7 +55,7 @@ def spark_session(settings: dict[str, Any]) -> Any:
     builder = SparkSession.builder.appName("ceap")
     if settings.get("remote"):
         builder = builder.remote(settings["remote"])
-    elif settings.get("master") or "spark.master" not in os.environ.get("PYSPARK_SUBMIT_ARGS", ""):
+    elif "PYSPARK_GATEWAY_PORT" not in os.environ:  # under spark-submit its --master stands
         builder = builder.master(settings.get("master") or "local[*]")
     for key, value in {"spark.sql.session.timeZone": "UTC",
                        "spark.sql.execution.arrow.pyspark.enabled": "true",
