@@ -5,6 +5,7 @@ broken source behave as in the local engine. One SparkSession for the whole modu
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,13 +15,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from typer.testing import CliRunner
 
+from ceap.cli import app
 from ceap.errors import SourceError
 from ceap.plugin import PluginContext
 from ceap.runtime import run_program
 from ceap.runtime.batch import EngineSettings
 from ceap.spec import parse_program
 from ceap.store import open_store
+from tests.helpers import ORDERS, ORDERS_HEADER, base_program, write_csv, write_program
 
 NOW = datetime(2026, 5, 1, 8, tzinfo=UTC)
 SPARK = EngineSettings(engine="spark", spark={"master": "local[2]", "partitions": 4})
@@ -98,9 +102,7 @@ def test_spark_and_local_give_identical_candidates_and_funnels(spark: Any, tmp_p
     assert candidates_of(spark_store).equals(candidates_of(local_store))
     assert (sorted(spark_store.quarantined("default", on_spark.run.run_id), key=str)
             == sorted(local_store.quarantined("default", local.run.run_id), key=str))
-    # a re-run on Spark writes nothing new
-    again = run_program(spec, spark_store, ctx, now=NOW, engine=SPARK)
-    assert again.funnel.written == 0 and again.funnel.already_present == on_spark.funnel.selected
+    # (a re-run writing nothing new: see the CLI test below)
 
 
 def test_a_broken_source_fails_the_spark_run_naming_it(spark: Any, tmp_path: Path) -> None:
@@ -112,3 +114,39 @@ def test_a_broken_source_fails_the_spark_run_naming_it(spark: Any, tmp_path: Pat
     assert [r.status for r in store.runs("default")] == ["failed"]
     with store.tx() as tx:
         assert tx.execute("SELECT count(*) FROM candidates").fetchone()[0] == 0
+
+
+def cli_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: str) -> CliRunner:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CEAP_STORE", raising=False)
+    write_csv(tmp_path / "orders.csv", ORDERS_HEADER, ORDERS)
+    (tmp_path / "programs").mkdir(exist_ok=True)
+    write_program(tmp_path / "programs" / "big_carts.yaml", base_program())
+    (tmp_path / "ceap.yaml").write_text(
+        f"store: sqlite:///ceap.db\nengine: {engine}\nspark: {{master: 'local[2]'}}\n")
+    return CliRunner()
+
+
+def test_ceap_yaml_engine_spark_runs_a_csv_program_like_local(
+        spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CSV source (read on the driver, handed to Spark as Arrow) through the CLI, with
+    ``engine: spark`` in ceap.yaml; ``--engine local`` overrides it for the comparison."""
+    cli = cli_project(tmp_path, monkeypatch, "spark")
+    on_spark = cli.invoke(app, ["run", "big_carts", "--json"])
+    assert on_spark.exit_code == 0, on_spark.output
+    local = cli.invoke(app, ["--store", "sqlite:///local.db", "run", "big_carts", "--json",
+                             "--engine", "local"])
+    assert local.exit_code == 0, local.output
+    spark_funnel, local_funnel = (json.loads(r.output)[0]["funnel"] for r in (on_spark, local))
+    for key in ("read", "quarantined", "filters", "eligible", "selected", "held_out", "written"):
+        assert spark_funnel[key] == local_funnel[key], key
+    assert spark_funnel["written"] == 2
+    again = cli.invoke(app, ["run", "big_carts", "--json"])
+    assert json.loads(again.output)[0]["funnel"]["written"] == 0
+
+
+def test_an_unknown_engine_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cli = cli_project(tmp_path, monkeypatch, "local")
+    result = cli.invoke(app, ["run", "big_carts", "--engine", "flink"])
+    assert result.exit_code == 2
+    assert "unknown engine 'flink' (known: local, spark)" in result.output

@@ -168,3 +168,25 @@ def test_athena_unreachable_fails_naming_the_source(aws: str, monkeypatch: pytes
                     store, ctx, now=NOW)
     assert "ceap-test-secret-value" not in str(caught.value)
     assert [r.status for r in store.runs("default")] == ["failed"]
+
+
+def test_validate_sources_does_not_print_the_password(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from ceap.cli import app
+    from tests.helpers import write_program
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SF_PASSWORD", "s3cr3t-snowflake-pw")
+    (tmp_path / "ceap.yaml").write_text(
+        "connections:\n  warehouse: snowflake://ceap:${SF_PASSWORD}@acct/DB/S"
+        "?host=127.0.0.1&port=9&protocol=http\n")
+    (tmp_path / "programs").mkdir()
+    write_program(tmp_path / "programs" / "p.yaml", {
+        "name": "p", "source": {"type": "snowflake", "connection": "warehouse", "table": "events"},
+        "action": {"type": "offer", "channels": ["inapp"]}})
+    result = CliRunner().invoke(app, ["validate", "--sources", "programs"])
+    assert result.exit_code != 0
+    assert "source 'events': cannot connect" in result.output
+    assert "s3cr3t" not in result.output

@@ -59,7 +59,7 @@ def _honour_endpoint_env() -> None:
         ceap_endpoint_aware = True
         _metadata_reader_class = EndpointAwareReader
 
-    arrow_cursor.AthenaArrowResultSet = EndpointAwareResultSet
+    arrow_cursor.AthenaArrowResultSet = EndpointAwareResultSet  # type: ignore[misc]
 
 
 class AthenaConfig(WarehouseConfig):

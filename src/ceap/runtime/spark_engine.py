@@ -40,6 +40,8 @@ TAG = "__ceap_tag"
 #: that row's JSON (a partition's funnel, or a quarantined row and its reason)
 INFO = "__ceap_info"
 _COUNTS = ("read", "quarantined", "eligible", "unscored", "below_threshold")
+#: a partition's scored rows, counted in its funnel row
+KEPT = "__ceap_kept"
 
 
 def spark_session(settings: dict[str, Any]) -> Any:
@@ -69,7 +71,8 @@ def _source_frame(spark: Any, plan: Plan, high: HighWater | None) -> Any:
     """The source rows as a Spark DataFrame (past the cursor's mark, if any)."""
     from pyspark.sql import functions as F
 
-    connector, config = plan.connector, plan.spec.source
+    connector: Any = plan.connector
+    config: Any = plan.spec.source
     if config.type == "parquet":
         frame = spark.read.option("mergeSchema", "true").parquet(*connector.files())
         if config.where:
@@ -96,11 +99,13 @@ def _mapper(plan: Plan, now: datetime, out_schema: pa.Schema) -> Any:
     def run_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         local = Plan(spec, context)
         funnel = Funnel(filters={f.id: 0 for f in spec.filters})
+        scored = 0
         try:
             for batch in batches:
                 outcome = local.process(batch, funnel, now)
                 kept = outcome.kept
                 n = kept.num_rows
+                scored += n
                 if n:
                     kept = kept.append_column(TAG, pa.nulls(n, pa.string()))
                     kept = kept.append_column(INFO, pa.nulls(n, pa.string()))
@@ -111,7 +116,7 @@ def _mapper(plan: Plan, now: datetime, out_schema: pa.Schema) -> Any:
                         bad.column("row").to_pylist(), bad.column("reason").to_pylist(),
                         strict=True)]
                     yield _info_rows(out_schema, "bad", infos)
-            yield _info_rows(out_schema, "funnel", [json.dumps(funnel.to_dict())])
+            yield _info_rows(out_schema, "funnel", [json.dumps({**funnel.to_dict(), KEPT: scored})])
         finally:
             local.close()
 
@@ -143,7 +148,7 @@ def select_with_spark(plan: Plan, funnel: Funnel, now: datetime, settings: dict[
     flag), the count of best rows before top-k, and the quarantined rows."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
-    from pyspark.sql.pandas.types import from_arrow_schema
+    from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
     spark = spark_session(settings)
     spec = plan.spec
@@ -156,7 +161,7 @@ def select_with_spark(plan: Plan, funnel: Funnel, now: datetime, settings: dict[
         raise SourceError(f"source {plan.connector.describe()!r}: {text}") from None
     if settings.get("partitions"):
         source = source.repartition(int(settings["partitions"]))
-    in_schema = source.limit(0).toArrow().schema
+    in_schema = to_arrow_schema(source.schema)
     plan.check(in_schema)
     kept_schema = plan.process(in_schema.empty_table(), Funnel(), now).kept.schema
     out_schema = pa.schema([*kept_schema, pa.field(TAG, pa.string()), pa.field(INFO, pa.string())])
@@ -166,10 +171,12 @@ def select_with_spark(plan: Plan, funnel: Funnel, now: datetime, settings: dict[
         bad: list[pa.Table] = []
         infos = mapped.filter(F.col(TAG).isNotNull()).select(TAG, INFO).toArrow()
         rows, reasons = [], []
+        total = 0
         for tag, info in zip(infos.column(TAG).to_pylist(), infos.column(INFO).to_pylist(),
                              strict=True):
             data = json.loads(info)
             if tag == "funnel":
+                total += int(data[KEPT])
                 part = Funnel.from_dict(data)
                 for name in _COUNTS:
                     setattr(funnel, name, getattr(funnel, name) + getattr(part, name))
@@ -192,7 +199,7 @@ def select_with_spark(plan: Plan, funnel: Funnel, now: datetime, settings: dict[
         best = scored.withColumn("__ceap_rank", F.row_number().over(rank)) \
             .filter(F.col("__ceap_rank") == 1).drop("__ceap_rank").persist()
         try:
-            total, best_count = scored.count(), best.count()
+            best_count = best.count()
             top = best.orderBy(F.col(SCORE).desc(), F.col(src.customer_id).asc(), subj.asc_nulls_last())
             if sel.top_k:
                 top = top.limit(int(sel.top_k))

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -38,7 +39,7 @@ class SpilledRows:
         if parent:
             Path(parent).mkdir(parents=True, exist_ok=True)
         self.folder = Path(tempfile.mkdtemp(prefix="ceap-run-", dir=parent))
-        config: dict[str, str | int | bool] = {
+        config: dict[str, Any] = {
             "memory_limit": settings.memory_limit,
             "temp_directory": str(self.folder / "tmp"),
             "preserve_insertion_order": False,

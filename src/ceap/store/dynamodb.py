@@ -200,7 +200,8 @@ class DynamoDbStore(Store[DynamoDbStoreConfig]):
 
     def candidates(self, query: CandidateQuery) -> list[Candidate]:
         now = to_iso(utcnow())
-        conditions, values = ["tenant_id = :tenant"], {":tenant": query.tenant_id}
+        conditions = ["tenant_id = :tenant"]
+        values: dict[str, Any] = {":tenant": query.tenant_id}
         for column in ("program", "status"):
             value = getattr(query, column)
             if value is not None:
