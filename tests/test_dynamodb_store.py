@@ -123,3 +123,12 @@ def test_mixed_configuration_end_to_end(dynamodb_url: str, tmp_path: Path,
         assert removed == 2 and table_items(dynamodb_url) == []
     finally:
         store.close()
+
+
+def test_several_customers_at_once_as_the_batch_api_asks(dynamodb_url: str) -> None:
+    store = open_store(dynamodb_url)
+    store.write_candidates(make_candidates(6, customer_id=lambda i: f"u{i % 3}",
+                                           score=lambda i: i / 10))
+    found = store.candidates(CandidateQuery(customer_ids=("u0", "u2", "nobody"), limit=10))
+    assert [(c.customer_id, c.score) for c in found] == [("u2", 0.5), ("u0", 0.3), ("u2", 0.2),
+                                                         ("u0", 0.0)]

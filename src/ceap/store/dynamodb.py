@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
@@ -229,11 +230,19 @@ class DynamoDbStore(Store[DynamoDbStoreConfig]):
         if customers is None:  # no customer: a scan (the CLI's listing; not the serving path)
             found.extend(self._pages("scan", **extra))
         else:
-            for customer in dict.fromkeys(customers):
+            def one(customer: str) -> list[dict[str, Any]]:
                 key_values = {**values, ":pk": f"{query.tenant_id}#{customer}"}
-                found.extend(self._pages(
+                return list(self._pages(
                     "query", KeyConditionExpression="pk = :pk",
                     **{**extra, "ExpressionAttributeValues": self._encode(key_values)}))
+
+            unique = list(dict.fromkeys(customers))
+            if len(unique) == 1:
+                found.extend(one(unique[0]))
+            else:  # the API's batch form: one Query per customer, several in flight
+                with ThreadPoolExecutor(max_workers=min(8, len(unique))) as pool:
+                    for items in pool.map(one, unique):
+                        found.extend(items)
         found.sort(key=lambda it: (-int(it.get("priority", 0)), -float(it.get("score", 0)),
                                    int(it["id"])))
         return [self._candidate(it) for it in found[:query.limit]]
