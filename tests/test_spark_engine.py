@@ -150,3 +150,23 @@ def test_an_unknown_engine_is_refused(tmp_path: Path, monkeypatch: pytest.Monkey
     result = cli.invoke(app, ["run", "big_carts", "--engine", "flink"])
     assert result.exit_code == 2
     assert "unknown engine 'flink' (known: local, spark)" in result.output
+
+
+def test_a_failure_inside_a_partition_surfaces_as_the_local_engine_reports_it(
+        spark: Any, tmp_path: Path) -> None:
+    """A filter that only fails on the data (a cast of text to a number) fails the run with
+    the same error as the local engine, naming the filter, and writes nothing."""
+    write_csv(tmp_path / "orders.csv", ORDERS_HEADER, ORDERS)
+    spec = parse_program(base_program(filters=[{"id": "numeric_country",
+                                                "expr": "CAST(country AS INTEGER) > 0"}]))
+    ctx = PluginContext(base_dir=tmp_path)
+    store = open_store(f"sqlite:///{tmp_path / 'ceap.db'}")
+    with pytest.raises(SourceError) as local:
+        run_program(spec, store, ctx, now=NOW)
+    with pytest.raises(SourceError) as on_spark:
+        run_program(spec, store, ctx, now=NOW, engine=SPARK)
+    assert str(local.value).startswith("filters[0] (numeric_country): Conversion Error")
+    assert str(on_spark.value) == str(local.value)
+    assert [r.status for r in store.runs("default")] == ["failed", "failed"]
+    with store.tx() as tx:
+        assert tx.execute("SELECT count(*) FROM candidates").fetchone()[0] == 0

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator
 from datetime import datetime
@@ -29,7 +30,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from ceap.errors import PluginError, SourceError
+from ceap import errors
+from ceap.errors import CeapError, PluginError, RunError, SourceError
 from ceap.pipeline.funnel import Funnel
 from ceap.pipeline.plan import SCORE, Plan
 from ceap.pipeline.selection import HOLDOUT, tie_columns
@@ -130,6 +132,24 @@ def _info_rows(schema: pa.Schema, tag: str, infos: list[str]) -> pa.RecordBatch:
         [*columns, pa.array([tag] * n, pa.string()), pa.array(infos, pa.string())], schema=schema)
 
 
+_CEAP_ERROR = re.compile(r"ceap\.errors\.(\w+): (.+)")
+
+
+def worker_error(exc: Exception, source: str) -> CeapError:
+    """The CEAP error a partition raised (a filter, a scorer, bad data), as that error, not as
+    Spark's wrapped Python traceback; any other failure as a RunError with its first line."""
+    text = str(exc)
+    found = _CEAP_ERROR.findall(text)
+    if found:
+        name, message = found[-1]
+        kind = getattr(errors, name, None)
+        if isinstance(kind, type) and issubclass(kind, CeapError):
+            return kind(message.strip())
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    return RunError(f"Spark failed reading source {source!r} or running the program on it: "
+                    f"{first}")
+
+
 def holdout_column(spec: Any, tenant: str) -> Any:
     """The holdout flag in Spark, equal to DuckDB's ``md5_number_upper`` test."""
     from pyspark.sql import functions as F
@@ -146,12 +166,9 @@ def select_with_spark(plan: Plan, funnel: Funnel, now: datetime, settings: dict[
                       high: HighWater | None) -> tuple[pa.Table | None, int, list[pa.Table]]:
     """Run the plan and the selection in Spark; return the top rows (with the holdout
     flag), the count of best rows before top-k, and the quarantined rows."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
     spark = spark_session(settings)
-    spec = plan.spec
     try:
         source = _source_frame(spark, plan, high)
     except SourceError:
@@ -168,46 +185,60 @@ def select_with_spark(plan: Plan, funnel: Funnel, now: datetime, settings: dict[
     mapped = source.mapInArrow(_mapper(plan, now, out_schema), from_arrow_schema(out_schema))
     mapped = mapped.persist()
     try:
-        bad: list[pa.Table] = []
-        infos = mapped.filter(F.col(TAG).isNotNull()).select(TAG, INFO).toArrow()
-        rows, reasons = [], []
-        total = 0
-        for tag, info in zip(infos.column(TAG).to_pylist(), infos.column(INFO).to_pylist(),
-                             strict=True):
-            data = json.loads(info)
-            if tag == "funnel":
-                total += int(data[KEPT])
-                part = Funnel.from_dict(data)
-                for name in _COUNTS:
-                    setattr(funnel, name, getattr(funnel, name) + getattr(part, name))
-                funnel.quarantine_reasons.update(part.quarantine_reasons)
-                for fid, removed in part.filters.items():
-                    funnel.filters[fid] = funnel.filters.get(fid, 0) + removed
-            else:
-                rows.append(data["row"])
-                reasons.append(data["reason"])
-        if rows:
-            bad.append(pa.table({"row": pa.array(rows, pa.string()),
-                                 "reason": pa.array(reasons, pa.string())}))
-        scored = mapped.filter(F.col(TAG).isNull()).drop(TAG, INFO)
-        src, sel = spec.source, spec.selection
-        subj = (F.col(src.subject_id) if src.subject_id else F.lit(None).cast("string"))
-        keys = [src.customer_id] if sel.one_per_customer or not src.subject_id else [
-            src.customer_id, src.subject_id]
-        ties = [F.col(c).asc_nulls_last() for c in tie_columns(kept_schema, spec)]
-        rank = Window.partitionBy(*keys).orderBy(F.col(SCORE).desc(), subj.asc_nulls_last(), *ties)
-        best = scored.withColumn("__ceap_rank", F.row_number().over(rank)) \
-            .filter(F.col("__ceap_rank") == 1).drop("__ceap_rank").persist()
-        try:
-            best_count = best.count()
-            top = best.orderBy(F.col(SCORE).desc(), F.col(src.customer_id).asc(), subj.asc_nulls_last())
-            if sel.top_k:
-                top = top.limit(int(sel.top_k))
-            top = top.withColumn(HOLDOUT, holdout_column(spec, plan.context.tenant))
-            collected = top.toArrow()
-        finally:
-            best.unpersist()
-        funnel.duplicate_customer += total - best_count
-        return collected, best_count, bad
+        return _select(mapped, plan, funnel, kept_schema)
+    except CeapError:
+        raise
+    except Exception as exc:  # Py4J / PySpark errors from the executors or the driver
+        raise worker_error(exc, plan.connector.describe()) from None
     finally:
         mapped.unpersist()
+
+
+def _select(mapped: Any, plan: Plan, funnel: Funnel, kept_schema: pa.Schema
+            ) -> tuple[pa.Table | None, int, list[pa.Table]]:
+    """Gather the partitions' funnels and bad rows; select the best rows in Spark."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    spec = plan.spec
+    bad: list[pa.Table] = []
+    infos = mapped.filter(F.col(TAG).isNotNull()).select(TAG, INFO).toArrow()
+    rows, reasons = [], []
+    total = 0
+    for tag, info in zip(infos.column(TAG).to_pylist(), infos.column(INFO).to_pylist(),
+                         strict=True):
+        data = json.loads(info)
+        if tag == "funnel":
+            total += int(data[KEPT])
+            part = Funnel.from_dict(data)
+            for name in _COUNTS:
+                setattr(funnel, name, getattr(funnel, name) + getattr(part, name))
+            funnel.quarantine_reasons.update(part.quarantine_reasons)
+            for fid, removed in part.filters.items():
+                funnel.filters[fid] = funnel.filters.get(fid, 0) + removed
+        else:
+            rows.append(data["row"])
+            reasons.append(data["reason"])
+    if rows:
+        bad.append(pa.table({"row": pa.array(rows, pa.string()),
+                             "reason": pa.array(reasons, pa.string())}))
+    scored = mapped.filter(F.col(TAG).isNull()).drop(TAG, INFO)
+    src, sel = spec.source, spec.selection
+    subj = (F.col(src.subject_id) if src.subject_id else F.lit(None).cast("string"))
+    keys = [src.customer_id] if sel.one_per_customer or not src.subject_id else [
+        src.customer_id, src.subject_id]
+    ties = [F.col(c).asc_nulls_last() for c in tie_columns(kept_schema, spec)]
+    rank = Window.partitionBy(*keys).orderBy(F.col(SCORE).desc(), subj.asc_nulls_last(), *ties)
+    best = scored.withColumn("__ceap_rank", F.row_number().over(rank)) \
+        .filter(F.col("__ceap_rank") == 1).drop("__ceap_rank").persist()
+    try:
+        best_count = best.count()
+        top = best.orderBy(F.col(SCORE).desc(), F.col(src.customer_id).asc(), subj.asc_nulls_last())
+        if sel.top_k:
+            top = top.limit(int(sel.top_k))
+        top = top.withColumn(HOLDOUT, holdout_column(spec, plan.context.tenant))
+        collected = top.toArrow()
+    finally:
+        best.unpersist()
+    funnel.duplicate_customer += total - best_count
+    return collected, best_count, bad
