@@ -109,6 +109,22 @@ def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return moto_endpoint
 
 
+@pytest.fixture(scope="session")
+def snowflake_url() -> Iterator[str]:
+    """A Snowflake emulator over HTTP (fakesnow's server: Snowflake's REST protocol in front
+    of DuckDB) with database ANALYTICS and schema CRM; the URL a ceap.yaml would hold."""
+    import fakesnow
+    import snowflake.connector
+
+    with fakesnow.server() as kwargs:
+        conn = snowflake.connector.connect(**kwargs)
+        for sql in ("CREATE DATABASE IF NOT EXISTS ANALYTICS", "CREATE SCHEMA IF NOT EXISTS ANALYTICS.CRM"):
+            conn.cursor().execute(sql)
+        conn.close()
+        yield (f"snowflake://{kwargs['user']}:{kwargs['password']}@{kwargs['account']}/ANALYTICS/CRM"
+               f"?host={kwargs['host']}&port={kwargs['port']}&protocol={kwargs['protocol']}")
+
+
 @pytest.fixture
 def dynamodb_url(aws: str) -> str:
     """A fresh DynamoDB table (created by the store's migrate) on moto's server."""

@@ -12,7 +12,6 @@ errors); Athena's SQL and the UNLOAD (Parquet) path are not.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,21 +29,6 @@ from ceap.spec import parse_program
 from ceap.store import open_store
 
 NOW = datetime(2026, 2, 1, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def snowflake_url() -> Iterator[str]:
-    import fakesnow
-
-    with fakesnow.server() as kwargs:
-        import snowflake.connector
-
-        conn = snowflake.connector.connect(**kwargs)
-        for sql in ("CREATE DATABASE IF NOT EXISTS ANALYTICS", "CREATE SCHEMA IF NOT EXISTS ANALYTICS.CRM"):
-            conn.cursor().execute(sql)
-        conn.close()
-        yield (f"snowflake://{kwargs['user']}:{kwargs['password']}@{kwargs['account']}/ANALYTICS/CRM"
-               f"?host={kwargs['host']}&port={kwargs['port']}&protocol={kwargs['protocol']}")
 
 
 def snowflake_sql(url: str, *statements: str) -> None:
@@ -111,15 +95,17 @@ def test_snowflake_errors_name_the_source_and_hide_the_password(snowflake_url: s
 
 
 # -- Athena ------------------------------------------------------------------------
-def queue_athena_result(endpoint: str, columns: list[tuple[str, str]], rows: list[list[str]]) -> None:
-    """What moto's Athena answers to the next query (moto runs no SQL)."""
+def queue_athena_result(endpoint: str, columns: list[tuple[str, str]], rows: list[list[Any]],
+                        times: int = 1) -> None:
+    """What moto's Athena answers to the next ``times`` queries (moto runs no SQL); a None
+    value is a null (an empty unquoted CSV field, as Athena writes it)."""
     header = {"Data": [{"VarCharValue": name} for name, _ in columns]}
-    data = [{"Data": [{"VarCharValue": v} for v in row]} for row in rows]
+    data = [{"Data": [{} if v is None else {"VarCharValue": str(v)} for v in row]} for row in rows]
     info = [{"CatalogName": "hive", "SchemaName": "", "TableName": "", "Name": name, "Label": name,
              "Type": kind, "Precision": 0, "Scale": 0, "Nullable": "UNKNOWN", "CaseSensitive": False}
             for name, kind in columns]
     body = {"account_id": "123456789012", "region": "us-east-1",
-            "results": [{"rows": [header, *data], "column_info": info}]}
+            "results": [{"rows": [header, *data], "column_info": info}] * times}
     httpx.post(f"{endpoint}/moto-api/static/athena/query-results", json=body).raise_for_status()
 
 
