@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -49,22 +50,25 @@ def load() -> str:
 def child(args: argparse.Namespace) -> int:
     from ceap.plugin import PluginContext
     from ceap.runtime import run_program
-    from ceap.runtime.batch import EngineSettings
-    from ceap.runtime.spill import LocalSettings
     from ceap.store import open_store
 
     spec = bp.program(Path(args.parquet), Path(args.model), args.top_k, 0)
     db = Path(args.out).with_suffix(".db")
     db.unlink(missing_ok=True)
     store = open_store(f"sqlite:///{db}")
-    engine = EngineSettings(
-        engine=args.engine, local=LocalSettings(memory_limit=args.memory_limit),
-        spark={"master": "local[2]", "conf": {"spark.ui.enabled": "false",
-                                              "spark.driver.memory": "3g",
-                                              "spark.sql.shuffle.partitions": "8",
-                                              "spark.sql.files.maxPartitionBytes": "32m"}})
+    options: dict[str, Any] = {}
+    if args.engine != "before":  # "before": another CEAP version (--compare-with), no engines
+        from ceap.runtime.batch import EngineSettings
+        from ceap.runtime.spill import LocalSettings
+
+        options["engine"] = EngineSettings(
+            engine=args.engine, local=LocalSettings(memory_limit=args.memory_limit),
+            spark={"master": "local[2]", "conf": {"spark.ui.enabled": "false",
+                                                  "spark.driver.memory": "3g",
+                                                  "spark.sql.shuffle.partitions": "8",
+                                                  "spark.sql.files.maxPartitionBytes": "32m"}})
     started, cpu = time.perf_counter(), time.process_time()
-    result = run_program(spec, store, PluginContext(), now=NOW, engine=engine)
+    result = run_program(spec, store, PluginContext(), now=NOW, **options)
     seconds, cpu_s = time.perf_counter() - started, time.process_time() - cpu
     with store.tx() as tx:
         names = [r[1] for r in tx.execute("PRAGMA table_info(candidates)").fetchall()
@@ -88,12 +92,15 @@ def child(args: argparse.Namespace) -> int:
 
 
 def run_child(engine: str, parquet: Path, model: Path, top_k: int, out: Path,
-              memory_limit: str) -> dict[str, Any]:
+              memory_limit: str, source: Path | None = None) -> dict[str, Any]:
     before = load()
+    env = dict(os.environ)
+    if source is not None:  # another CEAP version's src/ folder first on the path
+        env["PYTHONPATH"] = os.pathsep.join([str(source), env.get("PYTHONPATH", "")])
     command = [sys.executable, __file__, "--child", "--engine", engine, "--parquet", str(parquet),
                "--model", str(model), "--top-k", str(top_k), "--out", str(out),
                "--memory-limit", memory_limit]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         raise SystemExit(f"{engine} run failed:\n{done.stderr[-3000:]}")
     figures = json.loads(done.stdout.strip().splitlines()[-1])
@@ -115,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=Path(__file__).parent / ".data")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--compare-with", type=Path,
+                        help="the src/ folder of another CEAP version (e.g. from `git archive`): "
+                             "also run it at each size, for memory before and after")
     args = parser.parse_args(argv)
     if args.child:
         return child(args)
@@ -136,6 +146,13 @@ def main(argv: list[str] | None = None) -> int:
                         args.memory_limit)
         bp.log(f"  {got}")
         figures["sizes"].append(got)
+        if args.compare_with and rows <= 10_000_000:
+            bp.log(f"the other version ({args.compare_with}) over {rows:,} rows ...")
+            other = run_child("before", parquet, model, args.top_k,
+                              work / f"before_{rows}.parquet", args.memory_limit,
+                              args.compare_with.resolve())
+            bp.log(f"  {other}")
+            figures["sizes"].append(other)
     if args.spark_rows:
         parquet = bp.ensure_data(data_dir, args.spark_rows, args.seed)
         pair = {}
