@@ -1,9 +1,11 @@
-"""Where a batch run keeps its scored rows: a DuckDB database in a scratch folder.
+"""Where a batch run keeps its scored rows: an in-memory DuckDB database that spills.
 
 Rows that pass the filters and the threshold are appended batch by batch; the
 selection (one per customer, top-k) runs as DuckDB queries over them, and DuckDB
-moves data to disk past ``memory_limit``. So a run's memory is bounded by the
-batch size, the limit and the candidates it selects, not by the rows it reads.
+moves data to its temporary folder past ``memory_limit``. So a run's memory is
+bounded by the batch size, the limit and the candidates it selects, not by the
+rows it reads. (An in-memory database that spills costs about half the CPU of a
+database file: no write-ahead log, no checkpoints.)
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class SpilledRows:
         }
         if settings.threads:
             config["threads"] = settings.threads
-        self.con = duckdb.connect(str(self.folder / "run.duckdb"), config=config)
+        self.con = duckdb.connect(":memory:", config=config)
         self.con.execute("SET TimeZone = 'UTC'")
         self.rows = 0
         self.created = False
