@@ -4,8 +4,8 @@ Rows that pass the filters and the threshold are appended batch by batch; the
 selection (one per customer, top-k) runs as DuckDB queries over them, and DuckDB
 moves data to its temporary folder past ``memory_limit``. So a run's memory is
 bounded by the batch size, the limit and the candidates it selects, not by the
-rows it reads. (An in-memory database that spills costs about half the CPU of a
-database file: no write-ahead log, no checkpoints.)
+rows it reads. (An in-memory database keeps no write-ahead log; it spills to
+the same temporary folder a database file would.)
 """
 
 from __future__ import annotations
