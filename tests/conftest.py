@@ -79,3 +79,53 @@ def store(store_url: str) -> Iterator[Any]:
     opened = open_store(store_url)
     yield opened
     opened.close()
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """An AWS API (S3, DynamoDB, Athena...) over HTTP on this machine: moto's server,
+    started on a free port for the test session. Tests use unique bucket/table names."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The environment a user would set for an S3-compatible endpoint (credentials from the
+    environment, as the default chain reads them); returns the endpoint URL."""
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIACEAPTEST")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "ceap-test-secret-value-0123456789")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    return moto_endpoint
+
+
+@pytest.fixture(scope="session")
+def snowflake_url() -> Iterator[str]:
+    """A Snowflake emulator over HTTP (fakesnow's server: Snowflake's REST protocol in front
+    of DuckDB) with database ANALYTICS and schema CRM; the URL a ceap.yaml would hold."""
+    import fakesnow
+    import snowflake.connector
+
+    with fakesnow.server() as kwargs:
+        conn = snowflake.connector.connect(**kwargs)
+        for sql in ("CREATE DATABASE IF NOT EXISTS ANALYTICS", "CREATE SCHEMA IF NOT EXISTS ANALYTICS.CRM"):
+            conn.cursor().execute(sql)
+        conn.close()
+        yield (f"snowflake://{kwargs['user']}:{kwargs['password']}@{kwargs['account']}/ANALYTICS/CRM"
+               f"?host={kwargs['host']}&port={kwargs['port']}&protocol={kwargs['protocol']}")
+
+
+@pytest.fixture
+def dynamodb_url(aws: str) -> str:
+    """A fresh DynamoDB table (created by the store's migrate) on moto's server."""
+    return f"dynamodb://ceap-{uuid.uuid4().hex[:12]}?region=us-east-1"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -163,10 +164,54 @@ def _sql_postgres(root: Path, request: pytest.FixtureRequest) -> tuple[dict[str,
             PluginContext(base_dir=root))
 
 
+def _parquet_s3(root: Path, request: pytest.FixtureRequest) -> tuple[dict[str, Any], PluginContext]:
+    import boto3
+
+    request.getfixturevalue("aws")
+    bucket = f"conf-{uuid.uuid4().hex[:12]}"
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=bucket)
+    _write_files(root)
+    s3.upload_file(str(root / "rows.parquet"), bucket, "rows/part-0.parquet")
+    return {"type": "parquet", "path": f"s3://{bucket}/rows/*.parquet"}, PluginContext(base_dir=root)
+
+
+def _snowflake(root: Path, request: pytest.FixtureRequest) -> tuple[dict[str, Any], PluginContext]:
+    from tests.test_warehouses import snowflake_sql
+
+    url = request.getfixturevalue("snowflake_url")
+    table = f"ROWS_{uuid.uuid4().hex[:8].upper()}"
+    values = ", ".join("(" + ", ".join("NULL" if v is None else repr(v) if not isinstance(v, bool)
+                                       else str(v).upper() for v in r.values()) + ")" for r in ROWS)
+    snowflake_sql(url, f"CREATE TABLE {table} (CUSTOMER_ID VARCHAR, SPEND FLOAT, VISITS INT, "
+                       "COUNTRY VARCHAR, ACTIVE BOOLEAN)", f"INSERT INTO {table} VALUES {values}")
+    return ({"type": "snowflake", "connection": "wh", "query": f"SELECT * FROM {table} ORDER BY 1"},
+            PluginContext(base_dir=root, connections={"wh": url}))
+
+
+def _athena(root: Path, request: pytest.FixtureRequest) -> tuple[dict[str, Any], PluginContext]:
+    import boto3
+
+    from tests.test_warehouses import queue_athena_result
+
+    endpoint = request.getfixturevalue("aws")
+    bucket = f"conf-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    columns = [("customer_id", "varchar"), ("spend", "double"), ("visits", "integer"),
+               ("country", "varchar"), ("active", "boolean")]
+    queue_athena_result(endpoint, columns, [[str(v).lower() if isinstance(v, bool) else v
+                                             for v in r.values()] for r in ROWS], times=3)
+    return ({"type": "athena", "table": "customers",
+             "connection": f"athena://us-east-1/db?s3_staging_dir=s3://{bucket}/results/"},
+            PluginContext(base_dir=root))
+
+
 CONNECTOR_SAMPLES: dict[str, dict[str, Sample]] = {
     "csv": {"file": _file("csv")}, "jsonl": {"file": _file("jsonl")},
-    "parquet": {"file": _file("parquet")},
+    "parquet": {"file": _file("parquet"), "s3": _parquet_s3},
     "sql": {"sqlite": _sql_sqlite, "postgres": _sql_postgres},
+    "snowflake": {"fakesnow": _snowflake},
+    "athena": {"moto": _athena},
 }
 FILTER_SAMPLES = {"expression": {"type": "expression", "id": "big_us",
                                  "expr": "x1 > 0 AND country = 'US'"}}
@@ -184,7 +229,8 @@ SCORER_SAMPLES: dict[str, dict[str, dict[str, Any]]] = {
                          "allow_pickle": True}},
     "item_affinity": {"npz": {"type": "item_affinity", "model": "affinity.npz"}},
 }
-STORE_URLS = {"sqlite": "sqlite_url", "postgres": "pg_url"}  # fixtures giving a fresh database
+#: fixtures giving a fresh database (dynamodb: a fresh table next to a fresh SQLite file)
+STORE_URLS = {"sqlite": "sqlite_url", "postgres": "pg_url", "dynamodb": "dynamodb_url"}
 #: provider channels run the suite in their own test files, against a local server speaking
 #: the provider's API: channel name -> (test module, test function that calls check_channel)
 CHANNELS_TESTED_WITH_A_PROVIDER = {
@@ -270,6 +316,12 @@ def test_scorer_conformance(name: str, variant: str, models: Path) -> None:
 @pytest.mark.parametrize("name", builtins("store"))
 def test_store_conformance(name: str, request: pytest.FixtureRequest) -> None:
     url = request.getfixturevalue(STORE_URLS[name])
+    if name == "dynamodb":  # it holds candidates only: the suite runs on the mixed store
+        from ceap.store.split import SplitStore
+
+        check_store(SplitStore, {"type": "split", "url": request.getfixturevalue("sqlite_url"),
+                                 "candidates": url})
+        return
     check_store(default_registry().get("store", name), {"type": name, "url": url})
 
 

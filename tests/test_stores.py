@@ -44,7 +44,7 @@ def everything(store: Store, tenant: str = "default", **query: object) -> list:
 
 def test_open_store_picks_the_store_by_scheme(url: str, store: Store) -> None:
     assert isinstance(store, SqliteStore if url.startswith("sqlite") else PostgresStore)
-    known = r"\(known: postgres, postgresql, sqlite\)"
+    known = r"\(known: dynamodb, postgres, postgresql, sqlite\)"
     with pytest.raises(PluginError, match=rf"no store for scheme 'mysql' {known}"):
         open_store("mysql://localhost/db")
 

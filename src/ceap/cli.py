@@ -46,7 +46,8 @@ class State:
     def open_store(self, project: ProjectConfig) -> Store:
         url = project.store_url(self.store)
         try:
-            return open_store(url, context=project.context(self.tenant))
+            return open_store(url, context=project.context(self.tenant),
+                              candidates=project.candidate_store)
         except Exception as exc:
             err.print(f"[red]error:[/red] cannot open store {_mask(url)}: {exc}")
             raise typer.Exit(1) from None
@@ -191,10 +192,16 @@ def run(
     programs: Annotated[list[str] | None, typer.Argument(help="program names or files")] = None,
     all_: Annotated[bool, typer.Option("--all", help="every program in the programs folder")] = False,
     as_json: JsonOption = False,
+    engine: Annotated[str | None, typer.Option(
+        help="local (this process, spills to disk) or spark (default: ceap.yaml's engine)")] = None,
 ) -> None:
     """Run programs once over their sources; print each funnel. One failing
     program does not stop the others; the exit code is 1 if any failed."""
     project = state.project()
+    try:
+        settings = project.engine_settings(engine)
+    except SpecError as exc:
+        _fail_spec([exc])
     specs = _load_specs(programs or [], project, all_)
     store = state.open_store(project)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
@@ -202,7 +209,7 @@ def run(
     try:
         with Progress(*columns, console=err, transient=True) as progress:
             results = run_programs(specs, store, project.context(state.tenant),
-                                   on_start=_progress_factory(progress))
+                                   on_start=_progress_factory(progress), engine=settings)
     finally:
         store.close()
     print_results(results, as_json)

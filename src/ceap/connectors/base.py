@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field
 
 from ceap.plugin import Plugin, PluginConfig
@@ -36,6 +37,9 @@ class ConnectorConfig(PluginConfig):
     columns: dict[str, ColumnType] = Field(default_factory=dict)
     max_bad_share: float = Field(0.05, ge=0, le=1, description="fail the run past this share")
     batch_rows: int = Field(1_000_000, gt=0, description="rows per batch handed to the stages")
+    cursor: str | None = Field(None, description="incremental source: a column that grows "
+                               "(an update time, a sequence); each run reads only the rows "
+                               "past the last committed run's high-water mark")
 
 
 C = TypeVar("C", bound=ConnectorConfig)
@@ -46,6 +50,10 @@ class Connector(Plugin[C]):
 
     kind: ClassVar[str] = "connector"
     config_model: ClassVar[type[ConnectorConfig]] = ConnectorConfig
+    #: True when ``read`` itself honours ``after`` (the filter runs in the source's scan)
+    pushes_cursor: ClassVar[bool] = False
+    #: the high-water mark of the last committed run (``config.cursor`` values past it are new)
+    after: Any = None
 
     def describe(self) -> str:
         """A short name of what is read, used in messages (a path, a query)."""
@@ -58,6 +66,22 @@ class Connector(Plugin[C]):
     def read(self) -> Iterator[pa.RecordBatch]:
         """Yield the source's rows as record batches of at most ``batch_rows`` rows."""
         raise NotImplementedError
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        """``read``, limited to the rows past ``after`` when the source has a cursor.
+
+        Connectors that can push the condition into their scan set ``pushes_cursor``;
+        for the others the rows are filtered here, batch by batch."""
+        cursor = self.config.cursor
+        if cursor is None or self.after is None or self.pushes_cursor:
+            yield from self.read()
+            return
+        for batch in self.read():
+            column = batch.column(cursor)
+            kept = pc.fill_null(pc.greater(column, pa.scalar(self.after, column.type)), False)
+            filtered = batch.filter(kept)
+            if filtered.num_rows:
+                yield filtered
 
     def estimated_rows(self) -> int | None:
         """How many rows ``read`` will yield, when known cheaply (for progress bars)."""

@@ -91,22 +91,39 @@ class SqlConnector(Connector[SqlConfig]):
         with closing(conn), closing(conn.cursor()) as cursor:
             return self._execute(cursor, sql).schema
 
+    def _pushes(self) -> bool:
+        """PostgreSQL takes the cursor condition in the query (ADBC binds the mark)."""
+        return (self.config.cursor is not None and self.after is not None
+                and self.url().split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres"))
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        if not self._pushes():
+            yield from super().batches()
+            return
+        sql = (f"SELECT * FROM ({self.statement()}) AS ceap_q "
+               f"WHERE {_quote_ident(str(self.config.cursor))} > $1")
+        yield from self._read(sql, (self.after,))
+
     def read(self) -> Iterator[pa.RecordBatch]:
+        yield from self._read(self.statement(), None)
+
+    def _read(self, sql: str, params: tuple[Any, ...] | None) -> Iterator[pa.RecordBatch]:
         conn = self._connect()
         if conn is None:
-            yield from self._read_sqlalchemy(self.statement(), schema_only=False)
+            yield from self._read_sqlalchemy(sql, schema_only=False)
             return
         # the cursor must outlive the reader: collecting it closes the stream
         with closing(conn), closing(conn.cursor()) as cursor:
-            reader = self._execute(cursor, self.statement())
+            reader = self._execute(cursor, sql, params)
             try:
                 yield from _rebatch(reader, self.config.batch_rows)
             except (OSError, pa.ArrowException) as exc:  # e.g. a value of another type, late
                 raise self._fail(exc) from None
 
-    def _execute(self, cursor: Any, sql: str) -> pa.RecordBatchReader:
+    def _execute(self, cursor: Any, sql: str,
+                 params: tuple[Any, ...] | None = None) -> pa.RecordBatchReader:
         try:
-            cursor.execute(sql)
+            cursor.execute(sql, params) if params else cursor.execute(sql)
             return cursor.fetch_record_batch()
         except Exception as exc:
             raise self._fail(exc) from None

@@ -28,6 +28,8 @@ class Funnel:
     written: int = 0
     already_present: int = 0
     model: str | None = None
+    #: an incremental source's high-water mark after this run (see ceap.runtime.cursor)
+    cursor: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = {k: v for k, v in self.__dict__.items() if k != "quarantine_reasons"}

@@ -32,6 +32,7 @@ from ceap.store.schema import CANDIDATE_SCHEMA
 REASONS = "__ceap_reasons"
 ITEMS = "__ceap_items"
 BEST = "__ceap_best"
+HOLDOUT = "__ceap_holdout"
 
 
 @dataclass(frozen=True)
@@ -84,30 +85,89 @@ def _attach_explanations(top: pa.Table, scorer: Scorer[Any] | None, reasons: int
     return top
 
 
-def select(con: duckdb.DuckDBPyConnection, scored: pa.Table, spec: ProgramSpec,
-           run: RunInfo, funnel: Funnel, scorer: Scorer[Any] | None = None,
-           event_time: str | None = None) -> pa.Table:
-    """Turn the scored rows of a whole run into candidate rows (``CANDIDATE_SCHEMA``)."""
-    src, sel, action = spec.source, spec.selection, spec.action
+def tie_columns(schema: pa.Schema, spec: ProgramSpec) -> list[str]:
+    """The columns that break ties between a customer's rows of equal score, after the
+    subject: every other plain column the rows carry, by name, ascending, nulls last.
+    Rows equal on all of them make equal candidates, so the choice is total and the
+    same in every engine (DuckDB and Spark order these types alike)."""
+    src = spec.source
+    skip = {SCORE, src.customer_id, src.subject_id}
+    plain = (pa.types.is_string, pa.types.is_large_string, pa.types.is_integer,
+             pa.types.is_floating, pa.types.is_boolean, pa.types.is_date, pa.types.is_timestamp)
+    return sorted(f.name for f in schema if f.name not in skip and not f.name.startswith("__ceap")
+                  and any(test(f.type) for test in plain))
+
+
+def order_sql(spec: ProgramSpec, schema: pa.Schema) -> tuple[str, str]:
+    """The window partition of one-per-customer and the order that ranks rows (best first,
+    ties by subject, then by ``tie_columns``, nulls last); the top-k order adds the
+    customer id."""
+    src = spec.source
     cust = quote(src.customer_id)
     subj = quote(src.subject_id) if src.subject_id else "CAST(NULL AS VARCHAR)"
-    partition = cust if sel.one_per_customer else f"{cust}, {subj}"
+    partition = cust if spec.selection.one_per_customer else f"{cust}, {subj}"
+    ties = "".join(f", {quote(c)} NULLS LAST" for c in tie_columns(schema, spec))
+    return partition, f"{SCORE} DESC, {subj} NULLS LAST{ties}"
+
+
+def best_rows(con: duckdb.DuckDBPyConnection, scored: pa.Table | str,
+              spec: ProgramSpec) -> tuple[pa.Table, int, int]:
+    """The best row per customer (or customer and subject), then the top k of those.
+
+    ``scored`` is a table, or the name of a table in ``con`` (a batch run's scored rows,
+    which DuckDB may hold on disk). Returns the top rows, how many best rows there were
+    before the limit, and how many scored rows there were."""
+    src, sel = spec.source, spec.selection
+    cust = quote(src.customer_id)
+    subj = quote(src.subject_id) if src.subject_id else "CAST(NULL AS VARCHAR)"
+    schema = (scored.schema if isinstance(scored, pa.Table)
+              else con.sql(f"SELECT * FROM {quote(scored)} LIMIT 0").to_arrow_table().schema)
+    partition, rank = order_sql(spec, schema)
     limit = f"LIMIT {int(sel.top_k)}" if sel.top_k else ""
-    # the best row per customer, then the top k of those, in one query; BEST counts the
-    # best rows before the limit
+    top_order = f"ORDER BY {SCORE} DESC, {cust}, {subj} NULLS LAST {limit}"
+    best_sql = f"QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY {rank}) = 1"
+    if isinstance(scored, str):  # on disk: materialise the best rows, count, take the top
+        name = quote(scored)
+        total = int(con.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0])
+        con.execute("DROP TABLE IF EXISTS __ceap_best_rows")
+        con.execute(f"CREATE TABLE __ceap_best_rows AS SELECT * FROM {name} {best_sql}")
+        try:
+            best = int(con.execute("SELECT count(*) FROM __ceap_best_rows").fetchall()[0][0])
+            top = con.sql(f"SELECT * FROM __ceap_best_rows {top_order}").to_arrow_table()
+        finally:
+            con.execute("DROP TABLE __ceap_best_rows")
+        return top, best, total
+    # in memory (a stream's micro-batch): one query; BEST counts the best rows before the limit
     con.register(BATCH, scored)
     try:
-        top = con.sql(
-            f"SELECT *, count(*) OVER () AS {BEST} FROM (SELECT * FROM {BATCH} QUALIFY row_number() OVER "
-            f"(PARTITION BY {partition} ORDER BY {SCORE} DESC, {subj} NULLS LAST) = 1) "
-            f"ORDER BY {SCORE} DESC, {cust}, {subj} NULLS LAST {limit}"
-        ).to_arrow_table()
+        top = con.sql(f"SELECT *, count(*) OVER () AS {BEST} FROM (SELECT * FROM {BATCH} "
+                      f"{best_sql}) {top_order}").to_arrow_table()
     finally:
         con.unregister(BATCH)
     best = int(top.column(BEST)[0].as_py()) if top.num_rows else 0
-    top = top.drop_columns([BEST])
-    funnel.duplicate_customer += scored.num_rows - best
+    return top.drop_columns([BEST]), best, scored.num_rows
 
+
+def select(con: duckdb.DuckDBPyConnection, scored: pa.Table | str, spec: ProgramSpec,
+           run: RunInfo, funnel: Funnel, scorer: Scorer[Any] | None = None,
+           event_time: str | None = None) -> pa.Table:
+    """Turn the scored rows of a whole run into candidate rows (``CANDIDATE_SCHEMA``)."""
+    top, best, total = best_rows(con, scored, spec)
+    funnel.duplicate_customer += total - best
+    return candidate_rows(con, top, best, spec, run, funnel, scorer, event_time)
+
+
+def candidate_rows(con: duckdb.DuckDBPyConnection, top: pa.Table, best: int, spec: ProgramSpec,
+                   run: RunInfo, funnel: Funnel, scorer: Scorer[Any] | None = None,
+                   event_time: str | None = None) -> pa.Table:
+    """The candidate rows of the selected ``top`` rows: arm (holdout, global control),
+    variant, dedup key, payload, times.
+
+    ``top`` may carry the holdout flag already as ``__ceap_holdout`` (computed where the
+    selection ran, e.g. in Spark, with the same hash)."""
+    src, sel, action = spec.source, spec.selection, spec.action
+    cust = quote(src.customer_id)
+    subj = quote(src.subject_id) if src.subject_id else "CAST(NULL AS VARCHAR)"
     exp = spec.experiment
     variants = VariantSql(exp.variants, weights_for(exp.variants, run.weights), cust)
     context = _json_object(src.context) or "'{}'"
@@ -137,11 +197,15 @@ def select(con: duckdb.DuckDBPyConnection, scored: pa.Table, spec: ProgramSpec,
     features = _features_json(scorer.features()) if exp.learn and scorer is not None else None
     draw = f", {variants.draw()} AS {VariantSql.DRAW}" if variants else ""
     not_before = f"{created} + {variants.pick('__variant', 'delay', '$delay')}"
+    holdout = holdout_sql(cust)
+    if HOLDOUT in top.column_names:  # computed where the selection ran
+        holdout = HOLDOUT
+        del params["holdout"]
     con.register(BATCH, top)
     try:
         table = con.sql(f"""
             WITH marked AS (
-                SELECT *, {holdout_sql(cust)} AS __holdout,
+                SELECT *, {holdout} AS __holdout,
                        {global_control_sql(cust)} AS __global{draw} FROM {BATCH}),
             assigned AS (
                 SELECT *, {variants.name()} AS __variant,

@@ -3,6 +3,12 @@
 Nothing is written until the whole source has been read and selected; then
 the candidates, quarantined rows and the run's funnel go to the store in one
 transaction. A run that fails is recorded as failed, with no candidates.
+
+Two engines run the same plan: ``local`` (this process; scored rows go to a
+DuckDB database that spills to disk, see ``ceap.runtime.spill``) and ``spark``
+(``ceap.runtime.spark_engine``: the plan per partition through ``mapInArrow``,
+the selection as Spark operations). Both hand the same top rows to the same
+candidate-row code, so their candidates are identical.
 """
 
 from __future__ import annotations
@@ -10,8 +16,9 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, Literal
 
 import pyarrow as pa
 
@@ -20,10 +27,12 @@ from ceap.experiments.loop import close_loop
 from ceap.model import RunRecord, WriteResult, utcnow
 from ceap.pipeline.funnel import Funnel
 from ceap.pipeline.plan import Plan
-from ceap.pipeline.selection import RunInfo, select
+from ceap.pipeline.selection import RunInfo, best_rows, candidate_rows
 from ceap.plugin import PluginContext
 from ceap.registry import Registry
 from ceap.runtime.chains import escalate
+from ceap.runtime.cursor import HighWater, decode
+from ceap.runtime.spill import LocalSettings, SpilledRows
 from ceap.spec.program import ProgramSpec
 from ceap.store.base import Store
 from ceap.store.schema import QUARANTINE_SCHEMA, empty_candidates
@@ -32,6 +41,19 @@ log = logging.getLogger(__name__)
 
 #: called with (rows read so far, rows expected or None)
 Progress = Callable[[int, int | None], None]
+Engine = Literal["local", "spark"]
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Which engine runs batch programs, and its settings (``ceap.yaml``: ``engine``,
+    ``batch``, ``spark``)."""
+
+    engine: Engine = "local"
+    local: LocalSettings = field(default_factory=LocalSettings)
+    #: Spark: ``master`` (``local[2]``, ``spark://...``, ``yarn``) or ``remote``
+    #: (``sc://host:15002``, Spark Connect), and extra ``conf``
+    spark: dict[str, Any] | None = None
 
 
 @dataclass
@@ -53,10 +75,12 @@ def new_run_id(program: str, now: datetime) -> str:
 
 def run_program(spec: ProgramSpec, store: Store, context: PluginContext, *,
                 now: datetime | None = None, progress: Progress | None = None,
-                registry: Registry | None = None) -> RunResult:
+                registry: Registry | None = None,
+                engine: EngineSettings | None = None) -> RunResult:
     """Run ``spec`` once over its whole source. Raises CeapError on failure
     (after recording the failed run)."""
     now = now or utcnow()
+    engine = engine or EngineSettings()
     run = RunRecord(new_run_id(spec.name, now), context.tenant, spec.name, "succeeded", now)
     funnel = Funnel(filters={f.id: 0 for f in spec.filters})
     if getattr(spec.source, "type", None) == "events":
@@ -73,28 +97,26 @@ def run_program(spec: ProgramSpec, store: Store, context: PluginContext, *,
     try:
         loop = close_loop(spec, store, context, now, registry)  # bandit shares, online learning
         plan = Plan(spec, context, registry)
+        cursor = spec.source.cursor
+        high = HighWater(cursor, store.last_cursor(context.tenant, spec.name)) if cursor else None
+        if high is not None:
+            plan.connector.after = decode(high.previous, high.column)
         plan.check()
         funnel.model = plan.model_id()
-        kept: list[pa.Table] = []
-        bad: list[pa.Table] = []
-        expected = plan.connector.estimated_rows()
-        for batch in plan.connector.read():
-            outcome = plan.process(batch, funnel, now)
-            kept.append(outcome.kept)
-            if outcome.quarantine.num_rows:
-                bad.append(outcome.quarantine)
-            if progress:
-                progress(funnel.read, expected)
-        _check_bad_share(spec, funnel)
-        scored = pa.concat_tables(kept) if kept else None
-        candidates = (select(plan.con, scored, spec,
-                             RunInfo(context.tenant, run.run_id, now, plan.model_id(),
-                                     global_control=context.global_control,
-                                     weights=loop.weights), funnel,
-                             plan.scorer)
-                      if scored is not None else empty_candidates())
+        info = RunInfo(context.tenant, run.run_id, now, plan.model_id(),
+                       global_control=context.global_control, weights=loop.weights)
+        if engine.engine == "spark":
+            from ceap.runtime.spark_engine import select_with_spark
+
+            top, best, bad = select_with_spark(plan, funnel, now, engine.spark or {}, high)
+            _check_bad_share(spec, funnel)
+        else:
+            top, best, bad = _select_local(plan, funnel, now, progress, engine.local, high)
+        candidates = (candidate_rows(plan.con, top, best, spec, info, funnel, plan.scorer)
+                      if top is not None else empty_candidates())
         candidates = escalate(candidates, spec.action.escalation)  # later steps of each chain
         quarantine = _quarantine_table(bad, run) if bad else None
+        funnel.cursor = high.mark() if high is not None else None
         run.finished_at = utcnow()
         run.funnel = funnel.to_dict()
         written = store.write_run(run, candidates, quarantine)
@@ -104,6 +126,7 @@ def run_program(spec: ProgramSpec, store: Store, context: PluginContext, *,
     except Exception as exc:
         run.status, run.finished_at = "failed", utcnow()
         run.error = str(exc) if isinstance(exc, CeapError) else f"{type(exc).__name__}: {exc}"
+        funnel.cursor = None  # a failed run leaves no mark
         run.funnel = funnel.to_dict()
         try:
             store.record_run(run)
@@ -118,6 +141,35 @@ def run_program(spec: ProgramSpec, store: Store, context: PluginContext, *,
     finally:
         if plan is not None:
             plan.close()
+
+
+def _select_local(plan: Plan, funnel: Funnel, now: datetime, progress: Progress | None,
+                  settings: LocalSettings, high: HighWater | None
+                  ) -> tuple[pa.Table | None, int, list[pa.Table]]:
+    """Read and process the source batch by batch in this process; the scored rows go to
+    a DuckDB table that spills to disk; the best rows come back. Returns the top rows,
+    the count of best rows before top-k, and the quarantined rows."""
+    spilled = SpilledRows(settings)
+    try:
+        bad: list[pa.Table] = []
+        expected = plan.connector.estimated_rows()
+        for batch in plan.connector.batches():
+            if high is not None:
+                high.see(batch)
+            outcome = plan.process(batch, funnel, now)
+            spilled.append(outcome.kept)
+            if outcome.quarantine.num_rows:
+                bad.append(outcome.quarantine)
+            if progress:
+                progress(funnel.read, expected)
+        _check_bad_share(plan.spec, funnel)
+        if not spilled.created:  # the source yielded no batch at all
+            return None, 0, bad
+        top, best, total = best_rows(spilled.con, spilled.name, plan.spec)
+        funnel.duplicate_customer += total - best
+        return top, best, bad
+    finally:
+        spilled.close()
 
 
 def _check_bad_share(spec: ProgramSpec, funnel: Funnel) -> None:
@@ -144,14 +196,15 @@ def _quarantine_table(bad: list[pa.Table], run: RunRecord) -> pa.Table:
 def run_programs(specs: Iterable[ProgramSpec], store: Store, context: PluginContext, *,
                  now: datetime | None = None,
                  on_start: Callable[[ProgramSpec], Progress | None] | None = None,
-                 registry: Registry | None = None) -> list[RunResult]:
+                 registry: Registry | None = None,
+                 engine: EngineSettings | None = None) -> list[RunResult]:
     """Run several programs; one that fails is reported and the others still run."""
     results = []
     for spec in specs:
         progress = on_start(spec) if on_start else None
         try:
             results.append(run_program(spec, store, context, now=now, progress=progress,
-                                       registry=registry))
+                                       registry=registry, engine=engine))
         except CeapError as exc:
             run = exc.run or RunRecord("", context.tenant, spec.name, "failed", now or utcnow(),
                                        error=str(exc))

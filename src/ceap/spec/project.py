@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -39,6 +39,28 @@ class ExperimentsConfig(BaseModel):
                     "control group; transactional and security programs are exempt)")
 
 
+class BatchConfig(BaseModel):
+    """The single-process engine: DuckDB's memory limit and where it spills."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    memory_limit: str = Field("1GB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
+                              description="memory DuckDB may use for a run's selection")
+    spill_dir: str | None = Field(None, description="scratch folder (default: the system's)")
+
+
+class SparkConfig(BaseModel):
+    """Where ``--engine spark`` runs: ``master`` (``local[2]``, ``spark://host:7077``,
+    ``yarn``) or ``remote`` (Spark Connect, ``sc://host:15002``), plus Spark ``conf``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    master: str | None = Field(None, description="default local[*]; ignored under spark-submit")
+    remote: str | None = Field(None, description="a Spark Connect URL")
+    conf: dict[str, str] = Field(default_factory=dict)
+    partitions: int | None = Field(None, gt=0, description="partitions of the source rows")
+
+
 class ProjectConfig(BaseModel):
     """What ``ceap.yaml`` holds. Every field has a default: the file is optional."""
 
@@ -46,6 +68,11 @@ class ProjectConfig(BaseModel):
 
     tenant: str = Field(DEFAULT_TENANT, pattern=r"^[A-Za-z0-9_\-]+$")
     store: str | None = Field(None, description="sqlite:///path or postgresql://...")
+    candidate_store: str | None = Field(None, description="dynamodb://TABLE: candidates and "
+                                                          "serving in DynamoDB (with TTL)")
+    engine: Literal["local", "spark"] = Field("local", description="what runs batch programs")
+    batch: BatchConfig = Field(default_factory=BatchConfig)
+    spark: SparkConfig = Field(default_factory=SparkConfig)
     programs: str = Field("programs", description="folder of program YAML files")
     connections: dict[str, str] = Field(default_factory=dict,
                                         description="name -> database URL")
@@ -74,6 +101,28 @@ class ProjectConfig(BaseModel):
     def _distinct_exports(cls, value: list[ExportConfig]) -> list[ExportConfig]:
         check_export_names(value)
         return value
+
+    @field_validator("candidate_store")
+    @classmethod
+    def _candidate_store(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("dynamodb://"):
+            raise ValueError("only dynamodb://TABLE is supported")
+        return value
+
+    def engine_settings(self, engine: str | None = None) -> Any:
+        """The batch engine (``--engine`` beats ``engine``) and its settings."""
+        from ceap.runtime.batch import EngineSettings
+        from ceap.runtime.spill import LocalSettings
+
+        chosen = engine or self.engine
+        if chosen not in ("local", "spark"):
+            raise SpecError("--engine", [("", f"unknown engine {chosen!r} (known: local, spark)")])
+        return EngineSettings(
+            engine=chosen,  # type: ignore[arg-type]
+            local=LocalSettings(memory_limit=self.batch.memory_limit,
+                                spill_dir=(str(self.base_dir / self.batch.spill_dir)
+                                           if self.batch.spill_dir else None)),
+            spark=self.spark.model_dump())
 
     def store_url(self, override: str | None = None) -> str:
         """``--store`` beats ``CEAP_STORE`` beats ``ceap.yaml`` beats the embedded default."""

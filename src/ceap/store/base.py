@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import pyarrow as pa
 
@@ -59,6 +59,11 @@ class Store(Plugin[T]):
     def candidates(self, query: CandidateQuery) -> list[Candidate]:
         raise NotImplementedError
 
+    def last_cursor(self, tenant_id: str, program: str) -> dict[str, Any] | None:
+        """The high-water mark of the program's last succeeded run with one (its funnel's
+        ``cursor``), or None: an incremental source reads only the rows past it."""
+        raise NotImplementedError
+
     def runs(self, tenant_id: str, program: str | None = None, limit: int = 20) -> list[RunRecord]:
         raise NotImplementedError
 
@@ -97,9 +102,19 @@ class Store(Plugin[T]):
         raise NotImplementedError
 
 
-def open_store(url: str, migrate: bool = True, context: PluginContext | None = None) -> Store:
+def open_store(url: str, migrate: bool = True, context: PluginContext | None = None,
+               candidates: str | None = None) -> Store:
     """Open the store whose plugin claims ``url``'s scheme (relative SQLite paths
-    start at ``context.base_dir``)."""
+    start at ``context.base_dir``). ``candidates`` (a ``dynamodb://`` URL) puts the
+    candidates and their serving there too (see ``ceap.store.split``)."""
+    if candidates:
+        from ceap.store.split import SplitStore
+
+        split: Store = SplitStore.from_dict({"type": "split", "url": url,
+                                             "candidates": candidates}, context)
+        if migrate:
+            split.migrate()
+        return split
     from ceap.registry import default_registry
 
     scheme = url.split(":", 1)[0].split("+", 1)[0]

@@ -25,7 +25,7 @@ from ceap.store.delivery_schema import ADDED_COLUMNS, add_missing_columns, deliv
 from ceap.store.experiment_schema import add_experiment_columns, experiment_ddl
 from ceap.store.outcome_schema import outcome_ddl
 from ceap.store.schedule_schema import schedule_ddl
-from ceap.store.schema import CANDIDATE_COLUMNS, QUARANTINE_SCHEMA
+from ceap.store.schema import CANDIDATE_COLUMNS, QUARANTINE_SCHEMA, loads
 from ceap.store.sql_common import (
     INBOX_COLUMNS,
     RUN_COLUMNS,
@@ -150,6 +150,14 @@ class PostgresStore(Store[PostgresStoreConfig]):
         with self._lock:
             rows = self._conn.execute(sql, [*params, limit]).fetchall()  # type: ignore[arg-type]
         return [run_from_row(r) for r in rows]
+
+    def last_cursor(self, tenant_id: str, program: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT funnel->'cursor' FROM runs WHERE tenant_id = %s AND program = %s "
+                "AND status = 'succeeded' AND jsonb_typeof(funnel->'cursor') = 'object' "
+                "ORDER BY started_at DESC, finished_at DESC LIMIT 1", (tenant_id, program)).fetchone()
+        return loads(row[0]) if row else None
 
     def quarantined(self, tenant_id: str, run_id: str) -> list[dict[str, str]]:
         with self._lock:

@@ -196,6 +196,15 @@ class SqliteStore(Store[SqliteStoreConfig]):
             rows = self._conn.execute(sql, [*params, limit]).fetchall()
         return [run_from_row(r) for r in rows]
 
+    def last_cursor(self, tenant_id: str, program: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT json_extract(funnel, '$.cursor') FROM runs WHERE tenant_id = ? "
+                "AND program = ? AND status = 'succeeded' "
+                "AND json_type(funnel, '$.cursor') = 'object' "
+                "ORDER BY started_at DESC, finished_at DESC LIMIT 1", (tenant_id, program)).fetchone()
+        return json.loads(row[0]) if row else None
+
     def quarantined(self, tenant_id: str, run_id: str) -> list[dict[str, str]]:
         with self._lock:
             rows = self._conn.execute(
