@@ -74,7 +74,7 @@ class Simulation:
     def __init__(self, world: World, design: Design, project_dir: Path, *, seed: int,
                  store_url: str | None = None, store: Store | None = None,
                  start: datetime = START, spacing: timedelta | None = None,
-                 id_prefix: str = "s", global_control: float = 0.0,
+                 id_prefix: str = "s", event_prefix: str = "", global_control: float = 0.0,
                  delivery: dict[str, Any] | None = None):
         self.world = world
         self.design = design
@@ -83,6 +83,9 @@ class Simulation:
         self.start = start
         self.spacing = spacing or design.within + timedelta(days=4)
         self.prefix = id_prefix
+        #: event ids are ``<id_prefix><event_prefix><round>:...``: a new event prefix makes
+        #: new events for the same customers (a repeated demo)
+        self.event_prefix = event_prefix
         self.clock = FakeClock(start)
         if any(a.channel == "email" for a in design.arms):
             os.environ.setdefault(SIGNING_ENV, secrets.token_urlsafe(32))  # local runs only
@@ -111,7 +114,7 @@ class Simulation:
         shares = latest_shares(platform.store, platform.context.tenant, self.design.name)
         platform.dispatch(at + SEND_AFTER)
         contacts = platform.contacts(run.run.run_id)
-        prefix = f"{self.prefix}{number:03d}"
+        prefix = f"{self.prefix}{self.event_prefix}{number:03d}"
         outcomes = draw_outcomes(self.world, self.rows, self.design, contacts, self.rng, prefix)
         followed: dict[str, int] = {}
         reported = [e for e in outcomes.engagements if e.channel != "email"]

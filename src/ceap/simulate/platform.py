@@ -164,13 +164,14 @@ class Platform:
             return dispatcher.run()
 
     def contacts(self, run_id: str) -> Contacts:
-        """The run's candidates, with the delivery that reached each (if any), by id."""
+        """The run's candidates, with the delivery that reached each (if any), by customer id
+        (a canonical order: the simulator's draws do not depend on the order rows were written)."""
         with self.timed("read"), self.store.tx() as tx:
             rows = tx.execute(
                 "SELECT c.id, c.customer_id, c.arm, c.variant, c.not_before, d.id, d.channel, d.sent_at "
                 "FROM candidates c LEFT JOIN deliveries d ON d.candidate_id = c.id "
                 "AND d.sent_at IS NOT NULL WHERE c.tenant_id = ? AND c.program = ? AND c.run_id = ? "
-                "ORDER BY c.id", (self.context.tenant, self.spec.name, run_id)).fetchall()
+                "ORDER BY c.customer_id, c.id", (self.context.tenant, self.spec.name, run_id)).fetchall()
         unique: list[Any] = []
         for r in rows:  # ordered by candidate: keep one sent delivery each
             if not unique or unique[-1][0] != r[0]:
@@ -226,10 +227,11 @@ class Platform:
         with self.timed("attribute"):
             return attribute(self.store, [self.spec], now)
 
-    def report(self, now: datetime, by: str | None = None) -> UpliftReport:
+    def report(self, now: datetime, by: str | None = None,
+               since: datetime | None = None) -> UpliftReport:
         with self.timed("report"):
             return uplift_report(self.store, self.context.tenant, self.spec.name, now, by=by,
-                                 bandit=self.spec.experiment.bandit is not None)
+                                 since=since, bandit=self.spec.experiment.bandit is not None)
 
     def close(self) -> None:
         self.api.__exit__(None, None, None)

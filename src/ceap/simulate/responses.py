@@ -27,7 +27,7 @@ from ceap.simulate.population import World
 #: convert, and the extra for one who does
 OPEN, OPEN_IF_CONVERTED = 0.35, 0.40
 CLICK, CLICK_IF_CONVERTED = 0.08, 0.50
-UNSUBSCRIBE, UNSUBSCRIBE_IF_ANNOYED = 0.002, 0.03
+UNSUBSCRIBE, UNSUBSCRIBE_IF_ANNOYED = 0.002, 0.01
 #: purchases outside any window: before the touch, after the window
 EARLIER, LATER = 0.05, 0.03
 
@@ -48,7 +48,7 @@ class Contacts:
     @property
     def contacted(self) -> np.ndarray:
         return np.array([a == "treatment" and s is not None for a, s in zip(self.arm, self.sent_at,
-                                                                             strict=True)])
+                                                                             strict=True)], dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def draw_outcomes(world: World, rows: dict[str, int], design: Design, contacts: 
     contacted = contacts.contacted
     p = world.p0[world_rows].copy()
     arms = np.array([design.arm(v).name if a == "treatment" else "" for a, v
-                     in zip(contacts.arm, contacts.variant, strict=True)])
+                     in zip(contacts.arm, contacts.variant, strict=True)], dtype=object)
     for arm in design.arms:
         mask = contacted & (arms == arm.name)
         p[mask] = world.p1(arm, world_rows[mask])
