@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench setup clean
+.PHONY: demo test lint bench bench-uplift setup clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -35,6 +35,14 @@ bench: setup
 	$(BIN)/python bench/serving_api.py --connections 26
 	$(BIN)/python bench/realtime.py
 	$(BIN)/python bench/attribution.py
+	$(MAKE) bench-uplift
+
+# uplift and the bandit on simulated customers with a known response (docs/experiments.md,
+# "Proof on a known truth"); about twenty minutes on a loaded 2-core machine
+bench-uplift: setup
+	$(BIN)/python bench/uplift_coverage.py --pg $(or $(CEAP_TEST_PG),postgresql://postgres@127.0.0.1:5432/test)
+	$(BIN)/python bench/bandit_regret.py --plot docs/img/bandit_regret.png
+	$(BIN)/python bench/uplift_targeting.py
 
 clean:
 	rm -rf .ceap data models

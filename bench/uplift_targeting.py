@@ -18,8 +18,10 @@ through ``POST /v1/events`` and the worker, attribution, the uplift report):
 3. **top-k**: each scorer (and a random one) targets its top ``--share`` of
    another cohort (``selection.top_k``; holdout 50% of the selected, so the
    effect on the targeted is measured). Printed: the measured uplift among the
-   targeted with its interval, the incremental conversions it implies for the
-   targeted customers (uplift x targeted), and the true expected value.
+   targeted with its interval; the incremental conversions among the treated
+   half, as measured (uplift x treated), as caused (the simulator's
+   counterfactual: each customer's same random draw without the message), and
+   as expected from the world's truth.
 
 Usage (from the repository root)::
 
@@ -42,8 +44,9 @@ import pyarrow as pa
 
 from ceap.experiments.uplift import UpliftReport
 from ceap.simulate.design import Design
-from ceap.simulate.experiment import Simulation
+from ceap.simulate.experiment import Round, Simulation
 from ceap.simulate.population import Arm, World
+from ceap.simulate.responses import caused
 from ceap.simulate.stores import scratch_store
 from ceap.simulate.targeting import history, propensity_scorer, uplift_scorer
 
@@ -52,8 +55,9 @@ RANDOM = {"type": "expression", "name": "random", "expr": "(hash(customer_id) % 
 
 
 def experiment(world: World, design: Design, seed: int, customers: int,
-               by: str | None = None) -> tuple[UpliftReport, pa.Table, dict[str, int]]:
-    """One round on a fresh SQLite store: the report, the candidates' scores, the cohort rows."""
+               by: str | None = None) -> tuple[UpliftReport, pa.Table, dict[str, int], Round]:
+    """One round on a fresh SQLite store: the report, the candidates' scores, the cohort's
+    world rows, the round."""
     with tempfile.TemporaryDirectory() as folder, scratch_store(Path(folder)) as url:
         sim = Simulation(world, design, Path(folder), seed=seed, store_url=url, id_prefix=f"t{seed}-")
         try:
@@ -67,7 +71,7 @@ def experiment(world: World, design: Design, seed: int, customers: int,
                                "arm": [r[2] for r in rows]})
             if done.unexpected_contacts:
                 raise RuntimeError(f"{done.unexpected_contacts} contacts differ from the world's")
-            return report, scores, sim.rows
+            return report, scores, sim.rows, done
         finally:
             sim.close()
 
@@ -125,25 +129,29 @@ def main() -> None:
     scorers = {"propensity": propensity, "uplift (T-learner)": uplift}
     for name, scorer in scorers.items():
         design = Design(name="offer", arms=(ARM,), holdout=0.5, scorer=scorer)
-        report, scores, rows = experiment(world, design, seed=200, customers=args.customers,
-                                          by="score_decile")
+        report, scores, rows, _ = experiment(world, design, seed=200, customers=args.customers,
+                                             by="score_decile")
         print_deciles(name, world, report, scores, rows)
     k = int(args.customers * args.share)
-    print(f"\ntop-k targeting: the top {k:,} of {args.customers:,} customers by each score "
-          f"(half held out to measure)")
-    print(f"{'scorer':<20}{'targeted':>10}{'uplift':>9}  {'95% interval':<20}{'incremental':>12}"
-          f"  {'95% interval':<18}{'true':>8}")
+    print(f"\ntop-k targeting: the top {k:,} of {args.customers:,} customers by each score; half of "
+          "them held out to measure. Incremental conversions among the treated half: measured "
+          "(uplift x treated), caused (the simulator's counterfactual: the same draw without the "
+          "message) and expected (the world's truth)")
+    print(f"{'scorer':<20}{'treated':>8}{'uplift':>9}  {'95% interval':<20}{'measured':>9}"
+          f"  {'95% interval':<13}{'caused':>7}{'expected':>9}")
     effect = world.effect(ARM)
     for name, scorer in {"random": RANDOM, **scorers}.items():
         design = Design(name="offer", arms=(ARM,), holdout=0.5, scorer=scorer, top_k=k)
-        report, scores, rows = experiment(world, design, seed=300, customers=args.customers)
+        report, _, rows, done = experiment(world, design, seed=300, customers=args.customers)
         c = report.comparisons[0]
         ci = c.absolute_ci or (float("nan"), float("nan"))
-        targeted = scores.num_rows
-        true = float(sum(effect[rows[cid]] for cid in scores.column("customer_id").to_pylist()))
-        print(f"{name:<20}{targeted:>10,}{c.absolute_uplift or 0:>+9.2%}  [{ci[0]:+.2%}, {ci[1]:+.2%}]"
-              f"{'':<2}{(c.absolute_uplift or 0) * targeted:>12.0f}  [{ci[0] * targeted:.0f}, "
-              f"{ci[1] * targeted:.0f}]{'':<8}{true:>8.0f}")
+        mask = np.array([a == "treatment" for a in done.contacts.arm])
+        treated = int(mask.sum())
+        expected = float(sum(effect[rows[cid]] for cid, t in zip(done.contacts.customer_id, mask,
+                                                                   strict=True) if t))
+        print(f"{name:<20}{treated:>8,}{c.absolute_uplift or 0:>+9.2%}  [{ci[0]:+.2%}, {ci[1]:+.2%}]"
+              f"{'':<2}{(c.absolute_uplift or 0) * treated:>9.0f}  [{ci[0] * treated:.0f}, "
+              f"{ci[1] * treated:.0f}]{'':<5}{int(caused(done.outcomes)[mask].sum()):>7}{expected:>9.0f}")
     print(f"load average after: {os.getloadavg()}", flush=True)
 
 

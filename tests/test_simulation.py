@@ -22,6 +22,7 @@ from ceap.experiments.uplift import UpliftReport
 from ceap.simulate.design import Design
 from ceap.simulate.experiment import START, Simulation, run_experiment
 from ceap.simulate.population import SEGMENTS, Arm, World, baseline, treated
+from ceap.simulate.responses import caused
 from ceap.store import Store
 
 #: one world for the module: the superpopulation every test samples from
@@ -99,6 +100,8 @@ def test_report_of_a_simulated_experiment_matches_an_independent_computation(
     drawn = set(done.contacts.candidate_id[done.outcomes.converted].tolist())
     assert attributed == drawn and result.attributed == len(drawn)
     assert goal_events == len(done.outcomes.goal_events) > len(drawn)
+    effect = caused(done.outcomes)  # the counterfactual: nothing caused without a message
+    assert not effect[~done.outcomes.contacted].any() and effect[done.outcomes.contacted].sum() > 0
     reported = {"open": "read", "click": "clicked", "unsubscribe": "unsubscribed"}
     for kind, name in reported.items():
         assert engaged.get(name, 0) == sum(e.kind == kind for e in done.outcomes.engagements)

@@ -69,6 +69,10 @@ class Outcomes:
     probability: np.ndarray
     converted: np.ndarray
     contacted: np.ndarray
+    #: the uniform draw behind each outcome and the customer's baseline probability: the
+    #: customer would have converted without the message when ``uniform < baseline``
+    uniform: np.ndarray
+    baseline: np.ndarray
     #: ``purchase`` events for /v1/events, in the window and outside it
     goal_events: list[dict[str, object]] = field(default_factory=list)
     engagements: list[Engagement] = field(default_factory=list)
@@ -94,7 +98,7 @@ def draw_outcomes(world: World, rows: dict[str, int], design: Design, contacts: 
         p[mask] = world.p1(arm, world_rows[mask])
     u = rng.random(n)
     converted = u < p
-    out = Outcomes(p, converted, contacted)
+    out = Outcomes(p, converted, contacted, u, world.p0[world_rows])
     within = design.within.total_seconds()
     when = rng.uniform(0.01, 0.99, n) * within
     amounts = np.round(rng.lognormal(np.log(40.0), 0.5, n), 2)
@@ -150,6 +154,13 @@ def _engage(out: Outcomes, world: World, world_rows: np.ndarray, contacts: Conta
     out.engagements.sort(key=lambda e: e.ts)
 
 
+def caused(outcomes: Outcomes) -> np.ndarray:
+    """Per candidate: +1 a conversion the message caused, -1 one it prevented, 0 otherwise
+    (the same draw without the message: ``uniform < baseline``)."""
+    without = outcomes.uniform < outcomes.baseline
+    return outcomes.converted.astype(int) - without.astype(int)
+
+
 def engagement_events(engagements: list[Engagement], prefix: str) -> list[dict[str, object]]:
     """Engagements as a client app reports them: events naming the delivery
     (``read`` for in-app, ``opened`` otherwise; ``clicked`` with the URL)."""
@@ -165,4 +176,4 @@ def engagement_events(engagements: list[Engagement], prefix: str) -> list[dict[s
     return events
 
 
-__all__ = ["Contacts", "Engagement", "Outcomes", "draw_outcomes", "engagement_events"]
+__all__ = ["Contacts", "Engagement", "Outcomes", "caused", "draw_outcomes", "engagement_events"]
