@@ -336,7 +336,7 @@ def test_run_demo_runs_the_batch_programs_and_reuses_its_data(tmp_path: Path,
         assert r.program in text
     assert "held out" in text and "churn@" in text and "quarantine" in text
     # the measured experiment on simulated customers (tests/test_demo_simulated.py has more)
-    assert "discount_offer: uplift (control: holdout" in text and "variant email_10" in text
+    assert "discount_offer: uplift against the holdout" in text and "all treated" in text
     # the delivery half: every due candidate was sent or suppressed by a named policy
     store = open_store(url)
     with store.tx() as tx:
@@ -362,5 +362,5 @@ def test_run_demo_runs_the_batch_programs_and_reuses_its_data(tmp_path: Path,
     assert manifest.stat().st_mtime_ns == stamp
     text = console.export_text()
     assert "up to date" in text
-    assert "discount_offer: an A/B test" in text and "0 new candidates" in text
+    assert "discount_offer: A/B test" in text and "0 new candidates" in text
     assert all(r.written and r.written.inserted == 0 for r in again)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -43,31 +44,32 @@ class SimulatedDemo:
     new_candidates: int
 
 
-def _pct(value: float | None, ci: tuple[float, float] | None = None, sign: bool = False) -> str:
-    if value is None:
-        return "-"
-    text = f"{value:+.2%}" if sign else f"{value:.2%}"
-    return text if ci is None else f"{text} [{ci[0]:+.2%}, {ci[1]:+.2%}]" if sign else \
-        f"{text} [{ci[0]:.2%}, {ci[1]:.2%}]"
+def _pct(value: float | None, sign: bool = False) -> str:
+    return "-" if value is None else (f"{value:+.2%}" if sign else f"{value:.2%}")
+
+
+def _interval(ci: tuple[float, float] | None) -> str:
+    return "-" if ci is None else f"[{ci[0]:+.2%}, {ci[1]:+.2%}]"
 
 
 def uplift_table(report: UpliftReport, truth: dict[str, float]) -> Table:
-    """The arms, then each comparison (all treated, each variant) against the holdout,
-    with the true uplift beside the measured one."""
-    table = Table(title=f"{report.program}: uplift (control: holdout; unit: customer)",
-                  title_justify="left")
-    for column in ("", "customers", "converted", "rate [95%]", "uplift [95%]", "p", "true uplift"):
-        table.add_column(column, justify="left" if not column else "right", no_wrap=True)
+    """The holdout, then each comparison (all treated, each variant) against it, with the
+    true uplift beside the measured one (fits in 80 columns)."""
+    table = Table(title=f"{report.program}: uplift against the holdout (n: customers)",
+                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                  collapse_padding=True)
+    for column in ("group", "n", "bought", "rate", "uplift", "95% interval", "p", "truth"):
+        table.add_column(column, justify="left" if column == "group" else "right", no_wrap=True)
     control = report.arms.get("holdout")
     if control is not None:
         table.add_row("holdout", f"{control.customers:,}", f"{control.converted:,}",
-                      _pct(control.rate, control.rate_ci), "", "", "")
+                      _pct(control.rate), "", "", "", "")
     for c in [*report.comparisons, *report.groups]:
-        label = "all treated" if c.label == "treatment vs holdout" else f"variant {c.label}"
+        label = "all treated" if c.label == "treatment vs holdout" else c.label
         p = "-" if c.p_value is None else ("<0.0001" if c.p_value < 1e-4 else f"{c.p_value:.4f}")
         true = truth.get(c.label)
         table.add_row(label, f"{c.treated.customers:,}", f"{c.treated.converted:,}",
-                      _pct(c.treated.rate, c.treated.rate_ci), _pct(c.absolute_uplift, c.absolute_ci, True),
+                      _pct(c.treated.rate), _pct(c.absolute_uplift, sign=True), _interval(c.absolute_ci),
                       p, "-" if true is None else f"{true:+.2%}")
     return table
 
@@ -100,25 +102,25 @@ def run_simulated_demo(project_dir: Path, store: Store, console: Console, *, see
              **{a.name: world.true_uplift([a]) for a in DESIGN.arms}}
     written = done.run.written.inserted if done.run.written else 0
     console.print()
-    console.print(f"[bold]{PROGRAM}[/bold]: an A/B test on simulated customers whose response is "
-                  f"known, run on {start:%Y-%m-%d}: {written:,} new candidates, "
-                  f"{DESIGN.holdout:.0%} held out; variants "
-                  + " and ".join(f"{a.name} ({a.channel})" for a in DESIGN.arms))
+    console.print(f"[bold]{PROGRAM}[/bold]: A/B test on simulated customers, known response "
+                  f"(run {start:%Y-%m-%d})")
+    console.print(f"  {written:,} new candidates, {DESIGN.holdout:.0%} held out; variants "
+                  + ", ".join(f"{a.name} ({a.channel})" for a in DESIGN.arms))
     if written:
         inapp = sum(ch == "inapp" and sent is not None
                     for ch, sent in zip(done.contacts.channel, done.contacts.sent_at, strict=True))
         counts = {k.split()[0]: n for k, n in done.followed.items()}
         follows = ", ".join(f"{counts[k]:,} {k}s" for k in ("open", "click", "unsubscribe")
                             if k in counts) or "nothing"
-        console.print(f"  sent: {sent_mail:,} e-mails to the local SMTP server, {inapp:,} in-app messages")
-        console.print(f"  e-mail readers, through the tracking and unsubscribe endpoints: {follows}")
-        console.print(f"  through POST /v1/events and the worker: {done.events:,} events (purchases, "
-                      f"in-app reads and clicks); {attributed:,} conversions attributed")
+        console.print(f"  sent {sent_mail:,} e-mails (local SMTP server) and {inapp:,} in-app messages")
+        console.print(f"  e-mail tracking endpoints: {follows}")
+        console.print(f"  {done.events:,} events (purchases, in-app reads, clicks) via POST /v1/events "
+                      "+ worker")
+        console.print(f"  {attributed:,} conversions attributed")
     console.print(uplift_table(report, truth))
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}")
-    console.print(f"[dim]the full report: ceap --store <the demo's store> report uplift {PROGRAM} "
-                  "--by variant[/dim]")
+    console.print(f"[dim]full report: ceap --store <demo store> report uplift {PROGRAM} --by variant[/dim]")
     return SimulatedDemo(report, truth, written)
 
 
