@@ -136,7 +136,8 @@ def run_demo(project_dir: Path, store_url: str, customers: int = 20_000, seed: i
 
         store = open_store(store_url, context=context)
         try:
-            run_simulated_demo(project_dir, store, console, seed=seed, now=now)
+            run_simulated_demo(project_dir, store, console, seed=seed, now=now,
+                               customers=min(customers, 3_000))
         finally:
             store.close()
     return results
