@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-api-fuzz test-clock test-clock-ci lint bench setup clean
+.PHONY: demo test test-api-fuzz test-clock test-clock-ci lint bench bench-uplift bench-scale setup clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -58,6 +58,19 @@ bench: setup
 	$(BIN)/python bench/serving_api.py --connections 26
 	$(BIN)/python bench/realtime.py
 	$(BIN)/python bench/attribution.py
+	$(MAKE) bench-uplift
+
+# uplift and the bandit on simulated customers with a known response (docs/experiments.md,
+# "Proof on a known truth"); about twenty minutes on a loaded 2-core machine
+bench-uplift: setup
+	$(BIN)/python bench/uplift_coverage.py --pg $(or $(CEAP_TEST_PG),postgresql://postgres@127.0.0.1:5432/test)
+	$(BIN)/python bench/bandit_regret.py --plot docs/img/bandit_regret.png
+	$(BIN)/python bench/uplift_targeting.py
+
+# memory against rows (1M, 10M, 100M rows of Parquet) and the local engine against Spark
+# local[2] at 10M rows (bench/README.md, "Scale"); more than an hour on a 2-core machine
+bench-scale: setup
+	$(BIN)/python bench/scale.py
 
 clean:
 	rm -rf .ceap data models

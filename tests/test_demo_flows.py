@@ -326,7 +326,9 @@ def test_roc_auc_handles_ties() -> None:
     assert roc_auc([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5]) == pytest.approx(0.5)
 
 
-def test_run_demo_runs_the_batch_programs_and_reuses_its_data(tmp_path: Path) -> None:
+def test_run_demo_runs_the_batch_programs_and_reuses_its_data(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CEAP_SIGNING_SECRET", "a-signing-secret-for-tests-only")  # tracked links
     shutil.copytree(PROGRAMS, tmp_path / "programs")
     shutil.copytree(PROGRAMS.parent / "templates", tmp_path / "templates")
     url = f"sqlite:///{tmp_path / 'demo.db'}"
@@ -343,6 +345,8 @@ def test_run_demo_runs_the_batch_programs_and_reuses_its_data(tmp_path: Path) ->
     for r in results:
         assert r.program in text
     assert "held out" in text and "churn@" in text and "quarantine" in text
+    # the measured experiment on simulated customers (tests/test_demo_simulated.py has more)
+    assert "discount_offer: uplift against the holdout" in text and "all treated" in text
     # the delivery half: every due candidate was sent or suppressed by a named policy
     store = open_store(url)
     with store.tx() as tx:
@@ -350,7 +354,7 @@ def test_run_demo_runs_the_batch_programs_and_reuses_its_data(tmp_path: Path) ->
         policies = {r[0].split(":")[0] for r in tx.execute(
             "SELECT policy FROM deliveries WHERE status = 'suppressed'").fetchall()}
         emails = tx.execute("SELECT count(*) FROM deliveries WHERE channel = 'email' "
-                            "AND status = 'sent'").fetchone()[0]
+                            "AND status = 'sent' AND program <> 'discount_offer'").fetchone()[0]
         waiting = tx.execute("SELECT count(*) FROM candidates WHERE status = 'pending' "
                              "AND not_before <= ? AND expires_at > ?",
                              (tx.ts(datetime.now(UTC)), tx.ts(datetime.now(UTC)))).fetchone()[0]
@@ -366,5 +370,7 @@ def test_run_demo_runs_the_batch_programs_and_reuses_its_data(tmp_path: Path) ->
     console = Console(record=True, width=140)
     again = run_demo(tmp_path, url, customers=1_000, seed=3, console=console, now=at, pocs=False)
     assert manifest.stat().st_mtime_ns == stamp
-    assert "up to date" in console.export_text()
+    text = console.export_text()
+    assert "up to date" in text
+    assert "discount_offer: A/B test" in text and "0 new candidates" in text
     assert all(r.written and r.written.inserted == 0 for r in again)

@@ -371,6 +371,8 @@ def demo(
     seed: Annotated[int, typer.Option(help="random seed of the generated data")] = 7,
     pocs: Annotated[bool, typer.Option(help="also run the ML proofs of concept")] = True,
     dispatch: Annotated[bool, typer.Option(help="also deliver: local SMTP server and in-app")] = True,
+    simulate: Annotated[bool, typer.Option(
+        help="also measure an A/B test on simulated customers (uplift report)")] = True,
 ) -> None:
     """Generate seeded demo data and run the demo programs on the embedded store."""
     from ceap.demo.runner import run_demo
@@ -380,7 +382,7 @@ def demo(
         f"sqlite:///{project.base_dir / '.ceap' / 'demo.db'}"
     try:
         results = run_demo(project.base_dir, url, customers=customers, seed=seed, console=out,
-                           pocs=pocs, dispatch=dispatch)
+                           pocs=pocs, dispatch=dispatch, simulate=simulate)
     except CeapError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None

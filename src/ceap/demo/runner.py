@@ -1,4 +1,5 @@
-"""Run the demo: generate data, train the churn model, run the three batch programs.
+"""Run the demo: generate data, train the churn model, run the batch programs, the
+proofs of concept, the real-time stream, the delivery, and a measured experiment.
 
 Data and model are reused when a manifest says they were made for the same
 size, seed and day, so a second ``ceap demo`` goes straight to the runs (and,
@@ -81,10 +82,12 @@ def load_demo_programs(project_dir: Path) -> list[ProgramSpec]:
 
 def run_demo(project_dir: Path, store_url: str, customers: int = 20_000, seed: int = 7,
              console: Console | None = None, *, now: datetime | None = None,
-             pocs: bool = True, dispatch: bool = True) -> list[RunResult]:
+             pocs: bool = True, dispatch: bool = True, simulate: bool = True) -> list[RunResult]:
     """Generate the demo data and model (if needed), run the demo programs and print
-    their funnels; then (``pocs``) the three ML proofs of concept, and (``dispatch``)
-    deliver every due candidate through a local SMTP server and the in-app inbox."""
+    their funnels; then (``pocs``) the three ML proofs of concept, (``dispatch``)
+    deliver every due candidate through a local SMTP server and the in-app inbox, and
+    (``simulate``) measure an A/B test on simulated customers: their engagement and
+    purchases come back through the API and the worker, and the uplift report is printed."""
     console = console or Console()
     project_dir = Path(project_dir)
     specs = load_demo_programs(project_dir)
@@ -126,6 +129,15 @@ def run_demo(project_dir: Path, store_url: str, customers: int = 20_000, seed: i
             live = run_realtime_demo(project_dir, store, console, seed=seed, now=now, customers=customers)
             programs += [load_program(project_dir / "programs" / f"{n}.yaml") for n in live.programs]
             dispatch_demo(project_dir, store, programs, customers, seed, console)
+        finally:
+            store.close()
+    if simulate:
+        from ceap.demo.simulated import run_simulated_demo
+
+        store = open_store(store_url, context=context)
+        try:
+            run_simulated_demo(project_dir, store, console, seed=seed, now=now,
+                               customers=min(customers, 3_000))
         finally:
             store.close()
     return results
