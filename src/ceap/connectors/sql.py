@@ -89,7 +89,7 @@ class SqlConnector(Connector[SqlConfig]):
 
         path = url[len("duckdb://"):] if url.startswith("duckdb://") else url[len("duckdb:"):]
         path = path[1:] if path.startswith("/") else path
-        config = {"file_search_path": str(self.context.base_dir)}
+        config: dict[str, Any] = {"file_search_path": str(self.context.base_dir)}
         if path in ("", ":memory:"):
             return duckdb.connect(":memory:", config=config)
         return duckdb.connect(str(self.context.path(path)), read_only=True, config=config)
