@@ -143,7 +143,7 @@ def test_run_piped_prints_every_funnel_stage(project: Path) -> None:
     columns, rows = tsv(piped("run", PROGRAM).stdout)
     assert columns == ["program", "stage", "rows", "removed"]
     assert {r["program"] for r in rows} == {PROGRAM}
-    assert "filter: big_cart" in {r["stage"] for r in rows}
+    assert "after filter: big_cart" in {r["stage"] for r in rows}
 
 
 def test_a_terminal_gets_tables(project: Path) -> None:
@@ -171,3 +171,22 @@ def test_values_with_tabs_or_new_lines_stay_on_their_line() -> None:
     other.add(True)
     assert render([sheet, other]) == ("a\tb\nx\\ty\tfirst\\nsecond\\r\n\t2026-11-25T23:52:56+00:00"
                                       "\n\nc\ntrue")
+
+
+def test_plugins_at_an_80_column_terminal_folds_the_implementation_never_cuts_it() -> None:
+    """Each implementation is whole once the lines of its (folded) cell are joined."""
+    from ceap.registry import default_registry
+
+    result = runner.invoke(app, ["plugins"], env={"TTY_COMPATIBLE": "1", "COLUMNS": "80", "NO_COLOR": "1"})
+    assert result.exit_code == 0, result.output
+    body = result.stdout[result.stdout.index("┡"):result.stdout.index("└")].splitlines()[1:]
+    assert "…" not in result.stdout and max(map(len, body)) <= 80
+    shown, cell = [], ""
+    for line in body:
+        kind, implementation = line.split("│")[1].strip(), line.split("│")[3].strip()
+        if kind and cell:  # a new row starts: the previous cell is complete
+            shown.append(cell)
+            cell = ""
+        cell += implementation
+    shown.append(cell)
+    assert shown == [info.target for info in default_registry().info()]

@@ -158,16 +158,16 @@ def test_without_experiment_fields_nothing_changes(project: Path, store: Store) 
         k for k in found if in_holdout("default", "promo", k, 0.2)}
     assert {c.arm for c in found.values()} == {"treatment", "holdout"}
     rows = dict((stage, removed) for stage, _, removed in result.funnel.rows())
-    assert rows["held out (program holdout)"] == result.funnel.held_out
-    assert "held out (global control group)" not in rows
+    assert rows["after program holdout"] == result.funnel.held_out
+    assert "after global control group" not in rows
 
 
 def test_the_funnel_names_both_control_groups(project: Path, store: Store) -> None:
     f = run(program(holdout=0.1), store, project, global_control=0.1).funnel
     rows = {stage: (left, removed) for stage, left, removed in f.rows()}
-    assert rows["held out (global control group)"][1] == f.global_control > 0
-    assert rows["held out (program holdout)"][1] == f.held_out - f.global_control > 0
-    assert f.targeted == f.selected - f.held_out == rows["held out (global control group)"][0]
+    assert rows["after global control group"][1] == f.global_control > 0
+    assert rows["after program holdout"][1] == f.held_out - f.global_control > 0
+    assert f.targeted == f.selected - f.held_out == rows["after global control group"][0]
 
 
 def test_bandit_shares_replace_the_weights(project: Path, store: Store) -> None:

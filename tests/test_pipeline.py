@@ -123,9 +123,26 @@ def test_column_of_an_impossible_type_is_named(tmp_path: Path, store: Store,
 
 
 def test_scorer_feature_missing_is_named(orders: Path, store: Store, context: PluginContext) -> None:
+    """The error names the config field the column was written in, not a method."""
     spec = base_program(scorer={"type": "expression", "weights": {"basket": 1.0}})
-    with pytest.raises(SourceError, match="scorer.features: unknown column 'basket'"):
+    with pytest.raises(SourceError, match=r"^scorer\.weights: unknown column 'basket' \(the rows have: "):
         run_program(parse_program(spec), store, context, now=NOW)
+
+
+@pytest.mark.parametrize(("config", "where"), [
+    ({"type": "expression", "weights": {"cart_value": 1.0}}, "scorer"),
+    ({"type": "expression", "expr": "2 * vendor_scor + cart_value"}, "scorer.expr"),
+    ({"type": "item_affinity", "model": "m.npz", "customer": "cust"}, "scorer.customer"),
+    ({"type": "lightgbm", "model": "m.txt", "features": ["cart_value", "vendor_scor"]}, "scorer.features"),
+    ({"type": "lightgbm", "model": "m.txt"}, "scorer.model"),
+])
+def test_config_field_names_where_a_column_was_written(config: dict[str, object], where: str) -> None:
+    from ceap.pipeline.plan import config_field
+    from ceap.registry import default_registry
+
+    cls = default_registry().get("scorer", config["type"])  # type: ignore[arg-type]
+    column = {"scorer.customer": "cust", "scorer.model": "f0"}.get(where, "vendor_scor")
+    assert config_field("scorer", cls.config_model.model_validate(config), column) == where
 
 
 def test_rerun_in_the_same_window_adds_no_duplicates(
@@ -371,3 +388,27 @@ def test_declared_timestamps_apply_their_offset(tmp_path: Path, store: Store,
     result = run_program(parse_program(spec), store, context, now=NOW)
     assert [c.customer_id for c in all_candidates(store)] == ["a"]  # 10:00+02:00 is 08:00 UTC
     assert result.funnel.quarantine_reasons == {"column seen_at: not a valid timestamp": 1}
+
+
+def test_every_funnel_row_reads_true_on_its_own() -> None:
+    """A stage that removes rows is named "after ...": its count is what is left, never
+    what it removed (20,000 rows after quarantining 3 must not read "quarantined 20,000")."""
+    from ceap.pipeline.funnel import Funnel
+
+    funnel = Funnel(read=20_003, quarantined=3, filters={"active": 5_000}, eligible=15_000,
+                    unscored=1, below_threshold=9_000, duplicate_customer=999, over_top_k=4_000,
+                    selected=1_000, held_out=150, global_control=50, targeted=850, written=900,
+                    already_present=100)
+    rows = {stage: (left, removed) for stage, left, removed in funnel.rows()}
+    assert rows["after quarantine (bad rows)"] == (20_000, 3)
+    assert rows["after filter: active"] == (15_000, 5_000)
+    assert rows["after dropping unscored rows"] == (14_999, 1)
+    assert rows["after threshold"] == (5_999, 9_000)
+    assert rows["after one per customer (lower scores)"] == (5_000, 999)
+    assert rows["after top-k"] == (1_000, 4_000)
+    assert rows["after program holdout"] == (900, 100)
+    assert rows["after global control group"] == (850, 50)
+    assert rows["after dedup (already stored)"] == (900, 100)
+    assert rows["targeted (will be acted on)"] == (850, 0)
+    for stage, (_left, removed) in rows.items():
+        assert removed == 0 or stage.startswith("after "), stage

@@ -21,7 +21,8 @@ def funnel_sheet(program: str, funnel: Funnel, model: str | None = None) -> Shee
     then the most common quarantine reasons (stage ``quarantine: <reason>``)."""
     title = f"{program}" + (f"  [dim](model {model})[/dim]" if model else "")
     sheet = Sheet(title, [Column("program", in_table=False), Column("stage"),
-                          Column("rows", right=True, human=lambda v: "" if v is None else f"{v:,}"),
+                          Column("rows", "rows left", right=True,
+                                 human=lambda v: "" if v is None else f"{v:,}"),
                           Column("removed", right=True, human=_count)])
     for stage, rows, removed in funnel.rows():
         sheet.add(program, stage, rows, removed)

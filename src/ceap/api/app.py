@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Response
 
-from ceap.api import callbacks, errors, tracking
+from ceap.api import callbacks, errors, explorer, tracking
 from ceap.api.ingest import BODY_MODELS, ingest_router
 from ceap.api.schemas import (
     BatchRequest,
@@ -49,9 +49,10 @@ def create_app(store: Store, *, auth: bool = True, ingest: Any = None,
                default_tenant: str = DEFAULT_TENANT) -> FastAPI:
     """The API over ``store``. The store must be safe to share between threads
     (both built-in stores are)."""
-    app = FastAPI(title="CEAP", version="0.1.0",
+    app = FastAPI(title="CEAP", version="0.1.0", docs_url=None, redoc_url=None,
                   description="Candidates for client apps, the in-app inbox, event ingest, callbacks.")
     errors.install(app)
+    explorer.install(app)  # /docs, with Swagger UI's files served from the package
 
     app.state.store, app.state.auth, app.state.ingest = store, auth, ingest
     app.state.tenant_of = KeyCache(store)

@@ -22,7 +22,9 @@ metadata at 169.254.169.254) are refused always. No redirect is followed
 and no proxy variable is read.
 
 Answers map to ``SendResult``: 2xx sent; 429, 408, 425 and 5xx retryable
-with the ``Retry-After`` the target asked for; 3xx and other 4xx permanent;
+with the wait the target asked for (a reader of the body's wait when the
+channel gives one, else ``Retry-After``, else one second for a 429: the rule
+of ``http_status.http_failure``); 3xx and other 4xx permanent;
 time-outs and connection failures retryable, their error starting with
 ``unreachable:``. Errors name the status or the failure, never the URL (it
 may hold a token) and never the target's response body.
@@ -46,7 +48,7 @@ from pydantic import Field
 
 from ceap.channels.base import SendResult
 from ceap.channels.external import UNREACHABLE, ExternalChannel, ExternalConfig, halts
-from ceap.channels.http_status import is_retryable, parse_retry_after
+from ceap.channels.http_status import DEFAULT_THROTTLE, http_failure, is_retryable, parse_retry_after
 
 MAX_BODY = 64 * 1024
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
@@ -155,12 +157,20 @@ class _TLSConnection(_OneWrite, http.client.HTTPSConnection):
 
 @dataclass(frozen=True)
 class Response:
+    """A provider's answer: the status, the headers (names lower-cased) and the first
+    ``MAX_BODY`` bytes of the body."""
+
     status: int
-    headers: dict[str, str]  # names lower-cased
-    body: bytes              # at most MAX_BODY bytes
+    headers: dict[str, str]
+    body: bytes
 
     def json(self) -> Any:
+        """The body as JSON; raises ``ValueError`` when it is not JSON."""
         return json.loads(self.body)
+
+
+#: reads, from a failed answer, the seconds the provider asked to wait (None: it did not say)
+WaitReader = Callable[[Response], float | None]
 
 
 class HttpClient:
@@ -236,17 +246,44 @@ def guarded_client(allow_private: bool = False, timeout: float = 10.0) -> HttpCl
     return HttpClient(allow_private=allow_private, timeout=timeout)
 
 
-def result_for(key: str, response: Response, provider_id: str | None = None) -> SendResult:
-    """2xx sent; 3xx and 4xx permanent (but 408, 425, 429); 5xx retryable; status only in errors."""
+def body_retry_after(field: str = "retry_after", scale: float = 1.0) -> WaitReader:
+    """A ``WaitReader`` for providers that put the wait in a JSON body: the number under the
+    top-level ``field``, times ``scale`` (``0.001`` for milliseconds). Discord answers a 429
+    with ``{"retry_after": 1.5, ...}``: ``retry_after=body_retry_after()``."""
+
+    def read(response: Response) -> float | None:
+        value = response.json()[field]
+        return float(value) * scale if isinstance(value, int | float) else None
+
+    return read
+
+
+def read_wait(retry_after: WaitReader | None, response: Response) -> float | None:
+    """What ``retry_after`` reads from ``response``: None when it is not given, fails (a body
+    that is not JSON, a missing field) or gives anything but a finite number ≥ 0."""
+    if retry_after is None:
+        return None
+    try:
+        wait = retry_after(response)
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return None
+    if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait < float("inf"):
+        return None
+    return float(wait)
+
+
+def result_for(key: str, response: Response, provider_id: str | None = None,
+               retry_after: WaitReader | None = None) -> SendResult:
+    """2xx sent; 3xx and 4xx permanent (but 408, 425, 429); 5xx retryable; status only in
+    errors. A retryable answer waits what ``retry_after`` reads from it, else its
+    ``Retry-After``, else ``DEFAULT_THROTTLE`` (one second) for a 429."""
     status = response.status
     if 200 <= status < 300:
         return SendResult(key, "sent", provider_id=provider_id)
     if 300 <= status < 400:
         return SendResult(key, "failed", error=f"HTTP {status}: redirects are not followed")
-    if is_retryable(status):
-        return SendResult(key, "failed", error=f"HTTP {status}", retryable=True,
-                          retry_after=parse_retry_after(response.headers.get("retry-after")))
-    return SendResult(key, "failed", error=f"HTTP {status}")
+    wait = read_wait(retry_after, response) if is_retryable(status) else None
+    return http_failure(key, status, response.headers, f"HTTP {status}", wait=wait)
 
 
 def failure_for(key: str, exc: BaseException, timeout: float) -> SendResult:
@@ -260,7 +297,9 @@ def failure_for(key: str, exc: BaseException, timeout: float) -> SendResult:
 
 def try_request(client: HttpClient, method: str, url: str, body: bytes | None,
                 headers: Mapping[str, str], key: str) -> Response | SendResult:
-    """The answer, or the failure to get one as a ``SendResult`` (for callers that read the body)."""
+    """The ``Response`` whatever its status, or the failure to get one as a ``SendResult``
+    (refused by the guard: permanent; time-out or connection failure: retryable). For
+    channels that read the body, e.g. providers that answer errors with a 200."""
     try:
         return client.request(method, url, body, headers)
     except (Refused, OSError, http.client.HTTPException) as exc:
@@ -269,12 +308,15 @@ def try_request(client: HttpClient, method: str, url: str, body: bytes | None,
 
 def send_request(client: HttpClient, method: str, url: str, body: bytes | None,
                  headers: Mapping[str, str], key: str,
-                 provider_id: Callable[[Response], str | None] | None = None) -> SendResult:
-    """One request as a ``SendResult``; ``provider_id`` reads the id from a 2xx answer."""
+                 provider_id: Callable[[Response], str | None] | None = None,
+                 retry_after: WaitReader | None = None) -> SendResult:
+    """One request as a ``SendResult``; ``provider_id`` reads the id from a 2xx answer (a
+    ``ValueError``, ``KeyError`` or ``TypeError`` it raises gives no id), ``retry_after``
+    the wait from a retryable one (see ``result_for``)."""
     response = try_request(client, method, url, body, headers, key)
     if isinstance(response, SendResult):
         return response
-    result = result_for(key, response)
+    result = result_for(key, response, retry_after=retry_after)
     if result.status == "sent" and provider_id is not None:
         try:
             pid = provider_id(response)
@@ -285,11 +327,12 @@ def send_request(client: HttpClient, method: str, url: str, body: bytes | None,
 
 
 def send_json(client: HttpClient, url: str, payload: Any, headers: Mapping[str, str], key: str,
-              provider_id: Callable[[Response], str | None] | None = None) -> SendResult:
+              provider_id: Callable[[Response], str | None] | None = None,
+              retry_after: WaitReader | None = None) -> SendResult:
     """POST ``payload`` as JSON (see ``send_request``)."""
     body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
     return send_request(client, "POST", url, body, {"Content-Type": "application/json", **headers},
-                        key, provider_id)
+                        key, provider_id, retry_after)
 
 
 class HttpConfig(ExternalConfig):
@@ -321,6 +364,8 @@ def origin(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname or '?'}" + (f":{parts.port}" if parts.port else "")
 
 
-__all__ = ["MAX_BODY", "UNREACHABLE", "HttpChannel", "HttpClient", "HttpConfig", "Refused", "Response",
-           "address_allowed", "check_url", "connect_checked", "failure_for", "guarded_client", "halts",
-           "origin", "refusal", "result_for", "send_json", "send_request", "try_request"]
+__all__ = ["DEFAULT_THROTTLE", "MAX_BODY", "UNREACHABLE", "HttpChannel", "HttpClient", "HttpConfig",
+           "Refused", "Response", "WaitReader", "address_allowed", "body_retry_after", "check_url",
+           "connect_checked", "failure_for", "guarded_client", "halts", "http_failure", "origin",
+           "parse_retry_after", "read_wait", "refusal", "result_for", "send_json", "send_request",
+           "try_request"]

@@ -1,6 +1,11 @@
 """SQL databases. PostgreSQL and SQLite stream Arrow through ADBC (PostgreSQL
-uses COPY in binary form); any other SQLAlchemy URL works with the
-``sqlalchemy`` extra installed, row by row."""
+uses COPY in binary form); DuckDB (a database file, or none: a query over
+Parquet, CSV or JSON files) streams Arrow natively; any other SQLAlchemy URL
+works with the ``sqlalchemy`` extra installed, row by row.
+
+A relative SQLite or DuckDB database path (``sqlite:///shop.db``) is resolved
+against the project folder, as are relative file paths inside a DuckDB query
+(``read_parquet('data/*.parquet')``), not against the working directory."""
 
 from __future__ import annotations
 
@@ -71,9 +76,23 @@ class SqlConnector(Connector[SqlConfig]):
                 path = sqlite_path(url)
                 path = path if path == ":memory:" else str(self.context.path(path))
                 return lite.connect(path)
+            if scheme == "duckdb":
+                return self._duckdb(url)
         except Exception as exc:
             raise SourceError(f"source.connection: cannot connect: {exc}") from None
         return None
+
+    def _duckdb(self, url: str) -> Any:
+        """``duckdb:///rel.db``, ``duckdb:////abs.db`` (opened read-only), or ``duckdb://``
+        (no database: the query reads files); relative paths in queries start at the project."""
+        import duckdb
+
+        path = url[len("duckdb://"):] if url.startswith("duckdb://") else url[len("duckdb:"):]
+        path = path[1:] if path.startswith("/") else path
+        config: dict[str, Any] = {"file_search_path": str(self.context.base_dir)}
+        if path in ("", ":memory:"):
+            return duckdb.connect(":memory:", config=config)
+        return duckdb.connect(str(self.context.path(path)), read_only=True, config=config)
 
     def _fail(self, exc: Exception) -> SourceError:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -123,6 +142,9 @@ class SqlConnector(Connector[SqlConfig]):
     def _execute(self, cursor: Any, sql: str,
                  params: tuple[Any, ...] | None = None) -> pa.RecordBatchReader:
         try:
+            if not hasattr(cursor, "fetch_record_batch"):  # DuckDB: Arrow straight from the relation
+                relation = cursor.sql(sql, params=list(params)) if params else cursor.sql(sql)
+                return relation.to_arrow_reader(self.config.batch_rows)
             cursor.execute(sql, params) if params else cursor.execute(sql)
             return cursor.fetch_record_batch()
         except Exception as exc:

@@ -1,8 +1,10 @@
 """Conform a source batch: cast declared columns, set bad rows aside with a reason.
 
 A row is quarantined when its customer id is missing or a declared column
-holds a value that does not parse as the declared type. Reasons name the
-column, never the value (it may be personal data).
+holds a value that does not parse as the declared type (NaN counts as not a
+valid float). A row with several problems keeps the first reason in this
+order: the customer id, then the declared columns in the order ``source.columns``
+lists them. Reasons name the column, never the value (it may be personal data).
 """
 
 from __future__ import annotations
@@ -59,16 +61,20 @@ def conform_sql(schema: pa.Schema, config: ConnectorConfig) -> str:
         if ident:
             declared.setdefault(ident, "string")
     for name, kind in declared.items():
-        if any(check(schema.field(name).type) for check in _ALREADY[kind]):
-            continue
         col = quote(name)
+        label = name.replace("'", "''")
+        if any(check(schema.field(name).type) for check in _ALREADY[kind]):
+            if kind == "float":  # NaN would pass any `>=` filter in DuckDB (NaN sorts above all)
+                reasons.append(f"WHEN isnan({col}) THEN 'column {label}: not a valid float (NaN)'")
+            continue
         # a timestamp's UTC offset is applied, not dropped (the session time zone is UTC)
         cast = (f"CAST(TRY_CAST({col} AS TIMESTAMPTZ) AS TIMESTAMP)" if kind == "timestamp"
                 else f"TRY_CAST({col} AS {DUCKDB_TYPES[kind]})")
         casts.append(f"{cast} AS {col}")
-        label = name.replace("'", "''")
         reasons.append(f"WHEN {col} IS NOT NULL AND {cast} IS NULL "
                        f"THEN 'column {label}: not a valid {kind}'")
+        if kind == "float":  # the text 'nan' casts to NaN
+            reasons.append(f"WHEN isnan({cast}) THEN 'column {label}: not a valid float (NaN)'")
     reason = "CASE " + " ".join(reasons) + " END"
     star = f"* REPLACE ({', '.join(casts)})" if casts else "*"
     return (f"{star}, {reason} AS {REASON}, "

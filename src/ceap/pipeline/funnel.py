@@ -45,30 +45,32 @@ class Funnel:
         return cls(**known)
 
     def rows(self) -> list[tuple[str, int, int]]:
-        """``(stage, rows after it, rows it removed)`` in pipeline order, for display."""
+        """``(stage, rows left after it, rows it removed)`` in pipeline order, for display.
+        Each stage reads true on its own: "after X" counts the rows left once X removed its
+        share; the others (read, eligible, selected, targeted, written) count rows that are so."""
         out = [("read", self.read, 0)]
         left = self.read - self.quarantined
-        out.append(("quarantined (bad rows)", left, self.quarantined))
+        out.append(("after quarantine (bad rows)", left, self.quarantined))
         for fid, removed in self.filters.items():
             left -= removed
-            out.append((f"filter: {fid}", left, removed))
-        out.append(("eligible", self.eligible, 0))
-        for name, removed in (("unscored", self.unscored),
-                              ("below threshold", self.below_threshold),
-                              ("same customer, lower score", self.duplicate_customer),
-                              ("beyond top-k", self.over_top_k)):
+            out.append((f"after filter: {fid}", left, removed))
+        out.append(("eligible (passed every filter)", self.eligible, 0))
+        for name, removed in (("after dropping unscored rows", self.unscored),
+                              ("after threshold", self.below_threshold),
+                              ("after one per customer (lower scores)", self.duplicate_customer),
+                              ("after top-k", self.over_top_k)):
             if removed:
                 left = (out[-1][1]) - removed
                 out.append((name, left, removed))
         out.append(("selected", self.selected, 0))
         holdout = self.held_out - self.global_control
-        out.append(("held out (program holdout)", self.selected - holdout, holdout))
+        out.append(("after program holdout", self.selected - holdout, holdout))
         if self.global_control:
-            out.append(("held out (global control group)", self.selected - self.held_out,
+            out.append(("after global control group", self.selected - self.held_out,
                         self.global_control))
         out.append(("targeted (will be acted on)", self.targeted, 0))
         if self.already_present:
-            out.append(("already stored (same dedup key)", self.selected - self.already_present,
+            out.append(("after dedup (already stored)", self.selected - self.already_present,
                         self.already_present))
         out.append(("new candidates written", self.written, 0))
         return out

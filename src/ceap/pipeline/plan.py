@@ -7,6 +7,7 @@ The same plan runs a batch job's big batches and a stream's micro-batches.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +30,21 @@ from ceap.sqlexpr import BATCH, evaluate, missing_column, quote, sandboxed_conne
 
 SCORE = "__ceap_score"
 RUN_COLUMNS = ("run_ts", "run_date")
+
+
+def config_field(prefix: str, config: Any, column: str) -> str:
+    """``prefix.<field>``: the field of a plugin's config the user wrote ``column`` in (its value,
+    an item of its list, a key of its mapping, a word of its expression); else ``prefix.model``
+    when the config names a model (the column came from the model's metadata), else ``prefix``."""
+    word = re.compile(rf"(?<![\w.]){re.escape(column)}(?!\w)")
+    for name in type(config).model_fields:
+        if name in ("type", "id", "description"):
+            continue
+        value = getattr(config, name, None)
+        if (value == column or (isinstance(value, list | tuple | dict) and column in value)
+                or (isinstance(value, str) and word.search(value))):
+            return f"{prefix}.{name}"
+    return f"{prefix}.model" if "model" in type(config).model_fields else prefix
 
 
 @dataclass
@@ -76,7 +92,10 @@ class Plan:
             else:
                 self._require(table, f.columns() or set(), f"filters[{i}] ({f.id})")
         if self.scorer is not None:
-            self._require(table, set(self.scorer.features()), "scorer.features")
+            features = set(self.scorer.features())
+            missing = sorted(features - set(table.column_names))
+            where = config_field("scorer", self.scorer.config, missing[0]) if missing else "scorer"
+            self._require(table, features, where)
         self._require(table, set(self.spec.action.payload_columns), "action.payload_columns")
         self._columns = table.column_names
 

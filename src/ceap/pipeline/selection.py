@@ -1,9 +1,10 @@
 """Selection: one row per customer, top-k, arms and variants, dedup keys, candidate rows.
 
-Holdout membership is a pure function of (tenant, program, customer): the
-upper 64 bits of an MD5 over them, as a fraction of 2^64, below the holdout
-share. It is stable across runs, machines and versions, so a customer stays
-in the same group and uplift can be measured later. The global control group
+Holdout membership is a pure function of (tenant, program, customer): DuckDB's
+``md5_number_upper`` of ``tenant:program:customer`` (the first 8 bytes of the MD5
+digest, little-endian), as a fraction of 2^64, below the holdout share. It is
+stable across runs, machines and versions, so a customer stays in the same group
+and uplift can be measured later. The global control group
 and the variants are drawn the same way (``ceap.experiments.assignment``),
 column-wise in DuckDB.
 """

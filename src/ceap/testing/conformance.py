@@ -282,13 +282,21 @@ def _send(channel: Any, messages: Sequence[Message], where: str) -> list[str]:
 
 def check_channel(cls: type[Any], config: dict[str, Any], context: PluginContext | None,
                   messages: list[Message]) -> None:
-    """``messages`` have keys the channel has never seen; a few more derived from
-    the first are sent too (a new key, and the same key in another tenant).
+    """``messages`` have keys the channel has never seen; two more derived from the
+    first are sent too: the first message under a new key, and the first message in
+    another tenant (its tenant id plus ``-conformance-other``).
 
     Checks: one result per message, in order; valid statuses; the same keys
     sent again (also through a new instance) are duplicates, not deliveries;
     a key repeated within one batch is delivered once; keys are per tenant;
     an empty batch is fine.
+
+    Sends, in order: ``[]``; ``messages``; ``messages`` again; [first, new key,
+    new key again]; [first in the other tenant]; then ``messages`` through a
+    second instance. A channel that passes delivers ``len(messages) + 2``
+    messages (a provider stand-in sees that many calls from a channel that calls
+    it once per delivery), to the messages' tenants and one more; everything
+    else must come back ``duplicate``.
     """
     where = f"channel {_name(cls)}"
     if not messages:
