@@ -183,14 +183,16 @@ def test_scheduler_exports_next_window_last_success_and_leadership(tmp_path: Pat
     t0 = datetime(2026, 3, 2, 12, 0, 10, tzinfo=UTC)
     clock = FakeClock(t0)
     spec = parse_program(base_program(name="hourly_obs", schedule="hourly"), "hourly_obs.yaml")
-    sched = Scheduler(store, PluginContext(base_dir=tmp_path), lambda: [spec], clock=clock,
+    specs = [spec]
+    sched = Scheduler(store, PluginContext(base_dir=tmp_path), lambda: specs, clock=clock,
                       config=SchedulerConfig(poll=timedelta(seconds=30), lease=timedelta(seconds=60)))
     try:
         before = local()
         sched.tick()  # first seen: nothing is made up, the next window is 13:00
         first = local()
-        assert value(first, "ceap_scheduler_leader") == 1
-        assert value(first, "ceap_scheduler_last_tick_timestamp_seconds") == t0.timestamp()
+        assert value(first, "ceap_scheduler_leader", tenant="default") == 1
+        assert value(first, "ceap_scheduler_last_tick_timestamp_seconds", tenant="default") == \
+            t0.timestamp()
         assert value(first, "ceap_schedule_next_run_timestamp_seconds", program="hourly_obs") == \
             datetime(2026, 3, 2, 13, 0, tzinfo=UTC).timestamp()
         clock.now = datetime(2026, 3, 2, 13, 0, 5, tzinfo=UTC)
@@ -204,6 +206,16 @@ def test_scheduler_exports_next_window_last_success_and_leadership(tmp_path: Pat
         assert (value(second, "ceap_schedule_windows_total", program="hourly_obs", status="succeeded")
                 - value(before, "ceap_schedule_windows_total", program="hourly_obs",
                         status="succeeded")) == 1
+        # the program's file is removed: its gauges go (no false "late" alert)
+        specs.clear()
+        clock.now += timedelta(hours=2)
+        sched.tick()
+        gone = local()
+        assert 'program="hourly_obs"' not in "\n".join(
+            line for line in gone.splitlines() if line.startswith("ceap_schedule_next_run"))
+        specs.append(spec)
+        sched.tick()
+        assert value(local(), "ceap_schedule_next_run_timestamp_seconds", program="hourly_obs") > 0
         # another scheduler holds the lease: this one stands by and exports no schedule
         with store.tx() as tx:
             tx.execute("UPDATE scheduler_lease SET holder = 'other', until = ?",
@@ -211,7 +223,7 @@ def test_scheduler_exports_next_window_last_success_and_leadership(tmp_path: Pat
         clock.now += timedelta(seconds=30)
         assert not sched.tick().leader
         standby = local()
-        assert value(standby, "ceap_scheduler_leader") == 0
+        assert value(standby, "ceap_scheduler_leader", tenant="default") == 0
         assert value(standby, "ceap_schedule_next_run_timestamp_seconds", program="hourly_obs") == 0
     finally:
         store.close()

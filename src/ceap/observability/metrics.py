@@ -108,10 +108,11 @@ SCHEDULE_NEXT = Gauge(
     "The next window the scheduler has not handled yet, Unix seconds: in the past means late.",
     ["program"], multiprocess_mode="min")
 SCHEDULER_LEADER = Gauge("ceap_scheduler_leader",
-                         "1 while this scheduler holds the lease (runs programs), else 0.",
-                         multiprocess_mode="max")
+                         "1 while this scheduler holds the lease of its tenant (runs programs), else 0.",
+                         ["tenant"], multiprocess_mode="max")
 SCHEDULER_LAST_TICK = Gauge("ceap_scheduler_last_tick_timestamp_seconds",
-                            "When this scheduler last ticked, Unix seconds.", multiprocess_mode="max")
+                            "When this scheduler last ticked, Unix seconds.", ["tenant"],
+                            multiprocess_mode="max")
 
 
 # -- helpers: one call per run, batch or pass ------------------------------------------------

@@ -103,6 +103,7 @@ class Scheduler:
         self._running: str | None = None  # the program whose run is going on
         self._lost = threading.Event()  # the heartbeat could not renew the lease
         self._leading = False  # held the lease at the last tick
+        self._exported: set[str] = set()  # programs whose schedule gauges this scheduler set
 
     @property
     def grace(self) -> timedelta:
@@ -112,28 +113,30 @@ class Scheduler:
     # -- one tick ------------------------------------------------------------------
     def tick(self) -> TickReport:
         now = self.clock()
-        metrics.SCHEDULER_LAST_TICK.set(now.timestamp())
+        metrics.SCHEDULER_LAST_TICK.labels(self.context.tenant).set(now.timestamp())
         lease = self.book.acquire(self.lease_name, self.holder, now, self.config.lease)
         if lease is None:
             current = self.book.lease(self.lease_name)
             if self._leading:  # a standby exports no schedule: the active scheduler's count
-                metrics.SCHEDULE_NEXT.clear()
-                metrics.SCHEDULE_LAST_SUCCESS.clear()
+                self._unexport(set(self._exported))
             self._leading = False
-            metrics.SCHEDULER_LEADER.set(0)
+            metrics.SCHEDULER_LEADER.labels(self.context.tenant).set(0)
             return TickReport(now, False, current.holder if current else None)
         self._leading = True
-        metrics.SCHEDULER_LEADER.set(1)
+        metrics.SCHEDULER_LEADER.labels(self.context.tenant).set(1)
         self._lost.clear()
         report = TickReport(now, True, self.holder)
         scheduled: list[ProgramSpec] = []
-        for spec in self.programs():
+        specs = self.programs()
+        for spec in specs:
             if self.stop.is_set() or self._lost.is_set():
                 break
             if is_scheduled(spec):
                 scheduled.append(spec)
                 report.decisions.extend(self._program(spec, lease.since))
         self._export(scheduled, report.decisions)
+        # a program removed, unscheduled or made real-time: its gauges go (no false "late")
+        self._unexport(self._exported - {s.name for s in specs if is_scheduled(s)})
         if self.dispatch is not None and not self.stop.is_set() and not self._lost.is_set():
             try:
                 report.dispatched = self.dispatch()
@@ -150,8 +153,10 @@ class Scheduler:
         if not specs:
             return
         states = self.book.states()
+        scheduled = {s.name for s in specs}
         for program, at in self.book.last_successes().items():
-            metrics.SCHEDULE_LAST_SUCCESS.labels(program).set(at.timestamp())
+            if program in scheduled:
+                metrics.SCHEDULE_LAST_SUCCESS.labels(program).set(at.timestamp())
         for spec in specs:
             state = states.get(spec.name)
             if state is None or spec.schedule is None:
@@ -160,6 +165,16 @@ class Scheduler:
             upcoming = cron.next(state.last_fire or state.first_seen)
             if upcoming:
                 metrics.SCHEDULE_NEXT.labels(spec.name).set(upcoming[0].timestamp())
+                self._exported.add(spec.name)
+
+    def _unexport(self, programs: set[str]) -> None:
+        for program in programs:
+            for gauge in (metrics.SCHEDULE_NEXT, metrics.SCHEDULE_LAST_SUCCESS):
+                try:
+                    gauge.remove(program)
+                except KeyError:
+                    pass
+            self._exported.discard(program)
 
     def _program(self, spec: ProgramSpec, tenure: datetime) -> list[Decision]:
         schedule = spec.schedule
