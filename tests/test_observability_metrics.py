@@ -244,3 +244,19 @@ def test_metrics_port_serves_the_long_running_commands_metrics(tmp_path: Path) -
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     assert "ceap_store_deliveries" in text
     assert value(text, "ceap_store_deliveries", status="queued") == 0
+
+
+def test_a_journaled_channel_times_each_provider_call(store: Store) -> None:
+    from tests.test_crash_window import probe
+
+    seed(store, 12)
+    channel = probe(store)
+    before = local()
+    stats = Dispatcher(store, {"email": channel}, clock=FakeClock(T0)).run()
+    after = local()
+    assert stats.sent == 12
+    # one observation per message handed to the provider (the channel's lanes run in parallel)
+    assert (value(after, "ceap_provider_call_duration_seconds_count", channel="email")
+            - value(before, "ceap_provider_call_duration_seconds_count", channel="email")) == 12
+    assert (value(after, "ceap_deliveries_total", channel="email", outcome="sent")
+            - value(before, "ceap_deliveries_total", channel="email", outcome="sent")) == 12

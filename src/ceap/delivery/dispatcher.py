@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from ceap.channels.base import Channel, Message, SendResult
-from ceap.delivery.held import store_totals
+from ceap.delivery.held import export_totals
 from ceap.delivery.journal import AttemptJournal
 from ceap.delivery.model import Decision, Delivery, Profile
 from ceap.delivery.outbox import Outbox, Recovery, Retry
@@ -30,6 +30,7 @@ from ceap.delivery.policy import Policy, PolicyContext, Reachable
 from ceap.delivery.profiles import load_profiles
 from ceap.delivery.render import PlainRenderer, Rendered, Renderer
 from ceap.delivery.resilience import CircuitBreaker, TokenBucket
+from ceap.delivery.timed_journal import TimedJournal
 from ceap.model import Candidate, utcnow
 from ceap.observability import metrics
 from ceap.observability.tracing import span
@@ -332,18 +333,21 @@ class Dispatcher:
         started = time.perf_counter()
         try:
             with span("ceap.provider.send", **{"ceap.channel": name, "ceap.messages": len(messages)}):
-                if journal is not None:
-                    results: list[SendResult] = cast(Any, channel).send(messages, journal=journal)
+                if journal is not None:  # each message's call is timed between begin and end
+                    results: list[SendResult] = cast(Any, channel).send(
+                        messages, journal=TimedJournal(journal, name))
                 else:
                     results = channel.send(messages)
         except Exception as exc:  # a channel that raises has failed every message, retryably
-            metrics.PROVIDER_DURATION.labels(name).observe(time.perf_counter() - started)
+            if journal is None:
+                metrics.PROVIDER_DURATION.labels(name).observe(time.perf_counter() - started)
             # the exception's text may quote an address or a payload: only its type is logged
             log.warning("channel %s raised %s", name, type(exc).__name__,
                         extra={"channel": name, "error": type(exc).__name__})
             return [SendResult(m.idempotency_key, "failed", error=f"{type(exc).__name__}: {exc}",
                                retryable=True) for m in messages], True
-        metrics.PROVIDER_DURATION.labels(name).observe(time.perf_counter() - started)
+        if journal is None:
+            metrics.PROVIDER_DURATION.labels(name).observe(time.perf_counter() - started)
         if len(results) != len(messages):
             raise RuntimeError(f"channel {channel.config.type} returned {len(results)} results "
                                f"for {len(messages)} messages")
@@ -395,12 +399,6 @@ class Dispatcher:
         return total
 
     def export_store_totals(self) -> None:
-        """Set ``ceap_store_deliveries`` from the store (one grouped count; at most every
-        ``totals_every`` seconds while the loop runs). A failure is logged, not raised."""
-        try:
-            t = store_totals(self.store)
-        except Exception as exc:
-            log.warning("could not read the delivery totals for the metrics: %s", type(exc).__name__)
-            return
-        metrics.set_store_deliveries({"queued": t.queued, "sending": t.sending, "ambiguous": t.held,
-                                      "dead": t.dead, "possible_duplicate": t.possible_duplicates})
+        """Set ``ceap_store_deliveries`` from the store (at most every ``totals_every``
+        seconds while the loop runs, and when it ends)."""
+        export_totals(self.store)

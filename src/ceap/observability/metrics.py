@@ -81,9 +81,10 @@ DELIVERIES = Counter(
     "ceap_deliveries_total",
     "Delivery attempts' outcomes by channel: sent, retry, dead, fallback, shadow, and after a "
     "crash requeued or ambiguous.", ["channel", "outcome"])
-PROVIDER_DURATION = Histogram("ceap_provider_call_duration_seconds",
-                              "Time of one call to a channel's provider (one message or a chunk).",
-                              ["channel"], buckets=_CALL_BUCKETS)
+PROVIDER_DURATION = Histogram(
+    "ceap_provider_call_duration_seconds",
+    "Time of one call to a channel's provider (a message, or a plain channel's send call).",
+    ["channel"], buckets=_CALL_BUCKETS)
 BREAKER_STATE = Gauge("ceap_breaker_state",
                       "A channel's circuit breaker: 0 closed, 1 half-open, 2 open.", ["channel"],
                       multiprocess_mode="max")

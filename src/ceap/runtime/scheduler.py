@@ -24,6 +24,7 @@ A window whose run started and never recorded an outcome (a crash) runs again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -170,10 +171,8 @@ class Scheduler:
     def _unexport(self, programs: set[str]) -> None:
         for program in programs:
             for gauge in (metrics.SCHEDULE_NEXT, metrics.SCHEDULE_LAST_SUCCESS):
-                try:
+                with contextlib.suppress(KeyError):  # never set for this program
                     gauge.remove(program)
-                except KeyError:
-                    pass
             self._exported.discard(program)
 
     def _program(self, spec: ProgramSpec, tenure: datetime) -> list[Decision]:
