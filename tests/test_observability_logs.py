@@ -123,15 +123,38 @@ def test_text_on_a_terminal_json_otherwise(monkeypatch: pytest.MonkeyPatch) -> N
         logs.resolve_format("yaml")
 
 
-def test_cli_log_options_and_json_progress_lines(tmp_path: Path) -> None:
+def test_cli_log_options_and_json_progress_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
     from ceap.cli import app
+    from tests.helpers import ORDERS, ORDERS_HEADER, write_program
 
-    bad = CliRunner().invoke(app, ["--log-format", "xml", "--project", str(tmp_path), "schedule"])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CEAP_STORE", raising=False)
+    write_csv(tmp_path / "orders.csv", ORDERS_HEADER, ORDERS)
+    (tmp_path / "programs").mkdir()
+    write_program(tmp_path / "programs" / "big_carts.yaml",
+                  base_program(schedule={"cron": "0 * * * *", "timezone": "UTC"}))
+    (tmp_path / "programs" / "broken.yaml").write_text("name: broken\nschedule: dayly\n")
+    runner = CliRunner()
+    bad = runner.invoke(app, ["--log-format", "xml", "schedule"])
     assert bad.exit_code == 2 and "log format 'xml'" in bad.output
-    url = f"sqlite:///{tmp_path / 'c.db'}"
-    ok = CliRunner().invoke(app, ["--log-format", "json", "--project", str(tmp_path), "--store", url,
-                                  "dispatch"])
-    assert ok.exit_code == 0, ok.output
+
+    def tick(now: str) -> list[dict[str, Any]]:
+        result = runner.invoke(app, ["--log-format", "json", "scheduler", "--once", "--json",
+                                     "--no-dispatch", "--now", now])
+        assert result.exit_code == 0, result.output
+        json.loads(result.stdout)  # the decisions, as before, on standard output
+        return lines(result.stderr)
+
+    first = tick("2026-03-02T12:00:10Z")
+    assert {(r["logger"], r["level"]) for r in first} == {("ceap.progress", "info"),
+                                                           ("ceap.progress", "warning")}
+    broken = next(r for r in first if r["level"] == "warning")
+    assert broken["event"].startswith("not scheduled:") and broken["file"].endswith("broken.yaml")
+    assert any(r["event"] == "active: running the programs on their schedules" and r["leader"] is True
+               for r in first)
+    ran = next(r for r in tick("2026-03-02T13:00:10Z") if r.get("program") == "big_carts")
+    assert (ran["status"], ran["window"], ran["windows"]) == ("succeeded", "2026-03-02T13:00:00+00:00", 1)
+    assert ran["run_id"].startswith("big_carts-20260302T130000-")
     setup_logging("text", "warning")

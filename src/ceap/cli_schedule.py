@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from ceap.cli_observe import MetricsAddrOption, MetricsPortOption, start_metrics
 from ceap.cli_output import Column, Sheet, show
 from ceap.errors import CeapError, SpecError
 from ceap.model import utcnow
+from ceap.observability.logs import progress as say
 from ceap.runtime.cron import Cron
 from ceap.runtime.schedule_book import LogEntry, ProgramState, ScheduleBook
 from ceap.runtime.scheduler import Decision, Scheduler, TickReport, is_scheduled
@@ -67,7 +69,7 @@ class ProgramFolder:
                 if self._reported.get(path) != text:
                     self._reported[path] = text
                     for line in lines:
-                        err.print(f"not scheduled: {line}", markup=False, highlight=False)
+                        say(f"not scheduled: {line}", _print, logging.WARNING, file=str(path))
         return specs
 
 
@@ -107,8 +109,6 @@ def _print(text: str) -> None:
 def _say_tick(report: TickReport, was: dict[str, Any]) -> None:
     """Progress lines on standard error: decisions, dispatch totals, leadership changes
     (JSON log records of ``ceap.progress`` in JSON mode, without the stamp)."""
-    from ceap.observability.logs import progress as say
-
     stamp = f"{report.at:%Y-%m-%d %H:%M:%S}Z"
     if report.leader != was.get("leader") or report.holder != was.get("holder"):
         line = ("active: running the programs on their schedules" if report.leader
@@ -176,7 +176,7 @@ def scheduler(
                           lease_store=lease_store)
 
         def on_signal(*_: Any) -> None:
-            err.print("stopping after the current step", highlight=False)
+            say("stopping after the current step", _print)
             sched.stop.set()
 
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -192,7 +192,7 @@ def scheduler(
         raise
     except Exception as exc:  # the store gone, say: a supervisor restarts the process
         what = str(exc) if isinstance(exc, CeapError) else f"{type(exc).__name__}: {exc}"
-        err.print(f"error: {what}", markup=False, highlight=False)
+        say(f"error: {what}", _print, logging.ERROR, error=type(exc).__name__)
         raise typer.Exit(1) from None
     finally:
         store.close()
@@ -205,7 +205,7 @@ def scheduler(
         if any(d.status == "failed" for d in decisions):
             raise typer.Exit(1)
     else:
-        err.print("scheduler stopped", highlight=False)
+        say("scheduler stopped", _print)
 
 
 def schedule_sheet(specs: list[ProgramSpec], states: dict[str, ProgramState], default_tz: str,

@@ -35,8 +35,7 @@ class Instrument:
             await send(message)
 
         started = time.perf_counter()
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers") or ()}
-        with server_span(f"{method} request", headers, **{"http.request.method": method}) as current:
+        with server_span(f"{method} request", scope, **{"http.request.method": method}) as current:
             try:
                 await self.app(scope, receive, watch)
             finally:

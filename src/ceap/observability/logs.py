@@ -157,11 +157,11 @@ def json_logs() -> bool:
     return _json
 
 
-def progress(text: str, say: Any, **fields: Any) -> None:
+def progress(text: str, say: Any, level: int = logging.INFO, **fields: Any) -> None:
     """A progress line of a long-running command: a JSON log record (``logger``
     ``ceap.progress``) in JSON mode, else ``say(text)`` as before."""
     if _json:
-        logging.getLogger(PROGRESS).info(text, extra=fields)
+        logging.getLogger(PROGRESS).log(level, text, extra=fields)
     else:
         say(text)
 

@@ -55,14 +55,15 @@ def span(name: str, **attributes: Any) -> Any:
     return _span(tracer, name, attributes)
 
 
-def server_span(name: str, headers: Mapping[str, str], **attributes: Any) -> Any:
-    """A server span for an HTTP request, continuing the caller's trace (``traceparent``)."""
+def server_span(name: str, scope: Mapping[str, Any], **attributes: Any) -> Any:
+    """A server span for an ASGI HTTP request, continuing the caller's trace (``traceparent``)."""
     tracer = _tracer()
     if tracer is None:
         return nullcontext(None)
     from opentelemetry import propagate
     from opentelemetry.trace import SpanKind
 
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers") or ()}
     return _span(tracer, name, attributes, kind=SpanKind.SERVER, context=propagate.extract(headers))
 
 
