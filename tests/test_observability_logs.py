@@ -25,6 +25,7 @@ from ceap.spec import parse_program
 from ceap.store import Store
 from ceap.testing import FakeClock
 from tests.helpers import base_program, write_csv
+from tests.obs_helpers import value
 from tests.test_dispatcher import T0, FlakyChannel, FlakyConfig
 
 CUSTOMERS = ["cust-7f3a91", "cust-b20c44", "cust-e95d17"]
@@ -67,15 +68,33 @@ def test_run_dispatch_and_api_logs_hold_no_personal_data(json_logs: None, store:
 
     leaky = LeakyChannel(FlakyConfig())
     Dispatcher(store, {"email": leaky}, clock=FakeClock(T0), retry=Retry(max_attempts=1)).run()
-    api = TestClient(create_app(store, auth=False), raise_server_exceptions=False)
+    app = create_app(store, auth=False)
+
+    @app.get("/v1/customers/{customer_id}/boom")
+    def boom(customer_id: str) -> None:  # a bug that quotes the customer's data
+        raise RuntimeError(f"no address for {customer_id}: {EMAILS[2]} {PHONES[2]}")
+
+    api = TestClient(app, raise_server_exceptions=False)
+    before = api.get("/metrics").text
     assert api.get(f"/v1/customers/{CUSTOMERS[0]}/candidates").status_code == 200
     assert api.get(f"/v1/customers/{CUSTOMERS[1]}/inbox").status_code == 200
+    failed = api.get(f"/v1/customers/{CUSTOMERS[2]}/boom")
+    assert failed.status_code == 500
+    after = api.get("/metrics").text
+    route = "/v1/customers/{customer_id}/boom"
+    assert (value(after, "ceap_http_requests_total", method="GET", route=route, status="500")
+            - value(before, "ceap_http_requests_total", method="GET", route=route, status="500")) == 1
 
     logged = capsys.readouterr().err
     records = lines(logged)
     events = [r["event"] for r in records]
     assert any("run big_carts-" in e and "succeeded" in e for e in events), events
     assert any("channel email raised RuntimeError" in e for e in events), events
+    [error] = [r for r in records if r["logger"] == "ceap.api"]
+    assert error["route"] == route and error["incident"] == failed.headers["X-Error-Id"]
+    assert error["error"] == "RuntimeError"  # the frames and the type, not the message
+    assert 'raise RuntimeError(f"no address for {customer_id}' in error["traceback"]
+    assert error["traceback"].rstrip().endswith("RuntimeError")
     for r in records:
         assert {"ts", "level", "logger", "event"} <= set(r)
         assert r["ts"].endswith("Z")
@@ -91,13 +110,22 @@ def test_scrubbing_and_customer_refs(json_logs: None, capsys: pytest.CaptureFixt
         raise ValueError(f"bad address {EMAILS[1]}")
     except ValueError:
         log.exception("send failed", extra={"channel": "email"})
-    first, second = lines(capsys.readouterr().err)
+    try:
+        try:
+            raise KeyError(CUSTOMERS[1])
+        except KeyError as exc:
+            raise ValueError(f"lookup of {CUSTOMERS[2]}") from exc
+    except ValueError:
+        log.error("chained", exc_info=True)
+    first, second, third = lines(capsys.readouterr().err)
+    chain = third["traceback"]
+    assert chain.index("KeyError") < chain.index("ValueError") and CUSTOMERS[2] not in chain
     assert first["event"] == "mail to <email> and <phone> failed"
     assert first["customer_ref"] == customer_ref(CUSTOMERS[0]) and "customer_id" not in first
     assert (first["level"], first["logger"], first["program"], first["run_id"], first["count"]) == \
         ("warning", "ceap.test", "win_back", "r1", 3)
     assert second["error"] == "ValueError" and second["channel"] == "email"
-    assert "<email>" in second["traceback"] and EMAILS[1] not in second["traceback"]
+    assert "ValueError" in second["traceback"] and EMAILS[1] not in second["traceback"]
     assert scrub("order 20261206 of run r-20261206T101010") == "order 20261206 of run r-20261206T101010"
     assert customer_ref("a") != customer_ref("b") and len(customer_ref("a")) == 16
 

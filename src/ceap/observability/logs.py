@@ -8,7 +8,8 @@ with ``--log-level`` or ``CEAP_LOG_LEVEL`` (default ``warning``).
 
 No personal data: CEAP's own log calls carry ids of runs, deliveries and candidates,
 never a customer's id, address, phone number or template variables, and an
-exception's text is not logged where it could quote them (only its type). As a
+exception's text is not logged where it could quote them (only its type), and
+tracebacks show frames and exception types, never the exceptions' messages. As a
 second guard, every line is scrubbed: e-mail addresses become ``<email>``,
 international phone numbers (``+`` and digits) ``<phone>``, and a ``customer_id``
 context field is replaced by ``customer_ref``, a keyed hash (``customer_ref()``;
@@ -25,6 +26,7 @@ import logging
 import os
 import re
 import sys
+import traceback
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,6 +60,19 @@ def customer_ref(customer_id: str) -> str:
     return hmac.new(key, customer_id.encode(), hashlib.sha256).hexdigest()[:16]
 
 
+def traceback_text(exc_info: Any) -> str:
+    """A traceback without the exceptions' messages (they may quote a customer's data):
+    the frames (file, line, function, source line) and each exception's type."""
+    te: traceback.TracebackException | None = traceback.TracebackException(*exc_info)
+    parts: list[str] = []
+    while te is not None:
+        parts.append("Traceback (most recent call last):\n" + "".join(te.stack.format())
+                     + f"{te.exc_type.__qualname__ if te.exc_type else 'Exception'}")
+        te = te.__cause__ or (None if te.__suppress_context__ else te.__context__)
+    # oldest first, as Python prints a chain
+    return "\n\nThe above exception led to the following exception:\n\n".join(reversed(parts))
+
+
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in record.__dict__.items():
@@ -88,7 +103,7 @@ class JsonFormatter(logging.Formatter):
         data.update(_fields(record))
         if record.exc_info and record.exc_info[0] is not None:
             data["error"] = record.exc_info[0].__name__
-            data["traceback"] = scrub(self.formatException(record.exc_info))
+            data["traceback"] = scrub(traceback_text(record.exc_info))
         return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -101,7 +116,7 @@ class TextFormatter(logging.Formatter):
         extra = " (" + " ".join(f"{k}={v}" for k, v in fields.items()) + ")" if fields else ""
         line = f"{ts} {record.levelname} {record.name}: {scrub(record.getMessage())}{extra}"
         if record.exc_info and record.exc_info[0] is not None:
-            line += "\n" + scrub(self.formatException(record.exc_info))
+            line += "\n" + scrub(traceback_text(record.exc_info))
         return line
 
 
