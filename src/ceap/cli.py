@@ -77,8 +77,17 @@ def main(
     project: Annotated[Path | None, typer.Option(help="project folder holding ceap.yaml")] = None,
     store: Annotated[str | None, typer.Option(help="store URL (beats CEAP_STORE and ceap.yaml)")] = None,
     tenant: Annotated[str | None, typer.Option(help="tenant id (default: ceap.yaml's)")] = None,
+    log_format: Annotated[str | None, typer.Option(
+        "--log-format", help="logs on stderr: json, text or auto (json unless stderr is a "
+                             "terminal; default: CEAP_LOG_FORMAT, else auto)")] = None,
+    log_level: Annotated[str | None, typer.Option(
+        "--log-level", help="debug, info, warning or error (default: CEAP_LOG_LEVEL, else warning)")
+                         ] = None,
 ) -> None:
     state.project_dir, state.store, state.tenant = project, store, tenant
+    from ceap.cli_observe import setup
+
+    setup(log_format, log_level)
 
 
 def _program_paths(items: list[str], project: ProjectConfig) -> list[Path]:

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from ceap.cli import JsonOption, app, err, out, state
+from ceap.cli_observe import MetricsAddrOption, MetricsPortOption, start_metrics
 from ceap.cli_output import Column, Sheet, show
 from ceap.delivery.dispatcher import Dispatcher, DispatchStats
 from ceap.delivery.held import StoreTotals, store_totals
@@ -122,9 +123,14 @@ def dispatch(
     poll: Annotated[float, typer.Option(min=0.05, help="seconds between polls with --follow")] = 1.0,
     lease: Annotated[float, typer.Option(min=1, help="seconds a claim is held")] = 30.0,
     as_json: JsonOption = False,
+    metrics_port: MetricsPortOption = None,
+    metrics_addr: MetricsAddrOption = "0.0.0.0",
 ) -> None:
     """Send due candidates: apply policies, render, deliver with retries and fallbacks."""
+    from ceap.observability.logs import progress as say
+
     project = state.project()
+    start_metrics(metrics_port, metrics_addr)
     store = state.open_store(project)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -135,8 +141,10 @@ def dispatch(
 
         def progress(total: DispatchStats) -> None:
             if follow and total.busy:
-                err.print(f"sent {total.sent:,}  suppressed {total.suppressed:,}  "
-                          f"retrying {total.retry:,}  dead {total.dead:,}", highlight=False)
+                say(f"sent {total.sent:,}  suppressed {total.suppressed:,}  "
+                    f"retrying {total.retry:,}  dead {total.dead:,}",
+                    lambda text: err.print(text, highlight=False), sent=total.sent,
+                    suppressed=total.suppressed, retry=total.retry, dead=total.dead)
 
         total = dispatcher.run(follow=follow, poll=poll, stop=stop, on_step=progress)
         totals = store_totals(store)
@@ -223,21 +231,39 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     no_auth: Annotated[bool, typer.Option("--no-auth", help="no API keys: every request is "
                                           "the default tenant (local use only)")] = False,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="server processes (uvicorn workers); "
+                                         "with more than one, set PROMETHEUS_MULTIPROC_DIR for "
+                                         "/metrics")] = 1,
 ) -> None:
-    """Serve the HTTP API (candidates for client apps, the in-app inbox, callbacks)."""
+    """Serve the HTTP API (candidates for client apps, the in-app inbox, callbacks, /metrics)."""
+    import os
+
     import uvicorn
 
-    from ceap.api import create_app
+    from ceap.api.process import SETTINGS_ENV, build_api, settings_env
+    from ceap.observability.exposition import clear_multiprocess_dir, multiprocess_dir
 
     project = state.project()
+    try:
+        clear_multiprocess_dir()
+    except ValueError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    if workers > 1:
+        if multiprocess_dir() is None:
+            err.print("[yellow]--workers without PROMETHEUS_MULTIPROC_DIR: each scrape of /metrics "
+                      "sees one process only (docs/operations.md)[/yellow]")
+        from ceap.observability.logs import resolve_format
+
+        os.environ[SETTINGS_ENV] = settings_env(str(project.base_dir), state.store, state.tenant,
+                                                not no_auth)
+        os.environ.setdefault("CEAP_LOG_FORMAT", resolve_format())
+        uvicorn.run("ceap.api.process:app_from_env", factory=True, host=host, port=port,
+                    workers=workers, log_level="warning")
+        return
     store = state.open_store(project)
     try:
-        from ceap.realtime.setup import open_stream
-
-        ingest = open_stream(project, project.ingest, store) if project.ingest else None
-        api = create_app(store, auth=not no_auth, ingest=ingest,
-                         default_tenant=state.tenant or project.tenant)
-        api.state.tracking = project.tracking  # the tracking endpoints' consent rule and scanner window
+        api = build_api(project, store, state.tenant, not no_auth)
         uvicorn.run(api, host=host, port=port, log_level="warning")
     finally:
         store.close()

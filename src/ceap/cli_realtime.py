@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from ceap.cli import app, err, out, state
+from ceap.cli_observe import MetricsAddrOption, MetricsPortOption, start_metrics
 from ceap.errors import CeapError, SpecError
 from ceap.realtime.events import validate_events
 from ceap.realtime.setup import open_stream
@@ -30,9 +31,14 @@ def worker(
     wait: Annotated[float, typer.Option(min=0.001, help="most seconds to wait for a batch")] = 0.05,
     until_idle: Annotated[bool, typer.Option("--until-idle", help="stop once the stream is drained")
                           ] = False,
+    metrics_port: MetricsPortOption = None,
+    metrics_addr: MetricsAddrOption = "0.0.0.0",
 ) -> None:
     """Run the real-time programs over a stream: micro-batches, state, candidates."""
+    from ceap.observability.logs import progress as say
+
     project = state.project()
+    start_metrics(metrics_port, metrics_addr)
     store = state.open_store(project)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -41,12 +47,14 @@ def worker(
         source = open_stream(project, stream, store)
         context = source.context
         w = Worker(store, source, project.programs_dir(), context, batch=batch, wait=wait,
-                   state_url=project.state)
+                   state_url=project.state, stream=stream)
 
         def progress(s: WorkerStats) -> None:
-            err.print(f"events {s.events:,}  candidates {s.candidates:,}  duplicates {s.duplicates:,}  "
-                      f"late {s.late:,}  rejected {s.rejected:,}  lag {s.lag if s.lag is not None else '?'}"
-                      f"  programs {', '.join(s.programs) or '-'}", highlight=False)
+            say(f"events {s.events:,}  candidates {s.candidates:,}  duplicates {s.duplicates:,}  "
+                f"late {s.late:,}  rejected {s.rejected:,}  lag {s.lag if s.lag is not None else '?'}"
+                f"  programs {', '.join(s.programs) or '-'}", lambda text: err.print(text, highlight=False),
+                stream=stream, events=s.events, candidates=s.candidates, duplicates=s.duplicates,
+                late=s.late, rejected=s.rejected, lag=s.lag, programs=",".join(s.programs))
 
         stats = w.run(stop, until_idle=until_idle, on_progress=progress)
         w.close()

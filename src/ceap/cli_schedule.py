@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -11,9 +12,11 @@ from typing import Annotated, Any
 import typer
 
 from ceap.cli import JsonOption, app, err, state
+from ceap.cli_observe import MetricsAddrOption, MetricsPortOption, start_metrics
 from ceap.cli_output import Column, Sheet, show
 from ceap.errors import CeapError, SpecError
 from ceap.model import utcnow
+from ceap.observability.logs import progress as say
 from ceap.runtime.cron import Cron
 from ceap.runtime.schedule_book import LogEntry, ProgramState, ScheduleBook
 from ceap.runtime.scheduler import Decision, Scheduler, TickReport, is_scheduled
@@ -66,7 +69,7 @@ class ProgramFolder:
                 if self._reported.get(path) != text:
                     self._reported[path] = text
                     for line in lines:
-                        err.print(f"not scheduled: {line}", markup=False, highlight=False)
+                        say(f"not scheduled: {line}", _print, logging.WARNING, file=str(path))
         return specs
 
 
@@ -99,27 +102,34 @@ def decisions_sheet(decisions: list[Decision]) -> Sheet:
     return sheet
 
 
+def _print(text: str) -> None:
+    err.print(text, highlight=False, markup=False)
+
+
 def _say_tick(report: TickReport, was: dict[str, Any]) -> None:
-    """Progress lines on standard error: decisions, dispatch totals, leadership changes."""
+    """Progress lines on standard error: decisions, dispatch totals, leadership changes
+    (JSON log records of ``ceap.progress`` in JSON mode, without the stamp)."""
     stamp = f"{report.at:%Y-%m-%d %H:%M:%S}Z"
     if report.leader != was.get("leader") or report.holder != was.get("holder"):
         line = ("active: running the programs on their schedules" if report.leader
                 else f"standing by: scheduler {report.holder} is active")
-        err.print(f"{stamp} {line}", highlight=False, markup=False)
+        say(line, lambda text: _print(f"{stamp} {text}"), leader=report.leader, holder=report.holder)
     was.update(leader=report.leader, holder=report.holder)
     for d in report.decisions:
         window = f"{_local(d.fire_at, d.timezone):%Y-%m-%d %H:%M %Z}"
         extra = f" ({d.windows} windows)" if d.windows > 1 else ""
         run = f" run {d.run_id}" if d.run_id else ""
         why = f": {d.detail}" if d.detail else ""
-        err.print(f"{stamp} {d.program} {window}: {d.status}{extra}{run}{why}", highlight=False,
-                  markup=False)
+        say(f"{d.program} {window}: {d.status}{extra}{run}{why}", lambda text: _print(f"{stamp} {text}"),
+            program=d.program, window=d.fire_at.isoformat(), status=d.status, windows=d.windows,
+            run_id=d.run_id)
     s = report.dispatched
     if s is not None and (s.busy or s.requeued or s.ambiguous):
-        err.print(f"{stamp} dispatch: sent {s.sent:,}  suppressed {s.suppressed:,}  deferred "
-                  f"{s.deferred:,}  retrying {s.retry:,}  dead {s.dead:,}", highlight=False, markup=False)
+        say(f"dispatch: sent {s.sent:,}  suppressed {s.suppressed:,}  deferred "
+            f"{s.deferred:,}  retrying {s.retry:,}  dead {s.dead:,}", lambda text: _print(f"{stamp} {text}"),
+            sent=s.sent, suppressed=s.suppressed, deferred=s.deferred, retry=s.retry, dead=s.dead)
     if report.dispatch_error:
-        err.print(f"{stamp} dispatch failed: {report.dispatch_error}", highlight=False, markup=False)
+        say(f"dispatch failed: {report.dispatch_error}", lambda text: _print(f"{stamp} {text}"))
 
 
 @app.command()
@@ -131,12 +141,15 @@ def scheduler(
         "--dispatch/--no-dispatch", help="send what is due after each tick (default: ceap.yaml's "
                                          "scheduler.dispatch)")] = None,
     as_json: JsonOption = False,
+    metrics_port: MetricsPortOption = None,
+    metrics_addr: MetricsAddrOption = "0.0.0.0",
 ) -> None:
     """Run each program on its schedule, then dispatch what is due. Of several schedulers
     on one store, one is active; SIGTERM or Ctrl-C stops it after the current step."""
     from ceap.cli_delivery import build_dispatcher
 
     project = state.project()
+    start_metrics(metrics_port, metrics_addr)
     at = _when(now)
     if at is not None and not once:
         err.print("--now needs --once (a clock that stands still would never reach the next window)")
@@ -163,7 +176,7 @@ def scheduler(
                           lease_store=lease_store)
 
         def on_signal(*_: Any) -> None:
-            err.print("stopping after the current step", highlight=False)
+            say("stopping after the current step", _print)
             sched.stop.set()
 
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -179,7 +192,7 @@ def scheduler(
         raise
     except Exception as exc:  # the store gone, say: a supervisor restarts the process
         what = str(exc) if isinstance(exc, CeapError) else f"{type(exc).__name__}: {exc}"
-        err.print(f"error: {what}", markup=False, highlight=False)
+        say(f"error: {what}", _print, logging.ERROR, error=type(exc).__name__)
         raise typer.Exit(1) from None
     finally:
         store.close()
@@ -192,7 +205,7 @@ def scheduler(
         if any(d.status == "failed" for d in decisions):
             raise typer.Exit(1)
     else:
-        err.print("scheduler stopped", highlight=False)
+        say("scheduler stopped", _print)
 
 
 def schedule_sheet(specs: list[ProgramSpec], states: dict[str, ProgramState], default_tz: str,

@@ -26,6 +26,7 @@ from ceap.api.schemas import (
 )
 from ceap.api.security import KeyCache, tenant_dependency
 from ceap.model import DEFAULT_TENANT, Candidate, CandidateQuery
+from ceap.observability.asgi import install as instrument
 from ceap.outcomes.engagement import mark_inbox_read
 from ceap.store.base import Store
 
@@ -52,6 +53,7 @@ def create_app(store: Store, *, auth: bool = True, ingest: Any = None,
     app = FastAPI(title="CEAP", version="0.1.0", docs_url=None, redoc_url=None,
                   description="Candidates for client apps, the in-app inbox, event ingest, callbacks.")
     errors.install(app)
+    instrument(app)  # request metrics and spans by route template, GET /metrics
     explorer.install(app)  # /docs, with Swagger UI's files served from the package
 
     app.state.store, app.state.auth, app.state.ingest = store, auth, ingest

@@ -65,7 +65,10 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> Any:
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     """A bug: the client gets an id to quote, the log gets the traceback."""
     incident = uuid.uuid4().hex[:12]
-    log.error("unhandled error %s on %s %s", incident, request.method, request.url.path, exc_info=exc)
+    # the route template, never the path: a path names a customer
+    route = getattr(request.scope.get("route"), "path", None) or "<unmatched>"
+    log.error("unhandled error %s on %s %s", incident, request.method, route, exc_info=exc,
+              extra={"incident": incident, "route": route})
     return JSONResponse({"detail": "internal error"}, status_code=500,
                         headers={"X-Error-Id": incident})
 

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from ceap.channels.base import Channel, Message, SendResult
+from ceap.delivery.held import export_totals
 from ceap.delivery.journal import AttemptJournal
 from ceap.delivery.model import Decision, Delivery, Profile
 from ceap.delivery.outbox import Outbox, Recovery, Retry
@@ -29,7 +30,10 @@ from ceap.delivery.policy import Policy, PolicyContext, Reachable
 from ceap.delivery.profiles import load_profiles
 from ceap.delivery.render import PlainRenderer, Rendered, Renderer
 from ceap.delivery.resilience import CircuitBreaker, TokenBucket
+from ceap.delivery.timed_journal import TimedJournal
 from ceap.model import Candidate, utcnow
+from ceap.observability import metrics
+from ceap.observability.tracing import span
 from ceap.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -88,6 +92,8 @@ class Dispatcher:
         self.renderer = renderer or PlainRenderer()
         self.outbox = Outbox(store, worker or default_worker_id(), lease)
         self.batch_size = batch_size
+        #: seconds between two reads of the store's delivery totals for ceap_store_deliveries
+        self.totals_every = 15.0
         #: candidates this dispatcher just planned, so sending them needs no second read
         self._planned: dict[int, tuple[Candidate, Profile | None]] = {}
         self.retry = retry or Retry()
@@ -112,18 +118,27 @@ class Dispatcher:
         dedup = {name for name, ch in self.channels.items() if ch.provider_dedup}
         found = self.outbox.recover(self.clock(), resend, dedup)
         # one line per channel and outcome
-        for group, what in ((found.ambiguous, "marked ambiguous, not resent"),
-                            (found.requeued, "resent (reported as ambiguous)")):
+        for group, what, outcome in ((found.ambiguous, "marked ambiguous, not resent", "ambiguous"),
+                                     (found.requeued, "resent (reported as ambiguous)", "requeued")):
             by_channel: dict[str, list[int]] = defaultdict(list)
             for d in group:
                 by_channel[d.channel].append(d.id)
             for channel, ids in by_channel.items():
+                metrics.record_deliveries(channel, {outcome: len(ids)})
                 shown = ", ".join(map(str, ids[:10])) + (", ..." if len(ids) > 10 else "")
                 log.warning("%d delivery attempt(s) on %s were in flight at a crash: %s "
                             "(deliveries %s)", len(ids), channel, what, shown)
         return found
 
     def plan(self) -> DispatchStats:
+        with span("ceap.dispatch.plan") as current:
+            stats = self._plan()
+            metrics.record_dispatch_plan(stats.__dict__)
+            if current is not None:
+                current.set_attribute("ceap.claimed", stats.claimed)
+            return stats
+
+    def _plan(self) -> DispatchStats:
         stats = DispatchStats()
         now = self.clock()
         stats.expired = self.outbox.expire(now)
@@ -166,12 +181,22 @@ class Dispatcher:
         return Decision(c.id, send=known, fallback=fallback)
 
     def send(self) -> DispatchStats:
+        with span("ceap.dispatch.send") as current:
+            stats = self._send()
+            if current is not None:
+                current.set_attribute("ceap.leased", stats.leased)
+                current.set_attribute("ceap.sent", stats.sent)
+            return stats
+
+    def _send(self) -> DispatchStats:
         stats = DispatchStats()
         now = self.clock()
         quotas: dict[str, int] = {}
-        for name in self.channels:
+        states = [(name, self.breakers[name].state) for name in self.channels]
+        metrics.set_breakers(states)
+        for name, state in states:
             breaker = self.breakers[name]
-            if breaker.state == "open":
+            if state == "open":
                 self.outbox.fail_over(name, "circuit open", now)
             quota = breaker.allowance(self.batch_size)
             if name in self.buckets:
@@ -219,6 +244,11 @@ class Dispatcher:
         if shadows:
             self.outbox.record_shadow(shadows, now)
             stats.shadow = len(shadows)
+            shadow_by: dict[str, int] = defaultdict(int)
+            for d, _ in shadows:
+                shadow_by[d.channel] += 1
+            for channel_name, n in shadow_by.items():
+                metrics.record_deliveries(channel_name, {"shadow": n})
         self._record(unsent, stats)
         return stats
 
@@ -230,7 +260,8 @@ class Dispatcher:
         if channel.journaled:  # the channel begins and ends each message with the journal
             with AttemptJournal(self.outbox, [d for d, _ in messages], self.clock,
                                 self._retry_of(name), self.rng.random) as journal:
-                results, raised = self._call(channel, [m for _, m in messages], journal)
+                results, raised = self._call(channel, [m for _, m in messages], journal, name)
+            metrics.record_deliveries(name, journal.counts)
             for field, n in journal.counts.items():
                 setattr(stats, field, getattr(stats, field) + n)
             stats.attempted += len(journal.begun)
@@ -260,7 +291,7 @@ class Dispatcher:
                 if not chunk:
                     continue
                 stats.attempted += len(chunk)
-                results, _ = self._call(channel, [m for _, m in chunk])
+                results, _ = self._call(channel, [m for _, m in chunk], None, name)
                 attempted = [(replace(d, attempts=d.attempts + 1), r)
                              for (d, _), r in zip(chunk, results, strict=True)]
                 self._record(attempted, stats)
@@ -274,12 +305,13 @@ class Dispatcher:
 
     def _record(self, outcomes: list[tuple[Delivery, SendResult]], stats: DispatchStats) -> None:
         """Record outcomes (each channel's own retry policy), adding the counts to ``stats``."""
-        by_retry: dict[Retry, list[tuple[Delivery, SendResult]]] = defaultdict(list)
+        by_channel: dict[str, list[tuple[Delivery, SendResult]]] = defaultdict(list)
         for d, result in outcomes:
-            by_retry[self._retry_of(d.channel)].append((d, result))
-        for retry, recorded in by_retry.items():
-            counts = self.outbox.record(recorded, self.clock(), retry,
+            by_channel[d.channel].append((d, result))
+        for channel, recorded in by_channel.items():
+            counts = self.outbox.record(recorded, self.clock(), self._retry_of(channel),
                                         (self.rng.random() for _ in recorded))
+            metrics.record_deliveries(channel, counts)
             stats.sent += counts["sent"]
             stats.retry += counts["retry"]
             stats.dead += counts["dead"]
@@ -294,17 +326,28 @@ class Dispatcher:
 
     @staticmethod
     def _call(channel: Channel[Any], messages: list[Message],
-              journal: AttemptJournal | None = None) -> tuple[list[SendResult], bool]:
+              journal: AttemptJournal | None = None, name: str | None = None
+              ) -> tuple[list[SendResult], bool]:
         """The channel's results, and whether it raised (then every message failed, retryably)."""
+        name = name or channel.config.type
+        started = time.perf_counter()
         try:
-            if journal is not None:
-                results: list[SendResult] = cast(Any, channel).send(messages, journal=journal)
-            else:
-                results = channel.send(messages)
+            with span("ceap.provider.send", **{"ceap.channel": name, "ceap.messages": len(messages)}):
+                if journal is not None:  # each message's call is timed between begin and end
+                    results: list[SendResult] = cast(Any, channel).send(
+                        messages, journal=TimedJournal(journal, name))
+                else:
+                    results = channel.send(messages)
         except Exception as exc:  # a channel that raises has failed every message, retryably
-            log.warning("channel %s raised %s: %s", channel.config.type, type(exc).__name__, exc)
+            if journal is None:
+                metrics.PROVIDER_DURATION.labels(name).observe(time.perf_counter() - started)
+            # the exception's text may quote an address or a payload: only its type is logged
+            log.warning("channel %s raised %s", name, type(exc).__name__,
+                        extra={"channel": name, "error": type(exc).__name__})
             return [SendResult(m.idempotency_key, "failed", error=f"{type(exc).__name__}: {exc}",
                                retryable=True) for m in messages], True
+        if journal is None:
+            metrics.PROVIDER_DURATION.labels(name).observe(time.perf_counter() - started)
         if len(results) != len(messages):
             raise RuntimeError(f"channel {channel.config.type} returned {len(results)} results "
                                f"for {len(messages)} messages")
@@ -335,9 +378,13 @@ class Dispatcher:
         found = self.recover()
         total.requeued, total.ambiguous = len(found.requeued), len(found.ambiguous)
         stop = stop or threading.Event()
+        read_at: float | None = None
         while not stop.is_set():
             stats = self.step()
             total.add(stats)
+            if read_at is None or time.monotonic() - read_at >= self.totals_every:
+                self.export_store_totals()
+                read_at = time.monotonic()
             if on_step:
                 on_step(total)
             if not stats.busy:
@@ -348,4 +395,10 @@ class Dispatcher:
                     found = self.recover()
                     total.requeued += len(found.requeued)
                     total.ambiguous += len(found.ambiguous)
+        self.export_store_totals()
         return total
+
+    def export_store_totals(self) -> None:
+        """Set ``ceap_store_deliveries`` from the store (at most every ``totals_every``
+        seconds while the loop runs, and when it ends)."""
+        export_totals(self.store)

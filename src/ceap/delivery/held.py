@@ -16,6 +16,7 @@ Each resolution is one transaction and leaves a ``resolved`` event with the reas
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +25,7 @@ from typing import Any, Literal
 from ceap.delivery.model import Delivery
 from ceap.delivery.outbox import SELECT_DELIVERY, delivery_from_row
 from ceap.errors import CeapError
+from ceap.observability.metrics import set_store_deliveries
 from ceap.store.base import Store
 from ceap.store.tx import Tx
 
@@ -31,6 +33,7 @@ Action = Literal["resend", "mark-sent", "drop"]
 ACTIONS: tuple[Action, ...] = ("resend", "mark-sent", "drop")
 #: statuses of a delivery the provider accepted
 ACCEPTED = ("sent", "delivered", "bounced", "complained", "failed")
+log = logging.getLogger(__name__)
 _AMBIGUITY = {"resend": "resent", "mark-sent": "marked_sent", "drop": "dropped"}
 
 
@@ -59,6 +62,18 @@ def store_totals(store: Store) -> StoreTotals:
                          ACCEPTED).fetchone()[0]
     return StoreTotals(by_status.get("queued", 0), by_status.get("sending", 0),
                        by_status.get("ambiguous", 0), int(dup), by_status.get("dead", 0))
+
+
+def export_totals(store: Store) -> None:
+    """``ceap_store_deliveries`` from ``store_totals`` (one grouped count). A failure to read
+    is logged (its type only), not raised: the metrics never stop a dispatcher."""
+    try:
+        t = store_totals(store)
+    except Exception as exc:
+        log.warning("could not read the delivery totals for the metrics: %s", type(exc).__name__)
+        return
+    set_store_deliveries({"queued": t.queued, "sending": t.sending, "ambiguous": t.held,
+                          "dead": t.dead, "possible_duplicate": t.possible_duplicates})
 
 
 def resolve(store: Store, tenant_id: str, action: Action, reason: str, now: datetime, *,

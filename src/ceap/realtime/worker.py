@@ -22,6 +22,8 @@ import pyarrow.compute as pc
 
 from ceap.errors import CeapError
 from ceap.model import utcnow
+from ceap.observability.metrics import WORKER_LAG, record_worker_batch
+from ceap.observability.tracing import span
 from ceap.outcomes.goals import record_event_outcomes
 from ceap.plugin import PluginContext
 from ceap.realtime.engine import ProgramRunner, run_micro_batch
@@ -55,8 +57,10 @@ class Worker:
                  context: PluginContext, *, batch: int = 1000, wait: float = 0.05,
                  registry: Registry | None = None, reload_every: float = 1.0,
                  clock: Callable[[], datetime] = utcnow, state_url: str | None = None,
-                 state_namespace: str = "ceap"):
+                 state_namespace: str = "ceap", stream: str = "events"):
         self.store = store
+        #: the stream's name in ceap.yaml: the ``stream`` label of the worker's metrics
+        self.stream = stream
         self.source = source
         self.programs_dir = Path(programs_dir)
         self.context = context
@@ -131,6 +135,15 @@ class Worker:
         self._prune()
         received = self.source.poll(self.batch, self.wait)
         self.stats.polls += 1
+        if not received:
+            self._process(received)
+            return 0
+        started = time.perf_counter()
+        with span("ceap.worker.batch", **{"ceap.stream": self.stream, "ceap.messages": len(received)}):
+            self._process(received, started)
+        return len(received)
+
+    def _process(self, received: list[Any], started: float | None = None) -> None:
         events, rejected = parse_bodies([r.body for r in received], self.context.tenant)
         if rejected:
             self._dead_letters(rejected, len(received))
@@ -153,7 +166,10 @@ class Worker:
         self.stats.duplicates += outcome["duplicates"]
         self.stats.late += outcome["late"]
         self.stats.candidates += outcome["candidates"]
-        return len(received)
+        if received or outcome["candidates"]:  # timers fired while idle write candidates too
+            record_worker_batch(self.stream, len(received), outcome["events"], len(rejected),
+                                outcome["duplicates"], outcome["late"], outcome["candidates"],
+                                time.perf_counter() - started if started is not None else None)
 
     def _prune(self, every: float = 300.0) -> None:
         """Drop logged events no feature window (plus the allowed lateness) can reach any more."""
@@ -187,14 +203,20 @@ class Worker:
         while not stop.is_set():
             handled = self.step()
             idle = idle + 1 if handled == 0 else 0
-            if on_progress and time.monotonic() - last >= every:
-                self.stats.lag = self.source.lag()
-                on_progress(self.stats)
+            if time.monotonic() - last >= every:
+                self._read_lag()
+                if on_progress:
+                    on_progress(self.stats)
                 last = time.monotonic()
             if until_idle and idle >= 2:
                 break
-        self.stats.lag = self.source.lag()
+        self._read_lag()
         return self.stats
+
+    def _read_lag(self) -> None:
+        self.stats.lag = self.source.lag()
+        if self.stats.lag is not None:
+            WORKER_LAG.labels(self.stream).set(self.stats.lag)
 
     def close(self) -> None:
         for _, runner in self.runners.values():

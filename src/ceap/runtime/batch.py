@@ -14,6 +14,7 @@ candidate-row code, so their candidates are identical.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ import pyarrow as pa
 from ceap.errors import CeapError, RunError
 from ceap.experiments.loop import close_loop
 from ceap.model import RunRecord, WriteResult, utcnow
+from ceap.observability.metrics import record_run
+from ceap.observability.tracing import span
 from ceap.pipeline.funnel import Funnel
 from ceap.pipeline.plan import Plan
 from ceap.pipeline.selection import RunInfo, best_rows, candidate_rows
@@ -82,6 +85,35 @@ def run_program(spec: ProgramSpec, store: Store, context: PluginContext, *,
     now = now or utcnow()
     engine = engine or EngineSettings()
     run = RunRecord(new_run_id(spec.name, now), context.tenant, spec.name, "succeeded", now)
+    started = time.perf_counter()
+    with span("ceap.run", **{"ceap.program": spec.name, "ceap.run_id": run.run_id,
+                             "ceap.engine": engine.engine}) as current:
+        try:
+            result = _run(spec, store, context, run, now, progress, registry, engine)
+        except CeapError as exc:
+            _observe(run, time.perf_counter() - started, current)
+            log.warning("run %s of %s failed: %s", run.run_id, spec.name, type(exc).__name__,
+                        extra={"program": spec.name, "run_id": run.run_id, "status": "failed"})
+            raise
+        _observe(run, time.perf_counter() - started, current)
+        log.info("run %s of %s %s", run.run_id, spec.name, run.status,
+                 extra={"program": spec.name, "run_id": run.run_id, "status": run.status,
+                        "written": result.funnel.written})
+        return result
+
+
+def _observe(run: RunRecord, seconds: float, current: object) -> None:
+    record_run(run.program, run.status, seconds, run.funnel, run.started_at.timestamp())
+    if current is not None:
+        set_attribute = getattr(current, "set_attribute", None)
+        if set_attribute is not None:
+            set_attribute("ceap.status", run.status)
+            for stage in ("read", "selected", "written"):
+                set_attribute(f"ceap.rows.{stage}", int(run.funnel.get(stage) or 0))
+
+
+def _run(spec: ProgramSpec, store: Store, context: PluginContext, run: RunRecord, now: datetime,
+         progress: Progress | None, registry: Registry | None, engine: EngineSettings) -> RunResult:
     funnel = Funnel(filters={f.id: 0 for f in spec.filters})
     if getattr(spec.source, "type", None) == "events":
         run.status, run.finished_at = "skipped", utcnow()
@@ -95,8 +127,9 @@ def run_program(spec: ProgramSpec, store: Store, context: PluginContext, *,
         return RunResult(spec.name, run, funnel)
     plan: Plan | None = None
     try:
-        loop = close_loop(spec, store, context, now, registry)  # bandit shares, online learning
-        plan = Plan(spec, context, registry)
+        with span("ceap.run.plan"):
+            loop = close_loop(spec, store, context, now, registry)  # bandit shares, online learning
+            plan = Plan(spec, context, registry)
         cursor = spec.source.cursor
         high = HighWater(cursor, store.last_cursor(context.tenant, spec.name)) if cursor else None
         if high is not None:
@@ -105,21 +138,24 @@ def run_program(spec: ProgramSpec, store: Store, context: PluginContext, *,
         funnel.model = plan.model_id()
         info = RunInfo(context.tenant, run.run_id, now, plan.model_id(),
                        global_control=context.global_control, weights=loop.weights)
-        if engine.engine == "spark":
-            from ceap.runtime.spark_engine import select_with_spark
+        with span("ceap.run.process"):  # read, features, filters, scoring, selection
+            if engine.engine == "spark":
+                from ceap.runtime.spark_engine import select_with_spark
 
-            top, best, bad = select_with_spark(plan, funnel, now, engine.spark or {}, high)
-            _check_bad_share(spec, funnel)
-        else:
-            top, best, bad = _select_local(plan, funnel, now, progress, engine.local, high)
-        candidates = (candidate_rows(plan.con, top, best, spec, info, funnel, plan.scorer)
-                      if top is not None else empty_candidates())
-        candidates = escalate(candidates, spec.action.escalation)  # later steps of each chain
+                top, best, bad = select_with_spark(plan, funnel, now, engine.spark or {}, high)
+                _check_bad_share(spec, funnel)
+            else:
+                top, best, bad = _select_local(plan, funnel, now, progress, engine.local, high)
+        with span("ceap.run.candidates"):
+            candidates = (candidate_rows(plan.con, top, best, spec, info, funnel, plan.scorer)
+                          if top is not None else empty_candidates())
+            candidates = escalate(candidates, spec.action.escalation)  # later steps of each chain
         quarantine = _quarantine_table(bad, run) if bad else None
         funnel.cursor = high.mark() if high is not None else None
         run.finished_at = utcnow()
         run.funnel = funnel.to_dict()
-        written = store.write_run(run, candidates, quarantine)
+        with span("ceap.run.write"):
+            written = store.write_run(run, candidates, quarantine)
         funnel.written, funnel.already_present = written.inserted, written.duplicates
         run.funnel = funnel.to_dict()
         return RunResult(spec.name, run, funnel, written)

@@ -168,6 +168,14 @@ class ScheduleBook:
             rows = tx.execute(sql, [*params, limit]).fetchall()
         return [LogEntry(**_row(_LOG, r)) for r in rows]
 
+    def last_successes(self) -> dict[str, datetime]:
+        """Each program's latest window whose run succeeded (for the metrics)."""
+        with self.store.tx() as tx:
+            rows = tx.execute("SELECT program, max(fire_at) FROM schedule_log WHERE tenant_id = ? "
+                              "AND status = 'succeeded' GROUP BY program", (self.tenant,)).fetchall()
+        found = {program: from_iso(at) for program, at in rows}
+        return {program: at for program, at in found.items() if at is not None}
+
     # -- the active scheduler ----------------------------------------------------
     def acquire(self, name: str, holder: str, now: datetime, ttl: timedelta) -> Lease | None:
         """Take or renew the lease ``name``: free, lapsed or already ours. The lease when

@@ -24,6 +24,7 @@ A window whose run started and never recorded an outcome (a crash) runs again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -34,6 +35,7 @@ from typing import Any
 from ceap.delivery.dispatcher import DispatchStats, default_worker_id
 from ceap.errors import CeapError
 from ceap.model import utcnow
+from ceap.observability import metrics
 from ceap.plugin import PluginContext
 from ceap.registry import Registry
 from ceap.runtime.batch import RunResult, run_program
@@ -101,6 +103,8 @@ class Scheduler:
         self.stop = threading.Event()
         self._running: str | None = None  # the program whose run is going on
         self._lost = threading.Event()  # the heartbeat could not renew the lease
+        self._leading = False  # held the lease at the last tick
+        self._exported: set[str] = set()  # programs whose schedule gauges this scheduler set
 
     @property
     def grace(self) -> timedelta:
@@ -110,17 +114,30 @@ class Scheduler:
     # -- one tick ------------------------------------------------------------------
     def tick(self) -> TickReport:
         now = self.clock()
+        metrics.SCHEDULER_LAST_TICK.labels(self.context.tenant).set(now.timestamp())
         lease = self.book.acquire(self.lease_name, self.holder, now, self.config.lease)
         if lease is None:
             current = self.book.lease(self.lease_name)
+            if self._leading:  # a standby exports no schedule: the active scheduler's count
+                self._unexport(set(self._exported))
+            self._leading = False
+            metrics.SCHEDULER_LEADER.labels(self.context.tenant).set(0)
             return TickReport(now, False, current.holder if current else None)
+        self._leading = True
+        metrics.SCHEDULER_LEADER.labels(self.context.tenant).set(1)
         self._lost.clear()
         report = TickReport(now, True, self.holder)
-        for spec in self.programs():
+        scheduled: list[ProgramSpec] = []
+        specs = self.programs()
+        for spec in specs:
             if self.stop.is_set() or self._lost.is_set():
                 break
             if is_scheduled(spec):
+                scheduled.append(spec)
                 report.decisions.extend(self._program(spec, lease.since))
+        self._export(scheduled, report.decisions)
+        # a program removed, unscheduled or made real-time: its gauges go (no false "late")
+        self._unexport(self._exported - {s.name for s in specs if is_scheduled(s)})
         if self.dispatch is not None and not self.stop.is_set() and not self._lost.is_set():
             try:
                 report.dispatched = self.dispatch()
@@ -128,6 +145,35 @@ class Scheduler:
                 log.exception("dispatch failed")
                 report.dispatch_error = f"{type(exc).__name__}: {exc}"
         return report
+
+    def _export(self, specs: list[ProgramSpec], decisions: list[Decision]) -> None:
+        """The schedule metrics: windows by status, each program's last success and the next
+        window not handled yet (in the past when the program is late). Two reads per tick."""
+        for d in decisions:
+            metrics.SCHEDULE_WINDOWS.labels(d.program, d.status).inc(d.windows)
+        if not specs:
+            return
+        states = self.book.states()
+        scheduled = {s.name for s in specs}
+        for program, at in self.book.last_successes().items():
+            if program in scheduled:
+                metrics.SCHEDULE_LAST_SUCCESS.labels(program).set(at.timestamp())
+        for spec in specs:
+            state = states.get(spec.name)
+            if state is None or spec.schedule is None:
+                continue
+            cron = Cron(spec.schedule.cron, spec.schedule.timezone or self.config.timezone)
+            upcoming = cron.next(state.last_fire or state.first_seen)
+            if upcoming:
+                metrics.SCHEDULE_NEXT.labels(spec.name).set(upcoming[0].timestamp())
+                self._exported.add(spec.name)
+
+    def _unexport(self, programs: set[str]) -> None:
+        for program in programs:
+            for gauge in (metrics.SCHEDULE_NEXT, metrics.SCHEDULE_LAST_SUCCESS):
+                with contextlib.suppress(KeyError):  # never set for this program
+                    gauge.remove(program)
+            self._exported.discard(program)
 
     def _program(self, spec: ProgramSpec, tenure: datetime) -> list[Decision]:
         schedule = spec.schedule
