@@ -10,8 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
-from ceap.cli import JsonOption, app, err, state
-from ceap.cli_output import Column, Sheet, show
+from ceap.cli.common import JsonOption, app, err, state
+from ceap.cli.output import Column, Sheet, show
 from ceap.errors import CeapError, SpecError
 from ceap.model import utcnow
 from ceap.runtime.cron import Cron
@@ -134,7 +134,7 @@ def scheduler(
 ) -> None:
     """Run each program on its schedule, then dispatch what is due. Of several schedulers
     on one store, one is active; SIGTERM or Ctrl-C stops it after the current step."""
-    from ceap.cli_delivery import build_dispatcher
+    from ceap.cli.delivery import build_dispatcher
 
     project = state.project()
     at = _when(now)

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from ceap.cli import app, err, out, state
+from ceap.cli.common import app, err, out, state
 from ceap.errors import CeapError, SpecError
 from ceap.realtime.events import validate_events
 from ceap.realtime.setup import open_stream

@@ -15,8 +15,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ceap.cli import _load_specs, _program_paths, app, err, out, state
-from ceap.cli_report import report_app
+from ceap.cli.common import app, err, load_specs, out, program_paths, state
+from ceap.cli.report import report_app
 from ceap.durations import parse_duration
 from ceap.errors import CeapError, SpecError
 from ceap.experiments.bandit import ArmState, bandit_history
@@ -55,7 +55,7 @@ def _p(value: float | None) -> str:
 
 def _spec(project: ProjectConfig, name: str) -> ProgramSpec | None:
     """The program's spec when its file is there (a removed program is still reportable)."""
-    [path] = _program_paths([name], project)
+    [path] = program_paths([name], project)
     if not Path(path).exists():
         return None
     try:
@@ -231,7 +231,7 @@ def update(
 ) -> None:
     """Attribute outcomes, update bandit shares and teach online models, now."""
     project = state.project()
-    specs = _load_specs(programs or [], project, all_)
+    specs = load_specs(programs or [], project, all_)
     store = state.open_store(project)
     now = utcnow()
     results = []

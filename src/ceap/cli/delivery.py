@@ -11,8 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
-from ceap.cli import JsonOption, app, err, out, state
-from ceap.cli_output import Column, Sheet, show
+from ceap.cli.common import JsonOption, app, err, out, state
+from ceap.cli.output import Column, Sheet, show
 from ceap.delivery.dispatcher import Dispatcher, DispatchStats
 from ceap.delivery.held import StoreTotals, store_totals
 from ceap.delivery.model import Delivery
@@ -282,6 +282,3 @@ def preview(
         out.print(r.body, markup=False, highlight=False)
         for name, value in r.headers.items():
             out.print(f"[dim]{name}: {value}[/dim]", highlight=False)
-
-
-from ceap import cli_held  # noqa: E402,F401 - registers `ceap deliveries resend|mark-sent|drop`

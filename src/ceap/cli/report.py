@@ -14,8 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ceap.cli import JsonOption, app, err, state
-from ceap.cli_output import Column, Sheet, show
+from ceap.cli.common import JsonOption, app, err, state
+from ceap.cli.output import Column, Sheet, show
 from ceap.delivery.shadow_report import (
     Outcomes,
     Overlap,

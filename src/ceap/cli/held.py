@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from ceap.cli import err, out, state
-from ceap.cli_delivery import deliveries_app
+from ceap.cli.common import err, out, state
+from ceap.cli.delivery import deliveries_app
 from ceap.delivery.held import Action, ResolveError, resolve
 from ceap.model import utcnow
 
