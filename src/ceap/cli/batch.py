@@ -6,20 +6,19 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from ceap.cli.common import JsonOption, app, err, fail_spec, load_specs, out, program_paths, state
 from ceap.cli.output import Column, Sheet, show
 from ceap.errors import CeapError, SpecError
-from ceap.ml.checks import check_program_model
 from ceap.model import CandidateQuery
-from ceap.report import candidates_sheet, funnel_sheet, runs_sheet
-from ceap.runtime.batch import Progress as ProgressFn
-from ceap.runtime.batch import RunResult, run_programs
-from ceap.spec import ProgramSpec, load_program
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from ceap.runtime.batch import RunResult
 
 
 @app.command()
@@ -30,6 +29,9 @@ def validate(
     ] = False,
 ) -> None:
     """Check program specs. Exit 0 when all are valid; 2 with `file: field: message` lines."""
+    from ceap.ml.checks import check_program_model
+    from ceap.spec import load_program
+
     project = state.project()
     errors: list[SpecError] = []
     files = program_paths(paths, project)
@@ -66,8 +68,10 @@ def validate(
         fail_spec(errors)
 
 
-
 def _progress_factory(progress: Progress) -> Any:
+    from ceap.runtime.batch import Progress as ProgressFn
+    from ceap.spec import ProgramSpec
+
     def start(spec: ProgramSpec) -> ProgressFn:
         task = progress.add_task(spec.name, total=None)
 
@@ -81,6 +85,8 @@ def _progress_factory(progress: Progress) -> Any:
 
 def print_results(results: list[RunResult], as_json: bool = False) -> None:
     """Each program's funnel (failed and skipped programs are reported on standard error)."""
+    from ceap.report import funnel_sheet
+
     if not as_json:
         for r in results:
             if r.run.status == "failed":
@@ -103,6 +109,10 @@ def run(
 ) -> None:
     """Run programs once over their sources; print each funnel. One failing
     program does not stop the others; the exit code is 1 if any failed."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from ceap.runtime.batch import run_programs
+
     project = state.project()
     try:
         settings = project.engine_settings(engine)
@@ -134,6 +144,8 @@ def candidates(
     as_json: JsonOption = False,
 ) -> None:
     """Query the candidate store."""
+    from ceap.report import candidates_sheet
+
     project = state.project()
     store = state.open_store(project)
     try:
@@ -152,6 +164,8 @@ def runs(
     as_json: JsonOption = False,
 ) -> None:
     """Recent runs with their status and counts."""
+    from ceap.report import runs_sheet
+
     project = state.project()
     store = state.open_store(project)
     try:

@@ -8,14 +8,16 @@ the command modules to register them: no module imports its importer.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from ceap.errors import CeapError, SpecError
-from ceap.spec import ProgramSpec, ProjectConfig, load_program, load_project
-from ceap.store import Store, open_store
+
+if TYPE_CHECKING:  # the spec and the stores import Arrow and DuckDB: at use, not at start-up
+    from ceap.spec import ProgramSpec, ProjectConfig
+    from ceap.store import Store
 
 app = typer.Typer(help="CEAP: find the customers who need an action now, and act.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -34,6 +36,8 @@ class State:
     tenant: str | None = None
 
     def project(self) -> ProjectConfig:
+        from ceap.spec import load_project
+
         try:
             return load_project(self.project_dir)
         except SpecError as exc:
@@ -41,6 +45,8 @@ class State:
             raise  # unreachable
 
     def open_store(self, project: ProjectConfig) -> Store:
+        from ceap.store import open_store
+
         url = project.store_url(self.store)
         try:
             return open_store(url, context=project.context(self.tenant),
@@ -98,6 +104,8 @@ def program_paths(items: list[str], project: ProjectConfig) -> list[Path]:
 
 def load_specs(items: list[str], project: ProjectConfig, all_: bool) -> list[ProgramSpec]:
     """The named programs (or all with ``all_``), every one valid, or exit 2."""
+    from ceap.spec import load_program
+
     if all_:
         items = [str(project.programs_dir())]
     if not items:

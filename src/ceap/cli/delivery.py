@@ -7,26 +7,24 @@ import threading
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ceap.cli.common import JsonOption, app, err, out, state
 from ceap.cli.output import Column, Sheet, show
-from ceap.delivery.dispatcher import Dispatcher, DispatchStats
-from ceap.delivery.held import StoreTotals, store_totals
-from ceap.delivery.model import Delivery
-from ceap.delivery.outbox import Outbox
-from ceap.delivery.policies import default_policies
-from ceap.delivery.profiles import upsert_profiles
-from ceap.delivery.setup import build_channels
-from ceap.delivery.templates import TemplateRenderer
 from ceap.errors import CeapError, SpecError
-from ceap.spec import load_programs
-from ceap.store import Store
+
+if TYPE_CHECKING:
+    from ceap.delivery.dispatcher import Dispatcher, DispatchStats
+    from ceap.delivery.held import StoreTotals
+    from ceap.delivery.model import Delivery
+    from ceap.store import Store
 
 
 def _programs(project: Any) -> dict[str, Any]:
+    from ceap.spec import load_programs
+
     folder = project.programs_dir()
     if not folder.is_dir():
         return {}
@@ -42,6 +40,11 @@ def build_dispatcher(project: Any, store: Store, programs: dict[str, Any] | None
                      **kw: Any) -> Dispatcher:
     """The dispatcher for this project: its channels, programs (default: the programs
     folder's, all valid or exit 2), policies and templates."""
+    from ceap.delivery.dispatcher import Dispatcher
+    from ceap.delivery.policies import default_policies
+    from ceap.delivery.setup import build_channels
+    from ceap.delivery.templates import TemplateRenderer
+
     try:
         channels = build_channels(project, store)
     except SpecError as exc:
@@ -124,6 +127,8 @@ def dispatch(
     as_json: JsonOption = False,
 ) -> None:
     """Send due candidates: apply policies, render, deliver with retries and fallbacks."""
+    from ceap.delivery.held import store_totals
+
     project = state.project()
     store = state.open_store(project)
     stop = threading.Event()
@@ -155,6 +160,8 @@ def profiles(
 ) -> None:
     """Load customer profiles (e-mail, phone, push token, time zone, locale, attributes)."""
     import duckdb
+
+    from ceap.delivery.profiles import upsert_profiles
 
     project = state.project()
     if not path.exists():
@@ -193,6 +200,8 @@ def deliveries(
     as_json: JsonOption = False,
 ) -> None:
     """Delivery attempts with their status, channel and last error."""
+    from ceap.delivery.outbox import Outbox
+
     if ctx.invoked_subcommand is not None:
         return
     project = state.project()

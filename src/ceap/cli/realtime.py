@@ -11,9 +11,6 @@ import typer
 
 from ceap.cli.common import app, err, out, state
 from ceap.errors import CeapError, SpecError
-from ceap.realtime.events import validate_events
-from ceap.realtime.setup import open_stream
-from ceap.realtime.worker import Worker, WorkerStats
 
 
 def _fail(exc: CeapError) -> None:
@@ -32,6 +29,9 @@ def worker(
                           ] = False,
 ) -> None:
     """Run the real-time programs over a stream: micro-batches, state, candidates."""
+    from ceap.realtime.setup import open_stream
+    from ceap.realtime.worker import Worker, WorkerStats
+
     project = state.project()
     store = state.open_store(project)
     stop = threading.Event()
@@ -69,6 +69,8 @@ def publish(
     import json
 
     from ceap.json_input import json_lines
+    from ceap.realtime.events import validate_events
+    from ceap.realtime.setup import open_stream
 
     project = state.project()
     if not path.is_file():
