@@ -161,8 +161,8 @@ def test_a_terminal_gets_tables(project: Path) -> None:
 def test_values_with_tabs_or_new_lines_stay_on_their_line() -> None:
     from datetime import UTC, datetime
 
-    from ceap.cli_output import Column, Sheet
-    from ceap.cli_output import tsv as render
+    from ceap.cli.output import Column, Sheet
+    from ceap.cli.output import tsv as render
 
     sheet = Sheet("t", [Column("a"), Column("b")])
     sheet.add("x\ty", "first\nsecond\r")

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
-import ceap.cli_report  # noqa: F401 - registers `ceap report`
+import ceap.cli.report  # noqa: F401 - registers `ceap report`
 from ceap.cli import app
 from ceap.delivery.consent_store import revoke_consent
 from ceap.delivery.dispatcher import Dispatcher

@@ -1,4 +1,4 @@
-"""Funnels, runs and candidates as sheets (``ceap.cli_output``: a table at a terminal,
+"""Funnels, runs and candidates as sheets (``ceap.cli.output``: a table at a terminal,
 tab-separated lines otherwise)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.table import Table
 
-from ceap.cli_output import Column, Sheet
+from ceap.cli.output import Column, Sheet
 from ceap.model import Candidate, RunRecord
 from ceap.pipeline.funnel import Funnel
 

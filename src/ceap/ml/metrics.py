@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.stats import rankdata
 
 
 def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
@@ -15,6 +14,8 @@ def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
     negatives = y.size - positives
     if positives == 0 or negatives == 0:
         return math.nan
+    from scipy.stats import rankdata  # SciPy only when metrics are computed
+
     ranks = rankdata(p)
     return float((ranks[y].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import cached_property
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import lightgbm as lgb
 import numpy as np
 import pyarrow as pa
 from pydantic import Field
@@ -16,6 +15,9 @@ from ceap.ml.explain import top_contributions
 from ceap.scorers.base import ScorerConfig, feature_matrix
 from ceap.scorers.model_file import ModelFileConfig, ModelFileScorer
 
+if TYPE_CHECKING:  # LightGBM (and the scikit-learn and SciPy it loads) only when a model loads
+    import lightgbm as lgb
+
 
 class LightGBMConfig(ModelFileConfig):
     type: Literal["lightgbm"] = "lightgbm"
@@ -23,6 +25,8 @@ class LightGBMConfig(ModelFileConfig):
 
 
 def load_booster(path: str, label: str) -> lgb.Booster:
+    import lightgbm as lgb
+
     try:
         return lgb.Booster(model_file=path)
     except lgb.basic.LightGBMError as exc:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import cached_property
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
-import onnxruntime as ort
 import pyarrow as pa
 from pydantic import Field, model_validator
 
@@ -16,6 +15,9 @@ from ceap.ml.artefacts import parse_ref
 from ceap.scorers.base import ScorerConfig, feature_matrix
 from ceap.scorers.lightgbm import lightgbm_reasons, load_booster
 from ceap.scorers.model_file import ModelFileConfig, ModelFileScorer
+
+if TYPE_CHECKING:  # ONNX Runtime only when a model loads
+    import onnxruntime as ort
 
 
 class OnnxConfig(ModelFileConfig):
@@ -49,6 +51,8 @@ class OnnxScorer(ModelFileScorer[OnnxConfig]):
 
     @cached_property
     def session(self) -> ort.InferenceSession:
+        import onnxruntime as ort
+
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if self.config.threads:

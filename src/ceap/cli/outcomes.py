@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ceap.cli import app, err, out, state
+from ceap.cli.common import app, err, out, state
 from ceap.errors import CeapError, SpecError
 
 outcomes_app = typer.Typer(help="Goal events, attribution and the outbound stream of outcomes.",

@@ -3,14 +3,17 @@ held (status ``ambiguous``) without SQL. See ``ceap.delivery.held``."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ceap.cli import err, out, state
-from ceap.cli_delivery import deliveries_app
-from ceap.delivery.held import Action, ResolveError, resolve
+from ceap.cli.common import err, out, state
+from ceap.cli.delivery import deliveries_app
 from ceap.model import utcnow
+
+if TYPE_CHECKING:
+    from ceap.delivery.held import Action
+
 
 Ids = Annotated[list[int] | None, typer.Argument(help="delivery ids (see `ceap deliveries --status "
                                                       "ambiguous`)", show_default=False)]
@@ -25,6 +28,8 @@ _DONE = {"resend": "requeued for sending", "mark-sent": "recorded as sent", "dro
 
 def _resolve(action: Action, ids: list[int] | None, reason: str, all_held: bool,
              channel: str | None, program: str | None) -> None:
+    from ceap.delivery.held import ResolveError, resolve
+
     if bool(ids) == all_held:
         err.print(f"deliveries {action}: give delivery ids or --all-ambiguous (one of the two)",
                   highlight=False)

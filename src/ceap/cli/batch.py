@@ -1,109 +1,24 @@
-"""The ``ceap`` command line."""
+"""``ceap`` commands of the batch path: validate, run, candidates, runs, quarantine, sweep,
+plugins, train, demo."""
 
 from __future__ import annotations
 
 import json
 import os
 from dataclasses import asdict
-from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from ceap.cli_output import Column, Sheet, show
+from ceap.cli.common import JsonOption, app, err, fail_spec, load_specs, out, program_paths, state
+from ceap.cli.output import Column, Sheet, show
 from ceap.errors import CeapError, SpecError
-from ceap.ml.checks import check_program_model
 from ceap.model import CandidateQuery
-from ceap.report import candidates_sheet, funnel_sheet, runs_sheet
-from ceap.runtime.batch import Progress as ProgressFn
-from ceap.runtime.batch import RunResult, run_programs
-from ceap.spec import ProgramSpec, ProjectConfig, load_program, load_project
-from ceap.store import Store, open_store
 
-app = typer.Typer(help="CEAP: find the customers who need an action now, and act.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-out = Console(soft_wrap=True)  # messages; results go through ceap.cli_output
-err = Console(stderr=True, soft_wrap=True)
-#: the --json option of every command that prints a table (see ceap.cli_output)
-JsonOption = Annotated[bool, typer.Option("--json", help="print JSON (an array of rows, or one object "
-                                                          "of totals) instead of a table")]
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
-
-class State:
-    project_dir: Path | None = None
-    store: str | None = None
-    tenant: str | None = None
-
-    def project(self) -> ProjectConfig:
-        try:
-            return load_project(self.project_dir)
-        except SpecError as exc:
-            _fail_spec([exc])
-            raise  # unreachable
-
-    def open_store(self, project: ProjectConfig) -> Store:
-        url = project.store_url(self.store)
-        try:
-            return open_store(url, context=project.context(self.tenant),
-                              candidates=project.candidate_store)
-        except Exception as exc:
-            err.print(f"[red]error:[/red] cannot open store {_mask(url)}: {exc}")
-            raise typer.Exit(1) from None
-
-
-state = State()
-
-
-def _mask(url: str) -> str:
-    """Hide a password in a URL before printing it."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" if ":" in creds else url
-    return url
-
-
-def _fail_spec(errors: list[SpecError]) -> None:
-    for exc in errors:
-        for line in exc.lines():
-            err.print(line, markup=False, highlight=False)
-    raise typer.Exit(2)
-
-
-@app.callback()
-def main(
-    project: Annotated[Path | None, typer.Option(help="project folder holding ceap.yaml")] = None,
-    store: Annotated[str | None, typer.Option(help="store URL (beats CEAP_STORE and ceap.yaml)")] = None,
-    tenant: Annotated[str | None, typer.Option(help="tenant id (default: ceap.yaml's)")] = None,
-    log_format: Annotated[str | None, typer.Option(
-        "--log-format", help="logs on stderr: json, text or auto (json unless stderr is a "
-                             "terminal; default: CEAP_LOG_FORMAT, else auto)")] = None,
-    log_level: Annotated[str | None, typer.Option(
-        "--log-level", help="debug, info, warning or error (default: CEAP_LOG_LEVEL, else warning)")
-                         ] = None,
-) -> None:
-    state.project_dir, state.store, state.tenant = project, store, tenant
-    from ceap.cli_observe import setup
-
-    setup(log_format, log_level)
-
-
-def _program_paths(items: list[str], project: ProjectConfig) -> list[Path]:
-    paths: list[Path] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            paths.extend(sorted([*p.glob("*.yaml"), *p.glob("*.yml")]))
-        elif p.suffix in (".yaml", ".yml") or p.exists():
-            paths.append(p)
-        else:
-            folder = project.programs_dir()
-            yml = folder / f"{item}.yml"
-            paths.append(yml if yml.exists() and not (folder / f"{item}.yaml").exists()
-                         else folder / f"{item}.yaml")
-    return paths
+    from ceap.runtime.batch import RunResult
 
 
 @app.command()
@@ -114,9 +29,12 @@ def validate(
     ] = False,
 ) -> None:
     """Check program specs. Exit 0 when all are valid; 2 with `file: field: message` lines."""
+    from ceap.ml.checks import check_program_model
+    from ceap.spec import load_program
+
     project = state.project()
     errors: list[SpecError] = []
-    files = _program_paths(paths, project)
+    files = program_paths(paths, project)
     if not files:
         err.print("no program files found")
         raise typer.Exit(2)
@@ -147,30 +65,13 @@ def validate(
         except CeapError as exc:
             errors.append(SpecError(str(path), [("", str(exc))]))
     if errors:
-        _fail_spec(errors)
-
-
-def _load_specs(items: list[str], project: ProjectConfig, all_: bool) -> list[ProgramSpec]:
-    if all_:
-        items = [str(project.programs_dir())]
-    if not items:
-        err.print("name a program (or a file), or pass --all")
-        raise typer.Exit(2)
-    errors: list[SpecError] = []
-    specs = []
-    for path in _program_paths(items, project):
-        try:
-            specs.append(load_program(path))
-        except SpecError as exc:
-            errors.append(exc)
-        except CeapError as exc:
-            errors.append(SpecError(str(path), [("", str(exc))]))
-    if errors:
-        _fail_spec(errors)
-    return specs
+        fail_spec(errors)
 
 
 def _progress_factory(progress: Progress) -> Any:
+    from ceap.runtime.batch import Progress as ProgressFn
+    from ceap.spec import ProgramSpec
+
     def start(spec: ProgramSpec) -> ProgressFn:
         task = progress.add_task(spec.name, total=None)
 
@@ -184,6 +85,8 @@ def _progress_factory(progress: Progress) -> Any:
 
 def print_results(results: list[RunResult], as_json: bool = False) -> None:
     """Each program's funnel (failed and skipped programs are reported on standard error)."""
+    from ceap.report import funnel_sheet
+
     if not as_json:
         for r in results:
             if r.run.status == "failed":
@@ -206,12 +109,16 @@ def run(
 ) -> None:
     """Run programs once over their sources; print each funnel. One failing
     program does not stop the others; the exit code is 1 if any failed."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from ceap.runtime.batch import run_programs
+
     project = state.project()
     try:
         settings = project.engine_settings(engine)
     except SpecError as exc:
-        _fail_spec([exc])
-    specs = _load_specs(programs or [], project, all_)
+        fail_spec([exc])
+    specs = load_specs(programs or [], project, all_)
     store = state.open_store(project)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                TextColumn("{task.completed:,} rows"), TimeElapsedColumn())
@@ -237,6 +144,8 @@ def candidates(
     as_json: JsonOption = False,
 ) -> None:
     """Query the candidate store."""
+    from ceap.report import candidates_sheet
+
     project = state.project()
     store = state.open_store(project)
     try:
@@ -255,6 +164,8 @@ def runs(
     as_json: JsonOption = False,
 ) -> None:
     """Recent runs with their status and counts."""
+    from ceap.report import runs_sheet
+
     project = state.project()
     store = state.open_store(project)
     try:
@@ -301,7 +212,7 @@ def sweep() -> None:
     try:
         removed, links = sweep_outcomes(store, project, state.tenant)
     except SpecError as exc:
-        _fail_spec([exc])
+        fail_spec([exc])
     finally:
         store.close()
     extra = f", {links} expired tracked link(s)" if links else ""
@@ -397,15 +308,3 @@ def demo(
         raise typer.Exit(2) from None
     if any(not r.ok for r in results):
         raise typer.Exit(1)
-
-
-
-
-from ceap import (  # noqa: E402,F401 - register their commands
-    cli_delivery,
-    cli_experiments,
-    cli_outcomes,
-    cli_realtime,
-    cli_report,
-    cli_schedule,
-)

@@ -9,12 +9,9 @@ from typing import Annotated
 
 import typer
 
-from ceap.cli import app, err, out, state
-from ceap.cli_observe import MetricsAddrOption, MetricsPortOption, start_metrics
+from ceap.cli.common import app, err, out, state
+from ceap.cli.observe import MetricsAddrOption, MetricsPortOption, start_metrics
 from ceap.errors import CeapError, SpecError
-from ceap.realtime.events import validate_events
-from ceap.realtime.setup import open_stream
-from ceap.realtime.worker import Worker, WorkerStats
 
 
 def _fail(exc: CeapError) -> None:
@@ -36,6 +33,8 @@ def worker(
 ) -> None:
     """Run the real-time programs over a stream: micro-batches, state, candidates."""
     from ceap.observability.logs import progress as say
+    from ceap.realtime.setup import open_stream
+    from ceap.realtime.worker import Worker, WorkerStats
 
     project = state.project()
     start_metrics(metrics_port, metrics_addr)
@@ -77,6 +76,8 @@ def publish(
     import json
 
     from ceap.json_input import json_lines
+    from ceap.realtime.events import validate_events
+    from ceap.realtime.setup import open_stream
 
     project = state.project()
     if not path.is_file():

@@ -7,21 +7,22 @@ import signal
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ceap.cli import JsonOption, app, err, state
-from ceap.cli_observe import MetricsAddrOption, MetricsPortOption, start_metrics
-from ceap.cli_output import Column, Sheet, show
+from ceap.cli.common import JsonOption, app, err, state
+from ceap.cli.output import Column, Sheet, show
 from ceap.errors import CeapError, SpecError
 from ceap.model import utcnow
 from ceap.observability.logs import progress as say
-from ceap.runtime.cron import Cron
-from ceap.runtime.schedule_book import LogEntry, ProgramState, ScheduleBook
-from ceap.runtime.scheduler import Decision, Scheduler, TickReport, is_scheduled
-from ceap.spec import ProgramSpec, ProjectConfig, load_program
-from ceap.spec.schedule import zone
+
+if TYPE_CHECKING:
+    from ceap.runtime.schedule_book import LogEntry, ProgramState
+    from ceap.runtime.scheduler import Decision, TickReport
+    from ceap.spec import ProgramSpec, ProjectConfig
+
+from ceap.cli.observe import MetricsAddrOption, MetricsPortOption, start_metrics
 
 NowOption = Annotated[str | None, typer.Option(
     "--now", help="act as if it were this time (ISO 8601, e.g. 2026-03-29T01:00:00Z): for tests")]
@@ -58,6 +59,8 @@ class ProgramFolder:
     def __call__(self) -> list[ProgramSpec]:
         paths = sorted([*self.folder.glob("*.yaml"), *self.folder.glob("*.yml")]) \
             if self.folder.is_dir() else []
+        from ceap.spec import load_program
+
         specs = []
         for path in paths:
             try:
@@ -74,6 +77,8 @@ class ProgramFolder:
 
 
 def _local(at: datetime, tz: str) -> datetime:
+    from ceap.spec.schedule import zone
+
     return at.astimezone(zone(tz))
 
 
@@ -146,7 +151,8 @@ def scheduler(
 ) -> None:
     """Run each program on its schedule, then dispatch what is due. Of several schedulers
     on one store, one is active; SIGTERM or Ctrl-C stops it after the current step."""
-    from ceap.cli_delivery import build_dispatcher
+    from ceap.cli.delivery import build_dispatcher
+    from ceap.runtime.scheduler import Scheduler
 
     project = state.project()
     start_metrics(metrics_port, metrics_addr)
@@ -210,6 +216,9 @@ def scheduler(
 
 def schedule_sheet(specs: list[ProgramSpec], states: dict[str, ProgramState], default_tz: str,
                    at: datetime, n: int) -> tuple[Sheet, list[dict[str, Any]]]:
+    from ceap.runtime.cron import Cron
+    from ceap.runtime.scheduler import is_scheduled
+
     sheet = Sheet("schedule", [Column("program"), Column("schedule"), Column("timezone"),
                                Column("catch_up", "catch-up"), Column("last_window", "last window",
                                                                       human=_minutes),
@@ -265,6 +274,8 @@ def schedule(
 ) -> None:
     """Each program's schedule, time zone, catch-up policy, last run and next runs. A program
     file that does not load is reported (exit 2) and the others are listed."""
+    from ceap.runtime.schedule_book import ScheduleBook
+
     project = state.project()
     at = _when(now) or utcnow()
     folder = ProgramFolder(project)

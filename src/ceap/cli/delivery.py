@@ -7,27 +7,25 @@ import threading
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ceap.cli import JsonOption, app, err, out, state
-from ceap.cli_observe import MetricsAddrOption, MetricsPortOption, start_metrics
-from ceap.cli_output import Column, Sheet, show
-from ceap.delivery.dispatcher import Dispatcher, DispatchStats
-from ceap.delivery.held import StoreTotals, store_totals
-from ceap.delivery.model import Delivery
-from ceap.delivery.outbox import Outbox
-from ceap.delivery.policies import default_policies
-from ceap.delivery.profiles import upsert_profiles
-from ceap.delivery.setup import build_channels
-from ceap.delivery.templates import TemplateRenderer
+from ceap.cli.common import JsonOption, app, err, out, state
+from ceap.cli.observe import MetricsAddrOption, MetricsPortOption, start_metrics
+from ceap.cli.output import Column, Sheet, show
 from ceap.errors import CeapError, SpecError
-from ceap.spec import load_programs
-from ceap.store import Store
+
+if TYPE_CHECKING:
+    from ceap.delivery.dispatcher import Dispatcher, DispatchStats
+    from ceap.delivery.held import StoreTotals
+    from ceap.delivery.model import Delivery
+    from ceap.store import Store
 
 
 def _programs(project: Any) -> dict[str, Any]:
+    from ceap.spec import load_programs
+
     folder = project.programs_dir()
     if not folder.is_dir():
         return {}
@@ -43,6 +41,11 @@ def build_dispatcher(project: Any, store: Store, programs: dict[str, Any] | None
                      **kw: Any) -> Dispatcher:
     """The dispatcher for this project: its channels, programs (default: the programs
     folder's, all valid or exit 2), policies and templates."""
+    from ceap.delivery.dispatcher import Dispatcher
+    from ceap.delivery.policies import default_policies
+    from ceap.delivery.setup import build_channels
+    from ceap.delivery.templates import TemplateRenderer
+
     try:
         channels = build_channels(project, store)
     except SpecError as exc:
@@ -127,6 +130,7 @@ def dispatch(
     metrics_addr: MetricsAddrOption = "0.0.0.0",
 ) -> None:
     """Send due candidates: apply policies, render, deliver with retries and fallbacks."""
+    from ceap.delivery.held import store_totals
     from ceap.observability.logs import progress as say
 
     project = state.project()
@@ -163,6 +167,8 @@ def profiles(
 ) -> None:
     """Load customer profiles (e-mail, phone, push token, time zone, locale, attributes)."""
     import duckdb
+
+    from ceap.delivery.profiles import upsert_profiles
 
     project = state.project()
     if not path.exists():
@@ -201,6 +207,8 @@ def deliveries(
     as_json: JsonOption = False,
 ) -> None:
     """Delivery attempts with their status, channel and last error."""
+    from ceap.delivery.outbox import Outbox
+
     if ctx.invoked_subcommand is not None:
         return
     project = state.project()
@@ -308,6 +316,3 @@ def preview(
         out.print(r.body, markup=False, highlight=False)
         for name, value in r.headers.items():
             out.print(f"[dim]{name}: {value}[/dim]", highlight=False)
-
-
-from ceap import cli_held  # noqa: E402,F401 - registers `ceap deliveries resend|mark-sent|drop`

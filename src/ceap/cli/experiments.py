@@ -10,23 +10,25 @@ import json
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from ceap.cli import _load_specs, _program_paths, app, err, out, state
-from ceap.cli_report import report_app
-from ceap.durations import parse_duration
+from ceap.cli.common import app, err, load_specs, out, program_paths, state
+from ceap.cli.report import report_app
 from ceap.errors import CeapError, SpecError
-from ceap.experiments.bandit import ArmState, bandit_history
-from ceap.experiments.charts import bandit_shares, uplift_figure
-from ceap.experiments.loop import attribute, close_loop
-from ceap.experiments.plots import write_plot
-from ceap.experiments.stats import Comparison
-from ceap.experiments.uplift import BY_CHOICES, UpliftReport, uplift_report
 from ceap.model import utcnow
-from ceap.spec import ProgramSpec, ProjectConfig, load_program
+
+if TYPE_CHECKING:
+    from ceap.experiments.bandit import ArmState
+    from ceap.experiments.stats import Comparison
+    from ceap.experiments.uplift import UpliftReport
+    from ceap.spec import ProgramSpec, ProjectConfig
+
+#: ``ceap.experiments.uplift.BY_CHOICES``, repeated here for the help text without
+#: importing the statistics at start-up (tests/test_cli_imports.py checks they agree)
+UPLIFT_BY = ("variant", "score_decile", "channel")
 
 experiments_app = typer.Typer(help="Experiments: bandit updates and online learning from outcomes.",
                               no_args_is_help=True)
@@ -55,7 +57,9 @@ def _p(value: float | None) -> str:
 
 def _spec(project: ProjectConfig, name: str) -> ProgramSpec | None:
     """The program's spec when its file is there (a removed program is still reportable)."""
-    [path] = _program_paths([name], project)
+    from ceap.spec import load_program
+
+    [path] = program_paths([name], project)
     if not Path(path).exists():
         return None
     try:
@@ -67,6 +71,8 @@ def _spec(project: ProjectConfig, name: str) -> ProgramSpec | None:
 
 
 def _since(value: str | None, now: datetime) -> datetime | None:
+    from ceap.durations import parse_duration
+
     try:
         return now - parse_duration(value) if value else None
     except ValueError as exc:
@@ -137,7 +143,7 @@ def print_uplift(report: UpliftReport) -> None:
 def uplift(
     program: Annotated[str, typer.Argument(help="the program to report on")],
     by: Annotated[str | None, typer.Option(
-        help=f"break the uplift down by {', '.join(BY_CHOICES)}")] = None,
+        help=f"break the uplift down by {', '.join(UPLIFT_BY)}")] = None,
     since: Annotated[str | None, typer.Option(
         help="only candidates created in the last 30d, 12w, ... (default: all)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
@@ -145,6 +151,10 @@ def uplift(
         help="write the figure to this file (.png, .svg, or .json for the Vega-Lite spec)")] = None,
 ) -> None:
     """Measured uplift of a program: its treated customers against its control groups."""
+    from ceap.experiments.charts import uplift_figure
+    from ceap.experiments.loop import attribute
+    from ceap.experiments.uplift import BY_CHOICES, uplift_report
+
     if by is not None and by not in BY_CHOICES:
         err.print(f"--by: expected one of {', '.join(BY_CHOICES)}, got {by!r}", highlight=False)
         raise typer.Exit(2)
@@ -177,6 +187,8 @@ def uplift(
 
 
 def _plot(spec: dict[str, Any], path: Path) -> None:
+    from ceap.experiments.plots import write_plot
+
     try:
         written = write_plot(spec, path)
     except CeapError as exc:
@@ -205,6 +217,9 @@ def bandit(
         help="write the shares over time to this file (.png, .svg or .json)")] = None,
 ) -> None:
     """A bandit's variant shares over time, with the trials and conversions behind them."""
+    from ceap.experiments.bandit import bandit_history
+    from ceap.experiments.charts import bandit_shares
+
     project = state.project()
     store = state.open_store(project)
     try:
@@ -230,8 +245,10 @@ def update(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Attribute outcomes, update bandit shares and teach online models, now."""
+    from ceap.experiments.loop import attribute, close_loop
+
     project = state.project()
-    specs = _load_specs(programs or [], project, all_)
+    specs = load_specs(programs or [], project, all_)
     store = state.open_store(project)
     now = utcnow()
     results = []

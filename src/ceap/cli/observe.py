@@ -18,7 +18,7 @@ def start_metrics(port: int | None, addr: str = "0.0.0.0") -> None:
     """Start the metrics server when a port is given (a background thread)."""
     if port is None:
         return
-    from ceap.cli import err
+    from ceap.cli.common import err
     from ceap.observability.exposition import serve_metrics
 
     try:
@@ -31,7 +31,7 @@ def start_metrics(port: int | None, addr: str = "0.0.0.0") -> None:
 
 def setup(log_format: str | None, log_level: str | None) -> None:
     """Logging (JSON off a terminal) and, with CEAP_TRACES, tracing; exit 2 on a bad value."""
-    from ceap.cli import err
+    from ceap.cli.common import err
     from ceap.observability.logs import setup_logging
     from ceap.observability.tracing import setup_tracing
 

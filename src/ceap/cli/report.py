@@ -8,23 +8,19 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from ceap.cli import JsonOption, app, err, state
-from ceap.cli_output import Column, Sheet, show
-from ceap.delivery.shadow_report import (
-    Outcomes,
-    Overlap,
-    ShadowComparison,
-    compare_shadow,
-    shadow_report,
-)
-from ceap.durations import parse_duration
+from ceap.cli.common import JsonOption, app, err, state
+from ceap.cli.output import Column, Sheet, show
 from ceap.model import utcnow
+
+if TYPE_CHECKING:
+    from ceap.delivery.shadow_report import Overlap, ShadowComparison
+
 
 report_app = typer.Typer(help="Reports over what the platform decided and delivered.",
                          no_args_is_help=True)
@@ -47,6 +43,8 @@ def _overlap(label: str, o: Overlap | None) -> str | None:
 
 
 def comparison_table(c: ShadowComparison) -> Table:
+    from ceap.delivery.shadow_report import Outcomes
+
     sides: list[Outcomes] = [c.shadow, *([c.live] if c.live else [])]
     title = f"shadow {c.shadow.program}" + (f" vs live {c.live.program}" if c.live else "")
     table = Table(title=title, title_justify="left")
@@ -81,6 +79,8 @@ def samples_table(c: ShadowComparison) -> Table:
 
 def _figures(c: ShadowComparison) -> list[tuple[str, list[object]]]:
     """``(metric, [shadow value, live value])`` for every figure of a comparison."""
+    from ceap.delivery.shadow_report import Outcomes
+
     sides: list[Outcomes] = [c.shadow, *([c.live] if c.live else [])]
     out: list[tuple[str, list[object]]] = [
         (m, [getattr(o, m) for o in sides])
@@ -148,6 +148,9 @@ def shadow(
     as_json: JsonOption = False,
 ) -> None:
     """Compare shadow decisions with live ones: what would have been sent, and to whom."""
+    from ceap.delivery.shadow_report import compare_shadow, shadow_report
+    from ceap.durations import parse_duration
+
     if live and not shadow_program:
         err.print("--live needs --shadow (the program to compare it with)", highlight=False)
         raise typer.Exit(2)

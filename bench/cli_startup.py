@@ -1,0 +1,73 @@
+"""Start-up of the ``ceap`` command: wall time and peak RSS of ``ceap --help`` and of
+``ceap validate`` of one program file, several runs each, median.
+
+    .venv/bin/python bench/cli_startup.py                      # this checkout
+    .venv/bin/python bench/cli_startup.py --baseline SRC_DIR   # and another source tree beside it
+
+``--baseline`` runs the same commands with ``PYTHONPATH=SRC_DIR`` (for example a
+``git archive main src | tar -x -C /tmp/main`` export, giving ``/tmp/main/src``), each
+run alternating with this checkout's, and prints the ratios. ``python -c pass`` is the
+interpreter's own floor. Goal (issue 16): both commands under 0.3 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES = {
+    "python -c pass": ["-c", "pass"],
+    "ceap --help": ["-m", "ceap", "--help"],
+    "ceap validate programs/win_back.yaml": ["-m", "ceap", "validate", "programs/win_back.yaml"],
+}
+
+
+def peak_rss(args: list[str], src: Path) -> float:
+    """Peak RSS (MB) of one run of ``python ARGS`` (from wait4); exits if the run fails."""
+    env = {**os.environ, "PYTHONPATH": str(src), "COLUMNS": "100"}
+    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"python {' '.join(args)} (PYTHONPATH={src}) failed")
+    return usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--baseline", type=Path, help="another source tree (its src/ folder)")
+    args = parser.parse_args()
+    trees = {"this": ROOT / "src"}
+    if args.baseline:
+        trees["baseline"] = args.baseline.resolve()
+    print(f"load: {Path('/proc/loadavg').read_text().split()[:3]}  runs: {args.runs} (median)")
+    print(f"{'command':40} {'tree':9} {'wall s':>8} {'RSS MB':>8}")
+    medians: dict[tuple[str, str], float] = {}
+    for label, cmd in CASES.items():
+        walls: dict[str, list[float]] = {t: [] for t in trees}
+        rss: dict[str, list[float]] = {t: [] for t in trees}
+        for src in trees.values():  # warm the file cache and the bytecode
+            peak_rss(cmd, src)
+        for _ in range(args.runs):
+            for tree, src in trees.items():  # alternate, so load drifts hit both alike
+                start = time.perf_counter()
+                rss[tree].append(peak_rss(cmd, src))
+                walls[tree].append(time.perf_counter() - start)
+        for tree in trees:
+            medians[(label, tree)] = statistics.median(walls[tree])
+            print(f"{label:40} {tree:9} {medians[(label, tree)]:8.3f} {statistics.median(rss[tree]):8.1f}")
+    if args.baseline:
+        for label in CASES:
+            ratio = medians[(label, "this")] / medians[(label, "baseline")]
+            print(f"ratio this / baseline, {label}: {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()

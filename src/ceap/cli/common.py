@@ -1,0 +1,134 @@
+"""What every command group shares: the ``ceap`` app, its global options, the consoles
+and the helpers that load the project, the store and program files.
+
+Command modules import from here (never from ``ceap.cli``), and ``ceap.cli`` imports
+the command modules to register them: no module imports its importer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+
+from ceap.errors import CeapError, SpecError
+
+if TYPE_CHECKING:  # the spec and the stores import Arrow and DuckDB: at use, not at start-up
+    from ceap.spec import ProgramSpec, ProjectConfig
+    from ceap.store import Store
+
+app = typer.Typer(help="CEAP: find the customers who need an action now, and act.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+out = Console(soft_wrap=True)  # messages; results go through ceap.cli.output
+err = Console(stderr=True, soft_wrap=True)
+#: the --json option of every command that prints a table (see ceap.cli.output)
+JsonOption = Annotated[bool, typer.Option("--json", help="print JSON (an array of rows, or one object "
+                                                          "of totals) instead of a table")]
+
+
+class State:
+    """The global options of this invocation."""
+
+    project_dir: Path | None = None
+    store: str | None = None
+    tenant: str | None = None
+
+    def project(self) -> ProjectConfig:
+        from ceap.spec import load_project
+
+        try:
+            return load_project(self.project_dir)
+        except SpecError as exc:
+            fail_spec([exc])
+            raise  # unreachable
+
+    def open_store(self, project: ProjectConfig) -> Store:
+        from ceap.store import open_store
+
+        url = project.store_url(self.store)
+        try:
+            return open_store(url, context=project.context(self.tenant),
+                              candidates=project.candidate_store)
+        except Exception as exc:
+            err.print(f"[red]error:[/red] cannot open store {mask(url)}: {exc}")
+            raise typer.Exit(1) from None
+
+
+state = State()
+
+
+def mask(url: str) -> str:
+    """Hide a password in a URL before printing it."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" if ":" in creds else url
+    return url
+
+
+def fail_spec(errors: list[SpecError]) -> None:
+    """Print each error's `file: field: message` lines on standard error; exit 2."""
+    for exc in errors:
+        for line in exc.lines():
+            err.print(line, markup=False, highlight=False)
+    raise typer.Exit(2)
+
+
+@app.callback()
+def main(
+    project: Annotated[Path | None, typer.Option(help="project folder holding ceap.yaml")] = None,
+    store: Annotated[str | None, typer.Option(help="store URL (beats CEAP_STORE and ceap.yaml)")] = None,
+    tenant: Annotated[str | None, typer.Option(help="tenant id (default: ceap.yaml's)")] = None,
+    log_format: Annotated[str | None, typer.Option(
+        "--log-format", help="logs on stderr: json, text or auto (json unless stderr is a "
+                             "terminal; default: CEAP_LOG_FORMAT, else auto)")] = None,
+    log_level: Annotated[str | None, typer.Option(
+        "--log-level", help="debug, info, warning or error (default: CEAP_LOG_LEVEL, else warning)")
+                         ] = None,
+) -> None:
+    state.project_dir, state.store, state.tenant = project, store, tenant
+    from ceap.cli.observe import setup
+
+    setup(log_format, log_level)
+
+
+def program_paths(items: list[str], project: ProjectConfig) -> list[Path]:
+    """Program files named by paths, folders (their YAML files) or program names."""
+    paths: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            paths.extend(sorted([*p.glob("*.yaml"), *p.glob("*.yml")]))
+        elif p.suffix in (".yaml", ".yml") or p.exists():
+            paths.append(p)
+        else:
+            folder = project.programs_dir()
+            yml = folder / f"{item}.yml"
+            paths.append(yml if yml.exists() and not (folder / f"{item}.yaml").exists()
+                         else folder / f"{item}.yaml")
+    return paths
+
+
+def load_specs(items: list[str], project: ProjectConfig, all_: bool) -> list[ProgramSpec]:
+    """The named programs (or all with ``all_``), every one valid, or exit 2."""
+    from ceap.spec import load_program
+
+    if all_:
+        items = [str(project.programs_dir())]
+    if not items:
+        err.print("name a program (or a file), or pass --all")
+        raise typer.Exit(2)
+    errors: list[SpecError] = []
+    specs = []
+    for path in program_paths(items, project):
+        try:
+            specs.append(load_program(path))
+        except SpecError as exc:
+            errors.append(exc)
+        except CeapError as exc:
+            errors.append(SpecError(str(path), [("", str(exc))]))
+    if errors:
+        fail_spec(errors)
+    return specs

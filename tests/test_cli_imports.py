@@ -1,0 +1,75 @@
+"""The ``ceap`` command line's import structure: no import cycles through ``ceap.cli``, and
+start-up (``--help``, ``validate``) imports none of the heavy libraries."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import grimp
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_no_import_cycle_through_the_cli_package() -> None:
+    # every import counts, also those inside functions: a module of ceap.cli never
+    # reaches itself again through what it imports
+    graph = grimp.build_graph("ceap")
+    cycles = []
+    for module in sorted(graph.find_descendants("ceap.cli") | {"ceap.cli"}):
+        for imported in sorted(graph.find_modules_directly_imported_by(module)):
+            if graph.chain_exists(imported=module, importer=imported):
+                chain = graph.find_shortest_chain(importer=imported, imported=module)
+                cycles.append(f"{module} -> {' -> '.join(chain or ())}")
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_command_modules_import_common_not_the_package() -> None:
+    graph = grimp.build_graph("ceap")
+    for module in graph.find_descendants("ceap.cli"):
+        assert not graph.direct_import_exists(importer=module, imported="ceap.cli"), module
+
+
+HEAVY = ("duckdb", "pyarrow", "polars", "pandas", "lightgbm", "xgboost", "sklearn", "onnxruntime",
+         "statsmodels", "scipy", "fastapi", "uvicorn", "jinja2", "redis", "river")
+
+
+#: ``ceap ARGS`` in-process; it must succeed
+RUN_CLI = ("from ceap.cli import app\n"
+           "try:\n    app(sys.argv[1:])\n"
+           "except SystemExit as exc:\n    assert exc.code in (0, None), exc.code")
+
+
+def _imported_after(code: str, *argv: str) -> list[str]:
+    """The heavy libraries in sys.modules after running ``code`` in a fresh interpreter."""
+    probe = (f"import sys\n{code}\n"
+             f"print('loaded:', *(m for m in {HEAVY!r} if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", probe, *argv], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.rsplit("loaded:", 1)[1].split()
+
+
+def test_importing_the_cli_imports_no_heavy_library() -> None:
+    assert _imported_after("import ceap.cli\nfrom ceap.cli import app") == []
+
+
+def test_help_imports_no_heavy_library() -> None:
+    assert _imported_after(RUN_CLI, "--help") == []
+    assert _imported_after(RUN_CLI, "report", "--help") == []
+
+
+def test_validate_imports_no_model_or_statistics_library() -> None:
+    # validating reads the spec (pydantic), its SQL (DuckDB) and the plugins' config
+    # models (Arrow); models, statistics and the HTTP server stay unloaded
+    loaded = _imported_after(RUN_CLI, "validate", "programs/win_back.yaml")
+    assert not set(loaded) & {"lightgbm", "xgboost", "sklearn", "onnxruntime", "statsmodels", "scipy",
+                              "fastapi", "uvicorn", "polars", "pandas"}, loaded
+
+
+def test_uplift_help_names_the_report_choices() -> None:
+    from ceap.cli.experiments import UPLIFT_BY
+    from ceap.experiments.uplift import BY_CHOICES
+
+    assert UPLIFT_BY == BY_CHOICES
