@@ -18,20 +18,17 @@ def start_metrics(port: int | None, addr: str = "0.0.0.0") -> None:
     """Start the metrics server when a port is given (a background thread)."""
     if port is None:
         return
-    from ceap.cli.common import err
     from ceap.observability.exposition import serve_metrics
 
     try:
         serve_metrics(port, addr)
     except OSError as exc:
-        err.print(f"--metrics-port {port}: cannot listen on {addr}:{port}: {exc}", markup=False,
-                  highlight=False)
+        typer.echo(f"--metrics-port {port}: cannot listen on {addr}:{port}: {exc}", err=True)
         raise typer.Exit(2) from None
 
 
 def setup(log_format: str | None, log_level: str | None) -> None:
     """Logging (JSON off a terminal) and, with CEAP_TRACES, tracing; exit 2 on a bad value."""
-    from ceap.cli.common import err
     from ceap.observability.logs import setup_logging
     from ceap.observability.tracing import setup_tracing
 
@@ -39,5 +36,5 @@ def setup(log_format: str | None, log_level: str | None) -> None:
         setup_logging(log_format, log_level)
         setup_tracing("ceap")
     except ValueError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
+        typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
