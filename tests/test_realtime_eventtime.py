@@ -306,3 +306,45 @@ def test_timers_fire_once_across_workers(pg_url: str, tmp_path: Path) -> None:
     assert sorted(fired[0] + fired[1]) == sorted(c for _, c, *_ in rows)
     for s in stores:
         s.close()
+
+
+from tests.test_stream_connectors import tansu  # noqa: E402,F401  (the Kafka-protocol broker fixture)
+
+
+def test_two_partition_kafka_topic_drops_nothing_as_late(tansu: str, tmp_path: Path) -> None:  # noqa: F811
+    """The Kafka-protocol broker hands one worker all of one partition, then the other:
+    with a watermark per partition no event is late, and the candidates are those of the
+    same events read in order from one partition."""
+    from ceap.connectors.streams_kafka import KafkaConnector
+
+    events = [_event(f"e{i}", f"C{i % 20}", "app_crash", i) for i in range(400)]  # 400 minutes
+    bodies = [json.dumps(e).encode() for e in events]
+    topic = f"late-{uuid.uuid4().hex[:6]}"
+    publisher = KafkaConnector.from_dict({"type": "kafka", "topic": topic, "bootstrap_servers": tansu,
+                                          "partitions": 2}, None)
+    publisher.publish(bodies)
+    publisher.close()
+    wide = {"crashes": {**PROGRAMS["crashes"], "state": {"crashes": {"count": "app_crash", "window": "2h"}}}}
+    store = open_store(f"sqlite:///{tmp_path}/kafka.db")
+    context = _project(tmp_path / "kafka", store, wide)
+    source = KafkaConnector.from_dict({"type": "kafka", "topic": topic, "bootstrap_servers": tansu,
+                                       "group": "late-test"}, context)
+    worker = Worker(store, source, tmp_path / "kafka" / "programs", context, batch=50, wait=0.5)
+    try:
+        worker.reload(force=True)
+        for _ in range(400):
+            worker.step()
+            if worker.stats.messages >= len(events):
+                break
+    finally:
+        worker.close()
+    assert worker.stats.messages == len(events)
+    assert len({r for r in worker.watermarks.by_partition}) == 2
+    assert worker.stats.late == 0
+    kafka_found = _found(store)
+    store.close()
+    plain = open_store(f"sqlite:///{tmp_path}/plain.db")
+    _run(tmp_path / "plain", plain, [[_message(e, "") for e in events[k:k + 50]] for k in range(0, 400, 50)],
+         wide)
+    assert kafka_found == _found(plain) and kafka_found
+    plain.close()
