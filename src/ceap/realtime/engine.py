@@ -91,7 +91,7 @@ class ProgramRunner:
         (``FRESH`` marks the latter; an event late for this program is not fresh);
         ``fresh``: this program's new events alone, with their ``PARTITION``;
         ``watermarks``: each partition's, after this batch. Returns new candidates."""
-        timers = self._timer_rows(watermarks)
+        timers = self._timer_rows(watermarks, fresh)
         if timers.num_rows:
             combined = pa.concat_tables([combined, timers.append_column(
                 FRESH, pa.array([True] * timers.num_rows, pa.bool_()))])
@@ -109,6 +109,8 @@ class ProgramRunner:
         written = 0
         if rows.num_rows:
             written = self._select_and_write(rows, conformed=conformed is not None)
+        for name in self.absence:  # their rows are stored: the timers that made them are done
+            self.timers.done(f"{self.spec.name}#{name}")
         self._cancel(fresh)
         return written
 
@@ -192,13 +194,13 @@ class ProgramRunner:
                                                           PARTITION)), strict=True)]
             self.timers.add(f"{self.spec.name}#{name}", rows)  # one timer set per feature
 
-    def _timer_rows(self, watermarks: dict[str, datetime]) -> pa.Table:
+    def _timer_rows(self, watermarks: dict[str, datetime], fresh: pa.Table) -> pa.Table:
         """The rows of the timers whose fire time is strictly before their partition's
         watermark minus the program's lateness: no event that could still change them can
         come without being late."""
         lateness = self.source.lateness
         tables = [self.timers.fire(f"{self.spec.name}#{name}", name, f.absence.missing, partition,
-                                   mark - lateness)
+                                   mark - lateness, fresh)
                   for name, f in self.absence.items() if f.absence is not None
                   for partition, mark in sorted(watermarks.items())]
         return pa.concat_tables(tables) if tables else EVENT_SCHEMA.empty_table()

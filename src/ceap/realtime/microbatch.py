@@ -1,6 +1,6 @@
 """One micro-batch through every live real-time program: deduplicate, drop what is
-late for every program, log the rest, load the history the programs' features
-need, and run each program over it (with its own lateness)."""
+late for every program, load the history the programs' features need, run each
+program over it (with its own lateness), then log the events."""
 
 from __future__ import annotations
 
@@ -50,8 +50,8 @@ def run_micro_batch(runners: list[ProgramRunner], log: Any, batch: Batch) -> dic
         stats["late"] = int(pc.sum(too_late).as_py() or 0)
         if stats["late"]:
             events = events.filter(pc.invert(too_late))
-        log.append(events.select(EVENT_SCHEMA.names))
     if not runners:
+        log.append(events.select(EVENT_SCHEMA.names))
         return stats
     # A program's rows are its fresh trigger events (and timer rows), and the logged trigger
     # events of the same customers that a fresh event precedes in event time (its features may
@@ -77,6 +77,9 @@ def run_micro_batch(runners: list[ProgramRunner], log: Any, batch: Batch) -> dic
         mine = relevant.filter(pa.array(~late)) if late.any() else relevant
         stats["candidates"] += runner.process(combined.append_column(FRESH, pa.array(marks)),
                                               mine.drop_columns(["__bound"]), batch.watermarks)
+    # logged last: an event is a duplicate only once its effects are stored, so a worker
+    # killed mid-batch leaves the whole batch to be processed again, not skipped as seen
+    log.append(events.select(EVENT_SCHEMA.names))
     return stats
 
 

@@ -18,12 +18,19 @@ from typing import Any
 
 import pyarrow as pa
 
+from ceap.model import utcnow
 from ceap.realtime.events import EVENT_SCHEMA
-from ceap.realtime.timers import TimerRow, timer_events
+from ceap.realtime.timers import LEASE, TimerRow, arrived, timer_events
 
+#: take the due timers (KEYS[1], scores < ARGV[1]) and the claims whose lease ran out
+#: (KEYS[2], scores < ARGV[2]), holding them all in KEYS[2] until ARGV[3]
 _TAKE_DUE = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2])
+for _, m in ipairs(due) do redis.call('ZADD', KEYS[2], ARGV[3], m) end
+for _, m in ipairs(stale) do redis.call('ZADD', KEYS[2], ARGV[3], m) end
 if #due > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1]) end
+for _, m in ipairs(stale) do table.insert(due, m) end
 return due
 """
 
@@ -108,6 +115,7 @@ class RedisTimers:
         self.r = client
         self.log = log
         self._take = client.register_script(_TAKE_DUE)
+        self.claimed: dict[str, list[tuple[str, bytes]]] = {}
 
     def _key(self, program: str, partition: str) -> str:
         return f"{self.log.ns}:timers:{program}" + (f":{partition}" if partition else "")
@@ -119,26 +127,42 @@ class RedisTimers:
         for key, members in by_key.items():
             self.r.zadd(key, members)
 
-    def fire(self, program: str, feature: str, missing: str, partition: str, before: datetime) -> pa.Table:
-        """Take the timers due strictly before ``before`` (atomically); keep those whose
-        ``missing`` event did not come in ``(after ts, fire at]``."""
-        taken = [json.loads(m) for m in self._take(keys=[self._key(program, partition)],
-                                                   args=[f"({_us(before)}"])]
-        if not taken:
+    def fire(self, program: str, feature: str, missing: str, partition: str, before: datetime,
+             fresh: pa.Table | None = None) -> pa.Table:
+        """Take the timers due strictly before ``before`` for a lease (atomically), with those
+        whose lease ran out; keep those whose ``missing`` event did not come in ``(after ts,
+        fire at]`` (logged, or in ``fresh``). ``done`` deletes the taken ones."""
+        key, now = self._key(program, partition), _us(utcnow())
+        members = self._take(keys=[key, f"{key}:claimed"],
+                             args=[f"({_us(before)}", f"({now}", now + int(LEASE.total_seconds() * 1e6)])
+        if not members:
             return EVENT_SCHEMA.empty_table()
+        self.claimed.setdefault(program, []).extend((f"{key}:claimed", m) for m in members)
+        taken = [json.loads(m) for m in members]
+        batch = arrived(fresh, missing)
         pipe = self.r.pipeline(transaction=False)
         for tenant, customer, _e, after_us, fire_us in taken:
             pipe.zrangebyscore(f"{self.log.ns}:{tenant}:log:{customer}", after_us, fire_us, withscores=True)
         fired: list[tuple[str, str, str, datetime, str]] = []
-        for (tenant, customer, event_id, after_us, fire_us), members in zip(taken, pipe.execute(),
-                                                                            strict=True):
+        for (tenant, customer, event_id, after_us, fire_us), logged in zip(taken, pipe.execute(),
+                                                                           strict=True):
             start, came = None, False
-            for member, score in members:
+            for member, score in logged:
                 mid, etype, attributes = json.loads(member)
                 if mid == event_id:
                     start = attributes
                 elif etype == missing and score > after_us:
                     came = True
+            came = came or any(after_us < _us(ts) <= fire_us for ts in batch.get((tenant, customer), ()))
             if start is not None and not came:
                 fired.append((tenant, customer, event_id, _from_us(fire_us), start))
         return timer_events(fired, feature)
+
+    def done(self, program: str) -> None:
+        """Delete the timers of ``program`` taken since the last call: their rows are stored."""
+        taken = self.claimed.pop(program, [])
+        pipe = self.r.pipeline(transaction=False)
+        for key, member in taken:
+            pipe.zrem(key, member)
+        if taken:
+            pipe.execute()
