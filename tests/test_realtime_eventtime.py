@@ -348,3 +348,30 @@ def test_two_partition_kafka_topic_drops_nothing_as_late(tansu: str, tmp_path: P
          wide)
     assert kafka_found == _found(plain) and kafka_found
     plain.close()
+
+
+def test_a_batch_cut_short_before_it_is_logged_is_redone_not_skipped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that dies after storing a batch's candidates but before logging its events
+    (so before its commit) has the batch delivered again: it is processed again (not
+    skipped as already seen), and the candidate is not written twice."""
+    from ceap.realtime.state import EventLog
+
+    store = open_store(f"sqlite:///{tmp_path}/s.db")
+    batch = [_message(_event(f"a{i}", "A", "app_crash", i), "") for i in range(3)]
+    batch.append(_message(_event("c1", "B", "cart_updated", 0), ""))
+    batch.append(_message(_event("v1", "Z", "page_view", ABS_WITHIN + LATENESS + 1), ""))
+    real = EventLog.append
+
+    def dies(self: EventLog, events: Any) -> None:
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(EventLog, "append", dies)
+    with pytest.raises(RuntimeError):
+        _run(tmp_path, store, [batch, []])
+    assert _found(store) == [("crashes", "A", _bucket(2))]   # stored, then the worker died
+    monkeypatch.setattr(EventLog, "append", real)
+    worker = _run(tmp_path, store, [batch, []])                # the same messages again
+    assert worker.stats.duplicates == 0
+    assert _found(store) == [("abandoned", "B", _bucket(ABS_WITHIN)), ("crashes", "A", _bucket(2))]
+    store.close()

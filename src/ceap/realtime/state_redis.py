@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from ceap.model import utcnow
 from ceap.realtime.events import EVENT_SCHEMA
-from ceap.realtime.timers import LEASE, TimerRow, arrived, timer_events
+from ceap.realtime.timers import LEASE, TimerRow, arrived, fresh_attributes, timer_events
 
 #: take the due timers (KEYS[1], scores < ARGV[1]) and the claims whose lease ran out
 #: (KEYS[2], scores < ARGV[2]), holding them all in KEYS[2] until ARGV[3]
@@ -140,13 +140,14 @@ class RedisTimers:
         self.claimed.setdefault(program, []).extend((f"{key}:claimed", m) for m in members)
         taken = [json.loads(m) for m in members]
         batch = arrived(fresh, missing)
+        armed = fresh_attributes(fresh, {m[2] for m in taken})  # armed by events not logged yet
         pipe = self.r.pipeline(transaction=False)
         for tenant, customer, _e, after_us, fire_us in taken:
             pipe.zrangebyscore(f"{self.log.ns}:{tenant}:log:{customer}", after_us, fire_us, withscores=True)
         fired: list[tuple[str, str, str, datetime, str]] = []
         for (tenant, customer, event_id, after_us, fire_us), logged in zip(taken, pipe.execute(),
                                                                            strict=True):
-            start, came = None, False
+            start, came = armed.get(event_id), False
             for member, score in logged:
                 mid, etype, attributes = json.loads(member)
                 if mid == event_id:

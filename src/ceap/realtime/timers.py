@@ -44,6 +44,15 @@ def arrived(fresh: pa.Table | None, missing: str) -> dict[tuple[str, str], list[
     return out
 
 
+def fresh_attributes(fresh: pa.Table | None, event_ids: set[str]) -> dict[str, str]:
+    """Event id -> attributes of the events of ``fresh`` (not logged yet) among ``event_ids``."""
+    if fresh is None or not fresh.num_rows or not event_ids:
+        return {}
+    picked = fresh.filter(pc.is_in(fresh.column("event_id"), pa.array(sorted(event_ids), pa.string())))
+    return dict(zip(picked.column("event_id").to_pylist(), picked.column("attributes").to_pylist(),
+                    strict=True))
+
+
 def timer_events(fired: Sequence[tuple[str, str, str, datetime, str]], feature: str) -> pa.Table:
     """Fired timers ``(tenant, customer, event id, fire at, attributes JSON)`` as the rows
     a program gets: type ``__timer``, ``ts`` the fire time, the feature true."""
@@ -100,7 +109,8 @@ class Timers:
             fired: list[tuple[str, str, str, datetime, str]] = []
             for tenant, timers in by_tenant.items():
                 where, params = _in_list(tx, "event_id", [e for _, e, _, _ in timers])
-                attributes = dict(tx.execute(f"SELECT event_id, attributes FROM event_log WHERE "
+                attributes = fresh_attributes(fresh, {e for _, e, _, _ in timers})
+                attributes.update(tx.execute(f"SELECT event_id, attributes FROM event_log WHERE "
                                              f"tenant_id = ? AND {where}", (tenant, *params)).fetchall())
                 where, params = _in_list(tx, "customer_id", sorted({c for c, _, _, _ in timers}))
                 start = min(a for _, _, a, _ in timers)
