@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-api-fuzz test-clock test-clock-ci lint bench bench-uplift bench-scale setup clean
+.PHONY: demo test test-api-fuzz test-clock test-clock-ci lint bench bench-uplift bench-scale bench-realtime-recovery setup clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -68,6 +68,10 @@ bench-uplift: setup
 	$(BIN)/python bench/uplift_targeting.py
 
 # memory against rows (1M, 10M, 100M rows of Parquet) and the local engine against Spark
+# SIGKILL a worker 10 times during a replay over a group of two (Kafka protocol, PostgreSQL store)
+bench-realtime-recovery: setup
+	nice $(BIN)/python bench/realtime_recovery.py --pg $(or $(CEAP_TEST_PG),postgresql://postgres@127.0.0.1:5432/test)
+
 # local[2] at 10M rows (bench/README.md, "Scale"); more than an hour on a 2-core machine
 bench-scale: setup
 	$(BIN)/python bench/scale.py

@@ -116,7 +116,8 @@ class KafkaConnector(StreamConnector[KafkaConfig]):
         for m in msgs:
             err = m.error()
             if err is None:
-                out.append(Received(m.value() or b"", (m.topic(), m.partition(), m.offset())))
+                out.append(Received(m.value() or b"", (m.topic(), m.partition(), m.offset()),
+                                    f"{m.topic()}[{m.partition()}]"))
             elif err.fatal():
                 raise SourceError(f"kafka topic {self.config.topic!r}: {err.str()}")
             elif err.code() != self._kafka.KafkaError._PARTITION_EOF:

@@ -158,7 +158,7 @@ class KinesisConnector(StreamConnector[KinesisConfig]):
             self._iterators[shard] = page.get("NextShardIterator")   # None: a closed shard, read to its end
             if page["Records"]:
                 self._position[shard] = page["Records"][-1]["SequenceNumber"]
-            out += [Received(r["Data"], (shard, r["SequenceNumber"])) for r in page["Records"]]
+            out += [Received(r["Data"], (shard, r["SequenceNumber"]), shard) for r in page["Records"]]
         return out
 
     def poll(self, max_messages: int, timeout: float) -> list[Received]:

@@ -112,8 +112,9 @@ def order_sql(spec: ProgramSpec, schema: pa.Schema) -> tuple[str, str]:
 
 
 def best_rows(con: duckdb.DuckDBPyConnection, scored: pa.Table | str,
-              spec: ProgramSpec) -> tuple[pa.Table, int, int]:
-    """The best row per customer (or customer and subject), then the top k of those.
+              spec: ProgramSpec, event_time: str | None = None) -> tuple[pa.Table, int, int]:
+    """The best row per customer (or customer and subject), then the top k of those;
+    with ``event_time`` (a stream), the best per dedup bucket of that time.
 
     ``scored`` is a table, or the name of a table in ``con`` (a batch run's scored rows,
     which DuckDB may hold on disk). Returns the top rows, how many best rows there were
@@ -124,6 +125,9 @@ def best_rows(con: duckdb.DuckDBPyConnection, scored: pa.Table | str,
     schema = (scored.schema if isinstance(scored, pa.Table)
               else con.sql(f"SELECT * FROM {quote(scored)} LIMIT 0").to_arrow_table().schema)
     partition, rank = order_sql(spec, schema)
+    if event_time:  # real-time: one per customer (and subject) per dedup bucket of event time
+        size = int(sel.dedup_window.total_seconds())
+        partition += f", floor(epoch({quote(event_time)}) / {size})"
     limit = f"LIMIT {int(sel.top_k)}" if sel.top_k else ""
     top_order = f"ORDER BY {SCORE} DESC, {cust}, {subj} NULLS LAST {limit}"
     best_sql = f"QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY {rank}) = 1"
@@ -153,7 +157,7 @@ def select(con: duckdb.DuckDBPyConnection, scored: pa.Table | str, spec: Program
            run: RunInfo, funnel: Funnel, scorer: Scorer[Any] | None = None,
            event_time: str | None = None) -> pa.Table:
     """Turn the scored rows of a whole run into candidate rows (``CANDIDATE_SCHEMA``)."""
-    top, best, total = best_rows(con, scored, spec)
+    top, best, total = best_rows(con, scored, spec, event_time)
     funnel.duplicate_customer += total - best
     return candidate_rows(con, top, best, spec, run, funnel, scorer, event_time)
 

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -18,9 +17,10 @@ from ceap.pipeline.funnel import Funnel
 from ceap.pipeline.plan import Plan
 from ceap.pipeline.selection import RunInfo, select
 from ceap.plugin import PluginContext
+from ceap.realtime.events import EVENT_SCHEMA
 from ceap.realtime.features import FRESH, rows_for, rows_sql
 from ceap.realtime.spec import EventsConfig
-from ceap.realtime.state import EventLog, Timers
+from ceap.realtime.timers import Timers
 from ceap.registry import Registry
 from ceap.runtime.batch import new_run_id
 from ceap.runtime.chains import escalate
@@ -30,6 +30,8 @@ from ceap.store.base import Store
 from ceap.store.schema import CANDIDATE_SCHEMA
 
 EVENT_TS = "event_ts"
+#: the partition of each fresh event (``ceap.realtime.eventtime``)
+PARTITION = "__ceap_partition"
 
 
 class ProgramRunner:
@@ -84,10 +86,12 @@ class ProgramRunner:
         return table.rename_columns([f"lookup_{c}" if c != fan.key else c for c in table.column_names])
 
     # -- one micro-batch -----------------------------------------------------
-    def process(self, combined: pa.Table, fresh: pa.Table, watermark: datetime) -> int:
+    def process(self, combined: pa.Table, fresh: pa.Table, watermarks: dict[str, datetime]) -> int:
         """Run the program over a micro-batch. ``combined``: history and fresh events
-        (``FRESH`` marks the latter); ``fresh``: the new events alone. Returns new candidates."""
-        timers = self._timer_rows(watermark)
+        (``FRESH`` marks the latter; an event late for this program is not fresh);
+        ``fresh``: this program's new events alone, with their ``PARTITION``;
+        ``watermarks``: each partition's, after this batch. Returns new candidates."""
+        timers = self._timer_rows(watermarks, fresh)
         if timers.num_rows:
             combined = pa.concat_tables([combined, timers.append_column(
                 FRESH, pa.array([True] * timers.num_rows, pa.bool_()))])
@@ -105,6 +109,8 @@ class ProgramRunner:
         written = 0
         if rows.num_rows:
             written = self._select_and_write(rows, conformed=conformed is not None)
+        for name in self.absence:  # their rows are stored: the timers that made them are done
+            self.timers.done(f"{self.spec.name}#{name}")
         self._cancel(fresh)
         return written
 
@@ -183,16 +189,20 @@ class ProgramRunner:
             if not picked.num_rows:
                 continue
             within = feature.within or timedelta(0)
-            rows = [(t, c, e, ts, ts + within) for t, c, e, ts in zip(
-                picked.column("tenant_id").to_pylist(), picked.column("customer_id").to_pylist(),
-                picked.column("event_id").to_pylist(), picked.column("ts").to_pylist(), strict=True)]
+            rows = [(t, c, e, ts, ts + within, p) for t, c, e, ts, p in zip(
+                *(picked.column(n).to_pylist() for n in ("tenant_id", "customer_id", "event_id", "ts",
+                                                          PARTITION)), strict=True)]
             self.timers.add(f"{self.spec.name}#{name}", rows)  # one timer set per feature
 
-    def _timer_rows(self, watermark: datetime) -> pa.Table:
-        tables = [self.timers.fire(f"{self.spec.name}#{name}", name, f.absence.missing, watermark)
-                  for name, f in self.absence.items() if f.absence is not None]
-        from ceap.realtime.events import EVENT_SCHEMA
-
+    def _timer_rows(self, watermarks: dict[str, datetime], fresh: pa.Table) -> pa.Table:
+        """The rows of the timers whose fire time is strictly before their partition's
+        watermark minus the program's lateness: no event that could still change them can
+        come without being late."""
+        lateness = self.source.lateness
+        tables = [self.timers.fire(f"{self.spec.name}#{name}", name, f.absence.missing, partition,
+                                   mark - lateness, fresh)
+                  for name, f in self.absence.items() if f.absence is not None
+                  for partition, mark in sorted(watermarks.items())]
         return pa.concat_tables(tables) if tables else EVENT_SCHEMA.empty_table()
 
     def _cancel(self, fresh: pa.Table) -> None:
@@ -219,80 +229,3 @@ class ProgramRunner:
     def close(self) -> None:
         self.plan.close()
         self.con.close()
-
-
-def run_micro_batch(runners: list[ProgramRunner], log: EventLog, events: pa.Table,
-                    watermark: datetime, too_old: datetime) -> dict[str, Any]:
-    """Deduplicate, drop late events (older than ``too_old``), log the rest, and run
-    every program over them; timers fire up to ``watermark``."""
-    stats = {"events": events.num_rows, "duplicates": 0, "late": 0, "candidates": 0}
-    if events.num_rows:
-        tenants, ids = events.column("tenant_id"), events.column("event_id")
-        seen = log.seen(tenants.to_pylist(), ids.to_pylist())
-        keep = _first_unseen(tenants, ids, seen)
-        stats["duplicates"] = events.num_rows - int(np.count_nonzero(keep))
-        if stats["duplicates"]:
-            events = events.filter(pa.array(keep))
-        too_late = pc.less(events.column("ts"), pa.scalar(too_old, pa.timestamp("us")))
-        stats["late"] = int(pc.sum(too_late).as_py() or 0)
-        if stats["late"]:
-            events = events.filter(pc.invert(too_late))
-        log.append(events)
-    if not runners:
-        return stats
-    # A program's rows are its fresh trigger events (and timer rows); its features read
-    # events of the types it names. So the history of the other types, and of customers
-    # with no trigger event in the batch, changes no row: it is neither read nor passed on.
-    # (With absence timers, any customer of the batch may get a timer row: all are read.)
-    types = set().union(*(r.event_types() for r in runners))
-    triggers = set().union(*(r.source.on for r in runners))
-    relevant = _of_types(events, types | triggers)
-    customers = _customers(events if any(r.absence for r in runners) else _of_types(events, triggers))
-    span = max((r.span() for r in runners), default=timedelta(0))
-    oldest = pc.min(events.column("ts")).as_py() if events.num_rows else watermark
-    history = log.history(customers, oldest - span, types=types) if customers else None
-    fresh = relevant.append_column(FRESH, pa.array(np.ones(relevant.num_rows, dtype=bool)))
-    combined = fresh
-    if history is not None and history.num_rows:
-        old = history.filter(pc.invert(pc.is_in(history.column("event_id"), value_set=events.column(
-            "event_id").combine_chunks())))
-        if old.num_rows:
-            combined = pa.concat_tables([old.append_column(FRESH, pa.array(np.zeros(old.num_rows,
-                                                                                    dtype=bool))),
-                                         fresh])
-    for runner in runners:
-        stats["candidates"] += runner.process(combined, events, watermark)
-    return stats
-
-
-def _first_unseen(tenants: pa.ChunkedArray, ids: pa.ChunkedArray,
-                  seen: set[tuple[str, str]]) -> np.ndarray:
-    """Per event: not in the log yet, and the first of its ``(tenant, id)`` in the batch."""
-    single = pc.count_distinct(tenants).as_py() == 1
-    keys = ids if single else pc.binary_join_element_wise(tenants, ids, "\x00")
-    codes = pc.dictionary_encode(keys.combine_chunks()).indices.to_numpy(zero_copy_only=False)
-    _, first = np.unique(codes, return_index=True)
-    keep = np.zeros(len(codes), dtype=bool)
-    keep[first] = True
-    if seen:
-        known = [e if single else f"{t}\x00{e}" for t, e in seen]
-        keep &= ~pc.is_in(keys, value_set=pa.array(known, pa.string())).to_numpy(zero_copy_only=False)
-    return keep
-
-
-def _of_types(events: pa.Table, types: set[str]) -> pa.Table:
-    """The events of these types, and those that carry the timer mark (``rows_for`` keeps them)."""
-    if not events.num_rows:
-        return events
-    mask = pc.or_(pc.is_in(events.column("type"), value_set=pa.array(sorted(types), pa.string())),
-                  pc.match_substring(events.column("attributes"), '"__timer"'))
-    return events if pc.all(mask).as_py() else events.filter(mask)
-
-
-def _customers(events: pa.Table) -> set[tuple[str, str]]:
-    """The ``(tenant, customer)`` pairs of the events that name a customer."""
-    if not events.num_rows:
-        return set()
-    pairs = events.select(["tenant_id", "customer_id"]).group_by(["tenant_id", "customer_id"]).aggregate([])
-    return {(t, c) for t, c in zip(pairs.column("tenant_id").to_pylist(),
-                                   pairs.column("customer_id").to_pylist(), strict=True) if c}

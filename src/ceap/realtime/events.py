@@ -315,23 +315,33 @@ def _utc_times(stamps: pa.Array, ok: np.ndarray) -> pa.Array:
     return pc.cast(pc.cast(stamps, _UTC), pa.timestamp("us"))
 
 
-def parse_bodies(bodies: Iterable[bytes], tenant: str = DEFAULT_TENANT
-                 ) -> tuple[pa.Table, list[tuple[int, str]]]:
-    """Decode stream message bodies (one event, or a JSON list of events, each) and validate.
-    A body that is not JSON (see ``ceap.json_input.loads``) is rejected as one item."""
+def decode_bodies(bodies: Iterable[bytes]) -> tuple[list[Any], list[int], list[tuple[int, str]]]:
+    """Message bodies as event items (one event, or a JSON list of events, each): the
+    items, the index of the body each came from, and ``(item index, reason)`` for each
+    body that is not JSON (see ``ceap.json_input.loads``; it stands as one None item)."""
     items: list[Any] = []
+    origin: list[int] = []
     broken: list[tuple[int, str]] = []
-    for body in bodies:
+    for n, body in enumerate(bodies):
         try:
             data = json_loads(body)
         except ValueError as exc:
             broken.append((len(items), f"not JSON: {exc}"))
-            items.append(None)
-            continue
+            data = None
         if isinstance(data, list):
             items.extend(data)
+            origin.extend([n] * len(data))
         else:
             items.append(data)
+            origin.append(n)
+    return items, origin, broken
+
+
+def parse_bodies(bodies: Iterable[bytes], tenant: str = DEFAULT_TENANT
+                 ) -> tuple[pa.Table, list[tuple[int, str]]]:
+    """Decode stream message bodies (one event, or a JSON list of events, each) and validate.
+    A body that is not JSON (see ``ceap.json_input.loads``) is rejected as one item."""
+    items, _, broken = decode_bodies(bodies)
     table, rejected = validate_events(items, tenant)
     return table, sorted({*rejected, *broken})
 

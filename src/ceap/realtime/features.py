@@ -17,6 +17,7 @@ from ceap.realtime.spec import StateFeature
 from ceap.sqlexpr import BATCH, quote
 
 FRESH = "__ceap_fresh"
+REDO = "__ceap_redo_from"
 PARTITION = "PARTITION BY tenant_id, customer_id ORDER BY ts"
 
 
@@ -74,15 +75,27 @@ def attribute_sql(columns: dict[str, str]) -> list[str]:
 
 
 def rows_sql(state: dict[str, StateFeature], on: list[str], columns: dict[str, str]) -> str:
-    """The query making a program's rows from the table ``batch`` (see ``rows_for``)."""
+    """The query making a program's rows from the table ``batch`` (see ``rows_for``).
+
+    The rows are the fresh events of the trigger types, timer rows, and, when the
+    program has features over history, the logged trigger events of a customer at or
+    after the customer's earliest fresh event: an event that arrives after a later one
+    (within the lateness) changes that later one's features, so it is evaluated again
+    (a candidate it already made is not made twice: the store keeps one per dedup key)."""
     select = ["event_id", "tenant_id", "customer_id", "type AS event_type", "ts AS event_ts",
               "attributes", FRESH]
     select += attribute_sql({c: t for c, t in columns.items() if c not in ("customer_id",)})
     for name, feature in state.items():
         select += feature_sql(name, feature)
+    keep = FRESH
+    if any(f.kind != "absence" for f in state.values()):
+        select.append(f"min(ts) FILTER (WHERE {FRESH} AND type <> '__timer') OVER "
+                      f"(PARTITION BY tenant_id, customer_id) AS {REDO}")
+        keep = f"({FRESH} OR (customer_id IS NOT NULL AND event_ts >= {REDO}))"
     types = ", ".join(_lit(t) for t in on) or "NULL"
-    return (f"SELECT * EXCLUDE ({FRESH}) FROM (SELECT {', '.join(select)} FROM {BATCH}) "
-            f"WHERE {FRESH} AND (event_type IN ({types}) OR attributes->>'__timer' IS NOT NULL) "
+    return (f"SELECT * EXCLUDE ({FRESH}{', ' + REDO if keep != FRESH else ''}) FROM "
+            f"(SELECT {', '.join(select)} FROM {BATCH}) "
+            f"WHERE {keep} AND (event_type IN ({types}) OR attributes->>'__timer' IS NOT NULL) "
             "ORDER BY event_ts, event_id")
 
 

@@ -21,11 +21,15 @@ from ceap.connectors.base import Connector, ConnectorConfig
 
 @dataclass(frozen=True)
 class Received:
-    """One message from a stream: its body (a JSON event or a JSON list of events)
-    and the token ``commit`` needs to acknowledge it."""
+    """One message from a stream: its body (a JSON event or a JSON list of events),
+    the token ``commit`` needs to acknowledge it, and the partition it came from
+    (Kafka: ``topic[n]``; one name for a stream without partitions). Event time
+    progresses per partition: lateness and timers are judged on the message's own
+    partition."""
 
     body: bytes
     token: Any
+    partition: str = ""
 
 
 class StreamConfig(ConnectorConfig):

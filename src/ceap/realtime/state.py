@@ -1,5 +1,6 @@
 """Per-customer state in the store: an event log (deduplication by event id, and
-the history state features are computed from) and absence timers.
+the history state features are computed from); absence timers are in
+``ceap.realtime.timers``.
 
 The log keeps each customer's events for as long as the longest feature window
 needs them; the same SQL runs on SQLite (embedded) and PostgreSQL (shared by
@@ -139,46 +140,3 @@ def _event_table(rows: list[tuple[object, ...]]) -> pa.Table:
     arrays = [pa.array(c, f.type) if f.name != "ts" else ts
               for c, f in zip(columns, EVENT_SCHEMA, strict=True)]
     return pa.Table.from_arrays(arrays, schema=EVENT_SCHEMA)
-
-
-class Timers:
-    """Absence timers: one per (program, customer, triggering event)."""
-
-    def __init__(self, store: Store):
-        self.store = store
-
-    def add(self, program: str, rows: Sequence[tuple[str, str, str, datetime, datetime]]) -> None:
-        """``(tenant, customer, event_id, after_ts, fire_at)`` rows, naive UTC times."""
-        if not rows:
-            return
-        with self.store.tx() as tx:
-            tx.executemany(
-                "INSERT INTO timers (tenant_id, program, customer_id, event_id, after_ts, fire_at) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, program, customer_id, event_id) "
-                "DO NOTHING",
-                [(t, program, c, e, tx.ts(a.replace(tzinfo=UTC)), tx.ts(f.replace(tzinfo=UTC)))
-                 for t, c, e, a, f in rows])
-
-    def fire(self, program: str, feature: str, missing: str, until: datetime) -> pa.Table:
-        """Take the timers of ``program`` due by ``until``; return, as events, the
-        triggering events of those with no ``missing`` event in between."""
-        with self.store.tx() as tx:
-            due = tx.execute(
-                "SELECT t.tenant_id, t.customer_id, t.event_id, t.after_ts, t.fire_at, e.attributes "
-                "FROM timers t JOIN event_log e ON e.tenant_id = t.tenant_id AND e.event_id = t.event_id "
-                "WHERE t.program = ? AND t.fire_at <= ? AND NOT EXISTS (SELECT 1 FROM event_log m "
-                "WHERE m.tenant_id = t.tenant_id AND m.customer_id = t.customer_id AND m.type = ? "
-                "AND m.ts > t.after_ts AND m.ts <= t.fire_at)",
-                (program, tx.ts(until.replace(tzinfo=UTC)), missing)).fetchall()
-            tx.execute("DELETE FROM timers WHERE program = ? AND fire_at <= ?",
-                       (program, tx.ts(until.replace(tzinfo=UTC))))
-        out: dict[str, list[object]] = {n: [] for n in EVENT_SCHEMA.names}
-        for tenant, customer, event_id, _after, fire_at, attributes in due:
-            attrs = json.loads(attributes) if isinstance(attributes, str) else dict(attributes)
-            out["event_id"].append(f"timer:{event_id}")
-            out["tenant_id"].append(tenant)
-            out["customer_id"].append(customer)
-            out["type"].append("__timer")
-            out["ts"].append(_naive(fire_at))
-            out["attributes"].append(json.dumps(attrs | {"__timer": True, f"__absence_{feature}": True}))
-        return pa.table(out, schema=EVENT_SCHEMA)

@@ -4,7 +4,8 @@
 - ``ceap:{tenant}:seen:{event_id}``: a key per event id (SET NX, with a TTL), for dedup;
 - ``ceap:{tenant}:log:{customer}``: a sorted set of the customer's events, scored by
   event time (microseconds), trimmed to the retention and expiring with it;
-- ``ceap:timers:{program}``: a sorted set of absence timers scored by firing time;
+- ``ceap:timers:{program}#{feature}[:{partition}]``: a sorted set of absence timers scored
+  by firing time, per partition;
   taking due timers is one atomic Lua call, so two workers never fire one twice.
 """
 
@@ -17,11 +18,19 @@ from typing import Any
 
 import pyarrow as pa
 
+from ceap.model import utcnow
 from ceap.realtime.events import EVENT_SCHEMA
+from ceap.realtime.timers import LEASE, TimerRow, arrived, fresh_attributes, timer_events
 
+#: take the due timers (KEYS[1], scores < ARGV[1]) and the claims whose lease ran out
+#: (KEYS[2], scores < ARGV[2]), holding them all in KEYS[2] until ARGV[3]
 _TAKE_DUE = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2])
+for _, m in ipairs(due) do redis.call('ZADD', KEYS[2], ARGV[3], m) end
+for _, m in ipairs(stale) do redis.call('ZADD', KEYS[2], ARGV[3], m) end
 if #due > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1]) end
+for _, m in ipairs(stale) do table.insert(due, m) end
 return due
 """
 
@@ -100,32 +109,61 @@ class RedisEventLog:
 
 
 class RedisTimers:
+    """Absence timers: a sorted set per program feature and partition, scored by fire time."""
+
     def __init__(self, client: Any, log: RedisEventLog):
         self.r = client
         self.log = log
         self._take = client.register_script(_TAKE_DUE)
+        self.claimed: dict[str, list[tuple[str, bytes]]] = {}
 
-    def add(self, program: str, rows: Sequence[tuple[str, str, str, datetime, datetime]]) -> None:
-        if not rows:
-            return
-        self.r.zadd(f"{self.log.ns}:timers:{program}",
-                    {json.dumps([t, c, e, _us(a), _us(f)]): _us(f) for t, c, e, a, f in rows})
+    def _key(self, program: str, partition: str) -> str:
+        return f"{self.log.ns}:timers:{program}" + (f":{partition}" if partition else "")
 
-    def fire(self, program: str, feature: str, missing: str, until: datetime) -> pa.Table:
-        """Take the due timers (atomically); keep those whose goal event did not come."""
-        key = f"{self.log.ns}:timers:{program}"
-        taken = [json.loads(m) for m in self._take(keys=[key], args=[_us(until)])]
-        out: dict[str, list[Any]] = {n: [] for n in EVENT_SCHEMA.names}
-        for tenant, customer, event_id, after_us, fire_us in taken:
-            after, fire_at = _from_us(after_us), _from_us(fire_us)
-            rows = self.log.history([(tenant, customer)], after).to_pylist()
-            start = next((r for r in rows if r["event_id"] == event_id), None)
-            if start is None or any(r["type"] == missing and after < r["ts"] <= fire_at for r in rows):
-                continue
-            attrs = json.loads(start["attributes"]) if start["attributes"] else {}
-            for name, value in (("event_id", f"timer:{event_id}"), ("tenant_id", tenant),
-                                ("customer_id", customer), ("type", "__timer"), ("ts", fire_at),
-                                ("attributes", json.dumps(attrs | {"__timer": True,
-                                                                   f"__absence_{feature}": True}))):
-                out[name].append(value)
-        return pa.table(out, schema=EVENT_SCHEMA)
+    def add(self, program: str, rows: Sequence[TimerRow]) -> None:
+        by_key: dict[str, dict[str, int]] = {}
+        for t, c, e, a, f, p in rows:
+            by_key.setdefault(self._key(program, p), {})[json.dumps([t, c, e, _us(a), _us(f)])] = _us(f)
+        for key, members in by_key.items():
+            self.r.zadd(key, members)
+
+    def fire(self, program: str, feature: str, missing: str, partition: str, before: datetime,
+             fresh: pa.Table | None = None) -> pa.Table:
+        """Take the timers due strictly before ``before`` for a lease (atomically), with those
+        whose lease ran out; keep those whose ``missing`` event did not come in ``(after ts,
+        fire at]`` (logged, or in ``fresh``). ``done`` deletes the taken ones."""
+        key, now = self._key(program, partition), _us(utcnow())
+        members = self._take(keys=[key, f"{key}:claimed"],
+                             args=[f"({_us(before)}", f"({now}", now + int(LEASE.total_seconds() * 1e6)])
+        if not members:
+            return EVENT_SCHEMA.empty_table()
+        self.claimed.setdefault(program, []).extend((f"{key}:claimed", m) for m in members)
+        taken = [json.loads(m) for m in members]
+        batch = arrived(fresh, missing)
+        armed = fresh_attributes(fresh, {m[2] for m in taken})  # armed by events not logged yet
+        pipe = self.r.pipeline(transaction=False)
+        for tenant, customer, _e, after_us, fire_us in taken:
+            pipe.zrangebyscore(f"{self.log.ns}:{tenant}:log:{customer}", after_us, fire_us, withscores=True)
+        fired: list[tuple[str, str, str, datetime, str]] = []
+        for (tenant, customer, event_id, after_us, fire_us), logged in zip(taken, pipe.execute(),
+                                                                           strict=True):
+            start, came = armed.get(event_id), False
+            for member, score in logged:
+                mid, etype, attributes = json.loads(member)
+                if mid == event_id:
+                    start = attributes
+                elif etype == missing and score > after_us:
+                    came = True
+            came = came or any(after_us < _us(ts) <= fire_us for ts in batch.get((tenant, customer), ()))
+            if start is not None and not came:
+                fired.append((tenant, customer, event_id, _from_us(fire_us), start))
+        return timer_events(fired, feature)
+
+    def done(self, program: str) -> None:
+        """Delete the timers of ``program`` taken since the last call: their rows are stored."""
+        taken = self.claimed.pop(program, [])
+        pipe = self.r.pipeline(transaction=False)
+        for key, member in taken:
+            pipe.zrem(key, member)
+        if taken:
+            pipe.execute()

@@ -14,11 +14,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-
-import pyarrow.compute as pc
 
 from ceap.errors import CeapError
 from ceap.model import utcnow
@@ -26,8 +24,9 @@ from ceap.observability.metrics import WORKER_LAG, record_worker_batch
 from ceap.observability.tracing import span
 from ceap.outcomes.goals import record_event_outcomes
 from ceap.plugin import PluginContext
-from ceap.realtime.engine import ProgramRunner, run_micro_batch
-from ceap.realtime.events import parse_bodies
+from ceap.realtime.engine import ProgramRunner
+from ceap.realtime.eventtime import Watermarks, parse_received
+from ceap.realtime.microbatch import Batch, run_micro_batch
 from ceap.realtime.source import StreamConnector
 from ceap.realtime.spec import is_realtime
 from ceap.registry import Registry
@@ -72,7 +71,7 @@ class Worker:
         self.runners: dict[str, tuple[float, ProgramRunner]] = {}
         #: live batch programs with action.cancel_on: the events they wait for cancel their chains
         self.cancellers: dict[str, ProgramSpec] = {}
-        self.watermark = datetime(1970, 1, 1)
+        self.watermarks = Watermarks()  # per partition of the stream
         self.stats = WorkerStats()
         self._reloaded = 0.0
         self._pruned = time.monotonic()
@@ -83,7 +82,8 @@ class Worker:
             self.log: Any = RedisEventLog(client, namespace=state_namespace)
             self.timers: Any = RedisTimers(client, self.log)
         else:  # in the store: embedded (SQLite) or shared (PostgreSQL)
-            from ceap.realtime.state import EventLog, Timers
+            from ceap.realtime.state import EventLog
+            from ceap.realtime.timers import Timers
 
             self.log, self.timers = EventLog(store), Timers(store)
 
@@ -144,18 +144,14 @@ class Worker:
         return len(received)
 
     def _process(self, received: list[Any], started: float | None = None) -> None:
-        events, rejected = parse_bodies([r.body for r in received], self.context.tenant)
+        events, rejected, partitions = parse_received(received, self.context.tenant)
         if rejected:
             self._dead_letters(rejected, len(received))
         runners = self.live()
-        lateness = max((r.source.lateness for r in runners), default=timedelta(hours=1))
-        too_old = self.watermark - lateness  # judged against what was seen before this batch
-        if events.num_rows:
-            self.watermark = max(self.watermark, pc.max(events.column("ts")).as_py())
-        fire_until = self.watermark
-        if not received:  # idle: timers also fire by the clock (a replay of the past flushes them)
-            fire_until = max(fire_until, self.clock().astimezone(UTC).replace(tzinfo=None))
-        outcome = run_micro_batch(runners, self.log, events, fire_until, too_old)
+        bound = self.watermarks.bounds(partitions)  # lateness: against each partition's own progress
+        self.watermarks.advance(events.column("ts"), partitions)
+        outcome = run_micro_batch(runners, self.log, Batch(events, partitions, bound,
+                                                           dict(self.watermarks.by_partition)))
         for spec in self.cancellers.values():
             cancel_pending(self.store, spec.name, spec.action.cancel_on, events)
         record_event_outcomes(self.store, self.programs_dir, events, self.clock())
@@ -173,12 +169,13 @@ class Worker:
 
     def _prune(self, every: float = 300.0) -> None:
         """Drop logged events no feature window (plus the allowed lateness) can reach any more."""
-        if time.monotonic() - self._pruned < every or self.watermark.year < 2000:
+        low = self.watermarks.lowest()
+        if time.monotonic() - self._pruned < every or low.year < 2000:
             return
         self._pruned = time.monotonic()
         runners = self.live()
         keep = max((r.span() + r.source.lateness for r in runners), default=timedelta(days=1))
-        removed = self.log.prune(self.watermark - keep)
+        removed = self.log.prune(low - keep)
         if removed:
             log.info("pruned %d events older than the longest window", removed)
 

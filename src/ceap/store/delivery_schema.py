@@ -72,7 +72,8 @@ def delivery_ddl(dialect: str) -> list[str]:
         "CREATE INDEX IF NOT EXISTS event_log_by_time ON event_log (tenant_id, customer_id, ts)",
         f"""CREATE TABLE IF NOT EXISTS timers (
   tenant_id {text} NOT NULL, program {text} NOT NULL, customer_id {text} NOT NULL,
-  event_id {text} NOT NULL, fire_at {ts} NOT NULL, after_ts {ts} NOT NULL,
+  event_id {text} NOT NULL, fire_at {ts} NOT NULL, after_ts {ts} NOT NULL, partition_key {text},
+  claimed_until {ts},
   PRIMARY KEY (tenant_id, program, customer_id, event_id)
 )""",
         "CREATE INDEX IF NOT EXISTS timers_due ON timers (fire_at)",
@@ -88,8 +89,13 @@ def delivery_ddl(dialect: str) -> list[str]:
     ]
 
 
+#: the partition of the event that armed an absence timer (it fires on that partition's
+#: watermark), and until when a worker that took it holds it
+TIMER_COLUMNS = {"partition_key": "text", "claimed_until": "ts"}
+
 #: table -> the columns a database created by an older version may lack
-ADDED_COLUMNS = {"candidates": CANDIDATE_DISPATCH_COLUMNS, "deliveries": DELIVERY_CRASH_COLUMNS}
+ADDED_COLUMNS = {"candidates": CANDIDATE_DISPATCH_COLUMNS, "deliveries": DELIVERY_CRASH_COLUMNS,
+                 "timers": TIMER_COLUMNS}
 
 
 def add_missing_columns(dialect: str, existing: set[str], table: str = "candidates") -> list[str]:

@@ -1,0 +1,115 @@
+"""One micro-batch through every live real-time program: deduplicate, drop what is
+late for every program, load the history the programs' features need, run each
+program over it (with its own lateness), then log the events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ceap.realtime.engine import PARTITION, ProgramRunner
+from ceap.realtime.events import EVENT_SCHEMA
+from ceap.realtime.eventtime import late_mask
+from ceap.realtime.features import FRESH
+
+#: the lateness when no program is live (events are still logged and deduplicated)
+DEFAULT_LATENESS = timedelta(hours=1)
+
+
+@dataclass
+class Batch:
+    """Valid events of one poll, each with its partition and that partition's watermark
+    before the poll (``bound``); ``watermarks``: every partition's, after the poll."""
+
+    events: pa.Table
+    partition: pa.Array
+    bound: pa.Array
+    watermarks: dict[str, datetime] = field(default_factory=dict)
+
+
+def run_micro_batch(runners: list[ProgramRunner], log: Any, batch: Batch) -> dict[str, Any]:
+    """Deduplicate, drop the events late for every program, log the rest, and run every
+    program over them; each program takes the events not late for its own lateness."""
+    events = batch.events.append_column(PARTITION, batch.partition).append_column("__bound", batch.bound)
+    stats = {"events": events.num_rows, "duplicates": 0, "late": 0, "candidates": 0}
+    lateness = {id(r): r.source.lateness for r in runners}
+    if events.num_rows:
+        tenants, ids = events.column("tenant_id"), events.column("event_id")
+        seen = log.seen(tenants.to_pylist(), ids.to_pylist())
+        keep = _first_unseen(tenants, ids, seen)
+        stats["duplicates"] = events.num_rows - int(np.count_nonzero(keep))
+        if stats["duplicates"]:
+            events = events.filter(pa.array(keep))
+        most = max(lateness.values(), default=DEFAULT_LATENESS)
+        too_late = late_mask(events.column("ts"), events.column("__bound").combine_chunks(), most)
+        stats["late"] = int(pc.sum(too_late).as_py() or 0)
+        if stats["late"]:
+            events = events.filter(pc.invert(too_late))
+    if not runners:
+        log.append(events.select(EVENT_SCHEMA.names))
+        return stats
+    # A program's rows are its fresh trigger events (and timer rows), and the logged trigger
+    # events of the same customers that a fresh event precedes in event time (its features may
+    # have changed); its features read events of the types it names. So the history of the
+    # other types, and of customers with no such event in the batch, changes no row.
+    types = set().union(*(r.event_types() for r in runners))
+    relevant = _of_types(events, types)
+    customers = _customers(relevant)
+    span = max((r.span() for r in runners), default=timedelta(0))
+    oldest = pc.min(relevant.column("ts")).as_py() if relevant.num_rows else None
+    history = log.history(customers, oldest - span, types=types) if customers and oldest else None
+    fresh = relevant.select(EVENT_SCHEMA.names)
+    old = EVENT_SCHEMA.empty_table()
+    if history is not None and history.num_rows:
+        old = history.filter(pc.invert(pc.is_in(history.column("event_id"),
+                                                value_set=events.column("event_id").combine_chunks())))
+    combined = pa.concat_tables([old, fresh])
+    n_old = old.num_rows
+    for runner in runners:
+        late = late_mask(relevant.column("ts"), relevant.column("__bound").combine_chunks(),
+                         lateness[id(runner)]).to_numpy(zero_copy_only=False)
+        marks = np.concatenate([np.zeros(n_old, dtype=bool), ~late])
+        mine = relevant.filter(pa.array(~late)) if late.any() else relevant
+        stats["candidates"] += runner.process(combined.append_column(FRESH, pa.array(marks)),
+                                              mine.drop_columns(["__bound"]), batch.watermarks)
+    # logged last: an event is a duplicate only once its effects are stored, so a worker
+    # killed mid-batch leaves the whole batch to be processed again, not skipped as seen
+    log.append(events.select(EVENT_SCHEMA.names))
+    return stats
+
+
+def _first_unseen(tenants: pa.ChunkedArray, ids: pa.ChunkedArray,
+                  seen: set[tuple[str, str]]) -> np.ndarray:
+    """Per event: not in the log yet, and the first of its ``(tenant, id)`` in the batch."""
+    single = pc.count_distinct(tenants).as_py() == 1
+    keys = ids if single else pc.binary_join_element_wise(tenants, ids, "\x00")
+    codes = pc.dictionary_encode(keys.combine_chunks()).indices.to_numpy(zero_copy_only=False)
+    _, first = np.unique(codes, return_index=True)
+    keep = np.zeros(len(codes), dtype=bool)
+    keep[first] = True
+    if seen:
+        known = [e if single else f"{t}\x00{e}" for t, e in seen]
+        keep &= ~pc.is_in(keys, value_set=pa.array(known, pa.string())).to_numpy(zero_copy_only=False)
+    return keep
+
+
+def _of_types(events: pa.Table, types: set[str]) -> pa.Table:
+    """The events of these types."""
+    if not events.num_rows:
+        return events
+    mask = pc.is_in(events.column("type"), value_set=pa.array(sorted(types), pa.string()))
+    return events if pc.all(mask).as_py() else events.filter(mask)
+
+
+def _customers(events: pa.Table) -> set[tuple[str, str]]:
+    """The ``(tenant, customer)`` pairs of the events that name a customer."""
+    if not events.num_rows:
+        return set()
+    pairs = events.select(["tenant_id", "customer_id"]).group_by(["tenant_id", "customer_id"]).aggregate([])
+    return {(t, c) for t, c in zip(pairs.column("tenant_id").to_pylist(),
+                                   pairs.column("customer_id").to_pylist(), strict=True) if c}

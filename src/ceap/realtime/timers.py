@@ -1,0 +1,140 @@
+"""Absence timers in the CEAP store (SQLite or PostgreSQL): one per (program's
+feature, customer, triggering event), on the partition of that event.
+
+A timer fires once its partition's watermark minus the program's allowed lateness
+has passed its fire time (strictly): by then no event of that partition that could
+still change the answer (a ``missing`` event up to the fire time) can arrive
+without being late. Firing claims the due timers for a lease (``UPDATE ...
+RETURNING`` in one transaction), so two workers never take one together; ``done``
+deletes them once the program's candidates are stored, and a worker killed in
+between leaves them to be taken again when the lease runs out (the candidate's
+dedup key makes the second firing change nothing).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ceap.model import utcnow
+from ceap.realtime.events import EVENT_SCHEMA
+from ceap.realtime.state import _in_list, _naive
+from ceap.store.base import Store
+
+#: how long a worker holds the timers it took before another may take them again
+LEASE = timedelta(seconds=60)
+
+#: ``(tenant, customer, event id, after ts, fire at, partition)``; naive UTC times
+TimerRow = tuple[str, str, str, datetime, datetime, str]
+
+
+def arrived(fresh: pa.Table | None, missing: str) -> dict[tuple[str, str], list[datetime]]:
+    """``(tenant, customer)`` -> times of the ``missing`` events in ``fresh`` (not logged yet)."""
+    if fresh is None or not fresh.num_rows:
+        return {}
+    picked = fresh.filter(pc.equal(fresh.column("type"), missing))
+    out: dict[tuple[str, str], list[datetime]] = {}
+    for t, c, ts in zip(*(picked.column(n).to_pylist() for n in ("tenant_id", "customer_id", "ts")),
+                        strict=True):
+        out.setdefault((t, c), []).append(ts)
+    return out
+
+
+def fresh_attributes(fresh: pa.Table | None, event_ids: set[str]) -> dict[str, str]:
+    """Event id -> attributes of the events of ``fresh`` (not logged yet) among ``event_ids``."""
+    if fresh is None or not fresh.num_rows or not event_ids:
+        return {}
+    picked = fresh.filter(pc.is_in(fresh.column("event_id"), pa.array(sorted(event_ids), pa.string())))
+    return dict(zip(picked.column("event_id").to_pylist(), picked.column("attributes").to_pylist(),
+                    strict=True))
+
+
+def timer_events(fired: Sequence[tuple[str, str, str, datetime, str]], feature: str) -> pa.Table:
+    """Fired timers ``(tenant, customer, event id, fire at, attributes JSON)`` as the rows
+    a program gets: type ``__timer``, ``ts`` the fire time, the feature true."""
+    out: dict[str, list[object]] = {n: [] for n in EVENT_SCHEMA.names}
+    for tenant, customer, event_id, fire_at, attributes in fired:
+        attrs = json.loads(attributes) if attributes else {}
+        out["event_id"].append(f"timer:{event_id}")
+        out["tenant_id"].append(tenant)
+        out["customer_id"].append(customer)
+        out["type"].append("__timer")
+        out["ts"].append(fire_at)
+        out["attributes"].append(json.dumps(attrs | {"__timer": True, f"__absence_{feature}": True}))
+    return pa.table(out, schema=EVENT_SCHEMA)
+
+
+class Timers:
+    """Absence timers in the store's ``timers`` table."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.claimed: dict[str, list[tuple[str, str, str]]] = {}
+
+    def add(self, program: str, rows: Sequence[TimerRow]) -> None:
+        if not rows:
+            return
+        with self.store.tx() as tx:
+            tx.executemany(
+                "INSERT INTO timers (tenant_id, program, customer_id, event_id, after_ts, fire_at, "
+                "partition_key) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, program, "
+                "customer_id, event_id) DO NOTHING",
+                [(t, program, c, e, tx.ts(a.replace(tzinfo=UTC)), tx.ts(f.replace(tzinfo=UTC)), p)
+                 for t, c, e, a, f, p in rows])
+
+    def fire(self, program: str, feature: str, missing: str, partition: str, before: datetime,
+             fresh: pa.Table | None = None) -> pa.Table:
+        """Claim the timers of ``program`` on ``partition`` due strictly before ``before``;
+        return, as events, those with no ``missing`` event in ``(after ts, fire at]``,
+        logged or in ``fresh`` (this micro-batch). ``done`` deletes the claimed ones."""
+        now = utcnow()
+        with self.store.tx() as tx:
+            claimed = tx.execute(
+                "UPDATE timers SET claimed_until = ? WHERE program = ? AND COALESCE(partition_key, '') = ? "
+                "AND fire_at < ? AND (claimed_until IS NULL OR claimed_until < ?) "
+                "RETURNING tenant_id, customer_id, event_id, after_ts, fire_at",
+                (tx.ts(now + LEASE), program, partition, tx.ts(before.replace(tzinfo=UTC)),
+                 tx.ts(now))).fetchall()
+            if not claimed:
+                return EVENT_SCHEMA.empty_table()
+            self.claimed.setdefault(program, []).extend((t, c, e) for t, c, e, *_ in claimed)
+            batch = arrived(fresh, missing)
+            by_tenant: dict[str, list[tuple[str, str, datetime, datetime]]] = {}
+            for tenant, customer, event_id, after, fire_at in claimed:
+                by_tenant.setdefault(tenant, []).append((customer, event_id, _naive(after), _naive(fire_at)))
+            fired: list[tuple[str, str, str, datetime, str]] = []
+            for tenant, timers in by_tenant.items():
+                where, params = _in_list(tx, "event_id", [e for _, e, _, _ in timers])
+                attributes = fresh_attributes(fresh, {e for _, e, _, _ in timers})
+                attributes.update(tx.execute(f"SELECT event_id, attributes FROM event_log WHERE "
+                                             f"tenant_id = ? AND {where}", (tenant, *params)).fetchall())
+                where, params = _in_list(tx, "customer_id", sorted({c for c, _, _, _ in timers}))
+                start = min(a for _, _, a, _ in timers)
+                came: dict[str, list[datetime]] = {c: list(v) for (t, c), v in batch.items() if t == tenant}
+                sql = (f"SELECT customer_id, ts FROM event_log WHERE tenant_id = ? AND type = ? AND {where} "
+                       "AND ts > ?")
+                args = (tenant, missing, *params, tx.ts(start.replace(tzinfo=UTC)))
+                for customer, ts in tx.execute(sql, args).fetchall():
+                    came.setdefault(customer, []).append(_naive(ts))
+                for customer, event_id, after, fire_at in timers:
+                    if event_id not in attributes:  # the event that armed it is gone (pruned)
+                        continue
+                    if any(after < ts <= fire_at for ts in came.get(customer, ())):
+                        continue
+                    text = attributes[event_id]
+                    fired.append((tenant, customer, event_id, fire_at,
+                                  text if isinstance(text, str) else json.dumps(text)))
+        return timer_events(fired, feature)
+
+    def done(self, program: str) -> None:
+        """Delete the timers of ``program`` claimed since the last call: their rows are stored."""
+        taken = self.claimed.pop(program, [])
+        if not taken:
+            return
+        with self.store.tx() as tx:
+            tx.executemany("DELETE FROM timers WHERE tenant_id = ? AND program = ? AND customer_id = ? "
+                           "AND event_id = ?", [(t, program, c, e) for t, c, e in taken])
