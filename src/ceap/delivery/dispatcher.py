@@ -28,7 +28,7 @@ from ceap.delivery.outbox import Outbox, Recovery, Retry
 from ceap.delivery.policy import Policy, PolicyContext, Reachable
 from ceap.delivery.profiles import load_profiles
 from ceap.delivery.render import PlainRenderer, Rendered, Renderer
-from ceap.delivery.resilience import CircuitBreaker, TokenBucket
+from ceap.delivery.resilience import Bucket, CircuitBreaker, SharedTokenBucket, TokenBucket
 from ceap.model import Candidate, utcnow
 from ceap.store.base import Store
 
@@ -51,6 +51,10 @@ class DispatchStats:
     shadow: int = 0
     requeued: int = 0
     ambiguous: int = 0
+    #: due deliveries a one-shot run left queued: a rate limit (the run was stopped while
+    #: waiting for it) or an open circuit breaker held them back (see ``Dispatcher.held``)
+    held_rate_limit: int = 0
+    held_circuit_open: int = 0
 
     def add(self, other: DispatchStats) -> None:
         for f in fields(self):
@@ -80,6 +84,8 @@ class Dispatcher:
         retry: Retry | None = None,
         clock: Callable[[], datetime] = utcnow,
         rng: random.Random | None = None,
+        sleep: Callable[[float], None] | None = None,
+        shared_limits: bool = True,
     ):
         self.store = store
         self.channels = channels
@@ -93,16 +99,26 @@ class Dispatcher:
         self.retry = retry or Retry()
         self.clock = clock
         self.rng = rng or random.Random()
-        # a clock given for tests (or replays) also times the breakers' cool-downs
+        #: how a one-shot run waits for a rate limit's next token (default: a real wait,
+        #: cut short by ``run``'s ``stop``); a test with a fake clock advances it instead
+        self.sleep = sleep
+        #: channel -> (due deliveries held back, why), as the last ``run`` left them
+        self.held: dict[str, tuple[int, str]] = {}
+        # a clock given for tests (or replays) also times the breakers' cool-downs and buckets
         tick = time.monotonic if clock is utcnow else (lambda: self.clock().timestamp())
         self.breakers = {name: CircuitBreaker(ch.config.breaker_failures, ch.config.breaker_cooldown,
                                               clock=tick)
                          for name, ch in channels.items()}
-        self.buckets: dict[str, TokenBucket] = {}
+        # rate limits are kept in the store (shared by every dispatcher on it) unless asked
+        # otherwise; their clock is the epoch's, the same in every process
+        epoch = time.time if clock is utcnow else (lambda: self.clock().timestamp())
+        self.buckets: dict[str, Bucket] = {}
         for name, ch in channels.items():
             rate = ch.config.rate_per_sec or ch.default_rate_per_sec
             if rate:
-                self.buckets[name] = TokenBucket(rate, burst=max(rate, 1.0))
+                self.buckets[name] = (SharedTokenBucket(store, f"channel:{name}", rate, max(rate, 1.0),
+                                                        clock=epoch) if shared_limits
+                                      else TokenBucket(rate, burst=max(rate, 1.0), clock=tick))
 
     # -- the two halves ------------------------------------------------------
     def recover(self) -> Recovery:
@@ -174,11 +190,17 @@ class Dispatcher:
             if breaker.state == "open":
                 self.outbox.fail_over(name, "circuit open", now)
             quota = breaker.allowance(self.batch_size)
-            if name in self.buckets:
-                quota = min(quota, self.buckets[name].available())
+            if name in self.buckets and quota:
+                quota = self.buckets[name].acquire(quota)
             quotas[name] = quota
         claimed = self.outbox.claim_deliveries(now, quotas)
         stats.leased = len(claimed)
+        if self.buckets:  # tokens taken for attempts that were not due go back
+            got: dict[str, int] = defaultdict(int)
+            for d in claimed:
+                got[d.channel] += 1
+            for name, bucket in self.buckets.items():
+                bucket.refund(quotas.get(name, 0) - got[name])
         if not claimed:
             return stats
         cached = {i: self._planned.pop(i) for i in {d.candidate_id for d in claimed}
@@ -198,8 +220,6 @@ class Dispatcher:
         shadows: list[tuple[Delivery, str]] = []
         for name, group in by_channel.items():
             channel = self.channels[name]
-            if name in self.buckets:
-                self.buckets[name].take(len(group))
             messages: list[tuple[Delivery, Message]] = []
             for d in group:
                 c = candidates[d.candidate_id]
@@ -329,12 +349,23 @@ class Dispatcher:
 
     def run(self, follow: bool = False, poll: float = 1.0,
             stop: threading.Event | None = None,
-            on_step: Callable[[DispatchStats], None] | None = None) -> DispatchStats:
-        """Recover, then dispatch until nothing is due (or until ``stop`` with ``follow``)."""
+            on_step: Callable[[DispatchStats], None] | None = None,
+            on_wait: Callable[[dict[str, int], float], None] | None = None,
+            wait: bool = True) -> DispatchStats:
+        """Recover, then dispatch until nothing is due (or until ``stop`` with ``follow``).
+
+        Without ``follow`` the run finishes what is due within the rate limits: when the
+        only due work left is held by a channel's rate limit, it waits for the next token
+        (``on_wait(due per channel, seconds)`` is told first) and goes on; ``wait=False``
+        (a scheduler's pass) stops instead. It stops at once when ``stop`` is set; what
+        is still due then, and what an open circuit breaker holds, is counted in
+        ``held_rate_limit``/``held_circuit_open`` and detailed per channel in ``self.held``."""
         total = DispatchStats()
         found = self.recover()
         total.requeued, total.ambiguous = len(found.requeued), len(found.ambiguous)
         stop = stop or threading.Event()
+        self.held = {}
+        idle = 0  # passes in a row that found tokens but nothing to claim
         while not stop.is_set():
             stats = self.step()
             total.add(stats)
@@ -342,10 +373,45 @@ class Dispatcher:
                 on_step(total)
             if not stats.busy:
                 if not follow:
-                    break
+                    seconds, due = self._rate_wait() if wait else (None, {})
+                    idle = idle + 1 if seconds == 0 else 0
+                    if seconds is None or idle > 2:  # nothing held by a rate limit (or not ours)
+                        break
+                    if on_wait:
+                        on_wait(due, seconds)
+                    if self.sleep is not None:
+                        self.sleep(seconds)
+                    else:
+                        stop.wait(seconds)
+                    continue
                 stop.wait(poll)
                 if follow:
                     found = self.recover()
                     total.requeued += len(found.requeued)
                     total.ambiguous += len(found.ambiguous)
+        if not follow:
+            self.held = self._held()
+            total.held_rate_limit = sum(n for n, why in self.held.values() if why.startswith("rate"))
+            total.held_circuit_open = sum(n for n, why in self.held.values() if why.startswith("circuit"))
         return total
+
+    def _rate_wait(self) -> tuple[float | None, dict[str, int]]:
+        """Seconds until a rate-limited channel with due work may send again (None: no
+        such channel; an open breaker's channel is not waited for), and its due count."""
+        due = {ch: n for ch, n in self.outbox.due(self.clock()).items()
+               if ch in self.buckets and self.breakers[ch].state != "open"}
+        if not due:
+            return None, {}
+        return min(self.buckets[ch].wait() for ch in due), due
+
+    def _held(self) -> dict[str, tuple[int, str]]:
+        held: dict[str, tuple[int, str]] = {}
+        for ch, n in self.outbox.due(self.clock()).items():
+            if ch not in self.channels:
+                continue
+            if self.breakers[ch].state == "open":
+                held[ch] = (n, f"circuit open after {self.channels[ch].config.breaker_failures} "
+                               "failures in a row")
+            elif ch in self.buckets:
+                held[ch] = (n, f"rate limit {self.buckets[ch].rate:g}/s")
+        return held
