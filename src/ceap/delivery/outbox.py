@@ -201,6 +201,15 @@ class Outbox:
                 claimed.extend(delivery_from_row(r) for r in rows)
         return claimed
 
+    def release(self, ids: Sequence[int]) -> None:
+        """Give up this worker's lease on claimed attempts not begun (still ``queued``)."""
+        with self.store.tx() as tx:
+            for start in range(0, len(ids), 500):
+                chunk = list(ids[start:start + 500])
+                tx.execute(f"UPDATE deliveries SET lease_until = NULL, worker = NULL WHERE id IN "
+                           f"({tx.placeholders(len(chunk))}) AND status = 'queued' AND worker = ?",
+                           (*chunk, self.worker))
+
     def due(self, now: datetime) -> dict[str, int]:
         """Queued attempts due now that no other worker holds, per channel."""
         with self.store.tx() as tx:
