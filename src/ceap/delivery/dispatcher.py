@@ -26,7 +26,7 @@ from typing import Any, cast
 
 from ceap.channels.base import Channel, Message, SendResult
 from ceap.delivery.journal import AttemptJournal
-from ceap.delivery.model import Decision, Delivery, Profile
+from ceap.delivery.model import Decision, Delivery, Profile, counted
 from ceap.delivery.outbox import Outbox, Recovery, Retry
 from ceap.delivery.policies.caps import FrequencyCaps
 from ceap.delivery.policy import Policy, PolicyContext, Reachable
@@ -298,7 +298,17 @@ class Dispatcher:
         """Hand a prepared batch to its channels (each message ``sending`` only while there)."""
         stats = DispatchStats()
         for name, messages in batch.work.items():
-            stats.add(self._deliver(name, self.channels[name], messages))
+            # prepared while the previous batch was out: its breaker may have opened since
+            # (then nothing goes), or be half-open (then one probe); the rest is released
+            allowed = self.breakers[name].allowance(len(messages))
+            if allowed < len(messages):
+                self.outbox.release([d.id for d, _ in messages[allowed:]])
+                if name in self.buckets:
+                    self.buckets[name].refund(len(messages) - allowed)
+                stats.leased -= len(messages) - allowed
+                messages = messages[:allowed]
+            if messages:
+                stats.add(self._deliver(name, self.channels[name], messages))
         batch.work = {}
         return stats
 
@@ -349,7 +359,7 @@ class Dispatcher:
                     continue
                 stats.attempted += len(chunk)
                 results, _ = self._call(channel, [m for _, m in chunk])
-                attempted = [(replace(d, attempts=d.attempts + 1), r)
+                attempted = [(counted(d), r)
                              for (d, _), r in zip(chunk, results, strict=True)]
                 self._record(attempted, stats)
                 outcomes.extend(attempted)
