@@ -41,11 +41,12 @@ class NullChannel(Channel[NullConfig]):
         return [SendResult(m.idempotency_key, "sent") for m in messages]
 
 
-def worker(url: str, batch: int, go: Any, out: Any, i: int) -> None:
+def worker(url: str, batch: int, ready: Any, go: Any, out: Any, i: int) -> None:
     from ceap.delivery.dispatcher import Dispatcher
     from ceap.store import open_store
 
-    store = open_store(url)
+    store = open_store(url)  # migrates (schema checks) before anyone dispatches
+    ready.wait()
     go.wait()
     cpu0 = time.process_time()
     stats = Dispatcher(store, {"null": NullChannel(NullConfig())}, batch_size=batch).run()
@@ -86,11 +87,12 @@ def run(base: str, n: int, procs: int, batch: int) -> tuple[float, float, int]:
     try:
         seed(url, n)
         ctx = mp.get_context("spawn")
-        go, out = ctx.Event(), ctx.Array("d", procs * 3)
-        workers = [ctx.Process(target=worker, args=(url, batch, go, out, i)) for i in range(procs)]
+        ready, go, out = ctx.Barrier(procs + 1), ctx.Event(), ctx.Array("d", procs * 3)
+        workers = [ctx.Process(target=worker, args=(url, batch, ready, go, out, i)) for i in range(procs)]
         for w in workers:
             w.start()
-        time.sleep(3)  # every process imported and connected
+        ready.wait()  # every process imported and connected
+        time.sleep(0.5)
         started = time.time()
         go.set()
         for w in workers:

@@ -80,7 +80,7 @@ def sink(port: Any, counts: Any, ready: Any, stop: Any) -> None:
 
 
 # -- the runs --------------------------------------------------------------------------
-def seeded_store(folder: Path, n: int, channel: str) -> Any:
+def seeded_store(folder: Path, n: int, channel: str, db: str | None = None) -> Any:
     import pyarrow as pa
 
     from ceap.delivery.profiles import upsert_profiles
@@ -88,7 +88,7 @@ def seeded_store(folder: Path, n: int, channel: str) -> Any:
     from ceap.store import open_store
     from ceap.testing.doubles import make_candidates
 
-    store = open_store(f"sqlite:///{folder / f'{channel}.db'}")
+    store = open_store(f"sqlite:///{folder / f'{db or channel}.db'}")
     now = utcnow()
     store.write_run(RunRecord("r1", "default", "bench", "succeeded", now),
                     make_candidates(n, now=now, program="bench", channels=[channel],
@@ -164,7 +164,7 @@ def main() -> None:
         # 3. the dispatcher and the webhook channel: one pass after the other, then pipelined
         for label, pipeline in (("dispatcher + webhook, serial", False), ("dispatcher + webhook", True)):
             before = counts[0]
-            store = seeded_store(folder, n, f"webhook{int(pipeline)}")
+            store = seeded_store(folder, n, "webhook", f"webhook{int(pipeline)}")
             channel = WebhookChannel.from_dict(config, PluginContext(base_dir=folder / label[-6:]))
             sink0, own0 = counts[2], time.process_time()
             seconds, stats = run_dispatcher(store, channel, "webhook", args.batch_size, pipeline)
