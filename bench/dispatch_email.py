@@ -13,8 +13,8 @@ Message-IDs (so "each message exactly once" is checked too). The runs:
   render, outbox writes), for reference;
 * ``dispatcher + smtp``: candidates in a SQLite store, claimed, rendered and
   sent through ``SmtpChannel`` (a pool of ``--concurrency`` connections),
-  results recorded in the outbox. Goal: at least the raw loop's rate (ratio
-  >= 1.0).
+  results recorded in the outbox. Goal: three times the raw loop's rate
+  (ratio >= 3.0, issue 11; it was 1.0).
 
 Usage (from the repository root)::
 
@@ -38,7 +38,7 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any
 
-GOAL = 1.0
+GOAL = 3.0
 SENDER = "Acme <news@acme.example>"
 
 
@@ -113,6 +113,8 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--batch-size", type=int, default=500, help="dispatcher batch size")
     parser.add_argument("--concurrency", type=int, default=4, help="SMTP connections in the pool")
+    parser.add_argument("--no-pipeline", action="store_true",
+                        help="one pass after the other (Dispatcher(pipeline=False)), for comparison")
     args = parser.parse_args()
     n = args.messages
 
@@ -130,7 +132,8 @@ def main() -> None:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     print(f"machine: {os.cpu_count()} CPUs, {cpu}; Python {sys.version.split()[0]}")
-    print(f"messages: {n:,}; dispatcher batch {args.batch_size}; SMTP pool {args.concurrency}")
+    print(f"messages: {n:,}; dispatcher batch {args.batch_size}; SMTP pool {args.concurrency}; "
+          f"{'serial' if args.no_pipeline else 'pipelined'}; load {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         # the same messages the dispatcher will render (PlainRenderer: title from the program, body
@@ -155,7 +158,8 @@ def main() -> None:
             PluginContext(base_dir=folder))
         cpu0, own0 = counts[2], time.process_time()
         started = time.perf_counter()
-        stats = Dispatcher(store, {"email": channel}, batch_size=args.batch_size).run()
+        stats = Dispatcher(store, {"email": channel}, batch_size=args.batch_size,
+                           pipeline=not args.no_pipeline).run()
         ceap = time.perf_counter() - started
         ceap_cpu, own_cpu = (counts[2] - cpu0) / 1e6, time.process_time() - own0
         channel.close()

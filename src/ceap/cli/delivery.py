@@ -65,7 +65,9 @@ _OUTCOMES = (("claimed", "candidates claimed"), ("planned", "planned for sending
              ("fallback", "dead letter, fallback channel planned"),
              ("dead", "dead letter"), ("shadow", "shadow (recorded, not sent)"),
              ("requeued", "in flight at a crash: resent"),
-             ("ambiguous", "in flight at a crash: ambiguous, held"))
+             ("ambiguous", "in flight at a crash: ambiguous, held"),
+             ("held_rate_limit", "due, held back: rate limit"),
+             ("held_circuit_open", "due, held back: circuit open"))
 
 
 def print_stats(stats: DispatchStats, as_json: bool = False, totals: StoreTotals | None = None) -> None:
@@ -150,7 +152,18 @@ def dispatch(
                     lambda text: err.print(text, highlight=False), sent=total.sent,
                     suppressed=total.suppressed, retry=total.retry, dead=total.dead)
 
-        total = dispatcher.run(follow=follow, poll=poll, stop=stop, on_step=progress)
+        told: set[str] = set()
+
+        def waiting(due: dict[str, int], seconds: float) -> None:
+            for channel, n in due.items():
+                if channel not in told:  # once per channel and run
+                    told.add(channel)
+                    rate = dispatcher.buckets[channel].rate
+                    err.print(f"{channel}: {n:,} due, sent at its rate limit ({rate:g}/s, about "
+                              f"{n / rate:,.0f} s); Ctrl-C stops and leaves the rest queued",
+                              highlight=False)
+
+        total = dispatcher.run(follow=follow, poll=poll, stop=stop, on_step=progress, on_wait=waiting)
         totals = store_totals(store)
     except CeapError as exc:
         err.print(f"[red]error:[/red] {exc}")
@@ -158,6 +171,9 @@ def dispatch(
     finally:
         store.close()
     print_stats(total, as_json, totals)
+    for channel, (n, why) in dispatcher.held.items():
+        err.print(f"[yellow]{channel}: {n:,} due delivery(ies) held back ({why}): still queued for "
+                  "the next `ceap dispatch`[/yellow]")
     report_held(totals)
 
 

@@ -178,7 +178,7 @@ def scheduler(
             return specs
 
         sched = Scheduler(store, project.context(state.tenant), load, config=config, clock=clock,
-                          dispatch=(lambda: dispatcher.run()) if dispatcher is not None else None,
+                          dispatch=(lambda: dispatcher.run(wait=False)) if dispatcher is not None else None,
                           lease_store=lease_store)
 
         def on_signal(*_: Any) -> None:

@@ -15,8 +15,11 @@ import random
 import socket
 import threading
 import time
+import zlib
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -24,12 +27,13 @@ from typing import Any, cast
 from ceap.channels.base import Channel, Message, SendResult
 from ceap.delivery.held import export_totals
 from ceap.delivery.journal import AttemptJournal
-from ceap.delivery.model import Decision, Delivery, Profile
+from ceap.delivery.model import Decision, Delivery, Profile, counted
 from ceap.delivery.outbox import Outbox, Recovery, Retry
+from ceap.delivery.policies.caps import FrequencyCaps
 from ceap.delivery.policy import Policy, PolicyContext, Reachable
 from ceap.delivery.profiles import load_profiles
 from ceap.delivery.render import PlainRenderer, Rendered, Renderer
-from ceap.delivery.resilience import CircuitBreaker, TokenBucket
+from ceap.delivery.resilience import Bucket, CircuitBreaker, SharedTokenBucket, TokenBucket
 from ceap.delivery.timed_journal import TimedJournal
 from ceap.model import Candidate, utcnow
 from ceap.observability import metrics
@@ -55,6 +59,10 @@ class DispatchStats:
     shadow: int = 0
     requeued: int = 0
     ambiguous: int = 0
+    #: due deliveries a one-shot run left queued: a rate limit (the run was stopped while
+    #: waiting for it) or an open circuit breaker held them back (see ``Dispatcher.held``)
+    held_rate_limit: int = 0
+    held_circuit_open: int = 0
 
     def add(self, other: DispatchStats) -> None:
         for f in fields(self):
@@ -63,6 +71,14 @@ class DispatchStats:
     @property
     def busy(self) -> bool:
         return bool(self.claimed or self.leased)
+
+
+@dataclass
+class _Batch:
+    """One pass's claimed and rendered attempts, per channel, waiting for their providers."""
+
+    stats: DispatchStats
+    work: dict[str, list[tuple[Delivery, Message]]]
 
 
 def default_worker_id() -> str:
@@ -84,6 +100,9 @@ class Dispatcher:
         retry: Retry | None = None,
         clock: Callable[[], datetime] = utcnow,
         rng: random.Random | None = None,
+        sleep: Callable[[float], None] | None = None,
+        shared_limits: bool = True,
+        pipeline: bool = True,
     ):
         self.store = store
         self.channels = channels
@@ -94,21 +113,34 @@ class Dispatcher:
         self.batch_size = batch_size
         #: seconds between two reads of the store's delivery totals for ceap_store_deliveries
         self.totals_every = 15.0
+        #: prepare the next pass while this one's messages are with the providers (``run``)
+        self.pipeline = pipeline
+        self._store_dialect: str | None = None
         #: candidates this dispatcher just planned, so sending them needs no second read
         self._planned: dict[int, tuple[Candidate, Profile | None]] = {}
         self.retry = retry or Retry()
         self.clock = clock
         self.rng = rng or random.Random()
-        # a clock given for tests (or replays) also times the breakers' cool-downs
+        #: how a one-shot run waits for a rate limit's next token (default: a real wait,
+        #: cut short by ``run``'s ``stop``); a test with a fake clock advances it instead
+        self.sleep = sleep
+        #: channel -> (due deliveries held back, why), as the last ``run`` left them
+        self.held: dict[str, tuple[int, str]] = {}
+        # a clock given for tests (or replays) also times the breakers' cool-downs and buckets
         tick = time.monotonic if clock is utcnow else (lambda: self.clock().timestamp())
         self.breakers = {name: CircuitBreaker(ch.config.breaker_failures, ch.config.breaker_cooldown,
                                               clock=tick)
                          for name, ch in channels.items()}
-        self.buckets: dict[str, TokenBucket] = {}
+        # rate limits are kept in the store (shared by every dispatcher on it) unless asked
+        # otherwise; their clock is the epoch's, the same in every process
+        epoch = time.time if clock is utcnow else (lambda: self.clock().timestamp())
+        self.buckets: dict[str, Bucket] = {}
         for name, ch in channels.items():
             rate = ch.config.rate_per_sec or ch.default_rate_per_sec
             if rate:
-                self.buckets[name] = TokenBucket(rate, burst=max(rate, 1.0))
+                self.buckets[name] = (SharedTokenBucket(store, f"channel:{name}", rate, max(rate, 1.0),
+                                                        clock=epoch) if shared_limits
+                                      else TokenBucket(rate, burst=max(rate, 1.0), clock=tick))
 
     # -- the two halves ------------------------------------------------------
     def recover(self) -> Recovery:
@@ -154,15 +186,16 @@ class Dispatcher:
         ctx = PolicyContext(now, self.store, profiles,
                             {n: ch.address for n, ch in self.channels.items()},
                             self.programs or {})
-        for policy in self.policies:
-            live = [(c, d) for c, d in zip(claimed, decisions, strict=True)
-                    if d.suppress is None and d.defer_until is None]
-            if not live:
-                break
-            changed = policy.apply([c for c, _ in live], [d for _, d in live], ctx)
-            by_id = {d.candidate_id: d for d in changed}
-            decisions = [by_id.get(d.candidate_id, d) for d in decisions]
-        counts = self.outbox.plan({c.id: c for c in claimed}, decisions, now)
+        with self._customers_locked(claimed):
+            for policy in self.policies:
+                live = [(c, d) for c, d in zip(claimed, decisions, strict=True)
+                        if d.suppress is None and d.defer_until is None]
+                if not live:
+                    break
+                changed = policy.apply([c for c, _ in live], [d for _, d in live], ctx)
+                by_id = {d.candidate_id: d for d in changed}
+                decisions = [by_id.get(d.candidate_id, d) for d in decisions]
+            counts = self.outbox.plan({c.id: c for c in claimed}, decisions, now)
         if len(self._planned) > 8 * self.batch_size:  # attempts planned long ago: re-read them
             self._planned.clear()
         self._planned.update((c.id, (c, profiles.get((c.tenant_id, c.customer_id))))
@@ -170,6 +203,30 @@ class Dispatcher:
         stats.planned, stats.suppressed, stats.deferred = (
             counts["planned"], counts["suppressed"], counts["deferred"])
         return stats
+
+    @contextmanager
+    def _customers_locked(self, claimed: Sequence[Candidate]) -> Iterator[None]:
+        """With frequency caps on PostgreSQL: run the policies and write the plan in one
+        transaction that holds an advisory lock per claimed customer (taken in key order,
+        so two dispatchers never wait on each other in a circle). A dispatcher that claimed
+        another candidate of the same customer waits until this plan is committed, then
+        counts its deliveries: a cap holds across dispatchers. Elsewhere: nothing."""
+        capped = any(isinstance(p, FrequencyCaps) and not p.config.caps.empty for p in self.policies)
+        if not capped or self._dialect() != "postgres":
+            yield
+            return
+        keys = sorted({zlib.crc32(f"{c.tenant_id}\x00{c.customer_id}".encode()) - 2**31
+                       for c in claimed})
+        with self.store.tx() as tx:
+            tx.execute("SELECT count(pg_advisory_xact_lock(4243, k)) FROM "
+                       "(SELECT unnest(?::int[]) AS k ORDER BY k) AS keys", (keys,))
+            yield
+
+    def _dialect(self) -> str:
+        if self._store_dialect is None:
+            with self.store.tx() as tx:
+                self._store_dialect = tx.dialect
+        return self._store_dialect
 
     def _initial(self, c: Candidate) -> Decision:
         spec = (self.programs or {}).get(c.program)
@@ -181,14 +238,19 @@ class Dispatcher:
         return Decision(c.id, send=known, fallback=fallback)
 
     def send(self) -> DispatchStats:
+        """Claim the due attempts, render them and hand them to their channels."""
         with span("ceap.dispatch.send") as current:
-            stats = self._send()
+            batch = self._prepare()
+            batch.stats.add(self._send_batch(batch))
+            stats = batch.stats
             if current is not None:
                 current.set_attribute("ceap.leased", stats.leased)
                 current.set_attribute("ceap.sent", stats.sent)
             return stats
 
-    def _send(self) -> DispatchStats:
+    def _prepare(self) -> _Batch:
+        """Claim due attempts (leases: still ``queued``, no attempt counted), load their
+        candidates and render their messages; record template failures and shadows."""
         stats = DispatchStats()
         now = self.clock()
         quotas: dict[str, int] = {}
@@ -199,13 +261,20 @@ class Dispatcher:
             if state == "open":
                 self.outbox.fail_over(name, "circuit open", now)
             quota = breaker.allowance(self.batch_size)
-            if name in self.buckets:
-                quota = min(quota, self.buckets[name].available())
+            if name in self.buckets and quota:
+                quota = self.buckets[name].acquire(quota)
             quotas[name] = quota
         claimed = self.outbox.claim_deliveries(now, quotas)
         stats.leased = len(claimed)
+        batch = _Batch(stats, {})
+        if self.buckets:  # tokens taken for attempts that were not due go back
+            got: dict[str, int] = defaultdict(int)
+            for d in claimed:
+                got[d.channel] += 1
+            for name, bucket in self.buckets.items():
+                bucket.refund(quotas.get(name, 0) - got[name])
         if not claimed:
-            return stats
+            return batch
         cached = {i: self._planned.pop(i) for i in {d.candidate_id for d in claimed}
                   if i in self._planned}
         candidates = {i: c for i, (c, _) in cached.items()}
@@ -221,26 +290,26 @@ class Dispatcher:
             by_channel[d.channel].append(d)
         unsent: list[tuple[Delivery, SendResult]] = []  # never handed to a provider
         shadows: list[tuple[Delivery, str]] = []
+        render = self.renderer.render
         for name, group in by_channel.items():
             channel = self.channels[name]
-            if name in self.buckets:
-                self.buckets[name].take(len(group))
+            shadow_channel = channel.config.shadow
             messages: list[tuple[Delivery, Message]] = []
             for d in group:
                 c = candidates[d.candidate_id]
+                profile = profiles.get((c.tenant_id, c.customer_id))
                 try:
-                    rendered = self.renderer.render(c, name, profiles.get((c.tenant_id, c.customer_id)))
+                    rendered = render(c, name, profile)
                 except Exception as exc:  # a template error is the candidate's, not the batch's
                     unsent.append((d, SendResult(d.idempotency_key, "failed", error=f"template: {exc}")))
                     continue
-                message = self._message(d, c, rendered, profiles.get((c.tenant_id, c.customer_id)),
-                                        channel)
-                if d.shadow or channel.config.shadow:
+                message = self._message(d, c, rendered, profile, channel)
+                if d.shadow or shadow_channel:
                     shadows.append((d, f"to={message.to or c.customer_id} title={message.title!r}"))
                 else:
                     messages.append((d, message))
             if messages:
-                stats.add(self._deliver(name, channel, messages))
+                batch.work[name] = messages
         if shadows:
             self.outbox.record_shadow(shadows, now)
             stats.shadow = len(shadows)
@@ -250,7 +319,33 @@ class Dispatcher:
             for channel_name, n in shadow_by.items():
                 metrics.record_deliveries(channel_name, {"shadow": n})
         self._record(unsent, stats)
+        return batch
+
+    def _send_batch(self, batch: _Batch) -> DispatchStats:
+        """Hand a prepared batch to its channels (each message ``sending`` only while there)."""
+        stats = DispatchStats()
+        for name, messages in batch.work.items():
+            # prepared while the previous batch was out: its breaker may have opened since
+            # (then nothing goes), or be half-open (then one probe); the rest is released
+            allowed = self.breakers[name].allowance(len(messages))
+            if allowed < len(messages):
+                self.outbox.release([d.id for d, _ in messages[allowed:]])
+                if name in self.buckets:
+                    self.buckets[name].refund(len(messages) - allowed)
+                stats.leased -= len(messages) - allowed
+                messages = messages[:allowed]
+            if messages:
+                stats.add(self._deliver(name, self.channels[name], messages))
+        batch.work = {}
         return stats
+
+    def _abandon(self, batch: _Batch) -> None:
+        """Release the leases of a prepared batch that will not be sent (a stop): its
+        attempts are due again at once, for this or any dispatcher."""
+        ids = [d.id for messages in batch.work.values() for d, _ in messages]
+        if ids:
+            self.outbox.release(ids)
+        batch.work = {}
 
     def _deliver(self, name: str, channel: Channel[Any],
                  messages: list[tuple[Delivery, Message]]) -> DispatchStats:
@@ -292,7 +387,7 @@ class Dispatcher:
                     continue
                 stats.attempted += len(chunk)
                 results, _ = self._call(channel, [m for _, m in chunk], None, name)
-                attempted = [(replace(d, attempts=d.attempts + 1), r)
+                attempted = [(counted(d), r)
                              for (d, _), r in zip(chunk, results, strict=True)]
                 self._record(attempted, stats)
                 outcomes.extend(attempted)
@@ -370,31 +465,88 @@ class Dispatcher:
         stats.add(self.send())
         return stats
 
+    def _pass(self) -> _Batch:
+        """Plan newly due candidates, then claim and render due attempts (not sent yet)."""
+        stats = self.plan()
+        batch = self._prepare()
+        stats.add(batch.stats)
+        batch.stats = stats
+        return batch
+
     def run(self, follow: bool = False, poll: float = 1.0,
             stop: threading.Event | None = None,
-            on_step: Callable[[DispatchStats], None] | None = None) -> DispatchStats:
-        """Recover, then dispatch until nothing is due (or until ``stop`` with ``follow``)."""
+            on_step: Callable[[DispatchStats], None] | None = None,
+            on_wait: Callable[[dict[str, int], float], None] | None = None,
+            wait: bool = True) -> DispatchStats:
+        """Recover, then dispatch until nothing is due (or until ``stop`` with ``follow``).
+
+        Passes are pipelined (unless ``pipeline`` is off): while one pass's messages are
+        with the providers, a second thread plans the next candidates and claims and
+        renders the next attempts, which stay ``queued`` (no attempt counted) until their
+        own turn, so a crash still leaves ``sending`` only what was at a provider.
+
+        Without ``follow`` the run finishes what is due within the rate limits: when the
+        only due work left is held by a channel's rate limit, it waits for the next token
+        (``on_wait(due per channel, seconds)`` is told first) and goes on; ``wait=False``
+        (a scheduler's pass) stops instead. It stops at once when ``stop`` is set; what
+        is still due then, and what an open circuit breaker holds, is counted in
+        ``held_rate_limit``/``held_circuit_open`` and detailed per channel in ``self.held``."""
         total = DispatchStats()
         found = self.recover()
         total.requeued, total.ambiguous = len(found.requeued), len(found.ambiguous)
         stop = stop or threading.Event()
+        self.held = {}
         read_at: float | None = None
-        while not stop.is_set():
-            stats = self.step()
-            total.add(stats)
-            if read_at is None or time.monotonic() - read_at >= self.totals_every:
-                self.export_store_totals()
-                read_at = time.monotonic()
-            if on_step:
-                on_step(total)
-            if not stats.busy:
+        idle = 0  # passes in a row that found tokens but nothing to claim
+        ahead = ThreadPoolExecutor(1, thread_name_prefix="ceap-dispatch-ahead") if self.pipeline else None
+        batch: _Batch | None = None
+        try:
+            while not stop.is_set():
+                if batch is None:
+                    batch = self._pass()
+                following: Future[_Batch] | None = None
+                if batch.work and ahead is not None:
+                    following = ahead.submit(self._pass)
+                stats = batch.stats
+                stats.add(self._send_batch(batch))
+                total.add(stats)
+                if on_step:
+                    on_step(total)
+                if read_at is None or time.monotonic() - read_at >= self.totals_every:
+                    self.export_store_totals()
+                    read_at = time.monotonic()
+                batch = following.result() if following is not None else None
+                if batch is not None and not batch.stats.busy:  # it looked before these results
+                    total.add(batch.stats)                      # (a fallback, a retry): look again
+                    batch = None
+                if stats.busy or batch is not None:
+                    continue
                 if not follow:
-                    break
+                    seconds, due = self._rate_wait() if wait else (None, {})
+                    idle = idle + 1 if seconds == 0 else 0
+                    if seconds is None or idle > 2:  # nothing held by a rate limit (or not ours)
+                        break
+                    if on_wait:
+                        on_wait(due, seconds)
+                    if self.sleep is not None:
+                        self.sleep(seconds)
+                    else:
+                        stop.wait(seconds)
+                    continue
                 stop.wait(poll)
-                if follow:
-                    found = self.recover()
-                    total.requeued += len(found.requeued)
-                    total.ambiguous += len(found.ambiguous)
+                found = self.recover()
+                total.requeued += len(found.requeued)
+                total.ambiguous += len(found.ambiguous)
+        finally:
+            if batch is not None:  # prepared, never sent: the attempts are due again at once
+                total.add(batch.stats)
+                self._abandon(batch)
+            if ahead is not None:
+                ahead.shutdown(wait=True)
+        if not follow:
+            self.held = self._held()
+            total.held_rate_limit = sum(n for n, why in self.held.values() if why.startswith("rate"))
+            total.held_circuit_open = sum(n for n, why in self.held.values() if why.startswith("circuit"))
         self.export_store_totals()
         return total
 
@@ -402,3 +554,24 @@ class Dispatcher:
         """Set ``ceap_store_deliveries`` from the store (at most every ``totals_every``
         seconds while the loop runs, and when it ends)."""
         export_totals(self.store)
+
+    def _rate_wait(self) -> tuple[float | None, dict[str, int]]:
+        """Seconds until a rate-limited channel with due work may send again (None: no
+        such channel; an open breaker's channel is not waited for), and its due count."""
+        due = {ch: n for ch, n in self.outbox.due(self.clock()).items()
+               if ch in self.buckets and self.breakers[ch].state != "open"}
+        if not due:
+            return None, {}
+        return min(self.buckets[ch].wait() for ch in due), due
+
+    def _held(self) -> dict[str, tuple[int, str]]:
+        held: dict[str, tuple[int, str]] = {}
+        for ch, n in self.outbox.due(self.clock()).items():
+            if ch not in self.channels:
+                continue
+            if self.breakers[ch].state == "open":
+                held[ch] = (n, f"circuit open after {self.channels[ch].config.breaker_failures} "
+                               "failures in a row")
+            elif ch in self.buckets:
+                held[ch] = (n, f"rate limit {self.buckets[ch].rate:g}/s")
+        return held

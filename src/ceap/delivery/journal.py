@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 
 from ceap.channels.base import Message, SendResult
-from ceap.delivery.model import Delivery
+from ceap.delivery.model import Delivery, counted
 from ceap.delivery.outbox import Outbox, Retry
 
 
@@ -102,7 +102,7 @@ class AttemptJournal:
         """The delivery with this attempt counted: begun, or tried without a begin (the call
         failed before the provider could accept the message, so it was never ``sending``)."""
         d = self._delivery(message)
-        return self.begun.get(d.id) or replace(d, attempts=d.attempts + 1), result
+        return self.begun.get(d.id) or counted(d), result
 
     def _submit(self, ask: _Ask, wait: bool) -> None:
         with self._work:
@@ -167,7 +167,7 @@ class AttemptJournal:
                 continue
             if ask.start.id in granted:
                 ask.granted = True
-                self.begun[ask.start.id] = replace(ask.start, attempts=ask.start.attempts + 1)
+                self.begun[ask.start.id] = counted(ask.start)
             else:
                 self.refused.add(ask.start.id)
         self.peak_in_flight = max(self.peak_in_flight, len(self.begun) - len(self.recorded))

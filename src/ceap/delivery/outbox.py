@@ -201,6 +201,24 @@ class Outbox:
                 claimed.extend(delivery_from_row(r) for r in rows)
         return claimed
 
+    def release(self, ids: Sequence[int]) -> None:
+        """Give up this worker's lease on claimed attempts not begun (still ``queued``)."""
+        with self.store.tx() as tx:
+            for start in range(0, len(ids), 500):
+                chunk = list(ids[start:start + 500])
+                tx.execute(f"UPDATE deliveries SET lease_until = NULL, worker = NULL WHERE id IN "
+                           f"({tx.placeholders(len(chunk))}) AND status = 'queued' AND worker = ?",
+                           (*chunk, self.worker))
+
+    def due(self, now: datetime) -> dict[str, int]:
+        """Queued attempts due now that no other worker holds, per channel."""
+        with self.store.tx() as tx:
+            rows = tx.execute("SELECT channel, count(*) FROM deliveries WHERE status = 'queued' "
+                              "AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ? "
+                              "OR worker = ?) GROUP BY channel",
+                              (tx.ts(now), tx.ts(now), self.worker)).fetchall()
+        return {ch: int(n) for ch, n in rows}
+
     def begin(self, ids: Sequence[int], now: datetime) -> set[int]:
         """Mark claimed attempts ``sending`` (attempts + 1, lease from ``now``), in one
         transaction, right before their messages go to the provider; see ``begin_in``."""

@@ -1,10 +1,22 @@
-"""Per-provider rate limits and circuit breakers (in-process)."""
+"""Per-provider rate limits (token buckets: in the process, or shared by every
+dispatcher through the store) and circuit breakers (in the process)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class Bucket(Protocol):
+    rate: float
+
+    def wait(self, n: int = 1) -> float: ...
+
+    def acquire(self, n: int) -> int: ...
+
+    def refund(self, n: int) -> None: ...
 
 
 @dataclass
@@ -26,9 +38,73 @@ class TokenBucket:
         self.stamp = now
         return int(self.tokens)
 
+    def wait(self, n: int = 1) -> float:
+        """Seconds until ``n`` tokens are available (0: now)."""
+        self.available()
+        return max(0.0, (min(n, self.burst) - self.tokens) / self.rate)
+
     def take(self, n: int) -> None:
         self.available()
         self.tokens -= n
+
+    def acquire(self, n: int) -> int:
+        """Take up to ``n`` whole tokens now; returns how many were taken."""
+        granted = max(0, min(n, self.available()))
+        self.tokens -= granted
+        return granted
+
+    def refund(self, n: int) -> None:
+        """Give back tokens acquired and not used."""
+        if n > 0:
+            self.tokens = min(self.burst, self.tokens + n)
+
+
+class SharedTokenBucket:
+    """A token bucket kept in the store's ``rate_limits`` table (row ``name``), so that
+    every dispatcher on the store draws from the same ``rate``: each ``acquire`` and
+    ``refund`` is one short transaction that locks the row (PostgreSQL) or the database
+    (SQLite). ``clock`` gives seconds since the epoch, the same in every process."""
+
+    def __init__(self, store: Any, name: str, rate: float, burst: float,
+                 clock: Callable[[], float] = time.time):
+        self.store, self.name, self.rate, self.burst, self.clock = store, name, rate, burst, clock
+
+    def _refill(self, tx: Any) -> float:
+        now = self.clock()
+        tx.execute("INSERT INTO rate_limits (name, tokens, stamp) VALUES (?, ?, ?) "
+                   "ON CONFLICT (name) DO NOTHING", (self.name, self.burst, now))
+        tokens, stamp = tx.execute("SELECT tokens, stamp FROM rate_limits WHERE name = ?"
+                                   + (" FOR UPDATE" if tx.dialect == "postgres" else ""),
+                                   (self.name,)).fetchone()
+        return min(self.burst, float(tokens) + max(0.0, now - float(stamp)) * self.rate)
+
+    def _store(self, tx: Any, tokens: float) -> None:
+        tx.execute("UPDATE rate_limits SET tokens = ?, stamp = ? WHERE name = ?",
+                   (tokens, self.clock(), self.name))
+
+    def available(self) -> int:
+        with self.store.tx() as tx:
+            return int(self._refill(tx))
+
+    def wait(self, n: int = 1) -> float:
+        with self.store.tx() as tx:
+            tokens = self._refill(tx)
+        return max(0.0, (min(n, self.burst) - tokens) / self.rate)
+
+    def acquire(self, n: int) -> int:
+        if n <= 0:
+            return 0
+        with self.store.tx() as tx:
+            tokens = self._refill(tx)
+            granted = max(0, min(n, int(tokens)))
+            self._store(tx, tokens - granted)
+        return granted
+
+    def refund(self, n: int) -> None:
+        if n <= 0:
+            return
+        with self.store.tx() as tx:
+            self._store(tx, min(self.burst, self._refill(tx) + n))
 
 
 @dataclass

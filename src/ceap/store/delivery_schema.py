@@ -81,6 +81,10 @@ def delivery_ddl(dialect: str) -> list[str]:
   key_hash {text} PRIMARY KEY, tenant_id {text} NOT NULL, name {text} NOT NULL,
   created_at {ts} NOT NULL
 )""",
+        # per-channel token buckets every dispatcher on the store draws from (``rate_per_sec``)
+        f"""CREATE TABLE IF NOT EXISTS rate_limits (
+  name {text} PRIMARY KEY, tokens {t['real']} NOT NULL, stamp {t['real']} NOT NULL
+)""",
         f"""CREATE TABLE IF NOT EXISTS suppressions (
   tenant_id {text} NOT NULL, channel {text} NOT NULL, address {text} NOT NULL,
   reason {text} NOT NULL, created_at {ts} NOT NULL,
