@@ -224,7 +224,8 @@ def serve(
     no_auth: Annotated[bool, typer.Option("--no-auth", help="no API keys: every request is "
                                           "the default tenant (local use only)")] = False,
 ) -> None:
-    """Serve the HTTP API (candidates for client apps, the in-app inbox, callbacks)."""
+    """Serve the HTTP API (candidates for client apps, the in-app inbox, callbacks) and the
+    dashboard at /ui."""
     import uvicorn
 
     from ceap.api import create_app
@@ -236,7 +237,8 @@ def serve(
 
         ingest = open_stream(project, project.ingest, store) if project.ingest else None
         api = create_app(store, auth=not no_auth, ingest=ingest,
-                         default_tenant=state.tenant or project.tenant)
+                         default_tenant=state.tenant or project.tenant,
+                         programs=project.programs_dir(), default_tz=project.scheduler.timezone)
         api.state.tracking = project.tracking  # the tracking endpoints' consent rule and scanner window
         uvicorn.run(api, host=host, port=port, log_level="warning")
     finally:

@@ -14,9 +14,8 @@ from ceap.cli import JsonOption, app, err, state
 from ceap.cli_output import Column, Sheet, show
 from ceap.errors import CeapError, SpecError
 from ceap.model import utcnow
-from ceap.runtime.cron import Cron
 from ceap.runtime.schedule_book import LogEntry, ProgramState, ScheduleBook
-from ceap.runtime.scheduler import Decision, Scheduler, TickReport, is_scheduled
+from ceap.runtime.scheduler import Decision, Scheduler, TickReport, is_scheduled, next_runs
 from ceap.spec import ProgramSpec, ProjectConfig, load_program
 from ceap.spec.schedule import zone
 
@@ -214,8 +213,7 @@ def schedule_sheet(specs: list[ProgramSpec], states: dict[str, ProgramState], de
             records.append({"program": spec.name, "schedule": None, "note": why})
             continue
         tz = sched.timezone or default_tz
-        after = max(at, s.last_fire) if s is not None and s.last_fire is not None else at
-        upcoming = [_local(t, tz) for t in Cron(sched.cron, tz).next(after, n)]
+        upcoming = next_runs(spec, s, default_tz, at, n)
         last = _local(s.last_fire, tz) if s is not None and s.last_fire is not None else None
         status = "paused" if spec.mode == "paused" else (s.last_status if s is not None else None)
         sheet.add(spec.name, sched.cron, tz, sched.catch_up, last, status,
