@@ -127,7 +127,7 @@ def test_program_pages_show_schedule_runs_and_the_cli_funnel(web: TestClient,
 
 
 def test_customer_page_matches_the_api(web: TestClient, scene: tuple[Store, Scene, str]) -> None:
-    store, s, _ = scene
+    _, s, _ = scene
     sign_in(web, s.keys["acme"])
     page = web.get(f"/ui/customers/{s.customer}").text
     api = web.get(f"/v1/customers/{s.customer}/candidates?limit=100",

@@ -19,8 +19,9 @@ FONT = {"font": "DejaVu Sans"}
 def funnel_stages(funnel: Funnel) -> list[dict[str, Any]]:
     """The rows of a funnel figure: ``Funnel.rows()`` (what ``ceap run`` prints), then the
     most common quarantine reasons, each ``{"stage", "rows", "removed", "kind"}``."""
-    out = [{"stage": stage, "rows": rows, "removed": removed,
-            "kind": "removed rows" if removed else "rows"} for stage, rows, removed in funnel.rows()]
+    out: list[dict[str, Any]] = [
+        {"stage": stage, "rows": rows, "removed": removed, "kind": "removed rows" if removed else "rows"}
+        for stage, rows, removed in funnel.rows()]
     out += [{"stage": f"quarantine: {reason}", "rows": None, "removed": count, "kind": "quarantined"}
             for reason, count in funnel.quarantine_reasons.most_common(3)]
     return out
@@ -79,7 +80,8 @@ def events_per_minute(rows: Sequence[tuple[str, int]]) -> dict[str, Any]:
             "encoding": {
                 "x": {"field": "minute", "type": "temporal", "title": "minute (UTC)"},
                 "y": {"field": "per_second", "type": "quantitative", "title": "events/s"},
-                "tooltip": [{"field": "minute", "type": "temporal", "timeUnit": "utcyearmonthdatehoursminutes"},
+                "tooltip": [{"field": "minute", "type": "temporal",
+                             "timeUnit": "utcyearmonthdatehoursminutes"},
                             {"field": "events", "format": ","},
                             {"field": "per_second", "format": ".2f"}]},
             "config": FONT}

@@ -14,7 +14,7 @@ from ceap.delivery.model import Delivery
 from ceap.delivery.outbox import SELECT_DELIVERY, delivery_from_row
 from ceap.model import Candidate
 from ceap.store.base import Store
-from ceap.store.schema import from_iso, loads
+from ceap.store.schema import from_iso
 from ceap.store.sql_common import SELECT_CANDIDATE, candidate_from_row
 from ceap.store.tx import Tx
 
@@ -256,5 +256,4 @@ def quarantined(store: Store, tenant: str, run_id: str, limit: int = 20) -> list
     with store.tx() as tx:
         rows = tx.execute("SELECT row, reason FROM quarantine WHERE tenant_id = ? AND run_id = ? "
                           "ORDER BY id LIMIT ?", (tenant, run_id, limit)).fetchall()
-    return [{"row": loads(r) if isinstance(r, str) and r.startswith("{") else r, "reason": why}
-            for r, why in rows]
+    return [{"row": r, "reason": why} for r, why in rows]
