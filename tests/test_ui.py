@@ -108,8 +108,9 @@ def test_a_tenant_sees_only_its_own_data(web: TestClient, scene: tuple[Store, Sc
 
 
 def test_program_pages_show_schedule_runs_and_the_cli_funnel(web: TestClient,
-                                                             scene: tuple[Store, Scene, str]) -> None:
-    store, s, _ = scene
+                                                             scene: tuple[Store, Scene, str],
+                                                             tmp_path: Path) -> None:
+    store, s, url = scene
     sign_in(web, s.keys["acme"])
     listing = web.get("/ui/programs").text
     row = cell(listing, rf'<tr data-program="{PROGRAM}">(.*?)</tr>')
@@ -120,6 +121,11 @@ def test_program_pages_show_schedule_runs_and_the_cli_funnel(web: TestClient,
     funnel = Funnel.from_dict(run.funnel)
     assert specs_of(page)["funnel-chart"] == json.loads(json.dumps(funnel_chart(PROGRAM, funnel,
                                                                                 run.run_id)))
+    plot = tmp_path / "funnel.json"  # `ceap runs --plot` writes the same spec
+    result = CliRunner().invoke(cli, ["--project", str(s.programs.parent), "--store", url, "--tenant",
+                                      "acme", "runs", "--program", PROGRAM, "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(plot.read_text()) == specs_of(page)["funnel-chart"]
     assert f"<td>quarantine: {next(iter(funnel.quarantine_reasons))}" in page
     assert cell(page, r"<td>new candidates written</td><td class=\"n\">([\d,]+)</td>") == \
         f"{funnel.written:,}"

@@ -8,9 +8,11 @@ vega-embed) and the CLI's ``--plot`` renders it offline (``ceap.experiments.plot
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ceap.experiments.charts import SCHEMA, WIDTH
+from ceap.model import RunRecord
 from ceap.pipeline.funnel import Funnel
 
 FONT = {"font": "DejaVu Sans"}
@@ -85,3 +87,10 @@ def events_per_minute(rows: Sequence[tuple[str, int]]) -> dict[str, Any]:
                             {"field": "events", "format": ","},
                             {"field": "per_second", "format": ".2f"}]},
             "config": FONT}
+
+
+def plot_funnel(run: RunRecord, path: str | Path) -> Path:
+    """``ceap runs --plot``: the run's funnel figure as PNG, SVG or the spec's JSON."""
+    from ceap.experiments.plots import write_plot
+
+    return write_plot(funnel_chart(run.program, Funnel.from_dict(run.funnel), run.run_id), path)
