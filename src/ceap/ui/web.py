@@ -13,6 +13,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ceap.store.base import Store
 from ceap.ui.catalog import Catalog
@@ -68,6 +69,22 @@ def current_session(request: Request) -> Session:
 def sign_in_redirect(request: Request, exc: Exception) -> Response:
     path = exc.path if isinstance(exc, NeedSignIn) else PREFIX
     return RedirectResponse(f"{PREFIX}/login?next={quote(path, safe='')}", status_code=303)
+
+
+def error_page(fallback: Any) -> Any:
+    """An HTTP error of a dashboard page as a page (the API's errors stay JSON)."""
+
+    async def handle(request: Request, exc: StarletteHTTPException) -> Response:
+        if not request.url.path.startswith(PREFIX + "/") or request.url.path.startswith(
+                f"{PREFIX}/static/"):
+            return await fallback(request, exc) if fallback else \
+                Response(str(exc.detail), status_code=exc.status_code)
+        ui = ui_state(request)
+        session = ui.sessions.load(request.cookies.get(COOKIE))
+        return render(request, "error.html", session, status=exc.status_code,
+                      error=str(exc.detail), code=exc.status_code)
+
+    return handle
 
 
 def render(request: Request, template: str, session: Session | None, status: int = 200,
