@@ -23,6 +23,7 @@ from ceap.model import utcnow
 from ceap.pipeline.funnel import Funnel
 from ceap.store import Store, open_store
 from ceap.ui.session import Session, Sessions
+from tests.experiment_helpers import add_conversions
 from tests.ui_helpers import PROGRAM, Scene, populate
 
 ADMIN = "admin-secret-for-tests"
@@ -239,3 +240,20 @@ def test_without_keys_the_pages_are_the_default_tenants(tmp_path: Path) -> None:
 def test_pages_stay_in_the_dashboard_after_sign_in(web: TestClient, scene: tuple[Store, Scene, str]) -> None:
     r = web.post("/ui/login", data={"key": scene[1].keys["acme"], "next": "https://evil.example/"})
     assert r.headers["location"] == "/ui/programs"
+
+
+def test_a_kept_uplift_report_is_recomputed_when_outcomes_change(
+        web: TestClient, scene: tuple[Store, Scene, str]) -> None:
+    store, s, _ = scene
+    sign_in(web, s.keys["acme"])
+    path = f"/ui/experiments/{PROGRAM}?by=variant"
+    before = int(cell(web.get(path).text, r'<tr data-arm="treatment">.*?converted">([\d,]+)<'))
+    assert int(cell(web.get(path).text, r'<tr data-arm="treatment">.*?converted">([\d,]+)<')) == before
+    with store.tx() as tx:
+        cid, customer = tx.execute(
+            "SELECT id, customer_id FROM candidates WHERE tenant_id = 'acme' AND arm = 'treatment' AND "
+            "customer_id NOT IN (SELECT customer_id FROM conversions WHERE tenant_id = 'acme') "
+            "ORDER BY id LIMIT 1").fetchone()
+    add_conversions(store, [("acme", PROGRAM, cid, customer, 10.0)], utcnow())
+    after = int(cell(web.get(path).text, r'<tr data-arm="treatment">.*?converted">([\d,]+)<'))
+    assert after == before + 1

@@ -14,6 +14,7 @@ from ceap.experiments.charts import bandit_shares, uplift_figure
 from ceap.experiments.uplift import BY_CHOICES, uplift_report
 from ceap.model import utcnow
 from ceap.ui import queries
+from ceap.ui.cache import outcome_fingerprint
 from ceap.ui.session import Session
 from ceap.ui.web import PREFIX, current_session, page_number, render, ui_state
 
@@ -67,9 +68,12 @@ def experiment(request: Request, program: str, session: SessionDep,
         raise HTTPException(422, f"by: expected one of {', '.join(BY_CHOICES)}, got {by!r}")
     ui = ui_state(request)
     spec = ui.catalog.specs().get(program)
-    report = uplift_report(ui.store, session.tenant, program, utcnow(), by=by,
-                           guardrails=spec.experiment.guardrails if spec else None,
-                           bandit=bool(spec and spec.experiment.bandit))
+    guardrails = spec.experiment.guardrails if spec else None
+    bandit = bool(spec and spec.experiment.bandit)
+    key = (session.tenant, program, by, guardrails.model_dump_json() if guardrails else None, bandit,
+           outcome_fingerprint(ui.store, session.tenant, program))
+    report = ui.reports.get(key, lambda: uplift_report(ui.store, session.tenant, program, utcnow(),
+                                                       by=by, guardrails=guardrails, bandit=bandit))
     if not report.candidates and spec is None:
         raise HTTPException(404, f"no program {program!r} for tenant {session.tenant!r}")
     history = bandit_history(ui.store, session.tenant, program)

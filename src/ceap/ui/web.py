@@ -16,6 +16,7 @@ from markupsafe import Markup
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ceap.store.base import Store
+from ceap.ui.cache import Kept
 from ceap.ui.catalog import Catalog
 from ceap.ui.session import COOKIE, Session, Sessions
 
@@ -39,6 +40,8 @@ class UiState:
     default_tenant: str
     default_tz: str = "UTC"
     env: Environment = field(init=False)
+    #: uplift reports, kept while their inputs are unchanged (``ceap.ui.cache``)
+    reports: Kept = field(default_factory=Kept)
 
     def __post_init__(self) -> None:
         self.env = Environment(loader=FileSystemLoader(HERE / "templates"),
