@@ -4,7 +4,9 @@ the goal of 200 ms at the p95, with ``/healthz`` measured in the same run as the
 
 Serves the project with ``ceap serve`` in a child process (the same command a user
 runs), signs in with a fresh API key, then asks for each page ``--n`` times in turn,
-one request at a time, after two warm-up requests per page.
+one request at a time, after two warm-up requests per page; the first of those is
+printed too (``first ms``: an uplift page computes its report then, and keeps it while
+the outcomes are unchanged).
 
     .venv/bin/ceap demo                          # once: fills .ceap/demo.db
     .venv/bin/python bench/dashboard.py          # --project . --n 60
@@ -33,8 +35,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def ceap(project: Path, *args: str) -> list[str]:
-    return [str(Path(sys.executable).parent / "ceap"), "--project", str(project), *args]
+def ceap(project: Path, store: str, *args: str) -> list[str]:
+    return [str(Path(sys.executable).parent / "ceap"), "--project", str(project), "--store", store, *args]
 
 
 def pick_pages(client: httpx.Client) -> list[str]:
@@ -48,9 +50,9 @@ def pick_pages(client: httpx.Client) -> list[str]:
     customers = client.get("/ui/customers?q=").text
     customer = re.search(r'/ui/customers/([^"]+)"', customers)
     experiments = client.get("/ui/experiments").text
-    rows = re.findall(r'<tr data-program="([^"]+)">.*?</td>.*?<td class="n">([\d,]+)</td>'
-                      r'<td class="n">([\d,]+)</td>', experiments, re.S)
-    tested = max(rows, key=lambda r: int(r[2].replace(",", "")))[0]
+    rows = re.findall(r'<tr data-program="([^"]+)">.*?<td class="n control">([\d,]+)</td>',
+                      experiments, re.S)
+    tested = max(rows, key=lambda r: int(r[1].replace(",", "")))[0]
     return ["/ui/programs", f"/ui/programs/{program}", "/ui/customers?q=",
             f"/ui/customers/{customer.group(1) if customer else 'C000001'}", "/ui/deliveries",
             "/ui/experiments", f"/ui/experiments/{tested}", f"/ui/experiments/{tested}?by=variant",
@@ -60,15 +62,17 @@ def pick_pages(client: httpx.Client) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project", type=Path, default=Path("."))
+    parser.add_argument("--store", help="store URL (default: the demo's, PROJECT/.ceap/demo.db)")
     parser.add_argument("--n", type=int, default=60, help="requests per page")
     args = parser.parse_args()
     project = args.project.resolve()
-    if not (project / ".ceap" / "demo.db").exists() and not os.environ.get("CEAP_STORE"):
+    store = args.store or f"sqlite:///{project / '.ceap' / 'demo.db'}"
+    if not args.store and not (project / ".ceap" / "demo.db").exists():
         sys.exit(f"{project}/.ceap/demo.db not found: run `ceap demo` there first")
-    key = subprocess.run(ceap(project, "apikey", "bench-dashboard"), capture_output=True, text=True,
-                         check=True).stdout.strip()
+    key = subprocess.run(ceap(project, store, "apikey", "bench-dashboard"), capture_output=True,
+                         text=True, check=True).stdout.strip()
     port = free_port()
-    server = subprocess.Popen(ceap(project, "serve", "--port", str(port)))
+    server = subprocess.Popen(ceap(project, store, "serve", "--port", str(port)))
     base = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=base, timeout=30) as client:
@@ -82,9 +86,12 @@ def main() -> None:
             assert r.status_code == 303, r.text
             pages = ["/healthz", *pick_pages(client)]
             times: dict[str, list[float]] = {p: [] for p in pages}
-            for page in pages:
-                for _ in range(2):
-                    client.get(page).raise_for_status()
+            first: dict[str, float] = {}
+            for page in pages:  # the first request computes what a page keeps (uplift reports)
+                start = time.perf_counter()
+                client.get(page).raise_for_status()
+                first[page] = (time.perf_counter() - start) * 1000
+                client.get(page).raise_for_status()
             for _ in range(args.n):
                 for page in pages:
                     start = time.perf_counter()
@@ -94,12 +101,14 @@ def main() -> None:
         server.terminate()
         server.wait(10)
     floor = statistics.quantiles(times["/healthz"], n=20)[18]
-    print(f"{'page':<46} {'p50 ms':>8} {'p95 ms':>8} {'p95/healthz':>12}  goal p95 < {GOAL_MS:.0f} ms")
+    print(f"{'page':<46} {'first ms':>9} {'p50 ms':>8} {'p95 ms':>8} {'p95/healthz':>12}  "
+          f"goal p95 < {GOAL_MS:.0f} ms")
     worst = 0.0
     for page, samples in times.items():
         p95 = statistics.quantiles(samples, n=20)[18]
         worst = max(worst, p95) if page != "/healthz" else worst
-        print(f"{page:<46} {statistics.median(samples):>8.1f} {p95:>8.1f} {p95 / floor:>12.1f}  "
+        print(f"{page:<46} {first[page]:>9.1f} {statistics.median(samples):>8.1f} {p95:>8.1f} "
+              f"{p95 / floor:>12.1f}  "
               f"{'' if page == '/healthz' else ('met' if p95 < GOAL_MS else 'MISSED')}")
     print(f"worst page p95 {worst:.1f} ms; load {os.getloadavg()[0]:.2f} (1 min)")
 
