@@ -168,5 +168,5 @@ def test_screenshots_of_the_main_pages(chromium: Any, site: tuple[str, Store, Sc
     from tests.ui_screenshots import shoot
 
     base, _, scene = site
-    written = shoot(chromium, base, scene.keys["acme"], tmp_path)
+    written = shoot(chromium, base, scene.keys["acme"], tmp_path, ADMIN)
     assert len(written) == 5 and all(p.stat().st_size > 10_000 for p in written)

@@ -7,6 +7,7 @@ Chromium.
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -19,11 +20,13 @@ PAGES = {"dashboard-programs.png": "/ui/programs/win_back",
          "dashboard-realtime.png": "/ui/realtime"}
 
 
-def shoot(chromium: Any, base: str, key: str, folder: Path) -> list[Path]:
+def shoot(chromium: Any, base: str, key: str, folder: Path, admin: str = "") -> list[Path]:
     context = chromium.new_context(base_url=base, viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.goto("/ui/login")
     page.fill("#key", key)
+    if admin:  # the deliveries page then shows the admin actions
+        page.fill("#admin_key", admin)
     page.click("#sign-in")
     page.wait_for_url("**/ui/programs")
     folder.mkdir(parents=True, exist_ok=True)
@@ -49,11 +52,12 @@ def main(out: str) -> None:
     missing = chromium_missing()
     if missing:
         sys.exit(missing)
+    os.environ["CEAP_ADMIN_KEY"] = admin = "screenshots"
     with tempfile.TemporaryDirectory() as tmp:
         store = open_store(f"sqlite:///{Path(tmp) / 'ceap.db'}")
         scene = populate(store, Path(tmp), utcnow())
         with serving(create_app(store, programs=scene.programs)) as base, browser() as chromium:
-            for path in shoot(chromium, base, scene.keys["acme"], Path(out)):
+            for path in shoot(chromium, base, scene.keys["acme"], Path(out), admin):
                 print(path)
         store.close()
 

@@ -16,6 +16,14 @@ from ceap.model import RunRecord
 from ceap.pipeline.funnel import Funnel
 
 FONT = {"font": "DejaVu Sans"}
+#: one colour per delivery status, the same on every figure: done in greens, waiting in
+#: blues, stopped by a policy or a person in greys, in doubt in orange, lost in reds
+STATUS_COLOURS = {
+    "delivered": "#2f855a", "sent": "#68d391", "queued": "#4c78a8", "sending": "#9ecae9",
+    "shadow": "#b794f4", "suppressed": "#a0aec0", "cancelled": "#718096", "expired": "#cbd5e0",
+    "ambiguous": "#ed8936", "failed": "#fc8181", "bounced": "#e53e3e", "complained": "#c53030",
+    "dead": "#742a2a",
+}
 
 
 def funnel_stages(funnel: Funnel) -> list[dict[str, Any]]:
@@ -57,6 +65,9 @@ def deliveries_over_time(rows: Sequence[tuple[str, str, str, int]]) -> dict[str,
     """Stacked bars per day, one panel per channel, coloured by status: ``(day, channel,
     status, deliveries)`` rows."""
     values = [{"day": d, "channel": ch, "status": s, "deliveries": n} for d, ch, s, n in rows]
+    present = {s for _, _, s, _ in rows}
+    known = [s for s in STATUS_COLOURS if s in present]  # the legend lists what is there
+    unknown = present - set(STATUS_COLOURS)
     return {"$schema": SCHEMA, "title": "deliveries by day, channel and status (UTC)",
             "data": {"values": values},
             "facet": {"field": "channel", "type": "nominal", "title": None},
@@ -65,7 +76,9 @@ def deliveries_over_time(rows: Sequence[tuple[str, str, str, int]]) -> dict[str,
                 "x": {"field": "day", "type": "ordinal", "title": "day"},
                 "y": {"field": "deliveries", "type": "quantitative", "aggregate": "sum",
                       "title": "deliveries"},
-                "color": {"field": "status", "type": "nominal"},
+                "color": {"field": "status", "type": "nominal", "scale": {
+                    "domain": [*known, *sorted(unknown)],
+                    "range": [*(STATUS_COLOURS[k] for k in known), *["#d69e2e"] * len(unknown)]}},
                 "tooltip": [{"field": "day"}, {"field": "channel"}, {"field": "status"},
                             {"field": "deliveries", "aggregate": "sum", "format": ","}]}},
             "resolve": {"scale": {"y": "independent"}},
