@@ -24,7 +24,7 @@ from tests.ui_helpers import PROGRAM, Scene, populate
 from tests.ui_server import browser, chromium_missing, serving
 
 ADMIN = "browser-admin-key"
-PAGES = ["/ui/programs", f"/ui/programs/{PROGRAM}", "/ui/customers?q=u00", "/ui/customers/u0001",
+PAGES = ["/ui/programs", f"/ui/programs/{PROGRAM}", "/ui/customers?q=u00", "/ui/customers/{customer}",
          "/ui/deliveries", "/ui/experiments", f"/ui/experiments/{PROGRAM}",
          f"/ui/experiments/{PROGRAM}?by=variant", "/ui/realtime"]
 
@@ -97,7 +97,7 @@ def test_every_page_loads_clean_with_its_charts_drawn(chromium: Any, site: tuple
     watch = Watch(page)
     charts = 0
     for path in PAGES:
-        load(page, path)
+        load(page, path.format(customer=scene.customer))
         assert page.locator("#tenant").inner_text() == "acme", path
         charts += page.locator("div.chart svg").count()
     assert watch.problems == []
@@ -168,5 +168,5 @@ def test_screenshots_of_the_main_pages(chromium: Any, site: tuple[str, Store, Sc
     from tests.ui_screenshots import shoot
 
     base, _, scene = site
-    written = shoot(chromium, base, scene.keys["acme"], tmp_path, ADMIN)
+    written = shoot(chromium, base, scene.keys["acme"], tmp_path, scene.customer, ADMIN)
     assert len(written) == 5 and all(p.stat().st_size > 10_000 for p in written)

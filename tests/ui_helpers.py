@@ -60,20 +60,20 @@ def populate(store: Store, folder: Path, now: datetime, customers: int = 120) ->
     rows = [f"u{i:04d},{(i * 37) % 150}" if i % 17 else f"u{i:04d},notanumber" for i in range(customers)]
     write_csv(folder / "customers.csv", "customer_id,ltv", rows)
     spec = load_program(programs / f"{PROGRAM}.yaml")
-    keys, held, dead = {}, {}, {}
+    keys, held, dead, chosen = {}, {}, {}, {}
     for n, tenant in enumerate(TENANTS):
         context = PluginContext(base_dir=folder, tenant=tenant)
         run_program(spec, store, context, now=now - timedelta(days=2))
         Dispatcher(store, {"email": CapturingChannel(CaptureConfig(outbox=uuid.uuid4().hex))},
                    clock=lambda: now - timedelta(days=2) + timedelta(minutes=5)).run()
         held[tenant], dead[tenant] = _crash_marks(store, tenant, now, 3 + n, 2)
-        _outcomes(store, tenant, now)
-        revoke_consent(store, tenant, "u0001", "email", source="unsubscribe link")
+        chosen[tenant] = _outcomes(store, tenant, now)
+        revoke_consent(store, tenant, chosen[tenant], "email", source="unsubscribe link")
         keys[tenant] = create_key(store, tenant, f"{tenant}-ops")
         _bandit(store, tenant, now)
         _events(store, tenant, now)
     _stream(store, now)
-    return Scene(programs, keys, held, dead, "u0001")
+    return Scene(programs, keys, held, dead, chosen[TENANTS[0]])
 
 
 def _crash_marks(store: Store, tenant: str, now: datetime, n_held: int,
@@ -96,7 +96,9 @@ def _crash_marks(store: Store, tenant: str, now: datetime, n_held: int,
     return held, dead
 
 
-def _outcomes(store: Store, tenant: str, now: datetime) -> None:
+def _outcomes(store: Store, tenant: str, now: datetime) -> str:
+    """Conversions, opens and one unsubscribe; returns the customer who unsubscribed (a
+    treated one, sent a message, who opened it and converted)."""
     found = candidate_ids(store, PROGRAM, tenant)
     cands = sorted(found.values(), key=lambda c: c.customer_id)
     converted = [c for i, c in enumerate(cands) if (c.arm == "treatment" and i % 3 == 0)
@@ -106,7 +108,13 @@ def _outcomes(store: Store, tenant: str, now: datetime) -> None:
     opened = [c for c in cands if c.arm == "treatment"][:10]
     add_engagements(store, [(tenant, c.id, PROGRAM, c.customer_id, "open") for c in opened],
                     now - timedelta(days=1, hours=12))
-    add_engagements(store, [(tenant, None, None, "u0001", "unsubscribe")], now - timedelta(days=1))
+    with store.tx() as tx:
+        sent = {r[0] for r in tx.execute("SELECT customer_id FROM deliveries WHERE tenant_id = ? AND "
+                                         "status = 'sent'", (tenant,)).fetchall()}
+    converted_ids = {c.customer_id for c in converted}
+    customer = next(c.customer_id for c in opened if c.customer_id in sent and c.customer_id in converted_ids)
+    add_engagements(store, [(tenant, None, None, customer, "unsubscribe")], now - timedelta(days=1))
+    return customer
 
 
 def _bandit(store: Store, tenant: str, now: datetime) -> None:

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 PAGES = {"dashboard-programs.png": "/ui/programs/win_back",
-         "dashboard-customer.png": "/ui/customers/u0001",
+         "dashboard-customer.png": "/ui/customers/{customer}",
          "dashboard-deliveries.png": "/ui/deliveries",
          "dashboard-experiments.png": "/ui/experiments/win_back",
          "dashboard-realtime.png": "/ui/realtime"}
 
 
-def shoot(chromium: Any, base: str, key: str, folder: Path, admin: str = "") -> list[Path]:
+def shoot(chromium: Any, base: str, key: str, folder: Path, customer: str,
+          admin: str = "") -> list[Path]:
     context = chromium.new_context(base_url=base, viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.goto("/ui/login")
@@ -32,7 +33,7 @@ def shoot(chromium: Any, base: str, key: str, folder: Path, admin: str = "") -> 
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, path in PAGES.items():
-        page.goto(path)
+        page.goto(path.format(customer=customer))
         page.wait_for_function("() => [...document.querySelectorAll('div.chart')]"
                                ".every(c => c.dataset.rendered === 'true')", timeout=15_000)
         target = folder / name
@@ -57,7 +58,7 @@ def main(out: str) -> None:
         store = open_store(f"sqlite:///{Path(tmp) / 'ceap.db'}")
         scene = populate(store, Path(tmp), utcnow())
         with serving(create_app(store, programs=scene.programs)) as base, browser() as chromium:
-            for path in shoot(chromium, base, scene.keys["acme"], Path(out), admin):
+            for path in shoot(chromium, base, scene.keys["acme"], Path(out), scene.customer, admin):
                 print(path)
         store.close()
 
