@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import sys
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -257,3 +259,21 @@ def test_a_kept_uplift_report_is_recomputed_when_outcomes_change(
     add_conversions(store, [("acme", PROGRAM, cid, customer, 10.0)], utcnow())
     after = int(cell(web.get(path).text, r'<tr data-arm="treatment">.*?converted">([\d,]+)<'))
     assert after == before + 1
+
+
+def test_admin_actions_go_to_the_audit_log_where_there_is_one(
+        web: TestClient, scene: tuple[Store, Scene, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    _, s, _ = scene
+    recorded: list[dict[str, Any]] = []
+    audit = types.ModuleType("ceap.audit")
+    audit.record = lambda store, **kw: recorded.append(kw)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "ceap.audit", audit)
+    sign_in(web, s.keys["acme"], ADMIN)
+    csrf = cell(web.get("/ui/deliveries").text, r'name="csrf" value="([^"]+)"')
+    target = s.held["acme"][0]
+    r = web.post("/ui/deliveries/resolve", data={"csrf": csrf, "action": "mark-sent",
+                                                 "reason": "in the provider's log", "id": [str(target)]})
+    assert r.status_code == 303
+    assert recorded == [{"actor": "acme-ops", "action": "deliveries.mark-sent",
+                         "target": f"delivery:{target}", "detail": "in the provider's log",
+                         "source": "ui"}]

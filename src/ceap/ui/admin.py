@@ -2,11 +2,14 @@
 person makes in the dashboard passes one place (where it is recorded for audit).
 
 Today the actions are the resolutions of held deliveries (``ceap.delivery.held``):
-resend, mark-sent and drop, each with a reason, each one transaction.
+resend, mark-sent and drop, each with a reason, each one transaction. Each resolved
+delivery is also recorded in the audit log, ``ceap.audit.record``, where that module
+is installed (``source="ui"``, the actor being the signed-in key's name).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,4 +44,15 @@ def admin_action(store: Store, tenant: str, actor: str, action: str, ids: Sequen
         raise ResolveError("no delivery chosen")
     chosen: Action = action  # type: ignore[assignment]
     done = resolve(store, tenant, chosen, reason, now, ids=ids)
+    _audit(store, actor, action, done, reason.strip())
     return AdminResult(action, done)
+
+
+def _audit(store: Store, actor: str, action: str, done: Sequence[Delivery], reason: str) -> None:
+    try:
+        audit = importlib.import_module("ceap.audit")
+    except ImportError:  # the audit log is not part of this installation
+        return
+    for d in done:
+        audit.record(store, actor=actor, action=f"deliveries.{action}", target=f"delivery:{d.id}",
+                     detail=reason, source="ui")
