@@ -3,7 +3,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-api-fuzz test-clock test-clock-ci lint bench bench-uplift bench-scale bench-realtime-recovery setup clean
+.PHONY: demo test test-api-fuzz test-clock test-clock-ci lint bench bench-uplift bench-scale bench-realtime-recovery setup clean \
+	screenshots bench-dashboard
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -75,6 +76,15 @@ bench-realtime-recovery: setup
 # local[2] at 10M rows (bench/README.md, "Scale"); more than an hour on a 2-core machine
 bench-scale: setup
 	$(BIN)/python bench/scale.py
+
+# screenshots of the dashboard's main pages (docs/dashboard.md), in Debian's chromium
+screenshots: setup
+	$(BIN)/python -m tests.ui_screenshots docs/img
+
+# the dashboard's page latency on the demo's data (bench/README.md, "Dashboard")
+bench-dashboard: setup
+	test -f .ceap/demo.db || $(BIN)/ceap demo
+	$(BIN)/python bench/dashboard.py
 
 clean:
 	rm -rf .ceap data models

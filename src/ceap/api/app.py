@@ -6,6 +6,7 @@ Every request is scoped to the tenant of its API key (``Authorization: Bearer
 
 import json
 import os
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Response
@@ -47,9 +48,11 @@ def json_response(data: Any) -> Response:
 
 
 def create_app(store: Store, *, auth: bool = True, ingest: Any = None,
-               default_tenant: str = DEFAULT_TENANT) -> FastAPI:
-    """The API over ``store``. The store must be safe to share between threads
-    (both built-in stores are)."""
+               default_tenant: str = DEFAULT_TENANT, programs: Path | None = None,
+               default_tz: str = "UTC") -> FastAPI:
+    """The API over ``store``, and the dashboard under ``/ui`` (``programs``: the programs
+    folder it describes; ``default_tz``: the scheduler's time zone). The store must be safe
+    to share between threads (both built-in stores are)."""
     app = FastAPI(title="CEAP", version="0.1.0", docs_url=None, redoc_url=None,
                   description="Candidates for client apps, the in-app inbox, event ingest, callbacks.")
     errors.install(app)
@@ -112,6 +115,11 @@ def create_app(store: Store, *, auth: bool = True, ingest: Any = None,
     app.include_router(callbacks.receipts_router(tenant, auth))
     app.include_router(tracking.router)
     app.include_router(tracking.engagements_router(tenant, auth))
+
+    from ceap.ui import install as install_dashboard  # ceap.ui imports ceap.api.auth
+
+    install_dashboard(app, store, auth=auth, default_tenant=default_tenant, programs=programs,
+                      default_tz=default_tz)
 
     @app.get("/healthz", response_model=Health)
     def health() -> Health:

@@ -26,6 +26,13 @@ def create_key(store: Store, tenant_id: str, name: str) -> str:
 
 def tenant_of(store: Store, key: str) -> str | None:
     """The tenant a key belongs to, or None for an unknown key."""
+    owner = key_owner(store, key)
+    return owner[0] if owner else None
+
+
+def key_owner(store: Store, key: str) -> tuple[str, str] | None:
+    """``(tenant, name)`` of a key, or None for an unknown key."""
     with store.tx() as tx:
-        row = tx.execute("SELECT tenant_id FROM api_keys WHERE key_hash = ?", (_hash(key),)).fetchone()
-    return row[0] if row else None
+        row = tx.execute("SELECT tenant_id, name FROM api_keys WHERE key_hash = ?",
+                         (_hash(key),)).fetchone()
+    return (str(row[0]), str(row[1])) if row else None

@@ -20,7 +20,8 @@ def build_api(project: Any, store: Any, tenant: str | None, auth: bool) -> FastA
     from ceap.realtime.setup import open_stream
 
     ingest = open_stream(project, project.ingest, store) if project.ingest else None
-    api = create_app(store, auth=auth, ingest=ingest, default_tenant=tenant or project.tenant)
+    api = create_app(store, auth=auth, ingest=ingest, default_tenant=tenant or project.tenant,
+                     programs=project.programs_dir(), default_tz=project.scheduler.timezone)
     api.state.tracking = project.tracking  # the tracking endpoints' consent rule and scanner window
     return api
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -162,6 +163,9 @@ def runs(
     program: Annotated[str | None, typer.Option(help="program name")] = None,
     limit: Annotated[int, typer.Option(min=1)] = 20,
     as_json: JsonOption = False,
+    plot: Annotated[Path | None, typer.Option(
+        help="write the funnel of the newest run listed to this file (.png, .svg, or .json for the "
+             "Vega-Lite spec the dashboard shows)")] = None,
 ) -> None:
     """Recent runs with their status and counts."""
     from ceap.report import runs_sheet
@@ -172,6 +176,14 @@ def runs(
         found = store.runs(state.tenant or project.tenant, program, limit)
     finally:
         store.close()
+    if plot is not None and found:
+        from ceap.charts import plot_funnel
+
+        try:
+            err.print(f"figure written to {plot_funnel(found[0], plot)}", highlight=False)
+        except CeapError as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(2) from None
     show(runs_sheet(found), as_json, records=[asdict(r) for r in found])
 
 

@@ -259,7 +259,8 @@ def serve(
                                          "with more than one, set PROMETHEUS_MULTIPROC_DIR for "
                                          "/metrics")] = 1,
 ) -> None:
-    """Serve the HTTP API (candidates for client apps, the in-app inbox, callbacks, /metrics)."""
+    """Serve the HTTP API (candidates for client apps, the in-app inbox, callbacks) and the
+    dashboard at /ui."""
     import os
 
     import uvicorn

@@ -216,8 +216,7 @@ def scheduler(
 
 def schedule_sheet(specs: list[ProgramSpec], states: dict[str, ProgramState], default_tz: str,
                    at: datetime, n: int) -> tuple[Sheet, list[dict[str, Any]]]:
-    from ceap.runtime.cron import Cron
-    from ceap.runtime.scheduler import is_scheduled
+    from ceap.runtime.scheduler import is_scheduled, next_runs
 
     sheet = Sheet("schedule", [Column("program"), Column("schedule"), Column("timezone"),
                                Column("catch_up", "catch-up"), Column("last_window", "last window",
@@ -236,8 +235,7 @@ def schedule_sheet(specs: list[ProgramSpec], states: dict[str, ProgramState], de
             records.append({"program": spec.name, "schedule": None, "note": why})
             continue
         tz = sched.timezone or default_tz
-        after = max(at, s.last_fire) if s is not None and s.last_fire is not None else at
-        upcoming = [_local(t, tz) for t in Cron(sched.cron, tz).next(after, n)]
+        upcoming = next_runs(spec, s, default_tz, at, n)
         last = _local(s.last_fire, tz) if s is not None and s.last_fire is not None else None
         status = "paused" if spec.mode == "paused" else (s.last_status if s is not None else None)
         sheet.add(spec.name, sched.cron, tz, sched.catch_up, last, status,

@@ -40,9 +40,9 @@ from ceap.plugin import PluginContext
 from ceap.registry import Registry
 from ceap.runtime.batch import RunResult, run_program
 from ceap.runtime.cron import Cron
-from ceap.runtime.schedule_book import ScheduleBook
+from ceap.runtime.schedule_book import ProgramState, ScheduleBook
 from ceap.spec.program import ProgramSpec
-from ceap.spec.schedule import SchedulerConfig
+from ceap.spec.schedule import SchedulerConfig, zone
 from ceap.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,17 @@ class TickReport:
 
 def is_scheduled(spec: ProgramSpec) -> bool:
     return spec.schedule is not None and getattr(spec.source, "type", None) != "events"
+
+
+def next_runs(spec: ProgramSpec, state: ProgramState | None, default_tz: str, at: datetime,
+              n: int) -> list[datetime]:
+    """The next ``n`` windows of a scheduled program after ``at`` (or after its last window,
+    when that is later), in the schedule's time zone; [] when it is not scheduled."""
+    if spec.schedule is None or not is_scheduled(spec):
+        return []
+    tz = spec.schedule.timezone or default_tz
+    after = max(at, state.last_fire) if state is not None and state.last_fire is not None else at
+    return [t.astimezone(zone(tz)) for t in Cron(spec.schedule.cron, tz).next(after, n)]
 
 
 class Scheduler:

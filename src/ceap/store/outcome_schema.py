@@ -46,4 +46,6 @@ def outcome_ddl(dialect: str) -> list[str]:
         # the exports read deliveries by when they were sent and when they were planned
         "CREATE INDEX IF NOT EXISTS deliveries_by_sent ON deliveries (tenant_id, sent_at)",
         "CREATE INDEX IF NOT EXISTS deliveries_by_created ON deliveries (tenant_id, created_at)",
+        # the dashboard's deliveries by day, channel and status, read from the index alone
+        "CREATE INDEX IF NOT EXISTS deliveries_by_day ON deliveries (tenant_id, created_at, channel, status)",
     ]
