@@ -223,24 +223,20 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     no_auth: Annotated[bool, typer.Option("--no-auth", help="no API keys: every request is "
                                           "the default tenant (local use only)")] = False,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="server processes sharing the "
+                                         "port and the store (docs/serving.md)")] = 1,
 ) -> None:
     """Serve the HTTP API (candidates for client apps, the in-app inbox, callbacks)."""
-    import uvicorn
+    from ceap.api.server import ServeSettings, run
 
-    from ceap.api import create_app
-
-    project = state.project()
-    store = state.open_store(project)
+    state.open_store(state.project()).close()  # migrated once; a bad ceap.yaml or store fails here
+    settings = ServeSettings(str(state.project_dir) if state.project_dir else None, state.store,
+                             state.tenant, auth=not no_auth)
     try:
-        from ceap.realtime.setup import open_stream
-
-        ingest = open_stream(project, project.ingest, store) if project.ingest else None
-        api = create_app(store, auth=not no_auth, ingest=ingest,
-                         default_tenant=state.tenant or project.tenant)
-        api.state.tracking = project.tracking  # the tracking endpoints' consent rule and scanner window
-        uvicorn.run(api, host=host, port=port, log_level="warning")
-    finally:
-        store.close()
+        run(settings, host=host, port=port, workers=workers, migrate=False)
+    except CeapError as exc:
+        err.print(f"error: {exc}", highlight=False, markup=False)
+        raise typer.Exit(2) from None
 
 
 @app.command()
