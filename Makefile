@@ -63,8 +63,8 @@ bench: setup
 # serving API at 2,000 req/s offered per route, open loop, against /healthz (bench/README.md):
 # SQLite, then PostgreSQL
 bench-serving: setup
-	nice $(BIN)/python bench/serving_api.py --rate 2000 --workers 2 --duration 30
-	nice $(BIN)/python bench/serving_api.py --rate 2000 --workers 2 --duration 30 --pg $(or $(CEAP_TEST_PG),postgresql://postgres@127.0.0.1:5432/test)
+	$(BIN)/python bench/serving_api.py --rate 2000 --workers 2 --duration 30
+	$(BIN)/python bench/serving_api.py --rate 2000 --workers 2 --duration 30 --pg $(or $(CEAP_TEST_PG),postgresql://postgres@127.0.0.1:5432/test)
 
 # uplift and the bandit on simulated customers with a known response (docs/experiments.md,
 # "Proof on a known truth"); about twenty minutes on a loaded 2-core machine

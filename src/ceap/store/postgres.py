@@ -154,6 +154,7 @@ class PostgresStore(Store[PostgresStoreConfig]):
              run.finished_at or utcnow(), json.dumps(run.funnel), run.error))
 
     def candidates(self, query: CandidateQuery) -> list[Candidate]:
+        now = self.clock()
         where: list[str] = ["tenant_id = %s"]
         params: list[Any] = [query.tenant_id]
         for column in ("customer_id", "program", "status"):
@@ -167,13 +168,13 @@ class PostgresStore(Store[PostgresStoreConfig]):
         if query.servable:
             where.append("status IN ('pending', 'dispatched', 'sent') AND NOT holdout "
                          "AND not_before <= %s")
-            params.append(self.clock())
+            params.append(now)
         if query.channel is not None:
             where.append("channels ? %s")
             params.append(query.channel)
         if not query.include_expired:
             where.append("expires_at > %s")
-            params.append(self.clock())
+            params.append(now)
         sql = (f"{SELECT_CANDIDATE} WHERE {' AND '.join(where)} "
                "ORDER BY priority DESC, score DESC, id LIMIT %s")
         rows = self._read(sql, [*params, query.limit])

@@ -199,6 +199,7 @@ class SqliteStore(Store[SqliteStoreConfig]):
 
     # -- reads ----------------------------------------------------------
     def candidates(self, query: CandidateQuery) -> list[Candidate]:
+        now = to_iso(self.clock())
         where, params = ["tenant_id = ?"], [query.tenant_id]
         for column in ("customer_id", "program", "status"):
             value = getattr(query, column)
@@ -211,13 +212,13 @@ class SqliteStore(Store[SqliteStoreConfig]):
         if query.servable:
             where.append("status IN ('pending', 'dispatched', 'sent') AND NOT holdout "
                          "AND not_before <= ?")
-            params.append(to_iso(self.clock()))
+            params.append(now)
         if query.channel is not None:
             where.append("EXISTS (SELECT 1 FROM json_each(channels) WHERE value = ?)")
             params.append(query.channel)
         if not query.include_expired:
             where.append("expires_at > ?")
-            params.append(to_iso(self.clock()))
+            params.append(now)
         sql = (f"{SELECT_CANDIDATE} WHERE {' AND '.join(where)} "
                "ORDER BY priority DESC, score DESC, id LIMIT ?")
         rows = self._read(sql, [*params, query.limit])
