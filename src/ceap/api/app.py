@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, FastAPI, Query, Response
+from starlette.concurrency import run_in_threadpool
 
 from ceap.api import callbacks, errors, explorer, tracking
 from ceap.api.ingest import BODY_MODELS, ingest_router
@@ -66,10 +67,10 @@ def create_app(store: Store, *, auth: bool = True, ingest: Any = None,
     """The API over ``store``. The store must be safe to share between threads
     (both built-in stores are).
 
-    The hot reads (a customer's candidates, the inbox) run on the event loop: each is one
-    indexed query on the store's read connections, well under a millisecond, cheaper
-    than a hop to the thread pool; more processes (``ceap serve --workers``) serve more
-    at once."""
+    The hot reads (a customer's candidates, the inbox) run on the event loop on an
+    embedded store (one indexed SQLite query, cheaper than a hop to the thread pool), and
+    in the thread pool on a server's (``Store.remote_reads``), so that waiting on
+    PostgreSQL does not hold up other requests."""
     app = FastAPI(title="CEAP", version="0.1.0", docs_url=None, redoc_url=None,
                   description="Candidates for client apps, the in-app inbox, event ingest, callbacks.")
     errors.install(app)
@@ -78,6 +79,12 @@ def create_app(store: Store, *, auth: bool = True, ingest: Any = None,
     app.state.store, app.state.auth, app.state.ingest = store, auth, ingest
     app.state.tenant_of = KeyCache(store)
     app.state.default_tenant = default_tenant
+    remote = store.remote_reads
+
+    async def read(func: Any, *args: Any, **kwargs: Any) -> Any:
+        """A store read: in place on an embedded store, in the thread pool on a server's."""
+        return await run_in_threadpool(func, *args, **kwargs) if remote else func(*args, **kwargs)
+
     tenant = tenant_dependency(auth)
     Tenant = Annotated[str, Depends(tenant)]
     keyed = (401,) if auth else ()
@@ -88,9 +95,9 @@ def create_app(store: Store, *, auth: bool = True, ingest: Any = None,
                                   program: QueryText = None,
                                   limit: Annotated[int, Query(ge=1, le=100)] = 10) -> list[CandidateOut]:
         """A customer's current candidates, best first (priority, then score)."""
-        found = store.candidates(CandidateQuery(tenant_id=tenant_id, customer_id=customer_id,
-                                                channel=channel, program=program, limit=limit,
-                                                servable=True))
+        found = await read(store.candidates, CandidateQuery(
+            tenant_id=tenant_id, customer_id=customer_id, channel=channel, program=program,
+            limit=limit, servable=True))
         return json_response([plain(c) for c in found])  # type: ignore[return-value]
 
     @app.post("/v1/candidates:batch", response_model=dict[str, list[CandidateOut]],
@@ -98,7 +105,7 @@ def create_app(store: Store, *, auth: bool = True, ingest: Any = None,
     async def batch_candidates(body: BatchRequest, tenant_id: Tenant) -> dict[str, list[CandidateOut]]:
         """Current candidates of many customers in one request; every customer asked
         for is in the answer, with an empty list when there is nothing."""
-        found = store.candidates(CandidateQuery(
+        found = await read(store.candidates, CandidateQuery(
             tenant_id=tenant_id, customer_ids=tuple(dict.fromkeys(body.customer_ids)),
             channel=body.channel, program=body.program, servable=True,
             limit=body.limit * len(body.customer_ids)))
@@ -113,7 +120,7 @@ def create_app(store: Store, *, auth: bool = True, ingest: Any = None,
     async def inbox(customer_id: PathText, tenant_id: Tenant,
                     unread: bool = False) -> list[InboxItemOut]:
         """What the in-app channel delivered to a customer, newest first."""
-        items = store.inbox_list(tenant_id, customer_id, unread_only=unread)
+        items = await read(store.inbox_list, tenant_id, customer_id, unread_only=unread)
         return json_response([inbox_plain(i) for i in items])  # type: ignore[return-value]
 
     @app.post("/v1/customers/{customer_id}/inbox/read", response_model=Marked,

@@ -68,6 +68,7 @@ class PostgresStore(Store[PostgresStoreConfig]):
     """
 
     config_model: ClassVar[type[StoreConfig]] = PostgresStoreConfig
+    remote_reads: ClassVar[bool] = True
     schemes: ClassVar[tuple[str, ...]] = ("postgresql", "postgres")
 
     def __init__(self, config: PostgresStoreConfig, context: Any = None):
