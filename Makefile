@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-api-fuzz test-clock test-clock-ci lint bench bench-uplift bench-scale bench-realtime-recovery setup clean \
+.PHONY: demo test test-api-fuzz test-clock test-clock-ci lint bench bench-serving bench-uplift bench-scale bench-realtime-recovery setup clean \
 	screenshots bench-dashboard
 
 $(BIN)/python:
@@ -56,10 +56,16 @@ bench: setup
 	$(BIN)/python bench/scoring.py
 	$(BIN)/python bench/dispatch_email.py
 	$(BIN)/python bench/dispatch_webhook.py
-	$(BIN)/python bench/serving_api.py --connections 26
+	$(MAKE) bench-serving
 	$(BIN)/python bench/realtime.py
 	$(BIN)/python bench/attribution.py
 	$(MAKE) bench-uplift
+
+# serving API at 2,000 req/s offered per route, open loop, against /healthz (bench/README.md):
+# SQLite, then PostgreSQL
+bench-serving: setup
+	$(BIN)/python bench/serving_api.py --rate 2000 --workers 2 --duration 30
+	$(BIN)/python bench/serving_api.py --rate 2000 --workers 2 --duration 30 --pg $(or $(CEAP_TEST_PG),postgresql://postgres@127.0.0.1:5432/test)
 
 # uplift and the bandit on simulated customers with a known response (docs/experiments.md,
 # "Proof on a known truth"); about twenty minutes on a loaded 2-core machine

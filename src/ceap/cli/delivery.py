@@ -255,43 +255,31 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     no_auth: Annotated[bool, typer.Option("--no-auth", help="no API keys: every request is "
                                           "the default tenant (local use only)")] = False,
-    workers: Annotated[int, typer.Option(min=1, max=64, help="server processes (uvicorn workers); "
-                                         "with more than one, set PROMETHEUS_MULTIPROC_DIR for "
-                                         "/metrics")] = 1,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="server processes sharing the "
+                                         "port and the store (docs/serving.md); with more than "
+                                         "one, set PROMETHEUS_MULTIPROC_DIR for /metrics")] = 1,
 ) -> None:
-    """Serve the HTTP API (candidates for client apps, the in-app inbox, callbacks) and the
-    dashboard at /ui."""
-    import os
-
-    import uvicorn
-
-    from ceap.api.process import SETTINGS_ENV, build_api, settings_env
+    """Serve the HTTP API (candidates for client apps, the in-app inbox, callbacks, /metrics)
+    and the dashboard at /ui."""
+    from ceap.api.server import ServeSettings, run
     from ceap.observability.exposition import clear_multiprocess_dir, multiprocess_dir
 
-    project = state.project()
     try:
         clear_multiprocess_dir()
     except ValueError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from None
-    if workers > 1:
-        if multiprocess_dir() is None:
-            err.print("[yellow]--workers without PROMETHEUS_MULTIPROC_DIR: each scrape of /metrics "
-                      "sees one process only (docs/operations.md)[/yellow]")
-        from ceap.observability.logs import resolve_format
-
-        os.environ[SETTINGS_ENV] = settings_env(str(project.base_dir), state.store, state.tenant,
-                                                not no_auth)
-        os.environ.setdefault("CEAP_LOG_FORMAT", resolve_format())
-        uvicorn.run("ceap.api.process:app_from_env", factory=True, host=host, port=port,
-                    workers=workers, log_level="warning")
-        return
-    store = state.open_store(project)
+    if workers > 1 and multiprocess_dir() is None:
+        err.print("[yellow]--workers without PROMETHEUS_MULTIPROC_DIR: each scrape of /metrics "
+                  "sees one process only (docs/operations.md)[/yellow]")
+    state.open_store(state.project()).close()  # migrated once; a bad ceap.yaml or store fails here
+    settings = ServeSettings(str(state.project_dir) if state.project_dir else None, state.store,
+                             state.tenant, auth=not no_auth)
     try:
-        api = build_api(project, store, state.tenant, not no_auth)
-        uvicorn.run(api, host=host, port=port, log_level="warning")
-    finally:
-        store.close()
+        run(settings, host=host, port=port, workers=workers, migrate=False)
+    except CeapError as exc:
+        err.print(f"error: {exc}", highlight=False, markup=False)
+        raise typer.Exit(2) from None
 
 
 @app.command()

@@ -41,6 +41,10 @@ class Store(Plugin[T]):
     #: times): the process's clock, never the database server's, so the store agrees with
     #: the dispatcher and the API on what has expired. Tests may set a ``FakeClock``.
     clock: Callable[[], datetime] = staticmethod(utcnow)
+    #: whether a read waits on a server (PostgreSQL, DynamoDB): the API then runs it in its
+    #: thread pool, so the event loop serves other requests meanwhile; an embedded store's
+    #: read (SQLite) is cheaper run in place
+    remote_reads: ClassVar[bool] = False
 
     def migrate(self) -> None:
         """Create tables and indexes if missing."""

@@ -75,6 +75,7 @@ class DynamoDbStore(Store[DynamoDbStoreConfig]):
     """Candidates only; pair it with a SQL store (``candidate_store`` in ceap.yaml)."""
 
     config_model: ClassVar[type[StoreConfig]] = DynamoDbStoreConfig
+    remote_reads: ClassVar[bool] = True
     schemes: ClassVar[tuple[str, ...]] = ("dynamodb",)
 
     def __init__(self, config: DynamoDbStoreConfig, context: Any = None):

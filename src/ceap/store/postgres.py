@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from typing import Any, ClassVar, Literal
 import psycopg
 import pyarrow as pa
 import pyarrow.csv as pacsv
+from psycopg_pool import ConnectionPool
 
 from ceap.model import Candidate, CandidateQuery, InboxItem, RunRecord, WriteResult, utcnow
 from ceap.store.base import Store, StoreConfig
@@ -44,6 +46,10 @@ class PostgresStoreConfig(StoreConfig):
     type: Literal["postgres"] = "postgres"
 
 
+#: the most read connections one store (one process) opens; ``CEAP_PG_POOL_MAX`` changes it
+POOL_MAX_ENV = "CEAP_PG_POOL_MAX"
+
+
 def _csv(table: pa.Table) -> bytes:
     buffer = io.BytesIO()
     pacsv.write_csv(table, buffer, pacsv.WriteOptions(include_header=False))
@@ -51,18 +57,53 @@ def _csv(table: pa.Table) -> bytes:
 
 
 class PostgresStore(Store[PostgresStoreConfig]):
-    """PostgreSQL store; one connection guarded by a lock."""
+    """PostgreSQL store, safe to share between threads and processes.
+
+    Writes and ``tx()`` go through one connection behind a lock. Reads (``candidates``,
+    ``runs``, ``inbox_list``, ...) borrow a connection from a pool (psycopg_pool, opened on
+    the first read, 1 to ``CEAP_PG_POOL_MAX`` = 10 connections), so they run side by side;
+    each read is its own autocommit statement and sees every transaction committed before
+    it started. A read on a thread that is inside ``tx()`` uses the writer's connection,
+    so it sees that transaction's own changes.
+    """
 
     config_model: ClassVar[type[StoreConfig]] = PostgresStoreConfig
+    remote_reads: ClassVar[bool] = True
     schemes: ClassVar[tuple[str, ...]] = ("postgresql", "postgres")
 
     def __init__(self, config: PostgresStoreConfig, context: Any = None):
         super().__init__(config, context)
         url = config.url
         scheme, rest = url.split(":", 1)
-        self._conn = psycopg.connect("postgresql:" + rest if "+" in scheme or scheme == "postgres"
-                                     else url, autocommit=True)
+        self._conninfo = "postgresql:" + rest if "+" in scheme or scheme == "postgres" else url
+        self._conn = psycopg.connect(self._conninfo, autocommit=True)
         self._lock = threading.RLock()
+        self._local = threading.local()  # per thread: whether it is inside tx()
+        self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
+        self._pool_lock = threading.Lock()
+        self._closed = False
+
+    def _read_pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
+        pool = self._pool
+        if pool is None:
+            with self._pool_lock:  # not the writer's lock: a write may be under way
+                if self._closed:
+                    raise psycopg.OperationalError("the connection is closed")
+                if self._pool is None:
+                    size = int(os.environ.get(POOL_MAX_ENV) or 10)
+                    self._pool = ConnectionPool(self._conninfo, min_size=1, max_size=max(size, 1),
+                                                kwargs={"autocommit": True}, open=True,
+                                                name="ceap-read", timeout=30)
+                pool = self._pool
+        return pool
+
+    def _read(self, sql: str, params: Any = ()) -> list[Any]:
+        """Rows of a query, on a pooled connection (see the class docstring)."""
+        if getattr(self._local, "writing", 0):
+            with self._lock:
+                return self._conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+        with self._read_pool().connection() as conn:
+            return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
 
     def migrate(self) -> None:
         with self._lock, self._conn.transaction():
@@ -114,6 +155,7 @@ class PostgresStore(Store[PostgresStoreConfig]):
              run.finished_at or utcnow(), json.dumps(run.funnel), run.error))
 
     def candidates(self, query: CandidateQuery) -> list[Candidate]:
+        now = self.clock()
         where: list[str] = ["tenant_id = %s"]
         params: list[Any] = [query.tenant_id]
         for column in ("customer_id", "program", "status"):
@@ -127,17 +169,16 @@ class PostgresStore(Store[PostgresStoreConfig]):
         if query.servable:
             where.append("status IN ('pending', 'dispatched', 'sent') AND NOT holdout "
                          "AND not_before <= %s")
-            params.append(self.clock())
+            params.append(now)
         if query.channel is not None:
             where.append("channels ? %s")
             params.append(query.channel)
         if not query.include_expired:
             where.append("expires_at > %s")
-            params.append(self.clock())
+            params.append(now)
         sql = (f"{SELECT_CANDIDATE} WHERE {' AND '.join(where)} "
                "ORDER BY priority DESC, score DESC, id LIMIT %s")
-        with self._lock:
-            rows = self._conn.execute(sql, [*params, query.limit]).fetchall()  # type: ignore[arg-type]
+        rows = self._read(sql, [*params, query.limit])
         return [candidate_from_row(r) for r in rows]
 
     def runs(self, tenant_id: str, program: str | None = None, limit: int = 20) -> list[RunRecord]:
@@ -147,23 +188,20 @@ class PostgresStore(Store[PostgresStoreConfig]):
             sql += " AND program = %s"
             params.append(program)
         sql += " ORDER BY started_at DESC LIMIT %s"
-        with self._lock:
-            rows = self._conn.execute(sql, [*params, limit]).fetchall()  # type: ignore[arg-type]
+        rows = self._read(sql, [*params, limit])
         return [run_from_row(r) for r in rows]
 
     def last_cursor(self, tenant_id: str, program: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT funnel->'cursor' FROM runs WHERE tenant_id = %s AND program = %s "
-                "AND status = 'succeeded' AND jsonb_typeof(funnel->'cursor') = 'object' "
-                "ORDER BY started_at DESC, finished_at DESC LIMIT 1", (tenant_id, program)).fetchone()
-        return loads(row[0]) if row else None
+        rows = self._read(
+            "SELECT funnel->'cursor' FROM runs WHERE tenant_id = %s AND program = %s "
+            "AND status = 'succeeded' AND jsonb_typeof(funnel->'cursor') = 'object' "
+            "ORDER BY started_at DESC, finished_at DESC LIMIT 1", (tenant_id, program))
+        return loads(rows[0][0]) if rows else None
 
     def quarantined(self, tenant_id: str, run_id: str) -> list[dict[str, str]]:
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT row, reason FROM quarantine WHERE tenant_id = %s AND run_id = %s "
-                "ORDER BY id", (tenant_id, run_id)).fetchall()
+        rows = self._read(
+            "SELECT row, reason FROM quarantine WHERE tenant_id = %s AND run_id = %s "
+            "ORDER BY id", (tenant_id, run_id))
         return [{"row": r, "reason": why} for r, why in rows]
 
     def sweep_expired(self, now: datetime, tenant_id: str | None = None) -> int:
@@ -202,9 +240,7 @@ class PostgresStore(Store[PostgresStoreConfig]):
                "WHERE tenant_id = %s AND customer_id = %s")
         if unread_only:
             sql += " AND read_at IS NULL"
-        with self._lock:
-            rows = self._conn.execute(sql + " ORDER BY created_at DESC, id DESC",  # type: ignore[arg-type]
-                                      (tenant_id, customer_id)).fetchall()
+        rows = self._read(sql + " ORDER BY created_at DESC, id DESC", (tenant_id, customer_id))
         return [inbox_from_row(r) for r in rows]
 
     def inbox_mark_read(self, tenant_id: str, customer_id: str, ids: list[int]) -> int:
@@ -217,10 +253,19 @@ class PostgresStore(Store[PostgresStoreConfig]):
         return cursor.rowcount
 
     def close(self) -> None:
+        with self._pool_lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
         with self._lock:
             self._conn.close()
 
     @contextmanager
     def tx(self) -> Iterator[PostgresTx]:
         with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
-            yield PostgresTx(cur)
+            self._local.writing = getattr(self._local, "writing", 0) + 1
+            try:
+                yield PostgresTx(cur)
+            finally:
+                self._local.writing -= 1

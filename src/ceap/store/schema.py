@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pyarrow as pa
 
 TS = pa.timestamp("us", tz="UTC")
@@ -86,7 +87,10 @@ def loads(value: Any) -> Any:
         return []
     if value in _LITERALS:
         return _LITERALS[value]
-    return json.loads(value)
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:  # what only the standard library reads (NaN, huge integers)
+        return json.loads(value)
 
 
 def empty_candidates() -> pa.Table:

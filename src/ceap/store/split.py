@@ -55,6 +55,7 @@ class SplitStore(Store[SplitStoreConfig]):
     """Delegates to a SQL store, with candidates and serving in DynamoDB."""
 
     config_model: ClassVar[type[StoreConfig]] = SplitStoreConfig
+    remote_reads: ClassVar[bool] = True
 
     def __init__(self, config: SplitStoreConfig, context: PluginContext | None = None):
         super().__init__(config, context)

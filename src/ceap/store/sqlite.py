@@ -89,7 +89,15 @@ def arrow_rows(table: pa.Table, time_format: str | None = _ISO) -> list[tuple[An
 
 
 class SqliteStore(Store[SqliteStoreConfig]):
-    """SQLite store; safe to share between threads (one connection, one lock)."""
+    """SQLite store; safe to share between threads and processes.
+
+    Writes go through one connection behind a lock. Reads (``candidates``, ``runs``,
+    ``inbox_list``, ...) use a read-only connection per thread, so they run side by side
+    with each other and with a write (WAL: a read sees every transaction committed
+    before it started). A read on a thread that is inside ``tx()`` uses the writer's
+    connection, so it sees that transaction's own changes. ``:memory:`` has one
+    connection for everything.
+    """
 
     config_model: ClassVar[type[StoreConfig]] = SqliteStoreConfig
     schemes: ClassVar[tuple[str, ...]] = ("sqlite",)
@@ -108,6 +116,37 @@ class SqliteStore(Store[SqliteStoreConfig]):
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA foreign_keys=ON")
+        self._local = threading.local()  # per thread: its read connection, whether in a write
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
+
+    def _read_connection(self) -> sqlite3.Connection | None:
+        """This thread's read-only connection, or None to read on the writer's."""
+        local = self._local
+        writing: int = getattr(local, "writing", 0)
+        if writing or self.path == ":memory:":
+            return None
+        conn: sqlite3.Connection | None = getattr(local, "reader", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                   timeout=30)
+            conn.execute("PRAGMA query_only=ON")
+            with self._readers_lock:  # not the writer's lock: a write may be under way
+                if self._closed:
+                    conn.close()
+                    raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+                self._readers.append(conn)
+            local.reader = conn
+        return conn
+
+    def _read(self, sql: str, params: Any = ()) -> list[Any]:
+        """Rows of a query, on this thread's read connection (see the class docstring)."""
+        conn = self._read_connection()
+        if conn is None:
+            with self._lock:
+                return self._conn.execute(sql, params).fetchall()
+        return conn.execute(sql, params).fetchall()
 
     # -- schema ---------------------------------------------------------
     def migrate(self) -> None:
@@ -160,6 +199,7 @@ class SqliteStore(Store[SqliteStoreConfig]):
 
     # -- reads ----------------------------------------------------------
     def candidates(self, query: CandidateQuery) -> list[Candidate]:
+        now = to_iso(self.clock())
         where, params = ["tenant_id = ?"], [query.tenant_id]
         for column in ("customer_id", "program", "status"):
             value = getattr(query, column)
@@ -172,17 +212,16 @@ class SqliteStore(Store[SqliteStoreConfig]):
         if query.servable:
             where.append("status IN ('pending', 'dispatched', 'sent') AND NOT holdout "
                          "AND not_before <= ?")
-            params.append(to_iso(self.clock()))
+            params.append(now)
         if query.channel is not None:
             where.append("EXISTS (SELECT 1 FROM json_each(channels) WHERE value = ?)")
             params.append(query.channel)
         if not query.include_expired:
             where.append("expires_at > ?")
-            params.append(to_iso(self.clock()))
+            params.append(now)
         sql = (f"{SELECT_CANDIDATE} WHERE {' AND '.join(where)} "
                "ORDER BY priority DESC, score DESC, id LIMIT ?")
-        with self._lock:
-            rows = self._conn.execute(sql, [*params, query.limit]).fetchall()
+        rows = self._read(sql, [*params, query.limit])
         return [candidate_from_row(r) for r in rows]
 
     def runs(self, tenant_id: str, program: str | None = None, limit: int = 20) -> list[RunRecord]:
@@ -192,24 +231,21 @@ class SqliteStore(Store[SqliteStoreConfig]):
             sql += " AND program = ?"
             params.append(program)
         sql += " ORDER BY started_at DESC LIMIT ?"
-        with self._lock:
-            rows = self._conn.execute(sql, [*params, limit]).fetchall()
+        rows = self._read(sql, [*params, limit])
         return [run_from_row(r) for r in rows]
 
     def last_cursor(self, tenant_id: str, program: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT json_extract(funnel, '$.cursor') FROM runs WHERE tenant_id = ? "
-                "AND program = ? AND status = 'succeeded' "
-                "AND json_type(funnel, '$.cursor') = 'object' "
-                "ORDER BY started_at DESC, finished_at DESC LIMIT 1", (tenant_id, program)).fetchone()
-        return json.loads(row[0]) if row else None
+        rows = self._read(
+            "SELECT json_extract(funnel, '$.cursor') FROM runs WHERE tenant_id = ? "
+            "AND program = ? AND status = 'succeeded' "
+            "AND json_type(funnel, '$.cursor') = 'object' "
+            "ORDER BY started_at DESC, finished_at DESC LIMIT 1", (tenant_id, program))
+        return json.loads(rows[0][0]) if rows else None
 
     def quarantined(self, tenant_id: str, run_id: str) -> list[dict[str, str]]:
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT row, reason FROM quarantine WHERE tenant_id = ? AND run_id = ? ORDER BY id",
-                (tenant_id, run_id)).fetchall()
+        rows = self._read(
+            "SELECT row, reason FROM quarantine WHERE tenant_id = ? AND run_id = ? ORDER BY id",
+            (tenant_id, run_id))
         return [{"row": r, "reason": why} for r, why in rows]
 
     def sweep_expired(self, now: datetime, tenant_id: str | None = None) -> int:
@@ -255,9 +291,7 @@ class SqliteStore(Store[SqliteStoreConfig]):
                "WHERE tenant_id = ? AND customer_id = ?")
         if unread_only:
             sql += " AND read_at IS NULL"
-        with self._lock:
-            rows = self._conn.execute(sql + " ORDER BY created_at DESC, id DESC",
-                                      (tenant_id, customer_id)).fetchall()
+        rows = self._read(sql + " ORDER BY created_at DESC, id DESC", (tenant_id, customer_id))
         return [inbox_from_row(r) for r in rows]
 
     def inbox_mark_read(self, tenant_id: str, customer_id: str, ids: list[int]) -> int:
@@ -272,6 +306,11 @@ class SqliteStore(Store[SqliteStoreConfig]):
         return cursor.rowcount
 
     def close(self) -> None:
+        with self._readers_lock:
+            self._closed = True
+            for reader in self._readers:
+                reader.close()
+            self._readers.clear()
         with self._lock:
             self._conn.close()
 
@@ -279,12 +318,15 @@ class SqliteStore(Store[SqliteStoreConfig]):
     def tx(self) -> Iterator[SqliteTx]:
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
+            self._local.writing = getattr(self._local, "writing", 0) + 1
             try:
                 yield SqliteTx(self._conn)
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
+            finally:
+                self._local.writing -= 1
 
 
 __all__ = ["SqliteStore", "SqliteStoreConfig", "arrow_row_iter", "arrow_rows", "sqlite_path"]
