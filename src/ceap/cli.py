@@ -393,9 +393,11 @@ def demo(
 
 
 from ceap import (  # noqa: E402,F401 - register their commands
+    cli_admin,
     cli_delivery,
     cli_experiments,
     cli_outcomes,
+    cli_privacy,
     cli_realtime,
     cli_report,
     cli_schedule,

@@ -238,24 +238,10 @@ def serve(
         api = create_app(store, auth=not no_auth, ingest=ingest,
                          default_tenant=state.tenant or project.tenant)
         api.state.tracking = project.tracking  # the tracking endpoints' consent rule and scanner window
+        api.state.state_url = project.state  # a customer's deletion also clears their Redis state
         uvicorn.run(api, host=host, port=port, log_level="warning")
     finally:
         store.close()
-
-
-@app.command()
-def apikey(name: Annotated[str, typer.Argument(help="what the key is for")]) -> None:
-    """Create an API key for the tenant; it is printed once and stored hashed."""
-    from ceap.api.auth import create_key
-
-    project = state.project()
-    store = state.open_store(project)
-    try:
-        key = create_key(store, state.tenant or project.tenant, name)
-    finally:
-        store.close()
-    out.print(key, markup=False, highlight=False)
-    err.print("store it now: only its hash is kept")
 
 
 @app.command()

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Response
 
-from ceap.api import callbacks, errors, explorer, tracking
+from ceap.api import admin, callbacks, errors, explorer, preferences, tracking
 from ceap.api.ingest import BODY_MODELS, ingest_router
 from ceap.api.schemas import (
     BatchRequest,
@@ -24,7 +24,7 @@ from ceap.api.schemas import (
     responses,
     with_components,
 )
-from ceap.api.security import KeyCache, tenant_dependency
+from ceap.api.security import declare_scopes, tenant_dependency
 from ceap.model import DEFAULT_TENANT, Candidate, CandidateQuery
 from ceap.outcomes.engagement import mark_inbox_read
 from ceap.store.base import Store
@@ -55,11 +55,10 @@ def create_app(store: Store, *, auth: bool = True, ingest: Any = None,
     explorer.install(app)  # /docs, with Swagger UI's files served from the package
 
     app.state.store, app.state.auth, app.state.ingest = store, auth, ingest
-    app.state.tenant_of = KeyCache(store)
     app.state.default_tenant = default_tenant
-    tenant = tenant_dependency(auth)
-    Tenant = Annotated[str, Depends(tenant)]
-    keyed = (401,) if auth else ()
+    Tenant = Annotated[str, Depends(tenant_dependency(auth, "read"))]
+    ingest_tenant = tenant_dependency(auth, "ingest")
+    keyed = (401, 403) if auth else ()
 
     @app.get("/v1/customers/{customer_id}/candidates", response_model=list[CandidateOut],
              responses=responses(*keyed, 422))
@@ -104,12 +103,15 @@ def create_app(store: Store, *, auth: bool = True, ingest: Any = None,
         as a ``read`` engagement of its delivery."""
         return Marked(marked=mark_inbox_read(store, tenant_id, customer_id, body.ids))
 
-    app.include_router(ingest_router(tenant, auth))
+    app.include_router(ingest_router(ingest_tenant, auth))
     with_components(app, *BODY_MODELS)
     app.include_router(callbacks.router(signed=auth or bool(os.environ.get(callbacks.TWILIO_TOKEN_ENV))))
-    app.include_router(callbacks.receipts_router(tenant, auth))
+    app.include_router(callbacks.receipts_router(ingest_tenant, auth))
     app.include_router(tracking.router)
-    app.include_router(tracking.engagements_router(tenant, auth))
+    app.include_router(tracking.engagements_router(ingest_tenant, auth))
+    app.include_router(preferences.router())
+    app.include_router(admin.router(tenant_dependency(auth, "admin"), auth))
+    declare_scopes(app)
 
     @app.get("/healthz", response_model=Health)
     def health() -> Health:

@@ -24,6 +24,7 @@ from ceap.errors import CeapError
 from ceap.model import utcnow
 from ceap.outcomes.goals import record_event_outcomes
 from ceap.plugin import PluginContext
+from ceap.privacy.tombstone import drop_deleted
 from ceap.realtime.engine import ProgramRunner, run_micro_batch
 from ceap.realtime.events import parse_bodies
 from ceap.realtime.source import StreamConnector
@@ -46,6 +47,7 @@ class WorkerStats:
     duplicates: int = 0
     late: int = 0
     candidates: int = 0
+    erased: int = 0  # events of customers deleted before they arrived (docs/privacy.md)
     programs: list[str] = field(default_factory=list)
     lag: int | None = None
 
@@ -134,6 +136,8 @@ class Worker:
         events, rejected = parse_bodies([r.body for r in received], self.context.tenant)
         if rejected:
             self._dead_letters(rejected, len(received))
+        events, erased = drop_deleted(self.store, events)  # customers deleted since they were sent
+        self.stats.erased += erased
         runners = self.live()
         lateness = max((r.source.lateness for r in runners), default=timedelta(hours=1))
         too_old = self.watermark - lateness  # judged against what was seen before this batch
