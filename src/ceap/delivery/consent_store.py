@@ -127,7 +127,7 @@ def _current(tx: Tx, tenant: str, customer: str, channel: str,
     if topic is not None:
         sql += " AND topic = ?"
         params.append(topic)
-    return {(r[0], r[1]): bool(r[2]) for r in tx.execute(sql, params).fetchall()}
+    return {(r[0], r[1]): bool(r[2]) for r in tx.execute(sql + " ORDER BY topic", params).fetchall()}
 
 
 def _upsert(tx: Tx, tenant: str, customer: str, channel: str, topic: str, granted: bool,
@@ -159,8 +159,8 @@ def set_consent_tx(tx: Tx, tenant: str, customer: str, channel: str, topic: str,
     """``set_consent`` inside the caller's transaction."""
     if not granted and topic == ALL_TOPICS:
         before = _current(tx, tenant, customer, channel)
-        _history(tx, tenant, customer, [(ch, tp, old, False) for (ch, tp), old in before.items()
-                                         if tp != ALL_TOPICS], source, actor, now, origin)
+        _history(tx, tenant, customer, [(ch, tp, old, False) for (ch, tp), old in before.items()],
+                 source, actor, now, origin)  # the * row too: the upsert below then finds no change
         tx.execute("UPDATE consent SET granted = ?, source = ?, updated_at = ? "
                    "WHERE tenant_id = ? AND customer_id = ? AND channel = ?",
                    (False, source, tx.ts(now), tenant, customer, channel))
@@ -321,8 +321,9 @@ def handle_inbound_sms(store: Any, tenant: str, phone: str, text: str, now: date
                 before = _current(tx, tenant, customer, channel) if stop else {
                     (r[0], r[1]): bool(r[2]) for r in tx.execute(
                         "SELECT channel, topic, granted FROM consent WHERE tenant_id = ? AND customer_id = ? "
-                        "AND channel = ? AND source LIKE ?", (tenant, customer, channel, "sms:%")).fetchall()}
-                touched = [(ch, tp, old, not stop) for (ch, tp), old in before.items() if tp != ALL_TOPICS]
+                        "AND channel = ? AND source LIKE ? ORDER BY topic",
+                        (tenant, customer, channel, "sms:%")).fetchall()}
+                touched = [(ch, tp, old, not stop) for (ch, tp), old in before.items()]
                 _history(tx, tenant, customer, touched, f"sms:{keyword}", "sms", now, "inbound sms")
                 if stop:
                     tx.execute("UPDATE consent SET granted = ?, source = ?, updated_at = ? "
