@@ -4,6 +4,7 @@ as JSON and as a page; one-click unsubscribe keeps working. Both stores."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -76,3 +77,18 @@ def test_one_click_unsubscribe_stays_and_a_preference_link_does_not_unsubscribe(
     assert api.get("/v1/preferences", params={"token": one_click}).status_code == 200
     prefs = make_preferences_link("https://x/p", "default", "c1").split("token=")[1]
     assert api.post("/v1/unsubscribe", params={"token": prefs}).status_code == 403
+
+
+def test_templates_get_a_signed_preferences_url(store: Store, tmp_path: Path) -> None:
+    from tests.test_templates import candidate, renderer, write
+
+    write(tmp_path / "templates", "offer", """
+        sms:
+          text: "Deals! Manage: {{ preferences_url }}"
+        """)
+    r = renderer(tmp_path, {"templates": {"unsubscribe_url": "https://u.example/x",
+                                          "preferences_url": "http://testserver/v1/preferences/page"}},
+                 secret=SECRET)
+    link = r.render(candidate(channels=["sms"], customer_id="c1"), "sms", None).body.split("Manage: ")[1]
+    page = prepared(store).get(link)
+    assert page.status_code == 200 and "email: “news”" in page.text
