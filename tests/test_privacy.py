@@ -133,3 +133,27 @@ def test_cli_export_and_delete(store_url: str, tmp_path: Path) -> None:
         assert text_hits(opened, GONE[0], GONE[1]) == {}
     finally:
         opened.close()
+
+
+def test_events_arriving_after_a_deletion_are_dropped_by_the_worker(store: Store, tmp_path: Path) -> None:
+    from ceap.plugin import PluginContext
+    from ceap.realtime.embedded import EmbeddedStream
+    from ceap.realtime.worker import Worker
+    from tests.helpers import write_program
+    from tests.outcome_helpers import rows
+    from tests.test_goals import event, program_with_goal
+
+    (tmp_path / "programs").mkdir()
+    write_program(tmp_path / "programs" / "big_carts.yaml", program_with_goal())
+    context = PluginContext(base_dir=tmp_path, store=store)
+    stream = EmbeddedStream.from_dict({"type": "embedded", "stream": "live"}, context)
+    stream.publish([json.dumps(event("p0", "purchase", GONE[0], amount=3)).encode()])
+    delete_customer(store, "default", GONE[0], now=NOW)  # the queued event goes with the customer
+    stream.publish([json.dumps(event(f"p{i}", "purchase", c, amount=5)).encode()
+                    for i, c in enumerate((GONE[0], KEPT[0]), start=1)])  # arrives afterwards
+    worker = Worker(store, stream, tmp_path / "programs", context)
+    stats = worker.run(until_idle=True)
+    assert stats.erased == 1 and stream.lag() == 0
+    assert rows(store, "SELECT customer_id FROM goal_events") == [(KEPT[0],)]
+    assert rows(store, "SELECT customer_id FROM event_log") == [(KEPT[0],)]
+    assert text_hits(store, GONE[0]) == {}

@@ -138,6 +138,8 @@ class Worker:
             self._dead_letters(rejected, len(received))
         events, erased = drop_deleted(self.store, events)  # customers deleted since they were sent
         self.stats.erased += erased
+        if erased:
+            log.info("dropped %d event(s) of deleted customers", erased)
         runners = self.live()
         lateness = max((r.source.lateness for r in runners), default=timedelta(hours=1))
         too_old = self.watermark - lateness  # judged against what was seen before this batch
