@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ceap import audit
 from ceap.api.auth import ApiKeyError, list_keys, revoke_key
@@ -41,6 +41,10 @@ class DeliveryOut(BaseModel):
 class ResolveIn(Body):
     """Deliveries by ``ids``, or with ``all`` every one of the tenant in ``status``
     (narrowed by ``channel`` and ``program``); ``reason`` is required."""
+
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"required": ["ids"], "properties": {"ids": {"minItems": 1}, "all": {"const": False}}},
+        {"required": ["all"], "properties": {"all": {"const": True}, "ids": {"maxItems": 0}}}]})
 
     ids: list[RowId] = Field(default_factory=list, max_length=1000)  # type: ignore[valid-type]
     all: bool = False

@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from ceap.api.callbacks import _TOKEN_PARAMETER
-from ceap.api.schemas import Body, ErrorOut, text
+from ceap.api.schemas import Body, ErrorOut, responses, text
 from ceap.api.security import client
 from ceap.delivery.preferences import (
     PreferenceError,
@@ -84,7 +84,7 @@ def _out(store: Any, claims: UnsubscribeClaims, changed: int = 0) -> Preferences
 def router() -> APIRouter:
     api = APIRouter(tags=["preferences"])
 
-    answers = {**_BAD_TOKEN, 422: _BAD_TOKEN[400]}
+    answers = {**_BAD_TOKEN, **responses(422)}
 
     @api.get("/v1/preferences", response_model=PreferencesOut, responses=answers)
     def show(token: Token, request: Request) -> PreferencesOut:
