@@ -12,15 +12,34 @@ from fastapi.testclient import TestClient
 from ceap.api import create_app
 from ceap.store import Store, open_store
 
-KEYED = {("get", "/v1/customers/{customer_id}/candidates"): {"200", "401", "422"},
-         ("post", "/v1/candidates:batch"): {"200", "400", "401", "422"},
-         ("get", "/v1/customers/{customer_id}/inbox"): {"200", "401", "422"},
-         ("post", "/v1/customers/{customer_id}/inbox/read"): {"200", "400", "401", "422"},
-         ("post", "/v1/receipts"): {"200", "400", "401", "404", "422"},
+KEYED = {("get", "/v1/customers/{customer_id}/candidates"): {"200", "401", "403", "422"},
+         ("post", "/v1/candidates:batch"): {"200", "400", "401", "403", "422"},
+         ("get", "/v1/customers/{customer_id}/inbox"): {"200", "401", "403", "422"},
+         ("post", "/v1/customers/{customer_id}/inbox/read"): {"200", "400", "401", "403", "422"},
+         ("post", "/v1/receipts"): {"200", "400", "401", "403", "404", "422"},
+         ("post", "/v1/engagements"): {"200", "400", "401", "403", "422"},
          ("post", "/v1/events"): {"202", "400", "401", "403", "413", "422", "503"},
-         ("post", "/v1/events/eventbridge"): {"202", "400", "401", "403", "413", "422", "503"}}
+         ("post", "/v1/events/eventbridge"): {"202", "400", "401", "403", "413", "422", "503"},
+         ("get", "/v1/admin/deliveries"): {"200", "401", "403", "422"},
+         ("post", "/v1/admin/deliveries/resend"): {"200", "400", "401", "403", "409", "422"},
+         ("post", "/v1/admin/deliveries/mark-sent"): {"200", "400", "401", "403", "409", "422"},
+         ("post", "/v1/admin/deliveries/drop"): {"200", "400", "401", "403", "409", "422"},
+         ("get", "/v1/admin/apikeys"): {"200", "401", "403"},
+         ("post", "/v1/admin/apikeys/{key_id}/revoke"): {"200", "400", "401", "403", "404", "422"},
+         ("get", "/v1/admin/audit"): {"200", "401", "403", "422"},
+         ("get", "/v1/admin/customers/{customer_id}/consent"): {"200", "401", "403", "422"},
+         ("get", "/v1/admin/customers/{customer_id}/export"): {"200", "401", "403", "422"},
+         ("delete", "/v1/admin/customers/{customer_id}"): {"200", "401", "403", "422"}}
+#: the scope each keyed route needs (docs/api.md#api-keys)
+SCOPES = {"read": ("/v1/customers/", "/v1/candidates:batch"), "ingest": ("/v1/receipts", "/v1/engagements",
+                                                                        "/v1/events"),
+          "admin": ("/v1/admin/",)}
 PUBLIC = {("get", "/v1/unsubscribe"): {"200", "400", "403", "503"},
           ("post", "/v1/unsubscribe"): {"200", "400", "403", "503"},
+          ("get", "/v1/preferences"): {"200", "400", "403", "422", "503"},
+          ("post", "/v1/preferences"): {"200", "400", "403", "422", "503"},
+          ("get", "/v1/preferences/page"): {"200", "400", "403", "503"},
+          ("post", "/v1/preferences/page"): {"200", "400", "403", "503"},
           ("get", "/healthz"): {"200"}}
 TWILIO = {("post", "/v1/webhooks/twilio/sms/{tenant_id}"): {"200", "403", "422", "503"},
           ("post", "/v1/webhooks/twilio/status/{tenant_id}"): {"200", "403", "404", "422", "503"}}
@@ -43,7 +62,9 @@ def test_api_keys_are_a_bearer_security_scheme(store: Store) -> None:
     [bearer] = [name for name, s in schemes.items() if (s["type"], s.get("scheme")) == ("http", "bearer")]
     for (method, path), _ in KEYED.items():
         op = doc["paths"][path][method]
-        assert op["security"] == [{bearer: []}], (method, path)
+        [scope] = [name for name, prefixes in SCOPES.items() if path.startswith(prefixes)]
+        assert op["security"] == [{bearer: [scope]}], (method, path)  # OpenAPI 3.1: a role
+        assert op["x-required-scope"] == scope and f"scope: `{scope}`" in op["description"]
         assert all(p["in"] != "header" for p in op.get("parameters", [])), (method, path)
     for (method, path), _ in PUBLIC.items():
         assert "security" not in doc["paths"][path][method], (method, path)

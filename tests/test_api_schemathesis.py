@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ceap.api.auth import create_key
+from ceap.api.auth import SCOPES, create_key
 from ceap.store import open_store
 from tests.conftest import PG_BASE, require_service
 
@@ -56,7 +56,7 @@ def _serve(tmp: Path, *, auth: bool, store_url: str | None = None) -> Iterator[S
     tmp.mkdir(parents=True, exist_ok=True)
     store_url = store_url or f"sqlite:///{tmp / 'ceap.db'}"
     store = open_store(store_url)
-    key = create_key(store, "default", "schemathesis")
+    key = create_key(store, "default", "schemathesis", scopes=SCOPES)  # every route, admin too
     store.close()
     env = {k: v for k, v in os.environ.items() if k not in ("CEAP_STORE", "TWILIO_AUTH_TOKEN")}
     env["CEAP_SIGNING_SECRET"] = "schemathesis-signing-secret"

@@ -45,7 +45,7 @@ def test_profiles_are_loaded_from_a_file(project: Path) -> None:
 
 
 def test_apikey_is_printed_once_and_stored_hashed(project: Path) -> None:
-    result = runner.invoke(app, ["apikey", "mobile-app"])
+    result = runner.invoke(app, ["apikey", "create", "mobile-app"])
     key = result.stdout.strip()
     assert result.exit_code == 0 and key.startswith("ceap_")
     store = store_of(project)

@@ -399,7 +399,7 @@ def test_dispatch_reports_the_store_totals_and_the_commands_resolve(project: Pat
     wrong = runner.invoke(app, ["deliveries", "mark-sent", str(ids[0]), "999", "--reason", "x"])
     assert wrong.exit_code == 2 and "delivery 999: not found" in wrong.stderr
     neither = runner.invoke(app, ["deliveries", "drop", "--reason", "x"])
-    assert neither.exit_code == 2 and "give delivery ids or --all-ambiguous" in neither.stderr
+    assert neither.exit_code == 2 and "give delivery ids, --all-ambiguous or --all-dead" in neither.stderr
     assert runner.invoke(app, ["deliveries", "drop", str(ids[0])]).exit_code == 2  # --reason required
 
     ok = runner.invoke(app, ["deliveries", "mark-sent", str(ids[0]), "--reason", "in the relay's log"])

@@ -13,7 +13,7 @@ import orjson
 from fastapi import Depends, FastAPI, Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from ceap.api import callbacks, errors, explorer, tracking
+from ceap.api import admin, callbacks, errors, explorer, preferences, tracking
 from ceap.api.ingest import BODY_MODELS, ingest_router
 from ceap.api.schemas import (
     BatchRequest,
@@ -27,7 +27,7 @@ from ceap.api.schemas import (
     responses,
     with_components,
 )
-from ceap.api.security import KeyCache, tenant_dependency
+from ceap.api.security import declare_scopes, tenant_dependency
 from ceap.model import DEFAULT_TENANT, Candidate, CandidateQuery, InboxItem
 from ceap.observability.asgi import install as instrument
 from ceap.outcomes.engagement import mark_inbox_read
@@ -82,7 +82,6 @@ def create_app(store: Store, *, auth: bool = True, ingest: Any = None,
     explorer.install(app)  # /docs, with Swagger UI's files served from the package
 
     app.state.store, app.state.auth, app.state.ingest = store, auth, ingest
-    app.state.tenant_of = KeyCache(store)
     app.state.default_tenant = default_tenant
     remote = store.remote_reads
 
@@ -90,9 +89,9 @@ def create_app(store: Store, *, auth: bool = True, ingest: Any = None,
         """A store read: in place on an embedded store, in the thread pool on a server's."""
         return await run_in_threadpool(func, *args, **kwargs) if remote else func(*args, **kwargs)
 
-    tenant = tenant_dependency(auth)
-    Tenant = Annotated[str, Depends(tenant)]
-    keyed = (401,) if auth else ()
+    Tenant = Annotated[str, Depends(tenant_dependency(auth, "read"))]
+    ingest_tenant = tenant_dependency(auth, "ingest")
+    keyed = (401, 403) if auth else ()
 
     @app.get("/v1/customers/{customer_id}/candidates", response_model=list[CandidateOut],
              responses=responses(*keyed, 422))
@@ -135,12 +134,15 @@ def create_app(store: Store, *, auth: bool = True, ingest: Any = None,
         as a ``read`` engagement of its delivery."""
         return Marked(marked=mark_inbox_read(store, tenant_id, customer_id, body.ids))
 
-    app.include_router(ingest_router(tenant, auth))
+    app.include_router(ingest_router(ingest_tenant, auth))
     with_components(app, *BODY_MODELS)
     app.include_router(callbacks.router(signed=auth or bool(os.environ.get(callbacks.TWILIO_TOKEN_ENV))))
-    app.include_router(callbacks.receipts_router(tenant, auth))
+    app.include_router(callbacks.receipts_router(ingest_tenant, auth))
     app.include_router(tracking.router)
-    app.include_router(tracking.engagements_router(tenant, auth))
+    app.include_router(tracking.engagements_router(ingest_tenant, auth))
+    app.include_router(preferences.router())
+    app.include_router(admin.router(tenant_dependency(auth, "admin"), auth))
+    declare_scopes(app)
 
     from ceap.ui import install as install_dashboard  # ceap.ui imports ceap.api.auth
 

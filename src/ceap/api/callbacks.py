@@ -171,7 +171,7 @@ def receipts_router(tenant_dependency: Callable[..., str], auth: bool = True) ->
     api = APIRouter()
 
     @api.post("/v1/receipts", response_model=ReceiptStatus,
-              responses=responses(400, *((401,) if auth else ()), 404, 422))
+              responses=responses(400, *((401, 403) if auth else ()), 404, 422))
     def receipt(body: ReceiptIn, request: Request,
                 tenant_id: Annotated[str, Depends(tenant_dependency)]) -> dict[str, str]:
         """A delivery's receipt from any relay, found by provider id or idempotency key."""

@@ -39,7 +39,8 @@ def ingest_router(tenant_dependency: Callable[..., str], auth: bool = True) -> A
     api = APIRouter()
     answers = responses(400, *((401, 403) if auth else (403,)), 413, 503, _422=_RESULTS,
                         _403={"model": ErrorOut, "description": "An event names another tenant "
-                                                                "than the API key's"})
+                                                                "than the API key's, or the key "
+                                                                "lacks the scope `ingest`"})
 
     async def _accept(request: Request, tenant_id: str, envelopes: bool) -> JSONResponse:
         stream = request.app.state.ingest

@@ -117,9 +117,9 @@ _WWW_AUTHENTICATE = {"WWW-Authenticate": {"description": "Bearer", "schema": {"t
 _ERRORS: dict[int, dict[str, Any]] = {
     400: {"model": ErrorOut, "description": "The body could not be read: not JSON, not UTF-8, "
                                              "or nested deeper than 64 levels"},
-    401: {"model": ErrorOut, "description": "No API key, or an unknown one",
+    401: {"model": ErrorOut, "description": "No API key, or an unknown, revoked or expired one",
           "headers": _WWW_AUTHENTICATE},
-    403: {"model": ErrorOut, "description": "Not allowed"},
+    403: {"model": ErrorOut, "description": "Not allowed: the API key lacks the route's scope"},
     404: {"model": ErrorOut, "description": "Not found"},
     413: {"model": ErrorOut, "description": "Too many items in one request"},
     422: {"model": ValidationErrorOut, "description": "A parameter or body field does not validate"},

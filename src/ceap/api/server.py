@@ -2,7 +2,7 @@
 
 With ``workers > 1`` uvicorn's supervisor starts that many processes on one listening
 socket; each builds its own app through ``worker_app`` (its own store connections, its
-own read pool, its own API key cache) from the settings the parent puts in the
+own read pool) from the settings the parent puts in the
 environment. The parent migrates the store once before they start.
 """
 
@@ -50,6 +50,7 @@ def build_app(settings: ServeSettings, migrate: bool = True) -> FastAPI:
         store.close()
         raise
     api.state.tracking = project.tracking  # the tracking endpoints' consent rule and scanner window
+    api.state.state_url = project.state  # a customer's deletion also clears their Redis state
     api.router.on_shutdown.append(store.close)
     return api
 

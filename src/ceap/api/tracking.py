@@ -113,7 +113,7 @@ def engagements_router(tenant_dependency: Any, auth: bool = True) -> APIRouter:
     api = APIRouter(tags=["tracking"])
 
     @api.post("/v1/engagements", response_model=EngagementsOut,
-              responses=responses(400, *((401,) if auth else ()), 422))
+              responses=responses(400, *((401, 403) if auth else ()), 422))
     def engagements(body: Annotated[list[EngagementIn], Field(min_length=1, max_length=1000)],
                     request: Request,
                     tenant_id: Annotated[str, Depends(tenant_dependency)]) -> EngagementsOut:

@@ -24,11 +24,13 @@ def _register() -> typer.Typer:
     # `ceap --help` lists the commands in the order they are registered, so in this
     # order (``experiments`` imports ``report`` first)
     from ceap.cli import (  # noqa: F401 - each registers its commands
+        admin,
         batch,
         delivery,
         experiments,
         held,
         outcomes,
+        privacy,
         realtime,
         report,
         schedule,

@@ -282,20 +282,6 @@ def serve(
         raise typer.Exit(2) from None
 
 
-@app.command()
-def apikey(name: Annotated[str, typer.Argument(help="what the key is for")]) -> None:
-    """Create an API key for the tenant; it is printed once and stored hashed."""
-    from ceap.api.auth import create_key
-
-    project = state.project()
-    store = state.open_store(project)
-    try:
-        key = create_key(store, state.tenant or project.tenant, name)
-    finally:
-        store.close()
-    out.print(key, markup=False, highlight=False)
-    err.print("store it now: only its hash is kept")
-
 
 @app.command()
 def preview(

@@ -7,16 +7,21 @@ and revoking ``*`` also revokes every topic row of that channel, so an
 per-topic grant. Suppressions are per channel (or the address kind, e.g.
 ``email``, or ``*``) and address: a hard bounce, a complaint, a STOP from a
 number no profile has.
+
+Every change is kept: ``consent_history`` holds one row per changed consent row
+(who, channel, topic, old -> new, when, source), and the audit log one entry
+(``consent.grant`` or ``consent.revoke``). Writing what is already there is no change.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from ceap import audit
 from ceap.model import utcnow
 from ceap.store.schema import from_iso
 from ceap.store.tx import Tx
@@ -80,8 +85,55 @@ def normalize_phone(value: str) -> str:
     return re.sub(r"\D", "", value)
 
 
+@dataclass(frozen=True)
+class ConsentChange:
+    """One change of one consent row; ``old_granted`` is None where there was no row."""
+
+    id: int
+    tenant_id: str
+    customer_id: str
+    channel: str
+    topic: str
+    old_granted: bool | None
+    new_granted: bool
+    source: str | None
+    actor: str | None
+    at: datetime | None
+
+
+def _history(tx: Tx, tenant: str, customer: str, changes: Sequence[tuple[str, str, bool | None, bool]],
+             source: str | None, actor: str | None, now: datetime, origin: str | None = None) -> None:
+    """Keep ``(channel, topic, old, new)`` changes in consent_history and the audit log."""
+    real = [c for c in changes if c[2] is None or bool(c[2]) != c[3]]
+    if not real:
+        return
+    who = actor or source or "system"
+    tx.executemany("INSERT INTO consent_history (tenant_id, customer_id, channel, topic, old_granted, "
+                   "new_granted, source, actor, at) VALUES (?,?,?,?,?,?,?,?,?)",
+                   [(tenant, customer, ch, tp, None if old is None else bool(old), new, source, who,
+                     tx.ts(now)) for ch, tp, old, new in real])
+    for ch, tp, old, new in real:
+        audit.record_tx(tx, tenant_id=tenant, actor=who, source=origin or source, at=now,
+                        action="consent.grant" if new else "consent.revoke", target=f"customer:{customer}",
+                        detail={"channel": ch, "topic": tp, "old": None if old is None else bool(old),
+                                "new": new, "source": source})
+
+
+def _current(tx: Tx, tenant: str, customer: str, channel: str,
+             topic: str | None = None) -> dict[tuple[str, str], bool]:
+    sql = ("SELECT channel, topic, granted FROM consent WHERE tenant_id = ? AND customer_id = ? "
+           "AND channel = ?")
+    params: list[Any] = [tenant, customer, channel]
+    if topic is not None:
+        sql += " AND topic = ?"
+        params.append(topic)
+    return {(r[0], r[1]): bool(r[2]) for r in tx.execute(sql + " ORDER BY topic", params).fetchall()}
+
+
 def _upsert(tx: Tx, tenant: str, customer: str, channel: str, topic: str, granted: bool,
-            source: str | None, now: datetime) -> None:
+            source: str | None, now: datetime, actor: str | None = None, origin: str | None = None) -> None:
+    old = _current(tx, tenant, customer, channel, topic).get((channel, topic))
+    _history(tx, tenant, customer, [(channel, topic, old, granted)], source, actor, now, origin)
     tx.execute("INSERT INTO consent (tenant_id, customer_id, channel, topic, granted, source, "
                "updated_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT (tenant_id, customer_id, channel, "
                "topic) DO UPDATE SET granted = excluded.granted, source = excluded.source, "
@@ -90,26 +142,52 @@ def _upsert(tx: Tx, tenant: str, customer: str, channel: str, topic: str, grante
 
 
 def set_consent(store: Any, tenant: str, customer: str, channel: str, topic: str = ALL_TOPICS,
-                granted: bool = True, source: str | None = None, now: datetime | None = None) -> None:
-    """Record a grant or a revocation; revoking ``*`` revokes every topic of the channel."""
+                granted: bool = True, source: str | None = None, now: datetime | None = None, *,
+                actor: str | None = None, origin: str | None = None) -> None:
+    """Record a grant or a revocation; revoking ``*`` revokes every topic of the channel.
+    ``source`` says how (``unsubscribe_link``, ``preference_center``, ``import``...),
+    ``actor`` who (default: the source) and ``origin`` from where, for the audit log."""
     now = now or utcnow()
     with store.tx() as tx:
-        if not granted and topic == ALL_TOPICS:
-            tx.execute("UPDATE consent SET granted = ?, source = ?, updated_at = ? "
-                       "WHERE tenant_id = ? AND customer_id = ? AND channel = ?",
-                       (False, source, tx.ts(now), tenant, customer, channel))
-        _upsert(tx, tenant, customer, channel, topic, granted, source, now)
+        set_consent_tx(tx, tenant, customer, channel, topic, granted, source, now,
+                       actor=actor, origin=origin)
+
+
+def set_consent_tx(tx: Tx, tenant: str, customer: str, channel: str, topic: str, granted: bool,
+                   source: str | None, now: datetime, *, actor: str | None = None,
+                   origin: str | None = None) -> None:
+    """``set_consent`` inside the caller's transaction."""
+    if not granted and topic == ALL_TOPICS:
+        before = _current(tx, tenant, customer, channel)
+        _history(tx, tenant, customer, [(ch, tp, old, False) for (ch, tp), old in before.items()],
+                 source, actor, now, origin)  # the * row too: the upsert below then finds no change
+        tx.execute("UPDATE consent SET granted = ?, source = ?, updated_at = ? "
+                   "WHERE tenant_id = ? AND customer_id = ? AND channel = ?",
+                   (False, source, tx.ts(now), tenant, customer, channel))
+    _upsert(tx, tenant, customer, channel, topic, granted, source, now, actor, origin)
 
 
 def grant_consent(store: Any, tenant: str, customer: str, channel: str, topic: str = ALL_TOPICS,
-                  source: str | None = None, now: datetime | None = None) -> None:
-    set_consent(store, tenant, customer, channel, topic, True, source, now)
+                  source: str | None = None, now: datetime | None = None, *,
+                  actor: str | None = None, origin: str | None = None) -> None:
+    set_consent(store, tenant, customer, channel, topic, True, source, now, actor=actor, origin=origin)
 
 
 def revoke_consent(store: Any, tenant: str, customer: str, channel: str, topic: str = ALL_TOPICS,
-                   source: str | None = None, now: datetime | None = None) -> None:
+                   source: str | None = None, now: datetime | None = None, *,
+                   actor: str | None = None, origin: str | None = None) -> None:
     """Takes effect at once: the next dispatch pass drops the channel for this topic."""
-    set_consent(store, tenant, customer, channel, topic, False, source, now)
+    set_consent(store, tenant, customer, channel, topic, False, source, now, actor=actor, origin=origin)
+
+
+def consent_history(store: Any, tenant: str, customer: str, limit: int = 1000) -> list[ConsentChange]:
+    """Every change of a customer's consent, oldest first."""
+    with store.tx() as tx:
+        rows = tx.execute("SELECT id, channel, topic, old_granted, new_granted, source, actor, at "
+                          "FROM consent_history WHERE tenant_id = ? AND customer_id = ? "
+                          "ORDER BY at, id LIMIT ?", (tenant, customer, int(limit))).fetchall()
+    return [ConsentChange(int(r[0]), tenant, customer, r[1], r[2], None if r[3] is None else bool(r[3]),
+                          bool(r[4]), r[5], r[6], from_iso(r[7])) for r in rows]
 
 
 def list_consent(store: Any, tenant: str, customer: str) -> list[ConsentRecord]:
@@ -240,6 +318,13 @@ def handle_inbound_sms(store: Any, tenant: str, phone: str, text: str, now: date
         customers = customers_by_phone(tx, tenant, phone)
         for customer in customers:
             for channel in channels:
+                before = _current(tx, tenant, customer, channel) if stop else {
+                    (r[0], r[1]): bool(r[2]) for r in tx.execute(
+                        "SELECT channel, topic, granted FROM consent WHERE tenant_id = ? AND customer_id = ? "
+                        "AND channel = ? AND source LIKE ? ORDER BY topic",
+                        (tenant, customer, channel, "sms:%")).fetchall()}
+                touched = [(ch, tp, old, not stop) for (ch, tp), old in before.items()]
+                _history(tx, tenant, customer, touched, f"sms:{keyword}", "sms", now, "inbound sms")
                 if stop:
                     tx.execute("UPDATE consent SET granted = ?, source = ?, updated_at = ? "
                                "WHERE tenant_id = ? AND customer_id = ? AND channel = ?",
@@ -249,7 +334,8 @@ def handle_inbound_sms(store: Any, tenant: str, phone: str, text: str, now: date
                                "WHERE tenant_id = ? AND customer_id = ? AND channel = ? "
                                "AND source LIKE ?",
                                (True, f"sms:{keyword}", tx.ts(now), tenant, customer, channel, "sms:%"))
-                _upsert(tx, tenant, customer, channel, ALL_TOPICS, not stop, f"sms:{keyword}", now)
+                _upsert(tx, tenant, customer, channel, ALL_TOPICS, not stop, f"sms:{keyword}", now,
+                        "sms", "inbound sms")
         for channel in channels:
             if stop:
                 tx.execute("INSERT INTO suppressions (tenant_id, channel, address, reason, created_at) "
@@ -262,8 +348,29 @@ def handle_inbound_sms(store: Any, tenant: str, phone: str, text: str, now: date
     return InboundResult("stop" if stop else "start", tuple(customers), keyword)
 
 
-__all__ = ["ALL_TOPICS", "HELP_KEYWORDS", "START_KEYWORDS", "STOP_KEYWORDS", "ConsentRecord",
-           "InboundResult", "Suppression", "add_suppression", "customers_by_phone", "grant_consent",
-           "handle_inbound_sms", "list_consent", "list_suppressions", "load_consent",
-           "load_suppressions", "normalize_address", "normalize_phone", "remove_suppression",
-           "revoke_consent", "set_consent", "sms_keyword"]
+__all__ = [
+    "ALL_TOPICS",
+    "HELP_KEYWORDS",
+    "START_KEYWORDS",
+    "STOP_KEYWORDS",
+    "ConsentChange",
+    "ConsentRecord",
+    "InboundResult",
+    "Suppression",
+    "add_suppression",
+    "consent_history",
+    "customers_by_phone",
+    "grant_consent",
+    "handle_inbound_sms",
+    "list_consent",
+    "list_suppressions",
+    "load_consent",
+    "load_suppressions",
+    "normalize_address",
+    "normalize_phone",
+    "remove_suppression",
+    "revoke_consent",
+    "set_consent",
+    "set_consent_tx",
+    "sms_keyword",
+]

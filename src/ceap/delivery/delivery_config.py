@@ -175,6 +175,9 @@ class TemplatesConfig(_Closed):
     default_locale: str | None = Field(None, description="locale of the files' top-level parts")
     unsubscribe_url: str | None = Field(
         None, description="public URL of the unsubscribe endpoint; links are '<url>?token=...'")
+    preferences_url: str | None = Field(
+        None, description="public URL of the preference page (/v1/preferences/page); templates get "
+                          "'preferences_url', a signed link to it")
     require_unsubscribe: bool = Field(
         True, description="refuse to render marketing e-mail without an unsubscribe link")
     limits: dict[str, ChannelLimits] = Field(default_factory=_default_limits)

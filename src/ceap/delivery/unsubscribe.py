@@ -154,8 +154,10 @@ def honour_unsubscribe(store: Any, token: str, *, secret: str | bytes | None = N
     from ceap.outcomes.engagement import record_unsubscribe
 
     claims = verify(token, secret=secret, now=now)
+    if claims.channel == "*":  # a preference-center link: it opens the page, it unsubscribes nothing
+        raise UnsubscribeError("a preference link is not an unsubscribe link")
     revoke_consent(store, claims.tenant_id, claims.customer_id, claims.channel, claims.topic,
-                   source=SOURCE, now=now)
+                   source=SOURCE, now=now, actor="customer", origin="unsubscribe link")
     record_unsubscribe(store, claims, now or utcnow())
     return claims
 

@@ -24,6 +24,7 @@ from ceap.observability.metrics import WORKER_LAG, record_worker_batch
 from ceap.observability.tracing import span
 from ceap.outcomes.goals import record_event_outcomes
 from ceap.plugin import PluginContext
+from ceap.privacy.tombstone import drop_deleted
 from ceap.realtime.engine import ProgramRunner
 from ceap.realtime.eventtime import Watermarks, parse_received
 from ceap.realtime.microbatch import Batch, run_micro_batch
@@ -47,6 +48,7 @@ class WorkerStats:
     duplicates: int = 0
     late: int = 0
     candidates: int = 0
+    erased: int = 0  # events of customers deleted before they arrived (docs/privacy.md)
     programs: list[str] = field(default_factory=list)
     lag: int | None = None
 
@@ -147,6 +149,10 @@ class Worker:
         events, rejected, partitions = parse_received(received, self.context.tenant)
         if rejected:
             self._dead_letters(rejected, len(received))
+        events, erased = drop_deleted(self.store, events)  # customers deleted since they were sent
+        self.stats.erased += erased
+        if erased:
+            log.info("dropped %d event(s) of deleted customers", erased)
         runners = self.live()
         bound = self.watermarks.bounds(partitions)  # lateness: against each partition's own progress
         self.watermarks.advance(events.column("ts"), partitions)

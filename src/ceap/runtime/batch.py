@@ -32,6 +32,7 @@ from ceap.pipeline.funnel import Funnel
 from ceap.pipeline.plan import Plan
 from ceap.pipeline.selection import RunInfo, best_rows, candidate_rows
 from ceap.plugin import PluginContext
+from ceap.privacy.tombstone import drop_deleted
 from ceap.registry import Registry
 from ceap.runtime.chains import escalate
 from ceap.runtime.cursor import HighWater, decode
@@ -154,6 +155,9 @@ def _run(spec: ProgramSpec, store: Store, context: PluginContext, run: RunRecord
         funnel.cursor = high.mark() if high is not None else None
         run.finished_at = utcnow()
         run.funnel = funnel.to_dict()
+        candidates, erased = drop_deleted(store, candidates)  # customers deleted (docs/privacy.md)
+        if erased:
+            log.info("%s: %d candidate row(s) of deleted customers not written", spec.name, erased)
         with span("ceap.run.write"):
             written = store.write_run(run, candidates, quarantine)
         funnel.written, funnel.already_present = written.inserted, written.duplicates

@@ -3,6 +3,7 @@ customer profiles, consent and suppressions. Created by ``Store.migrate``."""
 
 from __future__ import annotations
 
+from ceap.store.admin_schema import API_KEY_COLUMNS
 from ceap.store.sql_common import TYPES
 
 #: Columns the dispatcher adds to ``candidates`` (nullable; absent from a run's write).
@@ -99,7 +100,7 @@ TIMER_COLUMNS = {"partition_key": "text", "claimed_until": "ts"}
 
 #: table -> the columns a database created by an older version may lack
 ADDED_COLUMNS = {"candidates": CANDIDATE_DISPATCH_COLUMNS, "deliveries": DELIVERY_CRASH_COLUMNS,
-                 "timers": TIMER_COLUMNS}
+                 "timers": TIMER_COLUMNS, "api_keys": API_KEY_COLUMNS}
 
 
 def add_missing_columns(dialect: str, existing: set[str], table: str = "candidates") -> list[str]:

@@ -22,6 +22,7 @@ import pyarrow.csv as pacsv
 from psycopg_pool import ConnectionPool
 
 from ceap.model import Candidate, CandidateQuery, InboxItem, RunRecord, WriteResult, utcnow
+from ceap.store.admin_schema import admin_ddl
 from ceap.store.base import Store, StoreConfig
 from ceap.store.delivery_schema import ADDED_COLUMNS, add_missing_columns, delivery_ddl
 from ceap.store.experiment_schema import add_experiment_columns, experiment_ddl
@@ -109,7 +110,7 @@ class PostgresStore(Store[PostgresStoreConfig]):
         with self._lock, self._conn.transaction():
             self._conn.execute("SELECT pg_advisory_xact_lock(4242)")  # concurrent first starts
             for statement in [*ddl("postgres"), *delivery_ddl("postgres"), *experiment_ddl("postgres"),
-                              *outcome_ddl("postgres"), *schedule_ddl("postgres")]:
+                              *outcome_ddl("postgres"), *schedule_ddl("postgres"), *admin_ddl("postgres")]:
                 self._conn.execute(statement)  # type: ignore[arg-type]
             for table in ADDED_COLUMNS:
                 have = {r[0] for r in self._conn.execute(

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ceap.model import Candidate, CandidateQuery, InboxItem, RunRecord, WriteResult
+from ceap.store.admin_schema import admin_ddl
 from ceap.store.base import Store, StoreConfig
 from ceap.store.delivery_schema import ADDED_COLUMNS, add_missing_columns, delivery_ddl
 from ceap.store.experiment_schema import add_experiment_columns, experiment_ddl
@@ -152,7 +153,7 @@ class SqliteStore(Store[SqliteStoreConfig]):
     def migrate(self) -> None:
         with self._lock:
             for statement in [*ddl("sqlite"), *delivery_ddl("sqlite"), *experiment_ddl("sqlite"),
-                              *outcome_ddl("sqlite"), *schedule_ddl("sqlite")]:
+                              *outcome_ddl("sqlite"), *schedule_ddl("sqlite"), *admin_ddl("sqlite")]:
                 self._conn.execute(statement)
             for table in ADDED_COLUMNS:
                 have = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}

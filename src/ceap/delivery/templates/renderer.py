@@ -31,8 +31,8 @@ from ceap.model import Candidate, utcnow
 from ceap.outcomes.config import TrackingConfig
 from ceap.outcomes.links import Tracker
 
-CONTEXT_NAMES = frozenset({"candidate", "profile", "payload", "unsubscribe_url", "now", "locale",
-                           "channel"})
+CONTEXT_NAMES = frozenset({"candidate", "profile", "payload", "unsubscribe_url", "preferences_url", "now",
+                           "locale", "channel"})
 CANDIDATE_FIELDS = frozenset({"id", "tenant_id", "program", "run_id", "customer_id", "subject_id",
                               "context", "action_type", "channels", "template", "category", "score",
                               "model", "reasons", "payload", "status", "priority", "created_at",
@@ -162,6 +162,16 @@ class TemplateRenderer:
         }
         if unsubscribe_url is not None:
             ctx["unsubscribe_url"] = unsubscribe_url
+        if self.config.preferences_url:  # a signed link to the customer's preference page
+            from ceap.delivery.preferences import make_preferences_link
+
+            try:
+                ctx["preferences_url"] = make_preferences_link(
+                    self.config.preferences_url, c.tenant_id, c.customer_id, secret=self.secret,
+                    now=self.clock())
+            except UnsubscribeError:  # no signing key: a template using it fails to render, named
+                if self.preview:
+                    ctx["preferences_url"] = f"{self.config.preferences_url}?token=PREVIEW"
         return ctx
 
     def render(self, candidate: Candidate, channel: str, profile: Profile | None) -> Rendered:
