@@ -25,7 +25,7 @@ ADDRESSED = {"suppressions": "address"}
 #: the audit log names customers in ``target`` (``customer:<id>``): rewritten to the tombstone
 REWRITTEN = {"audit_log": "target"}
 #: tables that hold no customer data (a deletion still scans their text for the id)
-NO_CUSTOMER = {"runs", "bandit_arms", "export_cursors", "api_keys", "schedule_state",
+NO_CUSTOMER = {"runs", "bandit_arms", "export_cursors", "api_keys", "schedule_state", "rate_limits",
                "schedule_log", "scheduler_lease", "deletion_log"}
 
 

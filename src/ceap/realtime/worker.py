@@ -149,7 +149,10 @@ class Worker:
         events, rejected, partitions = parse_received(received, self.context.tenant)
         if rejected:
             self._dead_letters(rejected, len(received))
-        events, erased = drop_deleted(self.store, events)  # customers deleted since they were sent
+        # customers deleted since they were sent (their partitions go with their rows)
+        events, erased = drop_deleted(self.store, events.append_column("__partition", partitions))
+        partitions = events.column("__partition").combine_chunks()
+        events = events.drop_columns(["__partition"])
         self.stats.erased += erased
         if erased:
             log.info("dropped %d event(s) of deleted customers", erased)
