@@ -28,6 +28,7 @@ def _register() -> typer.Typer:
         delivery,
         experiments,
         held,
+        migrate,
         outcomes,
         realtime,
         report,
