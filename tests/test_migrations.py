@@ -19,7 +19,7 @@ from ceap.cli import app
 from ceap.store import open_store
 from ceap.store.delivery_schema import add_missing_columns, delivery_ddl
 from ceap.store.experiment_schema import experiment_ddl
-from ceap.store.migrations import head, offline_sql, status
+from ceap.store.migrations import head, newest_file, offline_sql, status
 from ceap.store.outcome_schema import outcome_ddl
 from ceap.store.schedule_schema import schedule_ddl
 from ceap.store.schema import CANDIDATE_COLUMNS
@@ -116,6 +116,11 @@ def test_previous_release_postgres_store_upgrades_with_its_data(previous_pg: str
                               "WHERE customer_id = 'c0'").fetchone()
     assert row == ("héllo ✓", "treatment")
     store.close()
+
+
+def test_revision_files_are_numbered_in_order() -> None:
+    # stores skip Alembic when they stand at the newest file's revision
+    assert newest_file() == head()
 
 
 def test_offline_sql_creates_every_table() -> None:
