@@ -8,6 +8,7 @@ import io
 import json
 import shutil
 import sqlite3
+import threading
 import uuid
 from pathlib import Path
 
@@ -121,6 +122,24 @@ def test_previous_release_postgres_store_upgrades_with_its_data(previous_pg: str
 def test_revision_files_are_numbered_in_order() -> None:
     # stores skip Alembic when they stand at the newest file's revision
     assert newest_file() == head()
+
+
+@pytest.mark.service("postgres")
+def test_concurrent_first_opens_of_a_postgres_store_upgrade_it_once(previous_pg: str) -> None:
+    opened: list[object] = []
+
+    def open_one() -> None:
+        opened.append(open_store(previous_pg))
+
+    threads = [threading.Thread(target=open_one) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(opened) == 3
+    for store in opened:
+        assert status(store).current == head() and _counts(store) == EXPECTED
+        store.close()  # type: ignore[attr-defined]
 
 
 def test_offline_sql_creates_every_table() -> None:
