@@ -11,13 +11,14 @@ import sqlite3
 import threading
 import uuid
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 from typer.testing import CliRunner
 
 from ceap.cli import app
-from ceap.store import open_store
+from ceap.store import migrations, open_store
 from ceap.store.delivery_schema import add_missing_columns, delivery_ddl
 from ceap.store.experiment_schema import experiment_ddl
 from ceap.store.migrations import head, newest_file, offline_sql, status
@@ -166,3 +167,38 @@ def test_ceap_migrate_upgrades_and_reports(tmp_path: Path) -> None:
     assert result.exit_code == 0 and "up to date" in result.output
     result = runner.invoke(app, ["--project", str(tmp_path), "--store", url, "migrate", "--sql"])
     assert result.exit_code == 0 and "CREATE TABLE IF NOT EXISTS candidates" in result.output
+
+
+def test_a_revision_from_the_template_adds_tables_and_only_missing_columns(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    here = Path(migrations.__file__).parent
+    versions = tmp_path / "versions"
+    shutil.copytree(here / "versions", versions)
+    revision = (here / "script.py.mako").read_text()
+    for old, new in [("${message}", "a test table"), ("${up_revision}", "9999"),
+                     ("${down_revision | comma,n}", head()), ("${repr(up_revision)}", "'9999'"),
+                     ("${repr(down_revision)}", repr(head())),
+                     ('    "sqlite": [\n', '    "sqlite": [\n        "CREATE TABLE IF NOT EXISTS extra_t '
+                                          '(id INTEGER PRIMARY KEY)",\n'),
+                     ("    # add_columns(", "    add_columns("),
+                     ('    #' + ' ' * 24 + '"postgresql"', ' ' * 27 + '"postgresql"')]:
+        assert old in revision, old
+        revision = revision.replace(old, new)
+    (versions / "9999_test.py").write_text(revision)
+    config = migrations._config
+
+    def with_versions() -> Any:
+        found = config()
+        found.set_main_option("version_locations", str(versions))
+        return found
+
+    monkeypatch.setattr(migrations, "_config", with_versions)
+    monkeypatch.setattr(migrations, "newest_file", lambda: "9999")
+    db = tmp_path / "ceap.db"
+    shutil.copy(FIXTURES / "store.db", db)
+    with sqlite3.connect(db) as conn:  # as if a release had added the column at open already
+        conn.execute("ALTER TABLE timers ADD COLUMN partition_key TEXT")
+    store = open_store(f"sqlite:///{db}")
+    assert migrations.status(store).current == "9999"
+    assert store._conn.execute("SELECT count(*) FROM extra_t").fetchone() == (0,)
+    assert _counts(store) == EXPECTED

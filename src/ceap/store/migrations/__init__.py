@@ -21,11 +21,27 @@ if TYPE_CHECKING:
 ADVISORY_LOCK = 4242
 
 
+def add_columns(table: str, columns: dict[str, list[tuple[str, str]]]) -> None:
+    """For a revision's ``upgrade()``: add the columns ``table`` lacks, ``columns`` being
+    ``{dialect: [(name, type), ...]}``. A column already there (a database made by a release
+    that added it at open) is left alone; offline (``--sql``) every column is printed."""
+    from alembic import context, op
+    from sqlalchemy import inspect
+
+    dialect = context.get_context().dialect.name
+    have = set() if context.is_offline_mode() else {
+        c["name"] for c in inspect(op.get_bind()).get_columns(table)}
+    for name, kind in columns[dialect]:
+        if name not in have:
+            op.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+
+
 def _config() -> Config:
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent))
+    config.set_main_option("path_separator", "os")
     return config
 
 
