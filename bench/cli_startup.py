@@ -28,15 +28,16 @@ CASES = {
 }
 
 
-def peak_rss(args: list[str], src: Path) -> float:
-    """Peak RSS (MB) of one run of ``python ARGS`` (from wait4); exits if the run fails."""
+def child_usage(args: list[str], src: Path) -> tuple[float, float]:
+    """CPU seconds (user + system) and peak RSS (MB) of one run of ``python ARGS`` (from
+    wait4); exits if the run fails. CPU time is what other jobs on the machine distort least."""
     env = {**os.environ, "PYTHONPATH": str(src), "COLUMNS": "100"}
     proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"python {' '.join(args)} (PYTHONPATH={src}) failed")
-    return usage.ru_maxrss / 1024
+    return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 def main() -> None:
@@ -48,25 +49,29 @@ def main() -> None:
     if args.baseline:
         trees["baseline"] = args.baseline.resolve()
     print(f"load: {Path('/proc/loadavg').read_text().split()[:3]}  runs: {args.runs} (median)")
-    print(f"{'command':40} {'tree':9} {'wall s':>8} {'RSS MB':>8}")
-    medians: dict[tuple[str, str], float] = {}
+    print(f"{'command':40} {'tree':9} {'wall s':>8} {'CPU s':>8} {'RSS MB':>8}")
+    medians: dict[tuple[str, str], tuple[float, float]] = {}
     for label, cmd in CASES.items():
         walls: dict[str, list[float]] = {t: [] for t in trees}
+        cpus: dict[str, list[float]] = {t: [] for t in trees}
         rss: dict[str, list[float]] = {t: [] for t in trees}
         for src in trees.values():  # warm the file cache and the bytecode
-            peak_rss(cmd, src)
+            child_usage(cmd, src)
         for _ in range(args.runs):
             for tree, src in trees.items():  # alternate, so load drifts hit both alike
                 start = time.perf_counter()
-                rss[tree].append(peak_rss(cmd, src))
+                cpu, peak = child_usage(cmd, src)
                 walls[tree].append(time.perf_counter() - start)
+                cpus[tree].append(cpu)
+                rss[tree].append(peak)
         for tree in trees:
-            medians[(label, tree)] = statistics.median(walls[tree])
-            print(f"{label:40} {tree:9} {medians[(label, tree)]:8.3f} {statistics.median(rss[tree]):8.1f}")
+            wall, cpu = statistics.median(walls[tree]), statistics.median(cpus[tree])
+            medians[(label, tree)] = (wall, cpu)
+            print(f"{label:40} {tree:9} {wall:8.3f} {cpu:8.3f} {statistics.median(rss[tree]):8.1f}")
     if args.baseline:
         for label in CASES:
-            ratio = medians[(label, "this")] / medians[(label, "baseline")]
-            print(f"ratio this / baseline, {label}: {ratio:.2f}")
+            (wall, cpu), (wall0, cpu0) = medians[(label, "this")], medians[(label, "baseline")]
+            print(f"ratio this / baseline, {label}: wall {wall / wall0:.2f}, CPU {cpu / cpu0:.2f}")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ def _register() -> typer.Typer:
         delivery,
         experiments,
         held,
+        migrate,
         outcomes,
         privacy,
         realtime,

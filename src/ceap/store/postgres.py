@@ -22,19 +22,13 @@ import pyarrow.csv as pacsv
 from psycopg_pool import ConnectionPool
 
 from ceap.model import Candidate, CandidateQuery, InboxItem, RunRecord, WriteResult, utcnow
-from ceap.store.admin_schema import admin_ddl
 from ceap.store.base import Store, StoreConfig
-from ceap.store.delivery_schema import ADDED_COLUMNS, add_missing_columns, delivery_ddl
-from ceap.store.experiment_schema import add_experiment_columns, experiment_ddl
-from ceap.store.outcome_schema import outcome_ddl
-from ceap.store.schedule_schema import schedule_ddl
 from ceap.store.schema import CANDIDATE_COLUMNS, QUARANTINE_SCHEMA, loads
 from ceap.store.sql_common import (
     INBOX_COLUMNS,
     RUN_COLUMNS,
     SELECT_CANDIDATE,
     candidate_from_row,
-    ddl,
     inbox_from_row,
     run_from_row,
 )
@@ -107,18 +101,11 @@ class PostgresStore(Store[PostgresStoreConfig]):
             return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
 
     def migrate(self) -> None:
-        with self._lock, self._conn.transaction():
-            self._conn.execute("SELECT pg_advisory_xact_lock(4242)")  # concurrent first starts
-            for statement in [*ddl("postgres"), *delivery_ddl("postgres"), *experiment_ddl("postgres"),
-                              *outcome_ddl("postgres"), *schedule_ddl("postgres"), *admin_ddl("postgres")]:
-                self._conn.execute(statement)  # type: ignore[arg-type]
-            for table in ADDED_COLUMNS:
-                have = {r[0] for r in self._conn.execute(
-                    "SELECT column_name FROM information_schema.columns WHERE table_name = %s "
-                    "AND table_schema = current_schema()", (table,)).fetchall()}
-                extra = add_experiment_columns("postgres", have) if table == "candidates" else []
-                for statement in [*add_missing_columns("postgres", have, table), *extra]:
-                    self._conn.execute(statement)  # type: ignore[arg-type]
+        """Bring the schema to the newest revision under an advisory lock, so concurrent
+        first starts wait for one another (``ceap.store.migrations``)."""
+        from ceap.store.migrations import upgrade
+
+        upgrade(self)
 
     def write_run(
         self, run: RunRecord, candidates: pa.Table, quarantine: pa.Table | None = None

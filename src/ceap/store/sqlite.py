@@ -14,19 +14,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ceap.model import Candidate, CandidateQuery, InboxItem, RunRecord, WriteResult
-from ceap.store.admin_schema import admin_ddl
 from ceap.store.base import Store, StoreConfig
-from ceap.store.delivery_schema import ADDED_COLUMNS, add_missing_columns, delivery_ddl
-from ceap.store.experiment_schema import add_experiment_columns, experiment_ddl
-from ceap.store.outcome_schema import outcome_ddl
-from ceap.store.schedule_schema import schedule_ddl
 from ceap.store.schema import CANDIDATE_COLUMNS, QUARANTINE_SCHEMA, to_iso
 from ceap.store.sql_common import (
     INBOX_COLUMNS,
     RUN_COLUMNS,
     SELECT_CANDIDATE,
     candidate_from_row,
-    ddl,
     inbox_from_row,
     run_from_row,
 )
@@ -151,15 +145,10 @@ class SqliteStore(Store[SqliteStoreConfig]):
 
     # -- schema ---------------------------------------------------------
     def migrate(self) -> None:
-        with self._lock:
-            for statement in [*ddl("sqlite"), *delivery_ddl("sqlite"), *experiment_ddl("sqlite"),
-                              *outcome_ddl("sqlite"), *schedule_ddl("sqlite"), *admin_ddl("sqlite")]:
-                self._conn.execute(statement)
-            for table in ADDED_COLUMNS:
-                have = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
-                extra = add_experiment_columns("sqlite", have) if table == "candidates" else []
-                for statement in [*add_missing_columns("sqlite", have, table), *extra]:
-                    self._conn.execute(statement)
+        """Bring the schema to the newest revision (``ceap.store.migrations``)."""
+        from ceap.store.migrations import upgrade
+
+        upgrade(self)
 
     # -- writes ---------------------------------------------------------
     def write_run(
