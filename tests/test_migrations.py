@@ -43,7 +43,8 @@ def _schema_modules(dialect: str) -> list[str]:
     return [*ddl(dialect), *delivery_ddl(dialect), *experiment_ddl(dialect), *outcome_ddl(dialect),
             *schedule_ddl(dialect), *admin_ddl(dialect),
             *add_missing_columns(dialect, set(CANDIDATE_COLUMNS), "candidates"),
-            *add_missing_columns(dialect, set(), "deliveries")[-1:]]
+            *add_missing_columns(dialect, set(), "deliveries")[-1:],
+            *add_missing_columns(dialect, set(), "api_keys")]
 
 
 def _sqlite_shape(conn: sqlite3.Connection) -> dict[str, list[tuple[str, str, int]]]:
