@@ -132,3 +132,29 @@ def test_several_customers_at_once_as_the_batch_api_asks(dynamodb_url: str) -> N
     found = store.candidates(CandidateQuery(customer_ids=("u0", "u2", "nobody"), limit=10))
     assert [(c.customer_id, c.score) for c in found] == [("u2", 0.5), ("u0", 0.3), ("u2", 0.2),
                                                          ("u0", 0.0)]
+
+
+def test_a_customer_deleted_is_gone_from_the_dynamodb_candidate_store(
+        dynamodb_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ceap customer delete` in the mixed configuration removes the customer's serving
+    items from DynamoDB as well as the SQL rows; other customers keep theirs."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CEAP_STORE", raising=False)
+    write_csv(tmp_path / "orders.csv", ORDERS_HEADER, ORDERS)
+    (tmp_path / "programs").mkdir()
+    write_program(tmp_path / "programs" / "big_carts.yaml", base_program())
+    (tmp_path / "ceap.yaml").write_text(
+        f"store: sqlite:///ceap.db\ncandidate_store: {dynamodb_url}\n")
+    cli = CliRunner()
+    assert cli.invoke(app, ["run", "big_carts", "--json"]).exit_code == 0
+    assert sorted(i["customer_id"]["S"] for i in table_items(dynamodb_url)) == ["c1", "c5"]
+
+    deleted = cli.invoke(app, ["customer", "delete", "c1", "--yes", "--json"])
+    assert deleted.exit_code == 0, deleted.output
+    assert [i["customer_id"]["S"] for i in table_items(dynamodb_url)] == ["c5"]
+    store = open_store(f"sqlite:///{tmp_path / 'ceap.db'}", candidates=dynamodb_url)
+    try:
+        assert store.candidates(CandidateQuery(customer_id="c1", limit=10)) == []
+        assert [c.customer_id for c in store.candidates(CandidateQuery(customer_id="c5", limit=10))] == ["c5"]
+    finally:
+        store.close()

@@ -220,6 +220,13 @@ def delete_customer(store: Any, tenant: str, customer: str, *, actor: str = "sys
             report.redacted[table] = report.redacted.get(table, 0) + count
         report.deleted = {k: v for k, v in report.deleted.items() if v}
         report.redacted = {k: v for k, v in report.redacted.items() if v}
+        serving = getattr(store, "serving", None)  # a DynamoDB candidate store (candidate_store:)
+        if serving is not None and hasattr(serving, "delete_customer"):
+            # inside the SQL transaction: if this fails, nothing is deleted and the request
+            # can be repeated; once it is done, the SQL deletion commits
+            gone = serving.delete_customer(tenant, customer)
+            if gone:
+                report.deleted["candidate_store"] = gone
         tx.execute("UPDATE deletion_log SET completed_at = ?, rows_deleted = rows_deleted + ? "
                    "WHERE tenant_id = ? AND customer_hash = ?",
                    (tx.ts(utcnow()), report.rows, tenant, digest))

@@ -183,6 +183,15 @@ class DynamoDbStore(Store[DynamoDbStoreConfig]):
                 answer = self._client.batch_write_item(RequestItems={self.table: requests})
                 requests = answer.get("UnprocessedItems", {}).get(self.table, [])
 
+    def delete_customer(self, tenant_id: str, customer_id: str) -> int:
+        """Delete every item of a customer (its partition key), for ``ceap customer delete``;
+        returns how many were deleted."""
+        keys = [{"pk": it["pk"], "sk": it["sk"]} for it in self._pages(
+            "query", KeyConditionExpression="pk = :pk", ProjectionExpression="pk, sk",
+            ExpressionAttributeValues=self._encode({":pk": f"{tenant_id}#{customer_id}"}))]
+        self.delete(keys)
+        return len(keys)
+
     def write_candidates(self, candidates: pa.Table) -> WriteResult:
         put = self.put_new(candidates)
         return WriteResult(len(put), candidates.num_rows - len(put))
