@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
-import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,9 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from ceap import audit
 from ceap.api import create_app
+from ceap.api.auth import list_keys
 from ceap.charts import funnel_chart
 from ceap.cli import app as cli
 from ceap.delivery.outbox import Outbox
@@ -89,9 +89,12 @@ def test_a_tenant_sees_only_its_own_data(web: TestClient, scene: tuple[Store, Sc
     store, s, _ = scene
     sign_in(web, s.keys["acme"])
     page = web.get("/ui/deliveries").text
-    held = [int(i) for i in re.findall(r'<tr data-delivery="(\d+)"><td><input', page)]
-    assert sorted(held) == sorted(s.held["acme"])
-    assert not set(held) & set(s.held["globex"])
+    held = [int(i) for i in re.findall(r'<tr data-delivery="(\d+)"><td><input',
+                                       cell(page, r'<table id="held">(.*?)</table>'))]
+    dead = [int(i) for i in re.findall(r'<tr data-delivery="(\d+)"><td><input',
+                                       cell(page, r'<table id="dead">(.*?)</table>'))]
+    assert sorted(held) == sorted(s.held["acme"]) and sorted(dead) == sorted(s.dead["acme"])
+    assert not set(held + dead) & set(s.held["globex"] + s.dead["globex"])
     # globex's run and a customer only globex has are not acme's to see
     globex_run = store.runs("globex", PROGRAM, 1)[0].run_id
     assert web.get(f"/ui/programs/{PROGRAM}?run={globex_run}").status_code == 404
@@ -261,19 +264,44 @@ def test_a_kept_uplift_report_is_recomputed_when_outcomes_change(
     assert after == before + 1
 
 
-def test_admin_actions_go_to_the_audit_log_where_there_is_one(
-        web: TestClient, scene: tuple[Store, Scene, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    _, s, _ = scene
-    recorded: list[dict[str, Any]] = []
-    audit = types.ModuleType("ceap.audit")
-    audit.record = lambda store, **kw: recorded.append(kw)  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "ceap.audit", audit)
+def test_admin_actions_are_in_the_audit_log_with_who_where_and_why(
+        web: TestClient, scene: tuple[Store, Scene, str]) -> None:
+    store, s, _ = scene
     sign_in(web, s.keys["acme"], ADMIN)
     csrf = cell(web.get("/ui/deliveries").text, r'name="csrf" value="([^"]+)"')
     target = s.held["acme"][0]
     r = web.post("/ui/deliveries/resolve", data={"csrf": csrf, "action": "mark-sent",
                                                  "reason": "in the provider's log", "id": [str(target)]})
     assert r.status_code == 303
-    assert recorded == [{"actor": "acme-ops", "action": "deliveries.mark-sent",
-                         "target": f"delivery:{target}", "detail": "in the provider's log",
-                         "source": "ui"}]
+    [key] = [k for k in list_keys(store, "acme") if k.name == "acme-ops"]
+    [entry] = audit.query(store, "acme", target=f"delivery:{target}")
+    assert (entry.actor, entry.action, entry.source) == (f"apikey:{key.id}", "delivery.mark-sent",
+                                                         "testclient")
+    assert entry.detail["reason"] == "in the provider's log" and entry.detail["was"] == "ambiguous"
+    assert audit.query(store, "globex", target=f"delivery:{target}") == []
+
+
+def test_dead_deliveries_get_the_same_admin_actions(web: TestClient,
+                                                    scene: tuple[Store, Scene, str]) -> None:
+    store, s, _ = scene
+    first, second = s.dead["acme"][:2]
+    sign_in(web, s.keys["acme"], ADMIN)
+    page = web.get("/ui/deliveries").text
+    assert re.search(rf'<table id="dead">.*?name="id" value="{first}"', page, re.S)
+    csrf = cell(page, r'name="csrf" value="([^"]+)"')
+    resend = web.post("/ui/deliveries/resolve", data={"csrf": csrf, "action": "resend",
+                                                      "reason": "provider is back", "id": [str(first)]})
+    assert resend.status_code == 303 and "requeued" in web.get(resend.headers["location"]).text
+    drop = web.post("/ui/deliveries/resolve", data={"csrf": csrf, "action": "drop",
+                                                    "reason": "number gone", "id": [str(second)]})
+    assert drop.status_code == 303
+    with store.tx() as tx:
+        rows = tx.execute("SELECT id, status, attempts FROM deliveries WHERE id IN (?, ?) ORDER BY id",
+                          (first, second)).fetchall()
+    assert [tuple(r) for r in rows] == [(first, "queued", 0), (second, "cancelled", 5)]
+    assert [(e.action, e.detail["was"], e.detail["reason"])
+            for e in audit.query(store, "acme", action="delivery")[:2]] == \
+        [("delivery.drop", "dead", "number gone"), ("delivery.resend", "dead", "provider is back")]
+    again = web.post("/ui/deliveries/resolve", data={"csrf": csrf, "action": "drop",
+                                                     "reason": "again", "id": [str(first)]})
+    assert again.status_code == 400 and "not held (ambiguous) nor dead" in again.text
