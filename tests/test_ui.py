@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from ceap.api import create_app
 from ceap.api.auth import list_keys
 from ceap.charts import funnel_chart
 from ceap.cli import app as cli
+from ceap.delivery.consent_store import grant_consent, revoke_consent
 from ceap.delivery.outbox import Outbox
 from ceap.experiments.uplift import uplift_report
 from ceap.model import utcnow
@@ -151,6 +153,33 @@ def test_customer_page_matches_the_api(web: TestClient, scene: tuple[Store, Scen
     assert "unsubscribe" in cell(page, r'<table id="engagements">(.*?)</table>')
     found = web.get("/ui/customers?q=u000").text
     assert f'/ui/customers/{s.customer}"' in found
+
+
+def test_customer_page_shows_the_consent_history_the_cli_reports(
+        web: TestClient, scene: tuple[Store, Scene, str], tmp_path: Path) -> None:
+    store, s, url = scene
+    grant_consent(store, "acme", s.customer, "sms", "offers", source="preference_center",
+                  actor="customer")
+    revoke_consent(store, "acme", s.customer, "sms", "offers", source="import", actor="cli:ops")
+    result = CliRunner().invoke(cli, ["--project", str(s.programs.parent), "--store", url, "--tenant",
+                                      "acme", "customer", "consent", s.customer, "--history", "--json"])
+    assert result.exit_code == 0, result.output
+    cli_rows = json.loads(result.stdout)
+    assert len(cli_rows) >= 3  # the unsubscribe link's revocation, the grant, the revocation
+    sign_in(web, s.keys["acme"])
+    table = cell(web.get(f"/ui/customers/{s.customer}").text, r'<table id="consent-history">(.*?)</table>')
+    shown = re.findall(r'<tr data-change="\d+" data-at="([^"]*)">.*?class="channel">(.*?)</td>'
+                       r'<td class="topic">(.*?)</td><td class="change">(.*?)</td>'
+                       r'<td class="source">(.*?)</td><td class="actor">(.*?)</td>', table, re.S)
+
+    def yes_no(value: bool | None) -> str:
+        return "-" if value is None else ("yes" if value else "no")
+
+    assert [(datetime.fromisoformat(at), *rest) for at, *rest in shown] == \
+        [(datetime.fromisoformat(c["at"]), c["channel"], c["topic"],
+          f"{yes_no(c['old_granted'])} &rarr; {yes_no(c['new_granted'])}", c["source"] or "-",
+          c["actor"] or "-") for c in cli_rows]
+    assert shown[-1][1:] == ("sms", "offers", "yes &rarr; no", "import", "cli:ops")
 
 
 def test_deliveries_page_counts_equal_the_store(web: TestClient, scene: tuple[Store, Scene, str]) -> None:
