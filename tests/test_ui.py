@@ -1,6 +1,7 @@
 """The dashboard over HTTP: sign-in, one tenant per key, the numbers of each page against
 the API and the CLI, the charts from the CLI's own specs, the admin actions on held
-deliveries. (tests/test_ui_browser.py loads the same pages in a real Chromium.)"""
+and dead deliveries and their audit log entries. (tests/test_ui_browser.py loads the same
+pages in a real Chromium.)"""
 
 from __future__ import annotations
 
