@@ -55,7 +55,7 @@ async def login(request: Request) -> Response:
         session = ui.sessions.open_session(ui.default_tenant, admin_key)
     if session is None:
         return render(request, "login.html", None, status=401, next=target,
-                      error="unknown API key (make one with `ceap apikey NAME`)")
+                      error="unknown API key (make one with `ceap apikey create NAME`)")
     if admin_key and not session.admin:
         return render(request, "login.html", None, status=401, next=target,
                       error="wrong admin key (the server's CEAP_ADMIN_KEY)")
