@@ -69,7 +69,7 @@ def main() -> None:
     store = args.store or f"sqlite:///{project / '.ceap' / 'demo.db'}"
     if not args.store and not (project / ".ceap" / "demo.db").exists():
         sys.exit(f"{project}/.ceap/demo.db not found: run `ceap demo` there first")
-    key = subprocess.run(ceap(project, store, "apikey", "bench-dashboard"), capture_output=True,
+    key = subprocess.run(ceap(project, store, "apikey", "create", "bench-dashboard"), capture_output=True,
                          text=True, check=True).stdout.strip()
     port = free_port()
     server = subprocess.Popen(ceap(project, store, "serve", "--port", str(port)))

@@ -1,7 +1,7 @@
 """The dashboard in a real headless Chromium (Debian's, driven by Playwright): every page
 loads with no console error and no failed request, its charts drawn by the vendored
 vega-embed; the numbers shown equal the API's; an admin action done in the page changes
-the store; a tenant's key does not reach another tenant's page.
+the store and is in the audit log; a tenant's key does not reach another tenant's page.
 
 One browser and one server for the module. Without chromium the tests skip, and fail
 when CEAP_REQUIRE_SERVICES=1 (CI installs it: .ci/run)."""
@@ -16,7 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
+from ceap import audit
 from ceap.api import create_app
+from ceap.api.auth import list_keys
 from ceap.delivery.outbox import Outbox
 from ceap.model import utcnow
 from ceap.store import Store, open_store
@@ -128,7 +130,7 @@ def test_numbers_on_the_pages_equal_the_api(chromium: Any, site: tuple[str, Stor
     page.context.close()
 
 
-def test_an_admin_action_in_the_page_changes_the_store(chromium: Any,
+def test_an_admin_action_in_the_page_changes_the_store_and_the_audit_log(chromium: Any,
                                                        site: tuple[str, Store, Scene]) -> None:
     base, store, scene = site
     target = scene.held["acme"][-1]
@@ -145,6 +147,23 @@ def test_an_admin_action_in_the_page_changes_the_store(chromium: Any,
     [d] = [d for d in Outbox(store, "t").deliveries("acme") if d.id == target]
     assert (d.status, d.ambiguity, d.last_error) == ("cancelled", "dropped",
                                                      "dropped by hand: customer asked us by phone")
+    [entry] = audit.query(store, "acme", target=f"delivery:{target}")
+    [key] = [k for k in list_keys(store, "acme") if k.name == "acme-ops"]
+    assert (entry.action, entry.actor, entry.source) == ("delivery.drop", f"apikey:{key.id}", "127.0.0.1")
+    assert entry.detail["reason"] == "customer asked us by phone"
+    dead = scene.dead["acme"][-1]  # a dead one, through the same form
+    page.check(f'#dead input[value="{dead}"]')
+    page.select_option("#action", "resend")
+    page.fill("#reason", "provider is back")
+    page.click("#apply")
+    page.wait_for_selector("#done")
+    assert f"requeued for sending: {dead}" in page.locator("#done").inner_text()
+    assert page.locator(f'#dead input[value="{dead}"]').count() == 0
+    [d] = [d for d in Outbox(store, "t").deliveries("acme") if d.id == dead]
+    assert (d.status, d.attempts) == ("queued", 0)
+    [entry] = audit.query(store, "acme", target=f"delivery:{dead}")
+    assert (entry.action, entry.detail["reason"], entry.detail["was"]) == ("delivery.resend",
+                                                                           "provider is back", "dead")
     assert watch.problems == []
     page.context.close()
 

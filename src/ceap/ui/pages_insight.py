@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
 
+from ceap.delivery.consent_store import consent_history
 from ceap.delivery.shadow_report import shadow_report
 from ceap.experiments.bandit import bandit_history
 from ceap.experiments.charts import bandit_shares, uplift_figure
@@ -40,12 +41,13 @@ def customer(request: Request, customer: str, session: SessionDep, page: str | N
     engagements = queries.customer_engagements(store, tenant, customer)
     conversions = queries.customer_conversions(store, tenant, customer)
     consent = queries.customer_consent(store, tenant, customer)
-    if not (candidates.rows or deliveries.rows or engagements or conversions or consent) \
+    history = consent_history(store, tenant, customer)
+    if not (candidates.rows or deliveries.rows or engagements or conversions or consent or history) \
             and candidates.number == 1 and deliveries.number == 1:
         raise HTTPException(404, f"no customer {customer!r} for tenant {tenant!r}")
     return render(request, "customer.html", session, customer=customer, candidates=candidates,
                   deliveries=deliveries, events=events, engagements=engagements,
-                  conversions=conversions, consent=consent)
+                  conversions=conversions, consent=consent, history=history)
 
 
 @router.get("/experiments")

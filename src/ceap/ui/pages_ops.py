@@ -1,5 +1,5 @@
 """Sign-in, and the pages of operations: programs (with a run's funnel), deliveries
-(with the admin actions on held ones) and the real-time path."""
+(with the admin actions on held and dead ones) and the real-time path."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ async def login(request: Request) -> Response:
         session = ui.sessions.open_session(ui.default_tenant, admin_key)
     if session is None:
         return render(request, "login.html", None, status=401, next=target,
-                      error="unknown API key (make one with `ceap apikey NAME`)")
+                      error="unknown API key (make one with `ceap apikey create NAME`)")
     if admin_key and not session.admin:
         return render(request, "login.html", None, status=401, next=target,
                       error="wrong admin key (the server's CEAP_ADMIN_KEY)")
@@ -171,7 +171,7 @@ def deliveries(request: Request, session: SessionDep, held_page: str | None = No
 
 @router.post("/deliveries/resolve")
 async def resolve_held(request: Request, session: SessionDep) -> Response:
-    """An admin action on held deliveries (resend, mark-sent, drop), with a reason."""
+    """An admin action on held or dead deliveries (resend, mark-sent, drop), with a reason."""
     form = await form_data(request)
     if form.get("csrf", [""])[0] != session.csrf:
         raise HTTPException(403, "the form is stale or from another site: reload the page")
@@ -183,7 +183,8 @@ async def resolve_held(request: Request, session: SessionDep) -> Response:
         raise HTTPException(400, "delivery ids must be whole numbers") from None
     try:
         result = admin_action(ui_state(request).store, session.tenant, session.actor,
-                              form.get("action", [""])[0], ids, form.get("reason", [""])[0], utcnow())
+                              form.get("action", [""])[0], ids, form.get("reason", [""])[0], utcnow(),
+                              source=request.client.host if request.client else None)
     except ResolveError as exc:
         return render(request, "deliveries.html", session, status=400, error=str(exc),
                       **_delivery_context(request, session, None, None))

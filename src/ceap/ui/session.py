@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from ceap.api.auth import key_owner
+from ceap.api.auth import lookup
+from ceap.model import utcnow
 from ceap.store.base import Store
 
 COOKIE = "ceap_session"
@@ -29,7 +30,8 @@ MAX_AGE = 12 * 3600
 @dataclass(frozen=True)
 class Session:
     tenant: str
-    #: who signed in: the API key's name (``ceap apikey NAME``), for the audit of admin actions
+    #: who signed in, for the audit log: ``apikey:<key id>`` as the API records it (``no-auth``
+    #: without keys)
     actor: str
     admin: bool
     #: echoed by every form that changes something (with SameSite=Strict, against CSRF)
@@ -46,15 +48,15 @@ class Sessions:
     def sign_in(self, store: Store, key: str, admin_key: str = "") -> Session | None:
         """A session for a known API key (None otherwise); admin when ``admin_key`` is the
         server's admin key."""
-        owner = key_owner(store, key.strip()) if key.strip() else None
-        if owner is None:
+        found = lookup(store, key.strip()) if key.strip() else None
+        if found is None or found.status(utcnow()) != "active":
             return None
-        tenant, name = owner
-        return Session(tenant, name, is_admin_key(admin_key), secrets.token_urlsafe(16))
+        return Session(found.tenant_id, f"apikey:{found.id}", is_admin_key(admin_key),
+                       secrets.token_urlsafe(16))
 
     def open_session(self, tenant: str, admin_key: str = "") -> Session:
         """The session of a server without keys (``ceap serve --no-auth``)."""
-        return Session(tenant, "local", is_admin_key(admin_key), secrets.token_urlsafe(16))
+        return Session(tenant, "no-auth", is_admin_key(admin_key), secrets.token_urlsafe(16))
 
     def dump(self, session: Session) -> str:
         return self.signer.dumps([session.tenant, session.actor, session.admin, session.csrf])
