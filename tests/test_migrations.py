@@ -27,6 +27,7 @@ from ceap.store.outcome_schema import outcome_ddl
 from ceap.store.schedule_schema import schedule_ddl
 from ceap.store.schema import CANDIDATE_COLUMNS
 from ceap.store.sql_common import ddl
+from ceap.store.worker_schema import worker_ddl
 from tests.conftest import PG_BASE, require_service
 
 FIXTURES = Path(__file__).parent / "fixtures" / "previous_release"
@@ -41,7 +42,7 @@ def _counts(store) -> dict[str, int]:
 
 def _schema_modules(dialect: str) -> list[str]:
     return [*ddl(dialect), *delivery_ddl(dialect), *experiment_ddl(dialect), *outcome_ddl(dialect),
-            *schedule_ddl(dialect), *admin_ddl(dialect),
+            *schedule_ddl(dialect), *admin_ddl(dialect), *worker_ddl(dialect),
             *add_missing_columns(dialect, set(CANDIDATE_COLUMNS), "candidates"),
             *add_missing_columns(dialect, set(), "deliveries")[-1:],
             *add_missing_columns(dialect, set(), "api_keys")]

@@ -222,9 +222,21 @@ def test_experiment_page_is_the_cli_report(web: TestClient, scene: tuple[Store, 
 
 def test_realtime_page_shows_what_the_store_records(web: TestClient,
                                                     scene: tuple[Store, Scene, str]) -> None:
-    _, s, _ = scene
+    store, s, _ = scene
+    from ceap.realtime.status import StatusReporter
+
+    now = utcnow()
+    ours = StatusReporter(store, "acme", "events", now)
+    ours.worker = "host-a:101"
+    ours.report({"3": now.replace(tzinfo=None)}, 1234, 50, 48, now)
+    theirs = StatusReporter(store, "globex", "events", now)
+    theirs.worker = "host-b:202"
+    theirs.report({"7": now.replace(tzinfo=None)}, 9, 5, 5, now)
     sign_in(web, s.keys["acme"])
     page = web.get("/ui/realtime").text
+    row = cell(page, r'<tr data-worker="host-a:101">(.*?)</tr>')
+    assert '<span class="partition">3: ' in row and '<td class="n lag">1,234</td>' in row
+    assert "host-b:202" not in page  # another tenant's worker
     assert cell(page, r'<td class="n" id="events">([\d,]+)</td>') == "200"
     assert "worker-1" in page and "type: missing" in page
     assert specs_of(page)["events-chart"]["data"]["values"]

@@ -30,6 +30,7 @@ from ceap.realtime.eventtime import Watermarks, parse_received
 from ceap.realtime.microbatch import Batch, run_micro_batch
 from ceap.realtime.source import StreamConnector
 from ceap.realtime.spec import is_realtime
+from ceap.realtime.status import StatusReporter
 from ceap.registry import Registry
 from ceap.runtime.chains import cancel_pending
 from ceap.spec import load_program
@@ -74,6 +75,8 @@ class Worker:
         #: live batch programs with action.cancel_on: the events they wait for cancel their chains
         self.cancellers: dict[str, ProgramSpec] = {}
         self.watermarks = Watermarks()  # per partition of the stream
+        #: the worker's report of itself in the store (the dashboard's Real-time page)
+        self.status = StatusReporter(store, context.tenant, stream, clock())
         self.stats = WorkerStats()
         self._reloaded = 0.0
         self._pruned = time.monotonic()
@@ -223,6 +226,8 @@ class Worker:
         self.stats.lag = self.source.lag()
         if self.stats.lag is not None:
             WORKER_LAG.labels(self.stream).set(self.stats.lag)
+        self.status.report(self.watermarks.by_partition, self.stats.lag, self.stats.messages,
+                           self.stats.events, self.clock())
 
     def close(self) -> None:
         for _, runner in self.runners.values():

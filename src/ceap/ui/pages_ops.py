@@ -198,6 +198,9 @@ def realtime(request: Request, session: SessionDep, page: str | None = None) -> 
     ui = ui_state(request)
     now = utcnow()
     streams, workers = queries.stream_backlog(ui.store)
+    from ceap.realtime.status import worker_reports
+
+    reports = worker_reports(ui.store, session.tenant)
     events, last_event, timers = queries.event_totals(ui.store, session.tenant)
     since = (last_event or now) - timedelta(hours=1)
     minutes = queries.event_rate(ui.store, session.tenant, since)
@@ -205,6 +208,7 @@ def realtime(request: Request, session: SessionDep, page: str | None = None) -> 
     specs = [s for s in ui.catalog.specs().values() if _kind(s) == "real-time"]
     runs = queries.run_programs(ui.store, session.tenant)
     return render(request, "realtime.html", session, now=now, streams=streams, workers=workers,
+                  reports=reports,
                   events=events, last_event=last_event, timers=timers, rate=rate,
                   figure=events_per_minute(minutes) if minutes else None,
                   programs=[(s, runs.get(s.name, (0, None))) for s in specs],
