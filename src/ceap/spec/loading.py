@@ -81,7 +81,7 @@ def named_plugins(data: dict[str, Any]) -> Named:
     named: dict[str, set[str] | None] = {kind: set() for kind in PLUGIN_FIELDS.values()}
     for field, _where, item in _plugin_items(data):
         kind = PLUGIN_FIELDS[field]
-        if item is None and field == "scorer":
+        if field not in data or (item is None and field == "scorer"):
             continue
         names = named[kind]
         if isinstance(item, dict) and isinstance(item.get("type"), str):
