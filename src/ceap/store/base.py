@@ -123,6 +123,7 @@ def open_store(url: str, migrate: bool = True, context: PluginContext | None = N
 
     scheme = url.split(":", 1)[0].split("+", 1)[0]
     registry = default_registry()
+    registry.load_all("store")  # stores answer to URL schemes, not names: load them (broken ones drop out)
     for name in registry.names("store"):
         cls = registry.get("store", name)
         if scheme in cls.schemes:
