@@ -14,7 +14,6 @@ import glob
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
-import pyarrow as pa
 from pydantic import Field, field_validator
 
 from ceap.connectors import object_store
@@ -22,8 +21,9 @@ from ceap.connectors.base import Connector, ConnectorConfig
 from ceap.errors import SourceError
 from ceap.sqlexpr import check_expression, quote
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # DuckDB and Arrow are imported where files are read, not to validate a config
     import duckdb
+    import pyarrow as pa
 
 
 class FileConfig(ConnectorConfig):
@@ -201,6 +201,8 @@ class ParquetConnector(FileConnector[ParquetConfig]):
                 f"union_by_name={str(self.config.union_by_name).lower()}{self._hive()})")
 
     def estimated_rows(self) -> int | None:
+        import pyarrow as pa
+
         if self.config.where or self.after is not None:
             return None  # the footers count rows the scan will skip
         try:

@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any, ClassVar, TypeVar
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ceap.errors import PluginError
 from ceap.model import Candidate, CandidateQuery, InboxItem, RunRecord, WriteResult, utcnow
 from ceap.plugin import Plugin, PluginConfig, PluginContext
 from ceap.store.tx import Tx
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 class StoreConfig(PluginConfig):
