@@ -1,5 +1,6 @@
-"""Start-up of the ``ceap`` command: wall time and peak RSS of ``ceap --help`` and of
-``ceap validate`` of one program file, several runs each, median.
+"""Start-up of the ``ceap`` command: wall time, CPU time and peak RSS of ``ceap --help`` and
+of ``ceap validate`` of one program file (the win-back example, with SQL, a scorer and a
+template; and a CSV-only program), several runs each, median.
 
     .venv/bin/python bench/cli_startup.py                      # this checkout
     .venv/bin/python bench/cli_startup.py --baseline SRC_DIR   # and another source tree beside it
@@ -25,6 +26,8 @@ CASES = {
     "python -c pass": ["-c", "pass"],
     "ceap --help": ["-m", "ceap", "--help"],
     "ceap validate programs/win_back.yaml": ["-m", "ceap", "validate", "programs/win_back.yaml"],
+    "ceap validate bench/programs/csv_only.yaml": ["-m", "ceap", "validate",
+                                                   "bench/programs/csv_only.yaml"],
 }
 
 
@@ -49,7 +52,7 @@ def main() -> None:
     if args.baseline:
         trees["baseline"] = args.baseline.resolve()
     print(f"load: {Path('/proc/loadavg').read_text().split()[:3]}  runs: {args.runs} (median)")
-    print(f"{'command':40} {'tree':9} {'wall s':>8} {'CPU s':>8} {'RSS MB':>8}")
+    print(f"{'command':44} {'tree':9} {'wall s':>8} {'CPU s':>8} {'RSS MB':>8}")
     medians: dict[tuple[str, str], tuple[float, float]] = {}
     for label, cmd in CASES.items():
         walls: dict[str, list[float]] = {t: [] for t in trees}
@@ -67,7 +70,7 @@ def main() -> None:
         for tree in trees:
             wall, cpu = statistics.median(walls[tree]), statistics.median(cpus[tree])
             medians[(label, tree)] = (wall, cpu)
-            print(f"{label:40} {tree:9} {wall:8.3f} {cpu:8.3f} {statistics.median(rss[tree]):8.1f}")
+            print(f"{label:44} {tree:9} {wall:8.3f} {cpu:8.3f} {statistics.median(rss[tree]):8.1f}")
     if args.baseline:
         for label in CASES:
             (wall, cpu), (wall0, cpu0) = medians[(label, "this")], medians[(label, "baseline")]

@@ -3,6 +3,7 @@ start-up (``--help``, ``validate``) imports none of the heavy libraries."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -41,10 +42,10 @@ RUN_CLI = ("from ceap.cli import app\n"
            "except SystemExit as exc:\n    assert exc.code in (0, None), exc.code")
 
 
-def _imported_after(code: str, *argv: str) -> list[str]:
+def _imported_after(code: str, *argv: str, modules: tuple[str, ...] = HEAVY) -> list[str]:
     """The heavy libraries in sys.modules after running ``code`` in a fresh interpreter."""
     probe = (f"import sys\n{code}\n"
-             f"print('loaded:', *(m for m in {HEAVY!r} if m in sys.modules))")
+             f"print('loaded:', *(m for m in {modules!r} if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", probe, *argv], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -66,6 +67,37 @@ def test_validate_imports_no_model_or_statistics_library() -> None:
     loaded = _imported_after(RUN_CLI, "validate", "programs/win_back.yaml")
     assert not set(loaded) & {"lightgbm", "xgboost", "sklearn", "onnxruntime", "statsmodels", "scipy",
                               "fastapi", "uvicorn", "polars", "pandas"}, loaded
+
+
+SIMPLE_PROGRAM = """\
+source: {type: csv, path: data/churned_customers.csv, customer_id: customer_id}
+action: {type: offer, channels: [email]}
+"""
+
+
+def test_validate_loads_only_the_plugins_the_program_names(tmp_path: Path) -> None:
+    # the registry lists every plugin's entry point but imports only the csv connector here:
+    # no other connector's, filter's, scorer's or channel's libraries (DuckDB, HTTP, drivers)
+    program = tmp_path / "simple.yaml"
+    program.write_text(SIMPLE_PROGRAM)
+    watched = (*HEAVY, "httpx", "psycopg", "ceap.connectors.sql", "ceap.scorers.expression",
+               "ceap.filters.expression", "ceap.channels.email_smtp")
+    loaded = _imported_after(RUN_CLI, "validate", str(program), modules=watched)
+    # nor Arrow or NumPy: the plugin base classes and the csv connector import them where rows
+    # are read; Jinja2 comes only for a program with a template
+    assert loaded == [], loaded
+
+
+def test_an_unknown_type_still_lists_every_installed_plugin(tmp_path: Path) -> None:
+    program = tmp_path / "typo.yaml"
+    program.write_text(SIMPLE_PROGRAM.replace("type: csv", "type: cvs"))
+    proc = subprocess.run([sys.executable, "-m", "ceap", "validate", str(program)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, env={**os.environ,
+                                                                             "COLUMNS": "300"})
+    assert proc.returncode == 2
+    text = " ".join(proc.stdout.split() + proc.stderr.split())
+    assert "source.type: unknown connector type 'cvs'" in text, text
+    assert "csv" in text.split("installed:", 1)[1] and "parquet" in text.split("installed:", 1)[1]
 
 
 def test_uplift_help_names_the_report_choices() -> None:

@@ -272,3 +272,13 @@ def test_misspelled_field_in_ceap_yaml_gets_a_suggestion(tmp_path: Path) -> None
     with pytest.raises(SpecError) as exc:
         load_project(tmp_path)
     assert issues(exc) == {"delivery.quiet_hours.sms.send_untl": "unknown field (did you mean 'send_until'?)"}
+
+
+def test_discovery_lists_plugins_and_loads_each_when_first_named() -> None:
+    registry = Registry.discover()
+    assert {"csv", "parquet"} <= set(registry.names("connector"))
+    assert registry.generation == 0  # listing the names loaded nothing
+    parse_program(base_program(), registry=registry)
+    loaded = registry.generation
+    assert 0 < loaded < sum(len(registry.names(k)) for k in ("connector", "filter", "scorer"))
+    assert len(registry.info()) > loaded  # ``ceap plugins`` loads (and checks) them all

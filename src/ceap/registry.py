@@ -5,14 +5,19 @@ through the entry-point groups ``ceap.connectors``, ``ceap.filters``,
 A plugin is checked when it registers, not when it is first called: it must
 subclass its kind's base class, and its config model must forbid unknown
 fields and carry ``type: Literal["<its entry-point name>"]``.
+
+Discovery lists the entry points without importing them (listing is cheap,
+loading a plugin imports its libraries): a plugin is loaded, and checked, the
+first time it is asked for by name, or by ``load_all`` for the whole set.
 """
 
 from __future__ import annotations
 
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Literal
 
 from ceap.channels.base import Channel
@@ -74,20 +79,36 @@ class Registry:
         self.generation = 0
         #: plugins whose entry point failed to load or check: (kind, name) -> why
         self.broken: dict[tuple[str, str], str] = {}
+        #: entry points listed but not loaded yet: kind -> name -> entry point
+        self._pending: dict[str, dict[str, EntryPoint]] = {k: {} for k in KINDS}
 
     @classmethod
     def discover(cls) -> Registry:
-        """Load every plugin declared under the ``ceap.*`` entry-point groups."""
+        """List every plugin declared under the ``ceap.*`` entry-point groups; each is
+        loaded when first asked for (``get``, ``configs``, ``load_all``)."""
         registry = cls()
         for kind, (group, _base) in KINDS.items():
-            for ep in sorted(entry_points(group=group), key=lambda e: e.name):
-                dist = ep.dist.name if ep.dist else "?"
-                try:
-                    registry.register(kind, ep.name, ep.load(), target=ep.value, distribution=dist)
-                except Exception as exc:  # one broken package must not take the others down
-                    registry.broken[(kind, ep.name)] = (
-                        f"cannot load {kind} plugin {ep.name!r} ({ep.value}, from {dist}): {exc}")
+            for ep in entry_points(group=group):
+                registry._pending[kind].setdefault(ep.name, ep)
         return registry
+
+    def _load(self, kind: str, name: str) -> None:
+        """Import and register the pending entry point ``name``, if there is one."""
+        ep = self._pending.get(kind, {}).pop(name, None)
+        if ep is None:
+            return
+        dist = ep.dist.name if ep.dist else "?"
+        try:
+            self.register(kind, name, ep.load(), target=ep.value, distribution=dist)
+        except Exception as exc:  # one broken package must not take the others down
+            self.broken[(kind, name)] = (
+                f"cannot load {kind} plugin {name!r} ({ep.value}, from {dist}): {exc}")
+
+    def load_all(self, kind: str | None = None) -> None:
+        """Load every pending plugin (of ``kind``, or of all kinds)."""
+        for k in [kind] if kind else list(KINDS):
+            for name in sorted(self._pending[k]):
+                self._load(k, name)
 
     def register(self, kind: str, name: str, cls: type[Any], *, target: str = "",
                  distribution: str = "local") -> None:
@@ -99,6 +120,7 @@ class Registry:
         self.generation += 1
 
     def get(self, kind: str, name: str) -> type[Any]:
+        self._load(kind, name)
         if (kind, name) in self.broken:
             raise PluginError(self.broken[(kind, name)])
         try:
@@ -108,12 +130,20 @@ class Registry:
             raise PluginError(f"unknown {kind} type {name!r} (installed: {known})") from None
 
     def names(self, kind: str) -> list[str]:
-        return sorted(self._plugins[kind])
+        """The plugins of ``kind`` by name, loaded or not (listing loads nothing)."""
+        return sorted(set(self._plugins[kind]) | set(self._pending[kind]))
 
-    def configs(self, kind: str) -> list[type[PluginConfig]]:
-        return [self._plugins[kind][n].config_model for n in self.names(kind)]
+    def configs(self, kind: str, names: Iterable[str] | None = None) -> list[type[PluginConfig]]:
+        """The config models of the plugins of ``kind`` (only of ``names``, if given),
+        by name; loads them, and leaves out those that fail to load."""
+        wanted = sorted(set(names)) if names is not None else self.names(kind)
+        for name in wanted:
+            self._load(kind, name)
+        return [self._plugins[kind][n].config_model for n in wanted if n in self._plugins[kind]]
 
     def info(self) -> list[PluginInfo]:
+        """Every plugin (all loaded first; those that fail are in ``broken``)."""
+        self.load_all()
         return [self._info[k] for k in sorted(self._info)]
 
     def create(self, kind: str, config: PluginConfig, context: Any = None) -> Any:

@@ -9,9 +9,11 @@ network: an expression sees the batch and nothing else.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-import duckdb
-import pyarrow as pa
+if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
 
 BATCH = "batch"
 _MISSING_COLUMN = re.compile(r'Referenced column "([^"]+)" not found')
@@ -21,6 +23,8 @@ def check_expression(expr: str) -> str:
     """Return ``expr`` if it parses as one SQL expression, else raise ValueError."""
     if not expr or not expr.strip():
         raise ValueError("expression is empty")
+    import duckdb  # here, not at import: ``ceap validate`` of a program without SQL skips it
+
     try:
         statements = duckdb.extract_statements(f"SELECT ({expr})")
     except duckdb.Error as exc:
@@ -42,6 +46,8 @@ def missing_column(exc: Exception) -> str | None:
 
 def sandboxed_connection() -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with no file or network access."""
+    import duckdb
+
     con = duckdb.connect(config={"enable_external_access": False})
     con.execute("SET TimeZone = 'UTC'")
     return con

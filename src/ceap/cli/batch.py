@@ -30,7 +30,6 @@ def validate(
     ] = False,
 ) -> None:
     """Check program specs. Exit 0 when all are valid; 2 with `file: field: message` lines."""
-    from ceap.ml.checks import check_program_model
     from ceap.spec import load_program
 
     project = state.project()
@@ -42,16 +41,20 @@ def validate(
     for path in files:
         try:
             spec = load_program(path)
-            from ceap.delivery.templates import validate_program_templates
-            from ceap.experiments.validation import variant_issues
+            if spec.action.template or spec.experiment.variants:  # Jinja2 only when needed
+                from ceap.delivery.templates import validate_program_templates
+                from ceap.experiments.validation import variant_issues
 
-            template_issues = validate_program_templates(spec, project.base_dir, project.delivery)
-            template_issues += variant_issues(spec, project)
-            if template_issues:
-                raise SpecError(str(path), template_issues)
-            model_issues = check_program_model(spec, project.context(state.tenant))
-            if model_issues:
-                raise SpecError(str(path), model_issues)
+                template_issues = validate_program_templates(spec, project.base_dir, project.delivery)
+                template_issues += variant_issues(spec, project)
+                if template_issues:
+                    raise SpecError(str(path), template_issues)
+            if isinstance(getattr(spec.scorer, "model", None), str):  # a model scorer
+                from ceap.ml.checks import check_program_model
+
+                model_issues = check_program_model(spec, project.context(state.tenant))
+                if model_issues:
+                    raise SpecError(str(path), model_issues)
             if sources and getattr(spec.source, "type", None) != "events":
                 from ceap.pipeline.plan import Plan
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
-import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import Field
 
 from ceap.plugin import Plugin, PluginConfig
+
+if TYPE_CHECKING:  # Arrow is imported where batches are read, not to validate a config
+    import pyarrow as pa
 
 ColumnType = Literal["string", "int", "float", "bool", "date", "timestamp"]
 
@@ -72,6 +73,9 @@ class Connector(Plugin[C]):
 
         Connectors that can push the condition into their scan set ``pushes_cursor``;
         for the others the rows are filtered here, batch by batch."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
         cursor = self.config.cursor
         if cursor is None or self.after is None or self.pushes_cursor:
             yield from self.read()

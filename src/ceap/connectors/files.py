@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import glob
 from collections.abc import Iterator
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
-import duckdb
-import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import Field, field_validator
 
 from ceap.connectors import object_store
 from ceap.connectors.base import Connector, ConnectorConfig
 from ceap.errors import SourceError
 from ceap.sqlexpr import check_expression, quote
+
+if TYPE_CHECKING:  # DuckDB and Arrow are imported where files are read, not to validate a config
+    import duckdb
+    import pyarrow as pa
 
 
 class FileConfig(ConnectorConfig):
@@ -121,6 +122,8 @@ class FileConnector(Connector[FC]):
         return where, params
 
     def _relation(self) -> tuple[duckdb.DuckDBPyConnection, duckdb.DuckDBPyRelation]:
+        import duckdb  # here, not at import: validating a program needs only the config
+
         files = self.files()
         con = duckdb.connect()
         try:
@@ -147,6 +150,8 @@ class FileConnector(Connector[FC]):
             return rel.limit(0).to_arrow_table().schema
 
     def read(self) -> Iterator[pa.RecordBatch]:
+        import duckdb
+
         con, rel = self._relation()
         with con:
             try:
@@ -196,12 +201,16 @@ class ParquetConnector(FileConnector[ParquetConfig]):
                 f"union_by_name={str(self.config.union_by_name).lower()}{self._hive()})")
 
     def estimated_rows(self) -> int | None:
+        import pyarrow as pa
+
         if self.config.where or self.after is not None:
             return None  # the footers count rows the scan will skip
         try:
             files = self.files()
             if any(object_store.is_remote(f) for f in files):
                 return None  # one request per object: not worth it for a progress bar
+            import pyarrow.parquet as pq
+
             return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
         except (OSError, pa.ArrowException, SourceError):
             return None

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, TypeVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
-import pyarrow as pa
 from pydantic import Field
 
 from ceap.plugin import Plugin, PluginConfig
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 class FilterConfig(PluginConfig):

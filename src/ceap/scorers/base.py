@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar, TypeVar
-
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ceap.errors import SourceError
 from ceap.plugin import Plugin, PluginConfig
+
+if TYPE_CHECKING:  # NumPy and Arrow are imported where rows are scored
+    import numpy as np
+    import pyarrow as pa
 
 
 class ScorerConfig(PluginConfig):
@@ -48,6 +48,8 @@ class Scorer(Plugin[S]):
         missing = [n for n in names if n not in row]
         if missing:
             raise SourceError(f"scorer needs column(s) {', '.join(missing)} that the row lacks")
+        import pyarrow as pa
+
         table = pa.table({n: pa.nulls(1, pa.float64()) if row[n] is None else pa.array([row[n]])
                           for n in names})
         return float(self.score(table)[0])
@@ -69,8 +71,13 @@ class Scorer(Plugin[S]):
         return None
 
 
-def feature_matrix(table: pa.Table, features: list[str], dtype: Any = np.float64) -> np.ndarray:
+def feature_matrix(table: pa.Table, features: list[str], dtype: Any = None) -> np.ndarray:
     """Columns of ``table`` as a C-contiguous float64 (or ``dtype``) matrix; nulls become NaN."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    dtype = np.float64 if dtype is None else dtype
     missing = [f for f in features if f not in table.column_names]
     if missing:
         raise SourceError(f"scorer needs column(s) {', '.join(missing)} that the rows lack")

@@ -1,8 +1,10 @@
 """Load program specs from YAML, validated against the installed plugins.
 
 Plugin fields (``source``, ``filters``, ``scorer``) are discriminated unions
-over every installed plugin's config model, built from the registry, so a
-third-party plugin's config is checked as strictly as a built-in's.
+over the installed plugins' config models, built from the registry, so a
+third-party plugin's config is checked as strictly as a built-in's. A program
+is validated against the plugins it names (only those are imported); the error
+path loads them all, so messages and suggestions are the same as against all.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Annotated, Any, Union
 from pydantic import BaseModel, Field, ValidationError, create_model
 
 from ceap.errors import SpecError
-from ceap.registry import Registry, default_registry
+from ceap.registry import KINDS, Registry, default_registry
 from ceap.spec.experiment import Bandit, Guardrails, Variant
 from ceap.spec.issues import clean_loc, format_loc, message
 from ceap.spec.program import Action, Experiment, ProgramSpec, Selection
@@ -22,44 +24,86 @@ from ceap.spec.yaml_io import read_yaml_mapping
 #: program field -> plugin kind
 PLUGIN_FIELDS = {"source": "connector", "filters": "filter", "scorer": "scorer"}
 
-_models: dict[tuple[int, int], type[ProgramSpec]] = {}
+#: kind -> the plugin names a program uses (None: every installed plugin of the kind)
+Named = dict[str, frozenset[str] | None]
+
+_models: dict[tuple[int, int, tuple[tuple[str, frozenset[str] | None], ...]], type[ProgramSpec]] = {}
 
 
-def _union(registry: Registry, kind: str) -> Any:
-    models = registry.configs(kind)
+def _union(registry: Registry, kind: str, names: frozenset[str] | None) -> Any:
+    models = registry.configs(kind, names)
+    if not models:  # the program names no plugin of this kind: any config of the kind will do
+        return KINDS[kind][1].config_model
     if len(models) == 1:
         return models[0]
     return Annotated[Union[tuple(models)], Field(discriminator="type")]  # noqa: UP007
 
 
-def program_model(registry: Registry | None = None) -> type[ProgramSpec]:
-    """The ProgramSpec subclass whose plugin fields accept the installed plugins."""
+def program_model(registry: Registry | None = None, named: Named | None = None) -> type[ProgramSpec]:
+    """The ProgramSpec subclass whose plugin fields accept the installed plugins (only those
+    ``named`` per kind, when given: building the model loads the plugins it names)."""
     registry = registry or default_registry()
-    key = (id(registry), registry.generation)
+    named = named or {}
+    wanted = tuple((kind, named.get(kind)) for kind in PLUGIN_FIELDS.values())
+    for kind, names in wanted:
+        registry.configs(kind, names)  # load first: loading bumps the generation
+    key = (id(registry), registry.generation, wanted)
     if key not in _models:
+        unions = {kind: _union(registry, kind, names) for kind, names in wanted}
+        source: Any = unions["connector"]
+        filter_: Any = unions["filter"]
+        scorer: Any = unions["scorer"]
         _models[key] = create_model(
             "Program",
             __base__=ProgramSpec,
-            source=(_union(registry, "connector"), ...),
-            filters=(list[_union(registry, "filter")], Field(default_factory=list)),  # type: ignore[valid-type]
-            scorer=(_union(registry, "scorer") | None, None),
+            source=(source, ...),
+            filters=(list[filter_], Field(default_factory=list)),  # type: ignore[valid-type]
+            scorer=(scorer | None, None),
         )
     return _models[key]
 
 
-def _unknown_types(data: dict[str, Any], registry: Registry) -> list[tuple[str, str]]:
-    """Plugin ``type`` values no installed plugin answers to (checked before pydantic,
-    so the message is the same whether one or many plugins of the kind exist)."""
-    issues = []
-    for field, kind in PLUGIN_FIELDS.items():
+def _plugin_items(data: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """``(field, where, item)`` for each plugin config in the program's mapping."""
+    found = []
+    for field in PLUGIN_FIELDS:
         value = data.get(field)
         items = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
         for i, item in items:
-            if isinstance(item, dict) and isinstance(item.get("type"), str) \
-                    and item["type"] not in registry.names(kind):
-                where = f"{field}[{i}].type" if i is not None else f"{field}.type"
+            where = f"{field}[{i}]" if i is not None else field
+            found.append((field, where, item))
+    return found
+
+
+def named_plugins(data: dict[str, Any]) -> Named:
+    """The plugin types a program's mapping names, per kind; None for a kind where
+    some item names no type (its error message lists every installed plugin)."""
+    named: dict[str, set[str] | None] = {kind: set() for kind in PLUGIN_FIELDS.values()}
+    for field, _where, item in _plugin_items(data):
+        kind = PLUGIN_FIELDS[field]
+        if field not in data or (item is None and field == "scorer"):
+            continue
+        names = named[kind]
+        if isinstance(item, dict) and isinstance(item.get("type"), str):
+            if names is not None:
+                names.add(item["type"])
+        else:
+            named[kind] = None
+    return {kind: frozenset(names) if names is not None else None for kind, names in named.items()}
+
+
+def _unknown_types(data: dict[str, Any], registry: Registry) -> list[tuple[str, str]]:
+    """Plugin ``type`` values no installed plugin answers to (checked before pydantic,
+    so the message is the same whether one or many plugins of the kind exist).
+    Loads the plugins the program names, and only those."""
+    issues = []
+    for field, where, item in _plugin_items(data):
+        kind = PLUGIN_FIELDS[field]
+        if isinstance(item, dict) and isinstance(item.get("type"), str):
+            registry.configs(kind, [item["type"]])  # load it: it may turn out broken
+            if item["type"] not in registry.names(kind):
                 broken = registry.broken.get((kind, item["type"]))
-                issues.append((where, broken or f"unknown {kind} type {item['type']!r} "
+                issues.append((f"{where}.type", broken or f"unknown {kind} type {item['type']!r} "
                                                 f"(installed: {', '.join(registry.names(kind))})"))
     return issues
 
@@ -125,7 +169,7 @@ def parse_program(
     if unknown:
         raise SpecError(source, unknown)
     try:
-        return program_model(registry).model_validate(prepared)
+        return program_model(registry, named_plugins(prepared)).model_validate(prepared)
     except ValidationError as exc:
         raise SpecError(source, validation_issues(exc, prepared, registry)) from None
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any, ClassVar, TypeVar
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ceap.errors import PluginError
 from ceap.model import Candidate, CandidateQuery, InboxItem, RunRecord, WriteResult, utcnow
 from ceap.plugin import Plugin, PluginConfig, PluginContext
 from ceap.store.tx import Tx
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 class StoreConfig(PluginConfig):
@@ -123,6 +124,7 @@ def open_store(url: str, migrate: bool = True, context: PluginContext | None = N
 
     scheme = url.split(":", 1)[0].split("+", 1)[0]
     registry = default_registry()
+    registry.load_all("store")  # stores answer to URL schemes, not names: load them (broken ones drop out)
     for name in registry.names("store"):
         cls = registry.get("store", name)
         if scheme in cls.schemes:

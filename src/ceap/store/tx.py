@@ -10,8 +10,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from ceap.store.schema import to_iso
-
 
 class Tx(Protocol):
     dialect: str
@@ -38,6 +36,8 @@ class SqliteTx:
         self.conn.executemany(sql, rows)
 
     def ts(self, value: datetime | None) -> Any:
+        from ceap.store.schema import to_iso  # here: the schema module imports Arrow
+
         return None if value is None else to_iso(value)
 
     def placeholders(self, n: int) -> str:
