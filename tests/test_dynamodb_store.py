@@ -33,6 +33,17 @@ def table_items(url: str) -> list[dict[str, Any]]:
             for item in page["Items"]]
 
 
+def mixed_project(root: Path, dynamodb_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A project in ``root`` (the working folder) with a SQLite store, DynamoDB candidates
+    and the big_carts program over a CSV of orders."""
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("CEAP_STORE", raising=False)
+    write_csv(root / "orders.csv", ORDERS_HEADER, ORDERS)
+    (root / "programs").mkdir()
+    write_program(root / "programs" / "big_carts.yaml", base_program())
+    (root / "ceap.yaml").write_text(f"store: sqlite:///ceap.db\ncandidate_store: {dynamodb_url}\n")
+
+
 def test_ttl_is_on_and_set_from_expires_at_except_for_the_control_group(dynamodb_url: str) -> None:
     store = open_store(dynamodb_url)
     name = dynamodb_url.split("://", 1)[1].split("?", 1)[0]
@@ -88,13 +99,7 @@ def test_mixed_configuration_end_to_end(dynamodb_url: str, tmp_path: Path,
     """ceap.yaml with a SQLite store and DynamoDB candidates: `ceap run` writes the
     candidates to both, the serving API answers from DynamoDB, a re-run writes nothing
     new, runs and the dispatcher's tables stay in SQL, and a sweep removes the expired."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("CEAP_STORE", raising=False)
-    write_csv(tmp_path / "orders.csv", ORDERS_HEADER, ORDERS)
-    (tmp_path / "programs").mkdir()
-    write_program(tmp_path / "programs" / "big_carts.yaml", base_program())
-    (tmp_path / "ceap.yaml").write_text(
-        f"store: sqlite:///ceap.db\ncandidate_store: {dynamodb_url}\n")
+    mixed_project(tmp_path, dynamodb_url, monkeypatch)
     cli = CliRunner()
     first = cli.invoke(app, ["run", "big_carts", "--json"])
     assert first.exit_code == 0, first.output
@@ -138,13 +143,7 @@ def test_a_customer_deleted_is_gone_from_the_dynamodb_candidate_store(
         dynamodb_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`ceap customer delete` in the mixed configuration removes the customer's serving
     items from DynamoDB as well as the SQL rows; other customers keep theirs."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("CEAP_STORE", raising=False)
-    write_csv(tmp_path / "orders.csv", ORDERS_HEADER, ORDERS)
-    (tmp_path / "programs").mkdir()
-    write_program(tmp_path / "programs" / "big_carts.yaml", base_program())
-    (tmp_path / "ceap.yaml").write_text(
-        f"store: sqlite:///ceap.db\ncandidate_store: {dynamodb_url}\n")
+    mixed_project(tmp_path, dynamodb_url, monkeypatch)
     cli = CliRunner()
     assert cli.invoke(app, ["run", "big_carts", "--json"]).exit_code == 0
     assert sorted(i["customer_id"]["S"] for i in table_items(dynamodb_url)) == ["c1", "c5"]
