@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 
@@ -37,6 +37,20 @@ class _Ask:
     granted: bool = False
     finished: bool = False
     error: Exception | None = None
+    #: held until the ask is committed: a lane waits on its own ask, so a commit wakes
+    #: only the lanes it answered (not every waiting lane, as one shared condition would)
+    ready: threading.Lock | None = field(default=None, repr=False)
+
+    def wait(self) -> None:
+        if self.ready is not None and not self.finished:
+            self.ready.acquire()
+            self.ready.release()
+
+
+def _held() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
 
 
 class AttemptJournal:
@@ -54,8 +68,7 @@ class AttemptJournal:
                  retry: Retry, jitter: Callable[[], float]):
         self.outbox, self.clock, self.retry, self.jitter = outbox, clock, retry, jitter
         self._by_key = {(d.tenant_id, d.idempotency_key): d for d in deliveries}
-        lock = threading.Lock()
-        self._work, self._done = threading.Condition(lock), threading.Condition(lock)
+        self._work = threading.Condition(threading.Lock())
         self._asks: list[_Ask] = []
         self._closing = False
         self._thread: threading.Thread | None = None
@@ -71,18 +84,16 @@ class AttemptJournal:
 
     # -- the lanes' side (SendJournal) ---------------------------------------------
     def begin(self, message: Message) -> bool:
-        ask = _Ask(self._delivery(message), None)
+        ask = _Ask(self._delivery(message), None, ready=_held())
         self._submit(ask, wait=True)
         return ask.granted
 
     def begin_soon(self, message: Message) -> Callable[[], bool]:
-        ask = _Ask(self._delivery(message), None)
+        ask = _Ask(self._delivery(message), None, ready=_held())
         self._submit(ask, wait=False)
 
         def granted() -> bool:
-            with self._done:
-                while not ask.finished:
-                    self._done.wait()
+            ask.wait()
             if ask.error is not None:
                 raise ask.error
             return ask.granted
@@ -112,8 +123,8 @@ class AttemptJournal:
                 raise self.error
             self._asks.append(ask)
             self._work.notify()
-            while wait and not ask.finished:
-                self._done.wait()
+        if wait:
+            ask.wait()
         if ask.error is not None:
             raise ask.error
 
@@ -145,10 +156,10 @@ class AttemptJournal:
             except Exception as exc:  # waiting lanes raise it; what was not committed stays open
                 error = exc
                 self.error = self.error or exc
-            with self._done:
-                for ask in asks:
-                    ask.error, ask.finished = error, True
-                self._done.notify_all()
+            for ask in asks:
+                ask.error, ask.finished = error, True
+                if ask.ready is not None:
+                    ask.ready.release()
 
     def _commit(self, asks: list[_Ask]) -> None:
         now = self.clock()
