@@ -55,8 +55,9 @@ class BatchSender(OutcomeRecorder):
         stats = DispatchStats()
         outcomes: list[tuple[Delivery, SendResult]] = []
         if channel.journaled:  # the channel begins and ends each message with the journal
+            lanes = min(len(messages), int(getattr(channel.config, "concurrency", 1)))
             with AttemptJournal(self.outbox, [d for d, _ in messages], self.clock,
-                                self._retry_of(name), self.rng.random) as journal:
+                                self._retry_of(name), self.rng.random, lanes=lanes) as journal:
                 results, raised = self._call(channel, [m for _, m in messages], journal, name)
             metrics.record_deliveries(name, journal.counts)
             for field, n in journal.counts.items():
