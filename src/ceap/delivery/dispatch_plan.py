@@ -40,7 +40,8 @@ class CandidatePlanner(DispatcherState):
         stats.claimed = len(claimed)
         if not claimed:
             return stats
-        decisions = [self._initial(c) for c in claimed]
+        initial: dict[tuple[str, tuple[str, ...]], tuple[tuple[str, ...], bool]] = {}
+        decisions = [self._initial(c, initial) for c in claimed]
         profiles = load_profiles(self.store, {(c.tenant_id, c.customer_id) for c in claimed})
         ctx = PolicyContext(now, self.store, profiles,
                             {n: ch.address for n, ch in self.channels.items()},
@@ -87,10 +88,16 @@ class CandidatePlanner(DispatcherState):
                 self._store_dialect = tx.dialect
         return self._store_dialect
 
-    def _initial(self, c: Candidate) -> Decision:
-        spec = (self.programs or {}).get(c.program)
-        fallback = getattr(getattr(spec, "action", None), "deliver", "fallback") != "all"
-        known = tuple(ch for ch in c.channels if ch in self.channels)
+    def _initial(self, c: Candidate,
+                 seen: dict[tuple[str, tuple[str, ...]], tuple[tuple[str, ...], bool]]) -> Decision:
+        """Every configured channel of ``c``, in order (``seen``: per program and channels,
+        worked out once a pass: a batch's candidates mostly share both)."""
+        key = (c.program, tuple(c.channels))
+        if (found := seen.get(key)) is None:
+            spec = (self.programs or {}).get(c.program)
+            fallback = getattr(getattr(spec, "action", None), "deliver", "fallback") != "all"
+            found = seen[key] = (tuple(ch for ch in c.channels if ch in self.channels), fallback)
+        known, fallback = found
         if not known:
             return Decision(c.id, suppress="no_channel",
                             note=f"no configured channel among {', '.join(c.channels)}")

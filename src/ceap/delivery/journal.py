@@ -10,9 +10,10 @@ sent, retry, dead, fallback), then the begins (the deliveries become
 ``sending`` with attempts + 1, if still leased to this worker). Then it wakes
 the lanes that wait. Before committing it waits (at most ``linger``, 2 ms)
 until every lane still sending has asked, so one commit answers all the
-lanes rather than one or two: a commit costs far more than a row in it. A lane hands a message to the provider only once its
-begin is committed, and that commit holds the lane's previous result too (or
-a commit before it did), so a worker killed at any moment leaves at most one
+lanes rather than one or two: a commit costs far more than a row in it. A
+lane hands a message to the provider only once its begin is committed, and
+that commit holds the lane's previous result too (or a commit before it
+did), so a worker killed at any moment leaves at most one
 ``sending`` attempt per lane, and the throughput costs one commit per round
 of lanes, not per message.
 """

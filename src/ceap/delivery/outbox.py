@@ -190,7 +190,8 @@ class Outbox:
     @staticmethod
     def _row(c: Candidate, channel: str, step: int, remaining: list[str], status: str, stamp: Any,
              shadow: bool, policy: str | None) -> tuple[Any, ...]:
-        return (c.tenant_id, c.id, c.program, c.customer_id, channel, step, json.dumps(remaining),
+        return (c.tenant_id, c.id, c.program, c.customer_id, channel, step,
+                json.dumps(remaining) if remaining else "[]",
                 idempotency_key(c, channel), status, stamp, c.category, shadow, policy, stamp, stamp)
 
     def _insert(self, tx: Tx, c: Candidate, channel: str, step: int, remaining: list[str],
