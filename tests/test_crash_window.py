@@ -140,6 +140,32 @@ def test_the_journal_commits_the_lanes_that_wait_together(store: Store) -> None:
     assert journal.counts["sent"] == 4 and journal.peak_in_flight == 4
 
 
+def test_the_journal_waits_for_every_lane_before_committing(store: Store) -> None:
+    """Two lanes ask one after the other: one commit answers both (the committer waits for
+    the second, up to ``linger``: an hour here, so committing early would show as two)."""
+    seed(store, 2)
+    clock = FakeClock(T0)
+    Dispatcher(store, {"email": flaky()}, clock=clock, worker="w").plan()
+    outbox = Outbox(store, "w")
+    claimed = outbox.claim_deliveries(clock(), {"email": 10})
+    messages = [Message(d.tenant_id, d.idempotency_key, d.customer_id, d.program, d.channel)
+                for d in claimed]
+    granted: list[bool] = []
+    with AttemptJournal(outbox, claimed, clock, Retry(), lambda: 0.5, lanes=2, linger=3600) as journal:
+        first = threading.Thread(target=lambda: granted.append(journal.begin(messages[0])))
+        first.start()
+        while journal.waiting() < 1 and journal.commits == 0:  # the first lane waits ...
+            threading.Event().wait(0.001)
+        assert journal.commits == 0 and by_status(store) == {"queued": 2}
+        granted.append(journal.begin(messages[1]))  # ... until the second asks
+        first.join(30)
+        assert granted == [True, True] and journal.commits == 1
+        assert by_status(store) == {"sending": 2}
+        for m in messages:  # the last results: no lane is left to wait for
+            journal.end(m, SendResult(m.idempotency_key, "sent"))
+    assert by_status(store) == {"sent": 2} and journal.counts["sent"] == 2
+
+
 class ProbeConfig(ExternalConfig):
     type: Literal["probe"] = "probe"
     concurrency: int = 4

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -43,12 +43,34 @@ _INSERT = ("INSERT INTO deliveries (tenant_id, candidate_id, program, customer_i
            "ON CONFLICT (tenant_id, idempotency_key) DO NOTHING")
 
 
+if set(DELIVERY_COLUMNS) != {f.name for f in fields(Delivery)}:  # delivery_from_row sets them all
+    raise RuntimeError("DELIVERY_COLUMNS differ from the Delivery fields")
+_TIME_AT = tuple(DELIVERY_COLUMNS.index(n)
+                 for n in ("next_attempt_at", "created_at", "updated_at", "sent_at", "ambiguous_at"))
+_SHADOW_AT = DELIVERY_COLUMNS.index("shadow")
+
+
 def delivery_from_row(row: Sequence[Any]) -> Delivery:
-    values = dict(zip(DELIVERY_COLUMNS, row, strict=True))
-    for name in ("next_attempt_at", "created_at", "updated_at", "sent_at", "ambiguous_at"):
-        values[name] = from_iso(values[name])
-    values["shadow"] = bool(values["shadow"])
-    return Delivery(**values)
+    """A ``Delivery`` from a row of ``DELIVERY_COLUMNS`` (fields set directly, as
+    ``Delivery(**values)`` would: claims decode thousands a second)."""
+    values = list(row)
+    for i in _TIME_AT:
+        values[i] = from_iso(values[i])
+    values[_SHADOW_AT] = bool(values[_SHADOW_AT])
+    d = object.__new__(Delivery)
+    d.__dict__.update(zip(DELIVERY_COLUMNS, values, strict=True))
+    return d
+
+
+def update_in(tx: Tx, sql: str, params: Sequence[Any], ids: Sequence[int]) -> int:
+    """Run ``sql`` (its ``{ids}`` an ``IN`` list) over ``ids`` in chunks of 500: one statement
+    per chunk costs less than one execution per row. Returns the rows changed."""
+    changed = 0
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        cur = tx.execute(sql.format(ids=tx.placeholders(len(chunk))), (*params, *chunk))
+        changed += int(cur.rowcount or 0)
+    return changed
 
 
 def idempotency_key(candidate: Candidate, channel: str) -> str:
@@ -157,15 +179,19 @@ class Outbox:
             if deferred:
                 tx.executemany("UPDATE candidates SET not_before = ?, claimed_until = NULL, "
                                "worker = NULL, status_reason = ?, updated_at = ? WHERE id = ?", deferred)
-            if states:
-                tx.executemany("UPDATE candidates SET status = ?, claimed_until = NULL, "
-                               "status_reason = ?, updated_at = ? WHERE id = ?", states)
+            groups: dict[tuple[str, str | None], list[int]] = {}
+            for status, reason, _, cid in states:  # one statement per (status, reason)
+                groups.setdefault((status, reason), []).append(cid)
+            for (status, reason), ids in groups.items():
+                update_in(tx, "UPDATE candidates SET status = ?, claimed_until = NULL, status_reason = ?, "
+                          "updated_at = ? WHERE id IN ({ids})", (status, reason, stamp), ids)
         return counts
 
     @staticmethod
     def _row(c: Candidate, channel: str, step: int, remaining: list[str], status: str, stamp: Any,
              shadow: bool, policy: str | None) -> tuple[Any, ...]:
-        return (c.tenant_id, c.id, c.program, c.customer_id, channel, step, json.dumps(remaining),
+        return (c.tenant_id, c.id, c.program, c.customer_id, channel, step,
+                json.dumps(remaining) if remaining else "[]",
                 idempotency_key(c, channel), status, stamp, c.category, shadow, policy, stamp, stamp)
 
     def _insert(self, tx: Tx, c: Candidate, channel: str, step: int, remaining: list[str],
@@ -286,8 +312,8 @@ class Outbox:
                            "lease_until = NULL, last_error = NULL, updated_at = ? WHERE id = ?", sent)
             done = sorted({d.candidate_id for d, r in outcomes
                            if r.status in ("sent", "delivered", "duplicate")})
-            tx.executemany("UPDATE candidates SET status = 'sent', updated_at = ? "
-                           "WHERE id = ? AND status <> 'sent'", [(stamp, i) for i in done])
+            update_in(tx, "UPDATE candidates SET status = 'sent', updated_at = ? "
+                      "WHERE id IN ({ids}) AND status <> 'sent'", (stamp,), done)
         if retried:
             tx.executemany("UPDATE deliveries SET status = 'queued', next_attempt_at = ?, "
                            "last_error = ?, attempts = ?, lease_until = NULL, updated_at = ? WHERE id = ?",

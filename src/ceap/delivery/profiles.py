@@ -11,6 +11,7 @@ import pyarrow as pa
 from ceap.delivery.model import Profile
 from ceap.model import utcnow
 from ceap.store.base import Store
+from ceap.store.schema import loads
 
 FIELDS = ("email", "phone", "push_token", "timezone", "locale")
 
@@ -59,5 +60,5 @@ def load_profiles(store: Store, keys: Iterable[tuple[str, str]]) -> dict[tuple[s
                     attrs: Any = row[6]
                     found[(tenant, row[0])] = Profile(
                         tenant, row[0], *row[1:6],
-                        attributes=json.loads(attrs) if isinstance(attrs, str) else (attrs or {}))
+                        attributes=loads(attrs) if isinstance(attrs, str) else (attrs or {}))
     return found

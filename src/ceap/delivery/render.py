@@ -27,5 +27,5 @@ class PlainRenderer:
     def render(self, candidate: Candidate, channel: str, profile: Profile | None) -> Rendered:
         title = candidate.program.replace("_", " ").capitalize()
         lines = [f"{k.replace('_', ' ')}: {v}" for k, v in candidate.payload.items()
-                 if not isinstance(v, list | dict)]
+                 if not isinstance(v, (list, dict))]
         return Rendered(title=title, body="\n".join(lines) or title)

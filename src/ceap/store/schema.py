@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -69,7 +70,15 @@ def from_iso(value: str | datetime | None) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, str):
-        value = datetime.fromisoformat(value)  # ours end in Z: already UTC
+        return _parsed(value)
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+
+@lru_cache(maxsize=4096)
+def _parsed(text: str) -> datetime:
+    """A stored timestamp's text, parsed once: the rows of one claim or one run share a few
+    (``created_at``, ``updated_at``, ...), and a ``datetime`` is immutable."""
+    value = datetime.fromisoformat(text)  # ours end in Z: already UTC
     return value if value.tzinfo is UTC else value.astimezone(UTC)
 
 
