@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from ceap.channels.base import Channel, Message, SendResult
+from ceap.delivery.digest import flush_digests
 from ceap.delivery.held import export_totals
 from ceap.delivery.journal import AttemptJournal
 from ceap.delivery.model import Decision, Delivery, Profile, counted
@@ -173,6 +174,7 @@ class Dispatcher:
     def _plan(self) -> DispatchStats:
         stats = DispatchStats()
         now = self.clock()
+        flush_digests(self, now)  # due digests become candidates (ceap.delivery.digest)
         stats.expired = self.outbox.expire(now)
         active = None
         if self.programs is not None:
