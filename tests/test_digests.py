@@ -210,3 +210,42 @@ def test_the_due_time_of_a_schedule_is_read_in_the_zone_named() -> None:
     assert spec.action.digest is not None
     monday = digests.due_at(spec.action.digest, datetime(2026, 11, 25, 10, tzinfo=UTC), "Asia/Tokyo")
     assert monday == datetime(2026, 11, 30, 8, 0, tzinfo=UTC)  # Monday 09:00 CET
+
+
+def test_ceap_digests_lists_open_and_sent_digests(store_url: str, tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from ceap.cli import app
+
+    store = open_store(store_url)
+    try:
+        project = DigestProject(tmp_path, store, {"key": "comments", "window": "1h"}, ["capture"])
+        project.comment("alice", "a1", "Ann", "one")
+        project.comment("alice", "a2", "Ben", "two")
+        project.comment("bob", "b1", "Cid", "three")
+        project.run(T0)
+        CapturingChannel.reset()
+        capture = CapturingChannel.from_dict({"type": "capture", "outbox": "digest-cli"})
+        clock = FakeClock(T0)
+        project.dispatcher({"capture": capture}, clock).run()
+        store.write_run(RunRecord("r2", "default", "comments", "succeeded", T0), make_candidates(
+            1, now=T0 + timedelta(minutes=5), program="comments", customer_id="bob", status="digest",
+            channels=["capture"], template="comments_digest", category="marketing",
+            payload={"author": "Dee", "text": "four"}, dedup_key="late-bob"))
+        clock.advance(minutes=61)
+        assert project.dispatcher({"capture": capture}, clock).run().sent == 2
+    finally:
+        store.close()
+    runner = CliRunner()
+    result = runner.invoke(app, ["--project", str(tmp_path), "--store", store_url, "digests",
+                                 "--json"], env={"CEAP_STORE": None})
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert sorted((r["customer_id"], r["key"], r["items"], r["status"]) for r in rows) == [
+        ("alice", "comments", 2, "sent"), ("bob", "comments", 2, "sent")]
+    assert all(r["due_at"].startswith("2026-11-25T13:00:00") for r in rows)
+    result = runner.invoke(app, ["--project", str(tmp_path), "--store", store_url, "digests",
+                                 "--status", "open", "--json"], env={"CEAP_STORE": None})
+    assert result.exit_code == 0 and json.loads(result.stdout) == []

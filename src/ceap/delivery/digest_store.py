@@ -219,10 +219,47 @@ class DigestStore:
         return message_id
 
 
+@dataclass(frozen=True)
+class DigestRow:
+    """One digest as ``ceap digests`` lists it."""
+
+    customer_id: str
+    key: str
+    program: str
+    window_start: datetime
+    due_at: datetime
+    items: int
+    message_id: int | None
+    flushed_at: datetime | None
+
+
+def list_digests(store: Store, tenant: str, customer: str | None = None, key: str | None = None,
+                 state: str | None = None, limit: int = 100) -> list[DigestRow]:
+    """A tenant's digests, latest due first: ``state`` ``open`` (still held) or ``sent``
+    (its message written), else both."""
+    where, params = ["tenant_id = ?"], [tenant]
+    for column, value in (("customer_id", customer), ("digest_key", key)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if state == "open":
+        where.append("message_id IS NULL")
+    elif state == "sent":
+        where.append("message_id IS NOT NULL")
+    with store.tx() as tx:
+        rows = tx.execute(
+            "SELECT customer_id, digest_key, min(program), window_start, due_at, count(*), "
+            f"max(message_id), max(flushed_at) FROM digest_items WHERE {' AND '.join(where)} "
+            "GROUP BY customer_id, digest_key, window_start, due_at, message_id IS NULL "
+            "ORDER BY due_at DESC, customer_id, digest_key LIMIT ?", (*params, limit)).fetchall()
+    return [DigestRow(r[0], r[1], r[2], _ts(r[3]), _ts(r[4]), int(r[5]),
+                      None if r[6] is None else int(r[6]), from_iso(r[7])) for r in rows]
+
+
 def _ts(value: Any) -> datetime:
     found = from_iso(value)
     assert found is not None
     return found
 
 
-__all__ = ["LOCK", "DigestStore", "Held", "Waiting", "Window"]
+__all__ = ["LOCK", "DigestRow", "DigestStore", "Held", "Waiting", "Window", "list_digests"]
