@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ceap.channels.email_smtp import SmtpChannel
 from ceap.channels.inapp import InAppChannel
@@ -249,3 +250,38 @@ def test_ceap_digests_lists_open_and_sent_digests(store_url: str, tmp_path: Path
     result = runner.invoke(app, ["--project", str(tmp_path), "--store", store_url, "digests",
                                  "--status", "open", "--json"], env={"CEAP_STORE": None})
     assert result.exit_code == 0 and json.loads(result.stdout) == []
+    bad = runner.invoke(app, ["--project", str(tmp_path), "--store", store_url, "digests",
+                              "--status", "held"], env={"CEAP_STORE": None})
+    assert bad.exit_code == 2 and "open or sent" in bad.output
+
+
+def test_removing_a_programs_digest_sends_what_it_held(store: Store, tmp_path: Path) -> None:
+    project = DigestProject(tmp_path, store, {"window": "1h", "max_items": 1}, ["capture"])
+    (tmp_path / "templates" / "comments_digest.yaml").write_text(yaml.safe_dump({"default": {
+        "title": "{% if digest is defined %}{{ digest.count }} comments{% else %}a comment{% endif %}",
+        "body": "{{ payload.text | default('') }}"}}))
+    project.comment("alice", "a1", "Ann", "one")
+    project.comment("alice", "a2", "Ben", "two")
+    project.run(T0)
+    clock = FakeClock(T0)
+    CapturingChannel.reset()
+    capture = CapturingChannel.from_dict({"type": "capture", "outbox": "digest-removed"})
+    assert project.dispatcher({"capture": capture}, clock).run().sent == 0  # both in a digest
+    project.comment("alice", "a3", "Cid", "three")
+    project.run(T0 + timedelta(minutes=1))  # held, not collected yet
+    plain = parse_program({**project.spec.model_dump(mode="json", exclude_none=True),
+                           "action": {**project.spec.action.model_dump(mode="json", exclude_none=True,
+                                                                        exclude={"digest"})}})
+    assert plain.action.digest is None
+    clock.advance(minutes=2)
+    dispatcher = project.dispatcher({"capture": capture}, clock, {"comments": plain})
+    stats = dispatcher.run()
+    assert stats.sent == 1  # the third comment, on its own
+    [alone] = capture.outbox("digest-removed").messages
+    assert (alone.title, alone.payload["text"]) == ("a comment", "three")
+    assert [c.subject_id for c in candidates(store, status="sent")] == ["a3"]
+    clock.advance(hours=1)
+    assert dispatcher.run().sent == 1  # the digest the first two were in, when due
+    last = capture.outbox("digest-removed").messages[-1]
+    assert (last.title, last.payload["digest"]["count"], last.payload["digest"]["more"]) == (
+        "2 comments", 2, 0)

@@ -35,6 +35,8 @@ from ceap.spec.digest import NEVER_HELD, Digest
 log = logging.getLogger(__name__)
 #: candidates collected, and digests flushed, per transaction
 CHUNK = 1000
+#: items listed by a digest whose program has no digest any more
+DEFAULT_ITEMS = 10
 
 
 @dataclass
@@ -123,21 +125,23 @@ class Digests:
                 return False
             for window, items in self.db.held(tx, windows).items():
                 spec = self.programs.get(items[0].program)
-                digest = digest_of(spec)
-                if spec is None or digest is None:  # not in the programs folder now: kept
+                if spec is None:  # not in the programs folder now: kept until it is back
                     continue
-                message = self.message(window, items, spec, digest, now)
+                # a program whose digest was removed since: what it held still goes, listed
+                digest = digest_of(spec)
+                shown = digest.max_items if digest is not None else DEFAULT_ITEMS
+                message = self.message(window, items, spec, shown, now)
                 self.db.send(tx, window, message, [c.id for c in items], now)
                 stats.flushed += 1
                 stats.items += len(items)
         return True
 
     @staticmethod
-    def message(window: Window, items: list[Candidate], spec: Any, digest: Digest,
+    def message(window: Window, items: list[Candidate], spec: Any, max_items: int,
                 now: datetime) -> dict[str, Any]:
         """The digest message's candidate row (``CANDIDATE_COLUMNS``) for ``items``."""
         first = items[0]
-        shown = items[:digest.max_items]
+        shown = items[:max_items]
         listed = [{"candidate_id": c.id, "program": c.program, "subject_id": c.subject_id,
                    "created_at": c.created_at.isoformat(), "score": c.score,
                    "payload": c.payload, "context": c.context} for c in shown]
