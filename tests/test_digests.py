@@ -285,3 +285,20 @@ def test_removing_a_programs_digest_sends_what_it_held(store: Store, tmp_path: P
     last = capture.outbox("digest-removed").messages[-1]
     assert (last.title, last.payload["digest"]["count"], last.payload["digest"]["more"]) == (
         "2 comments", 2, 0)
+
+
+def test_preview_of_a_digest_program_lists_the_held_items(store: Store, tmp_path: Path) -> None:
+    from ceap.delivery.templates.preview import preview
+
+    project = DigestProject(tmp_path, store, {"window": "1h", "max_items": 2}, ["webhook"])
+    (tmp_path / "programs").mkdir()
+    (tmp_path / "programs" / "comments.yaml").write_text(
+        yaml.safe_dump(project.spec.model_dump(mode="json", exclude_none=True)))
+    sample = preview(tmp_path, "comments", "alice", store)
+    assert (sample["webhook"].title, sample["webhook"].body) == (
+        "2 new comment(s)", "<author>; <author>;")  # nothing held: two sample items
+    for i, author in enumerate(["Ann", "Ben", "Cid"]):
+        project.comment("alice", f"a{i}", author, "hi")
+    project.run(T0)
+    held = preview(tmp_path, "comments", "alice", store)["webhook"]
+    assert (held.title, held.body) == ("3 new comment(s)", "Ann; Ben; and 1 more")
