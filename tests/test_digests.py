@@ -18,7 +18,7 @@ from ceap.delivery.delivery_config import DeliveryConfig
 from ceap.delivery.digest import Digests
 from ceap.model import RunRecord
 from ceap.plugin import PluginContext
-from ceap.spec.loading import parse_program
+from ceap.spec.loading import load_program, parse_program
 from ceap.store import Store, open_store
 from ceap.testing.doubles import CapturingChannel, FakeClock, make_candidates
 from tests.digest_helpers import DigestProject, by_status, candidates
@@ -302,3 +302,34 @@ def test_preview_of_a_digest_program_lists_the_held_items(store: Store, tmp_path
     project.run(T0)
     held = preview(tmp_path, "comments", "alice", store)["webhook"]
     assert (held.title, held.body) == ("3 new comment(s)", "Ann; Ben; and 1 more")
+
+
+def test_a_real_time_programs_events_are_held_and_sent_as_one_digest(store: Store, tmp_path: Path) -> None:
+    from tests.test_realtime import T0 as RT0
+    from tests.test_realtime import Project
+
+    realtime = Project(tmp_path, store)
+    realtime.program("mentions", source={
+        "type": "events", "on": ["comment_posted"], "subject_id": "comment_id",
+        "columns": {"comment_id": "string", "author": "string", "text": "string"}},
+        selection={"one_per_customer": False},
+        action={"type": "inform", "channels": ["capture"], "template": "comments_digest",
+                "payload_columns": ["author", "text"], "digest": {"window": "30m", "max_items": 2}})
+    DigestProject(tmp_path, store, {"window": "30m"}, ["capture"])  # writes the templates
+    for i, minutes in enumerate([0, 5, 10, 45]):
+        realtime.event(f"e{i}", "alice", "comment_posted", minutes, comment_id=f"m{i}",
+                       author=f"Au{i}", text=f"t{i}")
+    realtime.replay(batch=2)
+    assert by_status(store) == {"digest": 4}
+    spec = load_program(tmp_path / "programs" / "mentions.yaml")
+    project = DigestProject(tmp_path, store, {"window": "30m"}, ["capture"])
+    CapturingChannel.reset()
+    capture = CapturingChannel.from_dict({"type": "capture", "outbox": "digest-realtime"})
+    clock = FakeClock(RT0 + timedelta(minutes=31))
+    dispatcher = project.dispatcher({"capture": capture}, clock, {"mentions": spec})
+    assert dispatcher.run().sent == 1  # the window of the events at 0, 5 and 10 minutes
+    [first] = capture.outbox("digest-realtime").messages
+    assert (first.title, first.body) == ("3 new comment(s)", "Au0; Au1; and 1 more")
+    clock.advance(minutes=45)  # the event at 45 minutes opened the next window
+    assert dispatcher.run().sent == 1
+    assert capture.outbox("digest-realtime").messages[-1].title == "1 new comment(s)"
