@@ -58,6 +58,10 @@ class Digests:
         self.db = DigestStore(store)
         self.programs = programs
         self.zones = Zones(default_timezone)
+        #: some program reads its schedule in the customer's time zone: profiles are read
+        self._by_customer_zone = any(
+            d is not None and d.schedule is not None and d.timezone == "customer"
+            for d in map(digest_of, programs.values()))
 
     def step(self, now: datetime) -> DigestStats:
         stats = DigestStats()
@@ -82,7 +86,7 @@ class Digests:
                 return 0
             keys = {(w.tenant_id, w.customer_id) for w in waiting}
             open_ = self.db.open_windows(tx, keys)
-            zones = self.db.timezones(tx, keys)
+            zones = self.db.timezones(tx, keys) if self._by_customer_zone else {}
             held: list[tuple[Waiting, Window]] = []
             released: list[tuple[int, str]] = []
             for w in waiting:
@@ -123,6 +127,7 @@ class Digests:
         with self.db.locked() as tx:
             if tx is None:
                 return False
+            messages = []
             for window, items in self.db.held(tx, windows).items():
                 spec = self.programs.get(items[0].program)
                 if spec is None:  # not in the programs folder now: kept until it is back
@@ -130,10 +135,10 @@ class Digests:
                 # a program whose digest was removed since: what it held still goes, listed
                 digest = digest_of(spec)
                 shown = digest.max_items if digest is not None else DEFAULT_ITEMS
-                message = self.message(window, items, spec, shown, now)
-                self.db.send(tx, window, message, [c.id for c in items], now)
-                stats.flushed += 1
+                messages.append((self.message(window, items, spec, shown, now), [c.id for c in items]))
                 stats.items += len(items)
+            self.db.send(tx, messages, now)
+            stats.flushed += len(messages)
         return True
 
     @staticmethod

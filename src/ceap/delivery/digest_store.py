@@ -134,15 +134,19 @@ class DigestStore:
         """Put each waiting candidate in its window (status ``in_digest``)."""
         if not items:
             return
+        ts = _Stamps(tx)
         tx.executemany(
             "INSERT INTO digest_items (candidate_id, tenant_id, customer_id, digest_key, program, "
             "item_at, window_start, due_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (candidate_id) DO NOTHING",
-            [(w.id, w.tenant_id, w.customer_id, win.key, w.program, tx.ts(w.at), tx.ts(win.start),
-              tx.ts(win.due)) for w, win in items])
+            [(w.id, w.tenant_id, w.customer_id, win.key, w.program, ts(w.at), ts(win.start),
+              ts(win.due)) for w, win in items])
+        reasons: dict[Window, str] = {}
+        for _, win in items:
+            if win not in reasons:
+                reasons[win] = f"digest {win.key}: due {win.due:%Y-%m-%d %H:%M} UTC"
         tx.executemany("UPDATE candidates SET status = 'in_digest', updated_at = ?, "
                        "status_reason = ? WHERE id = ? AND status = 'digest'",
-                       [(tx.ts(now), f"digest {win.key}: due {win.due:%Y-%m-%d %H:%M} UTC", w.id)
-                        for w, win in items])
+                       [(ts(now), reasons[win], w.id) for w, win in items])
 
     @staticmethod
     def release(tx: Tx, items: Sequence[tuple[int, str]], now: datetime) -> None:
@@ -191,32 +195,37 @@ class DigestStore:
         return out
 
     @staticmethod
-    def send(tx: Tx, window: Window, message: dict[str, Any], item_ids: Sequence[int],
-             now: datetime) -> int:
-        """Write the digest's message (a candidate) and mark its items, in ``tx``: the
-        message's dedup key is derived from the window, so a flush that did not commit
-        writes the same one again. Returns the message's candidate id."""
-        base = message["dedup_key"]
-        for attempt in range(1, 100):
-            row = dict(message, dedup_key=base if attempt == 1 else f"{base}:{attempt}")
-            values = [tx.ts(v) if isinstance(v, datetime) else
-                      (json.dumps(v) if isinstance(v, dict | list) else v)
-                      for v in (row[c] for c in CANDIDATE_COLUMNS)]
-            got = tx.execute(_INSERT_MESSAGE, values).fetchone()
-            if got is not None:  # taken: an earlier window began at the same instant
-                break
-        else:
-            raise RuntimeError(f"no free dedup key for digest {base!r}")
-        message_id = int(got[0])
-        stamp = tx.ts(now)
-        marks = tx.placeholders(len(item_ids))
-        tx.execute(f"UPDATE digest_items SET message_id = ?, flushed_at = ? "
-                   f"WHERE candidate_id IN ({marks}) AND message_id IS NULL",
-                   (message_id, stamp, *item_ids))
-        tx.execute(f"UPDATE candidates SET status = 'digested', status_reason = ?, updated_at = ? "
-                   f"WHERE id IN ({marks}) AND status = 'in_digest'",
-                   (f"in digest message {message_id}", stamp, *item_ids))
-        return message_id
+    def send(tx: Tx, messages: Sequence[tuple[dict[str, Any], Sequence[int]]], now: datetime) -> list[int]:
+        """Write each digest's message (a candidate) and mark its items, in ``tx``: a
+        message's dedup key is derived from its window, so a flush that did not commit
+        writes the same ones again. Returns the messages' candidate ids."""
+        ts = _Stamps(tx)
+        ids: list[int] = []
+        items: list[tuple[Any, ...]] = []
+        reasons: list[tuple[Any, ...]] = []
+        stamp = ts(now)
+        for message, item_ids in messages:
+            base = message["dedup_key"]
+            for attempt in range(1, 100):
+                row = dict(message, dedup_key=base if attempt == 1 else f"{base}:{attempt}")
+                values = [ts(v) if isinstance(v, datetime) else
+                          (json.dumps(v) if isinstance(v, dict | list) else v)
+                          for v in (row[c] for c in CANDIDATE_COLUMNS)]
+                got = tx.execute(_INSERT_MESSAGE, values).fetchone()
+                if got is not None:  # taken: an earlier window began at the same instant
+                    break
+            else:
+                raise RuntimeError(f"no free dedup key for digest {base!r}")
+            message_id = int(got[0])
+            ids.append(message_id)
+            reason = f"in digest message {message_id}"
+            items.extend((message_id, stamp, i) for i in item_ids)
+            reasons.extend((reason, stamp, i) for i in item_ids)
+        tx.executemany("UPDATE digest_items SET message_id = ?, flushed_at = ? "
+                       "WHERE candidate_id = ? AND message_id IS NULL", items)
+        tx.executemany("UPDATE candidates SET status = 'digested', status_reason = ?, updated_at = ? "
+                       "WHERE id = ? AND status = 'in_digest'", reasons)
+        return ids
 
 
 @dataclass(frozen=True)
@@ -254,6 +263,20 @@ def list_digests(store: Store, tenant: str, customer: str | None = None, key: st
             "ORDER BY due_at DESC, customer_id, digest_key LIMIT ?", (*params, limit)).fetchall()
     return [DigestRow(r[0], r[1], r[2], _ts(r[3]), _ts(r[4]), int(r[5]),
                       None if r[6] is None else int(r[6]), from_iso(r[7])) for r in rows]
+
+
+class _Stamps:
+    """``tx.ts`` with the values already converted remembered (windows share theirs)."""
+
+    def __init__(self, tx: Tx):
+        self.tx = tx
+        self.seen: dict[datetime, Any] = {}
+
+    def __call__(self, value: datetime) -> Any:
+        found = self.seen.get(value)
+        if found is None:
+            found = self.seen[value] = self.tx.ts(value)
+        return found
 
 
 def _ts(value: Any) -> datetime:
