@@ -4,6 +4,8 @@ On fresh SQLite stores (a temporary folder), the dispatcher with an in-memory ch
 
 * ``plain``: N customers, one pending candidate each, dispatched (claim, policies,
   render, outbox): N messages;
+* ``plain N x K``: K pending candidates per customer, each sent on its own (what the
+  customers would get without a digest);
 * ``digest``: the same N customers with K candidates each held for a 1 h digest whose
   window has passed, dispatched: collected, flushed into N digest messages, then those
   dispatched like the plain ones: N messages listing N x K candidates;
@@ -106,6 +108,10 @@ def main() -> None:
         plain, stats = dispatch(store, plain_spec, now)
         assert stats.sent == n, stats
         store.close()
+        store = seeded(folder, "plain_all", n, k, "pending", now)
+        every, stats = dispatch(store, program("plain_all", False), now)
+        assert stats.sent == n * k, stats
+        store.close()
         store = seeded(folder, "digest", n, k, "digest", now)
         digest, stats = dispatch(store, digest_spec, now)
         assert stats.sent == n, stats
@@ -117,7 +123,10 @@ def main() -> None:
     print(f"{'plain: N messages':<44} {plain:7.2f} s  {n / plain:>8,.0f} msgs/s")
     print(f"{'digest: N messages of K items (collect+flush)':<44} {digest:7.2f} s  {n / digest:>8,.0f} msgs/s"
           f"  {n * k / digest:>8,.0f} items/s")
-    print(f"ratio digest / plain time: {digest / plain:.2f}")
+    print(f"{'plain: N x K messages (each item on its own)':<44} {every:7.2f} s  "
+          f"{n * k / every:>8,.0f} msgs/s")
+    print(f"time ratios: digest / plain N = {digest / plain:.2f}; "
+          f"digest / plain N x K = {digest / every:.2f}")
     print(f"idle planning pass: {with_hook * 1e3:.2f} ms with the digest hook, {without * 1e3:.2f} ms "
           f"without ({with_hook / without:.2f}x)")
 
