@@ -14,6 +14,7 @@ import yaml
 
 from ceap.channels.email_smtp import SmtpChannel
 from ceap.channels.inapp import InAppChannel
+from ceap.delivery.consent_store import grant_consent, revoke_consent
 from ceap.delivery.delivery_config import DeliveryConfig
 from ceap.delivery.digest import Digests
 from ceap.model import RunRecord
@@ -171,8 +172,6 @@ def test_transactional_and_security_messages_are_never_held(store: Store, tmp_pa
 
 
 def test_the_digest_message_obeys_consent_like_any_message(store: Store, tmp_path: Path) -> None:
-    from ceap.delivery.consent_store import revoke_consent
-
     project = DigestProject(tmp_path, store, {"window": "1h"}, ["capture"])
     project.comment("alice", "a1", "Ann", "hello")
     project.comment("bob", "b1", "Ben", "hello")
@@ -333,3 +332,56 @@ def test_a_real_time_programs_events_are_held_and_sent_as_one_digest(store: Stor
     clock.advance(minutes=45)  # the event at 45 minutes opened the next window
     assert dispatcher.run().sent == 1
     assert capture.outbox("digest-realtime").messages[-1].title == "1 new comment(s)"
+
+
+def test_quiet_hours_defer_a_digest_message_due_at_night(store: Store, tmp_path: Path) -> None:
+    project = DigestProject(tmp_path, store, {"schedule": "0 23 * * *", "timezone": "Europe/Paris"},
+                            ["sms"])
+    project.profiles({"alice": {"phone": "+33600000001", "timezone": "Europe/Paris"}})
+    project.comment("alice", "a1", "Ann", "hello")
+    project.run(T0)
+    grant_consent(store, "default", "alice", "sms", now=T0)  # marketing SMS is opt-in
+    CapturingChannel.reset()
+    sms = CapturingChannel.from_dict({"type": "capture", "outbox": "digest-night"})
+    clock = FakeClock(datetime(2026, 11, 25, 22, 0, tzinfo=UTC))  # 23:00 in Paris: the digest is due
+    dispatcher = project.dispatcher({"sms": sms}, clock)
+    stats = dispatcher.run()
+    assert (stats.claimed, stats.deferred, stats.sent) == (1, 1, 0)  # quiet hours until 08:00
+    [waiting] = candidates(store, status="pending")
+    assert waiting.not_before == datetime(2026, 11, 26, 7, 0, tzinfo=UTC)
+    clock.now = datetime(2026, 11, 26, 7, 0, tzinfo=UTC)
+    assert dispatcher.run().sent == 1
+
+
+def test_two_dispatchers_flushing_at_once_write_one_message_per_digest(store_url: str,
+                                                                       tmp_path: Path) -> None:
+    import threading
+
+    first, second = open_store(store_url), open_store(store_url)
+    try:
+        project = DigestProject(tmp_path, first, {"window": "1h"}, ["capture"])
+        for i in range(300):
+            project.comment(f"c{i}", f"m{i}a", "Ann", "one")
+            project.comment(f"c{i}", f"m{i}b", "Ben", "two")
+        project.run(T0)
+        runners = [Digests(s, {"comments": project.spec}) for s in (first, second)]
+        later = T0 + timedelta(hours=2)
+        barrier = threading.Barrier(2)
+
+        def work(runner: Digests) -> None:
+            barrier.wait()
+            for _ in range(3):
+                runner.step(later)
+
+        threads = [threading.Thread(target=work, args=(r,)) for r in runners]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        messages = candidates(first, status="pending")
+        assert sorted(m.customer_id for m in messages) == sorted(f"c{i}" for i in range(300))
+        assert {m.payload["digest"]["count"] for m in messages} == {2}
+        assert by_status(first) == {"digested": 600, "pending": 300}
+    finally:
+        first.close()
+        second.close()
