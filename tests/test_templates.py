@@ -373,6 +373,8 @@ SAMPLE_COLUMNS = {"plan": "pro", "lifetime_value": 1200.0, "engagement_drop": 0.
                   "login_at": "2026-11-25 03:12",
                   # review_request, late_order_credit, appointment_reminder*, kyc_reminder,
                   # cross_sell, community_engagement, user_generated_content
+                  # comment_replies (a digest: its items carry these)
+                  "author": "member7", "thread": "thread-3",
                   "order_id": "O0000042", "days_since_delivery": 5, "days_late": 7, "carrier": "DHL",
                   "promised_at": "2026-11-18", "booking_id": "B0000042", "service": "physiotherapy",
                   "location": "Riverside", "appointment_at": "2026-11-26 14:30:00", "hours_until": 6.5,
@@ -409,6 +411,12 @@ def test_shipped_templates_validate_and_render_for_the_demo_programs(monkeypatch
         payload = {**{c: SAMPLE_COLUMNS[c] for c in action.payload_columns}, **action.payload}
         if action.items:
             payload["items"] = [{"item": "1", "score": 0.9, "name": "Alien"}, {"item": "2", "score": 0.8}]
+        if action.digest is not None:  # a digest message: its items carry the payload columns
+            item = {"payload": payload, "context": {}, "subject_id": None, "program": program.name,
+                    "created_at": "2026-11-25T10:00:00+00:00", "score": 0.5, "candidate_id": 1}
+            payload = {**action.payload, "digest": {
+                "key": program.name, "count": 4, "items": [item] * 3, "more": 1,
+                "window_start": "2026-11-25T10:00:00+00:00", "window_end": "2026-11-25T11:00:00+00:00"}}
         c = candidate(program=program.name, template=action.template, category=action.category,
                       channels=list(action.channels), payload=payload)
         for locale in (None, "fr-CA"):

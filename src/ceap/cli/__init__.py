@@ -27,6 +27,7 @@ def _register() -> typer.Typer:
         admin,
         batch,
         delivery,
+        digests,
         experiments,
         held,
         migrate,

@@ -8,6 +8,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from ceap.delivery.digest import flush_digests
 from ceap.delivery.dispatch_state import DispatcherState, DispatchStats
 from ceap.delivery.model import Decision
 from ceap.delivery.policies.caps import FrequencyCaps
@@ -32,6 +33,7 @@ class CandidatePlanner(DispatcherState):
     def _plan(self) -> DispatchStats:
         stats = DispatchStats()
         now = self.clock()
+        flush_digests(self, now)  # due digests become candidates (ceap.delivery.digest)
         stats.expired = self.outbox.expire(now)
         active = None
         if self.programs is not None:

@@ -30,6 +30,7 @@ from ceap.channels.inapp import InAppChannel
 from ceap.channels.sms_twilio import TwilioSmsChannel
 from ceap.delivery.consent_store import revoke_consent
 from ceap.delivery.delivery_config import DeliveryConfig
+from ceap.delivery.digest import counts as digest_counts
 from ceap.delivery.dispatcher import Dispatcher, DispatchStats
 from ceap.delivery.policies import default_policies
 from ceap.delivery.profiles import upsert_profiles
@@ -162,6 +163,12 @@ def dispatch_demo(project_dir: Path, store: Store, programs: list[ProgramSpec], 
     console.print(f"the local SMTP server received [bold]{len(received.messages):,}[/bold] e-mails; "
                   f"the local SMS gateway [bold]{sms.sent:,}[/bold] texts; "
                   f"in-app inboxes hold [bold]{inbox:,}[/bold] messages")
+    held = digest_counts(store)
+    if any(held.values()):
+        messages = _count(store, "SELECT count(*) FROM candidates WHERE tenant_id = ? AND run_id = 'digest'")
+        console.print(f"digests: [bold]{messages:,}[/bold] digest messages listing "
+                      f"{held.get('digested', 0):,} candidates; {held.get('in_digest', 0):,} still held "
+                      "for a digest not due yet (docs/digests.md)")
     return stats
 
 

@@ -1,4 +1,4 @@
-"""The demo's event stream: seeded events for the seven real-time programs.
+"""The demo's event stream: seeded events for the eight real-time programs.
 
 :func:`generate_events` writes one JSON Lines file, in the order a broker would
 deliver it (event time, with a few client retries right after their original
@@ -22,6 +22,9 @@ negatives its filters exist for:
   offenders, low-confidence flags, the same post flagged twice;
 - carts (``abandoned_cart``): over and under $50, orders placed within the hour
   (cancelling the e-mail), orders placed before the cart.
+- comment replies (``comment_replies``, a digest): bursts of replies within an hour,
+  single ones, replies in muted threads. Drawn with their own random generator and
+  merged by time, so the other programs' events (and the retried ones) are unchanged.
 
 Ids carry the day of ``now``: replaying the same day's stream again adds
 nothing (every event is a duplicate); another day's stream is new. Customers are
@@ -31,6 +34,7 @@ in ``password_changed`` events is the demo profile's, the phone on file.
 
 from __future__ import annotations
 
+import heapq
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -305,6 +309,24 @@ def _carts(s: _Stream, ids: list[str]) -> None:
                   order_id=f"ord-{customer}-1", amount=round(value, 2))
 
 
+def _replies(now: datetime, stamp: str, rng: np.random.Generator, ids: list[str]) -> list[dict[str, Any]]:
+    """Replies to members' comments: a burst of 1 to 6 within an hour per member, some in
+    a muted thread (``comment_replies`` holds them for its hourly digest)."""
+    events: list[dict[str, Any]] = []
+    for customer in ids:
+        start = float(rng.uniform(20, 23 * 60))  # the latest bursts are still in their hour
+        thread = f"thread-{int(rng.integers(1, 40))}"
+        muted = bool(rng.random() < 0.15)
+        for k in range(int(rng.integers(1, 7))):
+            ts = now - timedelta(minutes=start - float(rng.uniform(0, 55)))
+            events.append({"id": f"comment_replied-{stamp}-{customer}-{k}", "type": "comment_replied",
+                           "ts": _iso(ts), "customer_id": customer,
+                           "attributes": {"reply_id": f"r-{customer}-{stamp}-{k}",
+                                          "author": f"member{int(rng.integers(1, 500))}",
+                                          "thread": thread, "muted": muted}})
+    return sorted(events, key=lambda e: e["ts"])
+
+
 # -- the file --------------------------------------------------------------------------------
 
 
@@ -337,9 +359,13 @@ def generate_events(path: str | Path, seed: int = 7, now: datetime | None = None
         stream.append(event)
         if i in retried:
             stream.append(event)
+    replies_rng = np.random.default_rng(seed + 17)
+    replies = _replies(now, s.stamp, replies_rng, [str(c) for c in replies_rng.choice(
+        ids, min(len(ids), max(30, len(ids) // 100)), replace=False)])
+    stream = list(heapq.merge(stream, replies, key=lambda e: e["ts"]))
     for k, event in enumerate(s.late):
         stream.append({"id": f"{event['type']}-{s.stamp}-late{k}", **event})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in stream))
-    duplicates = len(stream) - len(s.late) - len({e["id"] for e in events})
+    duplicates = len(stream) - len(s.late) - len(replies) - len({e["id"] for e in events})
     return {"path": path, **lookups, "events": len(stream), "duplicates": duplicates, "late": len(s.late)}

@@ -40,7 +40,8 @@ def variant_issues(spec: ProgramSpec, project: Any) -> list[tuple[str, str]]:
             continue  # nothing the action's own template check does not cover
         keys = {k for k, value in v.payload.items() if value is not None}
         removed = {k for k, value in v.payload.items() if value is None}
-        known = Known(frozenset((base_keys - removed) | keys), spec.action.category)
+        known = Known(frozenset((base_keys - removed) | keys), spec.action.category,
+                      spec.action.digest is not None)
         field = "template" if v.template else "channels" if v.channels else "payload"
         issues.extend((f"{where}.{field}", p) for p in validate_template(
             folder, template, known, v.channels or spec.action.channels, cfg.templates,

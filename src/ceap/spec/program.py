@@ -14,6 +14,7 @@ from ceap.filters.base import FilterConfig
 from ceap.model import ActionType
 from ceap.realtime.spec import EscalationStep, StateFeature
 from ceap.scorers.base import ScorerConfig
+from ceap.spec.digest import NEVER_HELD, Digest
 from ceap.spec.experiment import Experiment
 from ceap.spec.schedule import ScheduleField
 from ceap.sqlexpr import check_expression
@@ -67,6 +68,8 @@ class Action(Strict):
     escalation: list[EscalationStep] = Field(
         default_factory=list, description="later steps on other channels, until a cancel_on event")
     expiry: Duration = Field(timedelta(days=7), description="expires_at = not_before + expiry")
+    digest: Digest | None = Field(None, description="hold the messages and send one digest per "
+                                  "customer (docs/digests.md)")
 
 
 EVENT_TYPE_PATTERN = r"^[A-Za-z0-9_.:\-]+$"  # as an event's ``type`` (ceap.realtime.events)
@@ -147,6 +150,22 @@ class ProgramSpec(Strict):
         if self.schedule is not None and getattr(self.source, "type", None) == "events":
             raise ValueError("schedule: a real-time program (source type events) runs on every event "
                              "under `ceap worker`, not on a timetable; remove schedule")
+        return self
+
+    @model_validator(mode="after")
+    def _digest_fits(self) -> ProgramSpec:
+        action = self.action
+        if action.digest is None:
+            return self
+        if action.category in NEVER_HELD:
+            raise ValueError(f"action.digest: a {action.category} message is never held in a "
+                             "digest (it is sent at once); remove digest or use category marketing")
+        if action.escalation:
+            raise ValueError("action.digest: escalation steps cannot be held in a digest; "
+                             "remove one of them")
+        if action.delay:
+            raise ValueError("action.digest: a digest message goes when its digest is due; "
+                             "remove delay")
         return self
 
     @model_validator(mode="after")

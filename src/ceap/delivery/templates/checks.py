@@ -26,6 +26,8 @@ class Known:
 
     payload: frozenset[str]
     category: str = "marketing"
+    #: the program has ``action.digest``: templates see ``digest`` (docs/digests.md)
+    digest: bool = False
 
 
 def _attr_chain(node: nodes.Node) -> tuple[str, list[tuple[Any, bool]]] | None:
@@ -74,6 +76,8 @@ def check_source(source: str, known: Known, html: bool = False) -> list[str]:
     undeclared = find_undeclared_variables(ast)
     for name in sorted(undeclared - CONTEXT_NAMES - set(env.globals)):
         problems.append(f"unknown variable {name!r} (known: {', '.join(sorted(CONTEXT_NAMES))})")
+    if "digest" in undeclared and not known.digest:
+        problems.append("'digest' is set for programs with action.digest only (docs/digests.md)")
     guarded, optional = _guarded(ast)
     seen: set[str] = set()
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
@@ -110,6 +114,8 @@ def program_payload_keys(spec: Any) -> frozenset[str]:
     keys = set(action.payload) | set(action.payload_columns)
     if getattr(action, "items", 0):
         keys.add("items")
+    if getattr(action, "digest", None) is not None:
+        keys.add("digest")
     return frozenset(keys)
 
 
@@ -167,7 +173,8 @@ def validate_program_templates(program_spec: Any, project_dir: str | Path,
         return []
     folder = Path(cfg.templates.dir)
     folder = folder if folder.is_absolute() else Path(project_dir) / folder
-    known = Known(program_payload_keys(program_spec), action.category)
+    known = Known(program_payload_keys(program_spec), action.category,
+                  getattr(action, "digest", None) is not None)
     return [("action.template", p) for p in
             validate_template(folder, action.template, known, action.channels, cfg.templates,
                               cfg.exempt_categories)]

@@ -36,8 +36,13 @@ def preview(project_dir: str | Path, program_name: str, customer_id: str, store:
     spec = load_program(path)
     found = store.candidates(CandidateQuery(tenant_id=tenant, customer_id=customer_id,
                                             program=spec.name, include_expired=True, limit=1000))
-    candidate = (max(found, key=lambda c: (c.created_at, c.id)) if found
-                 else _sample(spec, tenant, customer_id))
+    if getattr(spec.action, "digest", None) is not None:  # the digest message, not an item
+        messages = [c for c in found if "digest" in (c.payload or {})]
+        candidate = (max(messages, key=lambda c: (c.created_at, c.id)) if messages
+                     else _digest_sample(spec, tenant, customer_id, found))
+    else:
+        candidate = (max(found, key=lambda c: (c.created_at, c.id)) if found
+                     else _sample(spec, tenant, customer_id))
     profile = load_profiles(store, [(tenant, customer_id)]).get((tenant, customer_id))
     # tracked links as they would be sent (signed when the key is set); nothing is recorded
     renderer = TemplateRenderer.from_config(cfg, project.base_dir, preview=True, tracking=project.tracking)
@@ -57,3 +62,23 @@ def _sample(spec: Any, tenant: str, customer_id: str) -> Candidate:
                      created_at=now, not_before=now, expires_at=now + action.expiry,
                      dedup_key="preview", holdout=False, version=0)
 
+
+
+def _digest_sample(spec: Any, tenant: str, customer_id: str, found: list[Candidate]) -> Candidate:
+    """A digest message of the customer's held candidates (or of two sample items)."""
+    held = sorted((c for c in found if c.status in ("digest", "in_digest")),
+                  key=lambda c: (c.created_at, c.id))
+    base = _sample(spec, tenant, customer_id)
+    sample = {k: v for k, v in base.payload.items() if k not in spec.action.payload}
+    items = [{"candidate_id": c.id, "program": c.program, "subject_id": c.subject_id,
+              "created_at": c.created_at.isoformat(), "score": c.score, "payload": c.payload,
+              "context": c.context} for c in held] or [
+        {"candidate_id": 0, "program": spec.name, "subject_id": None,
+         "created_at": base.created_at.isoformat(), "score": 0.0, "payload": sample, "context": {}}
+        for _ in range(2)]
+    shown = spec.action.digest.max_items
+    base.payload = {**spec.action.payload, "digest": {
+        "key": spec.action.digest.key_for(spec.name), "count": len(items), "items": items[:shown],
+        "more": max(len(items) - shown, 0), "window_start": base.created_at.isoformat(),
+        "window_end": base.created_at.isoformat()}}
+    return base

@@ -30,9 +30,10 @@ from ceap.errors import SpecError
 from ceap.model import Candidate, utcnow
 from ceap.outcomes.config import TrackingConfig
 from ceap.outcomes.links import Tracker
+from ceap.spec.digest import DigestView
 
 CONTEXT_NAMES = frozenset({"candidate", "profile", "payload", "unsubscribe_url", "preferences_url", "now",
-                           "locale", "channel"})
+                           "locale", "channel", "digest"})
 CANDIDATE_FIELDS = frozenset({"id", "tenant_id", "program", "run_id", "customer_id", "subject_id",
                               "context", "action_type", "channels", "template", "category", "score",
                               "model", "reasons", "payload", "status", "priority", "created_at",
@@ -156,6 +157,8 @@ class TemplateRenderer:
             "candidate": candidate_context(c),
             "profile": profile_context(profile, c.customer_id),
             "payload": dict(c.payload or {}),
+            # a digest message's list (docs/digests.md); undefined for any other message
+            **({"digest": DigestView.of(c.payload["digest"])} if "digest" in (c.payload or {}) else {}),
             "now": self.clock().astimezone(self.zones.of(profile)),
             "locale": locale,
             "channel": channel,

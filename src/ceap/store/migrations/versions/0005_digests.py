@@ -1,0 +1,54 @@
+"""Digests: ``digest_items`` (the candidates held for a customer's digest, their digest's
+key, window and due time, and the digest message once sent) and an index of the
+candidates waiting to be put in one (docs/digests.md).
+
+Revision ID: 0005
+Revises: 0003 (0004, the journeys' revision, once both branches are merged)
+"""
+
+from __future__ import annotations
+
+from alembic import context, op
+
+revision = "0005"
+down_revision = "0003"  # "0004" when merged after the journeys' revision
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    dialect = context.get_context().dialect.name  # "sqlite" or "postgresql"
+    for statement in STATEMENTS[dialect]:
+        op.execute(statement)
+
+
+def downgrade() -> None:
+    raise NotImplementedError("restore a backup instead")
+
+
+_INDEXES = [
+    "CREATE INDEX IF NOT EXISTS digest_items_by_customer "
+    "ON digest_items (tenant_id, customer_id, digest_key, message_id)",
+    "CREATE INDEX IF NOT EXISTS digest_items_due ON digest_items (due_at) WHERE message_id IS NULL",
+    "CREATE INDEX IF NOT EXISTS candidates_to_digest ON candidates (id) WHERE status = 'digest'",
+]
+
+STATEMENTS = {
+    "sqlite": [
+        """CREATE TABLE IF NOT EXISTS digest_items (
+  candidate_id INTEGER PRIMARY KEY, tenant_id TEXT NOT NULL, customer_id TEXT NOT NULL,
+  digest_key TEXT NOT NULL, program TEXT NOT NULL, item_at TEXT NOT NULL,
+  window_start TEXT NOT NULL, due_at TEXT NOT NULL, message_id INTEGER, flushed_at TEXT
+)""",
+        *_INDEXES,
+    ],
+    "postgresql": [
+        """CREATE TABLE IF NOT EXISTS digest_items (
+  candidate_id BIGINT PRIMARY KEY, tenant_id TEXT NOT NULL, customer_id TEXT NOT NULL,
+  digest_key TEXT NOT NULL, program TEXT NOT NULL, item_at TIMESTAMPTZ NOT NULL,
+  window_start TIMESTAMPTZ NOT NULL, due_at TIMESTAMPTZ NOT NULL, message_id BIGINT,
+  flushed_at TIMESTAMPTZ
+)""",
+        *_INDEXES,
+    ],
+}
