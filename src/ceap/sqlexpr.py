@@ -2,14 +2,17 @@
 
 Filters, features and expression scorers are written as SQL expressions
 (``cart_value > 50 AND country = 'US'``). They are parsed when the spec is
-validated and run in a DuckDB connection that cannot touch files or the
-network: an expression sees the batch and nothing else.
+validated (an expression that parsed is remembered, see :mod:`ceap.sqlcache`)
+and run in a DuckDB connection that cannot touch files or the network: an
+expression sees the batch and nothing else.
 """
 
 from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING
+
+from ceap.sqlcache import parsed_expressions
 
 if TYPE_CHECKING:
     import duckdb
@@ -23,6 +26,9 @@ def check_expression(expr: str) -> str:
     """Return ``expr`` if it parses as one SQL expression, else raise ValueError."""
     if not expr or not expr.strip():
         raise ValueError("expression is empty")
+    parsed = parsed_expressions()
+    if expr in parsed:  # parsed before by this DuckDB version: no need to import it
+        return expr
     import duckdb  # here, not at import: ``ceap validate`` of a program without SQL skips it
 
     try:
@@ -31,6 +37,7 @@ def check_expression(expr: str) -> str:
         raise ValueError(f"invalid SQL expression: {_first_line(exc)}") from None
     if len(statements) != 1:
         raise ValueError("must be one SQL expression, not several statements")
+    parsed.add(expr)
     return expr
 
 
