@@ -3,7 +3,9 @@ start-up (``--help``, ``validate``) imports none of the heavy libraries."""
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 import subprocess
 import sys
 from pathlib import Path
@@ -125,8 +127,76 @@ def test_an_unknown_type_still_lists_every_installed_plugin(tmp_path: Path) -> N
     assert "csv" in text.split("installed:", 1)[1] and "parquet" in text.split("installed:", 1)[1]
 
 
+COMMAND_MODULES = tuple(f"ceap.cli.{m.name}" for m in pkgutil.iter_modules([str(ROOT / "src/ceap/cli")])
+                        if m.name not in ("common", "lazy", "output", "observe"))
+
+
+def test_the_command_table_names_the_modules_of_every_command() -> None:
+    # ceap.cli.lazy.COMMANDS says which modules to import for a command: it must list every
+    # command of every module, each with all the modules that register its parts
+    from typer.main import get_command_name
+
+    from ceap.cli.common import app
+    from ceap.cli.lazy import COMMANDS
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module)
+    found: dict[str, set[str]] = {}
+    for info in app.registered_commands:
+        assert info.callback is not None
+        found[info.name or get_command_name(info.callback.__name__)] = {info.callback.__module__}
+    for group in app.registered_groups:
+        sub = group.typer_instance
+        assert group.name and sub is not None
+        found[group.name] = {c.callback.__module__ for c in sub.registered_commands if c.callback}
+        if sub.registered_callback and sub.registered_callback.callback:
+            found[group.name].add(sub.registered_callback.callback.__module__)
+    assert set(found) == set(COMMANDS)
+    for name, modules in found.items():
+        assert modules <= {f"ceap.cli.{m}" for m in COMMANDS[name]}, (name, modules)
+
+
+def test_a_command_imports_only_its_modules(tmp_path: Path) -> None:
+    program = tmp_path / "simple.yaml"
+    program.write_text(SIMPLE_PROGRAM)
+    watched = (*COMMAND_MODULES, "rich")
+    assert _imported_after(RUN_CLI, "validate", str(program), modules=watched) == ["ceap.cli.batch"]
+    # listing the commands imports them all, and lists them in the table's order
+    assert sorted(_imported_after(RUN_CLI, "--help", modules=watched)) == sorted([*COMMAND_MODULES, "rich"])
+
+
+def test_help_lists_every_command_in_order() -> None:
+    from ceap.cli.lazy import COMMANDS
+
+    proc = subprocess.run([sys.executable, "-m", "ceap", "--help"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 0, proc.stderr
+    listed = [line[2:].split()[0] for line in proc.stdout.split("Commands", 1)[1].splitlines()
+              if line.startswith("│ ") and not line[2:3].isspace()]  # not a wrapped help line
+    assert listed == list(COMMANDS)
+
+
+def test_a_mistyped_command_suggests_among_all_commands() -> None:
+    proc = subprocess.run([sys.executable, "-m", "ceap", "deliverise"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 2
+    assert "No such command 'deliverise'. Did you mean 'deliveries'?" in proc.stderr, proc.stderr
+
+
 def test_uplift_help_names_the_report_choices() -> None:
     from ceap.cli.experiments import UPLIFT_BY
     from ceap.experiments.uplift import BY_CHOICES
 
     assert UPLIFT_BY == BY_CHOICES
+
+
+def test_a_group_is_complete_whatever_was_imported_before() -> None:
+    # `report` has commands in ceap.cli.report and ceap.cli.experiments: with only the first
+    # imported when the app starts, `report bandit` still resolves
+    code = ("import sys\nimport ceap.cli.report\nfrom ceap.cli import app\n"
+            "try:\n    app(['report', 'bandit', '--help'])\n"
+            "except SystemExit as exc:\n    sys.exit(exc.code)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage: " in proc.stdout and "bandit" in proc.stdout

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ceap.cli.common import JsonOption, app, err, fail_spec, load_specs, out, program_paths, state
+from ceap.cli.common import JsonOption, app, echo, err, fail_spec, load_specs, out, program_paths, state
 from ceap.cli.output import Column, Sheet, show
 from ceap.errors import CeapError, SpecError
 from ceap.model import CandidateQuery
@@ -36,7 +36,7 @@ def validate(
     errors: list[SpecError] = []
     files = program_paths(paths, project)
     if not files:
-        err.print("no program files found")
+        echo("no program files found", error=True)
         raise typer.Exit(2)
     for path in files:
         try:
@@ -63,7 +63,7 @@ def validate(
                     plan.check()
                 finally:
                     plan.close()
-            out.print(f"[green]ok[/green] {path}")
+            echo(str(path), ok="ok")
         except SpecError as exc:
             errors.append(exc)
         except CeapError as exc:
