@@ -3,6 +3,7 @@ start-up (``--help``, ``validate``) imports none of the heavy libraries."""
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import pkgutil
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 import grimp
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -106,9 +108,9 @@ def test_validate_loads_only_the_plugins_the_program_names(tmp_path: Path) -> No
     # the registry lists every plugin's entry point but imports only the csv connector here:
     # no other connector's, filter's, scorer's or channel's libraries (DuckDB, HTTP, drivers)
     program = tmp_path / "simple.yaml"
-    program.write_text(SIMPLE_PROGRAM)
+    program.write_text(SIMPLE_PROGRAM + "schedule: weekly\n")  # a word: croniter not needed
     watched = (*HEAVY, "httpx", "psycopg", "ceap.connectors.sql", "ceap.scorers.expression",
-               "ceap.filters.expression", "ceap.channels.email_smtp")
+               "ceap.filters.expression", "ceap.channels.email_smtp", "croniter", "rich")
     loaded = _imported_after(RUN_CLI, "validate", str(program), modules=watched)
     # nor Arrow or NumPy: the plugin base classes and the csv connector import them where rows
     # are read; Jinja2 comes only for a program with a template
@@ -200,3 +202,14 @@ def test_a_group_is_complete_whatever_was_imported_before() -> None:
                           timeout=120, env={**os.environ, "COLUMNS": "200"})
     assert proc.returncode == 0, proc.stderr
     assert "Usage: " in proc.stdout and "bandit" in proc.stdout
+
+
+def test_validate_ends_without_the_final_collection(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ceap.cli import common
+
+    registered: list[object] = []
+    monkeypatch.setattr(common.atexit, "register", registered.append)
+    monkeypatch.setattr(common, "_at_exit", [])
+    common.skip_final_collection()
+    common.skip_final_collection()
+    assert registered == [gc.freeze]

@@ -11,7 +11,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ceap.cli.common import JsonOption, app, echo, err, fail_spec, load_specs, out, program_paths, state
+from ceap.cli.common import (
+    JsonOption,
+    app,
+    echo,
+    err,
+    fail_spec,
+    load_specs,
+    out,
+    program_paths,
+    skip_final_collection,
+    state,
+)
 from ceap.cli.output import Column, Sheet, show
 from ceap.errors import CeapError, SpecError
 from ceap.model import CandidateQuery
@@ -32,6 +43,7 @@ def validate(
     """Check program specs. Exit 0 when all are valid; 2 with `file: field: message` lines."""
     from ceap.spec import load_program
 
+    skip_final_collection()  # a short command: its end need not collect every object
     project = state.project()
     errors: list[SpecError] = []
     files = program_paths(paths, project)

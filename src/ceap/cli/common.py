@@ -7,6 +7,8 @@ the command modules to register them: no module imports its importer.
 
 from __future__ import annotations
 
+import atexit
+import gc
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
@@ -95,6 +97,19 @@ def mask(url: str) -> str:
         creds, host = rest.rsplit("@", 1)
         return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" if ":" in creds else url
     return url
+
+
+def skip_final_collection() -> None:
+    """End the process without the interpreter's last garbage collection over every object
+    made since start-up (the models, the plugins' classes): about 0.05 s of CPU, a sixth of
+    ``ceap validate``. Objects are still freed by reference counting; only cycles are left
+    to the operating system. For commands that hold no open resource when they end."""
+    if gc.freeze not in _at_exit:
+        _at_exit.append(gc.freeze)
+        atexit.register(gc.freeze)  # atexit runs before the interpreter's own clean-up
+
+
+_at_exit: list[Any] = []
 
 
 def echo(text: str, *, ok: str = "", error: bool = False) -> None:

@@ -38,6 +38,8 @@ def cron_of(text: str) -> str:
     if word in WORDS:
         return WORDS[word]
     expr = " ".join(text.split())
+    if expr in WORDS.values():  # a word's expression, known good (croniter not needed)
+        return expr
     if len(expr.split(" ")) == 1:
         close = difflib.get_close_matches(word, list(WORDS), n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"expected one of {', '.join(WORDS)}"
