@@ -204,12 +204,15 @@ def test_a_group_is_complete_whatever_was_imported_before() -> None:
     assert "Usage: " in proc.stdout and "bandit" in proc.stdout
 
 
-def test_validate_ends_without_the_final_collection(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_short_command_collects_rarely_and_not_at_exit(monkeypatch: pytest.MonkeyPatch) -> None:
     from ceap.cli import common
 
     registered: list[object] = []
     monkeypatch.setattr(common.atexit, "register", registered.append)
     monkeypatch.setattr(common, "_at_exit", [])
-    common.skip_final_collection()
-    common.skip_final_collection()
-    assert registered == [gc.freeze]
+    before = gc.get_threshold()
+    for _ in range(2):
+        with common.short_command():
+            assert gc.get_threshold()[0] >= 50_000
+        assert gc.get_threshold() == before
+    assert registered == [gc.freeze]  # once

@@ -20,7 +20,7 @@ from ceap.cli.common import (
     load_specs,
     out,
     program_paths,
-    skip_final_collection,
+    short_command,
     state,
 )
 from ceap.cli.output import Column, Sheet, show
@@ -41,9 +41,13 @@ def validate(
     ] = False,
 ) -> None:
     """Check program specs. Exit 0 when all are valid; 2 with `file: field: message` lines."""
+    with short_command():
+        _validate(paths, sources)
+
+
+def _validate(paths: list[str], sources: bool) -> None:
     from ceap.spec import load_program
 
-    skip_final_collection()  # a short command: its end need not collect every object
     project = state.project()
     errors: list[SpecError] = []
     files = program_paths(paths, project)
