@@ -84,6 +84,15 @@ def test_validate_imports_no_engine(tmp_path: Path) -> None:
     assert no_cache == ["duckdb", "jinja2"], no_cache
 
 
+def test_validating_every_example_program_imports_no_engine(tmp_path: Path) -> None:
+    # all of programs/: CSV, Parquet and event sources, expression, LightGBM and item-affinity
+    # scorers (their model files' metadata are read, the models are not loaded)
+    cache = {"CEAP_CACHE_DIR": str(tmp_path / "cache")}
+    _imported_after(RUN_CLI, "validate", "programs", modules=ENGINES, env=cache)
+    loaded = _imported_after(RUN_CLI, "validate", "programs", modules=ENGINES, env=cache)
+    assert loaded == ["jinja2"], loaded
+
+
 def test_validate_catches_sql_errors_whatever_is_remembered(tmp_path: Path) -> None:
     good = (ROOT / "programs" / "win_back.yaml").read_text()
     bad = good.replace('"lifetime_value >= 400"', '"lifetime_value >= "')
