@@ -32,7 +32,7 @@ def _check_in_fresh_interpreter(expr: str, folder: Path) -> tuple[str, bool]:
     probe = ("import sys\nfrom ceap.sqlexpr import check_expression\n"
              "try:\n    check_expression(sys.argv[1]); print('ok')\n"
              "except ValueError as exc:\n    print(exc)\n"
-             "print('duckdb' in sys.modules)")
+             "print('duckdb' in sys.modules or '_duckdb' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", probe, expr], cwd=ROOT, capture_output=True,
                           text=True, timeout=60, env={**os.environ, "CEAP_CACHE_DIR": str(folder)})
     assert proc.returncode == 0, proc.stderr
@@ -100,3 +100,15 @@ def test_a_full_file_starts_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert len(path.read_text().split()) == 1
     assert "a + 3" in sqlcache.ParsedExpressions(path)
     assert "a + 0" not in sqlcache.ParsedExpressions(path)
+
+
+def test_the_parser_is_the_duckdb_package_s_own() -> None:
+    # check_expression imports DuckDB's compiled module alone (its Python layer costs as much
+    # again): it must be what the duckdb package itself calls
+    import duckdb
+
+    from ceap.sqlexpr import _parser
+
+    engine = _parser()
+    assert engine.extract_statements is duckdb.extract_statements
+    assert engine.Error is duckdb.Error

@@ -10,7 +10,7 @@ expression sees the batch and nothing else.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ceap.sqlcache import parsed_expressions
 
@@ -29,16 +29,29 @@ def check_expression(expr: str) -> str:
     parsed = parsed_expressions()
     if expr in parsed:  # parsed before by this DuckDB version: no need to import it
         return expr
-    import duckdb  # here, not at import: ``ceap validate`` of a program without SQL skips it
-
+    engine = _parser()
     try:
-        statements = duckdb.extract_statements(f"SELECT ({expr})")
-    except duckdb.Error as exc:
+        statements = engine.extract_statements(f"SELECT ({expr})")
+    except engine.Error as exc:
         raise ValueError(f"invalid SQL expression: {_first_line(exc)}") from None
     if len(statements) != 1:
         raise ValueError("must be one SQL expression, not several statements")
     parsed.add(expr)
     return expr
+
+
+def _parser() -> Any:
+    """DuckDB's compiled module, which the ``duckdb`` package re-exports (the same
+    ``extract_statements`` and ``Error``): importing it alone costs half as much CPU as
+    the package's Python layer (0.04 s against 0.08 s with the parse). Imported here, not at
+    start-up: validating a program without SQL, or with its SQL remembered, skips it."""
+    try:
+        import _duckdb as engine
+    except ImportError:  # a DuckDB laid out otherwise
+        engine = None
+    if engine is None or not hasattr(engine, "extract_statements") or not hasattr(engine, "Error"):
+        import duckdb as engine
+    return engine
 
 
 def _first_line(exc: Exception) -> str:
