@@ -82,6 +82,10 @@ def test_validate_imports_no_engine(tmp_path: Path) -> None:
     no_cache = _imported_after(RUN_CLI, "validate", "programs/win_back.yaml", modules=ENGINES,
                                env={"CEAP_CACHE_DIR": ""})
     assert no_cache == ["jinja2", "_duckdb"], no_cache
+    # checking the template needs its names, not the renderer and the delivery policies
+    rendering = ("ceap.delivery.templates.renderer", "ceap.delivery.policies", "ceap.store.schema")
+    assert _imported_after(RUN_CLI, "validate", "programs/win_back.yaml", modules=rendering,
+                           env=cache) == []
 
 
 def test_validating_every_example_program_imports_no_engine(tmp_path: Path) -> None:
