@@ -1,8 +1,9 @@
 """What every command group shares: the ``ceap`` app, its global options, the consoles
 and the helpers that load the project, the store and program files.
 
-Command modules import from here (never from ``ceap.cli``), and ``ceap.cli`` imports
-the command modules to register them: no module imports its importer.
+Command modules import from here (never from ``ceap.cli``), and the app's group
+(:mod:`ceap.cli.lazy`) imports a command's module when the command is asked for: no
+module imports its importer.
 """
 
 from __future__ import annotations
@@ -101,6 +102,10 @@ def mask(url: str) -> str:
     return url
 
 
+#: what this process runs at exit, registered once
+_at_exit: list[Any] = []
+
+
 @contextmanager
 def short_command() -> Iterator[None]:
     """Run a short command (``ceap validate``) with less garbage collection: rarely while it
@@ -117,9 +122,6 @@ def short_command() -> Iterator[None]:
         yield
     finally:
         gc.set_threshold(*threshold)
-
-
-_at_exit: list[Any] = []
 
 
 def echo(text: str, *, ok: str = "", error: bool = False) -> None:

@@ -5,17 +5,23 @@
 command group, in the order ``ceap --help`` lists them (commands, then groups).
 Running a command imports its modules; listing the commands (``--help``, completion,
 a mistyped name and its suggestions) imports them all.
+
+Typer builds its commands from the app's registrations when the app runs; this group
+does the same, per command, with Typer's own builders (``typer.main``), so a command's
+options, help and errors are exactly Typer's.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import typer
-from typer import _click as click
 from typer.core import TyperGroup
 from typer.main import get_command_from_info, get_command_name, get_group_from_info
+
+if TYPE_CHECKING:
+    from typer import _click as click  # Typer's own Click (typer>=0.29, see pyproject.toml)
 
 #: command or command group -> the ceap.cli modules that register it, in --help order
 COMMANDS: dict[str, tuple[str, ...]] = {
