@@ -9,6 +9,7 @@ expression sees the batch and nothing else.
 
 from __future__ import annotations
 
+import importlib
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -46,11 +47,13 @@ def _parser() -> Any:
     0.04 s of CPU, through the package 0.08 s. Imported here, not at start-up: validating
     a program without SQL, or with its SQL remembered, skips it."""
     try:
-        import _duckdb as engine
+        engine: Any = importlib.import_module("_duckdb")
     except ImportError:  # a DuckDB laid out otherwise
         engine = None
-    if engine is None or not hasattr(engine, "extract_statements") or not hasattr(engine, "Error"):
-        import duckdb as engine
+    if not (hasattr(engine, "extract_statements") and hasattr(engine, "Error")):
+        import duckdb
+
+        engine = duckdb
     return engine
 
 
