@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,9 @@ SERVICES = {
     "nats": ("127.0.0.1", 4222),
 }
 PG_BASE = os.environ.get("CEAP_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+# what ceap remembers between runs (ceap.sqlcache) goes to a folder of this test session,
+# also for the ceap commands the tests start, not to the user's ~/.cache
+os.environ["CEAP_CACHE_DIR"] = tempfile.mkdtemp(prefix="ceap-test-cache-")
 
 
 def require_service(name: str) -> None:

@@ -12,7 +12,10 @@ from pydantic import BaseModel, ConfigDict
 class PluginConfig(BaseModel):
     """Base of every plugin config: unknown fields are errors, ``type`` picks the plugin."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: a config's validator is built when first used (validating a program
+    # builds those of the plugins it names, inside the program's model), not when its
+    # plugin is imported
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
     type: str
 
 

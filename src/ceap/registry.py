@@ -87,8 +87,11 @@ class Registry:
         """List every plugin declared under the ``ceap.*`` entry-point groups; each is
         loaded when first asked for (``get``, ``configs``, ``load_all``)."""
         registry = cls()
+        # read every distribution's entry points once, then pick the groups (each
+        # ``entry_points(group=...)`` call would read them all again)
+        installed = entry_points()
         for kind, (group, _base) in KINDS.items():
-            for ep in entry_points(group=group):
+            for ep in installed.select(group=group):
                 registry._pending[kind].setdefault(ep.name, ep)
         return registry
 

@@ -2,12 +2,13 @@
 
 One module per command group. :mod:`ceap.cli.common` holds the app, the global options
 and the helpers the groups share; every group imports from it, never from ``ceap.cli``.
-Asking for ``ceap.cli.app`` imports the groups listed below, which registers their
-commands; until then nothing is imported, so ``ceap.cli.output`` (used outside the CLI)
-costs no command module.
+The app imports a command's module when the command runs (:mod:`ceap.cli.lazy`), and
+every module when the commands are listed (``ceap --help``); importing ``ceap.cli`` or
+``ceap.cli.output`` (used outside the CLI) costs no command module.
 
 A new command group: write ``src/ceap/cli/<group>.py`` importing ``app`` (and what else
-it needs) from ``ceap.cli.common``, then add it to the import list in ``_register``.
+it needs) from ``ceap.cli.common``, then add its commands to ``COMMANDS`` in
+:mod:`ceap.cli.lazy` (``tests/test_cli_imports.py`` checks that the two agree).
 """
 
 from __future__ import annotations
@@ -20,30 +21,10 @@ if TYPE_CHECKING:
     app: typer.Typer
 
 
-def _register() -> typer.Typer:
-    # `ceap --help` lists the commands in the order they are registered, so in this
-    # order (``experiments`` imports ``report`` first)
-    from ceap.cli import (  # noqa: F401 - each registers its commands
-        admin,
-        batch,
-        delivery,
-        digests,
-        experiments,
-        held,
-        migrate,
-        outcomes,
-        privacy,
-        realtime,
-        report,
-        schedule,
-    )
-    from ceap.cli.common import app
-
-    return app
-
-
 def __getattr__(name: str) -> Any:
     if name == "app":
-        globals()["app"] = found = _register()
+        from ceap.cli.common import app as found
+
+        globals()["app"] = found
         return found
     raise AttributeError(f"module 'ceap.cli' has no attribute {name!r}")

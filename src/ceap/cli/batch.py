@@ -11,7 +11,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ceap.cli.common import JsonOption, app, err, fail_spec, load_specs, out, program_paths, state
+from ceap.cli.common import (
+    JsonOption,
+    app,
+    echo,
+    err,
+    fail_spec,
+    load_specs,
+    out,
+    program_paths,
+    short_command,
+    state,
+)
 from ceap.cli.output import Column, Sheet, show
 from ceap.errors import CeapError, SpecError
 from ceap.model import CandidateQuery
@@ -30,13 +41,18 @@ def validate(
     ] = False,
 ) -> None:
     """Check program specs. Exit 0 when all are valid; 2 with `file: field: message` lines."""
+    with short_command():
+        _validate(paths, sources)
+
+
+def _validate(paths: list[str], sources: bool) -> None:
     from ceap.spec import load_program
 
     project = state.project()
     errors: list[SpecError] = []
     files = program_paths(paths, project)
     if not files:
-        err.print("no program files found")
+        echo("no program files found", error=True)
         raise typer.Exit(2)
     for path in files:
         try:
@@ -63,7 +79,7 @@ def validate(
                     plan.check()
                 finally:
                     plan.close()
-            out.print(f"[green]ok[/green] {path}")
+            echo(str(path), ok="ok")
         except SpecError as exc:
             errors.append(exc)
         except CeapError as exc:

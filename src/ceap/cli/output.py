@@ -24,10 +24,11 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
+if TYPE_CHECKING:  # Rich is imported when a table is drawn: ``ceap validate`` draws none
+    from rich.console import Console
+    from rich.table import Table
 
 _ESCAPES = str.maketrans({"\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
@@ -58,6 +59,8 @@ class Sheet:
 
     def table(self) -> Table:
         """The rich table a person sees."""
+        from rich.table import Table
+
         table = Table(title=self.title, title_justify="left")
         shown = [i for i, c in enumerate(self.columns) if c.in_table]
         for i in shown:
@@ -109,6 +112,8 @@ def json_default(value: Any) -> Any:
 def stdout_console() -> Console:
     """A console on the current standard output, as it is now (tests and redirections
     replace it), that never wraps plain text."""
+    from rich.console import Console
+
     return Console(soft_wrap=True)
 
 

@@ -16,6 +16,8 @@ from ceap.durations import Duration
 ConsentMode = Literal["opt_in", "opt_out", "exempt"]
 #: categories that bypass quiet hours and marketing caps unless configured otherwise
 EXEMPT_CATEGORIES = ("transactional", "security")
+#: channels every project has unless it configures them otherwise
+DEFAULT_CHANNELS: dict[str, dict[str, Any]] = {"inapp": {"type": "inapp"}}
 _CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 
 

@@ -7,14 +7,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from ceap.channels.base import Channel
+from ceap.delivery.delivery_config import DEFAULT_CHANNELS
 from ceap.errors import PluginError, SpecError
 from ceap.registry import Registry, default_registry
 from ceap.spec.issues import config_issues
 from ceap.spec.project import ProjectConfig
 from ceap.store.base import Store
-
-#: channels every project has unless it configures them otherwise
-DEFAULT_CHANNELS: dict[str, dict[str, Any]] = {"inapp": {"type": "inapp"}}
 
 
 def build_channels(project: ProjectConfig, store: Store,

@@ -11,8 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ceap.delivery.delivery_config import DeliveryConfig
-from ceap.delivery.setup import DEFAULT_CHANNELS
+from ceap.delivery.delivery_config import DEFAULT_CHANNELS, DeliveryConfig
 from ceap.delivery.templates import Known, program_payload_keys, validate_template
 from ceap.spec.program import ProgramSpec
 

@@ -19,12 +19,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ceap.errors import SourceError
+
+if TYPE_CHECKING:  # Arrow where a table is fingerprinted: reading a model's metadata needs none
+    import pyarrow as pa
 
 META = "meta.json"
 NAME = r"[A-Za-z][A-Za-z0-9_\-]*"
@@ -207,6 +209,8 @@ class _Hasher(io.RawIOBase):
 
 def fingerprint(table: pa.Table) -> Fingerprint:
     """sha256 over the Arrow IPC stream of ``table`` (one record batch, so chunking does not matter)."""
+    import pyarrow as pa
+
     table = table.combine_chunks()
     hasher = _Hasher()
     with pa.ipc.new_stream(pa.PythonFile(hasher, mode="w"), table.schema) as writer:
@@ -216,6 +220,8 @@ def fingerprint(table: pa.Table) -> Fingerprint:
 
 def feature_type(arrow_type: pa.DataType) -> FeatureType | None:
     """The feature type of a numeric column; None for anything a model cannot read."""
+    import pyarrow as pa
+
     if pa.types.is_boolean(arrow_type):
         return "bool"
     if pa.types.is_integer(arrow_type):

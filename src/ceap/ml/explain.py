@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where contributions are ranked
+    import numpy as np
 
 
 def top_contributions(contrib: np.ndarray, features: list[str], top: int) -> list[dict[str, float]]:
@@ -10,6 +13,8 @@ def top_contributions(contrib: np.ndarray, features: list[str], top: int) -> lis
 
     ``contrib`` has one column per feature (any bias column already dropped).
     """
+    import numpy as np
+
     contrib = np.asarray(contrib, dtype=np.float64)
     if contrib.ndim != 2 or contrib.shape[1] != len(features):
         raise ValueError(f"contributions of shape {contrib.shape} for {len(features)} features")

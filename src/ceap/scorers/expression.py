@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import threading
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-import duckdb
-import numpy as np
-import pyarrow as pa
 from pydantic import Field, field_validator, model_validator
 
 from ceap.plugin import PluginContext
 from ceap.scorers.base import Scorer, ScorerConfig, feature_matrix
 from ceap.sqlexpr import check_expression, evaluate, sandboxed_connection
+
+if TYPE_CHECKING:  # DuckDB, NumPy and Arrow come with the rows: validating imports no engine
+    import duckdb
+    import numpy as np
+    import pyarrow as pa
 
 
 class ExpressionScorerConfig(ScorerConfig):
@@ -62,6 +64,8 @@ class ExpressionScorer(Scorer[ExpressionScorerConfig]):
         return self.config.name
 
     def score(self, table: pa.Table) -> np.ndarray:
+        import numpy as np
+
         if self.config.expr is not None:
             out = evaluate(self._connection(), table, f"CAST(({self.config.expr}) AS DOUBLE) AS score")
             return out.column("score").to_numpy(zero_copy_only=False).astype(np.float64)

@@ -6,8 +6,6 @@ from collections.abc import Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import numpy as np
-import pyarrow as pa
 from pydantic import Field
 
 from ceap.errors import SourceError
@@ -15,8 +13,10 @@ from ceap.ml.explain import top_contributions
 from ceap.scorers.base import ScorerConfig, feature_matrix
 from ceap.scorers.model_file import ModelFileConfig, ModelFileScorer
 
-if TYPE_CHECKING:  # LightGBM (and the scikit-learn and SciPy it loads) only when a model loads
-    import lightgbm as lgb
+if TYPE_CHECKING:  # LightGBM (and the scikit-learn and SciPy it loads) only when a model loads;
+    import lightgbm as lgb  # NumPy and Arrow when rows are scored (validating imports neither)
+    import numpy as np
+    import pyarrow as pa
 
 
 class LightGBMConfig(ModelFileConfig):
@@ -36,6 +36,8 @@ def load_booster(path: str, label: str) -> lgb.Booster:
 def lightgbm_reasons(booster: lgb.Booster, matrix: np.ndarray, features: list[str],
                      top: int) -> list[dict[str, float]]:
     """Top |contribution| features per row, from ``pred_contrib`` (TreeSHAP; last column: bias)."""
+    import numpy as np
+
     if matrix.shape[0] == 0:
         return []
     contrib = np.asarray(booster.predict(matrix, pred_contrib=True), dtype=np.float64)
@@ -64,6 +66,8 @@ class LightGBMScorer(ModelFileScorer[LightGBMConfig]):
         return list(self.booster.feature_name())
 
     def score(self, table: pa.Table) -> np.ndarray:
+        import numpy as np
+
         if table.num_rows == 0:
             return np.empty(0, dtype=np.float64)
         matrix = feature_matrix(table, self.features())

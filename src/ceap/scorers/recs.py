@@ -21,15 +21,16 @@ import hashlib
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import Field
 
 from ceap.errors import SourceError
 from ceap.scorers.base import Scorer, ScorerConfig
+
+if TYPE_CHECKING:  # NumPy and Arrow where the model loads or rows are scored, not to validate
+    import numpy as np
+    import pyarrow as pa
 
 #: rows scored per matrix product, to bound memory (rows x items floats)
 CHUNK = 2048
@@ -52,6 +53,8 @@ class AffinityModel:
 
     @classmethod
     def load(cls, path: Path) -> AffinityModel:
+        import numpy as np
+
         try:
             with np.load(path, allow_pickle=False) as archive:
                 missing = [k for k in cls.REQUIRED if k not in archive.files]
@@ -73,6 +76,8 @@ class AffinityModel:
         return model
 
     def save(self, path: Path) -> None:
+        import numpy as np
+
         arrays: dict[str, np.ndarray] = {
             "customer_ids": np.asarray(self.customer_ids, dtype=str),
             "item_ids": np.asarray(self.item_ids, dtype=str),
@@ -106,12 +111,16 @@ class AffinityModel:
 
     def rows(self, customers: list[Any]) -> np.ndarray:
         """The model's row of each customer id; -1 for customers it does not know."""
+        import numpy as np
+
         index = self._index
         return np.fromiter((index.get(str(c), -1) if c is not None else -1 for c in customers),
                            dtype=np.int64, count=len(customers))
 
     def affinities(self, rows: np.ndarray, exclude_seen: bool = True) -> np.ndarray:
         """(len(rows) x items) affinities of known customers; seen items get -inf."""
+        import numpy as np
+
         scores = self.user_factors[rows] @ self.item_factors.T
         if exclude_seen and self.seen_indptr is not None and self.seen_indices is not None:
             starts, ends = self.seen_indptr[rows], self.seen_indptr[rows + 1]
@@ -125,6 +134,8 @@ class AffinityModel:
     def top_k(self, rows: np.ndarray, k: int, exclude_seen: bool = True
               ) -> tuple[np.ndarray, np.ndarray]:
         """Item indices (len(rows) x k, best first) and their affinities, for known customers."""
+        import numpy as np
+
         k = min(k, len(self.item_ids))
         items = np.empty((len(rows), k), dtype=np.int64)
         values = np.empty((len(rows), k), dtype=np.float32)
@@ -171,12 +182,17 @@ class ItemAffinityScorer(Scorer[ItemAffinityConfig]):
         return f"{self.config.name or self.path.stem}@{version}"
 
     def _rows(self, table: pa.Table) -> np.ndarray:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
         if self.config.customer not in table.column_names:
             raise SourceError(f"scorer.customer: the rows have no column {self.config.customer!r}")
         column = pc.cast(table.column(self.config.customer), pa.string())
         return self.model.rows(column.to_pylist())
 
     def score(self, table: pa.Table) -> np.ndarray:
+        import numpy as np
+
         scores = np.full(table.num_rows, np.nan, dtype=np.float64)
         if table.num_rows == 0:
             return scores
@@ -190,6 +206,8 @@ class ItemAffinityScorer(Scorer[ItemAffinityConfig]):
         return scores
 
     def recommend(self, table: pa.Table, k: int) -> list[list[dict[str, Any]]]:
+        import numpy as np
+
         out: list[list[dict[str, Any]]] = [[] for _ in range(table.num_rows)]
         rows = self._rows(table)
         known = np.flatnonzero(rows >= 0)

@@ -17,7 +17,6 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
-from croniter import CroniterBadDateError, CroniterError, croniter
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from ceap.durations import Duration
@@ -39,6 +38,8 @@ def cron_of(text: str) -> str:
     if word in WORDS:
         return WORDS[word]
     expr = " ".join(text.split())
+    if expr in WORDS.values():  # a word's expression, known good (croniter not needed)
+        return expr
     if len(expr.split(" ")) == 1:
         close = difflib.get_close_matches(word, list(WORDS), n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"expected one of {', '.join(WORDS)}"
@@ -47,6 +48,8 @@ def cron_of(text: str) -> str:
     if len(expr.split(" ")) != 5:
         raise ValueError(f"cron expression {text!r} must have 5 fields (minute hour day-of-month "
                          f"month day-of-week), or be one of {', '.join(WORDS)}")
+    from croniter import CroniterBadDateError, CroniterError, croniter  # only for cron fields
+
     try:
         croniter(expr, datetime(2000, 1, 1), ret_type=datetime).get_next()
     except CroniterBadDateError:

@@ -28,23 +28,49 @@ autoescaped; each rendered part has a size limit and a time limit.
 The package is split by concern: ``sandbox`` (the environment and its
 limits), ``files`` (parsing template files), ``renderer`` (rendering, with
 unsubscribe links and, when configured, open and click tracking), ``checks``
-(static validation) and ``preview``.
+(static validation) and ``preview``; each is imported when one of its names is first
+asked for.
 """
 
-from ceap.delivery.templates.checks import (
-    Known,
-    check_source,
-    program_payload_keys,
-    validate_program_templates,
-    validate_template,
-    validate_template_file,
-)
-from ceap.delivery.templates.files import KINDS, TemplateFile, locale_chain, parse_template_file
-from ceap.delivery.templates.preview import preview
-from ceap.delivery.templates.renderer import TemplateRenderer
-from ceap.delivery.templates.sandbox import MAX_VALUE, RenderTimeout, SafeEnvironment, TemplateError
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ceap.delivery.templates.checks import (
+        Known,
+        check_source,
+        program_payload_keys,
+        validate_program_templates,
+        validate_template,
+        validate_template_file,
+    )
+    from ceap.delivery.templates.files import KINDS, TemplateFile, locale_chain, parse_template_file
+    from ceap.delivery.templates.preview import preview
+    from ceap.delivery.templates.renderer import TemplateRenderer
+    from ceap.delivery.templates.sandbox import MAX_VALUE, RenderTimeout, SafeEnvironment, TemplateError
+
+#: name -> the submodule defining it; imported when first asked for, so that checking
+#: templates (``ceap validate``) does not import the renderer and the delivery policies
+_WHERE = {
+    **dict.fromkeys(["Known", "check_source", "program_payload_keys", "validate_program_templates",
+                     "validate_template", "validate_template_file"], "checks"),
+    **dict.fromkeys(["KINDS", "TemplateFile", "locale_chain", "parse_template_file"], "files"),
+    "preview": "preview",
+    "TemplateRenderer": "renderer",
+    **dict.fromkeys(["MAX_VALUE", "RenderTimeout", "SafeEnvironment", "TemplateError"], "sandbox"),
+}
 
 __all__ = ["KINDS", "MAX_VALUE", "Known", "RenderTimeout", "SafeEnvironment", "TemplateError",
            "TemplateFile", "TemplateRenderer", "check_source", "locale_chain", "parse_template_file",
            "preview", "program_payload_keys", "validate_program_templates", "validate_template",
            "validate_template_file"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value

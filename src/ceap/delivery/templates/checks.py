@@ -12,8 +12,8 @@ from jinja2 import TemplateSyntaxError, nodes
 from jinja2.meta import find_undeclared_variables
 
 from ceap.delivery.delivery_config import DeliveryConfig, TemplatesConfig
+from ceap.delivery.templates.context import CANDIDATE_FIELDS, CONTEXT_NAMES, PROFILE_FIELDS
 from ceap.delivery.templates.files import NAME_RE, TemplateFile, parse_template_file, part_kind, where
-from ceap.delivery.templates.renderer import CANDIDATE_FIELDS, CONTEXT_NAMES, PROFILE_FIELDS
 from ceap.delivery.templates.sandbox import SafeEnvironment
 from ceap.errors import SpecError
 

@@ -15,6 +15,7 @@ from ceap.delivery.delivery_config import DeliveryConfig, TemplatesConfig
 from ceap.delivery.model import Profile
 from ceap.delivery.policies.common import Zones, is_exempt, topic_of
 from ceap.delivery.render import PlainRenderer, Rendered
+from ceap.delivery.templates.context import CANDIDATE_FIELDS
 from ceap.delivery.templates.files import (
     NAME_RE,
     Part,
@@ -31,15 +32,6 @@ from ceap.model import Candidate, utcnow
 from ceap.outcomes.config import TrackingConfig
 from ceap.outcomes.links import Tracker
 from ceap.spec.digest import DigestView
-
-CONTEXT_NAMES = frozenset({"candidate", "profile", "payload", "unsubscribe_url", "preferences_url", "now",
-                           "locale", "channel", "digest"})
-CANDIDATE_FIELDS = frozenset({"id", "tenant_id", "program", "run_id", "customer_id", "subject_id",
-                              "context", "action_type", "channels", "template", "category", "score",
-                              "model", "reasons", "payload", "status", "priority", "created_at",
-                              "not_before", "expires_at", "dedup_key", "variant"})
-PROFILE_FIELDS = frozenset({"customer_id", "email", "phone", "push_token", "timezone", "locale",
-                            "attributes"})
 
 
 def candidate_context(c: Candidate) -> dict[str, Any]:
