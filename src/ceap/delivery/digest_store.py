@@ -257,7 +257,10 @@ def list_digests(store: Store, tenant: str, customer: str | None = None, key: st
         where.append("message_id IS NOT NULL")
     with store.tx() as tx:
         rows = tx.execute(
-            "SELECT customer_id, digest_key, min(program), window_start, due_at, count(*), "
+            # the program of the item that opened the window (item_at = window_start):
+            # the first item's, which decides the message's template and channels
+            "SELECT customer_id, digest_key, coalesce(min(CASE WHEN item_at = window_start "
+            "THEN program END), min(program)), window_start, due_at, count(*), "
             f"max(message_id), max(flushed_at) FROM digest_items WHERE {' AND '.join(where)} "
             "GROUP BY customer_id, digest_key, window_start, due_at, message_id IS NULL "
             "ORDER BY due_at DESC, customer_id, digest_key LIMIT ?", (*params, limit)).fetchall()

@@ -1,0 +1,62 @@
+"""What docs/digests.md promises a new user, checked against what the code does (an
+acceptance tester's findings): each test names the sentence it holds the code to."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from ceap.delivery.digest import Digests
+from ceap.delivery.digest_store import list_digests
+from ceap.model import RunRecord
+from ceap.spec.loading import parse_program
+from ceap.spec.program import ProgramSpec
+from ceap.store import Store, open_store
+from ceap.testing.doubles import make_candidates
+
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    opened = open_store(store_url)
+    yield opened
+    opened.close()
+
+
+def _program(name: str, digest: dict[str, Any]) -> ProgramSpec:
+    return parse_program({
+        "name": name, "source": {"type": "csv", "path": "x.csv"},
+        "selection": {"one_per_customer": False},
+        "action": {"type": "inform", "channels": ["inapp"], "template": name,
+                   "digest": digest}})
+
+
+def _held(store: Store, program: str, at: datetime, dedup: str) -> None:
+    store.write_run(RunRecord(f"r-{dedup}", "default", program, "succeeded", at), make_candidates(
+        1, now=at, program=program, customer_id="alice", status="digest", channels=["inapp"],
+        template=program, category="marketing", payload={"n": dedup}, dedup_key=dedup))
+
+
+def test_ceap_digests_names_the_program_whose_item_opened_a_shared_digest(store: Store) -> None:
+    """"Programs sharing a key share one digest: the first item's program decides the
+    window, the template and the channels": `ceap digests` shows that program, not the
+    alphabetically first one."""
+    programs = {"zeta": _program("zeta", {"key": "shared", "window": "1h"}),
+                "alpha": _program("alpha", {"key": "shared", "window": "3h"})}
+    _held(store, "zeta", T0, "z1")
+    _held(store, "alpha", T0 + timedelta(minutes=5), "a1")
+    digests = Digests(store, programs)
+    digests.step(T0 + timedelta(minutes=10))
+    [row] = list_digests(store, "default")
+    assert (row.program, row.items, row.due_at) == ("zeta", 2, T0 + timedelta(hours=1))
+    assert digests.step(T0 + timedelta(hours=1)).flushed == 1
+    [row] = list_digests(store, "default")
+    assert row.program == "zeta" and row.message_id is not None
+    with store.tx() as tx:
+        program = tx.execute("SELECT program FROM candidates WHERE id = ?",
+                             (row.message_id,)).fetchone()[0]
+    assert program == "zeta"
