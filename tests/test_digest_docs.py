@@ -5,14 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from ceap.delivery.digest import Digests
 from ceap.delivery.digest_store import list_digests
+from ceap.delivery.templates.checks import validate_program_templates
 from ceap.model import RunRecord
-from ceap.spec.loading import parse_program
+from ceap.spec.loading import load_program, parse_program
 from ceap.spec.program import ProgramSpec
 from ceap.store import Store, open_store
 from ceap.testing.doubles import make_candidates
@@ -60,3 +63,20 @@ def test_ceap_digests_names_the_program_whose_item_opened_a_shared_digest(store:
         program = tx.execute("SELECT program FROM candidates WHERE id = ?",
                              (row.message_id,)).fetchone()[0]
     assert program == "zeta"
+
+
+def test_a_template_guarded_by_digest_is_defined_validates_without_a_digest(tmp_path: Path) -> None:
+    """"its template should then render without `digest` too (`{% if digest is defined
+    %}`)": such a template passes `ceap validate` in a program without a digest, an
+    unguarded one does not."""
+    (tmp_path / "templates").mkdir()
+    guarded = "{% if digest is defined %}{{ digest.count }} comments{% else %}a comment{% endif %}"
+    program = {"name": "promo", "source": {"type": "csv", "path": "x.csv"},
+               "action": {"type": "inform", "channels": ["inapp"], "template": "promo"}}
+    path = tmp_path / "promo.yaml"
+    path.write_text(yaml.safe_dump(program))
+    for title, problems in ((guarded, 0), ("{{ digest.count }} comments", 1)):
+        (tmp_path / "templates" / "promo.yaml").write_text(yaml.safe_dump(
+            {"inapp": {"title": title, "body": "x"}}))
+        found = validate_program_templates(load_program(path), tmp_path, {})
+        assert len(found) == problems, found

@@ -64,6 +64,13 @@ def _guarded(ast: nodes.Template) -> tuple[set[int], set[tuple[str, Any]]]:
     return ids, keys
 
 
+def _tests_digest(ast: nodes.Template) -> bool:
+    """The field tests ``digest is defined`` (or ``undefined``): it renders in a program
+    whose digest was removed (docs/digests.md)."""
+    return any(t.name in ("defined", "undefined") and isinstance(t.node, nodes.Name)
+               and t.node.name == "digest" for t in ast.find_all(nodes.Test))
+
+
 def check_source(source: str, known: Known, html: bool = False) -> list[str]:
     """Problems with one template field: syntax, unknown variables, unknown
     payload keys, profile or candidate fields."""
@@ -76,9 +83,10 @@ def check_source(source: str, known: Known, html: bool = False) -> list[str]:
     undeclared = find_undeclared_variables(ast)
     for name in sorted(undeclared - CONTEXT_NAMES - set(env.globals)):
         problems.append(f"unknown variable {name!r} (known: {', '.join(sorted(CONTEXT_NAMES))})")
-    if "digest" in undeclared and not known.digest:
-        problems.append("'digest' is set for programs with action.digest only (docs/digests.md)")
     guarded, optional = _guarded(ast)
+    if "digest" in undeclared and not known.digest and not _tests_digest(ast):
+        problems.append("'digest' is set for programs with action.digest only (test it with "
+                        "`digest is defined`; docs/digests.md)")
     seen: set[str] = set()
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
         chain = _attr_chain(node)
