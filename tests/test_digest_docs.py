@@ -80,3 +80,20 @@ def test_a_template_guarded_by_digest_is_defined_validates_without_a_digest(tmp_
             {"inapp": {"title": title, "body": "x"}}))
         found = validate_program_templates(load_program(path), tmp_path, {})
         assert len(found) == problems, found
+
+
+def test_sweep_keeps_held_candidates_past_their_expiry_until_their_digest_goes(store: Store) -> None:
+    """"A held candidate's own `expires_at` does not apply while it is held": a 20-day
+    digest outlives its items' 7-day expiry; `ceap sweep` (``sweep_expired``) keeps them,
+    so the digest still lists them when it is due."""
+    programs = {"slow": _program("slow", {"window": "20d"})}
+    _held(store, "slow", T0, "m1")                # expires T0 + 7d; the digest is due T0 + 20d
+    _held(store, "slow", T0, "m2")
+    digests = Digests(store, programs)
+    digests.step(T0)                              # m1, m2 in_digest
+    _held(store, "slow", T0 + timedelta(hours=1), "m3")   # still `digest`: not collected yet
+    due = T0 + timedelta(days=20)
+    assert store.sweep_expired(due - timedelta(hours=1)) == 0
+    stats = digests.step(due)
+    assert (stats.flushed, stats.items) == (1, 3)
+    assert store.sweep_expired(due + timedelta(days=8)) == 4  # the digested items, the message
