@@ -3,6 +3,7 @@ acceptance tester's findings): each test names the sentence it holds the code to
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ import yaml
 from ceap.delivery.digest import Digests
 from ceap.delivery.digest_store import list_digests
 from ceap.delivery.templates.checks import validate_program_templates
+from ceap.errors import SpecError
 from ceap.model import RunRecord
 from ceap.spec.loading import load_program, parse_program
 from ceap.spec.program import ProgramSpec
@@ -97,3 +99,15 @@ def test_sweep_keeps_held_candidates_past_their_expiry_until_their_digest_goes(s
     stats = digests.step(due)
     assert (stats.flushed, stats.items) == (1, 3)
     assert store.sweep_expired(due + timedelta(days=8)) == 4  # the digested items, the message
+
+
+@pytest.mark.parametrize(("timezone", "message"), [
+    ("Customer", "unknown time zone 'Customer' (did you mean 'customer'?)"),
+    ("Nowhere", "unknown time zone 'Nowhere' (customer, or an IANA name such as Europe/Paris or UTC)"),
+    ("Europe/Pariss", "unknown time zone 'Europe/Pariss' (did you mean 'Europe/Paris'?)"),
+])
+def test_an_unknown_digest_time_zone_names_customer_among_the_choices(timezone: str,
+                                                                      message: str) -> None:
+    """"`timezone`: `customer`, `UTC` or an IANA name": a wrong one says which it could be."""
+    with pytest.raises(SpecError, match=re.escape(f"action.digest.timezone: {message}")):
+        _program("daily", {"schedule": "daily", "timezone": timezone})
