@@ -111,3 +111,23 @@ def test_an_unknown_digest_time_zone_names_customer_among_the_choices(timezone: 
     """"`timezone`: `customer`, `UTC` or an IANA name": a wrong one says which it could be."""
     with pytest.raises(SpecError, match=re.escape(f"action.digest.timezone: {message}")):
         _program("daily", {"schedule": "daily", "timezone": timezone})
+
+
+def test_a_late_candidate_of_the_same_instant_gets_its_own_message_with_key_2(store: Store) -> None:
+    """"When two windows of one customer and key would start at the same instant (a late
+    candidate after its digest was sent), the second message's dedup key gets `:2`."""
+    programs = {"comments": _program("comments", {"window": "1h"})}
+    digests = Digests(store, programs)
+    _held(store, "comments", T0, "c1")
+    digests.step(T0)
+    assert digests.step(T0 + timedelta(hours=1)).flushed == 1
+    _held(store, "comments", T0, "c2")          # written late, with the first one's time
+    stats = digests.step(T0 + timedelta(hours=1, minutes=1))
+    assert (stats.held, stats.flushed, stats.items) == (1, 1, 1)
+    with store.tx() as tx:
+        keys = [r[0] for r in tx.execute("SELECT dedup_key FROM candidates WHERE run_id = 'digest' "
+                                         "ORDER BY id")]
+    assert keys == ["digest:comments:alice:20261125T120000000000Z",
+                    "digest:comments:alice:20261125T120000000000Z:2"]
+    rows = list_digests(store, "default")
+    assert sorted((r.items, r.message_id is not None) for r in rows) == [(1, True), (1, True)]
