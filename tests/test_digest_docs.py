@@ -131,3 +131,21 @@ def test_a_late_candidate_of_the_same_instant_gets_its_own_message_with_key_2(st
                     "digest:comments:alice:20261125T120000000000Z:2"]
     rows = list_digests(store, "default")
     assert sorted((r.items, r.message_id is not None) for r in rows) == [(1, True), (1, True)]
+
+
+def test_payload_digest_items_in_a_template_is_an_error_of_validate(tmp_path: Path) -> None:
+    """"write `digest.items` in templates: `payload.digest.items` is the mapping's `items`
+    method": `ceap validate` says so, rather than the render failing at send time."""
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "promo.yaml").write_text(yaml.safe_dump({"inapp": {
+        "title": "{{ payload.digest.count }} offers",
+        "body": "{% for item in payload.digest.items %}{{ item.payload.n }}{% endfor %}"}}))
+    path = tmp_path / "promo.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "promo", "source": {"type": "csv", "path": "x.csv"},
+        "action": {"type": "inform", "channels": ["inapp"], "template": "promo",
+                   "digest": {"window": "1h"}}}))
+    [(field, problem)] = validate_program_templates(load_program(path), tmp_path, {})
+    assert field == "action.template"
+    assert problem.endswith("inapp.body: write digest.items: payload.digest.items is the "
+                            "mapping's method (docs/digests.md#the-template)")

@@ -100,7 +100,11 @@ def check_source(source: str, known: Known, html: bool = False) -> list[str]:
                 and first not in known.payload:
             continue  # payload.items(), payload.get('x')...
         message = None
-        if root == "payload":
+        if root == "payload" and first == "digest" and known.digest and len(keys) > 1 \
+                and keys[1][1] and keys[1][0] in _DICT_METHODS:
+            message = (f"write digest.{keys[1][0]}: payload.digest.{keys[1][0]} is the mapping's "
+                       f"method (docs/digests.md#the-template)")
+        elif root == "payload":
             if first not in known.payload:
                 message = (f"payload has no key {first!r} (the program's payload has: "
                            f"{', '.join(sorted(known.payload)) or 'nothing'})")
