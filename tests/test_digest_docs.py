@@ -149,3 +149,26 @@ def test_payload_digest_items_in_a_template_is_an_error_of_validate(tmp_path: Pa
     assert field == "action.template"
     assert problem.endswith("inapp.body: write digest.items: payload.digest.items is the "
                             "mapping's method (docs/digests.md#the-template)")
+
+
+def test_an_unknown_digest_field_is_an_error_of_validate(tmp_path: Path) -> None:
+    """The template table lists `digest.count`, `items`, `more`, `key`, `window_start`,
+    `window_end`: another name is reported by `ceap validate`, not at send time."""
+    from dataclasses import fields
+
+    from ceap.delivery.templates.checks import DIGEST_FIELDS
+    from ceap.spec.digest import DigestView
+
+    assert {f.name for f in fields(DigestView)} == DIGEST_FIELDS
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "promo.yaml").write_text(yaml.safe_dump({"inapp": {
+        "title": "{{ digest.total }} offers, {{ digest.count }} {{ digest.window_end }}",
+        "body": "{% for item in digest.items %}{{ item.payload.n }}{% endfor %}{{ digest.more }}"}}))
+    path = tmp_path / "promo.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "promo", "source": {"type": "csv", "path": "x.csv"},
+        "action": {"type": "inform", "channels": ["inapp"], "template": "promo",
+                   "digest": {"window": "1h"}}}))
+    [(_, problem)] = validate_program_templates(load_program(path), tmp_path, {})
+    assert problem.endswith("inapp.title: digest has no field 'total' (fields: count, items, key, "
+                            "more, window_end, window_start)")

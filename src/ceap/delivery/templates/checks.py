@@ -18,6 +18,8 @@ from ceap.delivery.templates.sandbox import SafeEnvironment
 from ceap.errors import SpecError
 
 _DICT_METHODS = frozenset(n for n in dir(dict) if not n.startswith("_"))
+#: what a digest message's template sees as ``digest`` (ceap.spec.digest.DigestView)
+DIGEST_FIELDS = frozenset({"key", "count", "items", "more", "window_start", "window_end"})
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,8 @@ def check_source(source: str, known: Known, html: bool = False) -> list[str]:
         elif root == "profile" and first not in PROFILE_FIELDS:
             message = (f"profile has no field {first!r} (fields: {', '.join(sorted(PROFILE_FIELDS))}; "
                        f"custom ones are under profile.attributes)")
+        elif root == "digest" and first not in DIGEST_FIELDS:
+            message = f"digest has no field {first!r} (fields: {', '.join(sorted(DIGEST_FIELDS))})"
         elif root == "candidate" and first not in CANDIDATE_FIELDS:
             message = f"candidate has no field {first!r}"
         if message and message not in seen:
