@@ -80,4 +80,4 @@ def test_a_template_using_digest_needs_a_digest_program(tmp_path: Path) -> None:
     [(field, problem)] = validate_program_templates(load_program(path), tmp_path, {})
     assert field == "action.template"
     assert problem.endswith("default.title: 'digest' is set for programs with action.digest only "
-                            "(docs/digests.md)")
+                            "(test it with `digest is defined`; docs/digests.md)")

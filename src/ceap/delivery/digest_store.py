@@ -257,10 +257,15 @@ def list_digests(store: Store, tenant: str, customer: str | None = None, key: st
         where.append("message_id IS NOT NULL")
     with store.tx() as tx:
         rows = tx.execute(
-            "SELECT customer_id, digest_key, min(program), window_start, due_at, count(*), "
+            # the program of the item that opened the window (item_at = window_start):
+            # the first item's, which decides the message's template and channels
+            "SELECT customer_id, digest_key, coalesce(min(CASE WHEN item_at = window_start "
+            "THEN program END), min(program)), window_start, due_at, count(*), "
             f"max(message_id), max(flushed_at) FROM digest_items WHERE {' AND '.join(where)} "
-            "GROUP BY customer_id, digest_key, window_start, due_at, message_id IS NULL "
-            "ORDER BY due_at DESC, customer_id, digest_key LIMIT ?", (*params, limit)).fetchall()
+            # by message: two windows of one instant (a late item's, docs/digests.md) are two
+            "GROUP BY customer_id, digest_key, window_start, due_at, message_id "
+            "ORDER BY due_at DESC, customer_id, digest_key, max(message_id) LIMIT ?",
+            (*params, limit)).fetchall()
     return [DigestRow(r[0], r[1], r[2], _ts(r[3]), _ts(r[4]), int(r[5]),
                       None if r[6] is None else int(r[6]), from_iso(r[7])) for r in rows]
 

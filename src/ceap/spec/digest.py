@@ -62,8 +62,14 @@ class Digest(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        if value != "customer":
+        if value == "customer":
+            return value
+        if value.strip().lower() == "customer":
+            raise ValueError(f"unknown time zone {value!r} (did you mean 'customer'?)")
+        try:
             zone(value)
+        except ValueError as exc:  # the digest's own choice first: customer
+            raise ValueError(str(exc).replace("(an IANA name", "(customer, or an IANA name")) from None
         return value
 
     @model_validator(mode="after")

@@ -81,7 +81,7 @@ class Store(Plugin[T]):
 
         Held-out candidates stay: they are the control group uplift is measured against;
         so do the treated candidates of a program with held-out candidates (the other side
-        of the comparison)."""
+        of the comparison); so do candidates held for a digest (``digest``, ``in_digest``)."""
         raise NotImplementedError
 
     def inbox_add(self, items: list[InboxItem]) -> list[bool]:

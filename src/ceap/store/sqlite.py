@@ -239,7 +239,9 @@ class SqliteStore(Store[SqliteStoreConfig]):
         return [{"row": r, "reason": why} for r, why in rows]
 
     def sweep_expired(self, now: datetime, tenant_id: str | None = None) -> int:
-        sql = ("DELETE FROM candidates WHERE expires_at <= ? AND NOT holdout AND NOT EXISTS "
+        # held for a digest: its own expires_at does not apply (docs/digests.md#limits)
+        sql = ("DELETE FROM candidates WHERE expires_at <= ? AND NOT holdout "
+               "AND status NOT IN ('digest', 'in_digest') AND NOT EXISTS "
                "(SELECT 1 FROM deliveries d WHERE d.candidate_id = candidates.id "
                "AND d.status IN ('queued', 'sending')) AND NOT EXISTS "
                "(SELECT 1 FROM candidates h WHERE h.tenant_id = candidates.tenant_id "

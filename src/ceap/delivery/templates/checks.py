@@ -18,6 +18,8 @@ from ceap.delivery.templates.sandbox import SafeEnvironment
 from ceap.errors import SpecError
 
 _DICT_METHODS = frozenset(n for n in dir(dict) if not n.startswith("_"))
+#: what a digest message's template sees as ``digest`` (ceap.spec.digest.DigestView)
+DIGEST_FIELDS = frozenset({"key", "count", "items", "more", "window_start", "window_end"})
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,13 @@ def _guarded(ast: nodes.Template) -> tuple[set[int], set[tuple[str, Any]]]:
     return ids, keys
 
 
+def _tests_digest(ast: nodes.Template) -> bool:
+    """The field tests ``digest is defined`` (or ``undefined``): it renders in a program
+    whose digest was removed (docs/digests.md)."""
+    return any(t.name in ("defined", "undefined") and isinstance(t.node, nodes.Name)
+               and t.node.name == "digest" for t in ast.find_all(nodes.Test))
+
+
 def check_source(source: str, known: Known, html: bool = False) -> list[str]:
     """Problems with one template field: syntax, unknown variables, unknown
     payload keys, profile or candidate fields."""
@@ -76,9 +85,10 @@ def check_source(source: str, known: Known, html: bool = False) -> list[str]:
     undeclared = find_undeclared_variables(ast)
     for name in sorted(undeclared - CONTEXT_NAMES - set(env.globals)):
         problems.append(f"unknown variable {name!r} (known: {', '.join(sorted(CONTEXT_NAMES))})")
-    if "digest" in undeclared and not known.digest:
-        problems.append("'digest' is set for programs with action.digest only (docs/digests.md)")
     guarded, optional = _guarded(ast)
+    if "digest" in undeclared and not known.digest and not _tests_digest(ast):
+        problems.append("'digest' is set for programs with action.digest only (test it with "
+                        "`digest is defined`; docs/digests.md)")
     seen: set[str] = set()
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
         chain = _attr_chain(node)
@@ -92,7 +102,11 @@ def check_source(source: str, known: Known, html: bool = False) -> list[str]:
                 and first not in known.payload:
             continue  # payload.items(), payload.get('x')...
         message = None
-        if root == "payload":
+        if root == "payload" and first == "digest" and known.digest and len(keys) > 1 \
+                and keys[1][1] and keys[1][0] in _DICT_METHODS:
+            message = (f"write digest.{keys[1][0]}: payload.digest.{keys[1][0]} is the mapping's "
+                       f"method (docs/digests.md#the-template)")
+        elif root == "payload":
             if first not in known.payload:
                 message = (f"payload has no key {first!r} (the program's payload has: "
                            f"{', '.join(sorted(known.payload)) or 'nothing'})")
@@ -101,6 +115,8 @@ def check_source(source: str, known: Known, html: bool = False) -> list[str]:
         elif root == "profile" and first not in PROFILE_FIELDS:
             message = (f"profile has no field {first!r} (fields: {', '.join(sorted(PROFILE_FIELDS))}; "
                        f"custom ones are under profile.attributes)")
+        elif root == "digest" and first not in DIGEST_FIELDS:
+            message = f"digest has no field {first!r} (fields: {', '.join(sorted(DIGEST_FIELDS))})"
         elif root == "candidate" and first not in CANDIDATE_FIELDS:
             message = f"candidate has no field {first!r}"
         if message and message not in seen:
