@@ -363,7 +363,7 @@ def test_a_batch_cut_short_before_it_is_logged_is_redone_not_skipped(
     batch.append(_message(_event("v1", "Z", "page_view", ABS_WITHIN + LATENESS + 1), ""))
     real = EventLog.append
 
-    def dies(self: EventLog, events: Any) -> None:
+    def dies(self: EventLog, events: Any, partitions: Any = None) -> None:
         raise RuntimeError("killed")
 
     monkeypatch.setattr(EventLog, "append", dies)

@@ -1,0 +1,71 @@
+"""Which worker holds each partition's state: ``partition_claims`` in the store.
+
+Before a micro-batch, a worker checks, in one query, that it still holds the claim of
+every partition in the batch at the epoch it took. A partition it does not hold (first
+seen, or taken meanwhile by another worker of the group) is claimed again with the next
+epoch, and its in-memory state is restored from the event log (``restore``): the
+state of a partition that moved away and back is never the stale copy.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+import pyarrow as pa
+
+from ceap.realtime.events import EVENT_SCHEMA
+from ceap.realtime.state import _event_table, _in_list, _naive
+from ceap.realtime.status import worker_name
+from ceap.store.base import Store
+
+
+class Claims:
+    """This worker's claims on the partitions of one stream."""
+
+    def __init__(self, store: Store, tenant: str, stream: str, owner: str | None = None):
+        self.store = store
+        self.tenant = tenant
+        self.stream = stream
+        self.owner = owner or f"{worker_name()}:{uuid.uuid4().hex[:8]}"
+        self.epochs: dict[str, int] = {}
+
+    def take(self, partitions: Iterable[str]) -> list[str]:
+        """Claim the partitions this worker does not hold at its epoch; return them (their
+        state must be restored). One query when every claim still holds."""
+        names = sorted(set(partitions))
+        if not names:
+            return []
+        with self.store.tx() as tx:
+            where, params = _in_list(tx, "partition_key", names)
+            held = {p: (o, e) for p, o, e in tx.execute(
+                f"SELECT partition_key, owner, epoch FROM partition_claims WHERE tenant_id = ? "
+                f"AND stream = ? AND {where}", (self.tenant, self.stream, *params)).fetchall()}
+            moved = [p for p in names if held.get(p) != (self.owner, self.epochs.get(p))]
+            for p in moved:
+                epoch = int(held[p][1]) + 1 if p in held else 1
+                tx.execute("INSERT INTO partition_claims (tenant_id, stream, partition_key, owner, epoch, "
+                           "claimed_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, stream, "
+                           "partition_key) DO UPDATE SET owner = excluded.owner, epoch = excluded.epoch, "
+                           "claimed_at = excluded.claimed_at",
+                           (self.tenant, self.stream, p, self.owner, epoch, tx.ts(datetime.now(UTC))))
+                self.epochs[p] = epoch
+        return moved
+
+
+def restore(store: Store, partition: str, types: Iterable[str]) -> tuple[pa.Table, datetime | None]:
+    """A partition's logged events of ``types`` (every tenant), and the latest event time
+    logged on it (its watermark; None when nothing is logged)."""
+    kinds = sorted(set(types))
+    with store.tx() as tx:
+        top = tx.execute("SELECT max(ts) FROM event_log WHERE partition_key = ?", (partition,)).fetchone()
+        if not kinds:
+            rows: list[tuple[object, ...]] = []
+        else:
+            rows = tx.execute("SELECT event_id, tenant_id, customer_id, type, ts, attributes FROM event_log "
+                              f"WHERE partition_key = ? AND type IN ({tx.placeholders(len(kinds))})",
+                              (partition, *kinds)).fetchall()
+    mark = _naive(top[0]) if top and top[0] is not None else None
+    table = _event_table(rows) if rows else EVENT_SCHEMA.empty_table()
+    return table, mark
