@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 
@@ -54,18 +54,18 @@ class Claims:
         return moved
 
 
-def restore(store: Store, partition: str, types: Iterable[str]) -> tuple[pa.Table, datetime | None]:
-    """A partition's logged events of ``types`` (every tenant), and the latest event time
-    logged on it (its watermark; None when nothing is logged)."""
+def restore(store: Store, partition: str, types: Iterable[str], keep: timedelta
+            ) -> tuple[pa.Table, datetime | None]:
+    """A partition's logged events of ``types`` (every tenant) at most ``keep`` older than
+    the latest event time logged on it, and that time (its watermark; None when nothing
+    of the partition is logged)."""
     kinds = sorted(set(types))
     with store.tx() as tx:
         top = tx.execute("SELECT max(ts) FROM event_log WHERE partition_key = ?", (partition,)).fetchone()
-        if not kinds:
-            rows: list[tuple[object, ...]] = []
-        else:
-            rows = tx.execute("SELECT event_id, tenant_id, customer_id, type, ts, attributes FROM event_log "
-                              f"WHERE partition_key = ? AND type IN ({tx.placeholders(len(kinds))})",
-                              (partition, *kinds)).fetchall()
-    mark = _naive(top[0]) if top and top[0] is not None else None
-    table = _event_table(rows) if rows else EVENT_SCHEMA.empty_table()
-    return table, mark
+        mark = _naive(top[0]) if top and top[0] is not None else None
+        if not kinds or mark is None:
+            return EVENT_SCHEMA.empty_table(), mark
+        rows = tx.execute("SELECT event_id, tenant_id, customer_id, type, ts, attributes FROM event_log "
+                          f"WHERE partition_key = ? AND ts >= ? AND type IN ({tx.placeholders(len(kinds))})",
+                          (partition, tx.ts((mark - keep).replace(tzinfo=UTC)), *kinds)).fetchall()
+    return (_event_table(rows) if rows else EVENT_SCHEMA.empty_table()), mark

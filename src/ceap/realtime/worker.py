@@ -201,7 +201,7 @@ class Worker:
             self.keyed = KeyedState(types, keep)
             self.claims.epochs.clear()
         for name in self.claims.take(pc.unique(partitions).to_pylist()):
-            table, mark = restore(self.store, name, self.keyed.types)
+            table, mark = restore(self.store, name, self.keyed.types, self.keyed.keep)
             self.keyed.load(name, table)
             if mark is not None and mark > self.watermarks.by_partition.get(name, EPOCH):
                 self.watermarks.by_partition[name] = mark
