@@ -209,3 +209,19 @@ def test_state_keeps_only_its_types_and_prunes_behind_the_watermark() -> None:
     got = state.history(pa.array(["A"]), pa.array(["t"]))
     assert got.num_rows == len(kept) and set(got.column("type").to_pylist()) == {"app_crash"}
     assert state.history(pa.array(["A"]), pa.array(["other tenant"])).num_rows == 0
+
+
+def test_a_worker_logging_a_partition_it_lost_makes_the_holder_restore(store: Store) -> None:
+    """A rebalance while worker A works: B claims the partition and restores it, then A logs
+    its last batch of it; A moves the claim on, so B restores again before its next batch."""
+    from ceap.realtime.claims import Claims
+
+    a, b = Claims(store, "default", "events", "a"), Claims(store, "default", "events", "b")
+    assert a.take(["t[0]", "t[1]"]) == ["t[0]", "t[1]"]
+    assert a.take(["t[0]"]) == []                  # still held: nothing to restore
+    assert b.take(["t[0]"]) == ["t[0]"]            # taken over
+    a.written(["t[0]", "t[1]"])                    # A logged a batch of both
+    assert b.take(["t[0]"]) == ["t[0]"]            # B restores again, with A's batch
+    assert b.take(["t[0]"]) == []
+    assert a.take(["t[1]"]) == []                  # A kept t[1]
+    assert a.take(["t[0]"]) == ["t[0]"]

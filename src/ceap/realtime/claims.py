@@ -4,7 +4,9 @@ Before a micro-batch, a worker checks, in one query, that it still holds the cla
 every partition in the batch at the epoch it took. A partition it does not hold (first
 seen, or taken meanwhile by another worker of the group) is claimed again with the next
 epoch, and its in-memory state is restored from the event log (``restore``): the
-state of a partition that moved away and back is never the stale copy.
+state of a partition that moved away and back is never the stale copy. A worker that
+logs a batch of a partition it lost meanwhile moves that claim on by one epoch
+(``written``), so the new holder restores again and sees those events too.
 """
 
 from __future__ import annotations
@@ -52,6 +54,23 @@ class Claims:
                            (self.tenant, self.stream, p, self.owner, epoch, tx.ts(datetime.now(UTC))))
                 self.epochs[p] = epoch
         return moved
+
+    def written(self, partitions: Iterable[str]) -> None:
+        """After logging a batch: for each partition whose claim this worker lost meanwhile
+        (a rebalance while it worked), move the claim to the next epoch, so the worker that
+        holds it now restores its state again and sees what this one just logged."""
+        names = sorted(set(partitions))
+        if not names:
+            return
+        with self.store.tx() as tx:
+            where, params = _in_list(tx, "partition_key", names)
+            held = tx.execute(f"SELECT partition_key, owner, epoch FROM partition_claims WHERE tenant_id = ? "
+                              f"AND stream = ? AND {where}", (self.tenant, self.stream, *params)).fetchall()
+            lost = [p for p, o, e in held if (o, e) != (self.owner, self.epochs.get(p))]
+            for p in lost:
+                tx.execute("UPDATE partition_claims SET epoch = epoch + 1 WHERE tenant_id = ? AND stream = ? "
+                           "AND partition_key = ?", (self.tenant, self.stream, p))
+                self.epochs.pop(p, None)
 
 
 def restore(store: Store, partition: str, types: Iterable[str], keep: timedelta

@@ -173,6 +173,8 @@ class Worker:
         self.watermarks.advance(events.column("ts"), partitions)
         outcome = run_micro_batch(runners, self.log, Batch(events, partitions, bound,
                                                            dict(self.watermarks.by_partition)), self.keyed)
+        if self.claims is not None and len(partitions):
+            self.claims.written(pc.unique(partitions).to_pylist())
         for spec in self.cancellers.values():
             cancel_pending(self.store, spec.name, spec.action.cancel_on, events)
         record_event_outcomes(self.store, self.programs_dir, events, self.clock())
