@@ -20,28 +20,45 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ceap.realtime.events import EVENT_SCHEMA
 
-#: compact a partition's chunks (and drop what no window reaches) past this many
+#: compact a partition's recent chunks into its sorted table (and drop what no window
+#: reaches) once it has this many
 COMPACT_EVERY = 16
+#: each kept event's hash of ``(tenant_id, customer_id)``: the sorted table's order
+HASH = "__ceap_key_hash"
+_SCHEMA = EVENT_SCHEMA.append(pa.field(HASH, pa.uint64()))
 
 
 @dataclass
 class _Partition:
-    chunks: list[pa.Table] = field(default_factory=list)
-    rows: int = 0
+    #: compacted events, ordered by ``HASH``, and those hashes (a customer's rows are a range)
+    table: pa.Table = field(default_factory=_SCHEMA.empty_table)
+    hashes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
+    #: events added since, one chunk per micro-batch
+    recent: list[pa.Table] = field(default_factory=list)
+
+    def tables(self) -> list[pa.Table]:
+        return [t for t in (self.table, *self.recent) if t.num_rows]
 
 
 class KeyedState:
-    """The events of ``types`` per partition, kept ``keep`` behind each partition's watermark."""
+    """The events of ``types`` per partition, kept ``keep`` behind each partition's watermark.
+
+    Each partition holds a table sorted by a hash of the customer key (a customer's
+    events are found by binary search) and the chunks of the micro-batches since its
+    last compaction (scanned)."""
 
     def __init__(self, types: set[str], keep: timedelta):
         self.types = set(types)
         self.keep = keep
         self.partitions: dict[str, _Partition] = {}
+        self._con = duckdb.connect(config={"enable_external_access": False, "threads": 1})
 
     def covers(self, types: set[str], keep: timedelta) -> bool:
         """Whether this state holds what programs needing ``types`` over ``keep`` read."""
@@ -50,67 +67,94 @@ class KeyedState:
     def drop(self, partition: str) -> None:
         self.partitions.pop(partition, None)
 
+    def _hash(self, tenants: pa.Array | pa.ChunkedArray, customers: pa.Array | pa.ChunkedArray) -> pa.Array:
+        self._con.register("keys", pa.table({"t": tenants, "c": customers}))
+        try:
+            hashed = self._con.sql("SELECT hash(t, c) AS h FROM keys").to_arrow_table()
+            return hashed.column("h").combine_chunks()
+        finally:
+            self._con.unregister("keys")
+
+    def _with_hash(self, events: pa.Table) -> pa.Table:
+        events = events.select(EVENT_SCHEMA.names)
+        hashes = self._hash(events.column("tenant_id"), events.column("customer_id"))
+        return events.append_column(HASH, hashes)
+
     def load(self, partition: str, events: pa.Table) -> None:
         """Replace a partition's state with ``events`` (``EVENT_SCHEMA``), e.g. from the log."""
-        events = _of_types(events.select(EVENT_SCHEMA.names), self.types)
-        self.partitions[partition] = _Partition([events], events.num_rows)
+        part = _Partition()
+        part.recent = [self._with_hash(_of_types(events, self.types))]
+        _compact(part, None)
+        self.partitions[partition] = part
 
     def add(self, events: pa.Table, partitions: pa.Array, watermarks: dict[str, datetime]) -> None:
         """Add logged events (``EVENT_SCHEMA``; ``partitions`` per event) of the kept types;
         a partition's chunks are compacted and pruned now and then."""
         if not events.num_rows:
             return
-        events = events.select(EVENT_SCHEMA.names).append_column("__p", partitions)
-        events = _of_types(events, self.types)
+        events = _of_types(events.append_column("__p", partitions), self.types)
+        if not events.num_rows:
+            return
         names = pc.unique(events.column("__p")).to_pylist()
         for name in names:
             mine = events if len(names) == 1 else events.filter(pc.equal(events.column("__p"), name))
             part = self.partitions.setdefault(name, _Partition())
-            part.chunks.append(mine.drop_columns(["__p"]))
-            part.rows += mine.num_rows
-            if len(part.chunks) >= COMPACT_EVERY and name in watermarks:
-                self._compact(part, watermarks[name] - self.keep)
+            part.recent.append(self._with_hash(mine))
+            if len(part.recent) >= COMPACT_EVERY and name in watermarks:
+                _compact(part, watermarks[name] - self.keep)
 
-    def _compact(self, part: _Partition, since: datetime) -> None:
-        table = pa.concat_tables(part.chunks)
-        table = table.filter(pc.greater_equal(table.column("ts"), pa.scalar(since, pa.timestamp("us"))))
-        table = table.combine_chunks()
-        part.chunks, part.rows = [table], table.num_rows
-
-    def history(self, customers: pa.Array, tenants: pa.Array | None = None) -> pa.Table:
-        """The kept events of these customers (in every partition held); with ``tenants``
-        (one per customer) only those of the same tenant."""
-        chunks = [c for p in self.partitions.values() for c in p.chunks if c.num_rows]
-        if not chunks or not len(customers):
+    def history(self, customers: pa.Array, tenants: pa.Array) -> pa.Table:
+        """The kept events of these customers (``tenants``: the tenant of each), in every
+        partition held."""
+        if not len(customers) or not self.partitions:
             return EVENT_SCHEMA.empty_table()
-        single = tenants is None or pc.count_distinct(tenants).as_py() <= 1
-        out = []
-        for chunk in chunks:
-            if single:
-                mask = pc.is_in(chunk.column("customer_id"), value_set=customers)
-                if tenants is not None and len(tenants):
-                    mask = pc.and_(mask, pc.equal(chunk.column("tenant_id"), tenants[0]))
-            else:
-                keys = pc.binary_join_element_wise(chunk.column("tenant_id"), chunk.column("customer_id"),
-                                                   "\x00")
-                mask = pc.is_in(keys, value_set=pc.binary_join_element_wise(tenants, customers, "\x00"))
-            picked = chunk.filter(mask)
-            if picked.num_rows:
-                out.append(picked)
-        return pa.concat_tables(out) if out else EVENT_SCHEMA.empty_table()
+        wanted = self._hash(tenants, customers)
+        sought = np.unique(wanted.to_numpy(zero_copy_only=False))
+        out: list[pa.Table] = []
+        for part in self.partitions.values():
+            if len(part.hashes):
+                lo = np.searchsorted(part.hashes, sought, "left")
+                n = np.searchsorted(part.hashes, sought, "right") - lo
+                lo, n = lo[n > 0], n[n > 0]
+                if len(n):
+                    starts = np.repeat(lo - np.concatenate(([0], np.cumsum(n)[:-1])), n)
+                    out.append(part.table.take(pa.array(starts + np.arange(int(n.sum())))))
+            for chunk in part.recent:
+                picked = chunk.filter(pc.is_in(chunk.column(HASH), value_set=wanted))
+                if picked.num_rows:
+                    out.append(picked)
+        if not out:
+            return EVENT_SCHEMA.empty_table()
+        found = pa.concat_tables(out)  # a hash shared by another customer: only the customers asked
+        keys = pc.binary_join_element_wise(found.column("tenant_id"), found.column("customer_id"), "\x00")
+        asked = pc.binary_join_element_wise(tenants, customers, "\x00")
+        return found.filter(pc.is_in(keys, value_set=asked)).select(EVENT_SCHEMA.names)
 
     def event_ids(self, partition: str) -> pa.ChunkedArray:
         part = self.partitions.get(partition)
-        if part is None or not part.chunks:
+        if part is None:
             return pa.chunked_array([], pa.string())
-        return pa.chunked_array([c.column("event_id").combine_chunks() for c in part.chunks], pa.string())
+        return pa.chunked_array([t.column("event_id").combine_chunks() for t in part.tables()], pa.string())
 
     def rows(self) -> int:
-        return sum(p.rows for p in self.partitions.values())
+        return sum(t.num_rows for p in self.partitions.values() for t in p.tables())
 
     def nbytes(self) -> int:
-        """Bytes of the Arrow buffers held."""
-        return sum(c.nbytes for p in self.partitions.values() for c in p.chunks)
+        """Bytes of the Arrow buffers (and the sorted hashes) held."""
+        return sum(t.nbytes for p in self.partitions.values() for t in p.tables()) + sum(
+            p.hashes.nbytes for p in self.partitions.values())
+
+
+def _compact(part: _Partition, since: datetime | None) -> None:
+    """Merge a partition's recent chunks into its sorted table, dropping events before ``since``."""
+    table = pa.concat_tables(part.tables() or [_SCHEMA.empty_table()])
+    if since is not None:
+        table = table.filter(pc.greater_equal(table.column("ts"), pa.scalar(since, pa.timestamp("us"))))
+    hashes = table.column(HASH).to_numpy()
+    order = np.argsort(hashes, kind="stable")  # the sorted table and the new runs: a merge
+    part.table = table.take(pa.array(order)).combine_chunks()
+    part.hashes = hashes[order]
+    part.recent = []
 
 
 def _of_types(events: pa.Table, types: set[str]) -> pa.Table:
