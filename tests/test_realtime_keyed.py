@@ -100,6 +100,7 @@ def _rows_per_batch(root: Path, batches: list[list[Received]], keyed: bool,
         return real(self, rows, conformed)
 
     monkeypatch.setattr(ProgramRunner, "_select_and_write", record)
+    monkeypatch.setattr("ceap.realtime.keyed.COMPACT_EVERY", 3)  # the sorted table and the chunks, both
     context = _project(root, store, FEATURES)
     worker = Worker(store, ListStream(batches), root / "programs", context)
     if not keyed:

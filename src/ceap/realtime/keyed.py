@@ -40,7 +40,7 @@ class _Partition:
     #: compacted events, ordered by ``HASH``, and those hashes (a customer's rows are a range)
     table: pa.Table = field(default_factory=_SCHEMA.empty_table)
     hashes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
-    #: events added since, one chunk per micro-batch
+    #: events added since, one chunk per micro-batch (``EVENT_SCHEMA``, no hash yet)
     recent: list[pa.Table] = field(default_factory=list)
 
     def tables(self) -> list[pa.Table]:
@@ -75,17 +75,26 @@ class KeyedState:
         finally:
             self._con.unregister("keys")
 
-    def _with_hash(self, events: pa.Table) -> pa.Table:
-        events = events.select(EVENT_SCHEMA.names)
-        hashes = self._hash(events.column("tenant_id"), events.column("customer_id"))
-        return events.append_column(HASH, hashes)
-
     def load(self, partition: str, events: pa.Table) -> None:
         """Replace a partition's state with ``events`` (``EVENT_SCHEMA``), e.g. from the log."""
         part = _Partition()
-        part.recent = [self._with_hash(_of_types(events, self.types))]
-        _compact(part, None)
+        part.recent = [_of_types(events, self.types).select(EVENT_SCHEMA.names)]
+        self._compact(part, None)
         self.partitions[partition] = part
+
+    def _compact(self, part: _Partition, since: datetime | None) -> None:
+        """Merge a partition's recent chunks into its sorted table, dropping events before ``since``."""
+        recent = pa.concat_tables(part.recent) if part.recent else EVENT_SCHEMA.empty_table()
+        hashes = self._hash(recent.column("tenant_id"), recent.column("customer_id"))
+        recent = recent.append_column(HASH, hashes)
+        table = pa.concat_tables([part.table, recent])
+        if since is not None:
+            table = table.filter(pc.greater_equal(table.column("ts"), pa.scalar(since, pa.timestamp("us"))))
+        hashes = table.column(HASH).to_numpy()
+        order = np.argsort(hashes, kind="stable")  # the sorted table and one new run: a merge
+        part.table = table.take(pa.array(order)).combine_chunks()
+        part.hashes = hashes[order]
+        part.recent = []
 
     def add(self, events: pa.Table, partitions: pa.Array, watermarks: dict[str, datetime]) -> None:
         """Add logged events (``EVENT_SCHEMA``; ``partitions`` per event) of the kept types;
@@ -99,20 +108,21 @@ class KeyedState:
         for name in names:
             mine = events if len(names) == 1 else events.filter(pc.equal(events.column("__p"), name))
             part = self.partitions.setdefault(name, _Partition())
-            part.recent.append(self._with_hash(mine))
+            part.recent.append(mine.select(EVENT_SCHEMA.names))
             if len(part.recent) >= COMPACT_EVERY and name in watermarks:
-                _compact(part, watermarks[name] - self.keep)
+                self._compact(part, watermarks[name] - self.keep)
 
     def history(self, customers: pa.Array, tenants: pa.Array) -> pa.Table:
         """The kept events of these customers (``tenants``: the tenant of each), in every
         partition held."""
         if not len(customers) or not self.partitions:
             return EVENT_SCHEMA.empty_table()
-        wanted = self._hash(tenants, customers)
-        sought = np.unique(wanted.to_numpy(zero_copy_only=False))
+        sought: np.ndarray | None = None
         out: list[pa.Table] = []
         for part in self.partitions.values():
             if len(part.hashes):
+                if sought is None:
+                    sought = np.unique(self._hash(tenants, customers).to_numpy(zero_copy_only=False))
                 lo = np.searchsorted(part.hashes, sought, "left")
                 n = np.searchsorted(part.hashes, sought, "right") - lo
                 lo, n = lo[n > 0], n[n > 0]
@@ -120,12 +130,12 @@ class KeyedState:
                     starts = np.repeat(lo - np.concatenate(([0], np.cumsum(n)[:-1])), n)
                     out.append(part.table.take(pa.array(starts + np.arange(int(n.sum())))))
             for chunk in part.recent:
-                picked = chunk.filter(pc.is_in(chunk.column(HASH), value_set=wanted))
+                picked = chunk.filter(pc.is_in(chunk.column("customer_id"), value_set=customers))
                 if picked.num_rows:
                     out.append(picked)
         if not out:
             return EVENT_SCHEMA.empty_table()
-        found = pa.concat_tables(out)  # a hash shared by another customer: only the customers asked
+        found = pa.concat_tables([t.select(EVENT_SCHEMA.names) for t in out])  # only those asked:
         keys = pc.binary_join_element_wise(found.column("tenant_id"), found.column("customer_id"), "\x00")
         asked = pc.binary_join_element_wise(tenants, customers, "\x00")
         return found.filter(pc.is_in(keys, value_set=asked)).select(EVENT_SCHEMA.names)
@@ -143,18 +153,6 @@ class KeyedState:
         """Bytes of the Arrow buffers (and the sorted hashes) held."""
         return sum(t.nbytes for p in self.partitions.values() for t in p.tables()) + sum(
             p.hashes.nbytes for p in self.partitions.values())
-
-
-def _compact(part: _Partition, since: datetime | None) -> None:
-    """Merge a partition's recent chunks into its sorted table, dropping events before ``since``."""
-    table = pa.concat_tables(part.tables() or [_SCHEMA.empty_table()])
-    if since is not None:
-        table = table.filter(pc.greater_equal(table.column("ts"), pa.scalar(since, pa.timestamp("us"))))
-    hashes = table.column(HASH).to_numpy()
-    order = np.argsort(hashes, kind="stable")  # the sorted table and the new runs: a merge
-    part.table = table.take(pa.array(order)).combine_chunks()
-    part.hashes = hashes[order]
-    part.recent = []
 
 
 def _of_types(events: pa.Table, types: set[str]) -> pa.Table:
