@@ -226,3 +226,30 @@ def test_a_worker_logging_a_partition_it_lost_makes_the_holder_restore(store: St
     assert b.take(["t[0]"]) == []
     assert a.take(["t[1]"]) == []                  # A kept t[1]
     assert a.take(["t[0]"]) == ["t[0]"]
+
+
+def test_taking_a_partition_over_releases_its_timers_leases(store: Store) -> None:
+    """Timers taken by a worker killed before storing their rows are due again as soon as
+    another worker takes their partition over, not when the 60-second lease runs out."""
+    from ceap.realtime.claims import Claims
+    from ceap.realtime.timers import Timers
+
+    start = T0.replace(tzinfo=None)
+    rows = [("default", f"C{i}", f"e{i}", start, start + timedelta(minutes=1), p)
+            for i, p in enumerate(["t[0]", "t[0]", "t[1]"])]
+    with store.tx() as tx:
+        tx.executemany("INSERT INTO event_log (tenant_id, event_id, customer_id, type, ts, attributes) "
+                       "VALUES (?, ?, ?, ?, ?, ?)",
+                       [("default", e, c, "cart_updated", tx.ts(T0), "{}") for _, c, e, *_ in rows])
+    Timers(store).add("p#f", rows)
+    cut = start + timedelta(minutes=2)
+    dead = Timers(store)
+    assert sorted(dead.fire("p#f", "f", "order_placed", "t[0]", cut).column("customer_id").to_pylist()) == [
+        "C0", "C1"]
+    dead.fire("p#f", "f", "order_placed", "t[1]", cut)  # then killed: no done()
+    heir = Timers(store)
+    assert heir.fire("p#f", "f", "order_placed", "t[0]", cut).num_rows == 0   # leased
+    Claims(store, "default", "events", "heir").take(["t[0]"])
+    again = heir.fire("p#f", "f", "order_placed", "t[0]", cut)
+    assert sorted(again.column("customer_id").to_pylist()) == ["C0", "C1"]
+    assert heir.fire("p#f", "f", "order_placed", "t[1]", cut).num_rows == 0   # not taken over

@@ -35,7 +35,10 @@ class Claims:
 
     def take(self, partitions: Iterable[str]) -> list[str]:
         """Claim the partitions this worker does not hold at its epoch; return them (their
-        state must be restored). One query when every claim still holds."""
+        state must be restored). One query when every claim still holds. The leases on the
+        absence timers of a partition claimed anew are released: timers a killed worker had
+        taken fire again at the next batch (a second firing changes nothing: the candidate's
+        dedup key)."""
         names = sorted(set(partitions))
         if not names:
             return []
@@ -53,6 +56,10 @@ class Claims:
                            "claimed_at = excluded.claimed_at",
                            (self.tenant, self.stream, p, self.owner, epoch, tx.ts(datetime.now(UTC))))
                 self.epochs[p] = epoch
+            if moved:  # the timers a dead holder had taken: due again now, not when its lease ends
+                where, params = _in_list(tx, "COALESCE(partition_key, '')", moved)
+                tx.execute(f"UPDATE timers SET claimed_until = NULL WHERE tenant_id = ? AND {where} "
+                           "AND claimed_until IS NOT NULL", (self.tenant, *params))
         return moved
 
     def written(self, partitions: Iterable[str]) -> None:
