@@ -101,6 +101,7 @@ def _rows_per_batch(root: Path, batches: list[list[Received]], keyed: bool,
 
     monkeypatch.setattr(ProgramRunner, "_select_and_write", record)
     monkeypatch.setattr("ceap.realtime.keyed.COMPACT_EVERY", 3)  # the sorted table and the chunks, both
+    monkeypatch.setattr("ceap.realtime.keyed.SCAN_BELOW", 0)     # the sorted table by binary search
     context = _project(root, store, FEATURES)
     worker = Worker(store, ListStream(batches), root / "programs", context)
     if not keyed:

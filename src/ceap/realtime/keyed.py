@@ -30,6 +30,8 @@ from ceap.realtime.events import EVENT_SCHEMA
 #: compact a partition's recent chunks into its sorted table (and drop what no window
 #: reaches) once it has this many
 COMPACT_EVERY = 16
+#: a sorted table smaller than this is scanned (cheaper than hashing the customers sought)
+SCAN_BELOW = 100_000
 #: each kept event's hash of ``(tenant_id, customer_id)``: the sorted table's order
 HASH = "__ceap_key_hash"
 _SCHEMA = EVENT_SCHEMA.append(pa.field(HASH, pa.uint64()))
@@ -51,8 +53,8 @@ class KeyedState:
     """The events of ``types`` per partition, kept ``keep`` behind each partition's watermark.
 
     Each partition holds a table sorted by a hash of the customer key (a customer's
-    events are found by binary search) and the chunks of the micro-batches since its
-    last compaction (scanned)."""
+    events are found by binary search once it holds ``SCAN_BELOW`` events; scanned
+    before) and the chunks of the micro-batches since its last compaction (scanned)."""
 
     def __init__(self, types: set[str], keep: timedelta):
         self.types = set(types)
@@ -120,7 +122,10 @@ class KeyedState:
         sought: np.ndarray | None = None
         out: list[pa.Table] = []
         for part in self.partitions.values():
-            if len(part.hashes):
+            scanned = part.recent
+            if 0 < len(part.hashes) < SCAN_BELOW:
+                scanned = [part.table, *part.recent]
+            elif len(part.hashes):
                 if sought is None:
                     sought = np.unique(self._hash(tenants, customers).to_numpy(zero_copy_only=False))
                 lo = np.searchsorted(part.hashes, sought, "left")
@@ -129,7 +134,7 @@ class KeyedState:
                 if len(n):
                     starts = np.repeat(lo - np.concatenate(([0], np.cumsum(n)[:-1])), n)
                     out.append(part.table.take(pa.array(starts + np.arange(int(n.sum())))))
-            for chunk in part.recent:
+            for chunk in scanned:
                 picked = chunk.filter(pc.is_in(chunk.column("customer_id"), value_set=customers))
                 if picked.num_rows:
                     out.append(picked)
