@@ -66,9 +66,6 @@ class KeyedState:
         """Whether this state holds what programs needing ``types`` over ``keep`` read."""
         return types <= self.types and keep <= self.keep
 
-    def drop(self, partition: str) -> None:
-        self.partitions.pop(partition, None)
-
     def _hash(self, tenants: pa.Array | pa.ChunkedArray, customers: pa.Array | pa.ChunkedArray) -> pa.Array:
         self._con.register("keys", pa.table({"t": tenants, "c": customers}))
         try:
