@@ -59,6 +59,7 @@ class ListStream(StreamConnector[StreamConfig]):
 
     config_model: ClassVar[type[ConnectorConfig]] = StreamConfig
     redelivers: ClassVar[bool] = False
+    owns_partitions: ClassVar[bool] = True  # each partition's state in memory, as with Kafka
 
     def __init__(self, batches: Sequence[Sequence[Received]]):
         super().__init__(StreamConfig(type="list"))

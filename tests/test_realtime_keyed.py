@@ -254,3 +254,31 @@ def test_taking_a_partition_over_releases_its_timers_leases(store: Store) -> Non
     again = heir.fire("p#f", "f", "order_placed", "t[0]", cut)
     assert sorted(again.column("customer_id").to_pylist()) == ["C0", "C1"]
     assert heir.fire("p#f", "f", "order_placed", "t[1]", cut).num_rows == 0   # not taken over
+
+
+class SharedListStream(ListStream):
+    """A stream whose group members share its partitions (as Redis Streams, NATS, RabbitMQ
+    and the embedded queue do)."""
+
+    owns_partitions = False
+
+
+def test_a_stream_whose_workers_share_partitions_reads_history_from_the_log(tmp_path: Path) -> None:
+    """Keyed state needs a partition held by one worker: on a shared one, every worker would
+    restore it at nearly every micro-batch, so the worker keeps none and reads the log; the
+    candidates are those of a worker that keeps it."""
+    batches = [[_message(_event(f"e{i}", "C1", "app_crash", i), "p0")] for i in range(3)]
+    found = {}
+    for name, stream in (("owned", ListStream(batches)), ("shared", SharedListStream(batches))):
+        store = open_store(f"sqlite:///{tmp_path / name}.db")
+        context = _project(tmp_path / name, store, {"crashes": PROGRAMS["crashes"]})
+        worker = Worker(store, stream, tmp_path / name / "programs", context)
+        try:
+            worker.run(until_idle=True)
+            assert (worker.keyed is not None) == (name == "owned")
+            found[name] = _found(store)
+        finally:
+            worker.close()
+            store.close()
+    assert found["shared"] == found["owned"]
+    assert found["owned"]

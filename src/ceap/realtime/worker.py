@@ -95,9 +95,12 @@ class Worker:
             from ceap.realtime.timers import Timers
 
             self.log, self.timers = EventLog(store), Timers(store)
-        #: the customers' events in memory for the partitions this worker holds (not with Redis)
+        #: the customers' events in memory for the partitions this worker holds: with the
+        #: store as state backend, on a broker that gives each partition to one worker
+        #: (``StreamConnector.owns_partitions``); otherwise history is read from the log
         self.keyed: KeyedState | None = None
-        self.claims = Claims(store, context.tenant, stream) if not state_url else None
+        self.claims = (Claims(store, context.tenant, stream)
+                       if not state_url and source.owns_partitions else None)
 
     # -- programs --------------------------------------------------------
     def reload(self, force: bool = False) -> None:
