@@ -176,6 +176,17 @@ def main(argv: list[str] | None = None) -> int:
     }
     for k, v in report.items():
         print(f"{k}: {v}")
+    differ = {"lost": set(want["candidates"]) - set(keys), "extra": set(keys) - set(want["candidates"])}
+    for name, keys_ in differ.items():
+        by_program: dict[str, int] = {}
+        for program, *_ in keys_:
+            by_program[program] = by_program.get(program, 0) + 1
+        if by_program:
+            print(f"{name} by program: {by_program}")
+    if got["timers"] != want["timers"]:
+        group, single = set(got["timers"]), set(want["timers"])
+        print(f"pending timers in the group only: {len(group - single)}, "
+              f"in the clean run only: {len(single - group)}")
     ok = (report["written twice"] == 0 and report["lost"] == 0 and report["extra"] == 0
           and got["logged"] == want["logged"] and got["timers"] == want["timers"])
     print("PASS" if ok else "FAIL")

@@ -59,6 +59,7 @@ class ListStream(StreamConnector[StreamConfig]):
 
     config_model: ClassVar[type[ConnectorConfig]] = StreamConfig
     redelivers: ClassVar[bool] = False
+    owns_partitions: ClassVar[bool] = True  # each partition's state in memory, as with Kafka
 
     def __init__(self, batches: Sequence[Sequence[Received]]):
         super().__init__(StreamConfig(type="list"))
@@ -363,7 +364,7 @@ def test_a_batch_cut_short_before_it_is_logged_is_redone_not_skipped(
     batch.append(_message(_event("v1", "Z", "page_view", ABS_WITHIN + LATENESS + 1), ""))
     real = EventLog.append
 
-    def dies(self: EventLog, events: Any) -> None:
+    def dies(self: EventLog, events: Any, partitions: Any = None) -> None:
         raise RuntimeError("killed")
 
     monkeypatch.setattr(EventLog, "append", dies)

@@ -56,6 +56,7 @@ class KafkaConfig(StreamConfig):
 
 class KafkaConnector(StreamConnector[KafkaConfig]):
     config_model: ClassVar[type[ConnectorConfig]] = KafkaConfig
+    owns_partitions: ClassVar[bool] = True  # keyed state in memory (ceap.realtime.keyed)
 
     def __init__(self, config: KafkaConfig, context: Any = None):
         super().__init__(config, context)

@@ -56,6 +56,7 @@ class KinesisConfig(StreamConfig):
 
 class KinesisConnector(StreamConnector[KinesisConfig]):
     config_model: ClassVar[type[ConnectorConfig]] = KinesisConfig
+    owns_partitions: ClassVar[bool] = True  # keyed state in memory (ceap.realtime.keyed)
 
     def __init__(self, config: KinesisConfig, context: Any = None):
         super().__init__(config, context)

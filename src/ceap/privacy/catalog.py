@@ -26,7 +26,7 @@ ADDRESSED = {"suppressions": "address"}
 REWRITTEN = {"audit_log": "target"}
 #: tables that hold no customer data (a deletion still scans their text for the id)
 NO_CUSTOMER = {"runs", "bandit_arms", "export_cursors", "api_keys", "schedule_state", "rate_limits",
-               "alembic_version", "worker_status",
+               "alembic_version", "worker_status", "partition_claims",
                "schedule_log", "scheduler_lease", "deletion_log"}
 
 

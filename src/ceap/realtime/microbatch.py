@@ -1,6 +1,8 @@
 """One micro-batch through every live real-time program: deduplicate, drop what is
-late for every program, load the history the programs' features need, run each
-program over it (with its own lateness), then log the events."""
+late for every program, take the history the programs' features need (from the
+worker's keyed state in memory, ``ceap.realtime.keyed``, or else from the event log),
+run each program over it (with its own lateness), then log the events and add them
+to the keyed state."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from ceap.realtime.engine import PARTITION, ProgramRunner
 from ceap.realtime.events import EVENT_SCHEMA
 from ceap.realtime.eventtime import late_mask
 from ceap.realtime.features import FRESH
+from ceap.realtime.keyed import KeyedState
 
 #: the lateness when no program is live (events are still logged and deduplicated)
 DEFAULT_LATENESS = timedelta(hours=1)
@@ -32,9 +35,11 @@ class Batch:
     watermarks: dict[str, datetime] = field(default_factory=dict)
 
 
-def run_micro_batch(runners: list[ProgramRunner], log: Any, batch: Batch) -> dict[str, Any]:
+def run_micro_batch(runners: list[ProgramRunner], log: Any, batch: Batch,
+                    keyed: KeyedState | None = None) -> dict[str, Any]:
     """Deduplicate, drop the events late for every program, log the rest, and run every
-    program over them; each program takes the events not late for its own lateness."""
+    program over them; each program takes the events not late for its own lateness.
+    With ``keyed``, the customers' history comes from it, not from the log."""
     events = batch.events.append_column(PARTITION, batch.partition).append_column("__bound", batch.bound)
     stats = {"events": events.num_rows, "duplicates": 0, "late": 0, "candidates": 0}
     lateness = {id(r): r.source.lateness for r in runners}
@@ -42,6 +47,8 @@ def run_micro_batch(runners: list[ProgramRunner], log: Any, batch: Batch) -> dic
         tenants, ids = events.column("tenant_id"), events.column("event_id")
         seen = log.seen(tenants.to_pylist(), ids.to_pylist())
         keep = _first_unseen(tenants, ids, seen)
+        if keyed is not None and seen:
+            _repair(keyed, events, seen, batch.watermarks)
         stats["duplicates"] = events.num_rows - int(np.count_nonzero(keep))
         if stats["duplicates"]:
             events = events.filter(pa.array(keep))
@@ -51,7 +58,7 @@ def run_micro_batch(runners: list[ProgramRunner], log: Any, batch: Batch) -> dic
         if stats["late"]:
             events = events.filter(pc.invert(too_late))
     if not runners:
-        log.append(events.select(EVENT_SCHEMA.names))
+        _log(log, keyed, events, batch.watermarks)
         return stats
     # A program's rows are its fresh trigger events (and timer rows), and the logged trigger
     # events of the same customers that a fresh event precedes in event time (its features may
@@ -59,10 +66,16 @@ def run_micro_batch(runners: list[ProgramRunner], log: Any, batch: Batch) -> dic
     # other types, and of customers with no such event in the batch, changes no row.
     types = set().union(*(r.event_types() for r in runners))
     relevant = _of_types(events, types)
-    customers = _customers(relevant)
-    span = max((r.span() for r in runners), default=timedelta(0))
-    oldest = pc.min(relevant.column("ts")).as_py() if relevant.num_rows else None
-    history = log.history(customers, oldest - span, types=types) if customers and oldest else None
+    pairs = _customers(relevant)
+    if keyed is not None:
+        history = keyed.history(pairs.column("customer_id").combine_chunks(),
+                                pairs.column("tenant_id").combine_chunks())
+    else:
+        customers = {(t, c) for t, c in zip(pairs.column("tenant_id").to_pylist(),
+                                            pairs.column("customer_id").to_pylist(), strict=True)}
+        span = max((r.span() for r in runners), default=timedelta(0))
+        oldest = pc.min(relevant.column("ts")).as_py() if relevant.num_rows else None
+        history = log.history(customers, oldest - span, types=types) if customers and oldest else None
     fresh = relevant.select(EVENT_SCHEMA.names)
     old = EVENT_SCHEMA.empty_table()
     if history is not None and history.num_rows:
@@ -79,8 +92,39 @@ def run_micro_batch(runners: list[ProgramRunner], log: Any, batch: Batch) -> dic
                                               mine.drop_columns(["__bound"]), batch.watermarks)
     # logged last: an event is a duplicate only once its effects are stored, so a worker
     # killed mid-batch leaves the whole batch to be processed again, not skipped as seen
-    log.append(events.select(EVENT_SCHEMA.names))
+    _log(log, keyed, events, batch.watermarks)
     return stats
+
+
+def _log(log: Any, keyed: KeyedState | None, events: pa.Table, watermarks: dict[str, datetime]) -> None:
+    """Append the events to the log (with their partitions), then to the keyed state."""
+    log.append(events.select(EVENT_SCHEMA.names), events.column(PARTITION).combine_chunks())
+    if keyed is not None:
+        keyed.add(events, events.column(PARTITION).combine_chunks(), watermarks)
+
+
+def _repair(keyed: KeyedState, events: pa.Table, seen: set[tuple[str, str]],
+            watermarks: dict[str, datetime]) -> None:
+    """Events already logged (by a worker that had the partition before this one, after this
+    one restored it) but not in the keyed state: added to it, so it matches the log."""
+    keys = pc.binary_join_element_wise(events.column("tenant_id"), events.column("event_id"), "\x00")
+    stored = pc.is_in(keys, value_set=pa.array([f"{t}\x00{e}" for t, e in seen], pa.string()))
+    again = events.filter(stored)
+    if not again.num_rows:
+        return
+    parts = again.column(PARTITION).combine_chunks()
+    missing = np.zeros(again.num_rows, dtype=bool)
+    for name in pc.unique(parts).to_pylist():
+        mine = pc.equal(parts, name).to_numpy(zero_copy_only=False)
+        known = pc.is_in(again.column("event_id"), value_set=keyed.event_ids(name).combine_chunks())
+        missing |= mine & ~known.to_numpy(zero_copy_only=False)
+    if missing.any():
+        picked = again.filter(pa.array(missing))
+        ids = pc.unique(picked.column("event_id")).to_pylist()
+        if len(ids) < picked.num_rows:  # a duplicate within the batch too: once
+            _, first = np.unique(picked.column("event_id").to_numpy(zero_copy_only=False), return_index=True)
+            picked = picked.take(pa.array(np.sort(first)))
+        keyed.add(picked, picked.column(PARTITION).combine_chunks(), watermarks)
 
 
 def _first_unseen(tenants: pa.ChunkedArray, ids: pa.ChunkedArray,
@@ -106,10 +150,10 @@ def _of_types(events: pa.Table, types: set[str]) -> pa.Table:
     return events if pc.all(mask).as_py() else events.filter(mask)
 
 
-def _customers(events: pa.Table) -> set[tuple[str, str]]:
-    """The ``(tenant, customer)`` pairs of the events that name a customer."""
-    if not events.num_rows:
-        return set()
-    pairs = events.select(["tenant_id", "customer_id"]).group_by(["tenant_id", "customer_id"]).aggregate([])
-    return {(t, c) for t, c in zip(pairs.column("tenant_id").to_pylist(),
-                                   pairs.column("customer_id").to_pylist(), strict=True) if c}
+def _customers(events: pa.Table) -> pa.Table:
+    """The distinct ``(tenant_id, customer_id)`` pairs of the events that name a customer."""
+    named = events.select(["tenant_id", "customer_id"])
+    if named.num_rows:
+        named = named.filter(pc.and_(pc.is_valid(named.column("customer_id")),
+                                     pc.not_equal(named.column("customer_id"), "")))
+    return named.group_by(["tenant_id", "customer_id"]).aggregate([])

@@ -47,6 +47,13 @@ class StreamConnector(Connector[SC]):
 
     #: True when the broker redelivers what a dead consumer had not committed
     redelivers: ClassVar[bool] = True
+    #: True when the group gives each partition to one member at a time (Kafka's
+    #: partitions, Kinesis's one active reader): the worker may then keep each partition's
+    #: state in memory (``ceap.realtime.keyed``). A stream whose members share one
+    #: partition (Redis Streams, NATS, RabbitMQ, the embedded queue) would make every
+    #: worker restore the shared partition at nearly every micro-batch: there the
+    #: history is read from the event log instead.
+    owns_partitions: ClassVar[bool] = False
 
     def poll(self, max_messages: int, timeout: float) -> list[Received]:
         """Up to ``max_messages`` messages, waiting at most ``timeout`` seconds for the first."""

@@ -1,6 +1,6 @@
-"""Per-customer state in the store: an event log (deduplication by event id, and
-the history state features are computed from); absence timers are in
-``ceap.realtime.timers``.
+"""Per-customer state in the store: an event log (deduplication by event id, the
+changelog the worker's in-memory keyed state is restored from, ``ceap.realtime.keyed``,
+and the history of ``history``); absence timers are in ``ceap.realtime.timers``.
 
 The log keeps each customer's events for as long as the longest feature window
 needs them; the same SQL runs on SQLite (embedded) and PostgreSQL (shared by
@@ -44,27 +44,31 @@ class EventLog:
                 found.update((tenant, r[0]) for r in rows)
         return found
 
-    def append(self, events: pa.Table) -> None:
-        """Add events (idempotent by event id)."""
+    def append(self, events: pa.Table, partitions: pa.Array | None = None) -> None:
+        """Add events (idempotent by event id), each with its partition when given (the
+        changelog a partition's keyed state is restored from: ``ceap.realtime.claims``)."""
         if not events.num_rows:
             return
         columns = [events.column(n) for n in ("tenant_id", "event_id", "customer_id", "type", "ts",
                                               "attributes")]
         columns[2] = pc.fill_null(columns[2], "")
         stamps = _iso_column(columns[4])
+        parts = partitions.to_pylist() if partitions is not None else [None] * events.num_rows
         with self.store.tx() as tx:
             if tx.dialect == "postgres":  # one statement of arrays, not a round trip per row
-                tx.execute("INSERT INTO event_log (tenant_id, event_id, customer_id, type, ts, attributes) "
-                           "SELECT * FROM unnest(CAST(? AS text[]), CAST(? AS text[]), CAST(? AS text[]), "
-                           "CAST(? AS text[]), CAST(CAST(? AS text[]) AS timestamptz[]), "
-                           "CAST(? AS text[])) ON CONFLICT (tenant_id, event_id) DO NOTHING",
+                tx.execute("INSERT INTO event_log (tenant_id, event_id, customer_id, type, ts, attributes, "
+                           "partition_key) SELECT * FROM unnest(CAST(? AS text[]), CAST(? AS text[]), "
+                           "CAST(? AS text[]), CAST(? AS text[]), CAST(CAST(? AS text[]) AS timestamptz[]), "
+                           "CAST(? AS text[]), CAST(? AS text[])) "
+                           "ON CONFLICT (tenant_id, event_id) DO NOTHING",
                            [c.to_pylist() for c in columns[:4]] + [stamps]
-                           + [columns[5].to_pylist()])
+                           + [columns[5].to_pylist(), parts])
                 return
-            tx.executemany("INSERT INTO event_log (tenant_id, event_id, customer_id, type, ts, attributes) "
-                           "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, event_id) DO NOTHING",
+            tx.executemany("INSERT INTO event_log (tenant_id, event_id, customer_id, type, ts, attributes, "
+                           "partition_key) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                           "ON CONFLICT (tenant_id, event_id) DO NOTHING",
                            list(zip(*(c.to_pylist() for c in columns[:4]), stamps,
-                                    columns[5].to_pylist(), strict=True)))
+                                    columns[5].to_pylist(), parts, strict=True)))
 
     def history(self, keys: Iterable[tuple[str, str]], since: datetime,
                 types: Iterable[str] | None = None) -> pa.Table:

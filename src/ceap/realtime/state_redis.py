@@ -66,7 +66,9 @@ class RedisEventLog:
         return {(t, e) for (t, e), hit in zip(zip(tenant_ids, event_ids, strict=True), pipe.execute(),
                                                strict=True) if hit}
 
-    def append(self, events: pa.Table) -> None:
+    def append(self, events: pa.Table, partitions: pa.Array | None = None) -> None:
+        """Add events (idempotent by event id); ``partitions`` are not kept (with a Redis
+        state backend the worker keeps no keyed state in memory)."""
         if not events.num_rows:
             return
         ttl = int(self.retention.total_seconds())

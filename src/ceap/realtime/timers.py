@@ -7,7 +7,8 @@ still change the answer (a ``missing`` event up to the fire time) can arrive
 without being late. Firing claims the due timers for a lease (``UPDATE ...
 RETURNING`` in one transaction), so two workers never take one together; ``done``
 deletes them once the program's candidates are stored, and a worker killed in
-between leaves them to be taken again when the lease runs out (the candidate's
+between leaves them to be taken again when the lease runs out, or when another
+worker takes their partition over (``ceap.realtime.claims``; the candidate's
 dedup key makes the second firing change nothing).
 """
 

@@ -18,6 +18,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow.compute as pc
+
 from ceap.errors import CeapError
 from ceap.model import utcnow
 from ceap.observability.metrics import WORKER_LAG, record_worker_batch
@@ -25,9 +27,11 @@ from ceap.observability.tracing import span
 from ceap.outcomes.goals import record_event_outcomes
 from ceap.plugin import PluginContext
 from ceap.privacy.tombstone import drop_deleted
+from ceap.realtime.claims import Claims, restore
 from ceap.realtime.engine import ProgramRunner
-from ceap.realtime.eventtime import Watermarks, parse_received
-from ceap.realtime.microbatch import Batch, run_micro_batch
+from ceap.realtime.eventtime import EPOCH, Watermarks, parse_received
+from ceap.realtime.keyed import KeyedState
+from ceap.realtime.microbatch import DEFAULT_LATENESS, Batch, run_micro_batch
 from ceap.realtime.source import StreamConnector
 from ceap.realtime.spec import is_realtime
 from ceap.realtime.status import StatusReporter
@@ -91,6 +95,12 @@ class Worker:
             from ceap.realtime.timers import Timers
 
             self.log, self.timers = EventLog(store), Timers(store)
+        #: the customers' events in memory for the partitions this worker holds: with the
+        #: store as state backend, on a broker that gives each partition to one worker
+        #: (``StreamConnector.owns_partitions``); otherwise history is read from the log
+        self.keyed: KeyedState | None = None
+        self.claims = (Claims(store, context.tenant, stream)
+                       if not state_url and source.owns_partitions else None)
 
     # -- programs --------------------------------------------------------
     def reload(self, force: bool = False) -> None:
@@ -160,10 +170,14 @@ class Worker:
         if erased:
             log.info("dropped %d event(s) of deleted customers", erased)
         runners = self.live()
+        if self.claims is not None and len(partitions):
+            self._hold(runners, partitions)
         bound = self.watermarks.bounds(partitions)  # lateness: against each partition's own progress
         self.watermarks.advance(events.column("ts"), partitions)
         outcome = run_micro_batch(runners, self.log, Batch(events, partitions, bound,
-                                                           dict(self.watermarks.by_partition)))
+                                                           dict(self.watermarks.by_partition)), self.keyed)
+        if self.claims is not None and len(partitions):
+            self.claims.written(pc.unique(partitions).to_pylist())
         for spec in self.cancellers.values():
             cancel_pending(self.store, spec.name, spec.action.cancel_on, events)
         record_event_outcomes(self.store, self.programs_dir, events, self.clock())
@@ -178,6 +192,25 @@ class Worker:
             record_worker_batch(self.stream, len(received), outcome["events"], len(rejected),
                                 outcome["duplicates"], outcome["late"], outcome["candidates"],
                                 time.perf_counter() - started if started is not None else None)
+
+    def _hold(self, runners: list[ProgramRunner], partitions: Any) -> None:
+        """Make the keyed state hold what the programs read, for the batch's partitions: a
+        partition this worker does not hold (first seen, or taken by another worker since)
+        is claimed and its state and watermark restored from the event log; new programs
+        needing more event types or a longer window make every partition restored again."""
+        assert self.claims is not None
+        types = set().union(*(r.event_types() for r in runners)) if runners else set()
+        keep = (max((r.span() for r in runners), default=timedelta(0))
+                + max((r.source.lateness for r in runners), default=DEFAULT_LATENESS))
+        if self.keyed is None or not self.keyed.covers(types, keep):
+            self.keyed = KeyedState(types, keep)
+            self.claims.epochs.clear()
+        for name in self.claims.take(pc.unique(partitions).to_pylist()):
+            table, mark = restore(self.store, name, self.keyed.types, self.keyed.keep)
+            self.keyed.load(name, table)
+            if mark is not None and mark > self.watermarks.by_partition.get(name, EPOCH):
+                self.watermarks.by_partition[name] = mark
+            log.info("partition %r taken over: %d events of state restored", name, table.num_rows)
 
     def _prune(self, every: float = 300.0) -> None:
         """Drop logged events no feature window (plus the allowed lateness) can reach any more."""

@@ -67,7 +67,7 @@ def delivery_ddl(dialect: str) -> list[str]:
         "CREATE INDEX IF NOT EXISTS stream_queue_by_stream ON stream_queue (stream, id)",
         f"""CREATE TABLE IF NOT EXISTS event_log (
   tenant_id {text} NOT NULL, event_id {text} NOT NULL, customer_id {text} NOT NULL,
-  type {text} NOT NULL, ts {ts} NOT NULL, attributes {text} NOT NULL,
+  type {text} NOT NULL, ts {ts} NOT NULL, attributes {text} NOT NULL, partition_key {text},
   PRIMARY KEY (tenant_id, event_id)
 )""",
         "CREATE INDEX IF NOT EXISTS event_log_by_time ON event_log (tenant_id, customer_id, ts)",

@@ -3,7 +3,7 @@ key, window and due time, and the digest message once sent) and an index of the
 candidates waiting to be put in one (docs/digests.md).
 
 Revision ID: 0005
-Revises: 0003 (0004, the journeys' revision, once both branches are merged)
+Revises: 0004
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from alembic import context, op
 
 revision = "0005"
-down_revision = "0003"  # "0004" when merged after the journeys' revision
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
