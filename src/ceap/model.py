@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 ActionType = Literal["request", "inform", "recommend", "alert", "offer", "protect"]
 CandidateStatus = Literal["pending", "held_out", "shadow", "dispatched", "sent", "suppressed",
-                          "failed", "shadowed", "expired", "cancelled"]
+                          "failed", "shadowed", "expired", "cancelled", "journey", "entered"]
 SERVABLE_STATUSES = ("pending", "dispatched", "sent")
 RunStatus = Literal["succeeded", "failed", "skipped"]
 

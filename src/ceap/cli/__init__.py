@@ -29,6 +29,7 @@ def _register() -> typer.Typer:
         delivery,
         experiments,
         held,
+        journeys,
         migrate,
         outcomes,
         privacy,

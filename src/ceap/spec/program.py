@@ -15,6 +15,7 @@ from ceap.model import ActionType
 from ceap.realtime.spec import EscalationStep, StateFeature
 from ceap.scorers.base import ScorerConfig
 from ceap.spec.experiment import Experiment
+from ceap.spec.journey import Journey, journey_problem
 from ceap.spec.schedule import ScheduleField
 from ceap.sqlexpr import check_expression
 
@@ -129,6 +130,8 @@ class ProgramSpec(Strict):
     action: Action
     experiment: Experiment = Field(default_factory=Experiment)
     goal: Goal | None = Field(None, description="goal events that count as conversions (docs/outcomes.md)")
+    journey: Journey | None = Field(None, description="steps each selected customer walks through "
+                                    "(docs/journeys.md)")
 
     @field_validator("features")
     @classmethod
@@ -147,6 +150,20 @@ class ProgramSpec(Strict):
         if self.schedule is not None and getattr(self.source, "type", None) == "events":
             raise ValueError("schedule: a real-time program (source type events) runs on every event "
                              "under `ceap worker`, not on a timetable; remove schedule")
+        return self
+
+    @model_validator(mode="after")
+    def _journey_fits(self) -> ProgramSpec:
+        if self.journey is None:
+            return self
+        for field, given in (("escalation", self.action.escalation), ("cancel_on", self.action.cancel_on),
+                             ("delay", self.action.delay)):
+            if given:
+                raise ValueError(f"action.{field}: a journey program times its messages with its "
+                                 "steps (send, wait_for, exit_on); remove action." + field)
+        problem = journey_problem(self.journey)
+        if problem:
+            raise ValueError(problem)
         return self
 
     @model_validator(mode="after")
