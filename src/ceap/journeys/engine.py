@@ -170,7 +170,7 @@ def advance(store: Store, spec: Any, now: datetime) -> TickStats:
     for start in range(0, len(moving), CHUNK):
         with store.tx() as tx:
             for entry, w in moving[start:start + CHUNK]:
-                if not _write(tx, spec, entry, w, now):
+                if not write_walk(tx, spec, entry, w, now):
                     stats.conflicts += 1
                     continue
                 stats.moved += 1
@@ -233,7 +233,7 @@ def _end(w: Walk, status: str, reason: str) -> Walk:
     return w
 
 
-def _write(tx: Any, spec: Any, entry: Entry, w: Walk, now: datetime) -> bool:
+def write_walk(tx: Any, spec: Any, entry: Entry, w: Walk, now: datetime) -> bool:
     """Store one entry's moves and messages, if nobody moved it since it was read."""
     seq = entry.seq + len(w.moves)
     ended = tx.ts(now) if w.status != "active" else None
@@ -280,4 +280,4 @@ def _json(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
-__all__ = ["TickStats", "Walk", "advance", "enter", "message_dedup_key", "tick", "walk"]
+__all__ = ["TickStats", "Walk", "advance", "enter", "message_dedup_key", "tick", "walk", "write_walk"]
