@@ -219,3 +219,20 @@ def test_cli_plot_customer_and_tick(tmp_path: Path) -> None:
     assert [h["what"] for h in entry["history"]] == ["entered", "sent"]
     counts = runner.invoke(app, [*base, "journey", "series", "--json"])
     assert json.loads(counts.stdout) == [{"status": "active", "step": "pause", "customers": 1}]
+
+
+def test_the_api_shows_a_customers_place(tmp_path: Path, sqlite_store: Store) -> None:
+    from fastapi.testclient import TestClient
+
+    from ceap.api import create_app
+
+    spec = load_program(batch_program(tmp_path, SERIES))
+    enter(sqlite_store, ["c1"])
+    tick(sqlite_store, [spec], now=T0)
+    client = TestClient(create_app(sqlite_store, auth=False))
+    [entry] = client.get("/v1/customers/c1/journeys", params={"program": "series"}).json()
+    assert (entry["status"], entry["step"], entry["step_since"]) == ("active", "pause", T0.isoformat())
+    assert [(h["seq"], h["what"]) for h in entry["history"]] == [(0, "entered"), (1, "sent")]
+    assert entry["history"][1]["candidate_id"] is not None
+    assert client.get("/v1/customers/nobody/journeys").json() == []
+    assert client.get("/v1/customers/c1/journeys", params={"limit": 0}).status_code == 422
