@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from ceap.durations import format_duration
 from ceap.journeys.branches import branch_results
 from ceap.journeys.state import Entry, active_entries, insert_candidate, seen_events
 from ceap.model import utcnow
@@ -141,7 +142,7 @@ def _refusal(tx: Any, journey: Journey, program: str, tenant: str, customer: str
     assert isinstance(journey.reentry, timedelta)
     since = loads_time(entered_at)
     if now - since < journey.reentry:
-        return f"re-entry after {journey.reentry} of the last entry (entry {entry_id})"
+        return f"re-entry after {format_duration(journey.reentry)} of the last entry (entry {entry_id})"
     return None
 
 
