@@ -236,3 +236,24 @@ def test_the_api_shows_a_customers_place(tmp_path: Path, sqlite_store: Store) ->
     assert entry["history"][1]["candidate_id"] is not None
     assert client.get("/v1/customers/nobody/journeys").json() == []
     assert client.get("/v1/customers/c1/journeys", params={"limit": 0}).status_code == 422
+
+
+def test_validate_checks_the_templates_of_send_steps(tmp_path: Path) -> None:
+    (tmp_path / "programs").mkdir()
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "hello.yaml").write_text(
+        "inapp:\n  title: Hello\n  body: 'Hello {{ payload.n }}'\n")
+    write(tmp_path / "programs", {
+        "name": "series", "source": {"type": "csv", "path": "x.csv"},
+        "action": {"type": "inform", "channels": ["inapp"], "template": "hello", "category": "transactional",
+                   "payload": {"n": 1}},
+        "journey": {"steps": [{"id": "first", "send": {}},
+                              {"id": "wait", "wait_for": {"within": "1d"}},
+                              {"id": "sms", "send": {"channels": ["sms"]}},
+                              {"id": "other", "send": {"template": "missing"}}]}})
+    result = CliRunner().invoke(app, ["--project", str(tmp_path), "validate", "series"])
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert any(": journey.steps[2].send.template: " in line and "sms" in line for line in lines), lines
+    assert any(": journey.steps[3].send.template: template 'missing' not found" in line for line in lines)
+    assert not any(": action.template" in line for line in lines)
