@@ -27,7 +27,7 @@ from typing import Any
 
 from ceap.durations import format_duration
 from ceap.journeys.branches import branch_results
-from ceap.journeys.state import Entry, active_entries, insert_candidate, seen_events
+from ceap.journeys.state import Entry, active_entries, in_list, insert_candidate, seen_events
 from ceap.model import utcnow
 from ceap.spec.journey import END, Journey
 from ceap.store.base import Store
@@ -85,64 +85,86 @@ def tick(store: Store, specs: Iterable[Any], now: datetime | None = None,
 
 # -- entering ----------------------------------------------------------------------------
 def enter(store: Store, spec: Any, now: datetime) -> TickStats:
-    """Turn the program's tickets (status ``journey``) into entries, by the re-entry rule."""
+    """Turn the program's tickets (status ``journey``) into entries, by the re-entry rule:
+    a chunk of tickets per transaction, a few statements per chunk."""
     stats = TickStats()
     journey: Journey = spec.journey
+    version, first = journey.version(), journey.first
     while True:
         with store.tx() as tx:
+            lock = " FOR UPDATE SKIP LOCKED" if tx.dialect == "postgres" else ""
             tickets = tx.execute(
                 "SELECT id, tenant_id, customer_id, subject_id, score, model, context, payload, variant "
-                f"FROM candidates WHERE program = ? AND status = 'journey' ORDER BY id LIMIT {CHUNK}",
+                f"FROM candidates WHERE program = ? AND status = 'journey' ORDER BY id LIMIT {CHUNK}{lock}",
                 (spec.name,)).fetchall()
             if not tickets:
                 return stats
-            for cid, tenant, customer, subject, score, model, context, payload, variant in tickets:
-                refusal = _refusal(tx, journey, spec.name, tenant, customer, now)
+            last = _last_entries(tx, spec.name, sorted({t[2] for t in tickets}))
+            refused: list[tuple[str, Any, int]] = []
+            admitted = []
+            for ticket in tickets:
+                key = (ticket[1], ticket[2])
+                refusal = _refusal(journey, last.get(key), now)
                 if refusal:
-                    tx.execute("UPDATE candidates SET status = 'cancelled', status_reason = ?, "
-                               "updated_at = ? WHERE id = ? AND status = 'journey'",
-                               (f"journey: {refusal}", tx.ts(now), cid))
-                    stats.refused += 1
+                    refused.append((f"journey: {refusal}", tx.ts(now), ticket[0]))
                     continue
-                claimed = tx.execute("UPDATE candidates SET status = 'entered', status_reason = ?, "
-                                     "updated_at = ? WHERE id = ? AND status = 'journey'",
-                                     (f"journey: entered at {journey.first}", tx.ts(now), cid))
-                if claimed.rowcount != 1:
-                    stats.conflicts += 1
-                    continue
-                data = {"score": score, "model": model, "subject_id": subject, "variant": variant,
-                        "context": loads(context) or {}, "payload": loads(payload) or {}}
-                entry_id = tx.execute(
-                    "INSERT INTO journey_entries (tenant_id, program, customer_id, candidate_id, version, "
-                    "step, seq, step_since, status, data, entered_at, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, 0, ?, 'active', ?, ?, ?) RETURNING id",
-                    (tenant, spec.name, customer, cid, journey.version(), journey.first, tx.ts(now),
-                     _json(data), tx.ts(now), tx.ts(now))).fetchone()[0]
-                tx.execute("INSERT INTO journey_log (tenant_id, program, customer_id, entry_id, seq, step, "
+                admitted.append(ticket)
+                last[key] = (0, "active", now)  # a second ticket in this chunk finds them inside
+            tx.executemany("UPDATE candidates SET status = 'cancelled', status_reason = ?, updated_at = ? "
+                           "WHERE id = ? AND status = 'journey'", refused)
+            stats.refused += len(refused)
+            if not admitted:
+                continue
+            cond, args = in_list(tx, "id", [t[0] for t in admitted])
+            claimed = {int(r[0]) for r in tx.execute(
+                f"UPDATE candidates SET status = 'entered', status_reason = ?, updated_at = ? WHERE {cond} "
+                "AND status = 'journey' RETURNING id", (f"journey: entered at {first}", tx.ts(now), *args))}
+            stats.conflicts += len(admitted) - len(claimed)
+            rows = [(tenant, spec.name, customer, cid, version, first, tx.ts(now),
+                     _json({"score": score, "model": model, "subject_id": subject, "variant": variant,
+                            "context": loads(context) or {}, "payload": loads(payload) or {}}),
+                     tx.ts(now), tx.ts(now))
+                    for cid, tenant, customer, subject, score, model, context, payload, variant in admitted
+                    if cid in claimed]
+            tx.executemany("INSERT INTO journey_entries (tenant_id, program, customer_id, candidate_id, "
+                           "version, step, seq, step_since, status, data, entered_at, updated_at) "
+                           "VALUES (?, ?, ?, ?, ?, ?, 0, ?, 'active', ?, ?, ?)", rows)
+            cond, args = in_list(tx, "candidate_id", sorted(claimed))
+            ids = dict(tx.execute(f"SELECT candidate_id, id FROM journey_entries WHERE program = ? "
+                                  f"AND {cond}", (spec.name, *args)).fetchall())
+            tx.executemany("INSERT INTO journey_log (tenant_id, program, customer_id, entry_id, seq, step, "
                            "what, at) VALUES (?, ?, ?, ?, 0, ?, 'entered', ?)",
-                           (tenant, spec.name, customer, entry_id, journey.first, tx.ts(now)))
-                stats.entered += 1
+                           [(t, p, c, ids[cid], first, tx.ts(now)) for t, p, c, cid, *_ in rows])
+            stats.entered += len(rows)
 
 
-def _refusal(tx: Any, journey: Journey, program: str, tenant: str, customer: str,
-             now: datetime) -> str | None:
-    """Why the customer may not enter now (None: they may)."""
-    last = tx.execute("SELECT id, status, entered_at FROM journey_entries WHERE tenant_id = ? AND "
-                      "program = ? AND customer_id = ? ORDER BY entered_at DESC, id DESC LIMIT 1",
-                      (tenant, program, customer)).fetchone()
+def _last_entries(tx: Any, program: str, customers: list[str]) -> dict[tuple[str, str], tuple[int, str, Any]]:
+    """``(tenant, customer)`` -> ``(id, status, entered_at)`` of their latest entry."""
+    cond, args = in_list(tx, "customer_id", customers)
+    found: dict[tuple[str, str], tuple[int, str, Any]] = {}
+    rows = tx.execute(f"SELECT tenant_id, customer_id, id, status, entered_at FROM journey_entries "
+                      f"WHERE program = ? AND {cond} ORDER BY entered_at, id", (program, *args)).fetchall()
+    for tenant, customer, entry_id, status, entered_at in rows:
+        found[(tenant, customer)] = (int(entry_id), status, entered_at)  # the latest wins
+    return found
+
+
+def _refusal(journey: Journey, last: tuple[int, str, Any] | None, now: datetime) -> str | None:
+    """Why the customer may not enter now, given their latest entry (None: they may)."""
     if last is None:
         return None
     entry_id, status, entered_at = last
+    entry = f"entry {entry_id}" if entry_id else "an earlier ticket of this tick"
     if status == "active":
-        return f"already inside (entry {entry_id})"
+        return f"already inside ({entry})"
     if journey.reentry == "never":
-        return f"re-entry never (entry {entry_id})"
+        return f"re-entry never ({entry})"
     if journey.reentry == "always":
         return None
     assert isinstance(journey.reentry, timedelta)
     since = loads_time(entered_at)
     if now - since < journey.reentry:
-        return f"re-entry after {format_duration(journey.reentry)} of the last entry (entry {entry_id})"
+        return f"re-entry after {format_duration(journey.reentry)} of the last entry ({entry})"
     return None
 
 
