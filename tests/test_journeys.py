@@ -217,6 +217,12 @@ def test_cli_plot_customer_and_tick(tmp_path: Path) -> None:
     [entry] = json.loads(shown.stdout)
     assert (entry["status"], entry["step"]) == ("active", "pause")
     assert [h["what"] for h in entry["history"]] == ["entered", "sent"]
+    lines = runner.invoke(app, [*base, "journey", "series", "--customer", "c1"]).stdout.splitlines()
+    assert lines[0] == "entry\tseq\tstep\twhat\tmessage\tat"  # tab-separated when piped
+    moves = [line.split("\t")[1:4] for line in lines[1:]]
+    assert moves == [["0", "first", "entered"], ["1", "first", "sent"]]
+    nobody = runner.invoke(app, [*base, "journey", "series", "--customer", "nobody"])
+    assert nobody.exit_code == 0 and "nobody has not entered series" in nobody.stderr
     counts = runner.invoke(app, [*base, "journey", "series", "--json"])
     assert json.loads(counts.stdout) == [{"status": "active", "step": "pause", "customers": 1}]
 

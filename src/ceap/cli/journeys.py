@@ -75,8 +75,8 @@ def journey(
                       + f", version {e.version}", [Column("entry", right=True), Column("seq", right=True),
                                                    Column("step"), Column("what"), Column("message"),
                                                    Column("at")])
-        for row in e.log:
-            sheet.add(e.id, row["seq"], row["step"], row["what"], row["candidate_id"], row["at"])
+        for move in e.log:
+            sheet.add(e.id, move["seq"], move["step"], move["what"], move["candidate_id"], move["at"])
         sheets.append(sheet)
     show(sheets)
 
