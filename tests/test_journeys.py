@@ -20,6 +20,7 @@ from ceap.journeys.state import customer_entries
 from ceap.model import RunRecord
 from ceap.spec import load_program
 from ceap.store import Store, open_store
+from ceap.store.schema import loads
 from ceap.testing import FakeClock, make_candidates
 from tests.journey_helpers import T0, events_program
 
@@ -109,15 +110,15 @@ SERIES = [
 
 def messages(store: Store) -> list[tuple[str, int]]:
     with store.tx() as tx:
-        rows = tx.execute("SELECT customer_id, payload FROM candidates WHERE dedup_key LIKE 'journey:%' "
-                          "ORDER BY id").fetchall()
-    return [(c, json.loads(p)["n"]) for c, p in rows]
+        rows = tx.execute("SELECT customer_id, payload FROM candidates "
+                          "WHERE substr(dedup_key, 1, 8) = 'journey:' ORDER BY id").fetchall()
+    return [(c, loads(p)["n"]) for c, p in rows]
 
 
-def test_a_change_of_steps_moves_customers_by_step_id(tmp_path: Path, sqlite_store: Store) -> None:
+def test_a_change_of_steps_moves_customers_by_step_id(tmp_path: Path, store: Store) -> None:
     """The rule (docs/journeys.md): an entry keeps its current step id and follows the
     program as it is now; an entry whose step was removed exits, naming the step."""
-    store, clock = sqlite_store, FakeClock(T0)
+    clock = FakeClock(T0)
     path = batch_program(tmp_path, SERIES)
     enter(store, ["c1", "c2"])
     tick(store, [load_program(path)], now=clock())
@@ -160,8 +161,7 @@ def test_one_message_per_step_when_two_ticks_race(tmp_path: Path, sqlite_store: 
     assert first.messages == 1 and messages(store) == [("c1", 1)]
 
 
-def test_reentry_after_a_duration(tmp_path: Path, sqlite_store: Store) -> None:
-    store = sqlite_store
+def test_reentry_after_a_duration(tmp_path: Path, store: Store) -> None:
     spec = load_program(batch_program(tmp_path, [{"id": "only", "send": {"payload": {"n": 1}}}],
                                       reentry="30d"))
     enter(store, ["c1"])
