@@ -224,7 +224,7 @@ def test_cli_plot_customer_and_tick(tmp_path: Path) -> None:
     nobody = runner.invoke(app, [*base, "journey", "series", "--customer", "nobody"])
     assert nobody.exit_code == 0 and "nobody has not entered series" in nobody.stderr
     counts = runner.invoke(app, [*base, "journey", "series", "--json"])
-    assert json.loads(counts.stdout) == [{"status": "active", "step": "pause", "customers": 1}]
+    assert json.loads(counts.stdout) == [{"status": "active", "step": "pause", "entries": 1}]
 
 
 def test_the_api_shows_a_customers_place(tmp_path: Path, sqlite_store: Store) -> None:

@@ -51,14 +51,14 @@ def journey(
     try:
         with store.tx() as tx:
             if customer is None:
-                counts = step_counts(tx, spec.name)
+                counts = step_counts(tx, state.tenant or project.tenant, spec.name)
             else:
                 entries = customer_entries(tx, state.tenant or project.tenant, customer, spec.name)
     finally:
         store.close()
     if customer is None:
-        sheet = Sheet(f"{spec.name}: customers by step", [Column("status"), Column("step"),
-                                                          Column("customers", right=True)])
+        sheet = Sheet(f"{spec.name}: entries by step", [Column("status"), Column("step"),
+                                                        Column("entries", right=True)])
         for row in counts:
             sheet.add(*row)
         show(sheet, as_json)

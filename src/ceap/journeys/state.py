@@ -92,11 +92,11 @@ def customer_entries(tx: Tx, tenant: str, customer: str, program: str | None = N
     return entries
 
 
-def step_counts(tx: Tx, program: str) -> list[tuple[str, str, int]]:
-    """``(status, step, customers)`` of a program's entries."""
+def step_counts(tx: Tx, tenant: str, program: str) -> list[tuple[str, str, int]]:
+    """``(status, step, entries)`` of a program's entries in ``tenant``."""
     return [(s, st, int(n)) for s, st, n in tx.execute(
-        "SELECT status, step, count(*) FROM journey_entries WHERE program = ? GROUP BY status, step "
-        "ORDER BY status, step", (program,)).fetchall()]
+        "SELECT status, step, count(*) FROM journey_entries WHERE tenant_id = ? AND program = ? "
+        "GROUP BY status, step ORDER BY status, step", (tenant, program)).fetchall()]
 
 
 def seen_events(tx: Tx, program: str, types: set[str]) -> dict[int, list[tuple[str, datetime]]]:
