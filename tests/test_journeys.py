@@ -263,3 +263,24 @@ def test_validate_checks_the_templates_of_send_steps(tmp_path: Path) -> None:
     assert any(": journey.steps[2].send.template: " in line and "sms" in line for line in lines), lines
     assert any(": journey.steps[3].send.template: template 'missing' not found" in line for line in lines)
     assert not any(": action.template" in line for line in lines)
+
+
+def test_branches_read_score_context_and_payload(tmp_path: Path) -> None:
+    from ceap.journeys.branches import branch_results
+    from ceap.journeys.state import Entry
+
+    spec = load_program(batch_program(tmp_path, [
+        {"id": "vip", "branch": {"if": "score >= 0.8 AND plan = 'pro'"}},
+        {"id": "mixed", "branch": {"if": "code = '7'"}},
+        {"id": "missing", "branch": {"if": "nothing_like_it > 1", "then": "end", "else": "end"}}]))
+
+    def entry(i: int, score: float | None, context: dict[str, Any], payload: dict[str, Any]) -> Entry:
+        return Entry(i, "default", "series", f"c{i}", i, "v", "vip", 0, T0, "active", None,
+                     {"score": score, "context": context, "payload": payload}, T0, T0)
+
+    entries = [entry(1, 0.9, {"plan": "pro"}, {"code": 7}), entry(2, 0.9, {"plan": "free"}, {"code": "7"}),
+               entry(3, None, {}, {"plan": "pro", "code": [7]})]
+    found = branch_results(spec.journey, entries)
+    assert found["vip"] == {1: True, 2: False, 3: False}  # a null score is not true
+    assert found["mixed"] == {1: True, 2: True, 3: False}  # 7 and "7" read as text, [7] as JSON
+    assert all(isinstance(v, str) and "nothing_like_it" in v for v in found["missing"].values())
