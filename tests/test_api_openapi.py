@@ -15,6 +15,7 @@ from ceap.store import Store, open_store
 KEYED = {("get", "/v1/customers/{customer_id}/candidates"): {"200", "401", "403", "422"},
          ("post", "/v1/candidates:batch"): {"200", "400", "401", "403", "422"},
          ("get", "/v1/customers/{customer_id}/inbox"): {"200", "401", "403", "422"},
+         ("get", "/v1/customers/{customer_id}/journeys"): {"200", "401", "403", "422"},
          ("post", "/v1/customers/{customer_id}/inbox/read"): {"200", "400", "401", "403", "422"},
          ("post", "/v1/receipts"): {"200", "400", "401", "403", "404", "422"},
          ("post", "/v1/engagements"): {"200", "400", "401", "403", "422"},

@@ -361,6 +361,8 @@ def test_run_demo_runs_the_batch_programs_and_reuses_its_data(tmp_path: Path,
     assert outcomes.get("sent", 0) > 0 and waiting == 0
     assert set(outcomes) <= {"sent", "delivered", "suppressed"}
     assert policies <= {"consent", "no_address", "frequency_cap", "no_channel"}
+    entered = re.search(r"journeys \(cart_journey\): ([\d,]+) customers entered", text)
+    assert entered and int(entered.group(1).replace(",", "")) > 0  # the demo's journey
     received = re.search(r"SMTP server received ([\d,]+) e-mails", text)
     assert received and int(received.group(1).replace(",", "")) == emails
     manifest = tmp_path / "data" / "demo.json"

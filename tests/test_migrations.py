@@ -23,6 +23,7 @@ from ceap.store.admin_schema import admin_ddl
 from ceap.store.delivery_schema import add_missing_columns, delivery_ddl
 from ceap.store.digest_schema import digest_ddl
 from ceap.store.experiment_schema import experiment_ddl
+from ceap.store.journey_schema import journey_ddl
 from ceap.store.migrations import head, newest_file, offline_sql, status
 from ceap.store.outcome_schema import outcome_ddl
 from ceap.store.schedule_schema import schedule_ddl
@@ -44,6 +45,7 @@ def _counts(store) -> dict[str, int]:
 def _schema_modules(dialect: str) -> list[str]:
     return [*ddl(dialect), *delivery_ddl(dialect), *experiment_ddl(dialect), *outcome_ddl(dialect),
             *schedule_ddl(dialect), *admin_ddl(dialect), *worker_ddl(dialect), *digest_ddl(dialect),
+            *journey_ddl(dialect),
             *add_missing_columns(dialect, set(CANDIDATE_COLUMNS), "candidates"),
             *add_missing_columns(dialect, set(), "deliveries")[-1:],
             *add_missing_columns(dialect, set(), "api_keys")]

@@ -9,7 +9,8 @@ from typing import Any, Literal
 ActionType = Literal["request", "inform", "recommend", "alert", "offer", "protect"]
 CandidateStatus = Literal["pending", "held_out", "shadow", "dispatched", "sent", "suppressed",
                           "failed", "shadowed", "expired", "cancelled",
-                          "digest", "in_digest", "digested"]  # docs/digests.md
+                          "digest", "in_digest", "digested",  # docs/digests.md
+                          "journey", "entered"]  # docs/journeys.md
 SERVABLE_STATUSES = ("pending", "dispatched", "sent")
 RunStatus = Literal["succeeded", "failed", "skipped"]
 

@@ -20,6 +20,7 @@ from ceap.api.schemas import (
     CandidateOut,
     Health,
     InboxItemOut,
+    JourneyEntryOut,
     Marked,
     MarkRead,
     PathText,
@@ -28,6 +29,7 @@ from ceap.api.schemas import (
     with_components,
 )
 from ceap.api.security import declare_scopes, tenant_dependency
+from ceap.journeys.state import customer_entries
 from ceap.model import DEFAULT_TENANT, Candidate, CandidateQuery, InboxItem
 from ceap.observability.asgi import install as instrument
 from ceap.outcomes.engagement import mark_inbox_read
@@ -133,6 +135,18 @@ def create_app(store: Store, *, auth: bool = True, ingest: Any = None,
         """Mark inbox messages read; ``marked`` counts those that changed. Each is recorded
         as a ``read`` engagement of its delivery."""
         return Marked(marked=mark_inbox_read(store, tenant_id, customer_id, body.ids))
+
+    @app.get("/v1/customers/{customer_id}/journeys", response_model=list[JourneyEntryOut],
+             responses=responses(*keyed, 422))
+    async def customer_journeys(customer_id: PathText, tenant_id: Tenant, program: QueryText = None,
+                                limit: Annotated[int, Query(ge=1, le=100)] = 20) -> list[JourneyEntryOut]:
+        """A customer's journey entries, newest first: where each stands, and each move on
+        the way (docs/journeys.md)."""
+        def load() -> list[dict[str, Any]]:
+            with store.tx() as tx:
+                return [e.plain() for e in customer_entries(tx, tenant_id, customer_id, program, limit)]
+
+        return json_response(await read(load))  # type: ignore[return-value]
 
     app.include_router(ingest_router(ingest_tenant, auth))
     with_components(app, *BODY_MODELS)

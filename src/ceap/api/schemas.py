@@ -54,6 +54,28 @@ class CandidateOut(BaseModel):
     expires_at: str
 
 
+class JourneyStepOut(BaseModel):
+    seq: int = Field(description="0 for the entry, then one per move")
+    step: str = Field(description="the step it happened at")
+    what: str = Field(description="entered, sent, event <type>, timeout, then, else, completed, exit: <why>")
+    candidate_id: int | None = Field(description="the message a send step wrote (a candidate)")
+    at: str = Field(description="when the tick recorded it (ISO 8601)")
+
+
+class JourneyEntryOut(BaseModel):
+    id: int
+    program: str
+    customer_id: str
+    status: str = Field(description="active, completed or exited")
+    step: str = Field(description="the current step (the last one when ended)")
+    reason: str | None = Field(description="why it ended")
+    version: str = Field(description="hash of the journey's steps when the customer entered")
+    entered_at: str
+    step_since: str = Field(description="when the current step began (a wait's window starts here)")
+    ended_at: str | None
+    history: list[JourneyStepOut]
+
+
 class BatchRequest(Body):
     customer_ids: list[Text] = Field(min_length=1, max_length=1000)
     channel: Text | None = None

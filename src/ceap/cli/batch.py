@@ -57,7 +57,7 @@ def _validate(paths: list[str], sources: bool) -> None:
     for path in files:
         try:
             spec = load_program(path)
-            if spec.action.template or spec.experiment.variants:  # Jinja2 only when needed
+            if spec.action.template or spec.experiment.variants or spec.journey:  # Jinja2 only when needed
                 from ceap.delivery.templates import validate_program_templates
                 from ceap.experiments.validation import variant_issues
 

@@ -128,6 +128,7 @@ def run_demo(project_dir: Path, store_url: str, customers: int = 20_000, seed: i
 
             live = run_realtime_demo(project_dir, store, console, seed=seed, now=now, customers=customers)
             programs += [load_program(project_dir / "programs" / f"{n}.yaml") for n in live.programs]
+            _journeys(programs, store, console, now)
             dispatch_demo(project_dir, store, programs, customers, seed, console)
         finally:
             store.close()
@@ -141,6 +142,21 @@ def run_demo(project_dir: Path, store_url: str, customers: int = 20_000, seed: i
         finally:
             store.close()
     return results
+
+
+def _journeys(programs: list[ProgramSpec], store: Any, console: Console, now: datetime | None) -> None:
+    """One journey tick over the demo's journey programs (the first step of each entry)."""
+    from ceap.journeys.engine import tick
+
+    journeys = [p for p in programs if p.journey is not None]
+    if not journeys:
+        return
+    stats = tick(store, journeys, now=now)
+    console.print()
+    console.print(f"[bold]journeys[/bold] ({', '.join(p.name for p in journeys)}): {stats.entered:,} "
+                  f"customers entered, {stats.messages:,} messages written for the dispatcher, "
+                  f"{stats.refused:,} refused by the re-entry rule; `ceap journey cart_journey --plot` "
+                  "draws the steps")
 
 
 def _model_id(spec: ProgramSpec, context: PluginContext) -> str:

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 
 from ceap.model import utcnow
 from ceap.outcomes.arrow_io import UTC_TS, bulk_insert
+from ceap.outcomes.engagement import TYPES as ENGAGEMENT_TYPES
 from ceap.outcomes.reported import record_reports, reports_from_events
 
 log = logging.getLogger(__name__)
@@ -36,11 +37,13 @@ _KEY = ("tenant_id", "event_id")
 
 
 def goal_types(specs: Iterable[Any]) -> dict[str, str | None]:
-    """Event type -> the attribute holding its value, over every program with a goal.
+    """Event type -> the attribute holding its value, over every program with a goal, and
+    the event types journeys wait for or exit on (no value; engagement types excepted).
     Programs naming different value attributes for one type: the first by name wins
     (logged), as ``goal_events`` keeps one value per event."""
     found: dict[str, str | None] = {}
-    for spec in sorted(specs, key=lambda s: s.name):
+    specs_list = sorted(specs, key=lambda s: s.name)
+    for spec in specs_list:
         goal = getattr(spec, "goal", None)
         if goal is None:
             continue
@@ -51,6 +54,11 @@ def goal_types(specs: Iterable[Any]) -> dict[str, str | None]:
                             "from %r; %r is kept", kind, spec.name, goal.value, have, have)
             if have is None:
                 found[kind] = goal.value
+    for spec in specs_list:
+        journey = getattr(spec, "journey", None)
+        if journey is not None:  # the events journeys wait for and exit on are kept the same way
+            for kind in sorted(journey.event_types() - ENGAGEMENT_TYPES):
+                found.setdefault(kind, None)
     return found
 
 

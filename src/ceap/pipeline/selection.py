@@ -193,6 +193,7 @@ def candidate_rows(con: duckdb.DuckDBPyConnection, top: pa.Table, best: int, spe
         "template": action.template, "category": action.category, "model": run.model,
         "payload": json.dumps(action.payload), "shadow": spec.mode == "shadow",
         "digest": action.digest is not None,  # held for its digest (ceap.delivery.digest)
+        "journey": spec.journey is not None,
         "priority": spec.priority, "delay": action.delay, "expiry": action.expiry,
         **({} if event_time else {"created": run.now, "window": window_label(run.now, spec)}),
         "holdout": exp.holdout, "global_control": global_share, **variants.params(),
@@ -225,7 +226,7 @@ def candidate_rows(con: duckdb.DuckDBPyConnection, top: pa.Table, best: int, spe
                    $category AS category, {SCORE} AS score,
                    $model AS model, {REASONS} AS reasons, {payload} AS payload,
                    CASE WHEN __arm <> 'treatment' THEN 'held_out' WHEN $digest THEN 'digest'
-                        WHEN $shadow THEN 'shadow' ELSE 'pending' END AS status,
+                        WHEN $shadow THEN 'shadow' WHEN $journey THEN 'journey' ELSE 'pending' END AS status,
                    CAST($priority AS BIGINT) AS priority,
                    {created} AS created_at,
                    {not_before} AS not_before,

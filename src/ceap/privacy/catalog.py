@@ -14,6 +14,7 @@ BY_CUSTOMER = {
     "consent": "customer_id", "consent_history": "customer_id", "event_log": "customer_id",
     "timers": "customer_id", "inbox": "customer_id", "engagements": "customer_id",
     "goal_events": "customer_id", "conversions": "customer_id", "digest_items": "customer_id",
+    "journey_entries": "customer_id", "journey_log": "customer_id",
 }
 #: tables found through the customer's candidates or deliveries
 BY_CANDIDATE = {"learned_outcomes": "candidate_id"}

@@ -16,6 +16,7 @@ from ceap.realtime.spec import EscalationStep, StateFeature
 from ceap.scorers.base import ScorerConfig
 from ceap.spec.digest import NEVER_HELD, Digest
 from ceap.spec.experiment import Experiment
+from ceap.spec.journey import Journey, journey_problem
 from ceap.spec.schedule import ScheduleField
 from ceap.sqlexpr import check_expression
 
@@ -132,6 +133,8 @@ class ProgramSpec(Strict):
     action: Action
     experiment: Experiment = Field(default_factory=Experiment)
     goal: Goal | None = Field(None, description="goal events that count as conversions (docs/outcomes.md)")
+    journey: Journey | None = Field(None, description="steps each selected customer walks through "
+                                    "(docs/journeys.md)")
 
     @field_validator("features")
     @classmethod
@@ -166,6 +169,21 @@ class ProgramSpec(Strict):
         if action.delay:
             raise ValueError("action.digest: a digest message goes when its digest is due; "
                              "remove delay")
+        return self
+
+    @model_validator(mode="after")
+    def _journey_fits(self) -> ProgramSpec:
+        if self.journey is None:
+            return self
+        for field, given in (("escalation", self.action.escalation), ("cancel_on", self.action.cancel_on),
+                             ("delay", self.action.delay),
+                             ("digest", self.action.digest)):
+            if given:
+                raise ValueError(f"action.{field}: a journey program times its messages with its "
+                                 "steps (send, wait_for, exit_on); remove action." + field)
+        problem = journey_problem(self.journey)
+        if problem:
+            raise ValueError(problem)
         return self
 
     @model_validator(mode="after")

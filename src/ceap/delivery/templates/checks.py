@@ -185,15 +185,25 @@ def validate_program_templates(program_spec: Any, project_dir: str | Path,
     profile does not have; each message names the template file."""
     cfg = _delivery_config(config, project_dir)
     action = program_spec.action
-    if not action.template:
-        return []
     folder = Path(cfg.templates.dir)
     folder = folder if folder.is_absolute() else Path(project_dir) / folder
-    known = Known(program_payload_keys(program_spec), action.category,
-                  getattr(action, "digest", None) is not None)
-    return [("action.template", p) for p in
-            validate_template(folder, action.template, known, action.channels, cfg.templates,
-                              cfg.exempt_categories)]
+    keys = program_payload_keys(program_spec)
+    issues = [("action.template", p) for p in
+              validate_template(folder, action.template, Known(keys, action.category,
+                                    getattr(action, "digest", None) is not None), action.channels,
+                                cfg.templates, cfg.exempt_categories)] if action.template else []
+    journey = getattr(program_spec, "journey", None)
+    for i, step in enumerate(journey.steps if journey is not None else ()):
+        send = step.send
+        if send is None or (send.template is None and send.channels is None) or not (
+                send.template or action.template):
+            continue  # the action's template on the action's channels: checked above
+        known = Known(keys | set(send.payload), action.category)
+        issues += [(f"journey.steps[{i}].send.template", p) for p in
+                   validate_template(folder, send.template or action.template, known,
+                                     send.channels or action.channels, cfg.templates,
+                                     cfg.exempt_categories)]
+    return issues
 
 
 def _delivery_config(config: DeliveryConfig | dict[str, Any] | None, project_dir: str | Path

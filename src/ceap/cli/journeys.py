@@ -1,0 +1,122 @@
+"""``ceap journey PROGRAM`` (a journey's graph, where customers stand, one customer's walk)
+and ``ceap journeys tick`` (enter and advance; docs/journeys.md)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Annotated, Any
+
+import typer
+
+from ceap.cli.common import JsonOption, app, err, fail_spec, load_specs, state
+from ceap.cli.output import Column, Sheet, print_json, show, write
+from ceap.errors import CeapError, SpecError
+
+journeys_app = typer.Typer(help="Journeys: enter and advance customers (`ceap journeys tick`).",
+                           no_args_is_help=True)
+app.add_typer(journeys_app, name="journeys")
+
+
+def _journey_spec(program: str, project: Any) -> Any:
+    [spec] = load_specs([program], project, False)
+    if spec.journey is None:
+        err.print(f"{program}: the program has no journey")
+        raise typer.Exit(2)
+    return spec
+
+
+@app.command()
+def journey(
+    program: Annotated[str, typer.Argument(help="program name or file")],
+    customer: Annotated[str | None, typer.Option(help="show this customer's entries, step by step")] = None,
+    plot: Annotated[bool, typer.Option("--plot", help="print the journey's graph")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="graph format: mermaid, dot or text")] = "mermaid",
+    as_json: JsonOption = False,
+) -> None:
+    """A journey: its graph (--plot), a customer's place (--customer), or how many are where."""
+    from ceap.journeys.plot import FORMATS, render
+
+    project = state.project()
+    spec = _journey_spec(program, project)
+    if plot:
+        if fmt not in FORMATS:
+            err.print(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+            raise typer.Exit(2)
+        write(render(spec.journey, fmt, spec.action).rstrip("\n"))
+        return
+    from ceap.journeys.state import customer_entries, step_counts
+
+    store = state.open_store(project)
+    try:
+        with store.tx() as tx:
+            if customer is None:
+                counts = step_counts(tx, state.tenant or project.tenant, spec.name)
+            else:
+                entries = customer_entries(tx, state.tenant or project.tenant, customer, spec.name)
+    finally:
+        store.close()
+    if customer is None:
+        sheet = Sheet(f"{spec.name}: entries by step", [Column("status"), Column("step"),
+                                                        Column("entries", right=True)])
+        for row in counts:
+            sheet.add(*row)
+        show(sheet, as_json)
+        return
+    if as_json:
+        print_json([e.plain() for e in entries])
+        return
+    if not entries:
+        err.print(f"{customer} has not entered {spec.name}")
+        return
+    sheets = []
+    for e in entries:
+        sheet = Sheet(f"entry {e.id}: {e.status} at {e.step}" + (f" ({e.reason})" if e.reason else "")
+                      + f", version {e.version}", [Column("entry", right=True), Column("seq", right=True),
+                                                   Column("step"), Column("what"), Column("message"),
+                                                   Column("at")])
+        for move in e.log:
+            sheet.add(e.id, move["seq"], move["step"], move["what"], move["candidate_id"], move["at"])
+        sheets.append(sheet)
+    show(sheets)
+
+
+@journeys_app.command("tick")
+def tick_command(
+    follow: Annotated[bool, typer.Option("--follow", help="keep ticking every --poll seconds")] = False,
+    poll: Annotated[float, typer.Option(min=0.1, help="seconds between ticks with --follow")] = 5.0,
+    as_json: JsonOption = False,
+) -> None:
+    """Enter the customers journey programs selected and move every entry along its steps."""
+    from ceap.journeys.engine import TickStats, tick
+    from ceap.spec import load_programs
+
+    project = state.project()
+    folder = project.programs_dir()
+    try:
+        specs = [s for s in load_programs(folder) if s.journey is not None] if folder.is_dir() else []
+    except SpecError as exc:
+        fail_spec([exc])
+    store = state.open_store(project)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    total = TickStats()
+    try:
+        while True:
+            total.add(tick(store, specs))
+            if not follow or stop.wait(poll):
+                break
+    except CeapError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        store.close()
+    counts = {name: getattr(total, name) for name in total.__dataclass_fields__}
+    if as_json:
+        print_json(counts)
+        return
+    sheet = Sheet("journeys tick", [Column("outcome"), Column("count", right=True)])
+    for name, n in counts.items():
+        sheet.add(name, n)
+    show(sheet)
