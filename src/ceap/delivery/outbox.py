@@ -26,7 +26,7 @@ from ceap.channels.base import SendResult
 from ceap.delivery.model import Decision, Delivery
 from ceap.model import Candidate
 from ceap.store.base import Store
-from ceap.store.delivery_schema import OPEN, OPEN_STATUSES
+from ceap.store.delivery_schema import HELD, HELD_STATUSES
 from ceap.store.schema import from_iso
 from ceap.store.sql_common import SELECT_CANDIDATE, candidate_from_row
 from ceap.store.tx import Tx
@@ -207,14 +207,14 @@ class Outbox:
         with self.store.tx() as tx:
             # a retry never goes out after its candidate has expired
             tx.execute("UPDATE deliveries SET status = 'expired', lease_until = NULL, updated_at = ? "
-                       f"WHERE status = 'queued' AND {OPEN} AND candidate_id IN (SELECT id FROM candidates "
+                       "WHERE status = 'queued' AND candidate_id IN (SELECT id FROM candidates "
                        "WHERE expires_at <= ?)", (tx.ts(now), tx.ts(now)))
             lock = " FOR UPDATE SKIP LOCKED" if tx.dialect == "postgres" else ""
             for channel, quota in quotas.items():
                 if quota <= 0:
                     continue
                 ids = [r[0] for r in tx.execute(
-                    f"SELECT id FROM deliveries WHERE status = 'queued' AND {OPEN} AND channel = ? "
+                    "SELECT id FROM deliveries WHERE status = 'queued' AND channel = ? "
                     "AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?) "
                     f"ORDER BY next_attempt_at, id LIMIT ?{lock}",
                     (channel, tx.ts(now), tx.ts(now), quota)).fetchall()]
@@ -240,7 +240,7 @@ class Outbox:
     def due(self, now: datetime) -> dict[str, int]:
         """Queued attempts due now that no other worker holds, per channel."""
         with self.store.tx() as tx:
-            rows = tx.execute(f"SELECT channel, count(*) FROM deliveries WHERE status = 'queued' AND {OPEN} "
+            rows = tx.execute("SELECT channel, count(*) FROM deliveries WHERE status = 'queued' "
                               "AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ? "
                               "OR worker = ?) GROUP BY channel",
                               (tx.ts(now), tx.ts(now), self.worker)).fetchall()
@@ -375,7 +375,7 @@ class Outbox:
         ambiguous: list[Delivery] = []
         with self.store.tx() as tx:
             stamp = tx.ts(now)
-            rows = tx.execute(f"SELECT {_COLS} FROM deliveries WHERE status = 'sending' AND {OPEN} "
+            rows = tx.execute(f"SELECT {_COLS} FROM deliveries WHERE status = 'sending' AND {HELD} "
                               "AND lease_until < ?", (stamp,)).fetchall()
             for d in map(delivery_from_row, rows):
                 if d.channel in resend:
@@ -428,11 +428,11 @@ class Outbox:
             where.append("status = ?")
             params.append(status)
         with self.store.tx() as tx:
-            if status in OPEN_STATUSES and candidate_id is None:
-                # held or dead ones by the due index, not by a walk of the tenant's deliveries
+            if status in ("queued", *HELD_STATUSES) and candidate_id is None:
+                # by the due or held index, not by a walk of the tenant's deliveries
                 # (SQLite: ``+`` keeps it off the tenant indexes)
                 where[0] = f"{'+' if tx.dialect == 'sqlite' else ''}tenant_id = ?"
-                where.append(OPEN)
+                where.extend([HELD] if status in HELD_STATUSES else [])
             if ambiguous:
                 where.append("ambiguous_at IS NOT NULL")
             rows = tx.execute(f"SELECT {_COLS} FROM deliveries WHERE {' AND '.join(where)} "
