@@ -428,11 +428,11 @@ class Outbox:
             where.append("status = ?")
             params.append(status)
         with self.store.tx() as tx:
-            if status in ("queued", *HELD_STATUSES) and candidate_id is None:
-                # by the due or held index, not by a walk of the tenant's deliveries
+            if status in HELD_STATUSES and candidate_id is None:
+                # by the held index, not by a walk of the tenant's deliveries
                 # (SQLite: ``+`` keeps it off the tenant indexes)
                 where[0] = f"{'+' if tx.dialect == 'sqlite' else ''}tenant_id = ?"
-                where.extend([HELD] if status in HELD_STATUSES else [])
+                where.append(HELD)
             if ambiguous:
                 where.append("ambiguous_at IS NOT NULL")
             rows = tx.execute(f"SELECT {_COLS} FROM deliveries WHERE {' AND '.join(where)} "
