@@ -420,7 +420,8 @@ class Outbox:
                    ambiguous: bool = False) -> list[Delivery]:
         """Newest first; ``ambiguous``: only those a crash left in flight (``ambiguous_at``
         set), whatever their status now: held, resent (possible duplicates) or resolved."""
-        where, params = ["tenant_id = ?"], [tenant_id]
+        where: list[str] = ["tenant_id = ?"]
+        params: list[Any] = [tenant_id]
         if candidate_id is not None:
             where.append("candidate_id = ?")
             params.append(candidate_id)
