@@ -56,8 +56,10 @@ def _sqlite_shape(conn: sqlite3.Connection) -> dict[str, list[tuple[str, str, in
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name != 'alembic_version'")]
     shape = {t: sorted((r[1], r[2], r[3]) for r in conn.execute(f"PRAGMA table_info({t})"))
              for t in tables}
-    shape["indexes"] = sorted((r[0], r[1]) for r in conn.execute(  # type: ignore[misc]
-        "SELECT name, tbl_name FROM sqlite_master WHERE type = 'index' "
+    # an index's definition too (columns, partial WHERE), whitespace aside
+    shape["indexes"] = sorted((r[0], r[1], " ".join((r[2] or "").split()))  # type: ignore[misc]
+                              for r in conn.execute(
+        "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'index' "
         "AND tbl_name != 'alembic_version'"))
     return shape
 

@@ -33,6 +33,7 @@ from ceap.delivery.outbox import SELECT_DELIVERY, delivery_from_row
 from ceap.errors import CeapError
 from ceap.observability.metrics import set_store_deliveries
 from ceap.store.base import Store
+from ceap.store.delivery_schema import HELD
 from ceap.store.tx import Tx
 
 Action = Literal["resend", "mark-sent", "drop"]
@@ -63,9 +64,10 @@ class StoreTotals:
 
 def store_totals(store: Store) -> StoreTotals:
     with store.tx() as tx:
-        by_status = {s: int(n) for s, n in tx.execute(
-            "SELECT status, count(*) FROM deliveries WHERE status IN "
-            "('queued', 'sending', 'ambiguous', 'dead') GROUP BY status").fetchall()}
+        by_status = {s: int(n) for s, n in tx.execute(  # the held index alone
+            f"SELECT status, count(*) FROM deliveries WHERE {HELD} GROUP BY status").fetchall()}
+        by_status["queued"] = int(tx.execute(  # the due index alone
+            "SELECT count(*) FROM deliveries WHERE status = 'queued'").fetchone()[0])
         dup = tx.execute(f"SELECT count(*) FROM deliveries WHERE ambiguous_at IS NOT NULL AND "
                          f"ambiguity = 'resent' AND status IN ({tx.placeholders(len(ACCEPTED))})",
                          ACCEPTED).fetchone()[0]
@@ -139,8 +141,8 @@ def _pick(tx: Tx, tenant_id: str, ids: Sequence[int], channel: str | None,
     if ids:
         where.append(f"id IN ({tx.placeholders(len(ids))})")
         params.extend(ids)
-    else:
-        where.append("status = ?")
+    else:  # by the held index (SQLite: ``+`` keeps it off the tenant indexes)
+        where = [f"{'+' if tx.dialect == 'sqlite' else ''}tenant_id = ?", "status = ?", HELD]
         params.append(status)
     for column, value in (("channel", channel), ("program", program)):
         if value is not None:

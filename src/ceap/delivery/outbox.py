@@ -26,6 +26,7 @@ from ceap.channels.base import SendResult
 from ceap.delivery.model import Decision, Delivery
 from ceap.model import Candidate
 from ceap.store.base import Store
+from ceap.store.delivery_schema import HELD, HELD_STATUSES
 from ceap.store.schema import from_iso
 from ceap.store.sql_common import SELECT_CANDIDATE, candidate_from_row
 from ceap.store.tx import Tx
@@ -374,7 +375,7 @@ class Outbox:
         ambiguous: list[Delivery] = []
         with self.store.tx() as tx:
             stamp = tx.ts(now)
-            rows = tx.execute(f"SELECT {_COLS} FROM deliveries WHERE status = 'sending' "
+            rows = tx.execute(f"SELECT {_COLS} FROM deliveries WHERE status = 'sending' AND {HELD} "
                               "AND lease_until < ?", (stamp,)).fetchall()
             for d in map(delivery_from_row, rows):
                 if d.channel in resend:
@@ -419,16 +420,22 @@ class Outbox:
                    ambiguous: bool = False) -> list[Delivery]:
         """Newest first; ``ambiguous``: only those a crash left in flight (``ambiguous_at``
         set), whatever their status now: held, resent (possible duplicates) or resolved."""
-        where, params = ["tenant_id = ?"], [tenant_id]
+        where: list[str] = ["tenant_id = ?"]
+        params: list[Any] = [tenant_id]
         if candidate_id is not None:
             where.append("candidate_id = ?")
             params.append(candidate_id)
         if status is not None:
             where.append("status = ?")
             params.append(status)
-        if ambiguous:
-            where.append("ambiguous_at IS NOT NULL")
         with self.store.tx() as tx:
+            if status in HELD_STATUSES and candidate_id is None:
+                # by the held index, not by a walk of the tenant's deliveries
+                # (SQLite: ``+`` keeps it off the tenant indexes)
+                where[0] = f"{'+' if tx.dialect == 'sqlite' else ''}tenant_id = ?"
+                where.append(HELD)
+            if ambiguous:
+                where.append("ambiguous_at IS NOT NULL")
             rows = tx.execute(f"SELECT {_COLS} FROM deliveries WHERE {' AND '.join(where)} "
                               "ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
         return [delivery_from_row(r) for r in rows]

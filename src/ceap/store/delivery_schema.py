@@ -23,6 +23,18 @@ DELIVERY_CRASH_COLUMNS = {
 }
 
 
+#: Deliveries in flight, held after a crash or dead: those ``deliveries_held`` holds (queued
+#: ones are in ``deliveries_due``). A query that should read that index says this term as it
+#: is: SQLite uses a partial index only when the query's WHERE contains the index's WHERE
+#: (``status = 'dead'`` alone is not enough). ORs, not ``IN (...)``: SQLite evaluates the
+#: term on every status change, and an ``IN`` list costs it a temporary table each time.
+HELD_STATUSES = ("sending", "ambiguous", "dead")
+HELD = "(" + " OR ".join(f"status = '{s}'" for s in HELD_STATUSES) + ")"
+#: The deliveries ``deliveries_by_day`` holds: all but those queued or in flight (their status
+#: still changes), so the dashboard's counts read it and the few open ones by their own indexes.
+SETTLED = "status <> 'queued' AND status <> 'sending'"
+
+
 def delivery_ddl(dialect: str) -> list[str]:
     t = TYPES[dialect]
     text, ts, i, b, js = t["text"], t["ts"], t["int"], t["bool"], t["json"]
@@ -40,11 +52,18 @@ def delivery_ddl(dialect: str) -> list[str]:
   ambiguous_at {ts}, ambiguity {text},
   UNIQUE (tenant_id, idempotency_key)
 )""",
-        "CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, next_attempt_at)",
+        # partial and narrow so that an attempt's queued -> sending -> sent touches few index
+        # entries (migration 0007): due ones, in flight or held, a customer's, the provider ids
+        "CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (channel, next_attempt_at) "
+        "WHERE status = 'queued'",
+        f"CREATE INDEX IF NOT EXISTS deliveries_held ON deliveries (status, lease_until) WHERE {HELD}",
+        # created_at: never changes, and keeps the index wider than (tenant_id, created_at), which
+        # SQLite (no statistics) then takes for scans of a tenant's deliveries in time order
         "CREATE INDEX IF NOT EXISTS deliveries_by_customer "
-        "ON deliveries (tenant_id, customer_id, sent_at)",
+        "ON deliveries (tenant_id, customer_id, created_at)",
         "CREATE INDEX IF NOT EXISTS deliveries_by_candidate ON deliveries (candidate_id)",
-        "CREATE INDEX IF NOT EXISTS deliveries_by_provider_id ON deliveries (provider_id)",
+        "CREATE INDEX IF NOT EXISTS deliveries_by_provider_id ON deliveries (provider_id) "
+        "WHERE provider_id IS NOT NULL",
         f"""CREATE TABLE IF NOT EXISTS delivery_events (
   id {t['id']}, tenant_id {text} NOT NULL, delivery_id {i} NOT NULL, status {text} NOT NULL,
   detail {text}, created_at {ts} NOT NULL

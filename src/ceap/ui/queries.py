@@ -14,6 +14,7 @@ from ceap.delivery.model import Delivery
 from ceap.delivery.outbox import SELECT_DELIVERY, delivery_from_row
 from ceap.model import Candidate
 from ceap.store.base import Store
+from ceap.store.delivery_schema import HELD, HELD_STATUSES, SETTLED
 from ceap.store.schema import from_iso
 from ceap.store.sql_common import SELECT_CANDIDATE, candidate_from_row
 from ceap.store.tx import Tx
@@ -154,13 +155,19 @@ def customer_consent(store: Store, tenant: str, customer: str) -> list[dict[str,
 # --- deliveries ------------------------------------------------------------------------------
 
 def delivery_days(store: Store, tenant: str) -> list[tuple[str, str, str, int]]:
-    """``(day, channel, status, deliveries)`` by the day each delivery was planned (UTC)."""
+    """``(day, channel, status, deliveries)`` by the day each delivery was planned (UTC).
+    Settled deliveries are counted from ``deliveries_by_day`` alone, the queued and sending
+    ones (not in it: their status still changes) by the due and held indexes."""
+    counts: dict[tuple[str, str, str], int] = {}
     with store.tx() as tx:
         day = _day(tx, "created_at")
-        rows = tx.execute(f"SELECT {day} AS day, channel, status, count(*) FROM deliveries "
-                          "WHERE tenant_id = ? GROUP BY 1, channel, status ORDER BY 1, channel, status",
-                          (tenant,)).fetchall()
-    return [(d, ch, s, int(n)) for d, ch, s, n in rows]
+        plus = "+" if tx.dialect == "sqlite" else ""  # the open ones: off the tenant indexes
+        for where in (f"tenant_id = ? AND {SETTLED}", f"{plus}tenant_id = ? AND status = 'queued'",
+                      f"{plus}tenant_id = ? AND status = 'sending' AND {HELD}"):
+            for d, ch, s, n in tx.execute(f"SELECT {day} AS day, channel, status, count(*) FROM deliveries "
+                                          f"WHERE {where} GROUP BY 1, channel, status", (tenant,)):
+                counts[(d, ch, s)] = int(n)
+    return [(d, ch, s, n) for (d, ch, s), n in sorted(counts.items())]
 
 
 def deliveries_by(store: Store, tenant: str, statuses: Sequence[str], page: int) -> Page[Delivery]:
@@ -170,8 +177,9 @@ def deliveries_by(store: Store, tenant: str, statuses: Sequence[str], page: int)
         # few rows by status (the status index) and orders them, rather than walking all of
         # the tenant's deliveries
         plus = "+" if tx.dialect == "sqlite" else ""
+        held = f" AND {HELD}" if set(statuses) <= set(HELD_STATUSES) else ""  # the held index
         rows, more = _paged(tx, f"{SELECT_DELIVERY} WHERE {plus}tenant_id = ? AND status IN "
-                                f"({tx.placeholders(len(statuses))}) ORDER BY {plus}id DESC",
+                                f"({tx.placeholders(len(statuses))}){held} ORDER BY {plus}id DESC",
                             (tenant, *statuses), page)
     return Page([delivery_from_row(r) for r in rows], page, more)
 
