@@ -5,7 +5,7 @@ dashboard's index by day only the others, the customer index carries
 leave out the rows without one (bench/README.md, issue 11).
 
 Revision ID: 0007
-Revises: 0005 (chained after the revisions merged before it)
+Revises: 0006
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"  # the lead re-chains it after 0004-0006 at merge
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
