@@ -71,13 +71,20 @@ class Walk:
 
 
 def tick(store: Store, specs: Iterable[Any], now: datetime | None = None,
-         clock: Callable[[], datetime] | None = None) -> TickStats:
-    """Enter and advance every live journey program of ``specs`` once, as of ``now``."""
+         clock: Callable[[], datetime] | None = None,
+         keep: Callable[[], bool] | None = None) -> TickStats:
+    """Enter and advance every live journey program of ``specs`` once, as of ``now``.
+
+    ``keep`` is asked before each program; when it says False (the ticker lost its lease,
+    :mod:`ceap.journeys.ticker`) the tick stops there."""
     now = now or (clock or utcnow)()
     total = TickStats()
     for spec in specs:
         if spec.journey is None or spec.mode != "live":
             continue
+        if keep is not None and not keep():
+            log.warning("journey tick stopped before %s: the ticker's lease was lost", spec.name)
+            break
         total.add(enter(store, spec, now))
         total.add(advance(store, spec, now))
     return total
