@@ -170,3 +170,29 @@ def test_the_scheduler_ticks_journeys_before_dispatching(project: Project) -> No
     later = sched.tick()
     assert later.journeys is not None and later.journeys.messages == 1
     assert p.messages() == [("c1", ["email"]), ("c1", ["sms"])]
+
+
+def test_journeys_tick_command_stands_by_while_another_ticker_holds_the_lease(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ceap.cli import app
+
+    store_url = f"sqlite:///{tmp_path / 'cli.db'}"
+    store = open_store(store_url)
+    p = Project(tmp_path, store)
+    worker = p.worker(["c1"], None)
+    worker.run(until_idle=True)
+    worker.close()
+    far = datetime.now(UTC) + timedelta(hours=1)  # a live holder, whatever the real clock says
+    ScheduleBook(store, "").acquire(LEASE, "worker-elsewhere", far, timedelta(seconds=60))
+    store.close()
+    base = ["--project", str(tmp_path), "--store", store_url]
+    held = CliRunner().invoke(app, [*base, "journeys", "tick", "--json"])
+    assert held.exit_code == 0, held.output
+    assert json.loads(held.stdout)["entered"] == 0
+    assert "another ticker (worker-elsewhere) is ticking this store: not ticking now" in held.stderr
+    store = open_store(store_url)
+    ScheduleBook(store, "").release(LEASE, "worker-elsewhere", datetime.now(UTC))
+    store.close()
+    free = CliRunner().invoke(app, [*base, "journeys", "tick", "--json"])
+    assert json.loads(free.stdout)["entered"] == 1
