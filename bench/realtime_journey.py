@@ -123,7 +123,7 @@ def throughput(root: Path, target: rt.Target, redis_url: str, stream: str, batch
     elapsed = time.perf_counter() - start
     with store.tx() as tx:
         tickets = int(tx.execute("SELECT count(*) FROM candidates WHERE status IN ('journey', 'entered', "
-                                 "'cancelled') AND dedup_key NOT LIKE 'journey:%'").fetchone()[0])
+                                 "'cancelled') AND substr(dedup_key, 1, 8) <> 'journey:'").fetchone()[0])
         stored = int(tx.execute("SELECT count(*) FROM candidates").fetchone()[0])
     worker.close()
     store.close()
