@@ -72,8 +72,11 @@ class Worker:
                  state_namespace: str = "ceap", stream: str = "events",
                  journeys: JourneyTicker | None = None):
         self.store = store
-        #: ticks the journeys after a poll loop, at most every ``journeys.every`` (None: never)
+        #: ticks the journeys after a poll loop, at most every ``journeys.every`` by this
+        #: worker's clock (None: never)
         self.journeys = journeys
+        if journeys is not None:
+            journeys.clock = clock
         #: the stream's name in ceap.yaml: the ``stream`` label of the worker's metrics
         self.stream = stream
         self.source = source
