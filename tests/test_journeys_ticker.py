@@ -196,3 +196,15 @@ def test_journeys_tick_command_stands_by_while_another_ticker_holds_the_lease(tm
     store.close()
     free = CliRunner().invoke(app, [*base, "journeys", "tick", "--json"])
     assert json.loads(free.stdout)["entered"] == 1
+
+
+def test_a_tick_with_a_clock_ahead_does_not_hold_the_others_back(project: Project) -> None:
+    """``ceap scheduler --once --now`` in the future: its lease, given up, lets the others tick."""
+    p = project
+    worker = p.worker(["c1"], None)
+    worker.run(until_idle=True)
+    worker.close()
+    ahead = JourneyTicker(p.store, JourneyPrograms(p.programs), clock=lambda: T0 + timedelta(days=3),
+                          holder="ahead")
+    assert ahead.run() is not None
+    assert p.ticker("now").run() is not None
