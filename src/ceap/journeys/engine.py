@@ -113,7 +113,7 @@ def enter(store: Store, spec: Any, now: datetime) -> TickStats:
                 (spec.name,)).fetchall()
             if not tickets:
                 return stats
-            last = _last_entries(tx, spec.name, sorted({t[2] for t in tickets}))
+            last = _last_entries(tx, spec.name, {(t[1], t[2]) for t in tickets})
             refused: list[tuple[str, Any, int]] = []
             admitted = []
             for ticket in tickets:
@@ -143,23 +143,31 @@ def enter(store: Store, spec: Any, now: datetime) -> TickStats:
             tx.executemany("INSERT INTO journey_entries (tenant_id, program, customer_id, candidate_id, "
                            "version, step, seq, step_since, status, data, entered_at, updated_at) "
                            "VALUES (?, ?, ?, ?, ?, ?, 0, ?, 'active', ?, ?, ?)", rows)
-            cond, args = in_list(tx, "candidate_id", sorted(claimed))
-            ids = dict(tx.execute(f"SELECT candidate_id, id FROM journey_entries WHERE program = ? "
-                                  f"AND {cond}", (spec.name, *args)).fetchall())
+            ids: dict[int, int] = {}
+            for tenant in sorted({t[1] for t in admitted}):  # by the unique (tenant, program, ticket)
+                cond, args = in_list(tx, "candidate_id", sorted(t[0] for t in admitted
+                                                                if t[1] == tenant and t[0] in claimed))
+                ids.update(tx.execute(f"SELECT candidate_id, id FROM journey_entries WHERE tenant_id = ? "
+                                      f"AND program = ? AND {cond}", (tenant, spec.name, *args),
+                                      prepare=False).fetchall())
             tx.executemany("INSERT INTO journey_log (tenant_id, program, customer_id, entry_id, seq, step, "
                            "what, at) VALUES (?, ?, ?, ?, 0, ?, 'entered', ?)",
                            [(t, p, c, ids[cid], first, tx.ts(now)) for t, p, c, cid, *_ in rows])
             stats.entered += len(rows)
 
 
-def _last_entries(tx: Any, program: str, customers: list[str]) -> dict[tuple[str, str], tuple[int, str, Any]]:
-    """``(tenant, customer)`` -> ``(id, status, entered_at)`` of their latest entry."""
-    cond, args = in_list(tx, "customer_id", customers)
+def _last_entries(tx: Any, program: str, customers: set[tuple[str, str]]
+                  ) -> dict[tuple[str, str], tuple[int, str, Any]]:
+    """``(tenant, customer)`` -> ``(id, status, entered_at)`` of their latest entry (read by
+    the index on tenant, customer and program)."""
     found: dict[tuple[str, str], tuple[int, str, Any]] = {}
-    rows = tx.execute(f"SELECT tenant_id, customer_id, id, status, entered_at FROM journey_entries "
-                      f"WHERE program = ? AND {cond} ORDER BY entered_at, id", (program, *args)).fetchall()
-    for tenant, customer, entry_id, status, entered_at in rows:
-        found[(tenant, customer)] = (int(entry_id), status, entered_at)  # the latest wins
+    for tenant in sorted({t for t, _ in customers}):
+        cond, args = in_list(tx, "customer_id", sorted(c for t, c in customers if t == tenant))
+        rows = tx.execute(f"SELECT customer_id, id, status, entered_at FROM journey_entries "
+                          f"WHERE tenant_id = ? AND {cond} AND program = ? ORDER BY entered_at, id",
+                          (tenant, *args, program), prepare=False).fetchall()
+        for customer, entry_id, status, entered_at in rows:
+            found[(tenant, customer)] = (int(entry_id), status, entered_at)  # the latest wins
     return found
 
 
