@@ -11,6 +11,10 @@ Measures, in one process and one run, side by side on the same store kind:
 * **timeout + send**: a tick after the wait's window, where all N time out and get their
   second message.
 
+Each store kind runs twice in the run: the moves written **per entry** (a conditional
+``UPDATE``, an ``INSERT`` per message and per log row: how the tick wrote them before) and
+**batched** per chunk of 200 (what ``advance`` does now: ``write_walks``).
+
 Usage (from the repository root)::
 
     .venv/bin/python bench/journeys.py                      # 20,000 entries, SQLite
@@ -33,7 +37,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import pyarrow as pa  # noqa: E402
 
-from ceap.journeys.engine import tick  # noqa: E402
+from ceap.journeys import engine  # noqa: E402
+from ceap.journeys.engine import tick, write_walk  # noqa: E402
 from ceap.model import RunRecord  # noqa: E402
 from ceap.spec import parse_program  # noqa: E402
 from ceap.store import open_store  # noqa: E402
@@ -73,7 +78,12 @@ def _drop_schemas() -> None:
                 conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
-def run(kind: str, n: int, folder: Path) -> dict[str, float]:
+def per_entry(tx, spec, chunk, now):  # type: ignore[no-untyped-def]
+    """The tick's writes before batching: each entry's move on its own statements."""
+    return {e.id for e, w in chunk if write_walk(tx, spec, e, w, now)}
+
+
+def run(kind: str, n: int, folder: Path, batched: bool = True) -> dict[str, float]:
     spec = parse_program(PROGRAM)
     rows = make_candidates(n, now=T0, program="series", channels=["inapp"], payload={},
                            dedup_key=lambda i: f"k{i}")
@@ -87,12 +97,17 @@ def run(kind: str, n: int, folder: Path) -> dict[str, float]:
                     rows.set_column(rows.schema.get_field_index("status"), "status",
                                     pa.array(["journey"] * n)))
     out = {"baseline_write_run": baseline}
-    for name, at in (("enter_and_send", T0), ("idle", T0 + timedelta(hours=1)),
-                     ("timeout_and_send", T0 + timedelta(days=1, seconds=1))):
-        started = time.perf_counter()
-        stats = tick(store, [spec], now=at)
-        out[name] = time.perf_counter() - started
-        out[f"{name}_messages"] = stats.messages
+    real = engine.write_walks
+    engine.write_walks = real if batched else per_entry  # type: ignore[assignment]
+    try:
+        for name, at in (("enter_and_send", T0), ("idle", T0 + timedelta(hours=1)),
+                         ("timeout_and_send", T0 + timedelta(days=1, seconds=1))):
+            started = time.perf_counter()
+            stats = tick(store, [spec], now=at)
+            out[name] = time.perf_counter() - started
+            out[f"{name}_messages"] = stats.messages
+    finally:
+        engine.write_walks = real  # type: ignore[assignment]
     store.close()
     return out
 
@@ -112,16 +127,18 @@ def main() -> None:
 
 def _main(args: argparse.Namespace, tmp: Path) -> None:
     for kind in args.stores.split(","):
-        found = run(kind, args.entries, tmp)
-        n = args.entries
-        base = found["baseline_write_run"]
-        print(f"{kind}: {n:,} entries")
-        print(f"  baseline write_run of {n:,} candidates: {base:.2f} s ({n / base:,.0f}/s)")
-        for name in ("enter_and_send", "idle", "timeout_and_send"):
-            s = found[name]
-            print(f"  {name}: {s:.2f} s ({n / s:,.0f} entries/s, {int(found[f'{name}_messages']):,} "
-                  f"messages; {s / base:.1f}x the baseline)")
+        for batched in (False, True):
+            _report(kind, batched, args.entries, run(kind, args.entries, tmp, batched))
 
+
+def _report(kind: str, batched: bool, n: int, found: dict[str, float]) -> None:
+    base = found["baseline_write_run"]
+    print(f"{kind}, writes {'batched' if batched else 'per entry'}: {n:,} entries")
+    print(f"  baseline write_run of {n:,} candidates: {base:.2f} s ({n / base:,.0f}/s)")
+    for name in ("enter_and_send", "idle", "timeout_and_send"):
+        s = found[name]
+        print(f"  {name}: {s:.2f} s ({n / s:,.0f} entries/s, {int(found[f'{name}_messages']):,} "
+              f"messages; {s / base:.1f}x the baseline)", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -161,6 +161,39 @@ def test_one_message_per_step_when_two_ticks_race(tmp_path: Path, sqlite_store: 
     assert first.messages == 1 and messages(store) == [("c1", 1)]
 
 
+def test_a_chunk_written_in_batch_skips_the_entries_another_tick_moved(tmp_path: Path,
+                                                                       store: Store) -> None:
+    """``write_walks`` (the batched chunk write) moves each entry only if nobody moved it
+    since it was read, and writes messages and log rows for those it moved only."""
+    from ceap.journeys.engine import enter as enter_tickets
+    from ceap.journeys.engine import walk, write_walks
+    from ceap.journeys.state import active_entries
+
+    spec = load_program(batch_program(tmp_path, SERIES))
+    enter(store, ["c1", "c2", "c3"])
+    enter_tickets(store, spec, T0)
+    with store.tx() as tx:
+        stale = active_entries(tx, "series")
+    with store.tx() as tx:  # another tick moved c2 meanwhile
+        tx.execute("UPDATE journey_entries SET seq = seq + 5 WHERE customer_id = 'c2'")
+    chunk = [(e, walk(e, spec.journey, T0, [], {})) for e in stale]
+    with store.tx() as tx:
+        moved = write_walks(tx, spec, chunk, T0)
+    assert sorted(e.customer_id for e in stale if e.id in moved) == ["c1", "c3"]
+    assert sorted(messages(store)) == [("c1", 1), ("c3", 1)]
+    with store.tx() as tx:
+        entries = {c: customer_entries(tx, "default", c, "series")[0] for c in ("c1", "c2", "c3")}
+    assert {c: (e.step, [m["what"] for m in e.log]) for c, e in entries.items()} == {
+        "c1": ("pause", ["entered", "sent"]), "c2": ("first", ["entered"]),
+        "c3": ("pause", ["entered", "sent"])}
+    sent = entries["c1"].log[1]
+    assert sent["candidate_id"] is not None and entries["c1"].step_since == T0
+    # the same chunk again (a tick that read it before this one wrote): nothing more
+    with store.tx() as tx:
+        assert write_walks(tx, spec, chunk, T0) == set()
+    assert len(messages(store)) == 2
+
+
 def test_reentry_after_a_duration(tmp_path: Path, store: Store) -> None:
     spec = load_program(batch_program(tmp_path, [{"id": "only", "send": {"payload": {"n": 1}}}],
                                       reentry="30d"))

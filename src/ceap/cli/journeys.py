@@ -87,8 +87,10 @@ def tick_command(
     poll: Annotated[float, typer.Option(min=0.1, help="seconds between ticks with --follow")] = 5.0,
     as_json: JsonOption = False,
 ) -> None:
-    """Enter the customers journey programs selected and move every entry along its steps."""
-    from ceap.journeys.engine import TickStats, tick
+    """Enter the customers journey programs selected and move every entry along its steps
+    (unless another ticker, a worker or a scheduler, is ticking this store: then nothing)."""
+    from ceap.journeys.engine import TickStats
+    from ceap.journeys.ticker import JourneyTicker
     from ceap.spec import load_programs
 
     project = state.project()
@@ -102,9 +104,17 @@ def tick_command(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     total = TickStats()
+    ticker = JourneyTicker(store, lambda: specs, lease=project.journeys.lease)
+    was: str | None = None
     try:
         while True:
-            total.add(tick(store, specs))
+            done = ticker.run()
+            if done is not None:
+                total.add(done)
+            elif ticker.holder_seen is not None and ticker.holder_seen != was:
+                err.print(f"another ticker ({ticker.holder_seen}) is ticking this store: not ticking now",
+                          markup=False, highlight=False)
+            was = ticker.holder_seen
             if not follow or stop.wait(poll):
                 break
     except CeapError as exc:

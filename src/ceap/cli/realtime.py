@@ -28,10 +28,14 @@ def worker(
     wait: Annotated[float, typer.Option(min=0.001, help="most seconds to wait for a batch")] = 0.05,
     until_idle: Annotated[bool, typer.Option("--until-idle", help="stop once the stream is drained")
                           ] = False,
+    journeys: Annotated[bool, typer.Option(
+        "--journeys/--no-journeys", help="tick the journeys every ceap.yaml journeys.tick_every "
+                                         "(default 5s), one ticker per store at a time")] = True,
     metrics_port: MetricsPortOption = None,
     metrics_addr: MetricsAddrOption = "0.0.0.0",
 ) -> None:
-    """Run the real-time programs over a stream: micro-batches, state, candidates."""
+    """Run the real-time programs over a stream: micro-batches, state, candidates; and tick
+    the journeys."""
     from ceap.observability.logs import progress as say
     from ceap.realtime.setup import open_stream
     from ceap.realtime.worker import Worker, WorkerStats
@@ -45,15 +49,23 @@ def worker(
     try:
         source = open_stream(project, stream, store)
         context = source.context
+        ticker = None
+        if journeys and project.journeys.tick_every.total_seconds() > 0:
+            from ceap.journeys.ticker import ticker_for
+
+            ticker = ticker_for(store, project)
         w = Worker(store, source, project.programs_dir(), context, batch=batch, wait=wait,
-                   state_url=project.state, stream=stream)
+                   state_url=project.state, stream=stream, journeys=ticker)
 
         def progress(s: WorkerStats) -> None:
             say(f"events {s.events:,}  candidates {s.candidates:,}  duplicates {s.duplicates:,}  "
                 f"late {s.late:,}  rejected {s.rejected:,}  lag {s.lag if s.lag is not None else '?'}"
-                f"  programs {', '.join(s.programs) or '-'}", lambda text: err.print(text, highlight=False),
+                f"  programs {', '.join(s.programs) or '-'}"
+                + (f"  journey ticks {s.journey_ticks:,} messages {s.journey_messages:,}"
+                   if s.journey_ticks else ""), lambda text: err.print(text, highlight=False),
                 stream=stream, events=s.events, candidates=s.candidates, duplicates=s.duplicates,
-                late=s.late, rejected=s.rejected, lag=s.lag, programs=",".join(s.programs))
+                late=s.late, rejected=s.rejected, lag=s.lag, programs=",".join(s.programs),
+                journey_ticks=s.journey_ticks, journey_messages=s.journey_messages)
 
         stats = w.run(stop, until_idle=until_idle, on_progress=progress)
         w.close()
@@ -62,7 +74,9 @@ def worker(
     finally:
         store.close()
     out.print(f"worker stopped: {stats.events:,} events, {stats.candidates:,} new candidates, "
-              f"{stats.duplicates:,} duplicates, {stats.late:,} late, {stats.rejected:,} rejected")
+              f"{stats.duplicates:,} duplicates, {stats.late:,} late, {stats.rejected:,} rejected"
+              + (f"; {stats.journey_ticks:,} journey ticks, {stats.journey_entered:,} entered, "
+                 f"{stats.journey_messages:,} journey messages" if stats.journey_ticks else ""))
 
 
 @app.command()

@@ -135,6 +135,15 @@ def _say_tick(report: TickReport, was: dict[str, Any]) -> None:
             sent=s.sent, suppressed=s.suppressed, deferred=s.deferred, retry=s.retry, dead=s.dead)
     if report.dispatch_error:
         say(f"dispatch failed: {report.dispatch_error}", lambda text: _print(f"{stamp} {text}"))
+    j = report.journeys
+    if j is not None and (j.entered or j.refused or j.moved or j.conflicts):
+        say(f"journeys: entered {j.entered:,}  refused {j.refused:,}  messages {j.messages:,}  moved "
+            f"{j.moved:,}  completed {j.completed:,}  exited {j.exited:,}  waiting {j.waiting:,}",
+            lambda text: _print(f"{stamp} {text}"), entered=j.entered, refused=j.refused,
+            messages=j.messages, moved=j.moved, completed=j.completed, exited=j.exited,
+            waiting=j.waiting)
+    if report.journeys_error:
+        say(f"journey tick failed: {report.journeys_error}", lambda text: _print(f"{stamp} {text}"))
 
 
 @app.command()
@@ -145,6 +154,9 @@ def scheduler(
     dispatch: Annotated[bool | None, typer.Option(
         "--dispatch/--no-dispatch", help="send what is due after each tick (default: ceap.yaml's "
                                          "scheduler.dispatch)")] = None,
+    journeys: Annotated[bool, typer.Option(
+        "--journeys/--no-journeys", help="tick the journeys before dispatching, at most every "
+                                         "ceap.yaml journeys.tick_every (default 5s)")] = True,
     as_json: JsonOption = False,
     metrics_port: MetricsPortOption = None,
     metrics_addr: MetricsAddrOption = "0.0.0.0",
@@ -177,8 +189,14 @@ def scheduler(
                 dispatcher.programs = {p.name: p for p in specs}
             return specs
 
+        ticker = None
+        if journeys and project.journeys.tick_every.total_seconds() > 0:
+            from ceap.journeys.ticker import ticker_for
+
+            ticker = ticker_for(store, project, clock=clock)
         sched = Scheduler(store, project.context(state.tenant), load, config=config, clock=clock,
                           dispatch=(lambda: dispatcher.run(wait=False)) if dispatcher is not None else None,
+                          journeys=ticker.maybe_tick if ticker is not None else None,
                           lease_store=lease_store)
 
         def on_signal(*_: Any) -> None:

@@ -27,7 +27,14 @@ from typing import Any
 
 from ceap.durations import format_duration
 from ceap.journeys.branches import branch_results
-from ceap.journeys.state import Entry, active_entries, in_list, insert_candidate, seen_events
+from ceap.journeys.state import (
+    Entry,
+    active_entries,
+    in_list,
+    insert_candidate,
+    insert_candidates,
+    seen_events,
+)
 from ceap.model import utcnow
 from ceap.spec.journey import END, Journey
 from ceap.store.base import Store
@@ -71,13 +78,20 @@ class Walk:
 
 
 def tick(store: Store, specs: Iterable[Any], now: datetime | None = None,
-         clock: Callable[[], datetime] | None = None) -> TickStats:
-    """Enter and advance every live journey program of ``specs`` once, as of ``now``."""
+         clock: Callable[[], datetime] | None = None,
+         keep: Callable[[], bool] | None = None) -> TickStats:
+    """Enter and advance every live journey program of ``specs`` once, as of ``now``.
+
+    ``keep`` is asked before each program; when it says False (the ticker lost its lease,
+    :mod:`ceap.journeys.ticker`) the tick stops there."""
     now = now or (clock or utcnow)()
     total = TickStats()
     for spec in specs:
         if spec.journey is None or spec.mode != "live":
             continue
+        if keep is not None and not keep():
+            log.warning("journey tick stopped before %s: the ticker's lease was lost", spec.name)
+            break
         total.add(enter(store, spec, now))
         total.add(advance(store, spec, now))
     return total
@@ -99,7 +113,7 @@ def enter(store: Store, spec: Any, now: datetime) -> TickStats:
                 (spec.name,)).fetchall()
             if not tickets:
                 return stats
-            last = _last_entries(tx, spec.name, sorted({t[2] for t in tickets}))
+            last = _last_entries(tx, spec.name, {(t[1], t[2]) for t in tickets})
             refused: list[tuple[str, Any, int]] = []
             admitted = []
             for ticket in tickets:
@@ -129,23 +143,31 @@ def enter(store: Store, spec: Any, now: datetime) -> TickStats:
             tx.executemany("INSERT INTO journey_entries (tenant_id, program, customer_id, candidate_id, "
                            "version, step, seq, step_since, status, data, entered_at, updated_at) "
                            "VALUES (?, ?, ?, ?, ?, ?, 0, ?, 'active', ?, ?, ?)", rows)
-            cond, args = in_list(tx, "candidate_id", sorted(claimed))
-            ids = dict(tx.execute(f"SELECT candidate_id, id FROM journey_entries WHERE program = ? "
-                                  f"AND {cond}", (spec.name, *args)).fetchall())
+            ids: dict[int, int] = {}
+            for tenant in sorted({t[1] for t in admitted}):  # by the unique (tenant, program, ticket)
+                cond, args = in_list(tx, "candidate_id", sorted(t[0] for t in admitted
+                                                                if t[1] == tenant and t[0] in claimed))
+                ids.update(tx.execute(f"SELECT candidate_id, id FROM journey_entries WHERE tenant_id = ? "
+                                      f"AND program = ? AND {cond}", (tenant, spec.name, *args),
+                                      prepare=False).fetchall())
             tx.executemany("INSERT INTO journey_log (tenant_id, program, customer_id, entry_id, seq, step, "
                            "what, at) VALUES (?, ?, ?, ?, 0, ?, 'entered', ?)",
                            [(t, p, c, ids[cid], first, tx.ts(now)) for t, p, c, cid, *_ in rows])
             stats.entered += len(rows)
 
 
-def _last_entries(tx: Any, program: str, customers: list[str]) -> dict[tuple[str, str], tuple[int, str, Any]]:
-    """``(tenant, customer)`` -> ``(id, status, entered_at)`` of their latest entry."""
-    cond, args = in_list(tx, "customer_id", customers)
+def _last_entries(tx: Any, program: str, customers: set[tuple[str, str]]
+                  ) -> dict[tuple[str, str], tuple[int, str, Any]]:
+    """``(tenant, customer)`` -> ``(id, status, entered_at)`` of their latest entry (read by
+    the index on tenant, customer and program)."""
     found: dict[tuple[str, str], tuple[int, str, Any]] = {}
-    rows = tx.execute(f"SELECT tenant_id, customer_id, id, status, entered_at FROM journey_entries "
-                      f"WHERE program = ? AND {cond} ORDER BY entered_at, id", (program, *args)).fetchall()
-    for tenant, customer, entry_id, status, entered_at in rows:
-        found[(tenant, customer)] = (int(entry_id), status, entered_at)  # the latest wins
+    for tenant in sorted({t for t, _ in customers}):
+        cond, args = in_list(tx, "customer_id", sorted(c for t, c in customers if t == tenant))
+        rows = tx.execute(f"SELECT customer_id, id, status, entered_at FROM journey_entries "
+                          f"WHERE tenant_id = ? AND {cond} AND program = ? ORDER BY entered_at, id",
+                          (tenant, *args, program), prepare=False).fetchall()
+        for customer, entry_id, status, entered_at in rows:
+            found[(tenant, customer)] = (int(entry_id), status, entered_at)  # the latest wins
     return found
 
 
@@ -191,16 +213,18 @@ def advance(store: Store, spec: Any, now: datetime) -> TickStats:
     moving = [(e, w) for e, w in walks if w.moves]
     stats.waiting = len(walks) - len(moving)
     for start in range(0, len(moving), CHUNK):
+        chunk = moving[start:start + CHUNK]
         with store.tx() as tx:
-            for entry, w in moving[start:start + CHUNK]:
-                if not write_walk(tx, spec, entry, w, now):
-                    stats.conflicts += 1
-                    continue
-                stats.moved += 1
-                stats.messages += sum(1 for _, _, send in w.moves if send is not None)
-                stats.completed += w.status == "completed"
-                stats.exited += w.status == "exited"
-                stats.waiting += w.status == "active"
+            moved = write_walks(tx, spec, chunk, now)
+        for entry, w in chunk:
+            if entry.id not in moved:
+                stats.conflicts += 1
+                continue
+            stats.moved += 1
+            stats.messages += sum(1 for _, _, send in w.moves if send is not None)
+            stats.completed += w.status == "completed"
+            stats.exited += w.status == "exited"
+            stats.waiting += w.status == "active"
     return stats
 
 
@@ -258,13 +282,7 @@ def _end(w: Walk, status: str, reason: str) -> Walk:
 
 def write_walk(tx: Any, spec: Any, entry: Entry, w: Walk, now: datetime) -> bool:
     """Store one entry's moves and messages, if nobody moved it since it was read."""
-    seq = entry.seq + len(w.moves)
-    ended = tx.ts(now) if w.status != "active" else None
-    changed = tx.execute("UPDATE journey_entries SET step = ?, seq = ?, step_since = ?, status = ?, "
-                         "reason = ?, updated_at = ?, ended_at = ? WHERE id = ? AND seq = ?",
-                         (w.step, seq, tx.ts(w.since), w.status, w.reason, tx.ts(now), ended, entry.id,
-                          entry.seq))
-    if changed.rowcount != 1:
+    if not write_walk_entry(tx, entry, w, now):
         return False
     for n, (step, what, send) in enumerate(w.moves, start=entry.seq + 1):
         candidate = insert_candidate(tx, message_row(spec, entry, step, n, send, now)) if send else None
@@ -273,6 +291,53 @@ def write_walk(tx: Any, spec: Any, entry: Entry, w: Walk, now: datetime) -> bool
                    (entry.tenant_id, entry.program, entry.customer_id, entry.id, n, step, what[:500],
                     candidate, tx.ts(now)))
     return True
+
+
+def write_walks(tx: Any, spec: Any, chunk: Sequence[tuple[Entry, Walk]], now: datetime) -> set[int]:
+    """Store the moves and messages of a chunk of entries in ``tx``, each entry only if
+    nobody moved it since it was read; the ids of the entries moved. A few statements per
+    chunk, not per entry: the conditional updates (one ``UPDATE ... FROM unnest`` on
+    PostgreSQL), the messages (one batch, then one read of their ids) and the log rows."""
+    moved = _move_entries(tx, chunk, now)
+    kept = [(e, w) for e, w in chunk if e.id in moved]
+    sends = [message_row(spec, e, step, n, send, now)
+             for e, w in kept for n, (step, _, send) in enumerate(w.moves, start=e.seq + 1) if send]
+    ids = insert_candidates(tx, sends)
+    tx.executemany("INSERT INTO journey_log (tenant_id, program, customer_id, entry_id, seq, step, what, "
+                   "candidate_id, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   [(e.tenant_id, e.program, e.customer_id, e.id, n, step, what[:500],
+                     ids[(e.tenant_id, message_dedup_key(spec.name, e.customer_id, e.id, step, n))]
+                     if send else None, tx.ts(now))
+                    for e, w in kept for n, (step, what, send) in enumerate(w.moves, start=e.seq + 1)])
+    return moved
+
+
+def _move_entries(tx: Any, chunk: Sequence[tuple[Entry, Walk]], now: datetime) -> set[int]:
+    """The conditional updates of a chunk (``seq`` as read); the ids that changed."""
+    if tx.dialect != "postgres" or not chunk:  # SQLite is in-process: no round trip per entry
+        return {e.id for (e, w) in chunk if write_walk_entry(tx, e, w, now)}
+    columns = list(zip(*[(w.step, e.seq + len(w.moves), w.since, w.status, w.reason,
+                          now if w.status != "active" else None, e.id, e.seq) for e, w in chunk],
+                         strict=True))
+    found = tx.execute(
+        "UPDATE journey_entries AS e SET step = v.step, seq = v.seq, step_since = v.since, "
+        "status = v.status, reason = v.reason, updated_at = ?, ended_at = v.ended "
+        "FROM unnest(CAST(? AS text[]), CAST(? AS bigint[]), CAST(? AS timestamptz[]), "
+        "CAST(? AS text[]), CAST(? AS text[]), CAST(? AS timestamptz[]), CAST(? AS bigint[]), "
+        "CAST(? AS bigint[])) AS v(step, seq, since, status, reason, ended, id, old_seq) "
+        "WHERE e.id = v.id AND e.seq = v.old_seq RETURNING e.id",
+        (now, *[list(c) for c in columns])).fetchall()
+    return {int(r[0]) for r in found}
+
+
+def write_walk_entry(tx: Any, entry: Entry, w: Walk, now: datetime) -> bool:
+    """One entry's conditional update (its new place), if nobody moved it since it was read."""
+    ended = tx.ts(now) if w.status != "active" else None
+    changed = tx.execute("UPDATE journey_entries SET step = ?, seq = ?, step_since = ?, status = ?, "
+                         "reason = ?, updated_at = ?, ended_at = ? WHERE id = ? AND seq = ?",
+                         (w.step, entry.seq + len(w.moves), tx.ts(w.since), w.status, w.reason,
+                          tx.ts(now), ended, entry.id, entry.seq))
+    return bool(changed.rowcount == 1)
 
 
 def message_dedup_key(program: str, customer: str, entry_id: int, step: str, seq: int) -> str:
@@ -303,4 +368,5 @@ def _json(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
-__all__ = ["TickStats", "Walk", "advance", "enter", "message_dedup_key", "tick", "walk", "write_walk"]
+__all__ = ["TickStats", "Walk", "advance", "enter", "message_dedup_key", "tick", "walk", "write_walk",
+           "write_walks"]

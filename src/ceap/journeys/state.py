@@ -134,6 +134,29 @@ def json_params(tx: Tx, names: Sequence[str]) -> str:
     return ", ".join("CAST(? AS JSONB)" if cast and n in json_cols else "?" for n in names)
 
 
+def insert_candidates(tx: Tx, rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], int]:
+    """Insert journey messages (``CANDIDATE_COLUMNS``) whose dedup keys are not there yet, in
+    one batch; ``(tenant, dedup key)`` -> id of each row's candidate, new or already there."""
+    if not rows:
+        return {}
+    values = []
+    for row in rows:
+        one = [json.dumps(row[n]) if n in JSON_COLUMNS and row[n] is not None else row[n]
+               for n in CANDIDATE_COLUMNS]
+        values.append([tx.ts(v) if isinstance(v, datetime) else v for v in one])
+    tx.executemany(f"INSERT INTO candidates ({', '.join(CANDIDATE_COLUMNS)}) VALUES "
+                   f"({json_params(tx, CANDIDATE_COLUMNS)}) ON CONFLICT (tenant_id, dedup_key) DO NOTHING",
+                   values)
+    ids: dict[tuple[str, str], int] = {}
+    for tenant in sorted({row["tenant_id"] for row in rows}):  # by (tenant_id, dedup_key), indexed
+        keys = sorted({r["dedup_key"] for r in rows if r["tenant_id"] == tenant})
+        cond, args = in_list(tx, "dedup_key", keys)
+        found = tx.execute(f"SELECT dedup_key, id FROM candidates WHERE tenant_id = ? AND {cond}",
+                           (tenant, *args)).fetchall()
+        ids.update({(tenant, key): int(cid) for key, cid in found})
+    return ids
+
+
 def insert_candidate(tx: Tx, row: dict[str, Any]) -> int:
     """Insert a journey message (``CANDIDATE_COLUMNS``) unless its dedup key is there;
     return its id either way."""

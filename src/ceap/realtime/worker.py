@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow.compute as pc
 
@@ -41,6 +41,9 @@ from ceap.spec import load_program
 from ceap.spec.program import ProgramSpec
 from ceap.store.base import Store
 
+if TYPE_CHECKING:
+    from ceap.journeys.ticker import JourneyTicker
+
 log = logging.getLogger(__name__)
 
 
@@ -56,6 +59,9 @@ class WorkerStats:
     erased: int = 0  # events of customers deleted before they arrived (docs/privacy.md)
     programs: list[str] = field(default_factory=list)
     lag: int | None = None
+    journey_ticks: int = 0  # journey ticks this worker ran (docs/journeys.md)
+    journey_entered: int = 0
+    journey_messages: int = 0
 
 
 class Worker:
@@ -63,8 +69,14 @@ class Worker:
                  context: PluginContext, *, batch: int = 1000, wait: float = 0.05,
                  registry: Registry | None = None, reload_every: float = 1.0,
                  clock: Callable[[], datetime] = utcnow, state_url: str | None = None,
-                 state_namespace: str = "ceap", stream: str = "events"):
+                 state_namespace: str = "ceap", stream: str = "events",
+                 journeys: JourneyTicker | None = None):
         self.store = store
+        #: ticks the journeys after a poll loop, at most every ``journeys.every`` by this
+        #: worker's clock (None: never)
+        self.journeys = journeys
+        if journeys is not None:
+            journeys.clock = clock
         #: the stream's name in ceap.yaml: the ``stream`` label of the worker's metrics
         self.stream = stream
         self.source = source
@@ -152,11 +164,27 @@ class Worker:
         self.stats.polls += 1
         if not received:
             self._process(received)
-            return 0
-        started = time.perf_counter()
-        with span("ceap.worker.batch", **{"ceap.stream": self.stream, "ceap.messages": len(received)}):
-            self._process(received, started)
+        else:
+            started = time.perf_counter()
+            with span("ceap.worker.batch", **{"ceap.stream": self.stream, "ceap.messages": len(received)}):
+                self._process(received, started)
+        if self.journeys is not None:
+            self._tick_journeys()
         return len(received)
+
+    def _tick_journeys(self) -> None:
+        """The journey tick, when due and when no other ticker holds the store's lease; a
+        failed tick is logged and tried again when due (the events are already stored)."""
+        try:
+            assert self.journeys is not None
+            done = self.journeys.maybe_tick()
+        except Exception:
+            log.exception("journey tick failed")
+            return
+        if done is not None:
+            self.stats.journey_ticks += 1
+            self.stats.journey_entered += done.entered
+            self.stats.journey_messages += done.messages
 
     def _process(self, received: list[Any], started: float | None = None) -> None:
         events, rejected, partitions = parse_received(received, self.context.tenant)

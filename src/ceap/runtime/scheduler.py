@@ -10,7 +10,9 @@ One tick (``Scheduler.tick``):
    as running (a run never overlaps itself) and run them through
    ``run_program``, the code path of ``ceap run``, with the window's time as
    the run's time;
-3. with ``dispatch``, one dispatcher pass over what is due.
+3. with ``journeys``, the journey tick (under its own store-wide lease, at most every
+   ``journeys.tick_every``: :mod:`ceap.journeys.ticker`);
+4. with ``dispatch``, one dispatcher pass over what is due.
 
 Which windows run: a window that fell due while this scheduler held the lease
 (or less than ``lease + poll`` before it took it) is on time; of several on-time
@@ -70,6 +72,8 @@ class TickReport:
     decisions: list[Decision] = field(default_factory=list)
     dispatched: DispatchStats | None = None
     dispatch_error: str | None = None
+    journeys: Any = None  # the journey tick's TickStats, when one ran
+    journeys_error: str | None = None
 
 
 def is_scheduled(spec: ProgramSpec) -> bool:
@@ -94,6 +98,7 @@ class Scheduler:
                  programs: Callable[[], Sequence[ProgramSpec]], *,
                  config: SchedulerConfig | None = None,
                  dispatch: Callable[[], DispatchStats] | None = None,
+                 journeys: Callable[[Sequence[ProgramSpec]], Any] | None = None,
                  clock: Callable[[], datetime] = utcnow, holder: str | None = None,
                  registry: Registry | None = None, lease_store: Store | None = None,
                  say: Callable[[str], None] | None = None):
@@ -102,6 +107,8 @@ class Scheduler:
         self.programs = programs
         self.config = config or SchedulerConfig()
         self.dispatch = dispatch
+        #: the journey tick, given the programs of this tick (``JourneyTicker.maybe_tick``)
+        self.journeys = journeys
         self.clock = clock
         self.holder = holder or default_worker_id()
         self.registry = registry
@@ -149,6 +156,12 @@ class Scheduler:
         self._export(scheduled, report.decisions)
         # a program removed, unscheduled or made real-time: its gauges go (no false "late")
         self._unexport(self._exported - {s.name for s in specs if is_scheduled(s)})
+        if self.journeys is not None and not self.stop.is_set() and not self._lost.is_set():
+            try:  # before dispatching: the messages it writes go out in this tick
+                report.journeys = self.journeys(specs)
+            except Exception as exc:  # the next tick tries again
+                log.exception("journey tick failed")
+                report.journeys_error = f"{type(exc).__name__}: {exc}"
         if self.dispatch is not None and not self.stop.is_set() and not self._lost.is_set():
             try:
                 report.dispatched = self.dispatch()

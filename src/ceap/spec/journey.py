@@ -255,3 +255,29 @@ def _cycle_without_wait(journey: Journey, edges: dict[str, list[tuple[str, str]]
             if found:
                 return found
     return None
+
+
+class JourneysConfig(BaseModel):
+    """``ceap.yaml``'s ``journeys:``: how ``ceap worker`` and ``ceap scheduler`` tick journeys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tick_every: Duration = Field(default=timedelta(seconds=5),
+                                 description="the worker and the scheduler tick the journeys at most "
+                                             "this often (by their clock); 0s: they do not")
+    lease: Duration = Field(default=timedelta(seconds=60),
+                            description="how long a ticker's claim on the store lasts unrenewed")
+
+    @field_validator("tick_every")
+    @classmethod
+    def _every(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() < 0:
+            raise ValueError("tick_every must not be negative")
+        return value
+
+    @field_validator("lease")
+    @classmethod
+    def _lease(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() < 3:
+            raise ValueError("lease must be at least 3s")
+        return value

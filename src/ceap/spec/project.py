@@ -20,6 +20,7 @@ from ceap.model import DEFAULT_TENANT
 from ceap.outcomes.config import ExportConfig, TrackingConfig, check_export_names
 from ceap.plugin import PluginContext
 from ceap.spec.issues import config_issues
+from ceap.spec.journey import JourneysConfig
 from ceap.spec.schedule import SchedulerConfig
 from ceap.spec.yaml_io import read_yaml_mapping
 
@@ -94,6 +95,8 @@ class ProjectConfig(BaseModel):
                                                     "streams)")
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig,
                                        description="`ceap scheduler`: time zone, dispatch, poll, lease")
+    journeys: JourneysConfig = Field(default_factory=JourneysConfig,
+                                     description="how often `ceap worker` and `ceap scheduler` tick journeys")
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 
     @field_validator("exports")

@@ -14,7 +14,10 @@ from typing import Any, Protocol
 class Tx(Protocol):
     dialect: str
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+    def execute(self, sql: str, params: Sequence[Any] = (), prepare: bool | None = None) -> Any:
+        """``prepare=False``: plan this statement afresh each time (PostgreSQL), for a
+        lookup by index on a table that grows while the connection lives: a plan cached
+        while it was empty would scan it whole."""
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
 
@@ -29,7 +32,7 @@ class SqliteTx:
     def __init__(self, conn: Any):
         self.conn = conn
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+    def execute(self, sql: str, params: Sequence[Any] = (), prepare: bool | None = None) -> Any:
         return self.conn.execute(sql, tuple(params))
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -50,8 +53,8 @@ class PostgresTx:
     def __init__(self, cursor: Any):
         self.cursor = cursor
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        self.cursor.execute(sql.replace("?", "%s"), tuple(params))
+    def execute(self, sql: str, params: Sequence[Any] = (), prepare: bool | None = None) -> Any:
+        self.cursor.execute(sql.replace("?", "%s"), tuple(params), prepare=prepare)
         return self.cursor
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:

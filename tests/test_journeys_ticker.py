@@ -1,0 +1,210 @@
+"""Journeys move without a process of their own: ``ceap worker`` ticks them each poll loop
+(at most every ``tick_every`` by its clock), ``ceap scheduler`` in its tick before
+dispatching, and of several tickers on one store one ticks at a time (the store's lease)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import ceap.journeys.ticker as ticker_module
+from ceap.journeys.ticker import LEASE, JourneyPrograms, JourneyTicker
+from ceap.model import CandidateQuery
+from ceap.plugin import PluginContext
+from ceap.realtime.replay import ReplayConnector
+from ceap.realtime.worker import Worker
+from ceap.runtime.schedule_book import ScheduleBook
+from ceap.runtime.scheduler import Scheduler
+from ceap.spec.schedule import SchedulerConfig
+from ceap.store import Store, open_store
+from ceap.testing import FakeClock
+from tests.journey_helpers import events_program
+
+T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+JOURNEY = {"steps": [
+    {"id": "email", "send": {"channels": ["email"]}},
+    {"id": "pause", "wait_for": {"events": ["opened"], "within": "1h"}},
+    {"id": "sms", "send": {"channels": ["sms"]}},
+]}
+
+
+class Project:
+    def __init__(self, root: Path, store: Store):
+        self.root, self.store = root, store
+        self.programs = root / "programs"
+        self.programs.mkdir()
+        (self.programs / "nudge.yaml").write_text(yaml.safe_dump(events_program("nudge", "signup", JOURNEY)))
+        self.context = PluginContext(base_dir=root, store=store)
+        self.clock = FakeClock(T0)
+        self.replays = 0
+
+    def ticker(self, holder: str, store: Store | None = None, every: float = 5) -> JourneyTicker:
+        return JourneyTicker(store or self.store, JourneyPrograms(self.programs),
+                             every=timedelta(seconds=every), clock=self.clock, holder=holder)
+
+    def worker(self, customers: list[str], ticker: JourneyTicker | None) -> Worker:
+        """A worker over a replay of one ``signup`` per customer, at the clock's time."""
+        self.replays += 1
+        path = self.root / f"events{self.replays}.jsonl"
+        path.write_text("\n".join(json.dumps({"id": f"e{self.replays}-{c}", "customer_id": c,
+                                              "type": "signup", "ts": self.clock().isoformat()})
+                                  for c in customers))
+        source = ReplayConnector.from_dict({"type": "replay", "path": path.name}, self.context)
+        return Worker(self.store, source, self.programs, self.context, reload_every=0, clock=self.clock,
+                      journeys=ticker)
+
+    def messages(self) -> list[tuple[str, list[str]]]:
+        found = self.store.candidates(CandidateQuery(program="nudge", limit=1000, include_expired=True))
+        return sorted((c.customer_id, c.channels) for c in found if c.dedup_key.startswith("journey:"))
+
+
+@pytest.fixture
+def project(tmp_path: Path, store: Store) -> Project:
+    return Project(tmp_path, store)
+
+
+def test_the_worker_ticks_journeys_enters_and_takes_a_wait_timeout(project: Project) -> None:
+    p = project
+    worker = p.worker(["c1", "c2"], p.ticker("worker-1"))
+    try:
+        stats = worker.run(until_idle=True)
+        # the poll that stored the tickets ticked: both entered and got the e-mail; the later
+        # polls of this run came before tick_every passed on the worker's clock: no more ticks
+        assert (stats.journey_ticks, stats.journey_entered, stats.journey_messages) == (1, 2, 2)
+        assert p.messages() == [("c1", ["email"]), ("c2", ["email"])]
+        p.clock.advance(minutes=30)  # inside the 1h wait: a tick moves nobody
+        worker.run(until_idle=True)
+        assert (stats.journey_ticks, stats.journey_messages) == (2, 2)
+        p.clock.advance(minutes=31)  # the wait's window has passed: the timeout sends the SMS
+        worker.run(until_idle=True)
+        assert (stats.journey_ticks, stats.journey_messages) == (3, 4)
+        assert p.messages() == [("c1", ["email"]), ("c1", ["sms"]), ("c2", ["email"]), ("c2", ["sms"])]
+    finally:
+        worker.close()
+
+
+def test_a_worker_without_a_ticker_leaves_the_tickets(project: Project) -> None:
+    worker = project.worker(["c1"], None)
+    try:
+        assert worker.run(until_idle=True).journey_ticks == 0
+    finally:
+        worker.close()
+    assert project.messages() == []
+
+
+def test_two_tickers_at_once_one_ticks(project: Project, store_url: str,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    p = project
+    worker = p.worker(["c1", "c2", "c3"], None)  # tickets only
+    worker.run(until_idle=True)
+    worker.close()
+    other_store = open_store(store_url)
+    try:
+        a, b = p.ticker("A"), p.ticker("B", other_store)
+        real_tick = ticker_module.tick
+        during: list[Any] = []
+
+        def tick_while_b_tries(*args: Any, **kw: Any) -> Any:
+            during.append(b.run())  # B, on its own connection, tries while A is ticking
+            return real_tick(*args, **kw)
+
+        monkeypatch.setattr(ticker_module, "tick", tick_while_b_tries)
+        done = a.run()
+        monkeypatch.setattr(ticker_module, "tick", real_tick)
+        assert during == [None] and b.holder_seen == "A"
+        assert done is not None and (done.entered, done.messages) == (3, 3)
+        # A gave the lease up at the end of its tick: B ticks now, and has nothing to do
+        again = b.run()
+        assert again is not None and (again.entered, again.messages, again.moved) == (0, 0, 0)
+        assert len(p.messages()) == 3
+    finally:
+        other_store.close()
+
+
+def test_a_crashed_tickers_lease_lapses(project: Project) -> None:
+    p = project
+    worker = p.worker(["c1"], None)
+    worker.run(until_idle=True)
+    worker.close()
+    book = ScheduleBook(p.store, "")
+    assert book.acquire(LEASE, "crashed", p.clock(), timedelta(seconds=60)) is not None
+    b = p.ticker("B")
+    assert b.run() is None and b.holder_seen == "crashed"
+    assert p.messages() == []
+    p.clock.advance(seconds=61)
+    done = b.run()
+    assert done is not None and done.messages == 1
+
+
+def test_the_scheduler_ticks_journeys_before_dispatching(project: Project) -> None:
+    p = project
+    worker = p.worker(["c1"], None)
+    worker.run(until_idle=True)
+    worker.close()
+    seen_by_dispatch: list[list[tuple[str, list[str]]]] = []
+
+    def dispatch() -> Any:
+        seen_by_dispatch.append(p.messages())
+        return None
+
+    ticker = p.ticker("scheduler-A")
+    from ceap.spec import load_program
+
+    specs = [load_program(p.programs / "nudge.yaml")]
+    sched = Scheduler(p.store, p.context, lambda: specs, config=SchedulerConfig(), clock=p.clock,
+                      holder="scheduler-A", dispatch=dispatch, journeys=ticker.maybe_tick)
+    report = sched.tick()
+    assert report.leader and report.journeys is not None
+    assert (report.journeys.entered, report.journeys.messages) == (1, 1)
+    assert seen_by_dispatch == [[("c1", ["email"])]]  # the tick's message, dispatched in the same tick
+    # a standby scheduler neither ticks journeys nor dispatches
+    other = Scheduler(p.store, p.context, lambda: specs, config=SchedulerConfig(), clock=p.clock,
+                      holder="scheduler-B", dispatch=dispatch, journeys=p.ticker("scheduler-B").maybe_tick)
+    assert other.tick().journeys is None and len(seen_by_dispatch) == 1
+    p.clock.advance(hours=2)
+    later = sched.tick()
+    assert later.journeys is not None and later.journeys.messages == 1
+    assert p.messages() == [("c1", ["email"]), ("c1", ["sms"])]
+
+
+def test_journeys_tick_command_stands_by_while_another_ticker_holds_the_lease(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ceap.cli import app
+
+    store_url = f"sqlite:///{tmp_path / 'cli.db'}"
+    store = open_store(store_url)
+    p = Project(tmp_path, store)
+    worker = p.worker(["c1"], None)
+    worker.run(until_idle=True)
+    worker.close()
+    far = datetime.now(UTC) + timedelta(hours=1)  # a live holder, whatever the real clock says
+    ScheduleBook(store, "").acquire(LEASE, "worker-elsewhere", far, timedelta(seconds=60))
+    store.close()
+    base = ["--project", str(tmp_path), "--store", store_url]
+    held = CliRunner().invoke(app, [*base, "journeys", "tick", "--json"])
+    assert held.exit_code == 0, held.output
+    assert json.loads(held.stdout)["entered"] == 0
+    assert "another ticker (worker-elsewhere) is ticking this store: not ticking now" in held.stderr
+    store = open_store(store_url)
+    ScheduleBook(store, "").release(LEASE, "worker-elsewhere", datetime.now(UTC))
+    store.close()
+    free = CliRunner().invoke(app, [*base, "journeys", "tick", "--json"])
+    assert json.loads(free.stdout)["entered"] == 1
+
+
+def test_a_tick_with_a_clock_ahead_does_not_hold_the_others_back(project: Project) -> None:
+    """``ceap scheduler --once --now`` in the future: its lease, given up, lets the others tick."""
+    p = project
+    worker = p.worker(["c1"], None)
+    worker.run(until_idle=True)
+    worker.close()
+    ahead = JourneyTicker(p.store, JourneyPrograms(p.programs), clock=lambda: T0 + timedelta(days=3),
+                          holder="ahead")
+    assert ahead.run() is not None
+    assert p.ticker("now").run() is not None
