@@ -61,8 +61,9 @@ def quix_version(python: str) -> str:
     except OSError as exc:
         raise SystemExit(f"--quix-python {python}: {exc.strerror}. Create the venv:\n{CREATE}") from None
     if out.returncode:
-        raise SystemExit(f"--quix-python {python}: quixstreams does not import "
-                         f"({out.stderr.strip().splitlines()[-1:]}). Create the venv:\n{CREATE}")
+        last = (out.stderr.strip().splitlines() or ["no message"])[-1]
+        raise SystemExit(f"--quix-python {python}: quixstreams does not import ({last}). "
+                         f"Create the venv:\n{CREATE}")
     return out.stdout.strip()
 
 
