@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-api-fuzz test-clock test-clock-ci lint bench bench-serving bench-uplift bench-scale bench-realtime-recovery setup clean \
+.PHONY: demo test test-api-fuzz test-clock test-clock-ci lint bench bench-serving bench-uplift bench-scale bench-realtime-recovery bench-quix setup clean \
 	screenshots bench-dashboard
 
 $(BIN)/python:
@@ -79,6 +79,16 @@ bench-uplift: setup
 # SIGKILL a worker 10 times during a replay over a group of two (Kafka protocol, PostgreSQL store)
 bench-realtime-recovery: setup
 	nice $(BIN)/python bench/realtime_recovery.py --pg $(or $(CEAP_TEST_PG),postgresql://postgres@127.0.0.1:5432/test)
+
+# CEAP's worker against Quix Streams on the same windowed count, 1 and 2 partitions (Tansu);
+# Quix in its own venv, never in .venv (bench/README.md, "Real-time peer: Quix Streams")
+QUIX_VENV := .venv-quix
+$(QUIX_VENV)/bin/python:
+	$(PY) -m venv $(QUIX_VENV)
+	$(QUIX_VENV)/bin/pip install --quiet 'quixstreams==3.28.1'
+
+bench-quix: setup $(QUIX_VENV)/bin/python
+	nice $(BIN)/python bench/quix_peer.py --quix-python $(QUIX_VENV)/bin/python
 
 # local[2] at 10M rows (bench/README.md, "Scale"); more than an hour on a 2-core machine
 bench-scale: setup

@@ -130,9 +130,11 @@ def end_to_end(root: Path, bootstrap: str, topic: str, total: int, batch: int,
         worker.step()
     stats = worker.stats
     worker.close()
+    with store.tx() as tx:
+        flagged = int(tx.execute("SELECT count(DISTINCT customer_id) FROM candidates").fetchone()[0])
     store.close()
     return {"events": stats.events, "seconds": seconds, "cpu": cpu, "late": stats.late,
-            "candidates": stats.candidates}
+            "candidates": stats.candidates, "customers": flagged}
 
 
 def main(argv: list[str] | None = None) -> int:
