@@ -36,6 +36,20 @@ def add_columns(table: str, columns: dict[str, list[tuple[str, str]]]) -> None:
             op.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
 
+def execute_for_dialect(statements: dict[str, list[str]]) -> None:
+    """For a revision's ``upgrade()``: run ``statements[dialect]`` (``sqlite`` or
+    ``postgresql``) in order."""
+    from alembic import context, op
+
+    for statement in statements[context.get_context().dialect.name]:
+        op.execute(statement)
+
+
+def no_downgrade() -> None:
+    """A revision's ``downgrade()``: schema changes are not undone; restore a backup."""
+    raise NotImplementedError("restore a backup instead")
+
+
 def _config() -> Config:
     from alembic.config import Config
 

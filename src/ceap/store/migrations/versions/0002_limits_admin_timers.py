@@ -9,9 +9,7 @@ Revises: 0001
 
 from __future__ import annotations
 
-from alembic import context, op
-
-from ceap.store.migrations import add_columns
+from ceap.store.migrations import add_columns, execute_for_dialect, no_downgrade
 
 revision = "0002"
 down_revision = "0001"
@@ -20,9 +18,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    dialect = context.get_context().dialect.name  # "sqlite" or "postgresql"
-    for statement in STATEMENTS[dialect]:
-        op.execute(statement)
+    execute_for_dialect(STATEMENTS)
     add_columns("timers", {"sqlite": [("partition_key", "TEXT"), ("claimed_until", "TEXT")],
                            "postgresql": [("partition_key", "TEXT"), ("claimed_until", "TIMESTAMPTZ")]})
     add_columns("api_keys", {
@@ -32,8 +28,7 @@ def upgrade() -> None:
                        ("revoked_by", "TEXT")]})
 
 
-def downgrade() -> None:
-    raise NotImplementedError("restore a backup instead")
+downgrade = no_downgrade
 
 
 STATEMENTS = {

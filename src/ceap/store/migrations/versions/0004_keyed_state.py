@@ -8,9 +8,7 @@ Revises: 0003
 
 from __future__ import annotations
 
-from alembic import context, op
-
-from ceap.store.migrations import add_columns
+from ceap.store.migrations import add_columns, execute_for_dialect, no_downgrade
 
 revision = "0004"
 down_revision = "0003"
@@ -19,15 +17,12 @@ depends_on = None
 
 
 def upgrade() -> None:
-    dialect = context.get_context().dialect.name  # "sqlite" or "postgresql"
     add_columns("event_log", {"sqlite": [("partition_key", "TEXT")],
                               "postgresql": [("partition_key", "TEXT")]})
-    for statement in STATEMENTS[dialect]:
-        op.execute(statement)
+    execute_for_dialect(STATEMENTS)
 
 
-def downgrade() -> None:
-    raise NotImplementedError("restore a backup instead")
+downgrade = no_downgrade
 
 
 STATEMENTS = {

@@ -8,7 +8,7 @@ Revises: 0004
 
 from __future__ import annotations
 
-from alembic import context, op
+from ceap.store.migrations import execute_for_dialect, no_downgrade
 
 revision = "0005"
 down_revision = "0004"
@@ -17,13 +17,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    dialect = context.get_context().dialect.name  # "sqlite" or "postgresql"
-    for statement in STATEMENTS[dialect]:
-        op.execute(statement)
+    execute_for_dialect(STATEMENTS)
 
 
-def downgrade() -> None:
-    raise NotImplementedError("restore a backup instead")
+downgrade = no_downgrade
 
 
 _INDEXES = [

@@ -7,7 +7,7 @@ Revises: 0005
 
 from __future__ import annotations
 
-from alembic import context, op
+from ceap.store.migrations import execute_for_dialect, no_downgrade
 
 revision = "0006"
 down_revision = "0005"
@@ -16,13 +16,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    dialect = context.get_context().dialect.name  # "sqlite" or "postgresql"
-    for statement in STATEMENTS[dialect]:
-        op.execute(statement)
+    execute_for_dialect(STATEMENTS)
 
 
-def downgrade() -> None:
-    raise NotImplementedError("restore a backup instead")
+downgrade = no_downgrade
 
 
 def _statements(ident: str, ts: str, n: str) -> list[str]:

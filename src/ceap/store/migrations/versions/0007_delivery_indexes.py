@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from alembic import op
 
+from ceap.store.migrations import no_downgrade
+
 revision = "0007"
 down_revision = "0006"
 branch_labels = None
@@ -43,5 +45,4 @@ def upgrade() -> None:
         op.execute(statement)
 
 
-def downgrade() -> None:
-    raise NotImplementedError("restore a backup instead")
+downgrade = no_downgrade
