@@ -31,7 +31,8 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-def _event_types(names: list[str]) -> list[str]:
+def check_event_types(names: list[str]) -> list[str]:
+    """``names`` if each is an event type as events carry them (``ceap.realtime.events``)."""
     for name in names:
         if not EVENT_TYPE.fullmatch(name):
             raise ValueError(f"{name!r} is not an event type (letters, digits, _ . : -)")
@@ -66,7 +67,7 @@ class WaitFor(_Strict):
     @field_validator("events")
     @classmethod
     def _types(cls, value: dict[str, str | None]) -> dict[str, str | None]:
-        _event_types(list(value))
+        check_event_types(list(value))
         return value
 
     @field_validator("within")
@@ -135,7 +136,7 @@ class Journey(_Strict):
     @field_validator("exit_on")
     @classmethod
     def _types(cls, value: list[str]) -> list[str]:
-        return _event_types(value)
+        return check_event_types(value)
 
     def step(self, step_id: str) -> Step | None:
         return next((s for s in self.steps if s.id == step_id), None)

@@ -16,7 +16,7 @@ from ceap.realtime.spec import EscalationStep, StateFeature
 from ceap.scorers.base import ScorerConfig
 from ceap.spec.digest import NEVER_HELD, Digest
 from ceap.spec.experiment import Experiment
-from ceap.spec.journey import Journey, journey_problem
+from ceap.spec.journey import Journey, check_event_types, journey_problem
 from ceap.spec.schedule import ScheduleField
 from ceap.sqlexpr import check_expression
 
@@ -73,9 +73,6 @@ class Action(Strict):
                                   "customer (docs/digests.md)")
 
 
-EVENT_TYPE_PATTERN = r"^[A-Za-z0-9_.:\-]+$"  # as an event's ``type`` (ceap.realtime.events)
-
-
 class Goal(Strict):
     """What counts as the program having worked: goal events within a window of the touch."""
 
@@ -92,9 +89,7 @@ class Goal(Strict):
     @field_validator("event")
     @classmethod
     def _types(cls, value: list[str]) -> list[str]:
-        for name in value:
-            if not re.fullmatch(EVENT_TYPE_PATTERN, name) or len(name) > 100:
-                raise ValueError(f"{name!r} is not an event type (letters, digits, _ . : -)")
+        check_event_types(value)
         if len(set(value)) != len(value):
             raise ValueError("an event type is listed twice")
         return value
