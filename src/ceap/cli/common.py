@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import atexit
 import gc
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -130,6 +132,14 @@ def echo(text: str, *, ok: str = "", error: bool = False) -> None:
     if ok:
         typer.secho(ok + " ", fg="green", nl=False, err=error)
     typer.echo(text, err=error)
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGINT or SIGTERM: a long-running command finishes its step, then stops."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
 
 
 def fail_spec(errors: list[SpecError]) -> None:

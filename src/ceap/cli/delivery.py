@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
@@ -11,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ceap.cli.common import JsonOption, app, err, out, state
+from ceap.cli.common import JsonOption, app, err, out, state, stop_on_signals
 from ceap.cli.observe import MetricsAddrOption, MetricsPortOption, start_metrics
 from ceap.cli.output import Column, Sheet, show
 from ceap.errors import CeapError, SpecError
@@ -138,9 +136,7 @@ def dispatch(
     project = state.project()
     start_metrics(metrics_port, metrics_addr)
     store = state.open_store(project)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     try:
         dispatcher = build_dispatcher(project, store, batch_size=batch_size,
                                       lease=timedelta(seconds=lease))

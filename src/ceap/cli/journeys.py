@@ -3,13 +3,11 @@ and ``ceap journeys tick`` (enter and advance; docs/journeys.md)."""
 
 from __future__ import annotations
 
-import signal
-import threading
 from typing import Annotated, Any
 
 import typer
 
-from ceap.cli.common import JsonOption, app, err, fail_spec, load_specs, state
+from ceap.cli.common import JsonOption, app, err, fail_spec, load_specs, state, stop_on_signals
 from ceap.cli.output import Column, Sheet, print_json, show, write
 from ceap.errors import CeapError, SpecError
 
@@ -100,9 +98,7 @@ def tick_command(
     except SpecError as exc:
         fail_spec([exc])
     store = state.open_store(project)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     total = TickStats()
     ticker = JourneyTicker(store, lambda: specs, lease=project.journeys.lease)
     was: str | None = None

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ceap.cli.common import app, err, out, state
+from ceap.cli.common import app, err, out, state, stop_on_signals
 from ceap.errors import CeapError, SpecError
 
 outcomes_app = typer.Typer(help="Goal events, attribution and the outbound stream of outcomes.",
@@ -102,7 +102,6 @@ def export(
     as_json: Annotated[bool, typer.Option("--json", help="print the counts as JSON")] = False,
 ) -> None:
     """Send what happened (sent, suppressed, engaged, converted) to ceap.yaml's exports."""
-    import signal
 
     from ceap.model import utcnow
     from ceap.outcomes.exports import run_exports
@@ -112,10 +111,7 @@ def export(
         err.print("no exports in ceap.yaml (see docs/outcomes.md)")
         raise typer.Exit(2)
     store = state.open_store(project)
-    stop = threading.Event()
-    if follow:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals() if follow else threading.Event()
 
     def opener(name: str) -> Any:
         from ceap.realtime.setup import open_stream

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ceap.cli.common import app, err, out, state
+from ceap.cli.common import app, err, out, state, stop_on_signals
 from ceap.cli.observe import MetricsAddrOption, MetricsPortOption, start_metrics
 from ceap.errors import CeapError, SpecError
 
@@ -43,9 +41,7 @@ def worker(
     project = state.project()
     start_metrics(metrics_port, metrics_addr)
     store = state.open_store(project)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     try:
         source = open_stream(project, stream, store)
         context = source.context
