@@ -43,7 +43,8 @@ test-clock: setup
 CLOCK_CI_TESTS := tests/test_dispatcher.py tests/test_policies.py tests/test_realtime.py \
 	tests/test_channel_sms_voice.py tests/test_channel_webhooks.py tests/test_api_callbacks.py \
 	tests/test_stores.py tests/test_inapp_channel.py tests/test_scheduler.py tests/test_attribution.py \
-	tests/test_tracking.py tests/test_bandit.py
+	tests/test_tracking.py tests/test_bandit.py tests/test_digests.py tests/test_digest_docs.py \
+	tests/test_journeys.py tests/test_journeys_flows.py tests/test_journeys_ticker.py
 test-clock-ci: setup
 	@$(MAKE) --no-print-directory test-clock CLOCK_TESTS="$(CLOCK_CI_TESTS)"
 
