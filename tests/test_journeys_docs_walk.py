@@ -1,0 +1,83 @@
+"""What a new user following docs/journeys.md and docs/digests.md ran into, each held to
+what the docs now say: the digest example keeps every comment, and ``ceap scheduler
+--once --now`` in the future (the docs' way to see a wait's timeout or a digest come due)
+does not leave the other schedulers standing by until that time."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from ceap.journeys.plot import render
+from ceap.model import CandidateQuery
+from ceap.plugin import PluginContext
+from ceap.realtime.replay import ReplayConnector
+from ceap.realtime.worker import Worker
+from ceap.runtime.scheduler import Scheduler
+from ceap.spec import load_program
+from ceap.spec.schedule import SchedulerConfig
+from ceap.store import Store
+from ceap.testing import FakeClock
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def yaml_block(doc: str, first_line: str) -> str:
+    """The ```yaml block of ``doc`` whose first line is ``first_line``."""
+    for block in re.findall(r"```yaml\n(.*?)```", (DOCS / doc).read_text(), re.S):
+        if block.startswith(first_line):
+            return str(block)
+    raise AssertionError(f"no yaml block starting {first_line!r} in {doc}")
+
+
+def test_the_digest_example_holds_every_comment_of_a_customer(tmp_path: Path, store: Store) -> None:
+    """digests.md: "every comment is a candidate, not only the best one" -- with the
+    example as written (it once left out subject_id, and 3 comments made 1 candidate)."""
+    (tmp_path / "programs").mkdir()
+    (tmp_path / "programs" / "comments.yaml").write_text(yaml_block("digests.md", "# programs/comments.yaml"))
+    spec = load_program(tmp_path / "programs" / "comments.yaml")
+    assert spec.action.digest is not None and spec.source.type == "events"
+    events = [{"id": f"e{i}", "customer_id": "alice", "type": "comment_posted",
+               "ts": (T0 + timedelta(minutes=i)).isoformat(),
+               "attributes": {"comment_id": f"k{i}", "author": f"user{i}", "text": f"comment {i}"}}
+              for i in range(3)]
+    (tmp_path / "events.jsonl").write_text("\n".join(json.dumps(e) for e in events))
+    context = PluginContext(base_dir=tmp_path, store=store)
+    source = ReplayConnector.from_dict({"type": "replay", "path": "events.jsonl"}, context)
+    worker = Worker(store, source, tmp_path / "programs", context, reload_every=0,
+                    clock=FakeClock(T0 + timedelta(minutes=5)), journeys=None)
+    try:
+        worker.run(until_idle=True)
+    finally:
+        worker.close()
+    held = store.candidates(CandidateQuery(program="comments", limit=10, include_expired=True))
+    assert sorted((c.status, c.payload["author"]) for c in held) == [
+        ("digest", "user0"), ("digest", "user1"), ("digest", "user2")]
+
+
+def test_the_journey_docs_example_plots_as_documented(tmp_path: Path) -> None:
+    """journeys.md: the trial_nudge program and its `--plot --format text` output."""
+    program = yaml_block("journeys.md", "name: trial_nudge")
+    (tmp_path / "trial_nudge.yaml").write_text(program)
+    spec = load_program(tmp_path / "trial_nudge.yaml")
+    text = (DOCS / "journeys.md").read_text()
+    shown = text.split("$ ceap journey trial_nudge --plot --format text\n", 1)[1].split("```", 1)[0]
+    assert render(spec.journey, "text", spec.action) == shown
+
+
+def _scheduler(store: Store, tmp_path: Path, holder: str, clock: Any) -> Scheduler:
+    return Scheduler(store, PluginContext(base_dir=tmp_path, store=store), list,
+                     config=SchedulerConfig(dispatch=False), clock=clock, holder=holder)
+
+
+def test_scheduler_once_with_a_clock_ahead_gives_its_lease_up(tmp_path: Path, store: Store) -> None:
+    """`ceap scheduler --once --now <a day ahead>` (journeys.md, digests.md trials): once it
+    is done, a scheduler on today's clock is active at once, not a day later."""
+    ahead = _scheduler(store, tmp_path, "ahead", FakeClock(T0 + timedelta(days=1)))
+    ahead.run(once=True, heartbeat=False)
+    now = _scheduler(store, tmp_path, "now", FakeClock(T0))
+    assert now.tick().leader
