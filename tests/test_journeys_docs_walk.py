@@ -81,3 +81,36 @@ def test_scheduler_once_with_a_clock_ahead_gives_its_lease_up(tmp_path: Path, st
     ahead.run(once=True, heartbeat=False)
     now = _scheduler(store, tmp_path, "now", FakeClock(T0))
     assert now.tick().leader
+
+
+def test_scheduler_prints_the_journey_tick_before_the_dispatch_it_feeds(tmp_path: Path) -> None:
+    """journeys.md: the scheduler ticks "before its dispatcher pass, so the messages a tick
+    writes go out in the same tick"; its lines come in that order too (they were printed
+    dispatch first, as if the pass had run before the tick)."""
+    from typer.testing import CliRunner
+
+    from ceap.cli import app
+    from ceap.model import RunRecord
+    from ceap.store import open_store
+    from ceap.testing import make_candidates
+
+    (tmp_path / "programs").mkdir()
+    program = {"name": "series", "source": {"type": "csv", "path": "x.csv"},
+               "action": {"type": "inform", "channels": ["email"]},
+               "journey": {"steps": [{"id": "hello", "send": {}},
+                                     {"id": "pause", "wait_for": {"within": "1d"}}]}}
+    (tmp_path / "programs" / "series.yaml").write_text(json.dumps(program))
+    url = f"sqlite:///{tmp_path / 'ceap.db'}"
+    at = datetime.now(UTC).replace(microsecond=0)
+    store = open_store(url)
+    store.write_run(RunRecord("r1", "default", "series", "succeeded", at),
+                    make_candidates(1, now=at, program="series", status="journey", payload={},
+                                    dedup_key=lambda i: f"ticket-{i}"))
+    store.close()
+    done = CliRunner().invoke(app, ["--project", str(tmp_path), "--store", url, "scheduler", "--once",
+                                    "--now", (at + timedelta(minutes=1)).isoformat()])
+    assert done.exit_code == 0, done.output
+    lines = [json.loads(line)["event"] for line in done.stderr.splitlines() if line.startswith("{")]
+    journeys = [i for i, e in enumerate(lines) if e.startswith("journeys: entered 1")]
+    dispatch = [i for i, e in enumerate(lines) if e.startswith("dispatch: ")]
+    assert journeys and dispatch and journeys[0] < dispatch[0], lines
