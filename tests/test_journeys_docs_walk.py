@@ -114,3 +114,35 @@ def test_scheduler_prints_the_journey_tick_before_the_dispatch_it_feeds(tmp_path
     journeys = [i for i, e in enumerate(lines) if e.startswith("journeys: entered 1")]
     dispatch = [i for i, e in enumerate(lines) if e.startswith("dispatch: ")]
     assert journeys and dispatch and journeys[0] < dispatch[0], lines
+
+
+def test_a_branch_reads_context_columns_not_the_sources_other_columns(tmp_path: Path, store: Store) -> None:
+    """journeys.md, branch.if: "The source's other columns are not there: list the ones a
+    branch reads in source.context"; without it the entries exit with the branch's error."""
+    from ceap.journeys.engine import tick
+    from ceap.journeys.state import customer_entries
+    from ceap.runtime import run_program
+    from ceap.spec import parse_program
+
+    (tmp_path / "trials.csv").write_text("customer_id,plan\nc1,pro\nc2,free\n")
+    steps = [{"id": "welcome", "send": {}}, {"id": "pause1", "wait_for": {"within": "1d"}},
+             {"id": "is_pro", "branch": {"if": "plan = 'pro'", "then": "tips", "else": "end"}},
+             {"id": "tips", "send": {}}]
+    context = PluginContext(base_dir=tmp_path, store=store)
+    outcome: dict[str, dict[str, tuple[str, str, str | None]]] = {}
+    for name, source in (("listed", {"context": ["plan"]}), ("unlisted", {})):
+        spec = parse_program({"name": name,
+                              "source": {"type": "csv", "path": str(tmp_path / "trials.csv"), **source},
+                              "action": {"type": "inform", "channels": ["inapp"]},
+                              "journey": {"steps": steps}})
+        run_program(spec, store, context, now=T0)
+        tick(store, [spec], now=T0)
+        tick(store, [spec], now=T0 + timedelta(days=1, seconds=1))
+        with store.tx() as tx:
+            outcome[name] = {c: (e.status, e.step, e.reason) for c in ("c1", "c2")
+                             for e in customer_entries(tx, "default", c, name)}
+    assert {c: got[:2] for c, got in outcome["listed"].items()} == {"c1": ("completed", "tips"),
+                                                                    "c2": ("completed", "is_pro")}
+    for status, step, reason in outcome["unlisted"].values():
+        assert (status, step) == ("exited", "is_pro")
+        assert reason is not None and reason.startswith("branch is_pro: ") and '"plan"' in reason
