@@ -240,7 +240,7 @@ def test_cli_plot_customer_and_tick(tmp_path: Path) -> None:
     base = ["--project", str(tmp_path), "--store", store_url]
     plot = runner.invoke(app, [*base, "journey", "series", "--plot", "--format", "text"])
     assert plot.exit_code == 0 and "pause: wait 1d for nothing (a delay)" in plot.output
-    bad = runner.invoke(app, [*base, "journey", "series", "--plot", "--format", "png"])
+    bad = runner.invoke(app, [*base, "journey", "series", "--plot", "--format", "gif"])
     assert bad.exit_code == 2
     ticked = runner.invoke(app, [*base, "journeys", "tick", "--json"])
     assert ticked.exit_code == 0, ticked.output

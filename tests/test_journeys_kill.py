@@ -51,7 +51,7 @@ def counts(url: str) -> tuple[int, int]:
 
 
 def lapse_lease(url: str) -> None:
-    """What ``journeys.lease`` (60 s) of waiting does after a ticker was killed: its lease on
+    """What ``journeys.lease`` (default 6 s) of waiting does after a ticker was killed: its lease on
     the store lapses, and the next tick may go (docs/journeys.md, who ticks)."""
     store = open_store(url)
     try:

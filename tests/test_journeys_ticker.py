@@ -5,15 +5,21 @@ dispatching, and of several tickers on one store one ticks at a time (the store'
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
 
 import ceap.journeys.ticker as ticker_module
-from ceap.journeys.ticker import LEASE, JourneyPrograms, JourneyTicker
+from ceap.journeys.engine import TickStats
+from ceap.journeys.ticker import DEFAULT_LEASE, LEASE, JourneyPrograms, JourneyTicker
 from ceap.model import CandidateQuery
 from ceap.plugin import PluginContext
 from ceap.realtime.replay import ReplayConnector
@@ -43,9 +49,11 @@ class Project:
         self.clock = FakeClock(T0)
         self.replays = 0
 
-    def ticker(self, holder: str, store: Store | None = None, every: float = 5) -> JourneyTicker:
+    def ticker(self, holder: str, store: Store | None = None, every: float = 5,
+               beat_every: float | None = None) -> JourneyTicker:
         return JourneyTicker(store or self.store, JourneyPrograms(self.programs),
-                             every=timedelta(seconds=every), clock=self.clock, holder=holder)
+                             every=timedelta(seconds=every), clock=self.clock, holder=holder,
+                             beat_every=beat_every)
 
     def worker(self, customers: list[str], ticker: JourneyTicker | None) -> Worker:
         """A worker over a replay of one ``signup`` per customer, at the clock's time."""
@@ -132,11 +140,14 @@ def test_a_crashed_tickers_lease_lapses(project: Project) -> None:
     worker.run(until_idle=True)
     worker.close()
     book = ScheduleBook(p.store, "")
-    assert book.acquire(LEASE, "crashed", p.clock(), timedelta(seconds=60)) is not None
+    # what a ticker killed mid-tick leaves: the lease as its last renewal set it
+    assert book.acquire(LEASE, "crashed", p.clock(), DEFAULT_LEASE) is not None
     b = p.ticker("B")
+    assert b.lease == DEFAULT_LEASE == timedelta(seconds=6)
+    p.clock.advance(seconds=DEFAULT_LEASE.total_seconds() - 1)
     assert b.run() is None and b.holder_seen == "crashed"
     assert p.messages() == []
-    p.clock.advance(seconds=61)
+    p.clock.advance(seconds=2)  # past the lease: B takes over
     done = b.run()
     assert done is not None and done.messages == 1
 
@@ -208,3 +219,120 @@ def test_a_tick_with_a_clock_ahead_does_not_hold_the_others_back(project: Projec
                           holder="ahead")
     assert ahead.run() is not None
     assert p.ticker("now").run() is not None
+
+
+def _until(condition: Any, what: str) -> None:
+    """Wait for another thread's doing (a bound against a hang, not a timing)."""
+    for _ in range(2000):
+        if condition():
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"never happened: {what}")
+
+
+def test_the_heartbeat_keeps_the_lease_through_a_long_tick(project: Project,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tick longer than the lease keeps it (renewed every beat), and gives it up at the end."""
+    p = project
+    a, b = p.ticker("A", beat_every=0.001), p.ticker("B")
+    seen: list[Any] = []
+
+    def long_tick(*args: Any, **kw: Any) -> TickStats:
+        for _ in range(4):  # 4 x 0.8 leases by the clock: without renewals it would lapse
+            beats = a.beats
+            p.clock.advance(seconds=DEFAULT_LEASE.total_seconds() * 0.8)
+            _until(lambda beats=beats: a.beats > beats + 1, "a renewal as of the new time")
+            seen.append((b.run(), b.holder_seen))
+        return TickStats()
+
+    monkeypatch.setattr(ticker_module, "tick", long_tick)
+    assert a.run() is not None
+    assert seen == [(None, "A")] * 4
+    lease = ScheduleBook(p.store, "").lease(LEASE)
+    assert lease is not None and lease.holder == "A" and lease.until < p.clock()  # given up
+    monkeypatch.undo()
+    assert b.run() is not None and b.holder_seen == "B"  # at once, by the same clock
+
+
+def test_a_failed_tick_gives_the_lease_up(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = project
+
+    def broken(*args: Any, **kw: Any) -> TickStats:
+        raise RuntimeError("store unreachable")
+
+    monkeypatch.setattr(ticker_module, "tick", broken)
+    with pytest.raises(RuntimeError):
+        p.ticker("A").run()
+    monkeypatch.undo()
+    assert p.ticker("B").run() is not None
+
+
+def test_a_stalled_ticker_that_lost_its_lease_stops_before_its_next_program(project: Project) -> None:
+    p = project
+    a = p.ticker("A", beat_every=3600)  # no beat comes: a frozen ticker
+    assert ScheduleBook(p.store, "").acquire(LEASE, "A", p.clock(), a.lease) is not None
+    p.clock.advance(seconds=a.lease.total_seconds() + 1)
+    assert p.ticker("B").run() is not None  # B took the lapsed lease over (and gave it up)
+    ScheduleBook(p.store, "").acquire(LEASE, "B", p.clock(), a.lease)  # B ticks again
+    assert a.heartbeat() is False and a._keep() is False  # A's tick stops before its next program
+    assert ScheduleBook(p.store, "").lease(LEASE).holder == "B"  # type: ignore[union-attr]
+
+
+def test_the_lease_default_and_its_config(tmp_path: Path) -> None:
+    from ceap.spec.journey import JourneysConfig
+
+    assert JourneysConfig().lease == DEFAULT_LEASE
+    assert JourneysConfig(lease="20s").lease == timedelta(seconds=20)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least 3s"):
+        JourneysConfig(lease="2s")  # type: ignore[arg-type]
+    ticker = JourneyTicker(None, list, lease=timedelta(seconds=9))  # type: ignore[arg-type]
+    assert ticker.beat_every == 3.0  # a third of the lease
+
+
+HOLD = """
+import sys, time
+from datetime import timedelta
+from types import SimpleNamespace
+import ceap.journeys.ticker as t
+from ceap.store import open_store
+
+def hold(*args, **kw):
+    print("ticking", flush=True)
+    time.sleep(3600)
+
+t.tick = hold
+t.JourneyTicker(open_store(sys.argv[1]), lambda: [SimpleNamespace(journey=object())],
+                holder="victim").run()
+"""
+
+
+def test_a_sigkilled_ticker_is_taken_over_after_its_short_lease(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real process holds the lease (its heartbeat renewing it past one lease); once it is
+    SIGKILLed, another ticker takes over when the 6 s lease lapses."""
+    url = f"sqlite:///{tmp_path / 'kill.db'}"
+    store = open_store(url)
+    monkeypatch.setattr(ticker_module, "tick", lambda *a, **kw: TickStats())
+    other = JourneyTicker(store, lambda: [SimpleNamespace(journey=object())], holder="other")
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, url], stdout=subprocess.PIPE, env=os.environ)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"ticking\n"
+        # two leases' time: the victim's heartbeat renews it, nobody else ticks
+        stop = time.monotonic() + 2 * DEFAULT_LEASE.total_seconds()
+        while time.monotonic() < stop:
+            assert other.run() is None and other.holder_seen == "victim"
+            time.sleep(0.5)
+        proc.kill()
+        proc.wait()
+        killed = time.monotonic()
+        for _ in range(120):  # a bound against a hang: the lease lapses 6 s after the last beat
+            if other.run() is not None:
+                break
+            time.sleep(0.25)
+        took = time.monotonic() - killed
+        assert other.holder_seen == "other", f"not taken over {took:.1f} s after the kill"
+        print(f"taken over {took:.1f} s after the SIGKILL (lease {DEFAULT_LEASE})")
+    finally:
+        proc.kill()
+        proc.wait()
+        store.close()

@@ -3,6 +3,7 @@ and ``ceap journeys tick`` (enter and advance; docs/journeys.md)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -29,19 +30,18 @@ def journey(
     program: Annotated[str, typer.Argument(help="program name or file")],
     customer: Annotated[str | None, typer.Option(help="show this customer's entries, step by step")] = None,
     plot: Annotated[bool, typer.Option("--plot", help="print the journey's graph")] = False,
-    fmt: Annotated[str, typer.Option("--format", help="graph format: mermaid, dot or text")] = "mermaid",
+    fmt: Annotated[str | None, typer.Option(
+        "--format", help="graph format: mermaid (default), dot, text, svg or png (needs --output)")] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="write the graph to this file (its suffix gives the format when "
+                               "--format is not given: .png, .svg, .dot, .mmd, .txt)")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """A journey: its graph (--plot), a customer's place (--customer), or how many are where."""
-    from ceap.journeys.plot import FORMATS, render
-
     project = state.project()
     spec = _journey_spec(program, project)
     if plot:
-        if fmt not in FORMATS:
-            err.print(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
-            raise typer.Exit(2)
-        write(render(spec.journey, fmt, spec.action).rstrip("\n"))
+        _plot(spec, fmt, output)
         return
     from ceap.journeys.state import customer_entries, step_counts
 
@@ -77,6 +77,39 @@ def journey(
             sheet.add(e.id, move["seq"], move["step"], move["what"], move["candidate_id"], move["at"])
         sheets.append(sheet)
     show(sheets)
+
+
+def _plot(spec: Any, fmt: str | None, output: Path | None) -> None:
+    """Print the graph, or write it to ``output`` (``--format png`` only there)."""
+    from ceap.journeys.plot import FORMATS, SUFFIXES, render
+
+    if fmt is None:
+        fmt = SUFFIXES.get(output.suffix.lower(), "mermaid") if output is not None else "mermaid"
+    if fmt not in FORMATS:
+        err.print(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}", markup=False)
+        raise typer.Exit(2)
+    if fmt == "png" and output is None:
+        err.print("--format png writes an image: give --output FILE (for example journey.png)", markup=False)
+        raise typer.Exit(2)
+    try:
+        if fmt == "png":
+            from ceap.journeys.picture import png
+
+            data = png(spec.journey, spec.action, spec.name)
+        else:
+            graph = render(spec.journey, fmt, spec.action, spec.name).rstrip("\n") + "\n"
+    except CeapError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    if output is None:
+        write(graph)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "png":
+        output.write_bytes(data)
+    else:
+        output.write_text(graph)
+    err.print(f"journey graph written to {output}", markup=False, highlight=False)
 
 
 @journeys_app.command("tick")

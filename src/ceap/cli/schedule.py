@@ -128,13 +128,7 @@ def _say_tick(report: TickReport, was: dict[str, Any]) -> None:
         say(f"{d.program} {window}: {d.status}{extra}{run}{why}", lambda text: _print(f"{stamp} {text}"),
             program=d.program, window=d.fire_at.isoformat(), status=d.status, windows=d.windows,
             run_id=d.run_id)
-    s = report.dispatched
-    if s is not None and (s.busy or s.requeued or s.ambiguous):
-        say(f"dispatch: sent {s.sent:,}  suppressed {s.suppressed:,}  deferred "
-            f"{s.deferred:,}  retrying {s.retry:,}  dead {s.dead:,}", lambda text: _print(f"{stamp} {text}"),
-            sent=s.sent, suppressed=s.suppressed, deferred=s.deferred, retry=s.retry, dead=s.dead)
-    if report.dispatch_error:
-        say(f"dispatch failed: {report.dispatch_error}", lambda text: _print(f"{stamp} {text}"))
+    # in the order they ran: the journey tick writes messages the dispatch pass then sends
     j = report.journeys
     if j is not None and (j.entered or j.refused or j.moved or j.conflicts):
         say(f"journeys: entered {j.entered:,}  refused {j.refused:,}  messages {j.messages:,}  moved "
@@ -144,6 +138,13 @@ def _say_tick(report: TickReport, was: dict[str, Any]) -> None:
             waiting=j.waiting)
     if report.journeys_error:
         say(f"journey tick failed: {report.journeys_error}", lambda text: _print(f"{stamp} {text}"))
+    s = report.dispatched
+    if s is not None and (s.busy or s.requeued or s.ambiguous):
+        say(f"dispatch: sent {s.sent:,}  suppressed {s.suppressed:,}  deferred "
+            f"{s.deferred:,}  retrying {s.retry:,}  dead {s.dead:,}", lambda text: _print(f"{stamp} {text}"),
+            sent=s.sent, suppressed=s.suppressed, deferred=s.deferred, retry=s.retry, dead=s.dead)
+    if report.dispatch_error:
+        say(f"dispatch failed: {report.dispatch_error}", lambda text: _print(f"{stamp} {text}"))
 
 
 @app.command()

@@ -1,4 +1,5 @@
-"""A journey as a graph: Mermaid (``flowchart``), Graphviz DOT, or indented text."""
+"""A journey as a graph: Mermaid (``flowchart``), Graphviz DOT, indented text, or a picture
+(SVG or PNG, :mod:`ceap.journeys.picture`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from typing import Any
 from ceap.durations import format_duration
 from ceap.spec.journey import END, Journey, Step
 
-FORMATS = ("mermaid", "dot", "text")
+FORMATS = ("mermaid", "dot", "text", "svg", "png")
+#: the format a ``--output`` file's suffix implies when ``--format`` is not given
+SUFFIXES = {".mmd": "mermaid", ".mermaid": "mermaid", ".dot": "dot", ".gv": "dot", ".txt": "text",
+            ".svg": "svg", ".png": "png"}
 
 
 def label(step: Step, action: Any = None) -> str:
@@ -77,5 +81,10 @@ def text(journey: Journey, action: Any = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(journey: Journey, fmt: str, action: Any = None) -> str:
+def render(journey: Journey, fmt: str, action: Any = None, title: str | None = None) -> str:
+    """The graph as text in ``fmt`` (``png`` is bytes: :func:`ceap.journeys.picture.png`)."""
+    if fmt == "svg":
+        from ceap.journeys.picture import svg
+
+        return svg(journey, action, title)
     return {"mermaid": mermaid, "dot": dot, "text": text}[fmt](journey, action)

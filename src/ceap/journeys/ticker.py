@@ -4,9 +4,11 @@
 ``journeys.tick_every`` by its clock) and ``ceap scheduler`` (each of its ticks, before
 dispatching) all tick through a :class:`JourneyTicker`. A tick first takes the store-wide
 lease ``journeys:tick`` (the scheduler's lease table, :class:`ScheduleBook`), renews it
-before each program and gives it up at the end; a ticker that finds the lease held by
-another (and not lapsed) does nothing this time. So of several workers, schedulers and a
-``ceap journeys tick --follow`` on one store, one ticks at a time.
+before each program and, from a heartbeat thread, every ``lease / 3`` while the tick runs,
+and gives it up at the end (also when the tick fails); a ticker that finds the lease held
+by another (and not lapsed) does nothing this time. So of several workers, schedulers and a
+``ceap journeys tick --follow`` on one store, one ticks at a time, and a ticker killed
+mid-tick holds the others back for at most ``lease`` (default 6 s).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import os
 import random
 import socket
+import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,6 +35,8 @@ log = logging.getLogger(__name__)
 LEASE = "journeys:tick"
 #: the time a lease given up is made to end at
 RELEASED = datetime(2000, 1, 1, tzinfo=UTC)
+#: ``journeys.lease``'s default: short, since a running tick renews it every third of it
+DEFAULT_LEASE = timedelta(seconds=6)
 
 
 class JourneyPrograms:
@@ -68,11 +73,14 @@ class JourneyTicker:
 
     ``every`` spaces the ticks of :meth:`maybe_tick` (``0``: never); :meth:`run` ticks
     now. Both return the tick's counts, or None when no tick ran (not due, no journey
-    program, or another ticker holds the lease: :attr:`holder_seen` names it)."""
+    program, or another ticker holds the lease: :attr:`holder_seen` names it). While a tick
+    runs, a heartbeat thread renews the lease every ``beat_every`` (default ``lease / 3``,
+    in real seconds; the lease's times come from ``clock``)."""
 
     def __init__(self, store: Store, programs: Callable[[], Sequence[Any]], *,
-                 every: timedelta = timedelta(seconds=5), lease: timedelta = timedelta(seconds=60),
-                 clock: Callable[[], datetime] = utcnow, holder: str | None = None):
+                 every: timedelta = timedelta(seconds=5), lease: timedelta = DEFAULT_LEASE,
+                 clock: Callable[[], datetime] = utcnow, holder: str | None = None,
+                 beat_every: float | None = None):
         self.store = store
         self.programs = programs
         self.every = every
@@ -80,8 +88,11 @@ class JourneyTicker:
         self.clock = clock
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
         self.book = ScheduleBook(store, "")  # leases are store-wide: the tenant is not read
+        self.beat_every = lease.total_seconds() / 3 if beat_every is None else beat_every
         self.last: datetime | None = None  # when this ticker last tried
         self.holder_seen: str | None = None
+        self.beats = 0  # renewals by the heartbeat, over this ticker's life
+        self._lost = threading.Event()  # the lease went to another during this tick
 
     def due(self, now: datetime) -> bool:
         return self.every > timedelta(0) and (self.last is None or now - self.last >= self.every)
@@ -103,18 +114,48 @@ class JourneyTicker:
             self.holder_seen = current.holder if current is not None else None
             return None
         self.holder_seen = self.holder
+        self._lost.clear()
+        done = threading.Event()
+        beat = threading.Thread(target=self._beat, args=(done,), name="ceap-journeys-lease", daemon=True)
+        beat.start()
         try:
             return tick(self.store, chosen, now=now, keep=self._keep)
         finally:
+            done.set()
+            beat.join()
+            self.release()
+
+    def heartbeat(self) -> bool:
+        """Renew the lease once (as of the clock); False, and the tick stops before its next
+        program, when another ticker has it (this one stalled past ``lease``)."""
+        if self._lost.is_set():
+            return False
+        if self.book.acquire(LEASE, self.holder, self.clock(), self.lease) is None:
+            self._lost.set()
+            return False
+        self.beats += 1
+        return True
+
+    def release(self) -> None:
+        """Give the lease up, so another ticker may tick at once (a clean stop)."""
+        try:
+            # lapsed since long ago, not "as of this clock": a tick run with a clock in the
+            # future (``ceap scheduler --once --now``) must not hold the others back
+            self.book.release(LEASE, self.holder, RELEASED)
+        except Exception:  # it lapses by itself
+            log.exception("could not give the journey lease up")
+
+    def _beat(self, done: threading.Event) -> None:
+        while not done.wait(self.beat_every):
             try:
-                # lapsed since long ago, not "as of this clock": a tick run with a clock in
-                # the future (``ceap scheduler --once --now``) must not hold the others back
-                self.book.release(LEASE, self.holder, RELEASED)
-            except Exception:  # it lapses by itself
-                log.exception("could not give the journey lease up")
+                if not self.heartbeat():
+                    log.warning("journeys: the lease went to another ticker during this tick")
+                    return
+            except Exception:  # the store unreachable: the lease may lapse; keep trying
+                log.exception("could not renew the journey lease")
 
     def _keep(self) -> bool:
-        return self.book.acquire(LEASE, self.holder, self.clock(), self.lease) is not None
+        return not self._lost.is_set() and self.heartbeat()
 
 
 def ticker_for(store: Store, project: Any, clock: Callable[[], datetime] = utcnow,
@@ -126,4 +167,4 @@ def ticker_for(store: Store, project: Any, clock: Callable[[], datetime] = utcno
                          clock=clock)
 
 
-__all__ = ["LEASE", "JourneyPrograms", "JourneyTicker", "ticker_for"]
+__all__ = ["DEFAULT_LEASE", "LEASE", "JourneyPrograms", "JourneyTicker", "ticker_for"]

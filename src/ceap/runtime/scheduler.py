@@ -31,7 +31,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ceap.delivery.dispatcher import DispatchStats, default_worker_id
@@ -48,6 +48,8 @@ from ceap.spec.schedule import SchedulerConfig, zone
 from ceap.store.base import Store
 
 log = logging.getLogger(__name__)
+#: the time a lease given up is made to end at (long ago, whatever the clock says)
+RELEASED = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -348,7 +350,9 @@ class Scheduler:
             if beat is not None:
                 beat.join()
             try:
-                self.book.release(self.lease_name, self.holder, self.clock())
+                # lapsed long ago, not "as of this clock": ``--once --now`` in the future must
+                # not keep the other schedulers standing by until that time
+                self.book.release(self.lease_name, self.holder, RELEASED)
             except Exception:
                 log.exception("could not give the lease up (it lapses by itself)")
 

@@ -266,8 +266,10 @@ class JourneysConfig(BaseModel):
     tick_every: Duration = Field(default=timedelta(seconds=5),
                                  description="the worker and the scheduler tick the journeys at most "
                                              "this often (by their clock); 0s: they do not")
-    lease: Duration = Field(default=timedelta(seconds=60),
-                            description="how long a ticker's claim on the store lasts unrenewed")
+    lease: Duration = Field(default=timedelta(seconds=6),
+                            description="how long a ticker's claim on the store lasts unrenewed (a "
+                                        "running tick renews it every third of it; a killed "
+                                        "ticker holds the others back this long)")
 
     @field_validator("tick_every")
     @classmethod
