@@ -40,8 +40,10 @@ def _no_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(parse_constant=_no_constant)
 _scan = _DECODER.scan_once  # type: ignore[attr-defined]  # ``loads`` without its per-call set-up
 _ESCAPED = re.compile(rb"\\.", re.DOTALL)
-#: 19 digits in a row: perhaps an integer orjson reads otherwise than ``json`` (as a float)
-_LONG_NUMBER = re.compile(rb"\d{19}")
+#: every digit as "0": 19 of them in a row may be an integer orjson reads otherwise than
+#: ``json`` (as a float); a ``translate`` and a substring test, far cheaper than a regex
+_DIGITS = bytes.maketrans(b"123456789", b"000000000")
+_LONG_NUMBER = b"0" * 19
 _KEEP = b'"[]{}'
 _DROP = bytes(sorted(set(range(256)) - set(_KEEP)))
 _STEP = np.zeros(256, np.int32)
@@ -68,7 +70,7 @@ def loads(data: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
     # orjson reads what it accepts (UTF-8, no BOM, no lone surrogate, no NaN, integers of
     # 64 bits) as ``json`` does; anything else takes ``json_loads``, which names the error
     # or reads what orjson refuses
-    if type(data) is bytes and not _LONG_NUMBER.search(data) and (
+    if type(data) is bytes and _LONG_NUMBER not in data.translate(_DIGITS) and (
             data.count(b"[") + data.count(b"{") <= max_depth or depth(data) <= max_depth):
         try:
             return orjson.loads(data)
