@@ -7,7 +7,9 @@ recurses once per level, so a body nested ten thousand deep would raise
 be in the encoding they claim (UTF-8, or UTF-16/32 as ``json`` detects them), with no
 surrogate smuggled in; ``NaN`` and ``Infinity`` are not JSON and are refused. Every
 refusal is a ``ValueError``: ``json.JSONDecodeError`` for the syntax, ``JsonInputError``
-for the rest (depth, encoding, ``NaN``).
+for the rest (depth, encoding, ``NaN``). Bytes are read by orjson when it can (several
+times faster); what it refuses or might read otherwise goes to ``json`` (``json_loads``),
+so the values and the errors are ``json``'s.
 
 A JSON string may still hold a lone surrogate (``"\\ud800"``), which no UTF-8 store or
 wire can carry, or a NUL, which PostgreSQL text cannot: ``Text`` (a pydantic type) and
