@@ -155,14 +155,15 @@ def postgres_target(base: str) -> Target:
 
 
 def make_worker(root: Path, store: Store, url: str, stream: str, group: str, batch: int,
-                wait: float) -> Worker:
+                wait: float, catch_up: int = 1) -> Worker:
     from ceap.connectors.streams_redis import RedisStreamsConnector
 
     context = PluginContext(base_dir=root, store=store)
     source = RedisStreamsConnector.from_dict(
         {"type": "redis_streams", "stream": stream, "group": group, "url": url,
          "consumer": f"bench-{group}"}, context)
-    return Worker(store, source, root / "programs", context, batch=batch, wait=wait)
+    more = {"catch_up": catch_up} if catch_up > 1 else {}  # main before it had no catch_up
+    return Worker(store, source, root / "programs", context, batch=batch, wait=wait, **more)
 
 
 # -- phases ---------------------------------------------------------------------
@@ -183,9 +184,10 @@ def raw_read(r: redis.Redis, stream: str, batch: int) -> dict[str, float]:
 
 
 def end_to_end(root: Path, target: Target, redis_url: str, stream: str, batch: int,
-               profile: str | None) -> dict[str, Any]:
+               profile: str | None, catch_up: int = 1) -> dict[str, Any]:
     store = open_store(target.url)
-    worker = make_worker(root, store, redis_url, stream, f"e2e-{target.name}-{batch}", batch, 0.05)
+    worker = make_worker(root, store, redis_url, stream, f"e2e-{target.name}-{batch}", batch, 0.05,
+                         catch_up)
     worker.reload(force=True)
     if worker.stats.programs != [PROGRAM["name"]]:
         raise SystemExit("the benchmark program did not load (see the log above)")
@@ -244,11 +246,11 @@ def produce(url: str, stream: str, rate: float, seconds: float, seed: int, custo
 
 
 def latency(root: Path, redis_url: str, stream: str, batch: int, wait: float, rate: float,
-            seconds: float, customers: int, warmup: float) -> dict[str, Any]:
+            seconds: float, customers: int, warmup: float, catch_up: int = 1) -> dict[str, Any]:
     r = redis.Redis.from_url(redis_url)
     r.delete(stream)
     store = open_store(sqlite_target(root, "latency").url)
-    worker = make_worker(root, store, redis_url, stream, "live", batch, wait)
+    worker = make_worker(root, store, redis_url, stream, "live", batch, wait, catch_up)
     first: dict[str, tuple[float, float]] = {}  # dedup key -> (event time, commit time)
     real_write = store.write_run
 
@@ -345,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=1.0, help="latency samples of the first seconds dropped")
     p.add_argument("--skip-latency", action="store_true")
     p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--catch-up", type=int, default=1,
+                   help="the worker's catch_up: polls of --batch merged into one micro-batch "
+                        "while the stream is behind (1: none, as before)")
     p.add_argument("--profile", help="write a cProfile of the first end-to-end phase here")
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args(argv)
@@ -379,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
                     target = (sqlite_target(root, f"e2e-{batch}") if name == "sqlite"
                               else postgres_target(args.pg))
                     try:
-                        e2e[name, batch] = end_to_end(root, target, args.redis, stream, batch, profile)
+                        e2e[name, batch] = end_to_end(root, target, args.redis, stream, batch, profile,
+                                                      args.catch_up)
                     finally:
                         if target.cleanup:
                             target.cleanup()
@@ -392,7 +398,8 @@ def main(argv: list[str] | None = None) -> int:
             (root / f"latency{i}").mkdir()
             shutil.copytree(root / "programs", root / f"latency{i}" / "programs")
             lat[rate] = latency(root / f"latency{i}", args.redis, stream + "-live", args.latency_batch,
-                                args.wait, rate, args.seconds, args.customers, args.warmup)
+                                args.wait, rate, args.seconds, args.customers, args.warmup,
+                                args.catch_up)
             log(f"latency: {lat[rate]}")
     finally:
         r.delete(stream, stream + "-live")
@@ -403,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {before} (before); {machine()} (after)")
     print(f"command: {' '.join(['.venv/bin/python', *sys.argv])}")
     print(f"events: {args.events:,}, customers: {args.customers:,}, redis-py {redis.__version__} "
-          f"({parser} parser)")
+          f"({parser} parser), worker catch_up {args.catch_up}")
     print()
     rows = []
     for batch in batches if raw else []:

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from ceap.api import create_app
 from ceap.cli import app
-from ceap.json_input import MAX_DEPTH, JsonInputError, depth, find_bad_text, json_lines, loads
+from ceap.json_input import MAX_DEPTH, JsonInputError, depth, find_bad_text, json_lines, json_loads, loads
 from ceap.plugin import PluginContext
 from ceap.realtime.embedded import EmbeddedStream
 from ceap.realtime.events import parse_bodies, validate_events
@@ -223,3 +223,28 @@ def test_broker_keys_of_any_body() -> None:
     assert body_keys(json.dumps(GOOD).encode()) == ("e1", "C1")
     for body in (b"[" * 10_000, b"\xff", b'{"id": NaN}'):
         assert body_keys(body) == (None, None)
+
+
+
+@FUZZ
+@given(st.one_of(json_values.map(lambda v: json.dumps(v, ensure_ascii=False).encode("utf-8",
+                                                                                   "surrogatepass")),
+                 json_values.map(lambda v: json.dumps(v).encode()),
+                 st.integers(-(10**40), 10**40).map(lambda n: f'{{"n":{n}}}'.encode()),
+                 st.sampled_from([b'{"a":1e400}', b'{"a":-1e400}', b'\xef\xbb\xbf{"a":1}', b'{"a":"\\ud800"}',
+                                  b'{"a":0.1e-400}', b'{"a":1.7976931348623157e308}', b" [1, 2.50] ",
+                                  b'{"a":NaN}', b"[" * 70 + b"]" * 70]),
+                 json_ish))
+def test_loads_reads_what_json_reads(data: bytes) -> None:
+    """The orjson fast path gives what ``json`` alone gives (a big integer stays an integer,
+    a huge number is infinity, a lone surrogate escape is kept), or refuses with its reason."""
+    try:
+        expected = json_loads(data)
+    except ValueError as exc:
+        with pytest.raises(ValueError) as got:
+            loads(data)
+        assert str(got.value) == str(exc)
+        return
+    got = loads(data)
+    assert json.dumps(got) == json.dumps(expected)
+    assert type(got) is type(expected)

@@ -168,14 +168,16 @@ def streams(draw: st.DrawFn) -> tuple[list[dict[str, Any]], dict[str, str], list
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(stream=streams())
+@given(stream=streams(), catch_up=st.sampled_from([1, 3]))
 def test_any_order_within_lateness_and_any_split_give_the_oracles_candidates(
-        tmp_path: Path, stream: tuple[list[dict[str, Any]], dict[str, str], list[list[Received]]]) -> None:
+        tmp_path: Path, stream: tuple[list[dict[str, Any]], dict[str, str], list[list[Received]]],
+        catch_up: int) -> None:
+    """With ``catch_up`` 3, the polls of 4 messages or more are merged with the next ones."""
     events, partition_of, batches = stream
     root = tmp_path / uuid.uuid4().hex[:8]
     store = open_store(f"sqlite:///{root}.db")
     try:
-        worker = _run(root, store, batches)
+        worker = _run(root, store, batches, batch=4, catch_up=catch_up)
         assert worker.stats.late == 0
         assert _found(store) == oracle(events, partition_of)
     finally:

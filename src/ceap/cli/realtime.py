@@ -22,7 +22,9 @@ def _fail(exc: CeapError) -> None:
 @app.command()
 def worker(
     stream: Annotated[str, typer.Option(help="stream name in ceap.yaml")] = "events",
-    batch: Annotated[int, typer.Option(min=1, max=100_000, help="most messages per micro-batch")] = 1000,
+    batch: Annotated[int, typer.Option(min=1, max=100_000, help="most messages per poll")] = 1000,
+    catch_up: Annotated[int, typer.Option(min=1, max=100, help=(
+        "while polls come back full (the stream is behind), this many make one micro-batch"))] = 8,
     wait: Annotated[float, typer.Option(min=0.001, help="most seconds to wait for a batch")] = 0.05,
     until_idle: Annotated[bool, typer.Option("--until-idle", help="stop once the stream is drained")
                           ] = False,
@@ -51,7 +53,7 @@ def worker(
 
             ticker = ticker_for(store, project)
         w = Worker(store, source, project.programs_dir(), context, batch=batch, wait=wait,
-                   state_url=project.state, stream=stream, journeys=ticker)
+                   state_url=project.state, stream=stream, journeys=ticker, catch_up=catch_up)
 
         def progress(s: WorkerStats) -> None:
             say(f"events {s.events:,}  candidates {s.candidates:,}  duplicates {s.duplicates:,}  "

@@ -1,8 +1,10 @@
 """Redis Streams in a consumer group (``pip install 'ceap[redis]'``, Redis >= 6.2).
 
-Each poll first takes over messages that another consumer of the group has held
+A poll first takes over messages that another consumer of the group has held
 unacknowledged for longer than ``claim_idle`` seconds (XAUTOCLAIM: a killed
-worker's messages), then reads new ones (XREADGROUP). ``commit`` acknowledges
+worker's messages; looked for at most every ``claim_idle / 4`` seconds, capped at
+one second, and at once again while a look comes back full), then reads new ones
+(XREADGROUP). ``commit`` acknowledges
 (XACK). A worker restarted under the same ``consumer`` name first re-reads its
 own pending messages.
 """
@@ -10,6 +12,7 @@ own pending messages.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
@@ -46,6 +49,8 @@ class RedisStreamsConnector(StreamConnector[RedisStreamsConfig]):
         self.name = consumer_name(config.consumer)
         self._own_from: Any = "0"   # a restarted consumer first re-reads what it had not acknowledged
         self._claim_from = "0-0"
+        self._claim_at = 0.0        # monotonic time of the next XAUTOCLAIM
+        self._field = config.field.encode()
         try:
             self._redis.xgroup_create(config.stream, config.group,
                                       id="0" if config.start == "earliest" else "$", mkstream=True)
@@ -64,7 +69,7 @@ class RedisStreamsConnector(StreamConnector[RedisStreamsConfig]):
             if fields is None:   # deleted from the stream while pending: nothing to process
                 gone.append(entry_id)
                 continue
-            body = fields.get(self.config.field.encode())
+            body = fields.get(self._field)
             if body is None:     # written by another producer: the entry as a JSON object
                 body = json.dumps({k.decode(): v.decode(errors="replace")
                                    for k, v in fields.items()}).encode()
@@ -83,12 +88,15 @@ class RedisStreamsConnector(StreamConnector[RedisStreamsConfig]):
                 own = self._received(entries)
                 if own:
                     return own
-            start, claimed, *_ = r.xautoclaim(c.stream, c.group, self.name, int(c.claim_idle * 1000),
-                                              start_id=self._claim_from, count=max_messages)
-            self._claim_from = start.decode() if isinstance(start, bytes) else str(start)
-            taken = self._received(claimed)
-            if taken:
-                return taken
+            if time.monotonic() >= self._claim_at:
+                start, claimed, *_ = r.xautoclaim(c.stream, c.group, self.name, int(c.claim_idle * 1000),
+                                                  start_id=self._claim_from, count=max_messages)
+                self._claim_from = start.decode() if isinstance(start, bytes) else str(start)
+                full = len(claimed or []) >= max_messages
+                self._claim_at = 0.0 if full else time.monotonic() + min(1.0, c.claim_idle / 4)
+                taken = self._received(claimed)
+                if taken:
+                    return taken
             block = max(1, int(timeout * 1000)) if timeout > 0 else None
             got = r.xreadgroup(c.group, self.name, {c.stream: ">"}, count=max_messages, block=block)
             return self._received(got[0][1] if got else [])

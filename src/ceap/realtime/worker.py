@@ -70,7 +70,7 @@ class Worker:
                  registry: Registry | None = None, reload_every: float = 1.0,
                  clock: Callable[[], datetime] = utcnow, state_url: str | None = None,
                  state_namespace: str = "ceap", stream: str = "events",
-                 journeys: JourneyTicker | None = None):
+                 journeys: JourneyTicker | None = None, catch_up: int = 1):
         self.store = store
         #: ticks the journeys after a poll loop, at most every ``journeys.every`` by this
         #: worker's clock (None: never)
@@ -84,6 +84,9 @@ class Worker:
         self.context = context
         self.batch = batch
         self.wait = wait
+        #: while polls come back full (the stream is behind), up to this many polls of
+        #: ``batch`` messages make one micro-batch: its fixed costs are paid once for them
+        self.catch_up = max(1, catch_up)
         self.registry = registry
         self.reload_every = reload_every
         self.clock = clock
@@ -160,7 +163,7 @@ class Worker:
         """Poll, process, store, commit. Returns the number of messages handled."""
         self.reload()
         self._prune()
-        received = self.source.poll(self.batch, self.wait)
+        received = self._poll()
         self.stats.polls += 1
         if not received:
             self._process(received)
@@ -171,6 +174,19 @@ class Worker:
         if self.journeys is not None:
             self._tick_journeys()
         return len(received)
+
+    def _poll(self) -> list[Any]:
+        """One poll of at most ``batch`` messages; while each comes back full, up to
+        ``catch_up - 1`` more at once (no wait), all processed as one micro-batch."""
+        received = self.source.poll(self.batch, self.wait)
+        polls = 1
+        while polls < self.catch_up and len(received) >= polls * self.batch:
+            more = self.source.poll(self.batch, 0.001)
+            polls += 1
+            if not more:
+                break
+            received = [*received, *more]
+        return received
 
     def _tick_journeys(self) -> None:
         """The journey tick, when due and when no other ticker holds the store's lease; a
