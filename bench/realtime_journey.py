@@ -51,8 +51,10 @@ from ceap.store import Store, open_store
 
 JOURNEY = {"exit_on": ["purchase"], "steps": [
     {"id": "email", "send": {"channels": ["email"]}},
-    {"id": "wait_click", "wait_for": {"events": {"clicked": "end"}, "within": "1d"}},
-    {"id": "sms", "send": {"channels": ["sms"]}},
+    {"id": "wait_reply", "wait_for": {"events": {"clicked": "end", "support_contact": "followup"},
+                                      "within": "1d", "timeout": "sms"}},
+    {"id": "sms", "send": {"channels": ["sms"]}, "next": "end"},
+    {"id": "followup", "send": {"channels": ["email"], "template": "followup"}},
 ]}
 
 
@@ -92,8 +94,23 @@ class TimedTicker(JourneyTicker):
         return done
 
 
+class TimedWorker(Worker):
+    """A worker that notes when each pass ended (what it wrote is committed by then), with
+    the largest candidate id at that moment."""
+
+    ends: list[tuple[int, float]]
+
+    def step(self) -> int:
+        handled = super().step()
+        if self.live_journeys is not None or self.journeys is not None:
+            with self.store.tx() as tx:
+                top = tx.execute("SELECT max(id) FROM candidates").fetchone()[0]
+            self.ends.append((int(top or 0), time.time()))
+        return handled
+
+
 def make_worker(root: Path, store: Store, url: str, stream: str, group: str, batch: int, wait: float,
-                journey: bool, every: float) -> tuple[Worker, TimedTicker | None]:
+                journey: bool, every: float, live: bool = True) -> tuple[Worker, TimedTicker | None]:
     from ceap.connectors.streams_redis import RedisStreamsConnector
 
     folder = programs(root, journey)
@@ -103,7 +120,10 @@ def make_worker(root: Path, store: Store, url: str, stream: str, group: str, bat
          "consumer": f"bench-{group}"}, context)
     ticker = TimedTicker(store, JourneyPrograms(folder), every=timedelta(seconds=every),
                          holder=f"bench-{group}") if journey else None
-    worker = Worker(store, source, folder, context, batch=batch, wait=wait, journeys=ticker)
+    worker = TimedWorker(store, source, folder, context, batch=batch, wait=wait, journeys=ticker)
+    worker.ends = []
+    if not live:  # journeys move at the ticks only (before the worker moved them itself)
+        worker.live_journeys = None
     worker.reload(force=True)
     if worker.stats.programs != [rt.PROGRAM["name"]]:
         raise SystemExit("the benchmark program did not load (see the log above)")
@@ -135,13 +155,14 @@ def throughput(root: Path, target: rt.Target, redis_url: str, stream: str, batch
 
 
 def latency(root: Path, target: rt.Target, redis_url: str, stream: str, batch: int, rate: float,
-            seconds: float, customers: int, warmup: float, journey: bool, every: float) -> dict[str, Any]:
+            seconds: float, customers: int, warmup: float, journey: bool, every: float,
+            live: bool = True) -> dict[str, Any]:
     r = redis.Redis.from_url(redis_url)
     r.delete(stream)
     store = open_store(target.url)
     kind = "journey" if journey else "plain"
     group = f"live-{kind}"
-    worker, ticker = make_worker(root, store, redis_url, stream, group, batch, 0.05, journey, every)
+    worker, ticker = make_worker(root, store, redis_url, stream, group, batch, 0.05, journey, every, live)
     committed: dict[str, float] = {}  # plain: dedup key -> commit time
     real_write = store.write_run
 
@@ -182,6 +203,7 @@ def latency(root: Path, target: rt.Target, redis_url: str, stream: str, batch: i
                 "SELECT m.id, t.created_at FROM journey_log l JOIN journey_entries e ON e.id = l.entry_id "
                 "JOIN candidates m ON m.id = l.candidate_id JOIN candidates t ON t.id = e.candidate_id "
                 "WHERE l.seq = 1 AND l.what = 'sent'").fetchall()
+            nexts = next_rows(tx)
         else:
             rows = tx.execute("SELECT dedup_key, created_at FROM candidates").fetchall()
     store.close()
@@ -200,8 +222,44 @@ def latency(root: Path, target: rt.Target, redis_url: str, stream: str, batch: i
         if done is not None and sent >= started + warmup:
             samples.append((done - sent) * 1000)
     samples.sort()
-    return {"events": events, "samples": len(samples), "p50": rt.percentile(samples, 50),
-            "p99": rt.percentile(samples, 99), "max": samples[-1] if samples else float("nan")}
+    out = {"events": events, "samples": len(samples), "p50": rt.percentile(samples, 50),
+           "p99": rt.percentile(samples, 99), "max": samples[-1] if samples else float("nan")}
+    if journey:
+        assert isinstance(worker, TimedWorker)
+        later = []
+        for key, event_at in nexts:
+            done = next((at for top, at in worker.ends if top >= key), None)
+            if done is not None and event_at >= started + warmup:
+                later.append((done - event_at) * 1000)
+        later.sort()
+        out |= {"next_samples": len(later), "next_p50": rt.percentile(later, 50),
+                "next_p99": rt.percentile(later, 99), "next_max": later[-1] if later else float("nan")}
+    return out
+
+
+def next_rows(tx: Any) -> list[tuple[int, float]]:
+    """``(candidate id, event time)`` of each follow-up message: the message a
+    ``support_contact`` event on the stream led to, and the first such event of the
+    customer at or after its e-mail was written (the one the wait took)."""
+    from ceap.store.schema import from_iso
+
+    mails = tx.execute("SELECT l.entry_id, e.customer_id, l.at FROM journey_log l JOIN journey_entries e "
+                       "ON e.id = l.entry_id WHERE l.step = 'email' AND l.what = 'sent'").fetchall()
+    follow = dict(tx.execute("SELECT entry_id, candidate_id FROM journey_log WHERE step = 'followup' "
+                             "AND what = 'sent'").fetchall())
+    contacts: dict[str, list[float]] = {}
+    for customer, ts in tx.execute("SELECT customer_id, ts FROM goal_events WHERE type = 'support_contact'"
+                                   ).fetchall():
+        contacts.setdefault(customer, []).append(from_iso(ts).timestamp())  # type: ignore[union-attr]
+    out = []
+    for entry_id, customer, at in mails:
+        if entry_id not in follow:
+            continue
+        since = from_iso(at).timestamp()  # type: ignore[union-attr]
+        came = min((t for t in contacts.get(customer, []) if t >= since), default=None)
+        if came is not None:
+            out.append((int(follow[entry_id]), came))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pg", default=os.environ.get("CEAP_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test"))
     p.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     p.add_argument("--tick-every", type=float, default=1.0, help="the worker's journeys.tick_every, seconds")
+    p.add_argument("--next-customers", type=int, default=5000,
+                   help="customers of the journey latency runs (fewer: more entries meet a reply)")
     p.add_argument("--rate", type=float, default=2000.0)
     p.add_argument("--seconds", type=float, default=15.0)
     p.add_argument("--warmup", type=float, default=1.0)
@@ -245,20 +305,26 @@ def main(argv: list[str] | None = None) -> int:
                              f"{res['tick_seconds']:.2f} s = "
                              f"{res['entered'] / max(res['tick_seconds'], 1e-9):,.0f} entries/s")
                 print(line, flush=True)
-            for journey in (False, True):
-                target = rt.sqlite_target(root, f"lat-{kind}-{journey}") if kind == "sqlite" \
+            for journey, live in ((False, True), (True, False), (True, True)):
+                target = rt.sqlite_target(root, f"lat-{kind}-{journey}-{live}") if kind == "sqlite" \
                     else rt.postgres_target(args.pg)
+                mode = ("worker pass" if live else "ticks only") if journey else "plain"
                 try:
-                    rt.log(f"latency {kind} {'journey' if journey else 'plain'}")
+                    rt.log(f"latency {kind} {mode}")
                     lat = latency(root, target, args.redis, f"{stream}-live", args.batch, args.rate,
-                                  args.seconds, args.customers, args.warmup, journey, args.tick_every)
+                                  args.seconds, args.next_customers if journey else args.customers,
+                                  args.warmup, journey, args.tick_every, live)
                 finally:
                     if target.cleanup:
                         target.cleanup()
-                what = "event -> first journey message" if journey else "event -> candidate"
+                what = f"event -> first journey message ({mode})" if journey else "event -> candidate"
                 print(f"latency {kind:8s} {what}: {lat['events']:,} events at {args.rate:,.0f}/s, "
                       f"{lat['samples']:,} samples: p50 {lat['p50']:.0f} ms, p99 {lat['p99']:.0f} ms, "
                       f"max {lat['max']:.0f} ms", flush=True)
+                if journey:
+                    print(f"latency {kind:8s} stream event -> next journey message ({mode}): "
+                          f"{lat['next_samples']:,} samples: p50 {lat['next_p50']:.0f} ms, "
+                          f"p99 {lat['next_p99']:.0f} ms, max {lat['next_max']:.0f} ms", flush=True)
     finally:
         r.delete(stream)
         r.close()
