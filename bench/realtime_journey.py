@@ -6,6 +6,12 @@ in 24 hours get an outreach); the journey program is the same program with a ``j
 send an e-mail, wait a day for a click, send an SMS (``exit_on: [purchase]``). Measured in
 one process and one run, side by side on the same store kind and the same events:
 
+The journey waits a day for a ``support_contact`` event (10 % of the stream's events) and
+then sends a follow-up. Its worker runs in two modes, side by side: **ticks only** (the
+worker's own journey moves turned off: what moved journeys before issue 15's real-time
+work) and **worker pass** (as ``ceap worker`` runs: a batch's events move their customers'
+waiting entries in the pass that stored them, deadlines fire as timers).
+
 * **throughput**: a ``Worker`` drains a pre-loaded Redis stream (``--events``); the plain
   program's worker has no journey ticker, the journey program's ticks its journeys each poll
   loop at most every ``--tick-every`` seconds (as ``ceap worker`` does), plus one last tick
@@ -14,7 +20,9 @@ one process and one run, side by side on the same store kind and the same events
 * **latency**: a producer process publishes events stamped with their send time at
   ``--rate`` for ``--seconds``; plain: the time from an event to the commit of the candidate
   it triggered; journey: from an event to the commit of its entry's first message (the end
-  of the tick that wrote it).
+  of the pass whose tick wrote it), and from a ``support_contact`` event on the stream to
+  the commit of the follow-up it led to (the end of the pass that wrote it). The journey
+  runs use ``--next-customers`` customers (5,000: more entries meet a reply in 15 s).
 
 Usage (from the repository root; Redis on 127.0.0.1:6379)::
 
@@ -131,11 +139,11 @@ def make_worker(root: Path, store: Store, url: str, stream: str, group: str, bat
 
 
 def throughput(root: Path, target: rt.Target, redis_url: str, stream: str, batch: int, journey: bool,
-               every: float) -> dict[str, Any]:
+               every: float, live: bool = True) -> dict[str, Any]:
     store = open_store(target.url)
-    kind = "journey" if journey else "plain"
+    kind = ("journey" if live else "ticks") if journey else "plain"
     worker, ticker = make_worker(root, store, redis_url, stream, f"tp-{target.name}-{kind}", batch, 0.05,
-                                 journey, every)
+                                 journey, every, live)
     start = time.perf_counter()
     stats = worker.run(until_idle=True)
     if ticker is not None:
@@ -147,7 +155,8 @@ def throughput(root: Path, target: rt.Target, redis_url: str, stream: str, batch
         stored = int(tx.execute("SELECT count(*) FROM candidates").fetchone()[0])
     worker.close()
     store.close()
-    out = {"events": stats.events, "seconds": elapsed, "candidates": stats.candidates, "stored": stored}
+    out = {"events": stats.events, "seconds": elapsed, "candidates": stats.candidates, "stored": stored,
+           "moved": stats.journey_moved}
     if ticker is not None:
         out |= {"tickets": tickets, "entered": ticker.entered, "messages": ticker.messages,
                 "ticks": len(ticker.ends), "tick_seconds": ticker.busy}
@@ -287,23 +296,26 @@ def main(argv: list[str] | None = None) -> int:
         rt.log("pre-loading the stream")
         rt.preload(r, stream, rt.historic_events(args.events, args.customers, args.seed))
         for kind in args.stores.split(","):
-            for journey in (False, True):
-                target = rt.sqlite_target(root, f"tp-{kind}-{journey}") if kind == "sqlite" \
+            for journey, live in ((False, True), (True, False), (True, True)):
+                target = rt.sqlite_target(root, f"tp-{kind}-{journey}-{live}") if kind == "sqlite" \
                     else rt.postgres_target(args.pg)
+                mode = ("journey, worker pass" if live else "journey, ticks only") if journey else "plain"
                 try:
-                    rt.log(f"throughput {kind} {'journey' if journey else 'plain'}")
-                    res = throughput(root, target, args.redis, stream, args.batch, journey, args.tick_every)
+                    rt.log(f"throughput {kind} {mode}")
+                    res = throughput(root, target, args.redis, stream, args.batch, journey, args.tick_every,
+                                     live)
                 finally:
                     if target.cleanup:
                         target.cleanup()
-                line = (f"throughput {kind:8s} {'journey' if journey else 'plain':7s}: "
+                line = (f"throughput {kind:8s} {mode}: "
                         f"{res['events']:,} events in {res['seconds']:.2f} s = "
                         f"{res['events'] / res['seconds']:,.0f} events/s; {res['candidates']:,} candidates")
                 if journey:
                     line += (f"; {res['entered']:,} entries ({res['tickets']:,} tickets), "
                              f"{res['messages']:,} messages in {res['ticks']} ticks taking "
                              f"{res['tick_seconds']:.2f} s = "
-                             f"{res['entered'] / max(res['tick_seconds'], 1e-9):,.0f} entries/s")
+                             f"{res['entered'] / max(res['tick_seconds'], 1e-9):,.0f} entries/s; "
+                             f"{res['moved']:,} entries moved between ticks")
                 print(line, flush=True)
             for journey, live in ((False, True), (True, False), (True, True)):
                 target = rt.sqlite_target(root, f"lat-{kind}-{journey}-{live}") if kind == "sqlite" \
