@@ -66,6 +66,10 @@ JOURNEY = {"exit_on": ["purchase"], "steps": [
 ]}
 
 
+#: (journey, the worker's own journey moves): plain, ticks only, worker pass
+MODES = ((False, True), (True, False), (True, True))
+
+
 def programs(root: Path, journey: bool) -> Path:
     folder = root / ("programs_journey" if journey else "programs_plain")
     folder.mkdir(exist_ok=True)
@@ -286,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=15.0)
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--phases", default="throughput,latency", help="comma-separated: throughput, latency")
     args = p.parse_args(argv)
+    phases = set(args.phases.split(","))
     r = redis.Redis.from_url(args.redis)
     stream = f"bench-rtj-{os.getpid()}"
     root = Path(tempfile.mkdtemp(prefix="ceap-bench-rtj-"))
@@ -294,9 +300,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.batch}, tick_every {args.tick_every}s")
     try:
         rt.log("pre-loading the stream")
-        rt.preload(r, stream, rt.historic_events(args.events, args.customers, args.seed))
+        if "throughput" in phases:
+            rt.preload(r, stream, rt.historic_events(args.events, args.customers, args.seed))
         for kind in args.stores.split(","):
-            for journey, live in ((False, True), (True, False), (True, True)):
+            for journey, live in MODES if "throughput" in phases else ():
                 target = rt.sqlite_target(root, f"tp-{kind}-{journey}-{live}") if kind == "sqlite" \
                     else rt.postgres_target(args.pg)
                 mode = ("journey, worker pass" if live else "journey, ticks only") if journey else "plain"
@@ -317,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"{res['entered'] / max(res['tick_seconds'], 1e-9):,.0f} entries/s; "
                              f"{res['moved']:,} entries moved between ticks")
                 print(line, flush=True)
-            for journey, live in ((False, True), (True, False), (True, True)):
+            for journey, live in MODES if "latency" in phases else ():
                 target = rt.sqlite_target(root, f"lat-{kind}-{journey}-{live}") if kind == "sqlite" \
                     else rt.postgres_target(args.pg)
                 mode = ("worker pass" if live else "ticks only") if journey else "plain"
