@@ -133,8 +133,9 @@ def test_exit_on_through_the_stream(project: Project) -> None:
     assert p.messages() == [("c1", "email", "nudge")]
 
 
-def test_a_wait_timeout_fires_as_a_timer_without_a_tick(project: Project) -> None:
-    p = project
+def test_a_wait_timeout_fires_as_a_timer_without_a_tick(tmp_path: Path, store: Store) -> None:
+    """On SQLite and PostgreSQL."""
+    p = Project(tmp_path, store)
     p.enter("c1", "c2")
     p.clock.advance(minutes=59)  # not due yet
     assert p.one_pass().stats.journey_moved == 0
