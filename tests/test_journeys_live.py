@@ -234,3 +234,50 @@ def test_a_worker_and_a_ticker_on_the_same_entries_send_each_step_once(
     assert len(sent) == 2 * len(customers) == len(set(sent))
     assert {t for _, _, t in sent} == {"nudge", "thanks"}
     assert deadlines.pending(store, "nudge") == []
+
+
+def test_a_worker_and_a_ticker_at_the_same_time_send_each_step_once(
+        tmp_path: Path, store: Store, store_url: str) -> None:
+    """Really at once: the worker's moves and a tick in two threads, each on its own
+    connection, over the same 250 entries (on PostgreSQL, rows locked in id order: no
+    deadlock)."""
+    import threading
+
+    p = Project(tmp_path, store)
+    customers = [f"c{i}" for i in range(250)]
+    p.enter(*customers)
+    p.clock.advance(minutes=10)
+    specs = [load_program(p.programs / "nudge.yaml")]
+    worker = p.worker(*[(c, "activated") for c in customers])
+    worker.live_journeys = None
+    worker.journeys = None
+    worker.reload(force=True)
+    worker.step()  # the events are stored
+    worker.close()
+    other = open_store(store_url)
+    results: dict[str, Any] = {}
+    try:
+        live = LiveJourneys(other, lambda: specs, clock=p.clock)
+        start = threading.Barrier(2)
+
+        def by_worker() -> None:
+            start.wait()
+            results["worker"] = live.on_events(events_table(*[(c, "activated") for c in customers]))
+
+        def by_ticker() -> None:
+            start.wait()
+            results["ticker"] = tick(store, specs, now=p.clock())
+
+        threads = [threading.Thread(target=by_worker), threading.Thread(target=by_ticker)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    finally:
+        other.close()
+    done = results["worker"], results["ticker"]
+    assert sum(d.moved for d in done) == len(customers)  # each entry moved by exactly one
+    assert sum(d.messages for d in done) == len(customers)
+    sent = p.messages()
+    assert len(sent) == 2 * len(customers) == len(set(sent))
+    assert deadlines.pending(store, "nudge") == []

@@ -346,6 +346,10 @@ def _move_entries(tx: Any, chunk: Sequence[tuple[Entry, Walk]], now: datetime) -
     """The conditional updates of a chunk (``seq`` as read); the ids that changed."""
     if tx.dialect != "postgres" or not chunk:  # SQLite is in-process: no round trip per entry
         return {e.id for (e, w) in chunk if write_walk_entry(tx, e, w, now)}
+    # lock the rows in id order first: a worker and a ticker moving overlapping chunks at once
+    # then wait for each other instead of deadlocking (the UPDATE's join locks in any order)
+    tx.execute("SELECT id FROM journey_entries WHERE id = ANY(CAST(? AS bigint[])) ORDER BY id FOR UPDATE",
+               (sorted(e.id for e, _ in chunk),)).fetchall()
     columns = list(zip(*[(w.step, e.seq + len(w.moves), w.since, w.status, w.reason,
                           now if w.status != "active" else None, e.id, e.seq) for e, w in chunk],
                          strict=True))
