@@ -6,6 +6,12 @@ in 24 hours get an outreach); the journey program is the same program with a ``j
 send an e-mail, wait a day for a click, send an SMS (``exit_on: [purchase]``). Measured in
 one process and one run, side by side on the same store kind and the same events:
 
+The journey waits a day for a ``support_contact`` event (10 % of the stream's events) and
+then sends a follow-up. Its worker runs in two modes, side by side: **ticks only** (the
+worker's own journey moves turned off: what moved journeys before issue 15's real-time
+work) and **worker pass** (as ``ceap worker`` runs: a batch's events move their customers'
+waiting entries in the pass that stored them, deadlines fire as timers).
+
 * **throughput**: a ``Worker`` drains a pre-loaded Redis stream (``--events``); the plain
   program's worker has no journey ticker, the journey program's ticks its journeys each poll
   loop at most every ``--tick-every`` seconds (as ``ceap worker`` does), plus one last tick
@@ -14,7 +20,9 @@ one process and one run, side by side on the same store kind and the same events
 * **latency**: a producer process publishes events stamped with their send time at
   ``--rate`` for ``--seconds``; plain: the time from an event to the commit of the candidate
   it triggered; journey: from an event to the commit of its entry's first message (the end
-  of the tick that wrote it).
+  of the pass whose tick wrote it), and from a ``support_contact`` event on the stream to
+  the commit of the follow-up it led to (the end of the pass that wrote it). The journey
+  runs use ``--next-customers`` customers (5,000: more entries meet a reply in 15 s).
 
 Usage (from the repository root; Redis on 127.0.0.1:6379)::
 
@@ -51,9 +59,15 @@ from ceap.store import Store, open_store
 
 JOURNEY = {"exit_on": ["purchase"], "steps": [
     {"id": "email", "send": {"channels": ["email"]}},
-    {"id": "wait_click", "wait_for": {"events": {"clicked": "end"}, "within": "1d"}},
-    {"id": "sms", "send": {"channels": ["sms"]}},
+    {"id": "wait_reply", "wait_for": {"events": {"clicked": "end", "support_contact": "followup"},
+                                      "within": "1d", "timeout": "sms"}},
+    {"id": "sms", "send": {"channels": ["sms"]}, "next": "end"},
+    {"id": "followup", "send": {"channels": ["email"], "template": "followup"}},
 ]}
+
+
+#: (journey, the worker's own journey moves): plain, ticks only, worker pass
+MODES = ((False, True), (True, False), (True, True))
 
 
 def programs(root: Path, journey: bool) -> Path:
@@ -92,8 +106,23 @@ class TimedTicker(JourneyTicker):
         return done
 
 
+class TimedWorker(Worker):
+    """A worker that notes when each pass ended (what it wrote is committed by then), with
+    the largest candidate id at that moment."""
+
+    ends: list[tuple[int, float]]
+
+    def step(self) -> int:
+        handled = super().step()
+        if self.live_journeys is not None or self.journeys is not None:
+            with self.store.tx() as tx:
+                top = tx.execute("SELECT max(id) FROM candidates").fetchone()[0]
+            self.ends.append((int(top or 0), time.time()))
+        return handled
+
+
 def make_worker(root: Path, store: Store, url: str, stream: str, group: str, batch: int, wait: float,
-                journey: bool, every: float) -> tuple[Worker, TimedTicker | None]:
+                journey: bool, every: float, live: bool = True) -> tuple[Worker, TimedTicker | None]:
     from ceap.connectors.streams_redis import RedisStreamsConnector
 
     folder = programs(root, journey)
@@ -103,7 +132,10 @@ def make_worker(root: Path, store: Store, url: str, stream: str, group: str, bat
          "consumer": f"bench-{group}"}, context)
     ticker = TimedTicker(store, JourneyPrograms(folder), every=timedelta(seconds=every),
                          holder=f"bench-{group}") if journey else None
-    worker = Worker(store, source, folder, context, batch=batch, wait=wait, journeys=ticker)
+    worker = TimedWorker(store, source, folder, context, batch=batch, wait=wait, journeys=ticker)
+    worker.ends = []
+    if not live:  # journeys move at the ticks only (before the worker moved them itself)
+        worker.live_journeys = None
     worker.reload(force=True)
     if worker.stats.programs != [rt.PROGRAM["name"]]:
         raise SystemExit("the benchmark program did not load (see the log above)")
@@ -111,11 +143,11 @@ def make_worker(root: Path, store: Store, url: str, stream: str, group: str, bat
 
 
 def throughput(root: Path, target: rt.Target, redis_url: str, stream: str, batch: int, journey: bool,
-               every: float) -> dict[str, Any]:
+               every: float, live: bool = True) -> dict[str, Any]:
     store = open_store(target.url)
-    kind = "journey" if journey else "plain"
+    kind = ("journey" if live else "ticks") if journey else "plain"
     worker, ticker = make_worker(root, store, redis_url, stream, f"tp-{target.name}-{kind}", batch, 0.05,
-                                 journey, every)
+                                 journey, every, live)
     start = time.perf_counter()
     stats = worker.run(until_idle=True)
     if ticker is not None:
@@ -127,7 +159,8 @@ def throughput(root: Path, target: rt.Target, redis_url: str, stream: str, batch
         stored = int(tx.execute("SELECT count(*) FROM candidates").fetchone()[0])
     worker.close()
     store.close()
-    out = {"events": stats.events, "seconds": elapsed, "candidates": stats.candidates, "stored": stored}
+    out = {"events": stats.events, "seconds": elapsed, "candidates": stats.candidates, "stored": stored,
+           "moved": stats.journey_moved}
     if ticker is not None:
         out |= {"tickets": tickets, "entered": ticker.entered, "messages": ticker.messages,
                 "ticks": len(ticker.ends), "tick_seconds": ticker.busy}
@@ -135,13 +168,14 @@ def throughput(root: Path, target: rt.Target, redis_url: str, stream: str, batch
 
 
 def latency(root: Path, target: rt.Target, redis_url: str, stream: str, batch: int, rate: float,
-            seconds: float, customers: int, warmup: float, journey: bool, every: float) -> dict[str, Any]:
+            seconds: float, customers: int, warmup: float, journey: bool, every: float,
+            live: bool = True) -> dict[str, Any]:
     r = redis.Redis.from_url(redis_url)
     r.delete(stream)
     store = open_store(target.url)
     kind = "journey" if journey else "plain"
     group = f"live-{kind}"
-    worker, ticker = make_worker(root, store, redis_url, stream, group, batch, 0.05, journey, every)
+    worker, ticker = make_worker(root, store, redis_url, stream, group, batch, 0.05, journey, every, live)
     committed: dict[str, float] = {}  # plain: dedup key -> commit time
     real_write = store.write_run
 
@@ -182,6 +216,7 @@ def latency(root: Path, target: rt.Target, redis_url: str, stream: str, batch: i
                 "SELECT m.id, t.created_at FROM journey_log l JOIN journey_entries e ON e.id = l.entry_id "
                 "JOIN candidates m ON m.id = l.candidate_id JOIN candidates t ON t.id = e.candidate_id "
                 "WHERE l.seq = 1 AND l.what = 'sent'").fetchall()
+            nexts = next_rows(tx)
         else:
             rows = tx.execute("SELECT dedup_key, created_at FROM candidates").fetchall()
     store.close()
@@ -200,8 +235,44 @@ def latency(root: Path, target: rt.Target, redis_url: str, stream: str, batch: i
         if done is not None and sent >= started + warmup:
             samples.append((done - sent) * 1000)
     samples.sort()
-    return {"events": events, "samples": len(samples), "p50": rt.percentile(samples, 50),
-            "p99": rt.percentile(samples, 99), "max": samples[-1] if samples else float("nan")}
+    out = {"events": events, "samples": len(samples), "p50": rt.percentile(samples, 50),
+           "p99": rt.percentile(samples, 99), "max": samples[-1] if samples else float("nan")}
+    if journey:
+        assert isinstance(worker, TimedWorker)
+        later = []
+        for key, event_at in nexts:
+            done = next((at for top, at in worker.ends if top >= key), None)
+            if done is not None and event_at >= started + warmup:
+                later.append((done - event_at) * 1000)
+        later.sort()
+        out |= {"next_samples": len(later), "next_p50": rt.percentile(later, 50),
+                "next_p99": rt.percentile(later, 99), "next_max": later[-1] if later else float("nan")}
+    return out
+
+
+def next_rows(tx: Any) -> list[tuple[int, float]]:
+    """``(candidate id, event time)`` of each follow-up message: the message a
+    ``support_contact`` event on the stream led to, and the first such event of the
+    customer at or after its e-mail was written (the one the wait took)."""
+    from ceap.store.schema import from_iso
+
+    mails = tx.execute("SELECT l.entry_id, e.customer_id, l.at FROM journey_log l JOIN journey_entries e "
+                       "ON e.id = l.entry_id WHERE l.step = 'email' AND l.what = 'sent'").fetchall()
+    follow = dict(tx.execute("SELECT entry_id, candidate_id FROM journey_log WHERE step = 'followup' "
+                             "AND what = 'sent'").fetchall())
+    contacts: dict[str, list[float]] = {}
+    for customer, ts in tx.execute("SELECT customer_id, ts FROM goal_events WHERE type = 'support_contact'"
+                                   ).fetchall():
+        contacts.setdefault(customer, []).append(from_iso(ts).timestamp())  # type: ignore[union-attr]
+    out = []
+    for entry_id, customer, at in mails:
+        if entry_id not in follow:
+            continue
+        since = from_iso(at).timestamp()  # type: ignore[union-attr]
+        came = min((t for t in contacts.get(customer, []) if t >= since), default=None)
+        if came is not None:
+            out.append((int(follow[entry_id]), came))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,11 +284,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pg", default=os.environ.get("CEAP_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test"))
     p.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     p.add_argument("--tick-every", type=float, default=1.0, help="the worker's journeys.tick_every, seconds")
+    p.add_argument("--next-customers", type=int, default=5000,
+                   help="customers of the journey latency runs (fewer: more entries meet a reply)")
     p.add_argument("--rate", type=float, default=2000.0)
     p.add_argument("--seconds", type=float, default=15.0)
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--phases", default="throughput,latency", help="comma-separated: throughput, latency")
     args = p.parse_args(argv)
+    phases = set(args.phases.split(","))
     r = redis.Redis.from_url(args.redis)
     stream = f"bench-rtj-{os.getpid()}"
     root = Path(tempfile.mkdtemp(prefix="ceap-bench-rtj-"))
@@ -225,40 +300,50 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.batch}, tick_every {args.tick_every}s")
     try:
         rt.log("pre-loading the stream")
-        rt.preload(r, stream, rt.historic_events(args.events, args.customers, args.seed))
+        if "throughput" in phases:
+            rt.preload(r, stream, rt.historic_events(args.events, args.customers, args.seed))
         for kind in args.stores.split(","):
-            for journey in (False, True):
-                target = rt.sqlite_target(root, f"tp-{kind}-{journey}") if kind == "sqlite" \
+            for journey, live in MODES if "throughput" in phases else ():
+                target = rt.sqlite_target(root, f"tp-{kind}-{journey}-{live}") if kind == "sqlite" \
                     else rt.postgres_target(args.pg)
+                mode = ("journey, worker pass" if live else "journey, ticks only") if journey else "plain"
                 try:
-                    rt.log(f"throughput {kind} {'journey' if journey else 'plain'}")
-                    res = throughput(root, target, args.redis, stream, args.batch, journey, args.tick_every)
+                    rt.log(f"throughput {kind} {mode}")
+                    res = throughput(root, target, args.redis, stream, args.batch, journey, args.tick_every,
+                                     live)
                 finally:
                     if target.cleanup:
                         target.cleanup()
-                line = (f"throughput {kind:8s} {'journey' if journey else 'plain':7s}: "
+                line = (f"throughput {kind:8s} {mode}: "
                         f"{res['events']:,} events in {res['seconds']:.2f} s = "
                         f"{res['events'] / res['seconds']:,.0f} events/s; {res['candidates']:,} candidates")
                 if journey:
                     line += (f"; {res['entered']:,} entries ({res['tickets']:,} tickets), "
                              f"{res['messages']:,} messages in {res['ticks']} ticks taking "
                              f"{res['tick_seconds']:.2f} s = "
-                             f"{res['entered'] / max(res['tick_seconds'], 1e-9):,.0f} entries/s")
+                             f"{res['entered'] / max(res['tick_seconds'], 1e-9):,.0f} entries/s; "
+                             f"{res['moved']:,} entries moved between ticks")
                 print(line, flush=True)
-            for journey in (False, True):
-                target = rt.sqlite_target(root, f"lat-{kind}-{journey}") if kind == "sqlite" \
+            for journey, live in MODES if "latency" in phases else ():
+                target = rt.sqlite_target(root, f"lat-{kind}-{journey}-{live}") if kind == "sqlite" \
                     else rt.postgres_target(args.pg)
+                mode = ("worker pass" if live else "ticks only") if journey else "plain"
                 try:
-                    rt.log(f"latency {kind} {'journey' if journey else 'plain'}")
+                    rt.log(f"latency {kind} {mode}")
                     lat = latency(root, target, args.redis, f"{stream}-live", args.batch, args.rate,
-                                  args.seconds, args.customers, args.warmup, journey, args.tick_every)
+                                  args.seconds, args.next_customers if journey else args.customers,
+                                  args.warmup, journey, args.tick_every, live)
                 finally:
                     if target.cleanup:
                         target.cleanup()
-                what = "event -> first journey message" if journey else "event -> candidate"
+                what = f"event -> first journey message ({mode})" if journey else "event -> candidate"
                 print(f"latency {kind:8s} {what}: {lat['events']:,} events at {args.rate:,.0f}/s, "
                       f"{lat['samples']:,} samples: p50 {lat['p50']:.0f} ms, p99 {lat['p99']:.0f} ms, "
                       f"max {lat['max']:.0f} ms", flush=True)
+                if journey:
+                    print(f"latency {kind:8s} stream event -> next journey message ({mode}): "
+                          f"{lat['next_samples']:,} samples: p50 {lat['next_p50']:.0f} ms, "
+                          f"p99 {lat['next_p99']:.0f} ms, max {lat['next_max']:.0f} ms", flush=True)
     finally:
         r.delete(stream)
         r.close()

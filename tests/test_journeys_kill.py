@@ -5,11 +5,13 @@ the delays is printed (``CEAP_KILL_SEED`` fixes it)."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -113,3 +115,93 @@ def test_a_killed_tick_leaves_one_message_per_step(tmp_path: Path) -> None:
     expected = {c: 2 if scores[c] > 0.5 else 1 for c in scores}
     assert {c: n for c, n in per_entry} == expected  # one message per step taken, none twice
     assert logged == sum(expected.values()) and duplicates == 0
+
+
+ACTIVATION = {"name": "activation", "source": {"type": "csv", "path": "x.csv"},
+              "action": {"type": "inform", "channels": ["inapp"]},
+              "journey": {"steps": [{"id": "hello", "send": {}},
+                                    {"id": "wait", "wait_for": {"events": {"activated": "thanks"},
+                                                                "within": "1d", "timeout": "end"}},
+                                    {"id": "thanks", "send": {}}]}}
+#: a worker whose journeys move only by its batches' events and deadlines (it never ticks)
+WORKER = """
+import sys
+from datetime import timedelta
+from pathlib import Path
+from ceap.journeys.ticker import JourneyPrograms, JourneyTicker
+from ceap.plugin import PluginContext
+from ceap.realtime.replay import ReplayConnector
+from ceap.realtime.worker import Worker
+from ceap.store import open_store
+
+root, url = Path(sys.argv[1]), sys.argv[2]
+store = open_store(url)
+context = PluginContext(base_dir=root, store=store)
+source = ReplayConnector.from_dict({"type": "replay", "path": "events.jsonl"}, context)
+ticker = JourneyTicker(store, JourneyPrograms(root / "programs"), every=timedelta(0))
+worker = Worker(store, source, root / "programs", context, batch=200, journeys=ticker)
+stats = worker.run(until_idle=True)
+print(stats.journey_moved, stats.journey_messages)
+"""
+
+
+def test_a_killed_worker_leaves_one_message_per_step(tmp_path: Path) -> None:
+    """The worker's path: 3,000 entries wait for ``activated``; a worker (that never ticks)
+    reads one per customer from a replayed stream and is killed at random moments, then run
+    again over the same stream until it ends; every entry got its two messages once."""
+    from ceap.journeys.engine import tick
+    from ceap.model import utcnow
+    from ceap.spec import load_program
+
+    seed = int(os.environ.get("CEAP_KILL_SEED", random.randrange(1 << 30)))
+    rng = random.Random(seed)
+    (tmp_path / "programs").mkdir()
+    (tmp_path / "programs" / "activation.yaml").write_text(yaml.safe_dump(ACTIVATION, sort_keys=False))
+    url = f"sqlite:///{tmp_path / 'kill.db'}"
+    store = open_store(url)
+    entered = utcnow()
+    store.write_run(RunRecord("r1", "default", "activation", "succeeded", entered),
+                    make_candidates(CUSTOMERS, now=entered, program="activation", status="journey",
+                                    payload={}, dedup_key=lambda i: f"ticket-{i}"))
+    done = tick(store, [load_program(tmp_path / "programs" / "activation.yaml")], now=entered)
+    with store.tx() as tx:
+        customers = [c for (c,) in tx.execute("SELECT customer_id FROM journey_entries").fetchall()]
+    store.close()
+    assert done.entered == done.messages == CUSTOMERS
+    (tmp_path / "events.jsonl").write_text("\n".join(
+        json.dumps({"id": f"a-{c}", "customer_id": c, "type": "activated", "ts": utcnow().isoformat()})
+        for c in customers))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    command = [sys.executable, "-c", WORKER, str(tmp_path), url]
+    seen: list[tuple[float, int, int]] = []
+    for _ in range(4):
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        before = counts(url)[1]
+        # whatever the machine's load: once this run moves entries, kill it a moment later
+        while proc.poll() is None and counts(url)[1] == before:
+            time.sleep(0.02)
+        delay = rng.uniform(0, 0.3)
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        seen.append((round(delay, 2), *counts(url)))
+    final = subprocess.run(command, env=env, capture_output=True, timeout=300)
+    assert final.returncode == 0, final.stderr.decode()
+    print(f"seed {seed}; (delay, entries, messages) after each kill: {seen}")
+    store = open_store(url)
+    try:
+        with store.tx() as tx:
+            per_entry = tx.execute(
+                "SELECT e.status, e.step, count(c.id) FROM journey_entries e LEFT JOIN candidates c "
+                "ON c.dedup_key LIKE 'journey:activation:' || e.customer_id || ':' || e.id || ':%' "
+                "GROUP BY e.id, e.status, e.step").fetchall()
+            duplicates = tx.execute("SELECT count(*) FROM (SELECT entry_id, seq FROM journey_log "
+                                    "GROUP BY entry_id, seq HAVING count(*) > 1) d").fetchone()[0]
+            timers = tx.execute("SELECT count(*) FROM timers").fetchone()[0]
+    finally:
+        store.close()
+    assert len(per_entry) == CUSTOMERS and duplicates == 0
+    assert {tuple(r) for r in per_entry} == {("completed", "thanks", 2)}  # hello and thanks, once each
+    assert timers == 0  # every deadline went with the move that ended its wait

@@ -59,11 +59,13 @@ def worker(
             say(f"events {s.events:,}  candidates {s.candidates:,}  duplicates {s.duplicates:,}  "
                 f"late {s.late:,}  rejected {s.rejected:,}  lag {s.lag if s.lag is not None else '?'}"
                 f"  programs {', '.join(s.programs) or '-'}"
-                + (f"  journey ticks {s.journey_ticks:,} messages {s.journey_messages:,}"
-                   if s.journey_ticks else ""), lambda text: err.print(text, highlight=False),
+                + (f"  journey ticks {s.journey_ticks:,} moved {s.journey_moved:,} messages "
+                   f"{s.journey_messages:,}" if s.journey_ticks or s.journey_moved else ""),
+                lambda text: err.print(text, highlight=False),
                 stream=stream, events=s.events, candidates=s.candidates, duplicates=s.duplicates,
                 late=s.late, rejected=s.rejected, lag=s.lag, programs=",".join(s.programs),
-                journey_ticks=s.journey_ticks, journey_messages=s.journey_messages)
+                journey_ticks=s.journey_ticks, journey_moved=s.journey_moved,
+                journey_messages=s.journey_messages)
 
         stats = w.run(stop, until_idle=until_idle, on_progress=progress)
         w.close()
@@ -74,7 +76,8 @@ def worker(
     out.print(f"worker stopped: {stats.events:,} events, {stats.candidates:,} new candidates, "
               f"{stats.duplicates:,} duplicates, {stats.late:,} late, {stats.rejected:,} rejected"
               + (f"; {stats.journey_ticks:,} journey ticks, {stats.journey_entered:,} entered, "
-                 f"{stats.journey_messages:,} journey messages" if stats.journey_ticks else ""))
+                 f"{stats.journey_moved:,} moved between ticks, {stats.journey_messages:,} journey messages"
+                 if stats.journey_ticks or stats.journey_moved else ""))
 
 
 @app.command()

@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ceap.durations import format_duration
+from ceap.journeys import deadlines
 from ceap.journeys.branches import branch_results
 from ceap.journeys.state import (
     Entry,
@@ -33,6 +34,8 @@ from ceap.journeys.state import (
     in_list,
     insert_candidate,
     insert_candidates,
+    message_dedup_key,
+    message_row,
     seen_events,
 )
 from ceap.model import utcnow
@@ -153,6 +156,10 @@ def enter(store: Store, spec: Any, now: datetime) -> TickStats:
             tx.executemany("INSERT INTO journey_log (tenant_id, program, customer_id, entry_id, seq, step, "
                            "what, at) VALUES (?, ?, ?, ?, 0, ?, 'entered', ?)",
                            [(t, p, c, ids[cid], first, tx.ts(now)) for t, p, c, cid, *_ in rows])
+            wait = journey.step(first)
+            if wait is not None and wait.wait_for is not None:  # a journey that starts with a wait
+                deadlines.arm(tx, spec.name, [(t, c, ids[cid], 0, now, now + wait.wait_for.within)
+                                              for t, _, c, cid, *_ in rows])
             stats.entered += len(rows)
 
 
@@ -201,11 +208,19 @@ def loads_time(value: Any) -> datetime:
 # -- advancing ---------------------------------------------------------------------------
 def advance(store: Store, spec: Any, now: datetime) -> TickStats:
     """Move every active entry of ``spec`` as far as it goes now."""
-    stats = TickStats()
     journey: Journey = spec.journey
     with store.tx() as tx:
         entries = active_entries(tx, spec.name)
         seen = seen_events(tx, spec.name, journey.event_types()) if entries else {}
+    return move(store, spec, entries, seen, now)
+
+
+def move(store: Store, spec: Any, entries: Sequence[Entry],
+         seen: dict[int, list[tuple[str, datetime]]], now: datetime) -> TickStats:
+    """Walk ``entries`` (active, as read) with the events ``seen`` and write the moves, a
+    chunk of entries per transaction: the tick's and the real-time worker's one way."""
+    stats = TickStats()
+    journey: Journey = spec.journey
     if not entries:
         return stats
     branches = branch_results(journey, entries)
@@ -290,6 +305,7 @@ def write_walk(tx: Any, spec: Any, entry: Entry, w: Walk, now: datetime) -> bool
                    "candidate_id, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                    (entry.tenant_id, entry.program, entry.customer_id, entry.id, n, step, what[:500],
                     candidate, tx.ts(now)))
+    rearm(tx, spec, [(entry, w)])
     return True
 
 
@@ -309,13 +325,31 @@ def write_walks(tx: Any, spec: Any, chunk: Sequence[tuple[Entry, Walk]], now: da
                      ids[(e.tenant_id, message_dedup_key(spec.name, e.customer_id, e.id, step, n))]
                      if send else None, tx.ts(now))
                     for e, w in kept for n, (step, what, send) in enumerate(w.moves, start=e.seq + 1)])
+    rearm(tx, spec, kept)
     return moved
+
+
+def rearm(tx: Any, spec: Any, kept: Sequence[tuple[Entry, Walk]]) -> None:
+    """Move the deadline timers (:mod:`ceap.journeys.deadlines`) of entries just moved: the
+    old place's goes, a new wait's comes (in the transaction of the move)."""
+    deadlines.disarm(tx, spec.name, [(e.tenant_id, e.customer_id, e.id, e.seq) for e, _ in kept])
+    arms = []
+    for e, w in kept:
+        step = spec.journey.step(w.step) if w.status == "active" else None
+        if step is not None and step.wait_for is not None:
+            arms.append((e.tenant_id, e.customer_id, e.id, e.seq + len(w.moves), w.since,
+                         w.since + step.wait_for.within))
+    deadlines.arm(tx, spec.name, arms)
 
 
 def _move_entries(tx: Any, chunk: Sequence[tuple[Entry, Walk]], now: datetime) -> set[int]:
     """The conditional updates of a chunk (``seq`` as read); the ids that changed."""
     if tx.dialect != "postgres" or not chunk:  # SQLite is in-process: no round trip per entry
         return {e.id for (e, w) in chunk if write_walk_entry(tx, e, w, now)}
+    # lock the rows in id order first: a worker and a ticker moving overlapping chunks at once
+    # then wait for each other instead of deadlocking (the UPDATE's join locks in any order)
+    tx.execute("SELECT id FROM journey_entries WHERE id = ANY(CAST(? AS bigint[])) ORDER BY id FOR UPDATE",
+               (sorted(e.id for e, _ in chunk),)).fetchall()
     columns = list(zip(*[(w.step, e.seq + len(w.moves), w.since, w.status, w.reason,
                           now if w.status != "active" else None, e.id, e.seq) for e, w in chunk],
                          strict=True))
@@ -340,33 +374,11 @@ def write_walk_entry(tx: Any, entry: Entry, w: Walk, now: datetime) -> bool:
     return bool(changed.rowcount == 1)
 
 
-def message_dedup_key(program: str, customer: str, entry_id: int, step: str, seq: int) -> str:
-    return f"journey:{program}:{customer}:{entry_id}:{step}:{seq}"
-
-
-def message_row(spec: Any, entry: Entry, step: str, seq: int, send: Any, now: datetime) -> dict[str, Any]:
-    """The candidate a ``send`` step writes (``CANDIDATE_COLUMNS``)."""
-    action, data = spec.action, entry.data
-    return {
-        "tenant_id": entry.tenant_id, "program": spec.name, "run_id": f"journey:{spec.name}",
-        "customer_id": entry.customer_id, "subject_id": data.get("subject_id"),
-        "context": data.get("context") or {}, "action_type": action.type,
-        "channels": send.channels or action.channels, "template": send.template or action.template,
-        "category": action.category, "score": data.get("score"), "model": data.get("model") or "",
-        "reasons": None, "payload": {**(data.get("payload") or {}), **send.payload},
-        "status": "pending", "priority": spec.priority, "created_at": now, "not_before": now,
-        "expires_at": now + action.expiry,
-        "dedup_key": message_dedup_key(spec.name, entry.customer_id, entry.id, step, seq),
-        "holdout": False, "version": 1, "arm": "treatment", "variant": data.get("variant"),
-        "features": None,
-    }
-
-
 def _json(value: Any) -> str:
     import json
 
     return json.dumps(value, default=str)
 
 
-__all__ = ["TickStats", "Walk", "advance", "enter", "message_dedup_key", "tick", "walk", "write_walk",
+__all__ = ["TickStats", "Walk", "advance", "enter", "message_dedup_key", "move", "tick", "walk", "write_walk",
            "write_walks"]

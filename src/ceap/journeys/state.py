@@ -71,6 +71,34 @@ def active_entries(tx: Tx, program: str) -> list[Entry]:
     return [entry_from_row(r) for r in rows]
 
 
+def waiting_entries(tx: Tx, programs: Sequence[str], customers: Sequence[tuple[str, str]]
+                    ) -> list[Entry]:
+    """The active entries of ``programs`` of these ``(tenant, customer)``: one query per
+    tenant (the customers as one array parameter; read by the index on tenant, customer
+    and program)."""
+    out: list[Entry] = []
+    if not programs:
+        return out
+    for tenant in sorted({t for t, _ in customers}):
+        cond, args = in_list(tx, "customer_id", sorted({c for t, c in customers if t == tenant}))
+        rows = tx.execute(f"SELECT {', '.join(ENTRY_COLUMNS)} FROM journey_entries WHERE tenant_id = ? "
+                          f"AND {cond} AND program IN ({tx.placeholders(len(programs))}) "
+                          "AND status = 'active' ORDER BY id", (tenant, *args, *programs),
+                          prepare=False).fetchall()
+        out.extend(entry_from_row(r) for r in rows)
+    return out
+
+
+def entries_by_id(tx: Tx, ids: Sequence[int]) -> list[Entry]:
+    """The active entries among ``ids``."""
+    if not ids:
+        return []
+    cond, args = in_list(tx, "id", sorted(set(ids)))
+    rows = tx.execute(f"SELECT {', '.join(ENTRY_COLUMNS)} FROM journey_entries WHERE {cond} "
+                      "AND status = 'active' ORDER BY id", args, prepare=False).fetchall()
+    return [entry_from_row(r) for r in rows]
+
+
 def customer_entries(tx: Tx, tenant: str, customer: str, program: str | None = None,
                      limit: int = 20) -> list[Entry]:
     """A customer's entries (newest first), each with its log (oldest first)."""
@@ -99,28 +127,35 @@ def step_counts(tx: Tx, tenant: str, program: str) -> list[tuple[str, str, int]]
         "GROUP BY status, step ORDER BY status, step", (tenant, program)).fetchall()]
 
 
-def seen_events(tx: Tx, program: str, types: set[str]) -> dict[int, list[tuple[str, datetime]]]:
+def seen_events(tx: Tx, program: str, types: set[str], entries: Sequence[int] | None = None
+                ) -> dict[int, list[tuple[str, datetime]]]:
     """Entry id -> ``(type, time)`` of the events its journey reads, oldest first:
     engagements of the entry's own messages, other types from ``goal_events`` of the
-    customer since the entry began (the worker records them there)."""
+    customer since the entry began (the worker records them there). Every active entry
+    of the program, or those of ``entries``."""
     found: dict[int, list[tuple[str, datetime]]] = {}
     engaged = sorted(types & ENGAGEMENT_TYPES)
     other = sorted(types - ENGAGEMENT_TYPES)
+    if entries is not None and not entries:
+        return found
+    only, only_args = in_list(tx, "j.id", list(entries)) if entries is not None else ("1 = 1", [])
+    prepare = None if entries is None else False  # a few entries: planned for their ids
     if engaged:
         cond, args = in_list(tx, "e.type", engaged)
         for entry_id, kind, ts in tx.execute(
                 "SELECT j.id, e.type, e.ts FROM journey_entries j "
                 "JOIN journey_log l ON l.entry_id = j.id AND l.candidate_id IS NOT NULL "
                 "JOIN engagements e ON e.candidate_id = l.candidate_id "
-                f"WHERE j.program = ? AND j.status = 'active' AND {cond}", (program, *args)).fetchall():
+                f"WHERE j.program = ? AND j.status = 'active' AND {cond} AND {only}",
+                (program, *args, *only_args), prepare=prepare).fetchall():
             found.setdefault(int(entry_id), []).append((kind, from_iso(ts)))  # type: ignore[arg-type]
     if other:
         cond, args = in_list(tx, "g.type", other)
         for entry_id, kind, ts in tx.execute(
                 "SELECT j.id, g.type, g.ts FROM journey_entries j "
                 "JOIN goal_events g ON g.tenant_id = j.tenant_id AND g.customer_id = j.customer_id "
-                f"AND g.ts >= j.entered_at WHERE j.program = ? AND j.status = 'active' AND {cond}",
-                (program, *args)).fetchall():
+                f"AND g.ts >= j.entered_at WHERE j.program = ? AND j.status = 'active' AND {cond} "
+                f"AND {only}", (program, *args, *only_args), prepare=prepare).fetchall():
             found.setdefault(int(entry_id), []).append((kind, from_iso(ts)))  # type: ignore[arg-type]
     for seen in found.values():
         seen.sort(key=lambda item: item[1])
@@ -170,3 +205,25 @@ def insert_candidate(tx: Tx, row: dict[str, Any]) -> int:
         found = tx.execute("SELECT id FROM candidates WHERE tenant_id = ? AND dedup_key = ?",
                            (row["tenant_id"], row["dedup_key"])).fetchone()
     return int(found[0])
+
+
+def message_dedup_key(program: str, customer: str, entry_id: int, step: str, seq: int) -> str:
+    return f"journey:{program}:{customer}:{entry_id}:{step}:{seq}"
+
+
+def message_row(spec: Any, entry: Entry, step: str, seq: int, send: Any, now: datetime) -> dict[str, Any]:
+    """The candidate a ``send`` step writes (``CANDIDATE_COLUMNS``)."""
+    action, data = spec.action, entry.data
+    return {
+        "tenant_id": entry.tenant_id, "program": spec.name, "run_id": f"journey:{spec.name}",
+        "customer_id": entry.customer_id, "subject_id": data.get("subject_id"),
+        "context": data.get("context") or {}, "action_type": action.type,
+        "channels": send.channels or action.channels, "template": send.template or action.template,
+        "category": action.category, "score": data.get("score"), "model": data.get("model") or "",
+        "reasons": None, "payload": {**(data.get("payload") or {}), **send.payload},
+        "status": "pending", "priority": spec.priority, "created_at": now, "not_before": now,
+        "expires_at": now + action.expiry,
+        "dedup_key": message_dedup_key(spec.name, entry.customer_id, entry.id, step, seq),
+        "holdout": False, "version": 1, "arm": "treatment", "variant": data.get("variant"),
+        "features": None,
+    }

@@ -42,6 +42,8 @@ from ceap.spec.program import ProgramSpec
 from ceap.store.base import Store
 
 if TYPE_CHECKING:
+    from ceap.journeys.engine import TickStats
+    from ceap.journeys.live import LiveJourneys
     from ceap.journeys.ticker import JourneyTicker
 
 log = logging.getLogger(__name__)
@@ -61,7 +63,8 @@ class WorkerStats:
     lag: int | None = None
     journey_ticks: int = 0  # journey ticks this worker ran (docs/journeys.md)
     journey_entered: int = 0
-    journey_messages: int = 0
+    journey_messages: int = 0  # by its ticks, its batches' events and its wait deadlines
+    journey_moved: int = 0  # entries moved by its batches' events and wait deadlines
 
 
 class Worker:
@@ -75,8 +78,14 @@ class Worker:
         #: ticks the journeys after a poll loop, at most every ``journeys.every`` by this
         #: worker's clock (None: never)
         self.journeys = journeys
+        #: moves the entries a batch's events concern, and takes due wait deadlines, in each
+        #: pass (None with no ticker: ``--no-journeys``)
+        self.live_journeys: LiveJourneys | None = None
         if journeys is not None:
+            from ceap.journeys.live import LiveJourneys
+
             journeys.clock = clock
+            self.live_journeys = LiveJourneys(store, journeys.programs, clock=clock, lease=journeys.lease)
         #: the stream's name in ceap.yaml: the ``stream`` label of the worker's metrics
         self.stream = stream
         self.source = source
@@ -171,6 +180,8 @@ class Worker:
             started = time.perf_counter()
             with span("ceap.worker.batch", **{"ceap.stream": self.stream, "ceap.messages": len(received)}):
                 self._process(received, started)
+        if self.live_journeys is not None:
+            self._journeys_live(self.live_journeys.fire_deadlines)
         if self.journeys is not None:
             self._tick_journeys()
         return len(received)
@@ -187,6 +198,17 @@ class Worker:
                 break
             received = [*received, *more]
         return received
+
+    def _journeys_live(self, work: Callable[[], TickStats]) -> None:
+        """Journey moves in this pass (a batch's events, due deadlines); a failure is logged:
+        the events are stored, the next tick (or deadline firing) moves the entries."""
+        try:
+            done = work()
+        except Exception:
+            log.exception("journey moves failed")
+            return
+        self.stats.journey_moved += done.moved
+        self.stats.journey_messages += done.messages
 
     def _tick_journeys(self) -> None:
         """The journey tick, when due and when no other ticker holds the store's lease; a
@@ -225,6 +247,9 @@ class Worker:
         for spec in self.cancellers.values():
             cancel_pending(self.store, spec.name, spec.action.cancel_on, events)
         record_event_outcomes(self.store, self.programs_dir, events, self.clock())
+        if self.live_journeys is not None and events.num_rows:  # stored: journeys may move on them
+            live = self.live_journeys
+            self._journeys_live(lambda: live.on_events(events))
         self.source.commit([r.token for r in received])
         self.stats.messages += len(received)
         self.stats.events += outcome["events"]
