@@ -102,9 +102,20 @@ class Smtpd:
         self.controller.stop()
 
 
-@pytest.fixture
-def smtpd() -> Iterator[Smtpd]:
-    server = Smtpd(Mailbox())
+class PipeliningMailbox(Mailbox):
+    """A ``Mailbox`` whose server offers PIPELINING (RFC 2920), as most real ones do."""
+
+    async def handle_EHLO(self, server: Any, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+
+@pytest.fixture(params=["plain", "pipelining"])
+def smtpd(request: pytest.FixtureRequest) -> Iterator[Smtpd]:
+    """Every test of what arrives and what the server answers runs against a server without
+    and with PIPELINING (the channel then writes MAIL FROM, RCPT TO and DATA at once)."""
+    server = Smtpd(PipeliningMailbox() if request.param == "pipelining" else Mailbox())
     yield server
     server.stop()
 
@@ -228,6 +239,48 @@ def test_a_refused_recipient_does_not_stop_the_batch(smtpd: Smtpd) -> None:
     results = send(smtpd.config(concurrency=1), batch)
     assert [r.status for r in results] == ["sent", "failed", "failed", "sent"]
     assert len(smtpd.handler.received) == 2
+
+
+class Journal:
+    """A ``SendJournal`` that refuses the keys in ``refused`` (another worker took them)."""
+
+    def __init__(self, refused: set[str]):
+        self.refused = refused
+        self.ended: list[tuple[str, str]] = []
+
+    def begin(self, m: Message) -> bool:
+        return m.idempotency_key not in self.refused
+
+    def begin_soon(self, m: Message) -> Any:
+        return lambda: self.begin(m)
+
+    def end(self, m: Message, result: Any) -> None:
+        self.ended.append((m.idempotency_key, result.status))
+
+
+def test_a_message_the_journal_refuses_is_not_sent_and_the_next_one_is(
+        smtpd: Smtpd, monkeypatch: pytest.MonkeyPatch) -> None:
+    pipelined: list[str] = []
+    original = SmtpChannel._pipelined
+
+    def spy(self: SmtpChannel, conn: Any, sender: str, to: str, *rest: Any) -> bool:
+        pipelined.append(to)
+        return original(self, conn, sender, to, *rest)
+
+    monkeypatch.setattr(SmtpChannel, "_pipelined", spy)
+    batch = [msg(idempotency_key=f"k{i}", to=f"c{i}@example.com") for i in range(3)]
+    channel = SmtpChannel.from_dict(smtpd.config(concurrency=1))
+    journal = Journal({"k1"})
+    try:
+        results = channel.send(batch, journal=journal)
+    finally:
+        channel.close()
+    assert [r.status for r in results] == ["sent", "failed", "sent"]
+    assert results[1].retryable and "another worker" in (results[1].error or "")
+    assert sorted(rcpt[0] for _, rcpt, _ in smtpd.handler.received) == ["c0@example.com", "c2@example.com"]
+    assert journal.ended == [("k0", "sent"), ("k2", "sent")]
+    offered = isinstance(smtpd.handler, PipeliningMailbox)
+    assert pipelined == ([m.to for m in batch] if offered else [])
 
 
 def test_unreachable_server_is_retryable_and_stops_the_batch() -> None:

@@ -489,10 +489,10 @@ class StubJournal:
         self.ended.append((message.idempotency_key, result.status))
 
 
-def smtp_pair(**handler: Any) -> Any:
-    from tests.test_channel_email import Mailbox, Smtpd
+def smtp_pair(pipelining: bool = False, **handler: Any) -> Any:
+    from tests.test_channel_email import Mailbox, PipeliningMailbox, Smtpd
 
-    class Recording(Mailbox):
+    class Recording(PipeliningMailbox if pipelining else Mailbox):  # type: ignore[misc]
         def __init__(self) -> None:
             super().__init__()
             self.rcpts: list[str] = []
@@ -506,11 +506,14 @@ def smtp_pair(**handler: Any) -> Any:
     return Smtpd(Recording(), **handler)
 
 
-def test_smtp_marks_the_attempt_after_the_envelope_and_before_data() -> None:
+@pytest.mark.parametrize("pipelining", [False, True], ids=["plain", "pipelining"])
+def test_smtp_marks_the_attempt_after_the_envelope_and_before_data(pipelining: bool) -> None:
+    """Also with PIPELINING (MAIL FROM, RCPT TO and DATA in one write): the mark is waited
+    for after the replies to the envelope and before the body."""
     from ceap.channels.email_smtp import SmtpChannel
     from tests.test_channel_email import msg
 
-    server = smtp_pair()
+    server = smtp_pair(pipelining)
     try:
         channel = SmtpChannel.from_dict(server.config(concurrency=1))
         batch = [msg(idempotency_key=f"k{i}", to=to) for i, to in
@@ -527,7 +530,8 @@ def test_smtp_marks_the_attempt_after_the_envelope_and_before_data() -> None:
                              ("k3", ["a@example.com", "b@example.com", "rcpt450@example.com"], 1),
                              ("k4", ["a@example.com", "b@example.com", "rcpt450@example.com",
                                      "c@example.com"], 1)]
-    # k2 was refused: no DATA, and the connection went on (RSET) to deliver k4
+    # k2 was refused: no body (plain: no DATA, RSET; pipelining: the connection closed
+    # after DATA's 354), and k4 was delivered
     assert [r.status for r in results] == ["sent", "failed", "failed", "sent"]
     assert results[1].error == "not attempted: another worker took it over"
     assert [rcpt for _, rcpt, _ in server.handler.received] == [["a@example.com"], ["c@example.com"]]

@@ -32,7 +32,8 @@ def _store(tmp_path: Path) -> tuple[Store, FakeClock]:
 
 
 def _plans(store: Store, call: Callable[[], Any]) -> list[str]:
-    """The query plans of the reads of ``deliveries`` that ``call`` makes."""
+    """The query plans of the reads of ``deliveries`` that ``call`` makes (a claim is an
+    ``UPDATE ... WHERE id IN (SELECT ... FROM deliveries ...)``)."""
     seen: list[str] = []
     conn = store._conn  # type: ignore[attr-defined]
     conn.set_trace_callback(seen.append)
@@ -41,7 +42,8 @@ def _plans(store: Store, call: Callable[[], Any]) -> list[str]:
     finally:
         conn.set_trace_callback(None)
     return [" | ".join(str(r[3]) for r in conn.execute("EXPLAIN QUERY PLAN " + sql))
-            for sql in seen if sql.lstrip().upper().startswith("SELECT") and "FROM deliveries" in sql]
+            for sql in seen
+            if sql.lstrip().upper().startswith(("SELECT", "UPDATE")) and "FROM deliveries" in sql]
 
 
 def test_the_reads_of_open_deliveries_use_the_partial_indexes(tmp_path: Path) -> None:
@@ -79,3 +81,35 @@ def test_the_dashboards_counts_by_day_match_a_plain_count(tmp_path: Path) -> Non
             "WHERE tenant_id = 'default' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")]
     assert {s for _, _, s, _ in plain} == {"sending", "queued", "dead", "ambiguous", "sent"}
     assert queries.delivery_days(store, "default") == plain
+
+
+def test_a_claim_of_candidates_reads_the_due_index_in_claim_order(tmp_path: Path) -> None:
+    store, clock = _store(tmp_path)
+    seen: list[str] = []
+    conn = store._conn  # type: ignore[attr-defined]
+    conn.set_trace_callback(seen.append)
+    try:
+        Outbox(store, "w").claim_candidates(clock(), 10)
+    finally:
+        conn.set_trace_callback(None)
+    claims = [sql for sql in seen if "FROM candidates" in sql and "ORDER BY priority" in sql]
+    assert len(claims) == 1
+    plan = " | ".join(str(r[3]) for r in conn.execute("EXPLAIN QUERY PLAN " + claims[0]))
+    assert "candidates_due" in plan and "TEMP B-TREE" not in plan, plan  # no sort of them all
+
+
+def test_claims_take_the_best_due_candidates_first_and_each_once(tmp_path: Path) -> None:
+    from ceap.model import RunRecord
+    from ceap.testing.doubles import make_candidates
+
+    store = open_store(f"sqlite:///{tmp_path / 'ceap.db'}")
+    clock = FakeClock(T0)
+    store.write_run(RunRecord("r1", "default", "p", "succeeded", clock()),
+                    make_candidates(6, now=clock(), program="p", channels=["email"],
+                                    priority=lambda i: i % 2, score=lambda i: float(i)))
+    first = Outbox(store, "a").claim_candidates(clock(), 3)
+    second = Outbox(store, "b").claim_candidates(clock(), 10)
+    # priority 1 (scores 5, 3, 1), then priority 0 (4, 2, 0); the second worker gets the rest
+    assert [(c.priority, c.score) for c in first] == [(1, 5.0), (1, 3.0), (1, 1.0)]
+    assert [(c.priority, c.score) for c in second] == [(0, 4.0), (0, 2.0), (0, 0.0)]
+    assert Outbox(store, "c").claim_candidates(clock(), 10) == []

@@ -88,6 +88,7 @@ class AttemptJournal:
         #: the channel's lanes (threads), and how long a commit may wait for their begins
         self.lanes, self.linger = lanes, linger
         self._ended = 0  # results handed in
+        self._begins = 0  # begins among the queued asks
 
     # -- the lanes' side (SendJournal) ---------------------------------------------
     def begin(self, message: Message) -> bool:
@@ -131,7 +132,13 @@ class AttemptJournal:
             self._asks.append(ask)
             if ask.done is not None:
                 self._ended += 1
-            self._work.notify()
+            if ask.start is not None:
+                self._begins += 1
+            # wake the committer only when it has something to do: the first ask (it may be
+            # idle), or the ask that completes a round (it may be gathering); waking it for
+            # every ask cost two wake-ups a message (thread switches under one GIL)
+            if len(self._asks) == 1 or self._begins >= self._working():
+                self._work.notify()
         if wait:
             ask.wait()
         if ask.error is not None:
@@ -160,7 +167,7 @@ class AttemptJournal:
                     return
                 if self.lanes > 1 and self.linger > 0:
                     self._gather()
-                asks, self._asks = self._asks, []
+                asks, self._asks, self._begins = self._asks, [], 0
             error: Exception | None = None
             try:
                 self._commit(asks)
@@ -180,11 +187,13 @@ class AttemptJournal:
         ``_work`` held."""
         until = time.monotonic() + self.linger
         while not self._closing:
-            begins = sum(a.start is not None for a in self._asks)
-            working = min(self.lanes, len(self._by_key) - self._ended)  # lanes with work left
-            if begins >= working or (left := until - time.monotonic()) <= 0:
+            if self._begins >= self._working() or (left := until - time.monotonic()) <= 0:
                 return
             self._work.wait(left)
+
+    def _working(self) -> int:
+        """Lanes that still have work (each will ask for a begin or hand in a result)."""
+        return min(self.lanes, len(self._by_key) - self._ended)
 
     def _commit(self, asks: list[_Ask]) -> None:
         now = self.clock()

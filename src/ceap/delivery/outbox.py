@@ -28,7 +28,7 @@ from ceap.model import Candidate
 from ceap.store.base import Store
 from ceap.store.delivery_schema import HELD, HELD_STATUSES
 from ceap.store.schema import from_iso
-from ceap.store.sql_common import SELECT_CANDIDATE, candidate_from_row
+from ceap.store.sql_common import CANDIDATES_DUE, SELECT_CANDIDATE, candidate_from_row
 from ceap.store.tx import Tx
 
 DELIVERY_COLUMNS = ("id", "tenant_id", "candidate_id", "program", "customer_id", "channel", "step",
@@ -38,6 +38,8 @@ DELIVERY_COLUMNS = ("id", "tenant_id", "candidate_id", "program", "customer_id",
 _COLS = ", ".join(DELIVERY_COLUMNS)
 #: ``SELECT <every column of DELIVERY_COLUMNS> FROM deliveries``, for ``delivery_from_row``
 SELECT_DELIVERY = f"SELECT {_COLS} FROM deliveries"
+#: the columns of ``SELECT_CANDIDATE``, for ``RETURNING``
+_CANDIDATE_COLS = SELECT_CANDIDATE.removeprefix("SELECT ").removesuffix(" FROM candidates")
 _INSERT = ("INSERT INTO deliveries (tenant_id, candidate_id, program, customer_id, channel, step, "
            "remaining, idempotency_key, status, attempts, next_attempt_at, category, shadow, "
            "policy, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,0,?,?,?,?,?,?) "
@@ -120,9 +122,10 @@ class Outbox:
 
     def claim_candidates(self, now: datetime, limit: int,
                          programs: Iterable[str] | None = None) -> list[Candidate]:
-        """Lease up to ``limit`` due candidates, best first (priority, then score)."""
+        """Lease up to ``limit`` due candidates, best first (priority, then score): one
+        ``UPDATE ... RETURNING`` over the first entries of the ``candidates_due`` index."""
         with self.store.tx() as tx:
-            where = ["status IN ('pending', 'shadow')", "not_before <= ?", "expires_at > ?",
+            where = [CANDIDATES_DUE, "not_before <= ?", "expires_at > ?",
                      "(claimed_until IS NULL OR claimed_until < ?)"]
             params: list[Any] = [tx.ts(now)] * 3
             names = list(programs or [])
@@ -132,18 +135,16 @@ class Outbox:
                 where.append(f"program IN ({tx.placeholders(len(names))})")
                 params.extend(names)
             lock = " FOR UPDATE SKIP LOCKED" if tx.dialect == "postgres" else ""
-            ids = [r[0] for r in tx.execute(
-                f"SELECT id FROM candidates WHERE {' AND '.join(where)} "
-                f"ORDER BY priority DESC, score DESC, id LIMIT ?{lock}", (*params, limit)).fetchall()]
-            if not ids:
-                return []
-            marks = tx.placeholders(len(ids))
-            tx.execute(f"UPDATE candidates SET worker = ?, claimed_until = ?, updated_at = ?, "
-                       f"version = version + 1 WHERE id IN ({marks})",
-                       (self.worker, tx.ts(now + self.lease), tx.ts(now), *ids))
-            rows = tx.execute(f"{SELECT_CANDIDATE} WHERE id IN ({marks}) "
-                              "ORDER BY priority DESC, score DESC, id", ids).fetchall()
-        return [candidate_from_row(r) for r in rows]
+            rows = tx.execute(
+                "UPDATE candidates SET worker = ?, claimed_until = ?, updated_at = ?, "
+                f"version = version + 1 WHERE id IN (SELECT id FROM candidates WHERE "
+                f"{' AND '.join(where)} ORDER BY priority DESC, score DESC, id LIMIT ?{lock}) "
+                f"RETURNING {_CANDIDATE_COLS}",
+                (self.worker, tx.ts(now + self.lease), tx.ts(now), *params, limit)).fetchall()
+        claimed = [candidate_from_row(r) for r in rows]
+        # RETURNING keeps no order: best first again (a candidate without a score last)
+        claimed.sort(key=lambda c: (-c.priority, c.score is None, -(c.score or 0.0), c.id))
+        return claimed
 
     def plan(self, candidates: dict[int, Candidate], decisions: Sequence[Decision],
              now: datetime) -> dict[str, int]:
@@ -213,18 +214,14 @@ class Outbox:
             for channel, quota in quotas.items():
                 if quota <= 0:
                     continue
-                ids = [r[0] for r in tx.execute(
-                    "SELECT id FROM deliveries WHERE status = 'queued' AND channel = ? "
+                rows = tx.execute(
+                    "UPDATE deliveries SET lease_until = ?, worker = ?, updated_at = ? WHERE id IN "
+                    "(SELECT id FROM deliveries WHERE status = 'queued' AND channel = ? "
                     "AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?) "
-                    f"ORDER BY next_attempt_at, id LIMIT ?{lock}",
-                    (channel, tx.ts(now), tx.ts(now), quota)).fetchall()]
-                if not ids:
-                    continue
-                marks = tx.placeholders(len(ids))
-                tx.execute(f"UPDATE deliveries SET lease_until = ?, worker = ?, updated_at = ? "
-                           f"WHERE id IN ({marks})", (tx.ts(now + self.lease), self.worker, tx.ts(now), *ids))
-                rows = tx.execute(f"SELECT {_COLS} FROM deliveries WHERE id IN ({marks}) "
-                                  "ORDER BY id", ids).fetchall()
+                    f"ORDER BY next_attempt_at, id LIMIT ?{lock}) RETURNING {_COLS}",
+                    (tx.ts(now + self.lease), self.worker, tx.ts(now), channel, tx.ts(now),
+                     tx.ts(now), quota)).fetchall()
+                rows.sort(key=lambda r: r[0])  # by id, as before
                 claimed.extend(delivery_from_row(r) for r in rows)
         return claimed
 
