@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 BATCH = "batch"
-_MISSING_COLUMN = re.compile(r'Referenced column "([^"]+)" not found')
+#: compiled on first use (by re's cache): validating a program never needs it
+_MISSING_COLUMN = r'Referenced column "([^"]+)" not found'
 
 
 def check_expression(expr: str) -> str:
@@ -67,7 +68,7 @@ def _first_line(exc: Exception) -> str:
 
 def missing_column(exc: Exception) -> str | None:
     """The column a DuckDB binder error complains about, if any."""
-    match = _MISSING_COLUMN.search(str(exc))
+    match = re.search(_MISSING_COLUMN, str(exc))
     return match.group(1) if match else None
 
 
