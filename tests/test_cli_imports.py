@@ -71,17 +71,24 @@ ENGINES = (*HEAVY, "numpy", "httpx", "psycopg", "_duckdb")  # _duckdb: DuckDB's 
 
 def test_validate_imports_no_engine(tmp_path: Path) -> None:
     # validating win_back (SQL features and filters, an expression scorer, a template) reads
-    # the spec (pydantic), the plugins' config models and the template (Jinja2); the first
-    # time DuckDB parses its SQL, then the expressions are known to parse (ceap.sqlcache)
+    # the spec (pydantic), the plugins' config models and the template (Jinja2); its SQL is
+    # inside what the quick check (ceap.sqlsyntax) knows DuckDB parses: DuckDB is not started,
+    # neither the first time nor with nothing remembered
     cache = {"CEAP_CACHE_DIR": str(tmp_path / "cache")}
     first = _imported_after(RUN_CLI, "validate", "programs/win_back.yaml", modules=ENGINES, env=cache)
-    assert first == ["jinja2", "_duckdb"], first  # DuckDB's parser, without its Python layer
-    again = _imported_after(RUN_CLI, "validate", "programs/win_back.yaml", modules=ENGINES, env=cache)
-    assert again == ["jinja2"], again
-    # with nothing remembered, DuckDB parses every time, still without Arrow or NumPy
+    assert first == ["jinja2"], first
     no_cache = _imported_after(RUN_CLI, "validate", "programs/win_back.yaml", modules=ENGINES,
                                env={"CEAP_CACHE_DIR": ""})
-    assert no_cache == ["jinja2", "_duckdb"], no_cache
+    assert no_cache == ["jinja2"], no_cache
+    # SQL outside the quick check's subset: DuckDB's parser the first time (without its
+    # Python layer), then the expression is remembered (ceap.sqlcache)
+    program = tmp_path / "typed_literal.yaml"
+    program.write_text((ROOT / "programs" / "win_back.yaml").read_text().replace(
+        '"lifetime_value >= 400"', '"lifetime_value >= INTEGER \'400\'"'))
+    first = _imported_after(RUN_CLI, "validate", str(program), modules=ENGINES, env=cache)
+    assert first == ["jinja2", "_duckdb"], first
+    again = _imported_after(RUN_CLI, "validate", str(program), modules=ENGINES, env=cache)
+    assert again == ["jinja2"], again
     # checking the template needs its names, not the renderer and the delivery policies
     rendering = ("ceap.delivery.templates.renderer", "ceap.delivery.policies", "ceap.store.schema")
     assert _imported_after(RUN_CLI, "validate", "programs/win_back.yaml", modules=rendering,
@@ -91,10 +98,11 @@ def test_validate_imports_no_engine(tmp_path: Path) -> None:
 def test_validating_every_example_program_imports_no_engine(tmp_path: Path) -> None:
     # all of programs/: CSV, Parquet and event sources, expression, LightGBM and item-affinity
     # scorers (their model files' metadata are read, the models are not loaded)
+    # (and their SQL is inside the quick check's subset: DuckDB is not started, even the first time)
     cache = {"CEAP_CACHE_DIR": str(tmp_path / "cache")}
-    _imported_after(RUN_CLI, "validate", "programs", modules=ENGINES, env=cache)
-    loaded = _imported_after(RUN_CLI, "validate", "programs", modules=ENGINES, env=cache)
-    assert loaded == ["jinja2"], loaded
+    for _ in range(2):
+        loaded = _imported_after(RUN_CLI, "validate", "programs", modules=ENGINES, env=cache)
+        assert loaded == ["jinja2"], loaded
 
 
 def test_validate_catches_sql_errors_whatever_is_remembered(tmp_path: Path) -> None:
@@ -143,7 +151,7 @@ def test_an_unknown_type_still_lists_every_installed_plugin(tmp_path: Path) -> N
 
 
 COMMAND_MODULES = tuple(f"ceap.cli.{m.name}" for m in pkgutil.iter_modules([str(ROOT / "src/ceap/cli")])
-                        if m.name not in ("common", "lazy", "output", "observe"))
+                        if m.name not in ("common", "lazy", "output", "observe", "validating"))
 
 
 def test_the_command_table_names_the_modules_of_every_command() -> None:
@@ -218,14 +226,30 @@ def test_a_group_is_complete_whatever_was_imported_before() -> None:
 
 
 def test_a_short_command_collects_rarely_and_not_at_exit(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ceap.cli import common
+    from ceap.cli import common, validating
 
     registered: list[object] = []
-    monkeypatch.setattr(common.atexit, "register", registered.append)
-    monkeypatch.setattr(common, "_at_exit", [])
+    monkeypatch.setattr(validating.atexit, "register", registered.append)
+    monkeypatch.setattr(validating, "_at_exit", [])
+    monkeypatch.delenv("PYDANTIC_DISABLE_PLUGINS", raising=False)
     before = gc.get_threshold()
     for _ in range(2):
         with common.short_command():
             assert gc.get_threshold()[0] >= 50_000
+            assert os.environ["PYDANTIC_DISABLE_PLUGINS"] == "__all__"  # not looked up
         assert gc.get_threshold() == before
+        assert "PYDANTIC_DISABLE_PLUGINS" not in os.environ
     assert registered == [gc.freeze]  # once
+    monkeypatch.setenv("PYDANTIC_DISABLE_PLUGINS", "logfire")  # the user's own choice is kept
+    with common.short_command():
+        assert os.environ["PYDANTIC_DISABLE_PLUGINS"] == "logfire"
+    assert os.environ["PYDANTIC_DISABLE_PLUGINS"] == "logfire"
+
+
+def test_plain_validate_imports_no_typer(tmp_path: Path) -> None:
+    # `ceap validate FILE` (the console script, python -m ceap) runs without Typer, Click or
+    # Rich, and without the command modules; and without DuckDB for win_back's SQL
+    code = ("sys.argv = ['ceap', 'validate', 'programs/win_back.yaml']\nfrom ceap.cli import main\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n    assert exc.code == 0, exc.code")
+    watched = ("typer", "click", "rich", "ceap.cli.common", "ceap.cli.batch", *ENGINES)
+    assert _imported_after(code, modules=watched, env={"CEAP_CACHE_DIR": ""}) == ["jinja2"]

@@ -1,5 +1,5 @@
 """``python -m ceap``: the same as the ``ceap`` command."""
 
-from ceap.cli import app
+from ceap.cli import main
 
-app()
+main()

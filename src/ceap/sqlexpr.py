@@ -2,8 +2,9 @@
 
 Filters, features and expression scorers are written as SQL expressions
 (``cart_value > 50 AND country = 'US'``). They are parsed when the spec is
-validated (an expression that parsed is remembered, see :mod:`ceap.sqlcache`)
-and run in a DuckDB connection that cannot touch files or the network: an
+validated (common expressions by a quick check that needs no DuckDB, see
+:mod:`ceap.sqlsyntax`; an expression that DuckDB parsed is remembered, see
+:mod:`ceap.sqlcache`) and run in a DuckDB connection that cannot touch files or the network: an
 expression sees the batch and nothing else.
 """
 
@@ -14,19 +15,23 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from ceap.sqlcache import parsed_expressions
+from ceap.sqlsyntax import surely_parses
 
 if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
 
 BATCH = "batch"
-_MISSING_COLUMN = re.compile(r'Referenced column "([^"]+)" not found')
+#: compiled on first use (by re's cache): validating a program never needs it
+_MISSING_COLUMN = r'Referenced column "([^"]+)" not found'
 
 
 def check_expression(expr: str) -> str:
     """Return ``expr`` if it parses as one SQL expression, else raise ValueError."""
     if not expr or not expr.strip():
         raise ValueError("expression is empty")
+    if surely_parses(expr):  # inside the subset DuckDB surely parses: no need to start it
+        return expr
     parsed = parsed_expressions()
     if expr in parsed:  # parsed before by this DuckDB version: no need to import it
         return expr
@@ -63,7 +68,7 @@ def _first_line(exc: Exception) -> str:
 
 def missing_column(exc: Exception) -> str | None:
     """The column a DuckDB binder error complains about, if any."""
-    match = _MISSING_COLUMN.search(str(exc))
+    match = re.search(_MISSING_COLUMN, str(exc))
     return match.group(1) if match else None
 
 

@@ -1,4 +1,6 @@
-"""The ``ceap`` command line; the console script is ``ceap.cli:app``.
+"""The ``ceap`` command line; the console script is ``ceap.cli:main`` (a plain ``ceap
+validate FILE...`` runs without Typer, see :mod:`ceap.cli.validating`; everything else
+runs the Typer app ``ceap.cli:app``).
 
 One module per command group. :mod:`ceap.cli.common` holds the app, the global options
 and the helpers the groups share; every group imports from it, never from ``ceap.cli``.
@@ -19,6 +21,28 @@ if TYPE_CHECKING:
     import typer
 
     app: typer.Typer
+
+
+def main() -> None:
+    """The ``ceap`` command (and ``python -m ceap``): a plain ``validate`` without Typer,
+    everything else through the Typer app."""
+    import sys
+
+    from ceap.cli.validating import echo, plain_validate, run_plain
+
+    plain = plain_validate(sys.argv[1:])
+    if plain is None:
+        from ceap.cli.common import app as typer_app
+
+        typer_app()
+        return
+    try:
+        code = run_plain(**plain)
+    except (EOFError, KeyboardInterrupt):  # as Click does
+        echo("", error=True)
+        echo("Aborted!", error=True)
+        code = 1
+    sys.exit(code)
 
 
 def __getattr__(name: str) -> Any:

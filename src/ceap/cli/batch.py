@@ -46,44 +46,14 @@ def validate(
 
 
 def _validate(paths: list[str], sources: bool) -> None:
-    from ceap.spec import load_program
+    from ceap.cli.validating import validate_files
 
     project = state.project()
-    errors: list[SpecError] = []
     files = program_paths(paths, project)
     if not files:
         echo("no program files found", error=True)
         raise typer.Exit(2)
-    for path in files:
-        try:
-            spec = load_program(path)
-            if spec.action.template or spec.experiment.variants or spec.journey:  # Jinja2 only when needed
-                from ceap.delivery.templates import validate_program_templates
-                from ceap.experiments.validation import variant_issues
-
-                template_issues = validate_program_templates(spec, project.base_dir, project.delivery)
-                template_issues += variant_issues(spec, project)
-                if template_issues:
-                    raise SpecError(str(path), template_issues)
-            if isinstance(getattr(spec.scorer, "model", None), str):  # a model scorer
-                from ceap.ml.checks import check_program_model
-
-                model_issues = check_program_model(spec, project.context(state.tenant))
-                if model_issues:
-                    raise SpecError(str(path), model_issues)
-            if sources and getattr(spec.source, "type", None) != "events":
-                from ceap.pipeline.plan import Plan
-
-                plan = Plan(spec, project.context(state.tenant))
-                try:
-                    plan.check()
-                finally:
-                    plan.close()
-            echo(str(path), ok="ok")
-        except SpecError as exc:
-            errors.append(exc)
-        except CeapError as exc:
-            errors.append(SpecError(str(path), [("", str(exc))]))
+    errors = validate_files(files, project, state.tenant, sources)
     if errors:
         fail_spec(errors)
 

@@ -8,18 +8,17 @@ module imports its importer.
 
 from __future__ import annotations
 
-import atexit
-import gc
 import signal
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
 from ceap.cli.lazy import LazyGroup
+from ceap.cli.validating import echo as echo  # re-exported for the command modules
+from ceap.cli.validating import print_spec_errors, program_paths
+from ceap.cli.validating import short_command as short_command
 from ceap.errors import CeapError, SpecError
 
 if TYPE_CHECKING:  # the spec and the stores import Arrow and DuckDB: at use, not at start-up
@@ -104,36 +103,6 @@ def mask(url: str) -> str:
     return url
 
 
-#: what this process runs at exit, registered once
-_at_exit: list[Any] = []
-
-
-@contextmanager
-def short_command() -> Iterator[None]:
-    """Run a short command (``ceap validate``) with less garbage collection: rarely while it
-    runs (it builds many long-lived objects: models, plugin classes), and not at all when the
-    process ends (``gc.freeze`` at exit: objects are still freed by reference counting, only
-    cycles are left to the operating system). About 0.06 s of CPU, a fifth of validating a
-    program. Not for commands holding an open resource when the process ends."""
-    if gc.freeze not in _at_exit:
-        _at_exit.append(gc.freeze)
-        atexit.register(gc.freeze)  # atexit runs before the interpreter's own clean-up
-    threshold = gc.get_threshold()
-    gc.set_threshold(max(threshold[0], 50_000), *threshold[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*threshold)
-
-
-def echo(text: str, *, ok: str = "", error: bool = False) -> None:
-    """A plain line (on standard error with ``error``), after ``ok`` in green when given;
-    no markup, no wrapping, colour only on a terminal. Rich is not imported."""
-    if ok:
-        typer.secho(ok + " ", fg="green", nl=False, err=error)
-    typer.echo(text, err=error)
-
-
 def stop_on_signals() -> threading.Event:
     """An event set by SIGINT or SIGTERM: a long-running command finishes its step, then stops."""
     stop = threading.Event()
@@ -144,9 +113,7 @@ def stop_on_signals() -> threading.Event:
 
 def fail_spec(errors: list[SpecError]) -> None:
     """Print each error's `file: field: message` lines on standard error; exit 2."""
-    for exc in errors:
-        for line in exc.lines():
-            echo(line, error=True)
+    print_spec_errors(errors)
     raise typer.Exit(2)
 
 
@@ -166,23 +133,6 @@ def main(
     from ceap.cli.observe import setup
 
     setup(log_format, log_level)
-
-
-def program_paths(items: list[str], project: ProjectConfig) -> list[Path]:
-    """Program files named by paths, folders (their YAML files) or program names."""
-    paths: list[Path] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            paths.extend(sorted([*p.glob("*.yaml"), *p.glob("*.yml")]))
-        elif p.suffix in (".yaml", ".yml") or p.exists():
-            paths.append(p)
-        else:
-            folder = project.programs_dir()
-            yml = folder / f"{item}.yml"
-            paths.append(yml if yml.exists() and not (folder / f"{item}.yaml").exists()
-                         else folder / f"{item}.yaml")
-    return paths
 
 
 def load_specs(items: list[str], project: ProjectConfig, all_: bool) -> list[ProgramSpec]:

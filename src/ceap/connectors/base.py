@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from pydantic import Field
 
+from ceap.factories import empty_dict, empty_list
 from ceap.plugin import Plugin, PluginConfig
 
 if TYPE_CHECKING:  # Arrow is imported where batches are read, not to validate a config
@@ -34,8 +35,8 @@ class ConnectorConfig(PluginConfig):
 
     customer_id: str = Field("customer_id", description="column holding the customer id")
     subject_id: str | None = Field(None, description="column holding what the action is about")
-    context: list[str] = Field(default_factory=list, description="context dimension columns")
-    columns: dict[str, ColumnType] = Field(default_factory=dict)
+    context: list[str] = Field(default_factory=empty_list, description="context dimension columns")
+    columns: dict[str, ColumnType] = Field(default_factory=empty_dict)
     max_bad_share: float = Field(0.05, ge=0, le=1, description="fail the run past this share")
     batch_rows: int = Field(1_000_000, gt=0, description="rows per batch handed to the stages")
     cursor: str | None = Field(None, description="incremental source: a column that grows "

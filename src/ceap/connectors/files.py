@@ -19,6 +19,7 @@ from pydantic import Field, field_validator
 from ceap.connectors import object_store
 from ceap.connectors.base import Connector, ConnectorConfig
 from ceap.errors import SourceError
+from ceap.factories import empty_dict
 from ceap.sqlexpr import check_expression, quote
 
 if TYPE_CHECKING:  # DuckDB and Arrow are imported where files are read, not to validate a config
@@ -34,7 +35,7 @@ class FileConfig(ConnectorConfig):
     hive_partitioning: bool | None = Field(None, description="read key=value folders as "
                                            "columns (default: when the paths have them)")
     storage_options: dict[str, str | int | float | bool] = Field(
-        default_factory=dict, description="fsspec options for object storage (endpoint_url, "
+        default_factory=empty_dict, description="fsspec options for object storage (endpoint_url, "
                                           "region...); never secrets")
 
     @field_validator("where")

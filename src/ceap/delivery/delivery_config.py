@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ceap.durations import Duration
+from ceap.factories import empty_dict, empty_list
 
 ConsentMode = Literal["opt_in", "opt_out", "exempt"]
 #: categories that bypass quiet hours and marketing caps unless configured otherwise
@@ -127,11 +128,11 @@ class CapsConfig(_Closed):
     """Frequency caps over rolling windows. Only non-exempt (marketing) deliveries
     count and are capped."""
 
-    per_customer: list[CapRule] = Field(default_factory=list, description="all channels, all programs")
-    per_channel: dict[str, list[CapRule]] = Field(default_factory=dict, description="channel -> rules")
-    per_program: list[CapRule] = Field(default_factory=list, description="each program, per customer")
+    per_customer: list[CapRule] = Field(default_factory=empty_list, description="all channels, all programs")
+    per_channel: dict[str, list[CapRule]] = Field(default_factory=empty_dict, description="channel -> rules")
+    per_program: list[CapRule] = Field(default_factory=empty_list, description="each program, per customer")
     programs: dict[str, list[CapRule]] = Field(
-        default_factory=dict, description="program -> rules replacing per_program for it")
+        default_factory=empty_dict, description="program -> rules replacing per_program for it")
 
     def program_rules(self, program: str) -> list[CapRule]:
         return self.programs.get(program, self.per_program)
@@ -184,7 +185,7 @@ class TemplatesConfig(_Closed):
         True, description="refuse to render marketing e-mail without an unsubscribe link")
     limits: dict[str, ChannelLimits] = Field(default_factory=_default_limits)
     channel_kinds: dict[str, str] = Field(
-        default_factory=dict, description="channel name -> template part (e.g. ses: email)")
+        default_factory=empty_dict, description="channel name -> template part (e.g. ses: email)")
     render_timeout: float = Field(1.0, gt=0, description="seconds one part may take to render")
     max_template_bytes: int = Field(256 * 1024, gt=0)
 

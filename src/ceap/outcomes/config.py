@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ceap.durations import Duration
+from ceap.factories import empty_list
 
 #: what the outbound stream carries
 RecordKind = Literal["sent", "suppressed", "engaged", "converted"]
@@ -42,7 +43,7 @@ class TrackingConfig(_Closed):
     consent: Literal["opt_out", "opt_in"] = Field(
         "opt_out", description="opt_out: track unless the customer revoked the 'tracking' topic; "
                                "opt_in: only customers who granted it")
-    exclude: list[str] = Field(default_factory=list,
+    exclude: list[str] = Field(default_factory=empty_list,
                                description="URL prefixes never rewritten (the unsubscribe URL never is)")
     scanner_window: Duration = Field(
         timedelta(seconds=5), description="clicks this soon after the send are link scanners: not counted")

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ceap.connectors.base import Connector, ConnectorConfig
 from ceap.durations import Duration
+from ceap.factories import empty_list
 
 _REF = re.compile(r"^[A-Za-z0-9_.:\-]+(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 KINDS = ("count", "sum", "distinct", "last", "time_since", "sequence", "absence")
@@ -62,7 +63,7 @@ class StateFeature(_Strict):
     window: Duration | None = None
     within: Duration | None = None
     where: str | None = None
-    capture: list[str] = Field(default_factory=list)
+    capture: list[str] = Field(default_factory=empty_list)
 
     @model_validator(mode="after")
     def _one_kind(self) -> StateFeature:
@@ -102,7 +103,7 @@ class EventsConfig(ConnectorConfig):
     events of these types (after deduplication), with the state features added."""
 
     type: Literal["events"] = "events"
-    on: list[str] = Field(default_factory=list, description="event types that trigger the program")
+    on: list[str] = Field(default_factory=empty_list, description="event types that trigger the program")
     lateness: Duration = Field(timedelta(hours=1), description="later events are dropped as late")
     fan_out: FanOut | None = None
 

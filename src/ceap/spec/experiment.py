@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from ceap.durations import Duration
+from ceap.factories import empty_dict, empty_list
 
 VARIANT_NAME = r"^[a-z][a-z0-9_]*$"
 
@@ -26,7 +27,7 @@ class Variant(_Strict):
     weight: float = Field(1.0, gt=0, description="relative share of the treated customers")
     template: str | None = Field(None, description="replaces action.template")
     channels: list[str] | None = Field(None, min_length=1, description="replaces action.channels")
-    payload: dict[str, Any] = Field(default_factory=dict,
+    payload: dict[str, Any] = Field(default_factory=empty_dict,
                                     description="merged over action.payload (JSON merge patch)")
     delay: Duration | None = Field(None, description="replaces action.delay")
 
@@ -60,7 +61,7 @@ class Experiment(_Strict):
     global_control: bool | None = Field(
         None, description="respect the tenant-wide global control group (default: true for "
                           "marketing programs; transactional and security programs are exempt)")
-    variants: list[Variant] = Field(default_factory=list, description="A/B/n arms of the treatment")
+    variants: list[Variant] = Field(default_factory=empty_list, description="A/B/n arms of the treatment")
     bandit: Bandit | None = Field(None, description="adapt the variants' shares to the outcomes")
     learn: bool = Field(False, description="feed final outcomes of treated candidates to the "
                                            "program's River scorer (a new model version each time)")

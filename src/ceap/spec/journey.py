@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ceap.durations import Duration
+from ceap.factories import empty_dict, empty_list
 from ceap.sqlexpr import check_expression
 
 STEP_ID = r"^[a-z][a-z0-9_]*$"
@@ -45,7 +46,7 @@ class Send(_Strict):
 
     channels: list[str] | None = Field(None, min_length=1, description="default: action.channels")
     template: str | None = Field(None, description="default: action.template")
-    payload: dict[str, Any] = Field(default_factory=dict, description="merged over the entry's payload")
+    payload: dict[str, Any] = Field(default_factory=empty_dict, description="merged over the entry's payload")
 
 
 class WaitFor(_Strict):
@@ -53,7 +54,7 @@ class WaitFor(_Strict):
     ``timeout`` where to go when none came. No events: a plain delay."""
 
     events: dict[str, str | None] = Field(
-        default_factory=dict, description="event type -> next step (null: the following step)")
+        default_factory=empty_dict, description="event type -> next step (null: the following step)")
     within: Duration
     timeout: str | None = Field(None, description="next step when no event came in time")
 
@@ -123,7 +124,7 @@ class Journey(_Strict):
     """``journey: {steps: [...], exit_on: [...], reentry: ...}``."""
 
     steps: list[Step] = Field(min_length=1, max_length=100)
-    exit_on: list[str] = Field(default_factory=list,
+    exit_on: list[str] = Field(default_factory=empty_list,
                                description="event types that end the journey at once")
     reentry: Literal["never", "always"] | Duration = Field(
         "never", description="never, always, or a duration after the last entry")

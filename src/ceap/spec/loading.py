@@ -15,6 +15,7 @@ from typing import Annotated, Any, Union
 from pydantic import BaseModel, Field, ValidationError, create_model
 
 from ceap.errors import SpecError
+from ceap.factories import empty_list
 from ceap.registry import KINDS, Registry, default_registry
 from ceap.spec.experiment import Bandit, Guardrails, Variant
 from ceap.spec.issues import clean_loc, format_loc, message
@@ -57,7 +58,7 @@ def program_model(registry: Registry | None = None, named: Named | None = None) 
             "Program",
             __base__=ProgramSpec,
             source=(source, ...),
-            filters=(list[filter_], Field(default_factory=list)),  # type: ignore[valid-type]
+            filters=(list[filter_], Field(default_factory=empty_list)),  # type: ignore[valid-type]
             scorer=(scorer | None, None),
         )
     return _models[key]

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ceap.connectors.base import ConnectorConfig
 from ceap.durations import Duration
+from ceap.factories import empty_dict, empty_list
 from ceap.filters.base import FilterConfig
 from ceap.model import ActionType
 from ceap.realtime.spec import EscalationStep, StateFeature
@@ -57,17 +58,17 @@ class Action(Strict):
     deliver: Literal["fallback", "all"] = Field(
         "fallback", description="fallback: channels in order until one works; all: every channel")
     template: str | None = None
-    payload: dict[str, Any] = Field(default_factory=dict)
-    payload_columns: list[str] = Field(default_factory=list,
+    payload: dict[str, Any] = Field(default_factory=empty_dict)
+    payload_columns: list[str] = Field(default_factory=empty_list,
                                        description="row columns copied into the payload")
     items: int = Field(0, ge=0, le=100,
                        description="recommended items put in the payload (recommending scorers)")
     category: Category = "marketing"
     delay: Duration = Field(timedelta(0), description="not_before = creation + delay")
-    cancel_on: list[str] = Field(default_factory=list,
+    cancel_on: list[str] = Field(default_factory=empty_list,
                                  description="event types that cancel the customer's pending actions")
     escalation: list[EscalationStep] = Field(
-        default_factory=list, description="later steps on other channels, until a cancel_on event")
+        default_factory=empty_list, description="later steps on other channels, until a cancel_on event")
     expiry: Duration = Field(timedelta(days=7), description="expires_at = not_before + expiry")
     digest: Digest | None = Field(None, description="hold the messages and send one digest per "
                                   "customer (docs/digests.md)")
@@ -110,6 +111,10 @@ class ProgramSpec(Strict):
     validates them against the installed plugins' own config models.
     """
 
+    # built when first used: a program is validated by its subclass (ceap.spec.loading),
+    # so this model's own validator is seldom needed
+    model_config = ConfigDict(defer_build=True)
+
     name: str = Field(pattern=NAME_PATTERN)
     description: str | None = None
     mode: Mode = "live"
@@ -118,11 +123,11 @@ class ProgramSpec(Strict):
                                     "expression, hourly/daily/weekly/monthly, or {cron, timezone, "
                                     "catch_up, max_catch_up}")
     source: ConnectorConfig
-    state: dict[str, StateFeature] = Field(default_factory=dict,
+    state: dict[str, StateFeature] = Field(default_factory=empty_dict,
                                            description="real-time: per-customer features over event time")
-    features: dict[str, str] = Field(default_factory=dict,
+    features: dict[str, str] = Field(default_factory=empty_dict,
                                      description="name -> SQL expression over source columns")
-    filters: list[FilterConfig] = Field(default_factory=list)
+    filters: list[FilterConfig] = Field(default_factory=empty_list)
     scorer: ScorerConfig | None = None
     selection: Selection = Field(default_factory=Selection)
     action: Action

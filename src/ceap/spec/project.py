@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ceap.delivery.delivery_config import DeliveryConfig
 from ceap.errors import SpecError
+from ceap.factories import empty_dict, empty_list
 from ceap.model import DEFAULT_TENANT
 from ceap.outcomes.config import ExportConfig, TrackingConfig, check_export_names
 from ceap.plugin import PluginContext
@@ -58,7 +59,7 @@ class SparkConfig(BaseModel):
 
     master: str | None = Field(None, description="default local[*]; ignored under spark-submit")
     remote: str | None = Field(None, description="a Spark Connect URL")
-    conf: dict[str, str] = Field(default_factory=dict)
+    conf: dict[str, str] = Field(default_factory=empty_dict)
     partitions: int | None = Field(None, gt=0, description="partitions of the source rows")
 
 
@@ -75,9 +76,9 @@ class ProjectConfig(BaseModel):
     batch: BatchConfig = Field(default_factory=BatchConfig)
     spark: SparkConfig = Field(default_factory=SparkConfig)
     programs: str = Field("programs", description="folder of program YAML files")
-    connections: dict[str, str] = Field(default_factory=dict,
+    connections: dict[str, str] = Field(default_factory=empty_dict,
                                         description="name -> database URL")
-    channels: dict[str, dict[str, Any]] = Field(default_factory=dict,
+    channels: dict[str, dict[str, Any]] = Field(default_factory=empty_dict,
                                                 description="name -> channel plugin config")
     streams: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {"events": {"type": "embedded"}},
@@ -90,7 +91,7 @@ class ProjectConfig(BaseModel):
     experiments: ExperimentsConfig = Field(default_factory=ExperimentsConfig,
                                            description="the global control group")
     tracking: TrackingConfig | None = None  # open pixel and click tracking (docs/outcomes.md)
-    exports: list[ExportConfig] = Field(default_factory=list,
+    exports: list[ExportConfig] = Field(default_factory=empty_list,
                                         description="the outbound stream of outcomes (files, webhooks, "
                                                     "streams)")
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig,
