@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 @app.command()
 def validate(
-    paths: Annotated[list[str], typer.Argument(help="program files or folders")],
+    paths: Annotated[list[str], typer.Argument(help="program files, folders or program names")],
     sources: Annotated[
         bool, typer.Option("--sources", help="also check columns against the sources")
     ] = False,

@@ -29,8 +29,10 @@ def worker(
     until_idle: Annotated[bool, typer.Option("--until-idle", help="stop once the stream is drained")
                           ] = False,
     journeys: Annotated[bool, typer.Option(
-        "--journeys/--no-journeys", help="tick the journeys every ceap.yaml journeys.tick_every "
-                                         "(default 5s), one ticker per store at a time")] = True,
+        "--journeys/--no-journeys", help="move journeys in each pass (the batch's events, due wait "
+                                         "deadlines) and tick them every ceap.yaml "
+                                         "journeys.tick_every (default 5s; 0s turns both off), one "
+                                         "ticker per store at a time")] = True,
     metrics_port: MetricsPortOption = None,
     metrics_addr: MetricsAddrOption = "0.0.0.0",
 ) -> None:

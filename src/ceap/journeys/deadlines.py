@@ -70,10 +70,13 @@ def claim(store: Store, programs: Sequence[str], now: datetime, lease: timedelta
         args = (*names, tx.ts(now), tx.ts(now))
         if tx.execute(f"SELECT 1 FROM timers WHERE {due} LIMIT 1", args).fetchone() is None:
             return []  # the usual case: a read, no write lock
+        # PostgreSQL: without the row locks a second claimer waits for the first one's
+        # commit, then claims the same rows again (the subquery is not re-read)
+        lock = " FOR UPDATE SKIP LOCKED" if tx.dialect == "postgres" else ""
         rows = tx.execute(
             f"UPDATE timers SET claimed_until = ? WHERE (tenant_id, program, customer_id, event_id) IN "
             f"(SELECT tenant_id, program, customer_id, event_id FROM timers WHERE {due} "
-            f"ORDER BY fire_at LIMIT {CLAIM}) RETURNING tenant_id, program, customer_id, event_id",
+            f"ORDER BY fire_at LIMIT {CLAIM}{lock}) RETURNING tenant_id, program, customer_id, event_id",
             (tx.ts(now + lease), *args)).fetchall()
     out = []
     for tenant, program, customer, key in rows:
