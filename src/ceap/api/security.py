@@ -61,7 +61,7 @@ async def open_tenant(request: Request) -> str:
     return str(request.app.state.default_tenant)
 
 
-def tenant_dependency(auth: bool, scope: str = "read") -> Callable[..., str]:
+def tenant_dependency(auth: bool, scope: str = "read") -> Callable[..., Any]:
     """The dependency giving a route's tenant; with ``auth``, it needs a key with ``scope``."""
     return _KEYED[scope] if auth else open_tenant
 

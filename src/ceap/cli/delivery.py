@@ -191,7 +191,9 @@ def profiles(
     if reader is None:
         err.print(f"{path}: expected a .csv, .jsonl or .parquet file")
         raise typer.Exit(2)
-    table = duckdb.sql(f"SELECT * FROM {reader}(?)", params=[str(path)]).to_arrow_table()
+    relation = duckdb.sql(f"SELECT * FROM {reader}(?)", params=[str(path)])
+    assert relation is not None  # a SELECT always gives a relation
+    table = relation.to_arrow_table()
     store = state.open_store(project)
     try:
         n = upsert_profiles(store, table, state.tenant or project.tenant)

@@ -59,6 +59,6 @@ def load_profiles(store: Store, keys: Iterable[tuple[str, str]]) -> dict[tuple[s
                 for row in rows:
                     attrs: Any = row[6]
                     found[(tenant, row[0])] = Profile(
-                        tenant, row[0], *row[1:6],
+                        tenant, row[0], row[1], row[2], row[3], row[4], row[5],
                         attributes=loads(attrs) if isinstance(attrs, str) else (attrs or {}))
     return found

@@ -63,7 +63,7 @@ def generate_profiles(data_dir: Path, customers: int, seed: int) -> Path:
     path = Path(data_dir) / PROFILES
     pq.write_table(pa.table({
         "customer_id": pa.array(ids, pa.string()),
-        "email": pa.array(np.where(has_email, emails, None), pa.string()),
+        "email": pa.array(emails, pa.string(), mask=~has_email),
         "phone": pa.array(np.char.add("+1555", np.char.zfill(np.arange(customers).astype(str), 7)),
                           pa.string()),
         "timezone": pa.array([TIMEZONES[c] for c in country], pa.string()),
