@@ -15,23 +15,16 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import yaml
 
 import ceap.journeys.ticker as ticker_module
 from ceap.journeys.engine import TickStats
 from ceap.journeys.ticker import DEFAULT_LEASE, LEASE, JourneyPrograms, JourneyTicker
-from ceap.model import CandidateQuery
-from ceap.plugin import PluginContext
-from ceap.realtime.replay import ReplayConnector
-from ceap.realtime.worker import Worker
 from ceap.runtime.schedule_book import ScheduleBook
 from ceap.runtime.scheduler import Scheduler
 from ceap.spec.schedule import SchedulerConfig
 from ceap.store import Store, open_store
-from ceap.testing import FakeClock
-from tests.journey_helpers import events_program
+from tests.journey_helpers import T0, StreamProject
 
-T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 JOURNEY = {"steps": [
     {"id": "email", "send": {"channels": ["email"]}},
     {"id": "pause", "wait_for": {"events": ["opened"], "within": "1h"}},
@@ -39,36 +32,12 @@ JOURNEY = {"steps": [
 ]}
 
 
-class Project:
+class Project(StreamProject):
     def __init__(self, root: Path, store: Store):
-        self.root, self.store = root, store
-        self.programs = root / "programs"
-        self.programs.mkdir()
-        (self.programs / "nudge.yaml").write_text(yaml.safe_dump(events_program("nudge", "signup", JOURNEY)))
-        self.context = PluginContext(base_dir=root, store=store)
-        self.clock = FakeClock(T0)
-        self.replays = 0
-
-    def ticker(self, holder: str, store: Store | None = None, every: float = 5,
-               beat_every: float | None = None) -> JourneyTicker:
-        return JourneyTicker(store or self.store, JourneyPrograms(self.programs),
-                             every=timedelta(seconds=every), clock=self.clock, holder=holder,
-                             beat_every=beat_every)
-
-    def worker(self, customers: list[str], ticker: JourneyTicker | None) -> Worker:
-        """A worker over a replay of one ``signup`` per customer, at the clock's time."""
-        self.replays += 1
-        path = self.root / f"events{self.replays}.jsonl"
-        path.write_text("\n".join(json.dumps({"id": f"e{self.replays}-{c}", "customer_id": c,
-                                              "type": "signup", "ts": self.clock().isoformat()})
-                                  for c in customers))
-        source = ReplayConnector.from_dict({"type": "replay", "path": path.name}, self.context)
-        return Worker(self.store, source, self.programs, self.context, reload_every=0, clock=self.clock,
-                      journeys=ticker)
+        super().__init__(root, store, JOURNEY)
 
     def messages(self) -> list[tuple[str, list[str]]]:
-        found = self.store.candidates(CandidateQuery(program="nudge", limit=1000, include_expired=True))
-        return sorted((c.customer_id, c.channels) for c in found if c.dedup_key.startswith("journey:"))
+        return sorted((c.customer_id, c.channels) for c in self.journey_messages())
 
 
 @pytest.fixture
@@ -78,7 +47,7 @@ def project(tmp_path: Path, store: Store) -> Project:
 
 def test_the_worker_ticks_journeys_enters_and_takes_a_wait_timeout(project: Project) -> None:
     p = project
-    worker = p.worker(["c1", "c2"], p.ticker("worker-1"))
+    worker = p.signups("c1", "c2", journeys=p.ticker("worker-1"))
     try:
         stats = worker.run(until_idle=True)
         # the poll that stored the tickets ticked: both entered and got the e-mail; the later
@@ -97,7 +66,7 @@ def test_the_worker_ticks_journeys_enters_and_takes_a_wait_timeout(project: Proj
 
 
 def test_a_worker_without_a_ticker_leaves_the_tickets(project: Project) -> None:
-    worker = project.worker(["c1"], None)
+    worker = project.signups("c1")
     try:
         assert worker.run(until_idle=True).journey_ticks == 0
     finally:
@@ -108,7 +77,7 @@ def test_a_worker_without_a_ticker_leaves_the_tickets(project: Project) -> None:
 def test_two_tickers_at_once_one_ticks(project: Project, store_url: str,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     p = project
-    worker = p.worker(["c1", "c2", "c3"], None)  # tickets only
+    worker = p.signups("c1", "c2", "c3")  # tickets only
     worker.run(until_idle=True)
     worker.close()
     other_store = open_store(store_url)
@@ -136,7 +105,7 @@ def test_two_tickers_at_once_one_ticks(project: Project, store_url: str,
 
 def test_a_crashed_tickers_lease_lapses(project: Project) -> None:
     p = project
-    worker = p.worker(["c1"], None)
+    worker = p.signups("c1")
     worker.run(until_idle=True)
     worker.close()
     book = ScheduleBook(p.store, "")
@@ -154,7 +123,7 @@ def test_a_crashed_tickers_lease_lapses(project: Project) -> None:
 
 def test_the_scheduler_ticks_journeys_before_dispatching(project: Project) -> None:
     p = project
-    worker = p.worker(["c1"], None)
+    worker = p.signups("c1")
     worker.run(until_idle=True)
     worker.close()
     seen_by_dispatch: list[list[tuple[str, list[str]]]] = []
@@ -191,7 +160,7 @@ def test_journeys_tick_command_stands_by_while_another_ticker_holds_the_lease(tm
     store_url = f"sqlite:///{tmp_path / 'cli.db'}"
     store = open_store(store_url)
     p = Project(tmp_path, store)
-    worker = p.worker(["c1"], None)
+    worker = p.signups("c1")
     worker.run(until_idle=True)
     worker.close()
     far = datetime.now(UTC) + timedelta(hours=1)  # a live holder, whatever the real clock says
@@ -212,7 +181,7 @@ def test_journeys_tick_command_stands_by_while_another_ticker_holds_the_lease(tm
 def test_a_tick_with_a_clock_ahead_does_not_hold_the_others_back(project: Project) -> None:
     """``ceap scheduler --once --now`` in the future: its lease, given up, lets the others tick."""
     p = project
-    worker = p.worker(["c1"], None)
+    worker = p.signups("c1")
     worker.run(until_idle=True)
     worker.close()
     ahead = JourneyTicker(p.store, JourneyPrograms(p.programs), clock=lambda: T0 + timedelta(days=3),
