@@ -23,6 +23,7 @@ from ceap.runtime.schedule_book import ScheduleBook
 from ceap.runtime.scheduler import Scheduler
 from ceap.spec.schedule import SchedulerConfig
 from ceap.store import Store, open_store
+from ceap.testing import FakeClock
 from tests.journey_helpers import T0, StreamProject
 
 JOURNEY = {"steps": [
@@ -190,13 +191,41 @@ def test_a_tick_with_a_clock_ahead_does_not_hold_the_others_back(project: Projec
     assert p.ticker("now").run() is not None
 
 
-def _until(condition: Any, what: str) -> None:
-    """Wait for another thread's doing (a bound against a hang, not a timing)."""
-    for _ in range(2000):
-        if condition():
-            return
+def _until(condition: Any, what: str, bound: float = 120) -> None:
+    """Wait for another thread's or process's doing; ``bound`` (seconds) only stops a hang,
+    it is not a timing."""
+    stop = time.monotonic() + bound
+    while not condition():
+        if time.monotonic() > stop:
+            raise AssertionError(f"never happened: {what}")
         time.sleep(0.005)
-    raise AssertionError(f"never happened: {what}")
+
+
+def test_the_lease_by_the_clock_renewed_lapsed_and_released(project: Project) -> None:
+    """By the tickers' (fake) clock: renewed every third of it, A's lease holds through two
+    leases' time; unrenewed, it holds to its end and B takes over just after; given up, it is
+    free at once."""
+    p = project
+    book = ScheduleBook(p.store, "")
+    a, b, c = p.ticker("A"), p.ticker("B"), p.ticker("C")
+    assert timedelta(seconds=a.beat_every) == a.lease / 3 == timedelta(seconds=2)
+    assert book.acquire(LEASE, "A", p.clock(), a.lease) is not None  # A's tick took it
+    for _ in range(6):  # A's heartbeat, every third of the lease, for two leases' time
+        p.clock.advance(seconds=a.beat_every)
+        assert a.heartbeat()
+        renewed = book.lease(LEASE)
+        assert renewed is not None and renewed.until == p.clock() + a.lease and renewed.since == T0
+        assert b.run() is None and b.holder_seen == "A"
+    end = p.clock() + a.lease  # A renews no more (killed, or stalled)
+    p.clock.now = end
+    assert b.run() is None and b.holder_seen == "A"  # held to its end
+    p.clock.now = end + timedelta(milliseconds=1)
+    taken = b.run()  # B takes the lapsed lease over, ticks (and gives it up at the end)
+    assert taken is not None and b.holder_seen == "B"
+    assert c.run() is not None and c.holder_seen == "C"  # given up: free at once, same clock
+    assert book.acquire(LEASE, "C", p.clock(), c.lease) is not None  # C holds it...
+    c.release()  # ...and gives it up: B may take it at that very time
+    assert book.acquire(LEASE, "B", p.clock(), b.lease) is not None
 
 
 def test_the_heartbeat_keeps_the_lease_through_a_long_tick(project: Project,
@@ -275,32 +304,37 @@ t.JourneyTicker(open_store(sys.argv[1]), lambda: [SimpleNamespace(journey=object
 """
 
 
-def test_a_sigkilled_ticker_is_taken_over_after_its_short_lease(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    """A real process holds the lease (its heartbeat renewing it past one lease); once it is
-    SIGKILLed, another ticker takes over when the 6 s lease lapses."""
+def test_a_sigkilled_ticker_is_taken_over_once_its_lease_lapsed(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real process ticks and its heartbeat renews its lease; SIGKILLed, it renews nothing
+    more: another ticker is held back to the end of the last lease it wrote and takes over
+    just after. That ticker's clock is set to those times: nothing here depends on how long
+    anything takes (the waits only bound a hang)."""
     url = f"sqlite:///{tmp_path / 'kill.db'}"
     store = open_store(url)
     monkeypatch.setattr(ticker_module, "tick", lambda *a, **kw: TickStats())
-    other = JourneyTicker(store, lambda: [SimpleNamespace(journey=object())], holder="other")
+    book = ScheduleBook(store, "")
     proc = subprocess.Popen([sys.executable, "-c", HOLD, url], stdout=subprocess.PIPE, env=os.environ)
     try:
         assert proc.stdout is not None and proc.stdout.readline() == b"ticking\n"
-        # two leases' time: the victim's heartbeat renews it, nobody else ticks
-        stop = time.monotonic() + 2 * DEFAULT_LEASE.total_seconds()
-        while time.monotonic() < stop:
-            assert other.run() is None and other.holder_seen == "victim"
-            time.sleep(0.5)
+        first = book.lease(LEASE)
+        assert first is not None and first.holder == "victim"
+
+        def renewed() -> bool:
+            now = book.lease(LEASE)
+            return now is not None and now.holder == "victim" and now.until > first.until
+
+        _until(renewed, "a renewal by the victim's heartbeat")
         proc.kill()
         proc.wait()
-        killed = time.monotonic()
-        for _ in range(120):  # a bound against a hang: the lease lapses 6 s after the last beat
-            if other.run() is not None:
-                break
-            time.sleep(0.25)
-        took = time.monotonic() - killed
-        assert other.holder_seen == "other", f"not taken over {took:.1f} s after the kill"
-        print(f"taken over {took:.1f} s after the SIGKILL (lease {DEFAULT_LEASE})")
+        last = book.lease(LEASE)  # as the victim's last renewal left it: nobody writes it now
+        assert last is not None and last.holder == "victim" and last.until > first.until
+        clock = FakeClock(last.until)
+        other = JourneyTicker(store, lambda: [SimpleNamespace(journey=object())], holder="other",
+                              clock=clock)
+        assert other.run() is None and other.holder_seen == "victim"
+        clock.advance(milliseconds=1)
+        assert other.run() is not None and other.holder_seen == "other"
     finally:
         proc.kill()
         proc.wait()
