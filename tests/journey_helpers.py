@@ -23,6 +23,7 @@ from ceap.delivery.policies import default_policies
 from ceap.delivery.profiles import upsert_profiles
 from ceap.journeys.engine import TickStats, tick
 from ceap.journeys.state import Entry, customer_entries
+from ceap.journeys.ticker import JourneyPrograms, JourneyTicker
 from ceap.model import Candidate, CandidateQuery
 from ceap.plugin import PluginContext
 from ceap.realtime.replay import ReplayConnector
@@ -68,6 +69,49 @@ def events_program(name: str, on: str, journey: dict[str, Any], **extra: Any) ->
             "selection": {"dedup_window": "1h"},
             "action": {"type": "inform", "channels": ["email"], **extra.pop("action", {})},
             "journey": journey, **extra}
+
+
+class StreamProject:
+    """The program ``nudge`` (entering on ``signup`` into ``journey``) in ``root/programs``, a
+    fake clock from :data:`T0`, and workers over replayed events at the clock's time."""
+
+    def __init__(self, root: Path, store: Store, journey: dict[str, Any]):
+        self.root, self.store = root, store
+        self.programs = root / "programs"
+        self.programs.mkdir()
+        (self.programs / "nudge.yaml").write_text(yaml.safe_dump(events_program("nudge", "signup", journey)))
+        self.context = PluginContext(base_dir=root, store=store)
+        self.clock = FakeClock(T0)
+        self.replays = 0
+        self.journeys: JourneyTicker | None = None  # the ticker of a worker made without one
+
+    def ticker(self, holder: str, store: Store | None = None, every: float = 5,
+               beat_every: float | None = None) -> JourneyTicker:
+        """A ticker of the programs on the fake clock, every ``every`` seconds by it."""
+        return JourneyTicker(store or self.store, JourneyPrograms(self.programs),
+                             every=timedelta(seconds=every), clock=self.clock, holder=holder,
+                             beat_every=beat_every)
+
+    def worker(self, *events: tuple[str, str], journeys: JourneyTicker | None = None) -> Worker:
+        """A worker over a replay of ``(customer, type)`` events at the clock's time, ticking
+        with ``journeys`` (default :attr:`journeys`; neither: it does not tick)."""
+        self.replays += 1
+        path = self.root / f"events{self.replays}.jsonl"
+        path.write_text("\n".join(json.dumps({"id": f"e{self.replays}-{i}", "customer_id": c, "type": kind,
+                                              "ts": self.clock().isoformat()})
+                                  for i, (c, kind) in enumerate(events)))
+        source = ReplayConnector.from_dict({"type": "replay", "path": path.name}, self.context)
+        return Worker(self.store, source, self.programs, self.context, reload_every=0, clock=self.clock,
+                      journeys=journeys or self.journeys)
+
+    def signups(self, *customers: str, journeys: JourneyTicker | None = None) -> Worker:
+        """A worker over one ``signup`` per customer (see :meth:`worker`)."""
+        return self.worker(*[(c, "signup") for c in customers], journeys=journeys)
+
+    def journey_messages(self) -> list[Candidate]:
+        """The messages the journey of ``nudge`` wrote."""
+        found = self.store.candidates(CandidateQuery(program="nudge", limit=1000, include_expired=True))
+        return [c for c in found if c.dedup_key.startswith("journey:")]
 
 
 class JourneyProject:

@@ -11,7 +11,6 @@ import email.policy
 import socket
 import ssl
 import threading
-import time
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
@@ -45,8 +44,9 @@ class Mailbox:
     """An aiosmtpd handler that keeps what arrived and answers as scripted by the
     recipient's local part: ``rcpt450@``, ``rcpt550@``, ``data451@``, ``data554@``."""
 
-    def __init__(self, delay: float = 0.0):
+    def __init__(self, delay: float = 0.0, gather: int = 0):
         self.delay = delay
+        self.gather = gather  # hold each message until this many were handled at once
         self.received: list[tuple[str, list[str], EmailMessage]] = []
         self.peers: set[Any] = set()
         self.active = 0
@@ -77,6 +77,10 @@ class Mailbox:
             self.peers.add(session.peer)
         if self.delay:
             await asyncio.sleep(self.delay)
+        for _ in range(3000 if self.gather else 0):  # 30 s: a bound against a hang, not a timing
+            if self.max_active >= self.gather:
+                break
+            await asyncio.sleep(0.01)
         msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self._lock:
             self.active -= 1
@@ -291,15 +295,22 @@ def test_unreachable_server_is_retryable_and_stops_the_batch() -> None:
     assert [r.error for r in results[1:]] == ["not attempted: unreachable: ConnectionRefusedError"] * 2
 
 
-def test_a_silent_server_times_out() -> None:
+def test_a_silent_server_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    timeouts: list[float] = []
+    connect = socket.create_connection
+
+    def spied(address: Any, timeout: Any = None, *args: Any, **kw: Any) -> socket.socket:
+        timeouts.append(timeout)
+        return connect(address, timeout, *args, **kw)
+
+    monkeypatch.setattr(socket, "create_connection", spied)
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         config = {"type": "smtp", "host": "127.0.0.1", "port": listener.getsockname()[1], "security": "none",
                   "from_address": "news@acme.example", "timeout": 0.5}
-        start = time.monotonic()
         [result] = send(config, [msg()])
-    assert time.monotonic() - start < 3
+    assert timeouts and set(timeouts) == {0.5}  # the wait for the silent server was the configured one
     assert result.retryable and result.error == "unreachable: time-out after 0.5 s"
 
 
@@ -366,14 +377,13 @@ def test_config_is_closed_and_checked() -> None:
 
 
 def test_pool_sends_concurrently_over_reused_connections() -> None:
-    server = Smtpd(Mailbox(delay=0.2))
-    channel = SmtpChannel.from_dict(server.config(concurrency=4))
+    # each message is held until four were in the server at once (one at a time, each would wait
+    # out the 30 s bound and max_active stay 1): no wall-clock figure involved
+    server = Smtpd(Mailbox(gather=4))
+    channel = SmtpChannel.from_dict(server.config(concurrency=4, timeout=60))
     try:
-        start = time.monotonic()
         results = channel.send([msg(idempotency_key=f"k{i}", to=f"c{i}@example.com") for i in range(8)])
-        elapsed = time.monotonic() - start
         assert [r.status for r in results] == ["sent"] * 8
-        assert elapsed < 1.2  # 8 x 0.2 s one at a time would be 1.6 s
         assert server.handler.max_active == 4
         results = channel.send([msg(idempotency_key=f"j{i}", to=f"d{i}@example.com") for i in range(8)])
         assert [r.status for r in results] == ["sent"] * 8

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +20,13 @@ from ceap.journeys import deadlines
 from ceap.journeys.engine import tick
 from ceap.journeys.live import LiveJourneys
 from ceap.journeys.state import customer_entries
-from ceap.journeys.ticker import JourneyPrograms, JourneyTicker
-from ceap.model import CandidateQuery
-from ceap.plugin import PluginContext
+from ceap.journeys.ticker import JourneyPrograms
 from ceap.realtime.events import EVENT_SCHEMA
-from ceap.realtime.replay import ReplayConnector
 from ceap.realtime.worker import Worker
 from ceap.spec import load_program
 from ceap.store import Store, open_store
-from ceap.testing import FakeClock
-from tests.journey_helpers import events_program
+from tests.journey_helpers import T0, StreamProject, events_program
 
-T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 JOURNEY = {"exit_on": ["purchase"], "steps": [
     {"id": "email", "send": {"channels": ["email"]}},
     {"id": "wait", "wait_for": {"events": {"activated": "thanks"}, "within": "1h", "timeout": "sms"}},
@@ -40,29 +35,11 @@ JOURNEY = {"exit_on": ["purchase"], "steps": [
 ]}
 
 
-class Project:
+class Project(StreamProject):
     def __init__(self, root: Path, store: Store):
-        self.root, self.store = root, store
-        self.programs = root / "programs"
-        self.programs.mkdir()
-        (self.programs / "nudge.yaml").write_text(yaml.safe_dump(events_program("nudge", "signup", JOURNEY)))
-        self.context = PluginContext(base_dir=root, store=store)
-        self.clock = FakeClock(T0)
-        self.replays = 0
+        super().__init__(root, store, JOURNEY)
         # ticks once (the first pass: entering), then not for a day: what moves is the worker's
-        self.ticker = JourneyTicker(store, JourneyPrograms(self.programs), every=timedelta(days=1),
-                                    clock=self.clock, holder="worker")
-
-    def worker(self, *events: tuple[str, str]) -> Worker:
-        """A worker over a replay of ``(customer, type)`` events at the clock's time."""
-        self.replays += 1
-        path = self.root / f"events{self.replays}.jsonl"
-        path.write_text("\n".join(json.dumps({"id": f"e{self.replays}-{i}", "customer_id": c, "type": kind,
-                                              "ts": self.clock().isoformat()})
-                                  for i, (c, kind) in enumerate(events)))
-        source = ReplayConnector.from_dict({"type": "replay", "path": path.name}, self.context)
-        return Worker(self.store, source, self.programs, self.context, reload_every=0, clock=self.clock,
-                      journeys=self.ticker)
+        self.journeys = self.ticker("worker", every=timedelta(days=1).total_seconds())
 
     def one_pass(self, *events: tuple[str, str]) -> Worker:
         worker = self.worker(*events)
@@ -72,9 +49,7 @@ class Project:
         return worker
 
     def messages(self) -> list[tuple[str, str, str]]:
-        found = self.store.candidates(CandidateQuery(program="nudge", limit=1000, include_expired=True))
-        return sorted((c.customer_id, c.channels[0], c.template or "nudge") for c in found
-                      if c.dedup_key.startswith("journey:"))
+        return sorted((c.customer_id, c.channels[0], c.template or "nudge") for c in self.journey_messages())
 
     def entry(self, customer: str) -> Any:
         with self.store.tx() as tx:

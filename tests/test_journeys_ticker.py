@@ -15,23 +15,17 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import yaml
 
 import ceap.journeys.ticker as ticker_module
 from ceap.journeys.engine import TickStats
 from ceap.journeys.ticker import DEFAULT_LEASE, LEASE, JourneyPrograms, JourneyTicker
-from ceap.model import CandidateQuery
-from ceap.plugin import PluginContext
-from ceap.realtime.replay import ReplayConnector
-from ceap.realtime.worker import Worker
 from ceap.runtime.schedule_book import ScheduleBook
 from ceap.runtime.scheduler import Scheduler
 from ceap.spec.schedule import SchedulerConfig
 from ceap.store import Store, open_store
 from ceap.testing import FakeClock
-from tests.journey_helpers import events_program
+from tests.journey_helpers import T0, StreamProject
 
-T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 JOURNEY = {"steps": [
     {"id": "email", "send": {"channels": ["email"]}},
     {"id": "pause", "wait_for": {"events": ["opened"], "within": "1h"}},
@@ -39,36 +33,12 @@ JOURNEY = {"steps": [
 ]}
 
 
-class Project:
+class Project(StreamProject):
     def __init__(self, root: Path, store: Store):
-        self.root, self.store = root, store
-        self.programs = root / "programs"
-        self.programs.mkdir()
-        (self.programs / "nudge.yaml").write_text(yaml.safe_dump(events_program("nudge", "signup", JOURNEY)))
-        self.context = PluginContext(base_dir=root, store=store)
-        self.clock = FakeClock(T0)
-        self.replays = 0
-
-    def ticker(self, holder: str, store: Store | None = None, every: float = 5,
-               beat_every: float | None = None) -> JourneyTicker:
-        return JourneyTicker(store or self.store, JourneyPrograms(self.programs),
-                             every=timedelta(seconds=every), clock=self.clock, holder=holder,
-                             beat_every=beat_every)
-
-    def worker(self, customers: list[str], ticker: JourneyTicker | None) -> Worker:
-        """A worker over a replay of one ``signup`` per customer, at the clock's time."""
-        self.replays += 1
-        path = self.root / f"events{self.replays}.jsonl"
-        path.write_text("\n".join(json.dumps({"id": f"e{self.replays}-{c}", "customer_id": c,
-                                              "type": "signup", "ts": self.clock().isoformat()})
-                                  for c in customers))
-        source = ReplayConnector.from_dict({"type": "replay", "path": path.name}, self.context)
-        return Worker(self.store, source, self.programs, self.context, reload_every=0, clock=self.clock,
-                      journeys=ticker)
+        super().__init__(root, store, JOURNEY)
 
     def messages(self) -> list[tuple[str, list[str]]]:
-        found = self.store.candidates(CandidateQuery(program="nudge", limit=1000, include_expired=True))
-        return sorted((c.customer_id, c.channels) for c in found if c.dedup_key.startswith("journey:"))
+        return sorted((c.customer_id, c.channels) for c in self.journey_messages())
 
 
 @pytest.fixture
@@ -78,7 +48,7 @@ def project(tmp_path: Path, store: Store) -> Project:
 
 def test_the_worker_ticks_journeys_enters_and_takes_a_wait_timeout(project: Project) -> None:
     p = project
-    worker = p.worker(["c1", "c2"], p.ticker("worker-1"))
+    worker = p.signups("c1", "c2", journeys=p.ticker("worker-1"))
     try:
         stats = worker.run(until_idle=True)
         # the poll that stored the tickets ticked: both entered and got the e-mail; the later
@@ -97,7 +67,7 @@ def test_the_worker_ticks_journeys_enters_and_takes_a_wait_timeout(project: Proj
 
 
 def test_a_worker_without_a_ticker_leaves_the_tickets(project: Project) -> None:
-    worker = project.worker(["c1"], None)
+    worker = project.signups("c1")
     try:
         assert worker.run(until_idle=True).journey_ticks == 0
     finally:
@@ -108,7 +78,7 @@ def test_a_worker_without_a_ticker_leaves_the_tickets(project: Project) -> None:
 def test_two_tickers_at_once_one_ticks(project: Project, store_url: str,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     p = project
-    worker = p.worker(["c1", "c2", "c3"], None)  # tickets only
+    worker = p.signups("c1", "c2", "c3")  # tickets only
     worker.run(until_idle=True)
     worker.close()
     other_store = open_store(store_url)
@@ -136,7 +106,7 @@ def test_two_tickers_at_once_one_ticks(project: Project, store_url: str,
 
 def test_a_crashed_tickers_lease_lapses(project: Project) -> None:
     p = project
-    worker = p.worker(["c1"], None)
+    worker = p.signups("c1")
     worker.run(until_idle=True)
     worker.close()
     book = ScheduleBook(p.store, "")
@@ -154,7 +124,7 @@ def test_a_crashed_tickers_lease_lapses(project: Project) -> None:
 
 def test_the_scheduler_ticks_journeys_before_dispatching(project: Project) -> None:
     p = project
-    worker = p.worker(["c1"], None)
+    worker = p.signups("c1")
     worker.run(until_idle=True)
     worker.close()
     seen_by_dispatch: list[list[tuple[str, list[str]]]] = []
@@ -191,7 +161,7 @@ def test_journeys_tick_command_stands_by_while_another_ticker_holds_the_lease(tm
     store_url = f"sqlite:///{tmp_path / 'cli.db'}"
     store = open_store(store_url)
     p = Project(tmp_path, store)
-    worker = p.worker(["c1"], None)
+    worker = p.signups("c1")
     worker.run(until_idle=True)
     worker.close()
     far = datetime.now(UTC) + timedelta(hours=1)  # a live holder, whatever the real clock says
@@ -212,7 +182,7 @@ def test_journeys_tick_command_stands_by_while_another_ticker_holds_the_lease(tm
 def test_a_tick_with_a_clock_ahead_does_not_hold_the_others_back(project: Project) -> None:
     """``ceap scheduler --once --now`` in the future: its lease, given up, lets the others tick."""
     p = project
-    worker = p.worker(["c1"], None)
+    worker = p.signups("c1")
     worker.run(until_idle=True)
     worker.close()
     ahead = JourneyTicker(p.store, JourneyPrograms(p.programs), clock=lambda: T0 + timedelta(days=3),
@@ -221,13 +191,41 @@ def test_a_tick_with_a_clock_ahead_does_not_hold_the_others_back(project: Projec
     assert p.ticker("now").run() is not None
 
 
-def _until(condition: Any, what: str) -> None:
-    """Wait for another thread's doing (a bound against a hang, not a timing)."""
-    for _ in range(2000):
-        if condition():
-            return
+def _until(condition: Any, what: str, bound: float = 120) -> None:
+    """Wait for another thread's or process's doing; ``bound`` (seconds) only stops a hang,
+    it is not a timing."""
+    stop = time.monotonic() + bound
+    while not condition():
+        if time.monotonic() > stop:
+            raise AssertionError(f"never happened: {what}")
         time.sleep(0.005)
-    raise AssertionError(f"never happened: {what}")
+
+
+def test_the_lease_by_the_clock_renewed_lapsed_and_released(project: Project) -> None:
+    """By the tickers' (fake) clock: renewed every third of it, A's lease holds through two
+    leases' time; unrenewed, it holds to its end and B takes over just after; given up, it is
+    free at once."""
+    p = project
+    book = ScheduleBook(p.store, "")
+    a, b, c = p.ticker("A"), p.ticker("B"), p.ticker("C")
+    assert timedelta(seconds=a.beat_every) == a.lease / 3 == timedelta(seconds=2)
+    assert book.acquire(LEASE, "A", p.clock(), a.lease) is not None  # A's tick took it
+    for _ in range(6):  # A's heartbeat, every third of the lease, for two leases' time
+        p.clock.advance(seconds=a.beat_every)
+        assert a.heartbeat()
+        renewed = book.lease(LEASE)
+        assert renewed is not None and renewed.until == p.clock() + a.lease and renewed.since == T0
+        assert b.run() is None and b.holder_seen == "A"
+    end = p.clock() + a.lease  # A renews no more (killed, or stalled)
+    p.clock.now = end
+    assert b.run() is None and b.holder_seen == "A"  # held to its end
+    p.clock.now = end + timedelta(milliseconds=1)
+    taken = b.run()  # B takes the lapsed lease over, ticks (and gives it up at the end)
+    assert taken is not None and b.holder_seen == "B"
+    assert c.run() is not None and c.holder_seen == "C"  # given up: free at once, same clock
+    assert book.acquire(LEASE, "C", p.clock(), c.lease) is not None  # C holds it...
+    c.release()  # ...and gives it up: B may take it at that very time
+    assert book.acquire(LEASE, "B", p.clock(), b.lease) is not None
 
 
 def test_the_heartbeat_keeps_the_lease_through_a_long_tick(project: Project,
@@ -306,32 +304,37 @@ t.JourneyTicker(open_store(sys.argv[1]), lambda: [SimpleNamespace(journey=object
 """
 
 
-def test_a_sigkilled_ticker_is_taken_over_after_its_short_lease(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    """A real process holds the lease (its heartbeat renewing it past one lease); once it is
-    SIGKILLed, another ticker takes over when the 6 s lease lapses."""
+def test_a_sigkilled_ticker_is_taken_over_once_its_lease_lapsed(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real process ticks and its heartbeat renews its lease; SIGKILLed, it renews nothing
+    more: another ticker is held back to the end of the last lease it wrote and takes over
+    just after. That ticker's clock is set to those times: nothing here depends on how long
+    anything takes (the waits only bound a hang)."""
     url = f"sqlite:///{tmp_path / 'kill.db'}"
     store = open_store(url)
     monkeypatch.setattr(ticker_module, "tick", lambda *a, **kw: TickStats())
-    other = JourneyTicker(store, lambda: [SimpleNamespace(journey=object())], holder="other")
+    book = ScheduleBook(store, "")
     proc = subprocess.Popen([sys.executable, "-c", HOLD, url], stdout=subprocess.PIPE, env=os.environ)
     try:
         assert proc.stdout is not None and proc.stdout.readline() == b"ticking\n"
-        # two leases' time: the victim's heartbeat renews it, nobody else ticks
-        stop = time.monotonic() + 2 * DEFAULT_LEASE.total_seconds()
-        while time.monotonic() < stop:
-            assert other.run() is None and other.holder_seen == "victim"
-            time.sleep(0.5)
+        first = book.lease(LEASE)
+        assert first is not None and first.holder == "victim"
+
+        def renewed() -> bool:
+            now = book.lease(LEASE)
+            return now is not None and now.holder == "victim" and now.until > first.until
+
+        _until(renewed, "a renewal by the victim's heartbeat")
         proc.kill()
         proc.wait()
-        killed = time.monotonic()
-        for _ in range(120):  # a bound against a hang: the lease lapses 6 s after the last beat
-            if other.run() is not None:
-                break
-            time.sleep(0.25)
-        took = time.monotonic() - killed
-        assert other.holder_seen == "other", f"not taken over {took:.1f} s after the kill"
-        print(f"taken over {took:.1f} s after the SIGKILL (lease {DEFAULT_LEASE})")
+        last = book.lease(LEASE)  # as the victim's last renewal left it: nobody writes it now
+        assert last is not None and last.holder == "victim" and last.until > first.until
+        clock = FakeClock(last.until)
+        other = JourneyTicker(store, lambda: [SimpleNamespace(journey=object())], holder="other",
+                              clock=clock)
+        assert other.run() is None and other.holder_seen == "victim"
+        clock.advance(milliseconds=1)
+        assert other.run() is not None and other.holder_seen == "other"
     finally:
         proc.kill()
         proc.wait()

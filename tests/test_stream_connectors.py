@@ -487,8 +487,28 @@ def test_rabbitmq_lag_counts_ready_messages(broker: Broker) -> None:
     assert publisher.lag() == 4
 
 
+class LeaseTime:
+    """``time`` for the Kinesis connector: its wall clock (the lease's times) moves only when
+    told; its monotonic clock and sleep (poll time-outs) are real."""
+
+    monotonic = staticmethod(time.monotonic)
+    sleep = staticmethod(time.sleep)
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def time(self) -> float:
+        return self.now
+
+
 @pytest.mark.parametrize("broker", ["kinesis"], indirect=True)
-def test_kinesis_standby_takes_over(broker: Broker) -> None:
+def test_kinesis_standby_takes_over(broker: Broker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the lease's own clock: however long a poll takes, the standby waits for the active
+    worker's lease to run out, and takes over once it did."""
+    import ceap.connectors.streams_kinesis as kinesis
+
+    clock = LeaseTime()
+    monkeypatch.setattr(kinesis, "time", clock)
     sent = events(10)
     active, standby = broker.make("a"), broker.make("b")
     active.publish(sent)
@@ -497,7 +517,7 @@ def test_kinesis_standby_takes_over(broker: Broker) -> None:
     assert standby.poll(10, 0.3) == []           # the lease is the active worker's
     rest = drain([active], 10 - len(first), within=5, commit=False)[0]
     assert len(first) + len(rest) == 10
-    time.sleep(broker.base["lease"] + 0.1)      # the active worker stops polling: killed
+    clock.now += broker.base["lease"] + 0.1     # the active worker stops polling: killed
     [got] = drain([standby], len(rest), within=5)
     assert sorted(bodies(got)) == sorted(bodies(rest))          # from the checkpoints on
     assert active.poll(10, 0.3) == []           # the lease moved
