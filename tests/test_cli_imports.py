@@ -151,7 +151,7 @@ def test_an_unknown_type_still_lists_every_installed_plugin(tmp_path: Path) -> N
 
 
 COMMAND_MODULES = tuple(f"ceap.cli.{m.name}" for m in pkgutil.iter_modules([str(ROOT / "src/ceap/cli")])
-                        if m.name not in ("common", "lazy", "output", "observe", "validating"))
+                        if m.name not in ("common", "lazy", "listing", "output", "observe", "validating"))
 
 
 def test_the_command_table_names_the_modules_of_every_command() -> None:
@@ -191,11 +191,18 @@ def test_a_command_imports_only_its_modules(tmp_path: Path) -> None:
 def test_help_lists_every_command_in_order() -> None:
     from ceap.cli.lazy import COMMANDS
 
+    code = "from ceap.cli import app\ntry:\n    app(['--help'])\nexcept SystemExit:\n    pass"
+    typer_help = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                                text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    listed = [line[2:].split()[0] for line in typer_help.stdout.split("Commands", 1)[1].splitlines()
+              if line.startswith("│ ") and not line[2:3].isspace()]  # not a wrapped help line
+    assert listed == list(COMMANDS)
+    # the plain `ceap --help` (ceap.cli.listing) too
     proc = subprocess.run([sys.executable, "-m", "ceap", "--help"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
     assert proc.returncode == 0, proc.stderr
-    listed = [line[2:].split()[0] for line in proc.stdout.split("Commands", 1)[1].splitlines()
-              if line.startswith("│ ") and not line[2:3].isspace()]  # not a wrapped help line
+    listed = [line.split()[0] for line in proc.stdout.split("Commands:", 1)[1].splitlines()
+              if line.startswith("  ") and not line[2:3].isspace()]
     assert listed == list(COMMANDS)
 
 
