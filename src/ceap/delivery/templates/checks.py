@@ -55,13 +55,13 @@ def passed_sources() -> ParsedExpressions:
     of the checking code (a digest of its modules): a change to either checks every field
     again. Fields with problems are never kept."""
     folder = cache_dir()
+    if folder is None:
+        return ParsedExpressions(None)
     try:
         code = hashlib.sha256(b"".join(Path(__file__).with_name(name).read_bytes()
                                        for name in _CHECK_MODULES)).hexdigest()[:16]
         jinja = version("jinja2")
     except (OSError, PackageNotFoundError):
-        folder = None
-    if folder is None:
         return ParsedExpressions(None)
     return ParsedExpressions(folder / f"templates-passed-jinja2-{jinja}-{code}.txt")
 
