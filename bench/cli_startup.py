@@ -2,10 +2,12 @@
 of ``ceap validate`` of one program file (the win-back example, with SQL, a scorer and a
 template; and a CSV-only program), several runs each, median. ``validate`` runs with a
 cache folder of its own (``CEAP_CACHE_DIR``): what DuckDB parsed in the warm-up run is
-remembered for the timed runs (``ceap.sqlcache``); the "nothing kept" case sets
+remembered for the timed runs (``ceap.sqlcache``), and so is the template's check (since
+``ceap.delivery.templates.checks.passed_sources``: no Jinja2); the "nothing kept" case sets
 ``CEAP_CACHE_DIR`` empty, so nothing is remembered, as on a program's first validation
 (win_back's SQL is inside what ``ceap.sqlsyntax`` recognises without DuckDB, so since
 that check both cases start no DuckDB; on code before it, "nothing kept" starts DuckDB).
+``ceap --help`` is printed without Typer since ``ceap.cli.listing``.
 
     .venv/bin/python bench/cli_startup.py                      # this checkout
     .venv/bin/python bench/cli_startup.py --baseline SRC_DIR   # and another source tree beside it

@@ -13,31 +13,51 @@ first time it is asked for by name, or by ``load_all`` for the whole set.
 
 from __future__ import annotations
 
+import importlib
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Literal
 
-from ceap.channels.base import Channel
-from ceap.connectors.base import Connector
 from ceap.errors import PluginError
-from ceap.filters.base import Filter
 from ceap.plugin import Plugin, PluginConfig
-from ceap.scorers.base import Scorer
-from ceap.store.base import Store
 
 Kind = Literal["connector", "filter", "scorer", "channel", "store"]
 
+
+class _Kinds(Mapping[str, tuple[str, type[Plugin[Any]]]]):
+    """kind -> (entry-point group, base class); a base class is imported when first asked
+    for (``ceap validate`` needs no store's, and no channel's: not their modules either)."""
+
+    def __init__(self, where: dict[str, tuple[str, str]]):
+        self._where = where
+
+    def __getitem__(self, kind: str) -> tuple[str, type[Plugin[Any]]]:
+        group, target = self._where[kind]
+        module, _, name = target.partition(":")
+        return group, getattr(importlib.import_module(module), name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def group(self, kind: str) -> str:
+        """The entry-point group of ``kind`` (imports nothing)."""
+        return self._where[kind][0]
+
+
 #: kind -> (entry-point group, base class)
-KINDS: dict[str, tuple[str, type[Plugin[Any]]]] = {
-    "connector": ("ceap.connectors", Connector),
-    "filter": ("ceap.filters", Filter),
-    "scorer": ("ceap.scorers", Scorer),
-    "channel": ("ceap.channels", Channel),
-    "store": ("ceap.stores", Store),
-}
+KINDS = _Kinds({
+    "connector": ("ceap.connectors", "ceap.connectors.base:Connector"),
+    "filter": ("ceap.filters", "ceap.filters.base:Filter"),
+    "scorer": ("ceap.scorers", "ceap.scorers.base:Scorer"),
+    "channel": ("ceap.channels", "ceap.channels.base:Channel"),
+    "store": ("ceap.stores", "ceap.store.base:Store"),
+})
 
 
 @dataclass(frozen=True)
@@ -90,8 +110,8 @@ class Registry:
         # read every distribution's entry points once, then pick the groups (each
         # ``entry_points(group=...)`` call would read them all again)
         installed = entry_points()
-        for kind, (group, _base) in KINDS.items():
-            for ep in installed.select(group=group):
+        for kind in KINDS:
+            for ep in installed.select(group=KINDS.group(kind)):
                 registry._pending[kind].setdefault(ep.name, ep)
         return registry
 

@@ -1,6 +1,7 @@
 """The ``ceap`` command line; the console script is ``ceap.cli:main`` (a plain ``ceap
-validate FILE...`` runs without Typer, see :mod:`ceap.cli.validating`; everything else
-runs the Typer app ``ceap.cli:app``).
+validate FILE...`` runs without Typer, see :mod:`ceap.cli.validating`, and so does the
+top-level ``ceap --help``, see :mod:`ceap.cli.listing`; everything else runs the Typer app
+``ceap.cli:app``).
 
 One module per command group. :mod:`ceap.cli.common` holds the app, the global options
 and the helpers the groups share; every group imports from it, never from ``ceap.cli``.
@@ -9,8 +10,9 @@ every module when the commands are listed (``ceap --help``); importing ``ceap.cl
 ``ceap.cli.output`` (used outside the CLI) costs no command module.
 
 A new command group: write ``src/ceap/cli/<group>.py`` importing ``app`` (and what else
-it needs) from ``ceap.cli.common``, then add its commands to ``COMMANDS`` in
-:mod:`ceap.cli.lazy` (``tests/test_cli_imports.py`` checks that the two agree).
+it needs) from ``ceap.cli.common``, then add its commands to ``COMMANDS`` and their one-line
+help to ``SUMMARIES`` in :mod:`ceap.cli.listing` (``tests/test_cli_imports.py`` and
+``tests/test_cli_help_plain.py`` check that they agree with the app).
 """
 
 from __future__ import annotations
@@ -24,10 +26,15 @@ if TYPE_CHECKING:
 
 
 def main() -> None:
-    """The ``ceap`` command (and ``python -m ceap``): a plain ``validate`` without Typer,
-    everything else through the Typer app."""
+    """The ``ceap`` command (and ``python -m ceap``): ``ceap --help`` and a plain ``validate``
+    without Typer, everything else through the Typer app."""
     import sys
 
+    from ceap.cli.listing import plain_help
+
+    code = plain_help(sys.argv[1:])
+    if code is not None:
+        sys.exit(code)
     from ceap.cli.validating import echo, plain_validate, run_plain
 
     plain = plain_validate(sys.argv[1:])

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 import typer
 
 from ceap.cli.lazy import LazyGroup
+from ceap.cli.listing import APP_HELP, GLOBAL_OPTIONS
 from ceap.cli.validating import echo as echo  # re-exported for the command modules
 from ceap.cli.validating import print_spec_errors, program_paths
 from ceap.cli.validating import short_command as short_command
@@ -52,7 +53,7 @@ class _LazyConsole:
     def __exit__(self, *exc: object) -> None:
         self._real().__exit__(*exc)  # type: ignore[arg-type]
 
-app = typer.Typer(help="CEAP: find the customers who need an action now, and act.",
+app = typer.Typer(help=APP_HELP,
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   cls=LazyGroup)  # imports a command's module when the command is asked for
 LazyGroup.app = app
@@ -61,6 +62,11 @@ err = cast("Console", _LazyConsole(stderr=True, soft_wrap=True))
 #: the --json option of every command that prints a table (see ceap.cli.output)
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON (an array of rows, or one object "
                                                           "of totals) instead of a table")]
+
+
+def _option_help(option: str) -> str:
+    """A global option's help (:mod:`ceap.cli.listing`, which ``ceap --help`` prints from)."""
+    return GLOBAL_OPTIONS[option][2]
 
 
 class State:
@@ -119,14 +125,12 @@ def fail_spec(errors: list[SpecError]) -> None:
 
 @app.callback()
 def main(
-    project: Annotated[Path | None, typer.Option(help="project folder holding ceap.yaml")] = None,
-    store: Annotated[str | None, typer.Option(help="store URL (beats CEAP_STORE and ceap.yaml)")] = None,
-    tenant: Annotated[str | None, typer.Option(help="tenant id (default: ceap.yaml's)")] = None,
+    project: Annotated[Path | None, typer.Option(help=_option_help("--project"))] = None,
+    store: Annotated[str | None, typer.Option(help=_option_help("--store"))] = None,
+    tenant: Annotated[str | None, typer.Option(help=_option_help("--tenant"))] = None,
     log_format: Annotated[str | None, typer.Option(
-        "--log-format", help="logs on stderr: json, text or auto (json unless stderr is a "
-                             "terminal; default: CEAP_LOG_FORMAT, else auto)")] = None,
-    log_level: Annotated[str | None, typer.Option(
-        "--log-level", help="debug, info, warning or error (default: CEAP_LOG_LEVEL, else warning)")
+        "--log-format", help=_option_help("--log-format"))] = None,
+    log_level: Annotated[str | None, typer.Option("--log-level", help=_option_help("--log-level"))
                          ] = None,
 ) -> None:
     state.project_dir, state.store, state.tenant = project, store, tenant

@@ -1,7 +1,7 @@
 """The ``ceap`` group: a command's module is imported when the command is asked for.
 
 ``ceap validate`` needs one command module, not all eleven with what they import.
-``COMMANDS`` names the modules of :mod:`ceap.cli` that register each command and
+``COMMANDS`` (:mod:`ceap.cli.listing`) names the modules of :mod:`ceap.cli` that register each command and
 command group, in the order ``ceap --help`` lists them (commands, then groups).
 Running a command imports its modules; listing the commands (``--help``, completion,
 a mistyped name and its suggestions) imports them all.
@@ -20,28 +20,11 @@ import typer
 from typer.core import TyperGroup
 from typer.main import get_command_from_info, get_command_name, get_group_from_info
 
+from ceap.cli.listing import COMMANDS as COMMANDS  # the table lives where no Typer is imported
+
 if TYPE_CHECKING:
     from typer import _click as click  # Typer's own Click (typer>=0.29, see pyproject.toml)
 
-#: command or command group -> the ceap.cli modules that register it, in --help order
-COMMANDS: dict[str, tuple[str, ...]] = {
-    "audit": ("admin",),
-    **dict.fromkeys(["validate", "run", "candidates", "runs", "quarantine", "sweep", "plugins",
-                     "train", "demo"], ("batch",)),
-    **dict.fromkeys(["dispatch", "profiles", "serve", "preview"], ("delivery",)),
-    "digests": ("digests",),
-    "journey": ("journeys",),
-    **dict.fromkeys(["worker", "publish"], ("realtime",)),
-    **dict.fromkeys(["scheduler", "schedule"], ("schedule",)),
-    "apikey": ("admin",),
-    "deliveries": ("delivery", "held"),
-    "report": ("report", "experiments"),
-    "experiments": ("experiments",),
-    "journeys": ("journeys",),
-    "migrate": ("migrate",),
-    "outcomes": ("outcomes",),
-    "customer": ("privacy",),
-}
 
 
 class LazyGroup(TyperGroup):

@@ -23,19 +23,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ceap.cli import listing
 from ceap.errors import CeapError, SpecError
 
 if TYPE_CHECKING:
     from ceap.spec import ProjectConfig
 
-#: the global options of ``ceap`` (``ceap.cli.common.main``), each taking one value
-GLOBAL_OPTIONS = {
-    "--project": "project",
-    "--store": "store",
-    "--tenant": "tenant",
-    "--log-format": "log_format",
-    "--log-level": "log_level",
-}
+#: the global options of ``ceap`` (``ceap.cli.common.main``), each taking one value: option -> parameter
+GLOBAL_OPTIONS = {option: parameter for option, (parameter, _, _) in listing.GLOBAL_OPTIONS.items()}
 
 
 def echo(text: str, *, ok: str = "", error: bool = False) -> None:

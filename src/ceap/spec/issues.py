@@ -9,7 +9,6 @@ models, lists, dicts and tagged unions), so a typo deep inside a program or
 
 from __future__ import annotations
 
-import difflib
 import types
 from collections.abc import Iterable, Sequence
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -96,6 +95,8 @@ def fields_at(model: Any, loc: Sequence[Any]) -> set[str] | None:
 
 def suggestion(word: str, names: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest of ``names``, or nothing."""
+    import difflib  # only for a mistyped name: not at start-up
+
     close = difflib.get_close_matches(word, [n for n in names if n != word], n=1, cutoff=0.7)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

@@ -28,7 +28,8 @@ autoescaped; each rendered part has a size limit and a time limit.
 The package is split by concern: ``sandbox`` (the environment and its
 limits), ``files`` (parsing template files), ``renderer`` (rendering, with
 unsubscribe links and, when configured, open and click tracking), ``checks``
-(static validation) and ``preview``; each is imported when one of its names is first
+(static validation; its Jinja2 side is ``source_checks``, imported only for a field not
+seen passing before) and ``preview``; each is imported when one of its names is first
 asked for.
 """
 
