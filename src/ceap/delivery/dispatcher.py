@@ -79,6 +79,8 @@ class Dispatcher(CandidatePlanner, AttemptPreparer, BatchSender):
         self._store_dialect: str | None = None
         #: candidates this dispatcher just planned, so sending them needs no second read
         self._planned: dict[int, tuple[Candidate, Profile | None]] = {}
+        self._in_hand: set[int] = set()
+        self._in_hand_lock = threading.Lock()
         self.retry = retry or Retry()
         self.clock = clock
         self.rng = rng or random.Random()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
@@ -42,7 +42,8 @@ SELECT_DELIVERY = f"SELECT {_COLS} FROM deliveries"
 _CANDIDATE_COLS = SELECT_CANDIDATE.removeprefix("SELECT ").removesuffix(" FROM candidates")
 _INSERT = ("INSERT INTO deliveries (tenant_id, candidate_id, program, customer_id, channel, step, "
            "remaining, idempotency_key, status, attempts, next_attempt_at, category, shadow, "
-           "policy, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,0,?,?,?,?,?,?) "
+           "policy, created_at, updated_at, lease_until, worker) "
+           "VALUES (?,?,?,?,?,?,?,?,?,0,?,?,?,?,?,?,?,?) "
            "ON CONFLICT (tenant_id, idempotency_key) DO NOTHING")
 
 
@@ -147,15 +148,19 @@ class Outbox:
         return claimed
 
     def plan(self, candidates: dict[int, Candidate], decisions: Sequence[Decision],
-             now: datetime) -> dict[str, int]:
+             now: datetime, lease: bool = False) -> dict[str, int]:
         """Turn decisions into deliveries and candidate states, in one transaction
-        (one statement per kind of change, executed over all the rows)."""
+        (one statement per kind of change, executed over all the rows). ``lease``: the
+        queued deliveries are born leased to this worker (it sends them next), so its
+        claim reads them instead of writing each row a second time; still ``queued``, no
+        attempt counted: a crash leaves them to any worker once the lease runs out."""
         counts = {"planned": 0, "suppressed": 0, "deferred": 0}
         inserts: list[tuple[Any, ...]] = []
         deferred: list[tuple[Any, ...]] = []
         states: list[tuple[Any, ...]] = []
         with self.store.tx() as tx:
             stamp = tx.ts(now)
+            held = (tx.ts(now + self.lease), self.worker) if lease else (None, None)
             for d in decisions:
                 c = candidates[d.candidate_id]
                 shadow = c.status == "shadow"
@@ -164,8 +169,8 @@ class Outbox:
                     counts["deferred"] += 1
                 elif d.suppress is not None:
                     channel = c.channels[0] if c.channels else "-"
-                    inserts.append(self._row(c, channel, 0, [], "suppressed", stamp, shadow,
-                                             d.suppress))
+                    inserts.append((*self._row(c, channel, 0, [], "suppressed", stamp, shadow,
+                                               d.suppress), None, None))
                     states.append(("suppressed", f"{d.suppress}: {d.note}" if d.note else d.suppress,
                                    stamp, c.id))
                     counts["suppressed"] += 1
@@ -173,7 +178,8 @@ class Outbox:
                     chain = list(d.send)
                     for step, ch in enumerate(chain[:1] if d.fallback else chain):
                         rest = chain[1:] if d.fallback else []
-                        inserts.append(self._row(c, ch, step, rest, "queued", stamp, shadow, None))
+                        inserts.append((*self._row(c, ch, step, rest, "queued", stamp, shadow, None),
+                                        *held))
                     states.append(("shadowed" if shadow else "dispatched", d.note, stamp, c.id))
                     counts["planned"] += 1
             if inserts:
@@ -198,31 +204,50 @@ class Outbox:
 
     def _insert(self, tx: Tx, c: Candidate, channel: str, step: int, remaining: list[str],
                 status: str, now: datetime, shadow: bool, policy: str | None = None) -> None:
-        tx.execute(_INSERT, self._row(c, channel, step, remaining, status, tx.ts(now), shadow, policy))
+        tx.execute(_INSERT, (*self._row(c, channel, step, remaining, status, tx.ts(now), shadow, policy),
+                             None, None))
 
     # -- deliveries ------------------------------------------------------
-    def claim_deliveries(self, now: datetime, quotas: dict[str, int]) -> list[Delivery]:
-        """Lease due attempts to this worker, at most ``quotas[channel]`` per channel. They stay
-        ``queued`` with their attempts: ``begin`` marks each one as it goes to the provider."""
+    def claim_deliveries(self, now: datetime, quotas: dict[str, int],
+                         held: Collection[int] = ()) -> list[Delivery]:
+        """Lease due attempts to this worker, at most ``quotas[channel]`` per channel, oldest
+        due first. They stay ``queued`` with their attempts: ``begin`` marks each one as it
+        goes to the provider. Attempts already leased to this worker (``plan(lease=True)``)
+        are read, not written again; only the others get a lease (one ``UPDATE``). ``held``:
+        ids this worker claimed already and still has in hand (a batch not yet sent): skipped."""
         claimed: list[Delivery] = []
+        held = held if isinstance(held, (set, frozenset)) else set(held)
         with self.store.tx() as tx:
+            stamp = tx.ts(now)
             # a retry never goes out after its candidate has expired
             tx.execute("UPDATE deliveries SET status = 'expired', lease_until = NULL, updated_at = ? "
                        "WHERE status = 'queued' AND candidate_id IN (SELECT id FROM candidates "
-                       "WHERE expires_at <= ?)", (tx.ts(now), tx.ts(now)))
+                       "WHERE expires_at <= ?)", (stamp, stamp))
             lock = " FOR UPDATE SKIP LOCKED" if tx.dialect == "postgres" else ""
+            until = tx.ts(now + self.lease)
             for channel, quota in quotas.items():
                 if quota <= 0:
                     continue
+                # the held ones can take at most len(held) places: read that many more
                 rows = tx.execute(
-                    "UPDATE deliveries SET lease_until = ?, worker = ?, updated_at = ? WHERE id IN "
-                    "(SELECT id FROM deliveries WHERE status = 'queued' AND channel = ? "
-                    "AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?) "
-                    f"ORDER BY next_attempt_at, id LIMIT ?{lock}) RETURNING {_COLS}",
-                    (tx.ts(now + self.lease), self.worker, tx.ts(now), channel, tx.ts(now),
-                     tx.ts(now), quota)).fetchall()
-                rows.sort(key=lambda r: r[0])  # by id, as before
-                claimed.extend(delivery_from_row(r) for r in rows)
+                    f"SELECT {_COLS}, worker = ? AND lease_until >= ? FROM deliveries "
+                    "WHERE status = 'queued' AND channel = ? AND next_attempt_at <= ? "
+                    "AND (lease_until IS NULL OR lease_until < ? OR worker = ?) "
+                    f"ORDER BY next_attempt_at, id LIMIT ?{lock}",
+                    (self.worker, stamp, channel, stamp, stamp, self.worker,
+                     quota + len(held))).fetchall()
+                if held:
+                    rows = [r for r in rows if r[0] not in held][:quota]
+                others = [r[0] for r in rows if not r[-1]]
+                if others:  # not leased to this worker yet (or its lease ran out): lease them
+                    update_in(tx, "UPDATE deliveries SET lease_until = ?, worker = ?, updated_at = ? "
+                              "WHERE id IN ({ids})", (until, self.worker, stamp), others)
+                fresh = set(others)
+                for r in sorted(rows, key=lambda r: r[0]):  # by id, as before
+                    d = delivery_from_row(r[:-1])
+                    if d.id in fresh:
+                        d.updated_at = now
+                    claimed.append(d)
         return claimed
 
     def release(self, ids: Sequence[int]) -> None:
@@ -250,23 +275,20 @@ class Outbox:
             return self.begin_in(tx, ids, now)
 
     def begin_in(self, tx: Tx, ids: Sequence[int], now: datetime) -> set[int]:
-        """``begin`` inside ``tx``. Returns the ids granted: those still ``queued`` and leased
-        to this worker; any other was taken over (or expired, or resolved) and must not be sent."""
+        """``begin`` inside ``tx``. Returns the ids granted: those this statement moved from
+        ``queued`` (leased to this worker) to ``sending``; any other was taken over (or
+        expired, or resolved, or already begun) and must not be sent."""
         granted: set[int] = set()
         # by id: SQLite would otherwise walk the status index over every queued delivery
         status = "+status" if tx.dialect == "sqlite" else "status"
         for start in range(0, len(ids), 500):
             chunk = list(ids[start:start + 500])
             marks = tx.placeholders(len(chunk))
-            cur = tx.execute(f"UPDATE deliveries SET status = 'sending', attempts = attempts + 1, "
-                             f"lease_until = ?, updated_at = ? WHERE id IN ({marks}) AND {status} = 'queued' "
-                             "AND worker = ?", (tx.ts(now + self.lease), tx.ts(now), *chunk, self.worker))
-            if cur.rowcount == len(set(chunk)):  # the usual case: every one still ours
-                granted.update(chunk)
-                continue
             granted.update(r[0] for r in tx.execute(
-                f"SELECT id FROM deliveries WHERE id IN ({marks}) AND {status} = 'sending' AND worker = ?",
-                (*chunk, self.worker)).fetchall())
+                f"UPDATE deliveries SET status = 'sending', attempts = attempts + 1, "
+                f"lease_until = ?, updated_at = ? WHERE id IN ({marks}) AND {status} = 'queued' "
+                "AND worker = ? RETURNING id", (tx.ts(now + self.lease), tx.ts(now), *chunk,
+                                                self.worker)).fetchall())
         return granted
 
     def candidates(self, ids: Iterable[int]) -> dict[int, Candidate]:
@@ -306,8 +328,21 @@ class Outbox:
                     reason = f"gave up after {d.attempts} attempts: {reason}"
                 counts["fallback" if self._dead(tx, d, reason, now) else "dead"] += 1
         if sent:
-            tx.executemany("UPDATE deliveries SET status = ?, provider_id = ?, attempts = ?, sent_at = ?, "
-                           "lease_until = NULL, last_error = NULL, updated_at = ? WHERE id = ?", sent)
+            # without a provider id (webhooks, most retries of nothing): one statement per
+            # (status, attempts) over an id list; the others one execution per row
+            plain: dict[tuple[str, int], list[int]] = {}
+            for status, provider_id, attempts, _, _, did in sent:
+                if provider_id is None:
+                    plain.setdefault((status, attempts), []).append(did)
+            for (status, attempts), ids in plain.items():
+                update_in(tx, "UPDATE deliveries SET status = ?, provider_id = NULL, attempts = ?, "
+                          "sent_at = ?, lease_until = NULL, last_error = NULL, updated_at = ? "
+                          "WHERE id IN ({ids})", (status, attempts, stamp, stamp), ids)
+            named = [row for row in sent if row[1] is not None]
+            if named:
+                tx.executemany("UPDATE deliveries SET status = ?, provider_id = ?, attempts = ?, "
+                               "sent_at = ?, lease_until = NULL, last_error = NULL, updated_at = ? "
+                               "WHERE id = ?", named)
             done = sorted({d.candidate_id for d, r in outcomes
                            if r.status in ("sent", "delivered", "duplicate")})
             update_in(tx, "UPDATE candidates SET status = 'sent', updated_at = ? "
