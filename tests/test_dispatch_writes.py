@@ -108,3 +108,15 @@ def test_row_writes_per_message(tmp_path: Path) -> None:
         assert counts["candidates"] == 3 * 40
     finally:
         store.close()
+
+
+def test_a_run_that_ends_leaves_nothing_leased(store: Store) -> None:
+    """What a one-shot run planned and a rate limit held back is any worker's at once."""
+    seed(store, 10)
+    clock = FakeClock(T0)  # time stands still: no token comes back
+    email = flaky(rate_per_sec=4)
+    stats = Dispatcher(store, {"email": email}, clock=clock, worker="w").run(wait=False)
+    assert (stats.sent, stats.held_rate_limit) == (4, 6)
+    assert rows(store, "SELECT count(*) FROM deliveries WHERE status = 'queued' "
+                       "AND worker IS NOT NULL") == [(0,)]
+    assert len(Outbox(store, "other").claim_deliveries(clock(), {"email": 10})) == 6

@@ -259,6 +259,14 @@ class Outbox:
                            f"({tx.placeholders(len(chunk))}) AND status = 'queued' AND worker = ?",
                            (*chunk, self.worker))
 
+    def release_all(self) -> int:
+        """Give up every lease this worker holds on attempts not begun (a run that ends: what
+        it planned and could not send, e.g. held by a rate limit, is any worker's at once)."""
+        with self.store.tx() as tx:
+            cur = tx.execute("UPDATE deliveries SET lease_until = NULL, worker = NULL "
+                             "WHERE status = 'queued' AND worker = ?", (self.worker,))
+            return int(cur.rowcount or 0)
+
     def due(self, now: datetime) -> dict[str, int]:
         """Queued attempts due now that no other worker holds, per channel."""
         with self.store.tx() as tx:
