@@ -216,7 +216,6 @@ class Outbox:
         are read, not written again; only the others get a lease (one ``UPDATE``). ``held``:
         ids this worker claimed already and still has in hand (a batch not yet sent): skipped."""
         claimed: list[Delivery] = []
-        held = held if isinstance(held, (set, frozenset)) else set(held)
         with self.store.tx() as tx:
             stamp = tx.ts(now)
             # a retry never goes out after its candidate has expired
@@ -225,19 +224,22 @@ class Outbox:
                        "WHERE expires_at <= ?)", (stamp, stamp))
             lock = " FOR UPDATE SKIP LOCKED" if tx.dialect == "postgres" else ""
             until = tx.ts(now + self.lease)
+            skip, skipped = "", ()
+            if held:  # in SQL: rows handed back only to be dropped would cost their decoding
+                skip = (" AND NOT (id = ANY(?::bigint[]))" if tx.dialect == "postgres"
+                        else " AND id NOT IN (SELECT value FROM json_each(?))")
+                ids = sorted(held)
+                skipped = (ids if tx.dialect == "postgres" else json.dumps(ids),)
             for channel, quota in quotas.items():
                 if quota <= 0:
                     continue
-                # the held ones can take at most len(held) places: read that many more
                 rows = tx.execute(
                     f"SELECT {_COLS}, worker = ? AND lease_until >= ? FROM deliveries "
                     "WHERE status = 'queued' AND channel = ? AND next_attempt_at <= ? "
-                    "AND (lease_until IS NULL OR lease_until < ? OR worker = ?) "
+                    f"AND (lease_until IS NULL OR lease_until < ? OR worker = ?){skip} "
                     f"ORDER BY next_attempt_at, id LIMIT ?{lock}",
-                    (self.worker, stamp, channel, stamp, stamp, self.worker,
-                     quota + len(held))).fetchall()
-                if held:
-                    rows = [r for r in rows if r[0] not in held][:quota]
+                    (self.worker, stamp, channel, stamp, stamp, self.worker, *skipped,
+                     quota)).fetchall()
                 others = [r[0] for r in rows if not r[-1]]
                 if others:  # not leased to this worker yet (or its lease ran out): lease them
                     update_in(tx, "UPDATE deliveries SET lease_until = ?, worker = ?, updated_at = ? "
