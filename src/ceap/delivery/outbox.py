@@ -15,87 +15,30 @@ PostgreSQL claims use ``FOR UPDATE SKIP LOCKED``; on SQLite a claim is one
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from ceap.channels.base import SendResult
 from ceap.delivery.model import Decision, Delivery
+from ceap.delivery.outbox_rows import (
+    CANDIDATE_RETURNING,
+    DELIVERY_COLS,
+    INSERT_DELIVERY,
+    delivery_from_row,
+    update_in,
+)
+from ceap.delivery.outbox_rows import DELIVERY_COLUMNS as DELIVERY_COLUMNS
+from ceap.delivery.outbox_rows import SELECT_DELIVERY as SELECT_DELIVERY
+from ceap.delivery.outbox_rows import Retry as Retry
+from ceap.delivery.outbox_rows import idempotency_key as idempotency_key
 from ceap.model import Candidate
 from ceap.store.base import Store
 from ceap.store.delivery_schema import HELD, HELD_STATUSES
-from ceap.store.schema import from_iso
 from ceap.store.sql_common import CANDIDATES_DUE, SELECT_CANDIDATE, candidate_from_row
 from ceap.store.tx import Tx
-
-DELIVERY_COLUMNS = ("id", "tenant_id", "candidate_id", "program", "customer_id", "channel", "step",
-                    "idempotency_key", "status", "attempts", "next_attempt_at", "category",
-                    "shadow", "last_error", "policy", "provider_id", "created_at", "updated_at",
-                    "sent_at", "ambiguous_at", "ambiguity")
-_COLS = ", ".join(DELIVERY_COLUMNS)
-#: ``SELECT <every column of DELIVERY_COLUMNS> FROM deliveries``, for ``delivery_from_row``
-SELECT_DELIVERY = f"SELECT {_COLS} FROM deliveries"
-#: the columns of ``SELECT_CANDIDATE``, for ``RETURNING``
-_CANDIDATE_COLS = SELECT_CANDIDATE.removeprefix("SELECT ").removesuffix(" FROM candidates")
-_INSERT = ("INSERT INTO deliveries (tenant_id, candidate_id, program, customer_id, channel, step, "
-           "remaining, idempotency_key, status, attempts, next_attempt_at, category, shadow, "
-           "policy, created_at, updated_at, lease_until, worker) "
-           "VALUES (?,?,?,?,?,?,?,?,?,0,?,?,?,?,?,?,?,?) "
-           "ON CONFLICT (tenant_id, idempotency_key) DO NOTHING")
-
-
-if set(DELIVERY_COLUMNS) != {f.name for f in fields(Delivery)}:  # delivery_from_row sets them all
-    raise RuntimeError("DELIVERY_COLUMNS differ from the Delivery fields")
-_TIME_AT = tuple(DELIVERY_COLUMNS.index(n)
-                 for n in ("next_attempt_at", "created_at", "updated_at", "sent_at", "ambiguous_at"))
-_SHADOW_AT = DELIVERY_COLUMNS.index("shadow")
-
-
-def delivery_from_row(row: Sequence[Any]) -> Delivery:
-    """A ``Delivery`` from a row of ``DELIVERY_COLUMNS`` (fields set directly, as
-    ``Delivery(**values)`` would: claims decode thousands a second)."""
-    values = list(row)
-    for i in _TIME_AT:
-        values[i] = from_iso(values[i])
-    values[_SHADOW_AT] = bool(values[_SHADOW_AT])
-    d = object.__new__(Delivery)
-    d.__dict__.update(zip(DELIVERY_COLUMNS, values, strict=True))
-    return d
-
-
-def update_in(tx: Tx, sql: str, params: Sequence[Any], ids: Sequence[int]) -> int:
-    """Run ``sql`` (its ``{ids}`` an ``IN`` list) over ``ids`` in chunks of 500: one statement
-    per chunk costs less than one execution per row. Returns the rows changed."""
-    changed = 0
-    for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
-        cur = tx.execute(sql.format(ids=tx.placeholders(len(chunk))), (*params, *chunk))
-        changed += int(cur.rowcount or 0)
-    return changed
-
-
-def idempotency_key(candidate: Candidate, channel: str) -> str:
-    """Stable across retries and restarts; unique per tenant, candidate and channel.
-    Longer than 255 characters (what providers accept) becomes a hash."""
-    key = f"{candidate.tenant_id}:{candidate.dedup_key}:{channel}"
-    return key if len(key) <= 255 else "sha256:" + hashlib.sha256(key.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class Retry:
-    """Exponential backoff with equal jitter: base, x2, capped; then a dead letter."""
-
-    base: float = 1.0
-    cap: float = 100.0
-    max_attempts: int = 8
-
-    def delay(self, attempt: int, jitter: float, retry_after: float | None = None) -> float:
-        raw = min(self.cap, self.base * 2 ** max(attempt - 1, 0))
-        wait = raw / 2 + raw / 2 * jitter
-        return max(wait, retry_after or 0.0)
 
 
 @dataclass
@@ -140,7 +83,7 @@ class Outbox:
                 "UPDATE candidates SET worker = ?, claimed_until = ?, updated_at = ?, "
                 f"version = version + 1 WHERE id IN (SELECT id FROM candidates WHERE "
                 f"{' AND '.join(where)} ORDER BY priority DESC, score DESC, id LIMIT ?{lock}) "
-                f"RETURNING {_CANDIDATE_COLS}",
+                f"RETURNING {CANDIDATE_RETURNING}",
                 (self.worker, tx.ts(now + self.lease), tx.ts(now), *params, limit)).fetchall()
         claimed = [candidate_from_row(r) for r in rows]
         # RETURNING keeps no order: best first again (a candidate without a score last)
@@ -183,7 +126,7 @@ class Outbox:
                     states.append(("shadowed" if shadow else "dispatched", d.note, stamp, c.id))
                     counts["planned"] += 1
             if inserts:
-                tx.executemany(_INSERT, inserts)
+                tx.executemany(INSERT_DELIVERY, inserts)
             if deferred:
                 tx.executemany("UPDATE candidates SET not_before = ?, claimed_until = NULL, "
                                "worker = NULL, status_reason = ?, updated_at = ? WHERE id = ?", deferred)
@@ -204,8 +147,8 @@ class Outbox:
 
     def _insert(self, tx: Tx, c: Candidate, channel: str, step: int, remaining: list[str],
                 status: str, now: datetime, shadow: bool, policy: str | None = None) -> None:
-        tx.execute(_INSERT, (*self._row(c, channel, step, remaining, status, tx.ts(now), shadow, policy),
-                             None, None))
+        row = self._row(c, channel, step, remaining, status, tx.ts(now), shadow, policy)
+        tx.execute(INSERT_DELIVERY, (*row, None, None))
 
     # -- deliveries ------------------------------------------------------
     def claim_deliveries(self, now: datetime, quotas: dict[str, int],
@@ -234,7 +177,7 @@ class Outbox:
                 if quota <= 0:
                     continue
                 rows = tx.execute(
-                    f"SELECT {_COLS}, worker = ? AND lease_until >= ? FROM deliveries "
+                    f"SELECT {DELIVERY_COLS}, worker = ? AND lease_until >= ? FROM deliveries "
                     "WHERE status = 'queued' AND channel = ? AND next_attempt_at <= ? "
                     f"AND (lease_until IS NULL OR lease_until < ? OR worker = ?){skip} "
                     f"ORDER BY next_attempt_at, id LIMIT ?{lock}",
@@ -385,7 +328,7 @@ class Outbox:
     def fail_over(self, channel: str, reason: str, now: datetime) -> int:
         """Move queued attempts on ``channel`` that have a fallback to it (breaker open)."""
         with self.store.tx() as tx:
-            rows = tx.execute(f"SELECT {_COLS} FROM deliveries WHERE status = 'queued' "
+            rows = tx.execute(f"SELECT {DELIVERY_COLS} FROM deliveries WHERE status = 'queued' "
                               "AND channel = ? AND remaining <> '[]' "
                               "AND (lease_until IS NULL OR lease_until < ? OR worker = ?)",
                               (channel, tx.ts(now), self.worker)).fetchall()
@@ -417,7 +360,7 @@ class Outbox:
         ambiguous: list[Delivery] = []
         with self.store.tx() as tx:
             stamp = tx.ts(now)
-            rows = tx.execute(f"SELECT {_COLS} FROM deliveries WHERE status = 'sending' AND {HELD} "
+            rows = tx.execute(f"SELECT {DELIVERY_COLS} FROM deliveries WHERE status = 'sending' AND {HELD} "
                               "AND lease_until < ?", (stamp,)).fetchall()
             for d in map(delivery_from_row, rows):
                 if d.channel in resend:
@@ -445,7 +388,7 @@ class Outbox:
 
         with self.store.tx() as tx:
             column, value = ("provider_id", provider_id) if provider_id else ("idempotency_key", key)
-            row = tx.execute(f"SELECT {_COLS} FROM deliveries WHERE tenant_id = ? AND {column} = ?",
+            row = tx.execute(f"SELECT {DELIVERY_COLS} FROM deliveries WHERE tenant_id = ? AND {column} = ?",
                              (tenant_id, value)).fetchone()
             if row is None:
                 return None
@@ -478,7 +421,7 @@ class Outbox:
                 where.append(HELD)
             if ambiguous:
                 where.append("ambiguous_at IS NOT NULL")
-            rows = tx.execute(f"SELECT {_COLS} FROM deliveries WHERE {' AND '.join(where)} "
+            rows = tx.execute(f"SELECT {DELIVERY_COLS} FROM deliveries WHERE {' AND '.join(where)} "
                               "ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
         return [delivery_from_row(r) for r in rows]
 
