@@ -57,7 +57,8 @@ class CandidatePlanner(DispatcherState):
                 changed = policy.apply([c for c, _ in live], [d for _, d in live], ctx)
                 by_id = {d.candidate_id: d for d in changed}
                 decisions = [by_id.get(d.candidate_id, d) for d in decisions]
-            counts = self.outbox.plan({c.id: c for c in claimed}, decisions, now)
+            # born leased to this dispatcher, which sends them next: no second write to claim them
+            counts = self.outbox.plan({c.id: c for c in claimed}, decisions, now, lease=True)
         if len(self._planned) > 8 * self.batch_size:  # attempts planned long ago: re-read them
             self._planned.clear()
         self._planned.update((c.id, (c, profiles.get((c.tenant_id, c.customer_id))))

@@ -36,7 +36,9 @@ class AttemptPreparer(OutcomeRecorder):
             if name in self.buckets and quota:
                 quota = self.buckets[name].acquire(quota)
             quotas[name] = quota
-        claimed = self.outbox.claim_deliveries(now, quotas)
+        with self._in_hand_lock:
+            held = frozenset(self._in_hand)
+        claimed = self.outbox.claim_deliveries(now, quotas, held)
         stats.leased = len(claimed)
         batch = Batch(stats, {})
         if self.buckets:  # tokens taken for attempts that were not due go back
@@ -91,6 +93,8 @@ class AttemptPreparer(OutcomeRecorder):
             for channel_name, n in shadow_by.items():
                 metrics.record_deliveries(channel_name, {"shadow": n})
         self._record(unsent, stats)
+        with self._in_hand_lock:
+            self._in_hand.update(batch.ids())
         return batch
 
     @staticmethod

@@ -26,6 +26,13 @@ class BatchSender(OutcomeRecorder):
     def _send_batch(self, batch: Batch) -> DispatchStats:
         """Hand a prepared batch to its channels (each message ``sending`` only while there)."""
         stats = DispatchStats()
+        try:
+            self._send_work(batch, stats)
+        finally:  # sent, refused, released or left in flight: no longer a prepared batch's
+            self._let_go(batch)
+        return stats
+
+    def _send_work(self, batch: Batch, stats: DispatchStats) -> None:
         for name, messages in batch.work.items():
             # prepared while the previous batch was out: its breaker may have opened since
             # (then nothing goes), or be half-open (then one probe); the rest is released
@@ -38,15 +45,18 @@ class BatchSender(OutcomeRecorder):
                 messages = messages[:allowed]
             if messages:
                 stats.add(self._deliver(name, self.channels[name], messages))
-        batch.work = {}
-        return stats
 
     def _abandon(self, batch: Batch) -> None:
         """Release the leases of a prepared batch that will not be sent (a stop): its
         attempts are due again at once, for this or any dispatcher."""
-        ids = [d.id for messages in batch.work.values() for d, _ in messages]
+        ids = batch.ids()
         if ids:
             self.outbox.release(ids)
+        self._let_go(batch)
+
+    def _let_go(self, batch: Batch) -> None:
+        with self._in_hand_lock:
+            self._in_hand.difference_update(batch.ids())
         batch.work = {}
 
     def _deliver(self, name: str, channel: Channel[Any],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -58,6 +59,9 @@ class Batch:
     stats: DispatchStats
     work: dict[str, list[tuple[Delivery, Message]]]
 
+    def ids(self) -> list[int]:
+        return [d.id for messages in self.work.values() for d, _ in messages]
+
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
@@ -80,4 +84,8 @@ class DispatcherState:
     buckets: dict[str, Bucket]
     #: candidates this dispatcher just planned, so sending them needs no second read
     _planned: dict[int, tuple[Candidate, Profile | None]]
+    #: ids of claimed attempts in prepared batches not sent yet (a claim skips them: they
+    #: are leased to this worker and still ``queued``), guarded by ``_in_hand_lock``
+    _in_hand: set[int]
+    _in_hand_lock: threading.Lock
     _store_dialect: str | None

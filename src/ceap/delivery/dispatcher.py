@@ -79,6 +79,8 @@ class Dispatcher(CandidatePlanner, AttemptPreparer, BatchSender):
         self._store_dialect: str | None = None
         #: candidates this dispatcher just planned, so sending them needs no second read
         self._planned: dict[int, tuple[Candidate, Profile | None]] = {}
+        self._in_hand: set[int] = set()
+        self._in_hand_lock = threading.Lock()
         self.retry = retry or Retry()
         self.clock = clock
         self.rng = rng or random.Random()
@@ -218,6 +220,13 @@ class Dispatcher(CandidatePlanner, AttemptPreparer, BatchSender):
                 self._abandon(batch)
             if ahead is not None:
                 ahead.shutdown(wait=True)
+            # what this run planned (born leased to it) and did not send: anyone's now
+            # (if the store fails here, the leases simply run out)
+            try:
+                self.outbox.release_all()
+            except Exception as exc:
+                log.warning("could not release this dispatcher's leases (%s): they run out in %s",
+                            type(exc).__name__, self.outbox.lease)
         if not follow:
             self.held = self._held()
             total.held_rate_limit = sum(n for n, why in self.held.values() if why.startswith("rate"))

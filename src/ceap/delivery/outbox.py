@@ -15,86 +15,30 @@ PostgreSQL claims use ``FOR UPDATE SKIP LOCKED``; on SQLite a claim is one
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from ceap.channels.base import SendResult
 from ceap.delivery.model import Decision, Delivery
+from ceap.delivery.outbox_rows import (
+    CANDIDATE_RETURNING,
+    DELIVERY_COLS,
+    INSERT_DELIVERY,
+    delivery_from_row,
+    update_in,
+)
+from ceap.delivery.outbox_rows import DELIVERY_COLUMNS as DELIVERY_COLUMNS
+from ceap.delivery.outbox_rows import SELECT_DELIVERY as SELECT_DELIVERY
+from ceap.delivery.outbox_rows import Retry as Retry
+from ceap.delivery.outbox_rows import idempotency_key as idempotency_key
 from ceap.model import Candidate
 from ceap.store.base import Store
 from ceap.store.delivery_schema import HELD, HELD_STATUSES
-from ceap.store.schema import from_iso
 from ceap.store.sql_common import CANDIDATES_DUE, SELECT_CANDIDATE, candidate_from_row
 from ceap.store.tx import Tx
-
-DELIVERY_COLUMNS = ("id", "tenant_id", "candidate_id", "program", "customer_id", "channel", "step",
-                    "idempotency_key", "status", "attempts", "next_attempt_at", "category",
-                    "shadow", "last_error", "policy", "provider_id", "created_at", "updated_at",
-                    "sent_at", "ambiguous_at", "ambiguity")
-_COLS = ", ".join(DELIVERY_COLUMNS)
-#: ``SELECT <every column of DELIVERY_COLUMNS> FROM deliveries``, for ``delivery_from_row``
-SELECT_DELIVERY = f"SELECT {_COLS} FROM deliveries"
-#: the columns of ``SELECT_CANDIDATE``, for ``RETURNING``
-_CANDIDATE_COLS = SELECT_CANDIDATE.removeprefix("SELECT ").removesuffix(" FROM candidates")
-_INSERT = ("INSERT INTO deliveries (tenant_id, candidate_id, program, customer_id, channel, step, "
-           "remaining, idempotency_key, status, attempts, next_attempt_at, category, shadow, "
-           "policy, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,0,?,?,?,?,?,?) "
-           "ON CONFLICT (tenant_id, idempotency_key) DO NOTHING")
-
-
-if set(DELIVERY_COLUMNS) != {f.name for f in fields(Delivery)}:  # delivery_from_row sets them all
-    raise RuntimeError("DELIVERY_COLUMNS differ from the Delivery fields")
-_TIME_AT = tuple(DELIVERY_COLUMNS.index(n)
-                 for n in ("next_attempt_at", "created_at", "updated_at", "sent_at", "ambiguous_at"))
-_SHADOW_AT = DELIVERY_COLUMNS.index("shadow")
-
-
-def delivery_from_row(row: Sequence[Any]) -> Delivery:
-    """A ``Delivery`` from a row of ``DELIVERY_COLUMNS`` (fields set directly, as
-    ``Delivery(**values)`` would: claims decode thousands a second)."""
-    values = list(row)
-    for i in _TIME_AT:
-        values[i] = from_iso(values[i])
-    values[_SHADOW_AT] = bool(values[_SHADOW_AT])
-    d = object.__new__(Delivery)
-    d.__dict__.update(zip(DELIVERY_COLUMNS, values, strict=True))
-    return d
-
-
-def update_in(tx: Tx, sql: str, params: Sequence[Any], ids: Sequence[int]) -> int:
-    """Run ``sql`` (its ``{ids}`` an ``IN`` list) over ``ids`` in chunks of 500: one statement
-    per chunk costs less than one execution per row. Returns the rows changed."""
-    changed = 0
-    for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
-        cur = tx.execute(sql.format(ids=tx.placeholders(len(chunk))), (*params, *chunk))
-        changed += int(cur.rowcount or 0)
-    return changed
-
-
-def idempotency_key(candidate: Candidate, channel: str) -> str:
-    """Stable across retries and restarts; unique per tenant, candidate and channel.
-    Longer than 255 characters (what providers accept) becomes a hash."""
-    key = f"{candidate.tenant_id}:{candidate.dedup_key}:{channel}"
-    return key if len(key) <= 255 else "sha256:" + hashlib.sha256(key.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class Retry:
-    """Exponential backoff with equal jitter: base, x2, capped; then a dead letter."""
-
-    base: float = 1.0
-    cap: float = 100.0
-    max_attempts: int = 8
-
-    def delay(self, attempt: int, jitter: float, retry_after: float | None = None) -> float:
-        raw = min(self.cap, self.base * 2 ** max(attempt - 1, 0))
-        wait = raw / 2 + raw / 2 * jitter
-        return max(wait, retry_after or 0.0)
 
 
 @dataclass
@@ -139,7 +83,7 @@ class Outbox:
                 "UPDATE candidates SET worker = ?, claimed_until = ?, updated_at = ?, "
                 f"version = version + 1 WHERE id IN (SELECT id FROM candidates WHERE "
                 f"{' AND '.join(where)} ORDER BY priority DESC, score DESC, id LIMIT ?{lock}) "
-                f"RETURNING {_CANDIDATE_COLS}",
+                f"RETURNING {CANDIDATE_RETURNING}",
                 (self.worker, tx.ts(now + self.lease), tx.ts(now), *params, limit)).fetchall()
         claimed = [candidate_from_row(r) for r in rows]
         # RETURNING keeps no order: best first again (a candidate without a score last)
@@ -147,15 +91,19 @@ class Outbox:
         return claimed
 
     def plan(self, candidates: dict[int, Candidate], decisions: Sequence[Decision],
-             now: datetime) -> dict[str, int]:
+             now: datetime, lease: bool = False) -> dict[str, int]:
         """Turn decisions into deliveries and candidate states, in one transaction
-        (one statement per kind of change, executed over all the rows)."""
+        (one statement per kind of change, executed over all the rows). ``lease``: the
+        queued deliveries are born leased to this worker (it sends them next), so its
+        claim reads them instead of writing each row a second time; still ``queued``, no
+        attempt counted: a crash leaves them to any worker once the lease runs out."""
         counts = {"planned": 0, "suppressed": 0, "deferred": 0}
         inserts: list[tuple[Any, ...]] = []
         deferred: list[tuple[Any, ...]] = []
         states: list[tuple[Any, ...]] = []
         with self.store.tx() as tx:
             stamp = tx.ts(now)
+            held = (tx.ts(now + self.lease), self.worker) if lease else (None, None)
             for d in decisions:
                 c = candidates[d.candidate_id]
                 shadow = c.status == "shadow"
@@ -164,8 +112,8 @@ class Outbox:
                     counts["deferred"] += 1
                 elif d.suppress is not None:
                     channel = c.channels[0] if c.channels else "-"
-                    inserts.append(self._row(c, channel, 0, [], "suppressed", stamp, shadow,
-                                             d.suppress))
+                    inserts.append((*self._row(c, channel, 0, [], "suppressed", stamp, shadow,
+                                               d.suppress), None, None))
                     states.append(("suppressed", f"{d.suppress}: {d.note}" if d.note else d.suppress,
                                    stamp, c.id))
                     counts["suppressed"] += 1
@@ -173,11 +121,12 @@ class Outbox:
                     chain = list(d.send)
                     for step, ch in enumerate(chain[:1] if d.fallback else chain):
                         rest = chain[1:] if d.fallback else []
-                        inserts.append(self._row(c, ch, step, rest, "queued", stamp, shadow, None))
+                        inserts.append((*self._row(c, ch, step, rest, "queued", stamp, shadow, None),
+                                        *held))
                     states.append(("shadowed" if shadow else "dispatched", d.note, stamp, c.id))
                     counts["planned"] += 1
             if inserts:
-                tx.executemany(_INSERT, inserts)
+                tx.executemany(INSERT_DELIVERY, inserts)
             if deferred:
                 tx.executemany("UPDATE candidates SET not_before = ?, claimed_until = NULL, "
                                "worker = NULL, status_reason = ?, updated_at = ? WHERE id = ?", deferred)
@@ -198,31 +147,52 @@ class Outbox:
 
     def _insert(self, tx: Tx, c: Candidate, channel: str, step: int, remaining: list[str],
                 status: str, now: datetime, shadow: bool, policy: str | None = None) -> None:
-        tx.execute(_INSERT, self._row(c, channel, step, remaining, status, tx.ts(now), shadow, policy))
+        row = self._row(c, channel, step, remaining, status, tx.ts(now), shadow, policy)
+        tx.execute(INSERT_DELIVERY, (*row, None, None))
 
     # -- deliveries ------------------------------------------------------
-    def claim_deliveries(self, now: datetime, quotas: dict[str, int]) -> list[Delivery]:
-        """Lease due attempts to this worker, at most ``quotas[channel]`` per channel. They stay
-        ``queued`` with their attempts: ``begin`` marks each one as it goes to the provider."""
+    def claim_deliveries(self, now: datetime, quotas: dict[str, int],
+                         held: Collection[int] = ()) -> list[Delivery]:
+        """Lease due attempts to this worker, at most ``quotas[channel]`` per channel, oldest
+        due first. They stay ``queued`` with their attempts: ``begin`` marks each one as it
+        goes to the provider. Attempts already leased to this worker (``plan(lease=True)``)
+        are read, not written again; only the others get a lease (one ``UPDATE``). ``held``:
+        ids this worker claimed already and still has in hand (a batch not yet sent): skipped."""
         claimed: list[Delivery] = []
         with self.store.tx() as tx:
+            stamp = tx.ts(now)
             # a retry never goes out after its candidate has expired
             tx.execute("UPDATE deliveries SET status = 'expired', lease_until = NULL, updated_at = ? "
                        "WHERE status = 'queued' AND candidate_id IN (SELECT id FROM candidates "
-                       "WHERE expires_at <= ?)", (tx.ts(now), tx.ts(now)))
+                       "WHERE expires_at <= ?)", (stamp, stamp))
             lock = " FOR UPDATE SKIP LOCKED" if tx.dialect == "postgres" else ""
+            until = tx.ts(now + self.lease)
+            skip, skipped = "", ()
+            if held:  # in SQL: rows handed back only to be dropped would cost their decoding
+                skip = (" AND NOT (id = ANY(?::bigint[]))" if tx.dialect == "postgres"
+                        else " AND id NOT IN (SELECT value FROM json_each(?))")
+                ids = sorted(held)
+                skipped = (ids if tx.dialect == "postgres" else json.dumps(ids),)
             for channel, quota in quotas.items():
                 if quota <= 0:
                     continue
                 rows = tx.execute(
-                    "UPDATE deliveries SET lease_until = ?, worker = ?, updated_at = ? WHERE id IN "
-                    "(SELECT id FROM deliveries WHERE status = 'queued' AND channel = ? "
-                    "AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?) "
-                    f"ORDER BY next_attempt_at, id LIMIT ?{lock}) RETURNING {_COLS}",
-                    (tx.ts(now + self.lease), self.worker, tx.ts(now), channel, tx.ts(now),
-                     tx.ts(now), quota)).fetchall()
-                rows.sort(key=lambda r: r[0])  # by id, as before
-                claimed.extend(delivery_from_row(r) for r in rows)
+                    f"SELECT {DELIVERY_COLS}, worker = ? AND lease_until >= ? FROM deliveries "
+                    "WHERE status = 'queued' AND channel = ? AND next_attempt_at <= ? "
+                    f"AND (lease_until IS NULL OR lease_until < ? OR worker = ?){skip} "
+                    f"ORDER BY next_attempt_at, id LIMIT ?{lock}",
+                    (self.worker, stamp, channel, stamp, stamp, self.worker, *skipped,
+                     quota)).fetchall()
+                others = [r[0] for r in rows if not r[-1]]
+                if others:  # not leased to this worker yet (or its lease ran out): lease them
+                    update_in(tx, "UPDATE deliveries SET lease_until = ?, worker = ?, updated_at = ? "
+                              "WHERE id IN ({ids})", (until, self.worker, stamp), others)
+                fresh = set(others)
+                for r in sorted(rows, key=lambda r: r[0]):  # by id, as before
+                    d = delivery_from_row(r[:-1])
+                    if d.id in fresh:
+                        d.updated_at = now
+                    claimed.append(d)
         return claimed
 
     def release(self, ids: Sequence[int]) -> None:
@@ -233,6 +203,14 @@ class Outbox:
                 tx.execute(f"UPDATE deliveries SET lease_until = NULL, worker = NULL WHERE id IN "
                            f"({tx.placeholders(len(chunk))}) AND status = 'queued' AND worker = ?",
                            (*chunk, self.worker))
+
+    def release_all(self) -> int:
+        """Give up every lease this worker holds on attempts not begun (a run that ends: what
+        it planned and could not send, e.g. held by a rate limit, is any worker's at once)."""
+        with self.store.tx() as tx:
+            cur = tx.execute("UPDATE deliveries SET lease_until = NULL, worker = NULL "
+                             "WHERE status = 'queued' AND worker = ?", (self.worker,))
+            return int(cur.rowcount or 0)
 
     def due(self, now: datetime) -> dict[str, int]:
         """Queued attempts due now that no other worker holds, per channel."""
@@ -250,23 +228,20 @@ class Outbox:
             return self.begin_in(tx, ids, now)
 
     def begin_in(self, tx: Tx, ids: Sequence[int], now: datetime) -> set[int]:
-        """``begin`` inside ``tx``. Returns the ids granted: those still ``queued`` and leased
-        to this worker; any other was taken over (or expired, or resolved) and must not be sent."""
+        """``begin`` inside ``tx``. Returns the ids granted: those this statement moved from
+        ``queued`` (leased to this worker) to ``sending``; any other was taken over (or
+        expired, or resolved, or already begun) and must not be sent."""
         granted: set[int] = set()
         # by id: SQLite would otherwise walk the status index over every queued delivery
         status = "+status" if tx.dialect == "sqlite" else "status"
         for start in range(0, len(ids), 500):
             chunk = list(ids[start:start + 500])
             marks = tx.placeholders(len(chunk))
-            cur = tx.execute(f"UPDATE deliveries SET status = 'sending', attempts = attempts + 1, "
-                             f"lease_until = ?, updated_at = ? WHERE id IN ({marks}) AND {status} = 'queued' "
-                             "AND worker = ?", (tx.ts(now + self.lease), tx.ts(now), *chunk, self.worker))
-            if cur.rowcount == len(set(chunk)):  # the usual case: every one still ours
-                granted.update(chunk)
-                continue
             granted.update(r[0] for r in tx.execute(
-                f"SELECT id FROM deliveries WHERE id IN ({marks}) AND {status} = 'sending' AND worker = ?",
-                (*chunk, self.worker)).fetchall())
+                f"UPDATE deliveries SET status = 'sending', attempts = attempts + 1, "
+                f"lease_until = ?, updated_at = ? WHERE id IN ({marks}) AND {status} = 'queued' "
+                "AND worker = ? RETURNING id", (tx.ts(now + self.lease), tx.ts(now), *chunk,
+                                                self.worker)).fetchall())
         return granted
 
     def candidates(self, ids: Iterable[int]) -> dict[int, Candidate]:
@@ -306,8 +281,21 @@ class Outbox:
                     reason = f"gave up after {d.attempts} attempts: {reason}"
                 counts["fallback" if self._dead(tx, d, reason, now) else "dead"] += 1
         if sent:
-            tx.executemany("UPDATE deliveries SET status = ?, provider_id = ?, attempts = ?, sent_at = ?, "
-                           "lease_until = NULL, last_error = NULL, updated_at = ? WHERE id = ?", sent)
+            # without a provider id (webhooks, most retries of nothing): one statement per
+            # (status, attempts) over an id list; the others one execution per row
+            plain: dict[tuple[str, int], list[int]] = {}
+            for status, provider_id, attempts, _, _, did in sent:
+                if provider_id is None:
+                    plain.setdefault((status, attempts), []).append(did)
+            for (status, attempts), ids in plain.items():
+                update_in(tx, "UPDATE deliveries SET status = ?, provider_id = NULL, attempts = ?, "
+                          "sent_at = ?, lease_until = NULL, last_error = NULL, updated_at = ? "
+                          "WHERE id IN ({ids})", (status, attempts, stamp, stamp), ids)
+            named = [row for row in sent if row[1] is not None]
+            if named:
+                tx.executemany("UPDATE deliveries SET status = ?, provider_id = ?, attempts = ?, "
+                               "sent_at = ?, lease_until = NULL, last_error = NULL, updated_at = ? "
+                               "WHERE id = ?", named)
             done = sorted({d.candidate_id for d, r in outcomes
                            if r.status in ("sent", "delivered", "duplicate")})
             update_in(tx, "UPDATE candidates SET status = 'sent', updated_at = ? "
@@ -340,7 +328,7 @@ class Outbox:
     def fail_over(self, channel: str, reason: str, now: datetime) -> int:
         """Move queued attempts on ``channel`` that have a fallback to it (breaker open)."""
         with self.store.tx() as tx:
-            rows = tx.execute(f"SELECT {_COLS} FROM deliveries WHERE status = 'queued' "
+            rows = tx.execute(f"SELECT {DELIVERY_COLS} FROM deliveries WHERE status = 'queued' "
                               "AND channel = ? AND remaining <> '[]' "
                               "AND (lease_until IS NULL OR lease_until < ? OR worker = ?)",
                               (channel, tx.ts(now), self.worker)).fetchall()
@@ -372,7 +360,7 @@ class Outbox:
         ambiguous: list[Delivery] = []
         with self.store.tx() as tx:
             stamp = tx.ts(now)
-            rows = tx.execute(f"SELECT {_COLS} FROM deliveries WHERE status = 'sending' AND {HELD} "
+            rows = tx.execute(f"SELECT {DELIVERY_COLS} FROM deliveries WHERE status = 'sending' AND {HELD} "
                               "AND lease_until < ?", (stamp,)).fetchall()
             for d in map(delivery_from_row, rows):
                 if d.channel in resend:
@@ -400,7 +388,7 @@ class Outbox:
 
         with self.store.tx() as tx:
             column, value = ("provider_id", provider_id) if provider_id else ("idempotency_key", key)
-            row = tx.execute(f"SELECT {_COLS} FROM deliveries WHERE tenant_id = ? AND {column} = ?",
+            row = tx.execute(f"SELECT {DELIVERY_COLS} FROM deliveries WHERE tenant_id = ? AND {column} = ?",
                              (tenant_id, value)).fetchone()
             if row is None:
                 return None
@@ -433,7 +421,7 @@ class Outbox:
                 where.append(HELD)
             if ambiguous:
                 where.append("ambiguous_at IS NOT NULL")
-            rows = tx.execute(f"SELECT {_COLS} FROM deliveries WHERE {' AND '.join(where)} "
+            rows = tx.execute(f"SELECT {DELIVERY_COLS} FROM deliveries WHERE {' AND '.join(where)} "
                               "ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
         return [delivery_from_row(r) for r in rows]
 
