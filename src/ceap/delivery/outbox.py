@@ -167,7 +167,8 @@ class Outbox:
                        "WHERE expires_at <= ?)", (stamp, stamp))
             lock = " FOR UPDATE SKIP LOCKED" if tx.dialect == "postgres" else ""
             until = tx.ts(now + self.lease)
-            skip, skipped = "", ()
+            skip = ""
+            skipped: tuple[Any, ...] = ()
             if held:  # in SQL: rows handed back only to be dropped would cost their decoding
                 skip = (" AND NOT (id = ANY(?::bigint[]))" if tx.dialect == "postgres"
                         else " AND id NOT IN (SELECT value FROM json_each(?))")
