@@ -15,7 +15,16 @@ from typer.testing import CliRunner
 
 from ceap.api import create_app
 from ceap.cli import app
-from ceap.json_input import MAX_DEPTH, JsonInputError, depth, find_bad_text, json_lines, json_loads, loads
+from ceap.json_input import (
+    MAX_DEPTH,
+    JsonInputError,
+    depth,
+    find_bad_text,
+    json_lines,
+    json_loads,
+    loads,
+    loads_many,
+)
 from ceap.plugin import PluginContext
 from ceap.realtime.embedded import EmbeddedStream
 from ceap.realtime.events import parse_bodies, validate_events
@@ -35,6 +44,7 @@ json_values = st.recursive(
 json_ish = st.lists(st.sampled_from([b"[", b"]", b"{", b"}", b'"', b"\\", b'\\"', b":", b",", b"1",
                                      b"null", b"\\ud800", b"\xed\xa0\x80", b"\xff", b"NaN", b" ", b"\n"])
                     | st.binary(max_size=4), max_size=60).map(b"".join)
+event_bodies = st.integers(0, 99).map(lambda i: json.dumps(dict(GOOD, id=f"e{i}")).encode())
 
 
 def nesting(value: Any) -> int:
@@ -102,6 +112,47 @@ def test_stream_bodies_never_raise(bodies: list[bytes]) -> None:
     table, rejected = parse_bodies(bodies)
     items = sum(len(v) if isinstance(v, list) else 1 for v in map(loads_or_broken, bodies))
     assert table.num_rows + len({i for i, _ in rejected}) == items  # each accepted or named
+
+
+def each_loaded(bodies: list[bytes]) -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for body in bodies:
+        try:
+            out.append(("value", loads(body)))
+        except ValueError as exc:
+            out.append((type(exc).__name__, str(exc)))
+    return out
+
+
+def many_loaded(bodies: list[bytes]) -> list[tuple[str, Any]]:
+    values, errors = loads_many(bodies)
+    return [(type(errors[i]).__name__, str(errors[i])) if i in errors else ("value", v)
+            for i, v in enumerate(values)]
+
+
+# pieces of JSON that are no value alone but join with a neighbour into one, or hold two
+fragments = st.sampled_from([b'[{"a":1}', b'{"b":2}]', b'{"c":3},{"d":4}', b'{"a":"}"', b'"b":"{"}',
+                             b'"x', b'y"', b"1,2", b"", b" ", b'{"e":"\\"}', b'{"f":"\\', b'"}',
+                             b'{"g":1}\n', b"[" * 70 + b"]" * 70, b"12345678901234567890"])
+
+
+@FUZZ
+@given(st.lists(fragments | json_ish | json_values.map(lambda v: json.dumps(v).encode())
+                | event_bodies, max_size=14))
+def test_loads_many_is_loads_body_by_body(bodies: list[bytes]) -> None:
+    """Read as one batch, each body gives what ``loads`` gives it alone, error text included."""
+    assert many_loaded(bodies) == each_loaded(bodies)
+
+
+def test_loads_many_keeps_bodies_apart() -> None:
+    good = [json.dumps(dict(GOOD, id=f"e{i}")).encode() for i in range(6)]
+    # together these three make an array of three values: a body may not close another's bracket
+    tricky = [b'{"a":"}"', b'"b":"{"}', b"1,2"]
+    for bodies in (good + tricky, tricky + good, [*good[:3], b'[{"a":1}', b'{"b":2}]', *good[3:]],
+                   [*good, b'{"x":1}\n'], [*good, b'"\\ud800"']):
+        assert many_loaded(bodies) == each_loaded(bodies)
+    values, errors = loads_many([*good, b"1,2"])
+    assert values[:6] == [dict(GOOD, id=f"e{i}") for i in range(6)] and list(errors) == [6]
 
 
 def loads_or_broken(body: bytes) -> Any:

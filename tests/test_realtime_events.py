@@ -214,3 +214,17 @@ def test_features_from_history_match_features_from_one_batch(tmp_path: Any) -> N
     all_at_once = _candidates(tmp_path / "all", events, batch=1000)
     assert one_by_one == mixed == all_at_once
     assert {p for p, *_ in all_at_once} == {"crashes", "takeover"}
+
+
+def test_batches_of_plain_dicts_read_in_one_conversion_match_one_by_one() -> None:
+    """A batch whose items are all dicts of known fields takes one Arrow conversion of their
+    text fields; text Arrow or a store cannot hold, and a value of another type, still get
+    EventIn's reason."""
+    good = [{**GOOD, "id": f"g{i}", "customer_id": f"C{i}"} for i in range(8)]
+    odd = [{**GOOD, "id": "\ud800"}, {**GOOD, "customer_id": "C\x00"}, {**GOOD, "type": "\U0001f600"},
+           {**GOOD, "tenant_id": "\udfff"}, {**GOOD, "ts": "2026-11-25T10:00:00\ud800"},
+           {**GOOD, "customer_id": None}, {**GOOD, "id": 7}, {**GOOD, "attributes": {"k\ud800": 1}}]
+    same(good)
+    for item in odd:
+        for at in (0, 4, 8):
+            same([*good[:at], item, *good[at:]])

@@ -53,7 +53,7 @@ class EventLog:
                                               "attributes")]
         columns[2] = pc.fill_null(columns[2], "")
         stamps = _iso_column(columns[4])
-        parts = partitions.to_pylist() if partitions is not None else [None] * events.num_rows
+        parts = _values(partitions) if partitions is not None else [None] * events.num_rows
         with self.store.tx() as tx:
             if tx.dialect == "postgres":  # one statement of arrays, not a round trip per row
                 tx.execute("INSERT INTO event_log (tenant_id, event_id, customer_id, type, ts, attributes, "
@@ -67,7 +67,7 @@ class EventLog:
             tx.executemany("INSERT INTO event_log (tenant_id, event_id, customer_id, type, ts, attributes, "
                            "partition_key) VALUES (?, ?, ?, ?, ?, ?, ?) "
                            "ON CONFLICT (tenant_id, event_id) DO NOTHING",
-                           list(zip(*(c.to_pylist() for c in columns[:4]), stamps,
+                           list(zip(_values(columns[0]), *(c.to_pylist() for c in columns[1:4]), stamps,
                                     columns[5].to_pylist(), parts, strict=True)))
 
     def history(self, keys: Iterable[tuple[str, str]], since: datetime,
@@ -99,6 +99,15 @@ class EventLog:
             cur = tx.execute("DELETE FROM event_log WHERE ts < ?",
                              (tx.ts(before.replace(tzinfo=UTC)),))
             return int(cur.rowcount or 0)
+
+
+def _values(column: pa.Array | pa.ChunkedArray) -> list[object]:
+    """A text column as Python values; one holding a single value (the tenant, the partition,
+    most batches) is converted once and repeated."""
+    n = len(column)
+    if n > 1 and column.null_count == 0 and pc.all(pc.equal(column, column[0])).as_py():
+        return [column[0].as_py()] * n
+    return column.to_pylist()  # type: ignore[no-any-return]
 
 
 def _by_tenant(tenant_ids: Sequence[str], values: Sequence[str]) -> dict[str, list[str]]:

@@ -55,6 +55,13 @@ def _minute(tx: Tx, column: str) -> str:
     return f"substr({column}, 1, 16)"
 
 
+def _event_log(tx: Tx) -> str:
+    """The event log for a scan of a tenant's events: on SQLite not through its customer
+    index (``event_log_by_customer``), which would fetch every row by itself (14x slower
+    than reading the table through, at 200,000 events)."""
+    return "event_log NOT INDEXED" if tx.dialect == "sqlite" else "event_log"
+
+
 # --- programs --------------------------------------------------------------------------------
 
 def run_programs(store: Store, tenant: str) -> dict[str, tuple[int, datetime | None]]:
@@ -241,7 +248,7 @@ def event_rate(store: Store, tenant: str, since: datetime) -> list[tuple[str, in
     """Events per minute (by event time, UTC) since ``since``, from the event log."""
     with store.tx() as tx:
         minute = _minute(tx, "ts")
-        rows = tx.execute(f"SELECT {minute}, count(*) FROM event_log WHERE tenant_id = ? AND ts >= ? "
+        rows = tx.execute(f"SELECT {minute}, count(*) FROM {_event_log(tx)} WHERE tenant_id = ? AND ts >= ? "
                           "GROUP BY 1 ORDER BY 1", (tenant, tx.ts(since))).fetchall()
     return [(m, int(n)) for m, n in rows]
 
@@ -249,7 +256,7 @@ def event_rate(store: Store, tenant: str, since: datetime) -> list[tuple[str, in
 def event_totals(store: Store, tenant: str) -> tuple[int, datetime | None, int]:
     """Events in the log, the latest event time, and pending absence timers."""
     with store.tx() as tx:
-        n, last = tx.execute("SELECT count(*), max(ts) FROM event_log WHERE tenant_id = ?",
+        n, last = tx.execute(f"SELECT count(*), max(ts) FROM {_event_log(tx)} WHERE tenant_id = ?",
                              (tenant,)).fetchone()
         timers = tx.execute("SELECT count(*) FROM timers WHERE tenant_id = ?", (tenant,)).fetchone()[0]
     return int(n), from_iso(last), int(timers)

@@ -1,0 +1,54 @@
+"""Which index each event-log read takes on SQLite (migration 0009): a customer's history
+goes through ``event_log_by_customer``, the dedup lookup through the primary key, and the
+dashboard's tenant-wide counts read the table through, never row by row through the
+customer index."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from ceap.realtime.events import validate_events
+from ceap.realtime.state import EventLog
+from ceap.store import open_store
+from ceap.ui.queries import event_rate, event_totals
+
+T0 = datetime(2026, 11, 25, 10, tzinfo=UTC)
+
+
+def plans(store: Any, call: Any) -> list[str]:
+    """The query plan of each statement on ``event_log`` that ``call`` runs."""
+    seen: list[str] = []
+    store._conn.set_trace_callback(seen.append)
+    try:
+        call()
+    finally:
+        store._conn.set_trace_callback(None)
+    return [" ".join(r[3] for r in store._conn.execute("EXPLAIN QUERY PLAN " + sql).fetchall())
+            for sql in seen if "event_log" in sql and sql.lstrip().upper().startswith("SELECT")]
+
+
+def test_each_event_log_read_takes_the_index_it_needs(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'ceap.db'}")
+    log = EventLog(store)
+    items = [{"id": f"e{i}", "type": "app_crash" if i % 2 else "login", "customer_id": f"C{i % 7}",
+              "ts": (T0 + timedelta(minutes=i)).isoformat()} for i in range(40)]
+    events, rejected = validate_events(items)
+    assert not rejected
+    log.append(events, pa.array(["p0"] * events.num_rows))
+    since = T0.replace(tzinfo=None)
+    keys = [("default", "C1"), ("default", "C2")]
+    history = plans(store, lambda: log.history(keys, since, types=["app_crash"]))
+    assert history and all("USING INDEX event_log_by_customer" in p for p in history), history
+    seen = plans(store, lambda: log.seen(["default"], ["e1", "e2"]))
+    assert seen and all("sqlite_autoindex_event_log_1" in p for p in seen), seen
+    for call in (lambda: event_totals(store, "default"), lambda: event_rate(store, "default", T0)):
+        dashboard = plans(store, call)
+        assert dashboard and all("event_log_by_customer" not in p and "SCAN event_log" in p
+                                 for p in dashboard), dashboard
+    assert event_totals(store, "default")[0] == 40
+    assert sum(n for _, n in event_rate(store, "default", T0)) == 40
+    store.close()
