@@ -14,6 +14,7 @@ refused) every time.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -65,10 +66,8 @@ class KeyCache:
             return
         found = self._found
         if len(found) >= MAX_KEYS and digest not in found:
-            try:
+            with contextlib.suppress(StopIteration, KeyError, RuntimeError):  # another thread's
                 del found[next(iter(found))]  # the oldest entry
-            except (StopIteration, KeyError, RuntimeError):  # emptied by another thread
-                pass
         found[digest] = (self.clock(), key)
 
     def clear(self) -> None:
