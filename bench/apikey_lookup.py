@@ -1,4 +1,5 @@
-"""What checking the API key in the store on every request costs (docs/api.md#api-keys):
+"""What reading an API key from the store costs (once per key, server process and
+``CEAP_API_KEY_CACHE_SECONDS``, docs/api.md#api-keys; on every request before that cache):
 the per-request lookup, side by side with a dictionary hit (what a cache would cost), on
 SQLite and, when reachable, PostgreSQL. Prints microseconds per request and the ratio."""
 

@@ -3,9 +3,11 @@
 A key has scopes (``read``: candidates and the in-app inbox; ``ingest``: events,
 receipts and engagements; ``admin``: the ``/v1/admin`` routes), may expire, and may
 be revoked. Its id is the first 12 hex digits of its hash: what ``ceap apikey list``
-shows and ``ceap apikey revoke`` takes. The server looks a key up on every request,
-so a revocation or an expiry holds at once on every server process. A key made
-before scopes existed has ``DEFAULT_SCOPES``. Every change is in the audit log."""
+shows and ``ceap apikey revoke`` takes. The server keeps a key's record for at most a
+couple of seconds (``ceap.api.keycache``): an expiry, and a revocation made in the same
+process, hold at once; a revocation made elsewhere holds on every server process within
+that time. A key made before scopes existed has ``DEFAULT_SCOPES``. Every change is in
+the audit log."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from ceap import audit
+from ceap.api import keycache
 from ceap.errors import CeapError
 from ceap.model import utcnow
 from ceap.store.schema import from_iso
@@ -106,6 +109,20 @@ def lookup(store: Any, key: str) -> ApiKey | None:
     return _key(row) if row else None
 
 
+def cached_lookup(store: Any, key: str) -> ApiKey | None:
+    """``lookup``, through this process's short-lived cache (``ceap.api.keycache``):
+    the caller checks the record's status, so an expiry holds exactly."""
+    digest = _hash(key)
+    cache = keycache.cache_of(store)
+    found = cache.peek(digest)
+    if found is None:
+        generation = keycache.generation()
+        found = lookup(store, key)
+        if found is not None:
+            cache.put(digest, found, generation)
+    return found
+
+
 def tenant_of(store: Any, key: str, now: datetime | None = None) -> str | None:
     """The tenant of an active key; None for an unknown, revoked or expired one."""
     found = lookup(store, key)
@@ -144,6 +161,7 @@ def revoke_key(store: Any, tenant_id: str, key_id: str, *, actor: str = "system"
             audit.record_tx(tx, tenant_id=tenant_id, actor=actor, source=source, at=now,
                             action="apikey.revoke", target=f"apikey:{found.id}",
                             detail={"name": found.name, "reason": reason})
+    keycache.invalidate()  # this process's cached records: the key stops working at once here
     return found
 
 

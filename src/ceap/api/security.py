@@ -3,8 +3,9 @@ default tenant when the server runs without keys. Declared as OpenAPI security s
 so /openapi.json says which routes need a key, and which scope (``x-required-scope``,
 and the role named in each route's ``security`` requirement).
 
-Keys are looked up in the store on every request (one primary-key read): a revoked or
-expired key stops working at once on every server process, with no cache to outlive it."""
+Keys are read from the store and kept in memory for at most ``CEAP_API_KEY_CACHE_SECONDS``
+(2 s; ``ceap.api.keycache``): an expired key, or one revoked in this process, is refused
+from the next request on; one revoked by another process, within that time."""
 
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -12,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from ceap.api.auth import SCOPES, lookup
+from ceap.api.auth import SCOPES, cached_lookup
 
 bearer = HTTPBearer(auto_error=False, scheme_name="apiKey",
                     description="An API key made by `ceap apikey create` (`ceap_...`); it names the "
@@ -36,7 +37,7 @@ def _keyed(scope: str) -> Callable[..., str]:
         if credentials is None:
             raise _unauthorized(MISSING_KEY)
         store = request.app.state.store
-        key = lookup(store, credentials.credentials.strip())
+        key = cached_lookup(store, credentials.credentials.strip())
         if key is None:
             raise _unauthorized("unknown API key")
         status = key.status(store.clock())
