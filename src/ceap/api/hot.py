@@ -16,12 +16,12 @@ answers; the lean one only does less work for them.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.routing import Match, Route
+from starlette.types import Receive, Scope, Send
 
 from ceap.api.auth import _hash
 from ceap.api.keycache import cache_of
@@ -91,7 +91,7 @@ class LeanRoute(Route):
         self.methods = {"GET"}  # not HEAD: the FastAPI route answers that, as before
         self.app = self._serve  # an ASGI app: no Request object, no response class
 
-    def matches(self, scope: dict[str, Any]) -> tuple[Match, dict[str, Any]]:
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
         if scope["type"] != "http" or scope["method"] != "GET":
             return Match.NONE, {}
         match, child = super().matches(scope)
@@ -99,7 +99,7 @@ class LeanRoute(Route):
             child["route"], child["endpoint"] = self.fallback, self.fallback.endpoint
         return match, child
 
-    def _tenant(self, scope: dict[str, Any]) -> str | None:
+    def _tenant(self, scope: Scope) -> str | None:
         app = scope["app"]
         if not self.auth:
             return str(app.state.default_tenant)
@@ -112,7 +112,7 @@ class LeanRoute(Route):
             return None
         return found.tenant_id
 
-    async def _serve(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         customer = scope["path_params"]["customer_id"]
         query = plain_query(scope["query_string"], self.allowed)
         tenant = self._tenant(scope) if query is not None and _text(customer) else None
