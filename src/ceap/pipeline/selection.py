@@ -27,7 +27,7 @@ from ceap.pipeline.funnel import Funnel
 from ceap.pipeline.plan import SCORE
 from ceap.scorers.base import Scorer
 from ceap.spec.program import ProgramSpec
-from ceap.sqlexpr import BATCH, quote
+from ceap.sqlexpr import BATCH, quote, run_arrow
 from ceap.store.schema import CANDIDATE_SCHEMA
 
 REASONS = "__ceap_reasons"
@@ -202,7 +202,7 @@ def _select_in_one(con: duckdb.DuckDBPyConnection, scored: pa.Table, spec: Progr
     sql, params = _candidate_sql(spec, run, scorer, event_time, top, holdout_given=False, extra=BEST)
     con.register(BATCH, scored)
     try:
-        table = con.sql(sql, params=params).to_arrow_table()
+        table = run_arrow(con, sql, params)
     finally:
         con.unregister(BATCH)
     best = int(table.column(BEST)[0].as_py()) if table.num_rows else 0

@@ -25,7 +25,7 @@ from ceap.registry import Registry
 from ceap.runtime.batch import new_run_id
 from ceap.runtime.chains import escalate
 from ceap.spec.program import ProgramSpec
-from ceap.sqlexpr import BATCH
+from ceap.sqlexpr import BATCH, run_arrow
 from ceap.store.base import Store
 from ceap.store.schema import CANDIDATE_SCHEMA
 
@@ -144,10 +144,10 @@ class ProgramRunner:
         try:
             if scored is not None:
                 try:
-                    return self.con.sql(scored).to_arrow_table(), SCORED
+                    return run_arrow(self.con, scored), SCORED
                 except duckdb.Error:
                     pass
-            return self.con.sql(self._fused).to_arrow_table(), CONFORMED
+            return run_arrow(self.con, self._fused), CONFORMED
         except duckdb.Error:
             return None, PLAIN
         finally:
