@@ -29,6 +29,8 @@ from ceap.spec.program import ProgramSpec
 from ceap.sqlexpr import BATCH, evaluate, missing_column, quote, sandboxed_connection
 
 SCORE = "__ceap_score"
+#: an expression that may hold a window function (``scored_sql`` leaves it to its stage)
+_WINDOW = re.compile(r"\bover\b", re.IGNORECASE)
 RUN_COLUMNS = ("run_ts", "run_date")
 
 
@@ -174,11 +176,15 @@ class Plan:
         evaluated on a row conform set aside, or on one an earlier filter removed, as in
         ``_filter``) and the score of the rows every filter kept. ``process_scored`` reads
         its result. None when a stage has no SQL form (a filter or scorer of Python code)
-        or the program has ``features``."""
+        or the program has ``features``, and when an expression may hold a window function
+        (``OVER``): over this query's rows (quarantined ones too) it would not see the rows
+        the stage sees alone."""
         if self.spec.features or any(f.sql() is None for f in self.filters):
             return None
         score = self.scorer.sql() if self.scorer is not None else None
         if self.scorer is not None and score is None:
+            return None
+        if any(_WINDOW.search(e) for e in [*(str(f.sql()) for f in self.filters), score or ""]):
             return None
         ts = now.astimezone(UTC).replace(tzinfo=None)
         run = {"run_ts": f"CAST('{ts.isoformat(sep=' ')}' AS TIMESTAMP)",
