@@ -301,7 +301,8 @@ def latency(root: Path, redis_url: str, stream: str, batch: int, wait: float, ra
     return {"events": stats.events, "candidates": len(stored), "samples": len(samples),
             "p50": percentile(samples, 50), "p99": percentile(samples, 99),
             "max": samples[-1] if samples else float("nan"),
-            "mean_batch": stats.events / max(steps, 1), "busy": busy, "seconds": elapsed}  # busy: CPU s
+            "mean_batch": stats.events / max(steps, 1), "busy": busy, "seconds": elapsed,  # busy: CPU s
+            "polls": steps}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -438,6 +439,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(("  events; mean per poll; worker CPU share",
                      f"{out['events']:,}; {out['mean_batch']:.0f}; {out['busy'] / out['seconds']:.0%}",
                      "", "", ""))
+        rows.append(("  worker CPU per poll; per event",  # what load does not distort
+                     f"{1000 * out['busy'] / max(out['polls'], 1):.1f} ms; "
+                     f"{1e6 * out['busy'] / max(out['events'], 1):.0f} µs", "", "", ""))
     head = ("measure", "value (wall clock)", "per CPU-second", "goal", "result")
     widths = [max(len(str(row[i])) for row in [head, *rows]) for i in range(5)]
     print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |")

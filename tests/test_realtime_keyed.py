@@ -95,9 +95,10 @@ def _rows_per_batch(root: Path, batches: list[list[Received]], keyed: bool,
     seen: list[list[dict[str, Any]]] = []
     real = ProgramRunner._select_and_write
 
-    def record(self: ProgramRunner, rows: pa.Table, conformed: bool = False) -> int:
-        seen.append(sorted(rows.to_pylist(), key=lambda r: (r["event_ts"], r["event_id"])))
-        return real(self, rows, conformed)
+    def record(self: ProgramRunner, rows: pa.Table, stage: str, now: datetime) -> int:
+        plain = rows.drop_columns([c for c in ("run_ts", "run_date") if c in rows.column_names])
+        seen.append(sorted(plain.to_pylist(), key=lambda r: (r["event_ts"], r["event_id"])))
+        return real(self, rows, stage, now)
 
     monkeypatch.setattr(ProgramRunner, "_select_and_write", record)
     monkeypatch.setattr("ceap.realtime.keyed.COMPACT_EVERY", 3)  # the sorted table and the chunks, both

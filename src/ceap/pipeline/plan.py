@@ -29,6 +29,8 @@ from ceap.spec.program import ProgramSpec
 from ceap.sqlexpr import BATCH, evaluate, missing_column, quote, sandboxed_connection
 
 SCORE = "__ceap_score"
+#: an expression that may hold a window function (``scored_sql`` leaves it to its stage)
+_WINDOW = re.compile(r"\bover\b", re.IGNORECASE)
 RUN_COLUMNS = ("run_ts", "run_date")
 
 
@@ -166,6 +168,61 @@ class Plan:
         funnel.read += conformed.num_rows
         return self._after_conform(conformed, funnel, now)
 
+    # -- one query for a micro-batch ------------------------------------------
+    def scored_sql(self, schema: pa.Schema, conformed: str, now: datetime) -> str | None:
+        """The query doing what ``process_conformed`` asks of DuckDB, in one: over the FROM
+        item ``conformed`` (rows of ``schema`` run through ``conform.conform_sql``), the run
+        columns, a flag per filter (``__ceap_k{i}``: kept by filters 0..i; no filter is
+        evaluated on a row conform set aside, or on one an earlier filter removed, as in
+        ``_filter``) and the score of the rows every filter kept. ``process_scored`` reads
+        its result. None when a stage has no SQL form (a filter or scorer of Python code)
+        or the program has ``features``, and when an expression may hold a window function
+        (``OVER``): over this query's rows (quarantined ones too) it would not see the rows
+        the stage sees alone."""
+        if self.spec.features or any(f.sql() is None for f in self.filters):
+            return None
+        score = self.scorer.sql() if self.scorer is not None else None
+        if self.scorer is not None and score is None:
+            return None
+        if any(_WINDOW.search(e) for e in [*(str(f.sql()) for f in self.filters), score or ""]):
+            return None
+        ts = now.astimezone(UTC).replace(tzinfo=None)
+        run = {"run_ts": f"CAST('{ts.isoformat(sep=' ')}' AS TIMESTAMP)",
+               "run_date": f"CAST('{ts.date().isoformat()}' AS DATE)"}
+        extra = "".join(f", {v} AS {c}" for c, v in run.items() if c not in schema.names)
+        sql = f"SELECT *{extra} FROM ({conformed})"
+        previous = f"({conform.REASON} IS NULL)"
+        for i, f in enumerate(self.filters):
+            sql = (f"SELECT *, CASE WHEN {previous} THEN COALESCE(({f.sql()}), false) ELSE false END "
+                   f"AS __ceap_k{i} FROM ({sql})")
+            previous = f"__ceap_k{i}"
+        if score is not None:
+            sql = f"SELECT *, CASE WHEN {previous} THEN {score} END AS {SCORE} FROM ({sql})"
+        return sql
+
+    def process_scored(self, scored: pa.Table, funnel: Funnel) -> BatchOutcome:
+        """``process_conformed`` over the result of ``scored_sql``: the same funnel counts,
+        kept rows and quarantine."""
+        funnel.read += scored.num_rows
+        good, bad = conform.split(scored)
+        funnel.quarantined += bad.num_rows
+        if bad.num_rows:
+            funnel.quarantine_reasons.update(bad.column("reason").to_pylist())
+        alive = np.ones(good.num_rows, dtype=bool)
+        for i, f in enumerate(self.filters):
+            kept = np.asarray(good.column(f"__ceap_k{i}").to_numpy(zero_copy_only=False), dtype=bool)
+            funnel.filters[f.id] = funnel.filters.get(f.id, 0) + int(np.count_nonzero(alive & ~kept))
+            alive = kept
+        survivors = good.filter(alive) if not alive.all() else good
+        funnel.eligible += survivors.num_rows
+        if self.scorer is None:
+            scores = np.ones(survivors.num_rows, dtype=np.float64)
+        else:
+            scores = np.asarray(survivors.column(SCORE).to_numpy(zero_copy_only=False), dtype=np.float64)
+            survivors = survivors.drop_columns([SCORE])
+        return BatchOutcome(self._keep_scored(survivors, scores, funnel).select(
+            [*self._keep_columns(), SCORE]), bad)
+
     def _after_conform(self, conformed: pa.Table, funnel: Funnel, now: datetime) -> BatchOutcome:
         good, bad = conform.split(conformed)
         funnel.quarantined += bad.num_rows
@@ -260,6 +317,10 @@ class Plan:
             if scores.shape != (table.num_rows,):
                 raise PluginError(f"scorer returned {scores.shape} scores for "
                                   f"{table.num_rows} rows")
+        return self._keep_scored(table, scores, funnel)
+
+    def _keep_scored(self, table: pa.Table, scores: np.ndarray, funnel: Funnel) -> pa.Table:
+        """The rows scored and at or above the threshold, with their ``SCORE``."""
         scored = ~np.isnan(scores)
         funnel.unscored += int(np.count_nonzero(~scored))
         keep = scored

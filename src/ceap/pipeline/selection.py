@@ -27,7 +27,7 @@ from ceap.pipeline.funnel import Funnel
 from ceap.pipeline.plan import SCORE
 from ceap.scorers.base import Scorer
 from ceap.spec.program import ProgramSpec
-from ceap.sqlexpr import BATCH, quote
+from ceap.sqlexpr import BATCH, quote, run_arrow
 from ceap.store.schema import CANDIDATE_SCHEMA
 
 REASONS = "__ceap_reasons"
@@ -119,18 +119,9 @@ def best_rows(con: duckdb.DuckDBPyConnection, scored: pa.Table | str,
     ``scored`` is a table, or the name of a table in ``con`` (a batch run's scored rows,
     which DuckDB may hold on disk). Returns the top rows, how many best rows there were
     before the limit, and how many scored rows there were."""
-    src, sel = spec.source, spec.selection
-    cust = quote(src.customer_id)
-    subj = quote(src.subject_id) if src.subject_id else "CAST(NULL AS VARCHAR)"
     schema = (scored.schema if isinstance(scored, pa.Table)
               else con.sql(f"SELECT * FROM {quote(scored)} LIMIT 0").to_arrow_table().schema)
-    partition, rank = order_sql(spec, schema)
-    if event_time:  # real-time: one per customer (and subject) per dedup bucket of event time
-        size = int(sel.dedup_window.total_seconds())
-        partition += f", floor(epoch({quote(event_time)}) / {size})"
-    limit = f"LIMIT {int(sel.top_k)}" if sel.top_k else ""
-    top_order = f"ORDER BY {SCORE} DESC, {cust}, {subj} NULLS LAST {limit}"
-    best_sql = f"QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY {rank}) = 1"
+    best_sql, top_order = _best_sql(spec, *_partition(spec, schema, event_time))
     if isinstance(scored, str):  # on disk: materialise the best rows, count, take the top
         name = quote(scored)
         total = int(con.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0])
@@ -145,21 +136,78 @@ def best_rows(con: duckdb.DuckDBPyConnection, scored: pa.Table | str,
     # in memory (a stream's micro-batch): one query; BEST counts the best rows before the limit
     con.register(BATCH, scored)
     try:
-        top = con.sql(f"SELECT *, count(*) OVER () AS {BEST} FROM (SELECT * FROM {BATCH} "
-                      f"{best_sql}) {top_order}").to_arrow_table()
+        top = con.sql(_top_sql(BATCH, best_sql, top_order)).to_arrow_table()
     finally:
         con.unregister(BATCH)
     best = int(top.column(BEST)[0].as_py()) if top.num_rows else 0
     return top.drop_columns([BEST]), best, scored.num_rows
 
 
+def _partition(spec: ProgramSpec, schema: pa.Schema, event_time: str | None) -> tuple[str, str]:
+    partition, rank = order_sql(spec, schema)
+    if event_time:  # real-time: one per customer (and subject) per dedup bucket of event time
+        size = int(spec.selection.dedup_window.total_seconds())
+        partition += f", floor(epoch({quote(event_time)}) / {size})"
+    return partition, rank
+
+
+def _best_sql(spec: ProgramSpec, partition: str, rank: str) -> tuple[str, str]:
+    """The QUALIFY keeping the best row per partition, and the order (and limit) of the top."""
+    src, sel = spec.source, spec.selection
+    cust = quote(src.customer_id)
+    subj = quote(src.subject_id) if src.subject_id else "CAST(NULL AS VARCHAR)"
+    limit = f"LIMIT {int(sel.top_k)}" if sel.top_k else ""
+    return (f"QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY {rank}) = 1",
+            f"ORDER BY {SCORE} DESC, {cust}, {subj} NULLS LAST {limit}")
+
+
+def _top_sql(source: str, best_sql: str, top_order: str) -> str:
+    """The top rows of ``source``, each with ``BEST``: how many best rows there were."""
+    return f"SELECT *, count(*) OVER () AS {BEST} FROM (SELECT * FROM {source} {best_sql}) {top_order}"
+
+
 def select(con: duckdb.DuckDBPyConnection, scored: pa.Table | str, spec: ProgramSpec,
            run: RunInfo, funnel: Funnel, scorer: Scorer[Any] | None = None,
            event_time: str | None = None) -> pa.Table:
-    """Turn the scored rows of a whole run into candidate rows (``CANDIDATE_SCHEMA``)."""
+    """Turn the scored rows of a whole run into candidate rows (``CANDIDATE_SCHEMA``).
+
+    Rows in memory that no scorer explains (``Scorer.explain`` and ``recommend`` not
+    called: no ``selection.reasons``/``action.items``, or a scorer without them) take one
+    query for both steps (a stream's micro-batch pays a query's fixed cost once); the
+    same candidates and counts as the two steps."""
+    if (isinstance(scored, pa.Table) and not _explains(scorer, spec)
+            and HOLDOUT not in scored.column_names):
+        return _select_in_one(con, scored, spec, run, funnel, scorer, event_time)
     top, best, total = best_rows(con, scored, spec, event_time)
     funnel.duplicate_customer += total - best
     return candidate_rows(con, top, best, spec, run, funnel, scorer, event_time)
+
+
+def _explains(scorer: Scorer[Any] | None, spec: ProgramSpec) -> bool:
+    """Whether ``_attach_explanations`` may give a value: the spec asks for reasons or
+    items and the scorer's class has its own ``explain`` or ``recommend``."""
+    if scorer is None:
+        return False
+    kind = type(scorer)
+    return bool((spec.selection.reasons and kind.explain is not Scorer.explain)
+                or (spec.action.items and kind.recommend is not Scorer.recommend))
+
+
+def _select_in_one(con: duckdb.DuckDBPyConnection, scored: pa.Table, spec: ProgramSpec, run: RunInfo,
+                   funnel: Funnel, scorer: Scorer[Any] | None, event_time: str | None) -> pa.Table:
+    """``best_rows`` then ``candidate_rows`` as one query (no explanations to attach)."""
+    best_sql, top_order = _best_sql(spec, *_partition(spec, scored.schema, event_time))
+    top = (f"(SELECT *, CAST(NULL AS VARCHAR) AS {REASONS}, CAST(NULL AS VARCHAR) AS {ITEMS} "
+           f"FROM ({_top_sql(BATCH, best_sql, top_order)}))")
+    sql, params = _candidate_sql(spec, run, scorer, event_time, top, holdout_given=False, extra=BEST)
+    con.register(BATCH, scored)
+    try:
+        table = run_arrow(con, sql, params)
+    finally:
+        con.unregister(BATCH)
+    best = int(table.column(BEST)[0].as_py()) if table.num_rows else 0
+    funnel.duplicate_customer += scored.num_rows - best
+    return _counted(table.drop_columns([BEST]), best, funnel)
 
 
 def candidate_rows(con: duckdb.DuckDBPyConnection, top: pa.Table, best: int, spec: ProgramSpec,
@@ -170,6 +218,23 @@ def candidate_rows(con: duckdb.DuckDBPyConnection, top: pa.Table, best: int, spe
 
     ``top`` may carry the holdout flag already as ``__ceap_holdout`` (computed where the
     selection ran, e.g. in Spark, with the same hash)."""
+    top = _attach_explanations(top, scorer, spec.selection.reasons, spec.action.items)
+    sql, params = _candidate_sql(spec, run, scorer, event_time, BATCH,
+                                 holdout_given=HOLDOUT in top.column_names)
+    con.register(BATCH, top)
+    try:
+        table = con.sql(sql, params=params).to_arrow_table()
+    finally:
+        con.unregister(BATCH)
+    return _counted(table, best, funnel)
+
+
+def _candidate_sql(spec: ProgramSpec, run: RunInfo, scorer: Scorer[Any] | None, event_time: str | None,
+                   source: str, holdout_given: bool, extra: str | None = None
+                   ) -> tuple[str, dict[str, Any]]:
+    """The query making candidate rows of the top rows in the FROM item ``source`` (with
+    their ``REASONS`` and ``ITEMS``), and its parameters; ``extra``: a column of the
+    source's to keep as it is."""
     src, sel, action = spec.source, spec.selection, spec.action
     cust = quote(src.customer_id)
     subj = quote(src.subject_id) if src.subject_id else "CAST(NULL AS VARCHAR)"
@@ -198,22 +263,20 @@ def candidate_rows(con: duckdb.DuckDBPyConnection, top: pa.Table, best: int, spe
         **({} if event_time else {"created": run.now, "window": window_label(run.now, spec)}),
         "holdout": exp.holdout, "global_control": global_share, **variants.params(),
     }
-    top = _attach_explanations(top, scorer, sel.reasons, action.items)
     if action.items:
         payload = f"json_merge_patch({payload}, json_object('items', json({ITEMS})))"
     features = _features_json(scorer.features()) if exp.learn and scorer is not None else None
     draw = f", {variants.draw()} AS {VariantSql.DRAW}" if variants else ""
     not_before = f"{created} + {variants.pick('__variant', 'delay', '$delay')}"
     holdout = holdout_sql(cust)
-    if HOLDOUT in top.column_names:  # computed where the selection ran
+    if holdout_given:  # computed where the selection ran
         holdout = HOLDOUT
         del params["holdout"]
-    con.register(BATCH, top)
-    try:
-        table = con.sql(f"""
+    kept = f", {quote(extra)}" if extra else ""
+    return f"""
             WITH marked AS (
                 SELECT *, {holdout} AS __holdout,
-                       {global_control_sql(cust)} AS __global{draw} FROM {BATCH}),
+                       {global_control_sql(cust)} AS __global{draw} FROM {source}),
             assigned AS (
                 SELECT *, {variants.name()} AS __variant,
                        CASE WHEN __global THEN 'global_control' WHEN __holdout THEN 'holdout'
@@ -235,11 +298,13 @@ def candidate_rows(con: duckdb.DuckDBPyConnection, top: pa.Table, best: int, spe
                        || COALESCE(CAST({subj} AS VARCHAR), '') || ':' || {window} AS dedup_key,
                    __arm <> 'treatment' AS holdout, CAST(1 AS BIGINT) AS version,
                    __arm AS arm, __variant AS variant,
-                   {features or 'CAST(NULL AS VARCHAR)'} AS features
-            FROM assigned ORDER BY score DESC
-        """, params=params).to_arrow_table()
-    finally:
-        con.unregister(BATCH)
+                   {features or 'CAST(NULL AS VARCHAR)'} AS features{kept}
+            FROM assigned ORDER BY score DESC, customer_id, subject_id NULLS LAST
+        """, params
+
+
+def _counted(table: pa.Table, best: int, funnel: Funnel) -> pa.Table:
+    """The candidate rows as ``CANDIDATE_SCHEMA``, counted in the funnel."""
     funnel.over_top_k += best - table.num_rows
     funnel.selected += table.num_rows
     arms = pc.value_counts(table.column("arm")).to_pylist() if table.num_rows else []

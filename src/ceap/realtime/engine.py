@@ -25,13 +25,16 @@ from ceap.registry import Registry
 from ceap.runtime.batch import new_run_id
 from ceap.runtime.chains import escalate
 from ceap.spec.program import ProgramSpec
-from ceap.sqlexpr import BATCH
+from ceap.sqlexpr import BATCH, run_arrow
 from ceap.store.base import Store
 from ceap.store.schema import CANDIDATE_SCHEMA
 
 EVENT_TS = "event_ts"
 #: the partition of each fresh event (``ceap.realtime.eventtime``)
 PARTITION = "__ceap_partition"
+#: how a micro-batch's rows were made: the plain way, conformed in the rows' query, or
+#: conformed, filtered and scored in it (``ProgramRunner._fused_rows``)
+PLAIN, CONFORMED, SCORED = "plain", "conformed", "scored"
 
 
 class ProgramRunner:
@@ -92,13 +95,17 @@ class ProgramRunner:
         ``fresh``: this program's new events alone, with their ``PARTITION``;
         ``watermarks``: each partition's, after this batch. Returns new candidates."""
         timers = self._timer_rows(watermarks, fresh)
+        if not fresh.num_rows and not timers.num_rows:
+            # nothing new for this program: no row (its rows are fresh events, timer rows, and
+            # logged events at or after a fresh event of their customer); no query to run
+            self._after_rows(fresh)
+            return 0
         if timers.num_rows:
             combined = pa.concat_tables([combined, timers.append_column(
                 FRESH, pa.array([True] * timers.num_rows, pa.bool_()))])
-        conformed = self._conformed_rows(combined)
-        if conformed is not None:
-            rows = conformed
-        else:
+        now = utcnow()
+        rows, stage = self._fused_rows(combined, now)
+        if rows is None:
             rows = rows_for(self.con, combined, self.spec.state, self.source.on,
                             dict(self.source.columns))
             if self.lookup is None and self._rows_schema is None:
@@ -108,38 +115,54 @@ class ProgramRunner:
         self._arm_timers(fresh)
         written = 0
         if rows.num_rows:
-            written = self._select_and_write(rows, conformed=conformed is not None)
-        for name in self.absence:  # their rows are stored: the timers that made them are done
-            self.timers.done(f"{self.spec.name}#{name}")
-        self._cancel(fresh)
+            written = self._select_and_write(rows, stage, now)
+        self._after_rows(fresh)
         return written
 
-    def _conformed_rows(self, combined: pa.Table) -> pa.Table | None:
-        """The program's rows already conformed (``conform.conform_sql``), made by one query
-        instead of two. Once the rows' schema is known (from the first micro-batch, made the
-        plain way), and without fan-out; None when not taken (or when the query fails: the
-        plain way then runs and reports the failure as it always has)."""
+    def _after_rows(self, fresh: pa.Table) -> None:
+        """Once the micro-batch's rows are stored: the timers that made rows are done, and
+        the ``cancel_on`` events cancel."""
+        for name in self.absence:
+            self.timers.done(f"{self.spec.name}#{name}")
+        self._cancel(fresh)
+
+    def _fused_rows(self, combined: pa.Table, now: datetime) -> tuple[pa.Table | None, str]:
+        """The program's rows made by one query instead of several: conformed
+        (``conform.conform_sql``) and, once the plan is checked, filtered and scored too
+        (``Plan.scored_sql``, when its stages have SQL forms); with which of those it is.
+        Once the rows' schema is known (from the first micro-batch, made the plain way),
+        and without fan-out. A failing query gives way to the next plainer one, and at last
+        to the plain way (rows ``None``), which reports the failure as it always has."""
         if self._rows_schema is None:
-            return None
+            return None, PLAIN
         if self._fused is None:
             rows = rows_sql(self.spec.state, self.source.on, dict(self.source.columns))
             self._fused = (f"SELECT {conform.conform_sql(self._rows_schema, self.spec.source)} "
                            f"FROM ({rows}) AS {BATCH}")
+        scored = self.plan.scored_sql(self._rows_schema, self._fused, now) if self._checked else None
         self.con.register(BATCH, combined)
         try:
-            return self.con.sql(self._fused).to_arrow_table()
+            if scored is not None:
+                try:
+                    return run_arrow(self.con, scored), SCORED
+                except duckdb.Error:
+                    pass
+            return run_arrow(self.con, self._fused), CONFORMED
         except duckdb.Error:
-            return None
+            return None, PLAIN
         finally:
             self.con.unregister(BATCH)
 
-    def _select_and_write(self, rows: pa.Table, conformed: bool = False) -> int:
+    def _select_and_write(self, rows: pa.Table, stage: str, now: datetime) -> int:
         if not self._checked:
-            self.plan.check(self._rows_schema if conformed else rows.schema)
+            self.plan.check(self._rows_schema if stage != PLAIN else rows.schema)
             self._checked = True
-        now = utcnow()
-        outcome = (self.plan.process_conformed(rows, self.funnel, now) if conformed
-                   else self.plan.process(rows, self.funnel, now))
+        if stage == SCORED:
+            outcome = self.plan.process_scored(rows, self.funnel)
+        elif stage == CONFORMED:
+            outcome = self.plan.process_conformed(rows, self.funnel, now)
+        else:
+            outcome = self.plan.process(rows, self.funnel, now)
         kept = outcome.kept
         if kept.num_rows:
             info = RunInfo(self.run.tenant_id, self.run.run_id, now, self.plan.model_id(),

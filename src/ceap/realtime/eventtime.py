@@ -44,8 +44,14 @@ class Watermarks:
         """Move each partition's watermark to the latest time of its events in the batch."""
         if not len(ts):
             return
-        latest = pa.table({"p": partitions, "ts": ts}).group_by("p").aggregate([("ts", "max")])
-        for p, t in zip(latest.column("p").to_pylist(), latest.column("ts_max").to_pylist(), strict=True):
+        encoded = pc.dictionary_encode(partitions)
+        names = encoded.dictionary.to_pylist()
+        if len(names) == 1:  # one partition (most polls): its max, no grouping
+            latest = [pc.max(ts).as_py()]
+        else:                # per partition, without Acero's thread pool (a hand-off per poll)
+            latest = pa.table({"p": encoded.indices, "ts": ts}).group_by("p", use_threads=False).aggregate(
+                [("ts", "max")]).sort_by("p").column("ts_max").to_pylist()
+        for p, t in zip(names, latest, strict=True):
             if t is not None and t > self.by_partition.get(p, EPOCH):
                 self.by_partition[p] = t
 

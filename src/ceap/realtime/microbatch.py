@@ -156,4 +156,4 @@ def _customers(events: pa.Table) -> pa.Table:
     if named.num_rows:
         named = named.filter(pc.and_(pc.is_valid(named.column("customer_id")),
                                      pc.not_equal(named.column("customer_id"), "")))
-    return named.group_by(["tenant_id", "customer_id"]).aggregate([])
+    return named.group_by(["tenant_id", "customer_id"], use_threads=False).aggregate([])

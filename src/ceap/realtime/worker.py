@@ -246,7 +246,8 @@ class Worker:
             self.claims.written(pc.unique(partitions).to_pylist())
         for spec in self.cancellers.values():
             cancel_pending(self.store, spec.name, spec.action.cancel_on, events)
-        record_event_outcomes(self.store, self.programs_dir, events, self.clock())
+        if events.num_rows:  # goal events and engagements among them (none in an empty poll)
+            record_event_outcomes(self.store, self.programs_dir, events, self.clock())
         if self.live_journeys is not None and events.num_rows:  # stored: journeys may move on them
             live = self.live_journeys
             self._journeys_live(lambda: live.on_events(events))

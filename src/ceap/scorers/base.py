@@ -38,6 +38,12 @@ class Scorer(Plugin[S]):
         """A float64 array with one score per row of ``table``."""
         raise NotImplementedError
 
+    def sql(self) -> str | None:
+        """A SQL expression giving a row's score as DOUBLE (NULL: not scored), equal to
+        what ``score`` gives, or None. A stream worker runs it in the query that makes its
+        rows (one query for rows, filters and score)."""
+        return None
+
     def score_one(self, row: Mapping[str, Any]) -> float:
         """The score of one event given as ``{column: value}``.
 

@@ -63,11 +63,14 @@ class ExpressionScorer(Scorer[ExpressionScorerConfig]):
     def model_id(self) -> str:
         return self.config.name
 
+    def sql(self) -> str | None:
+        return f"CAST(({self.config.expr}) AS DOUBLE)" if self.config.expr is not None else None
+
     def score(self, table: pa.Table) -> np.ndarray:
         import numpy as np
 
         if self.config.expr is not None:
-            out = evaluate(self._connection(), table, f"CAST(({self.config.expr}) AS DOUBLE) AS score")
+            out = evaluate(self._connection(), table, f"{self.sql()} AS score")
             return out.column("score").to_numpy(zero_copy_only=False).astype(np.float64)
         weights = self.config.weights or {}
         z = feature_matrix(table, list(weights)) @ np.fromiter(weights.values(), np.float64)
