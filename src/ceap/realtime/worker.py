@@ -314,9 +314,9 @@ class Worker:
             gc.freeze()
         threshold = gc.get_threshold()
         # a micro-batch makes and drops tens of thousands of short-lived objects (message dicts,
-        # rows): the default young-generation threshold (2,000 allocations) ran the collector
-        # thousands of times a run, a quarter of the worker's CPU (bench/README.md); they are
-        # freed by reference counting anyway, so the collector looks for cycles less often
+        # rows), freed by reference counting; at the default young-generation threshold (2,000)
+        # the collector's search for cycles took about a third of the worker's CPU in
+        # bench/realtime.py (bench/README.md), so it searches less often while the worker runs
         gc.set_threshold(max(threshold[0], GC_YOUNG_THRESHOLD), *threshold[1:])
         try:
             last = time.monotonic()
