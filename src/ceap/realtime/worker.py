@@ -47,6 +47,8 @@ if TYPE_CHECKING:
     from ceap.journeys.ticker import JourneyTicker
 
 log = logging.getLogger(__name__)
+#: the collector's young-generation threshold while a worker runs (Python's default: 2,000)
+GC_YOUNG_THRESHOLD = 50_000
 
 
 @dataclass
@@ -310,19 +312,28 @@ class Worker:
         if not until_idle:  # runs for long: keep the start-up heap (libraries, programs) out of
             gc.collect()    # the collector's full passes, each a pause of tens of milliseconds
             gc.freeze()
-        last = time.monotonic()
-        idle = 0
-        while not stop.is_set():
-            handled = self.step()
-            idle = idle + 1 if handled == 0 else 0
-            if time.monotonic() - last >= every:
-                self._read_lag()
-                if on_progress:
-                    on_progress(self.stats)
-                last = time.monotonic()
-            if until_idle and idle >= 2:
-                break
-        self._read_lag()
+        threshold = gc.get_threshold()
+        # a micro-batch makes and drops tens of thousands of short-lived objects (message dicts,
+        # rows), freed by reference counting; at the default young-generation threshold (2,000)
+        # the collector's search for cycles took about a third of the worker's CPU in
+        # bench/realtime.py (bench/README.md), so it searches less often while the worker runs
+        gc.set_threshold(max(threshold[0], GC_YOUNG_THRESHOLD), *threshold[1:])
+        try:
+            last = time.monotonic()
+            idle = 0
+            while not stop.is_set():
+                handled = self.step()
+                idle = idle + 1 if handled == 0 else 0
+                if time.monotonic() - last >= every:
+                    self._read_lag()
+                    if on_progress:
+                        on_progress(self.stats)
+                    last = time.monotonic()
+                if until_idle and idle >= 2:
+                    break
+            self._read_lag()
+        finally:
+            gc.set_threshold(*threshold)
         return self.stats
 
     def _read_lag(self) -> None:
