@@ -3,10 +3,11 @@ at the settings users get (default batch size, the SMTP channel's default concur
 no ``sent_keys`` ledger; only the lease is shortened so a restart need not wait 30 s).
 
 1,500 customers each have 3 comments held for a 1 h digest whose window has passed.
-The first ``ceap dispatch`` is killed as soon as the store holds some of the digest
-messages but not all (the flush goes in transactions of ``CHUNK`` digests, so the kill
-lands in the next one); a second run is killed at a random moment once the SMTP server
-has seen a message; then runs finish the work. Then: every customer has exactly one
+The first ``ceap dispatch`` is killed between its two flush transactions (of ``CHUNK``
+digests): the test starts it through a wrapper that stops the process (SIGSTOP) right
+after the first one committed, and kills it there, so the kill lands in the same place
+however loaded the machine is; a second run is killed at a random moment once the SMTP
+server has seen a message; then runs finish the work. Then: every customer has exactly one
 digest message holding its 3 comments, every comment is in it, and the server received
 at most one message per customer (none twice); what was in flight at a kill is held
 (``ambiguous``), at most kills x concurrency of them.
@@ -32,6 +33,7 @@ import yaml
 from aiosmtpd.controller import Controller
 
 from ceap.channels.email_smtp import SmtpConfig
+from ceap.delivery.digest import CHUNK
 from ceap.delivery.profiles import upsert_profiles
 from ceap.delivery.unsubscribe import SECRET_ENV
 from ceap.model import RunRecord, utcnow
@@ -43,6 +45,23 @@ from tests.test_reliability_kill import free_port
 CUSTOMERS, ITEMS = 1500, 3
 CONCURRENCY = int(SmtpConfig.model_fields["concurrency"].default)
 LEASE = 1.0
+#: ``ceap dispatch``, stopping itself (SIGSTOP) once its first flush transaction committed
+STOP_AFTER_A_FLUSH = """
+import os, signal
+from ceap.cli import main
+from ceap.delivery.digest import Digests
+
+flush = Digests._flush
+
+def flush_then_stop(self, *args, **kwargs):
+    committed = flush(self, *args, **kwargs)
+    if committed:
+        os.kill(os.getpid(), signal.SIGSTOP)
+    return committed
+
+Digests._flush = flush_then_stop
+main()
+"""
 
 
 class Recorder:
@@ -101,6 +120,21 @@ def _count(db: Path, sql: str) -> int:
         return int(conn.execute(sql).fetchone()[0])
 
 
+def _stopped(proc: subprocess.Popen[bytes], within: float = 300) -> bool:
+    """Whether ``proc`` stopped itself (SIGSTOP), waiting for it; False when it ended first
+    (its exit code then in ``proc.returncode``). ``within`` only bounds a hang."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        pid, status = os.waitpid(proc.pid, os.WUNTRACED | os.WNOHANG)
+        if pid:
+            if os.WIFSTOPPED(status):
+                return True
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return False
+        time.sleep(0.01)
+    return False
+
+
 def test_a_kill_mid_flush_then_a_rerun_sends_one_digest_per_customer(tmp_path: Path) -> None:
     recorder = Recorder()
     port = free_port()
@@ -114,28 +148,25 @@ def test_a_kill_mid_flush_then_a_rerun_sends_one_digest_per_customer(tmp_path: P
     env[SECRET_ENV] = "kill-test-signing-secret-0123456789"
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start() -> subprocess.Popen[bytes]:
+    def start(*python: str) -> subprocess.Popen[bytes]:
         log = (tmp_path / f"dispatch-{len(procs)}.log").open("wb")
-        proc = subprocess.Popen([sys.executable, "-m", "ceap", "--project", str(root), "dispatch",
-                                 "--lease", f"{LEASE:g}"], stdout=log, stderr=subprocess.STDOUT,
-                                env=env, cwd=root)
+        proc = subprocess.Popen([sys.executable, *(python or ("-m", "ceap")), "--project", str(root),
+                                 "dispatch", "--lease", f"{LEASE:g}"], stdout=log,
+                                stderr=subprocess.STDOUT, env=env, cwd=root)
         log.close()
         procs.append(proc)
         return proc
 
     messages = "SELECT count(*) FROM candidates WHERE run_id = 'digest'"
-    kills, mid_flush = 0, False
+    kills, written = 0, -1
     try:
-        proc = start()  # 1: killed while the digests are being written
-        deadline = time.monotonic() + 120
-        while proc.poll() is None and time.monotonic() < deadline:
-            written = _count(db, messages)
-            if 0 < written < CUSTOMERS:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(30)
-                kills, mid_flush = kills + 1, True
-                break
-            time.sleep(0.002)
+        proc = start("-c", STOP_AFTER_A_FLUSH)  # 1: killed between two flush transactions
+        stopped = _stopped(proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        assert stopped, f"the first run never stopped after a flush (exit code {proc.returncode}): " + \
+            (tmp_path / "dispatch-0.log").read_text()
+        kills, written = 1, _count(db, messages)
         proc = start()  # 2: killed at a random moment once it sends
         before = sum(recorder.ids.values())
         while sum(recorder.ids.values()) == before and proc.poll() is None:
@@ -157,7 +188,8 @@ def test_a_kill_mid_flush_then_a_rerun_sends_one_digest_per_customer(tmp_path: P
                 p.kill()
                 p.wait(30)
         server.stop()
-    assert mid_flush, "the first run was never seen between two flush transactions"
+    # the first flush transaction had committed, the second had not begun
+    assert 0 < written == CHUNK < CUSTOMERS, written
     with sqlite3.connect(db) as conn:
         per_customer = Counter(r[0] for r in conn.execute(
             "SELECT customer_id FROM candidates WHERE run_id = 'digest'"))

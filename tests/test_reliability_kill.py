@@ -7,9 +7,11 @@ wait 30 s for a dead worker's claims; it plays no part in the bound.
 A real aiosmtpd server in this process records every message it accepts by
 Message-ID (derived from the tenant and the idempotency key, the same on every
 attempt). A real ``ceap dispatch`` process sends thousands of candidates to it
-and is killed (``kill -9``) several times, each time at a random moment after
-it started sending, then restarted (at once, or once the leases ran out); a
-last run, once every lease has run out, finishes the work. Then the store and
+and is killed (``kill -9``) several times, then restarted (at once, or once the
+leases ran out); a last run, once every lease has run out, finishes the work.
+The server itself sends each kill, from the handler of a random k-th message of
+the run (before or after accepting it), while that message waits for its reply:
+the kill lands mid-work however fast or loaded the machine is. Then the store and
 the server are compared. With K kills and C = ``concurrency``:
 
 - every delivery ends ``sent`` or held (``ambiguous``); nothing is lost;
@@ -32,7 +34,7 @@ the server are compared. With K kills and C = ``concurrency``:
 The fast runs (1,500 messages, 2 kills, both set-ups) are part of ``make
 test``; the slow ones (6,000 messages, 10 kills) are marked ``slow`` and
 skipped unless asked for (``make reliability``, ``-m slow`` or
-``CEAP_SLOW=1``). ``CEAP_KILL_SEED`` fixes the random delays; the numbers are
+``CEAP_SLOW=1``). ``CEAP_KILL_SEED`` fixes the random choices; the numbers are
 printed (``pytest -s``).
 """
 
@@ -89,14 +91,37 @@ def free_port() -> int:
 
 class Recorder:
     """An aiosmtpd handler counting the messages it accepted, by Message-ID, and the
-    recipients it was handed (``RCPT TO``: the message's conversation had started)."""
+    recipients it was handed (``RCPT TO``: the message's conversation had started); it
+    kills the dispatcher when told to (``kill_at``)."""
 
     def __init__(self) -> None:
         self.ids: Counter[str] = Counter()
         self.rcpts: Counter[str] = Counter()
         self.total = 0
+        self.data = 0     # messages handed to it (DATA), accepted or not
+        self._victim: tuple[int, int, bool] | None = None
         self._lock = threading.Lock()
         self._parser = BytesHeaderParser()
+
+    def kill_at(self, pid: int, data: int, accept: bool) -> None:
+        """SIGKILL process ``pid`` in the handler of the ``data``-th message handed to the
+        server (counting every one since it started), after accepting it or without."""
+        with self._lock:
+            self._victim = (pid, data, accept)
+            now = self.data >= data  # (it went past before being told: at once)
+        if now:
+            self._kill()
+
+    def _kill(self) -> None:
+        """Send the kill asked for, once."""
+        with self._lock:
+            victim, self._victim = self._victim, None
+        if victim is not None:
+            os.kill(victim[0], signal.SIGKILL)
+
+    def disarm(self) -> None:
+        with self._lock:
+            self._victim = None
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
                           rcpt_options: list[str]) -> str:
@@ -108,9 +133,15 @@ class Recorder:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         mid = str(self._parser.parsebytes(envelope.content)["Message-ID"])
         with self._lock:
-            self.ids[mid] += 1
-            self.total += 1
-        return "250 2.0.0 queued"
+            self.data += 1
+            kill = self._victim is not None and self.data >= self._victim[1]
+            accept = not kill or (self._victim is not None and self._victim[2])
+            if accept:
+                self.ids[mid] += 1
+                self.total += 1
+        if kill:  # the sender waits for this reply: it is mid-work
+            self._kill()
+        return "250 2.0.0 queued" if accept else "451 4.3.0 not accepted"
 
     def count(self) -> int:
         with self._lock:
@@ -254,22 +285,20 @@ class KillHarness:
     def log(self, run: int) -> str:
         return (self.root / f"dispatch-{run}.log").read_text(errors="replace")
 
-    def kill_loop(self, kills: int, rng: random.Random, max_delay: float) -> int:
-        """Start ``ceap dispatch``; once the server saw its first message, wait a random
-        delay and SIGKILL it; restart (at once, or after the leases ran out). Returns the
-        number of processes actually killed."""
+    def kill_loop(self, kills: int, rng: random.Random, most: int) -> int:
+        """Start ``ceap dispatch``; the server SIGKILLs it when handed the k-th message of
+        the run (k random, 1 to ``most``), after accepting it or not; restart (at once, or
+        after the leases ran out). Returns the number of processes actually killed."""
         done = 0
         for _ in range(kills):
-            before = self.recorder.count()
+            before = self.recorder.data
             proc = self._start()
-            deadline = time.monotonic() + 60
-            while self.recorder.count() == before and proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.005)
-            time.sleep(rng.uniform(0.0, max_delay))
-            if proc.poll() is not None:  # it finished the work before the kill
+            self.recorder.kill_at(proc.pid, before + rng.randint(1, most), accept=rng.random() < 0.5)
+            code = proc.wait(600)
+            self.recorder.disarm()
+            if code != -signal.SIGKILL:  # it finished the work before the kill
+                assert code == 0, self.log(self.runs)
                 break
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(30)
             done += 1
             if rng.random() < 0.5:  # sometimes restart while the dead worker's leases still run
                 time.sleep(self.lease + 0.2)
@@ -324,14 +353,14 @@ class KillHarness:
                        {int(i): s for i, _, s, _ in deliveries}, events, marked, seconds)
 
 
-def run_kill_test(root: Path, setup: Setup, messages: int, kills: int, max_delay: float,
+def run_kill_test(root: Path, setup: Setup, messages: int, kills: int, most: int,
                   lease: float) -> Outcome:
     seed = int(os.environ.get("CEAP_KILL_SEED") or random.SystemRandom().randrange(1 << 30))
     rng = random.Random(seed)
     harness = KillHarness(root, setup, messages, lease)
     started = time.monotonic()
     try:
-        done = harness.kill_loop(kills, rng, max_delay)
+        done = harness.kill_loop(kills, rng, most)
         harness.finish()
         outcome = harness.outcome(done, time.monotonic() - started)
     finally:
@@ -418,7 +447,7 @@ def test_the_ledger_commits_each_key_when_asked(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("setup", [HOLD, RESEND], ids=lambda s: s.name)
 def test_kill_and_restart_fast(tmp_path: Path, setup: Setup) -> None:
-    run_kill_test(tmp_path, setup, messages=1500, kills=2, max_delay=0.5, lease=1.0)
+    run_kill_test(tmp_path, setup, messages=1500, kills=2, most=500, lease=1.0)
 
 
 @pytest.mark.slow
@@ -426,5 +455,5 @@ def test_kill_and_restart_fast(tmp_path: Path, setup: Setup) -> None:
 def test_kill_and_restart_thousands(tmp_path: Path, setup: Setup, request: pytest.FixtureRequest) -> None:
     if not slow_enabled(request.config):
         pytest.skip("slow: run with `make reliability` (or -m slow, or CEAP_SLOW=1)")
-    outcome = run_kill_test(tmp_path, setup, messages=6000, kills=10, max_delay=0.8, lease=2.0)
+    outcome = run_kill_test(tmp_path, setup, messages=6000, kills=10, most=500, lease=2.0)
     assert outcome.kills >= 8  # the work outlasted most of the kills
