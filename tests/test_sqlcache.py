@@ -3,9 +3,6 @@ validating an unchanged program imports no DuckDB; errors are always parsed agai
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
@@ -14,17 +11,12 @@ import pytest
 
 from ceap import sqlcache
 from ceap.sqlexpr import check_expression
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.cache_helpers import fresh_cache, probe_lines
 
 
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    folder = tmp_path / "cache"
-    monkeypatch.setenv("CEAP_CACHE_DIR", str(folder))
-    sqlcache.parsed_expressions.cache_clear()
-    yield folder
-    sqlcache.parsed_expressions.cache_clear()
+    yield from fresh_cache(tmp_path, monkeypatch, sqlcache.parsed_expressions.cache_clear)
 
 
 def _check_in_fresh_interpreter(expr: str, folder: Path) -> tuple[str, bool]:
@@ -33,10 +25,7 @@ def _check_in_fresh_interpreter(expr: str, folder: Path) -> tuple[str, bool]:
              "try:\n    check_expression(sys.argv[1]); print('ok')\n"
              "except ValueError as exc:\n    print(exc)\n"
              "print('duckdb' in sys.modules or '_duckdb' in sys.modules)")
-    proc = subprocess.run([sys.executable, "-c", probe, expr], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60, env={**os.environ, "CEAP_CACHE_DIR": str(folder)})
-    assert proc.returncode == 0, proc.stderr
-    result, imported = proc.stdout.split("\n")[:2]
+    result, imported = probe_lines(probe, [expr], folder)[:2]
     return result, imported == "True"
 
 

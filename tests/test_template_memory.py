@@ -4,9 +4,6 @@ again, for the same program data, needs no Jinja2; a field with problems is neve
 from __future__ import annotations
 
 import ast
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,17 +11,12 @@ import pytest
 
 from ceap.delivery.templates import checks
 from ceap.delivery.templates.checks import Known, check_source
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.cache_helpers import fresh_cache, probe_lines
 
 
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    folder = tmp_path / "cache"
-    monkeypatch.setenv("CEAP_CACHE_DIR", str(folder))
-    checks.passed_sources.cache_clear()
-    yield folder
-    checks.passed_sources.cache_clear()
+    yield from fresh_cache(tmp_path, monkeypatch, checks.passed_sources.cache_clear)
 
 
 def _check_in_fresh_interpreter(source: str, payload: list[str], folder: Path | str
@@ -33,11 +25,7 @@ def _check_in_fresh_interpreter(source: str, payload: list[str], folder: Path | 
     probe = ("import sys\nfrom ceap.delivery.templates.checks import Known, check_source\n"
              "print(check_source(sys.argv[1], Known(frozenset(sys.argv[2:]))))\n"
              "print('jinja2' in sys.modules)")
-    proc = subprocess.run([sys.executable, "-c", probe, source, *payload], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "CEAP_CACHE_DIR": str(folder)})
-    assert proc.returncode == 0, proc.stderr
-    problems, imported = proc.stdout.split("\n")[:2]
+    problems, imported = probe_lines(probe, [source, *payload], folder)[:2]
     return ast.literal_eval(problems), imported == "True"
 
 
