@@ -188,7 +188,7 @@ def main() -> None:
           f"{raw_cpu / raw:.0%} of the time)")
     print(f"{'dispatcher + null channel':<30} {n / null:>9,.0f} msgs/s")
     print(f"{'dispatcher + smtp':<30} {n / ceap:>9,.0f} msgs/s  (server CPU busy {ceap_cpu / ceap:.0%}; "
-          f"sender CPU {own_cpu / ceap:.0%} of one core)")
+          f"sender CPU {own_cpu / ceap:.0%} of one core, {own_cpu / n * 1e6:.0f} us a message)")
     ratio = raw / ceap
     print(f"server received {total:,} messages, {distinct:,} distinct Message-IDs "
           f"(raw run {raw_count:,}, dispatcher run {total - raw_count:,}, for {n:,} each)")

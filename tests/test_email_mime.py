@@ -11,6 +11,7 @@ from __future__ import annotations
 import email
 import email.policy
 import io
+import socket
 from collections.abc import Iterator
 from email.generator import BytesGenerator
 from email.message import EmailMessage
@@ -235,3 +236,15 @@ def test_what_arrives_at_a_server_means_what_the_email_package_composed(smtpd: S
     for m, result in zip(messages, results, strict=True):
         got = arrived[result.provider_id or ""]
         assert meaning(got) == meaning(old_bytes(m, channel.config))
+
+
+def test_pooled_connections_turn_nagle_off(smtpd: Smtpd) -> None:
+    """Each write is a whole command group or message: its tail must not wait for an ACK."""
+    channel = SmtpChannel.from_dict(smtpd.config())
+    conn = channel._take()
+    try:
+        assert conn.sock is not None
+        assert conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        conn.close()
+        channel.close()

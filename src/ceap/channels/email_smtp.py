@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import re
 import smtplib
+import socket
 import ssl
 import threading
 import time
@@ -109,6 +110,9 @@ class SmtpChannel(ExternalChannel[SmtpConfig]):
             conn = smtplib.SMTP_SSL(c.host, self._port(), timeout=c.timeout, context=self._tls())
         else:
             conn = smtplib.SMTP(c.host, self._port(), timeout=c.timeout)
+        if conn.sock is not None:  # each write is a whole command group or message: no Nagle wait
+            with contextlib.suppress(OSError):
+                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             if c.security == "starttls":
                 conn.starttls(context=self._tls())
