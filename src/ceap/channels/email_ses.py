@@ -1,5 +1,5 @@
 """E-mail through Amazon SES (API v2, ``SendEmail`` with the raw MIME message
-``email_smtp.compose`` builds). Needs boto3: ``pip install 'ceap[ses]'``.
+``email_mime.compose_bytes`` writes, as ``smtp`` sends it). Needs boto3: ``pip install 'ceap[ses]'``.
 
 Credentials come from boto3's usual chain (environment, profile, instance
 role), never from the config. boto3's own retries are off: the dispatcher
@@ -14,7 +14,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from ceap.channels.base import ChannelConfig, Message, SendResult
-from ceap.channels.email_smtp import POLICY, EmailConfig, compose
+from ceap.channels.email_compose import POLICY, EmailConfig, compose
+from ceap.channels.email_mime import compose_bytes
 from ceap.channels.external import UNREACHABLE, ExternalChannel
 from ceap.errors import PluginError
 
@@ -63,7 +64,9 @@ class SesChannel(ExternalChannel[SesConfig]):
 
         key = m.idempotency_key
         try:
-            raw = compose(m, self.config).as_bytes(policy=_CRLF)
+            composed = compose_bytes(m, self.config)  # the bytes smtp sends
+            # SES takes no SMTPUTF8: a non-ASCII address is encoded by the email package
+            raw = composed.data if not composed.utf8 else compose(m, self.config).as_bytes(policy=_CRLF)
         except ValueError as exc:
             return SendResult(key, "failed", error=str(exc))
         request: dict[str, Any] = {"FromEmailAddress": self.config.from_address,

@@ -1,147 +1,48 @@
-"""E-mail over SMTP, and the MIME message every e-mail channel sends.
+"""E-mail over SMTP.
 
-``compose`` builds a multipart/alternative message (text, and HTML when the
-renderer gave some) with From and Reply-To from the config, a Message-ID
-derived from the tenant and idempotency key (the same on every retry, so a
-receiver can drop a duplicate) and the renderer's headers. Marketing mail
-carries RFC 8058 one-click unsubscribe headers (``List-Unsubscribe`` with an
-https URI and ``List-Unsubscribe-Post: List-Unsubscribe=One-Click``); with
-``require_unsubscribe`` a marketing message without them is refused.
-
-``SmtpChannel`` sends over a pool of up to ``concurrency`` connections
-(default 4), one per thread, kept open across batches; STARTTLS or implicit
-TLS; the password comes from the environment variable ``password_env``.
-Answers: 2xx sent; 4xx retryable, 5xx permanent; a connection that fails,
-drops or times out (and 421) is retryable and stops the rest of the batch.
+``SmtpChannel`` sends the message ``email_mime.compose_bytes`` writes (what
+``email_compose.compose`` builds: multipart/alternative text and HTML, a
+Message-ID derived from tenant and key, RFC 8058 one-click unsubscribe
+headers) over a pool of up to ``concurrency`` connections (default 4), one
+per thread, kept open across batches; STARTTLS or implicit TLS; the password
+comes from the environment variable ``password_env``. Answers: 2xx sent; 4xx
+retryable, 5xx permanent; a connection that fails, drops or times out (and
+421) is retryable and stops the rest of the batch.
 """
 
 from __future__ import annotations
 
 import contextlib
-import email.policy
-import hashlib
-import io
 import re
 import smtplib
+import socket
 import ssl
 import threading
 import time
-from email.generator import BytesGenerator
-from email.headerregistry import BaseHeader, HeaderRegistry
-from email.message import EmailMessage
-from email.utils import formatdate, parseaddr
-from functools import lru_cache
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr
 
 from ceap.channels.base import ChannelConfig, Message, SendResult
-from ceap.channels.external import UNREACHABLE, ExternalChannel, ExternalConfig, env_secret
+from ceap.channels.email_compose import (
+    ONE_CLICK,
+    POLICY,
+    PROTECTED,
+    EmailConfig,
+    compose,
+    has_one_click,
+    message_id,
+)
+from ceap.channels.email_mime import ADDRESS, Composed, compose_bytes
+from ceap.channels.external import UNREACHABLE, ExternalChannel, env_secret
 
-#: headers the renderer may not set: the channel owns them
-PROTECTED = frozenset({"from", "to", "cc", "bcc", "subject", "message-id", "date", "sender", "reply-to",
-                       "return-path", "mime-version", "content-type", "content-transfer-encoding"})
-ONE_CLICK = "List-Unsubscribe=One-Click"
 _IDLE_CHECK = 10.0  # seconds: a connection idle longer is checked with NOOP before reuse
+_LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
-class _Registry(HeaderRegistry):
-    """The standard registry builds a new class each time it parses a header (a third
-    of the cost of composing a message); build each header class once."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._classes: dict[str, type[BaseHeader]] = {}
-
-    def __getitem__(self, name: str) -> type[BaseHeader]:
-        cls = self._classes.get(name.lower())
-        if cls is None:
-            cls = self._classes[name.lower()] = super().__getitem__(name)
-        return cls
-
-
-#: email.policy.default, with the faster registry
-# lines up to RFC 5322's 998 characters: a long List-Unsubscribe URL must stay one raw
-# value (an encoded-word would hide the one-click URI from mail clients)
-POLICY = email.policy.default.clone(header_factory=_Registry(), max_line_length=998)
-_date: tuple[int, BaseHeader | None] = (0, None)
-
-
-@lru_cache(maxsize=256)
-def _header(name: str, value: str) -> BaseHeader:
-    """A parsed header, for values that repeat (From, Reply-To): parsed once."""
-    return POLICY.header_factory(name, value)  # type: ignore[no-any-return]
-
-
-def _date_header() -> BaseHeader:
-    global _date
-    now = int(time.time())
-    at, header = _date
-    if header is None or at != now:
-        header = POLICY.header_factory("Date", formatdate(now, usegmt=True))
-        _date = (now, header)
-    return header
-
-
-class EmailConfig(ExternalConfig):
-    """What every e-mail channel needs to compose a message."""
-
-    type: str
-    from_address: str = Field(description="'Acme <news@acme.example>' or 'news@acme.example'")
-    reply_to: str | None = Field(None, description="Reply-To address")
-    require_unsubscribe: bool = Field(False, description="refuse marketing mail without RFC 8058 "
-                                                         "one-click unsubscribe headers")
-    message_id_domain: str | None = Field(None, description="right side of Message-IDs "
-                                                            "(default: the From domain)")
-
-    @model_validator(mode="after")
-    def _check_from(self) -> EmailConfig:
-        if "@" not in parseaddr(self.from_address)[1]:
-            raise ValueError(f"from_address {self.from_address!r} holds no e-mail address")
-        return self
-
-    @property
-    def sender(self) -> str:
-        """The bare From address (the SMTP envelope sender)."""
-        return parseaddr(self.from_address)[1]
-
-
-def message_id(m: Message, domain: str) -> str:
-    digest = hashlib.sha256(f"{m.tenant_id}\0{m.idempotency_key}".encode()).hexdigest()[:40]
-    return f"<{digest}@{domain}>"
-
-
-def has_one_click(headers: dict[str, str]) -> bool:
-    """RFC 8058: an https List-Unsubscribe URI and the One-Click List-Unsubscribe-Post."""
-    lower = {k.lower(): v for k, v in headers.items()}
-    return ("<https://" in lower.get("list-unsubscribe", "")
-            and lower.get("list-unsubscribe-post", "").strip() == ONE_CLICK)
-
-
-def compose(m: Message, config: EmailConfig) -> EmailMessage:
-    """The MIME message for ``m``; ValueError if it may not or cannot be sent."""
-    if not m.to:
-        raise ValueError(f"no email for customer {m.customer_id!r}")
-    if config.require_unsubscribe and m.category == "marketing" and not has_one_click(m.headers):
-        raise ValueError("marketing mail without RFC 8058 one-click unsubscribe headers "
-                         "(List-Unsubscribe with an https URI, List-Unsubscribe-Post: "
-                         f"{ONE_CLICK})")
-    msg = EmailMessage(policy=POLICY)
-    msg["Subject"] = m.title
-    msg["From"] = _header("From", config.from_address)
-    msg["To"] = m.to
-    if config.reply_to:
-        msg["Reply-To"] = _header("Reply-To", config.reply_to)
-    msg["Date"] = _date_header()
-    msg["Message-ID"] = message_id(m, config.message_id_domain or config.sender.rpartition("@")[2])
-    for name, value in m.headers.items():
-        if name.lower() in PROTECTED:
-            raise ValueError(f"the renderer may not set the {name} header")
-        msg[name] = value  # a CR or LF in a value raises ValueError (no header injection)
-    msg.set_content(m.body or m.title)
-    if m.html:
-        msg.add_alternative(m.html, subtype="html")
-    return msg
+def _quoted(address: str) -> str:
+    """``smtplib.quoteaddr(address)``, without parsing a plain ``local@domain``."""
+    return f"<{address}>" if ADDRESS.fullmatch(address) else smtplib.quoteaddr(address)
 
 
 class SmtpConfig(EmailConfig):
@@ -209,6 +110,9 @@ class SmtpChannel(ExternalChannel[SmtpConfig]):
             conn = smtplib.SMTP_SSL(c.host, self._port(), timeout=c.timeout, context=self._tls())
         else:
             conn = smtplib.SMTP(c.host, self._port(), timeout=c.timeout)
+        if conn.sock is not None:  # each write is a whole command group or message: no Nagle wait
+            with contextlib.suppress(OSError):
+                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             if c.security == "starttls":
                 conn.starttls(context=self._tls())
@@ -236,15 +140,15 @@ class SmtpChannel(ExternalChannel[SmtpConfig]):
         prepared = self.prepare(m)
         return prepared if isinstance(prepared, SendResult) else self.deliver_prepared(m, prepared)
 
-    def prepare(self, m: Message) -> EmailMessage | SendResult:
-        """The MIME message (composed before the attempt is marked sending: it is most of the
-        CPU time of a send), or the permanent failure of one that cannot be sent."""
+    def prepare(self, m: Message) -> Composed | SendResult:
+        """The message's bytes (composed before the attempt is marked sending), or the
+        permanent failure of one that cannot be sent."""
         try:
-            return compose(m, self.config)
+            return compose_bytes(m, self.config)
         except ValueError as exc:
             return SendResult(m.idempotency_key, "failed", error=str(exc))
 
-    def deliver_prepared(self, m: Message, msg: EmailMessage) -> SendResult:
+    def deliver_prepared(self, m: Message, msg: Composed) -> SendResult:
         key = m.idempotency_key
         try:
             conn = self._take()
@@ -258,7 +162,7 @@ class SmtpChannel(ExternalChannel[SmtpConfig]):
             if not self._transfer(conn, msg, m.to or ""):
                 return SendResult(key, "failed", retryable=True,
                                   error="not attempted: another worker took it over")
-            return SendResult(key, "sent", provider_id=str(msg["Message-ID"]))
+            return SendResult(key, "sent", provider_id=msg.message_id)
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()), (550, b"refused"))
             keep = code != 421
@@ -281,24 +185,18 @@ class SmtpChannel(ExternalChannel[SmtpConfig]):
             else:
                 conn.close()
 
-    def _transfer(self, conn: smtplib.SMTP, msg: EmailMessage, to: str) -> bool:
-        """``conn.send_message(msg, sender, [to])``, raising what it raises, with the point of
+    def _transfer(self, conn: smtplib.SMTP, msg: Composed, to: str) -> bool:
+        """``conn.sendmail(sender, [to], msg.data)``, raising what it raises, with the point of
         no return (``hand_over``: the attempt is marked sending) after the envelope (MAIL FROM,
         RCPT TO: nothing the server can accept yet) and before DATA. False: not sent. The mark
         is asked for once RCPT TO is written, so that its commit overlaps the server's reply."""
         sender = self.config.sender
         conn.ehlo_or_helo_if_needed()
-        utf8 = not (sender.isascii() and to.isascii())
+        utf8, data = msg.utf8, msg.data
         if utf8 and not conn.has_extn("smtputf8"):
             raise smtplib.SMTPNotSupportedError(
                 "One or more source or delivery addresses require internationalized email support, "
                 "but the server does not advertise the required SMTPUTF8 capability")
-        with io.BytesIO() as buffer:
-            # as send_message does (EmailPolicy has utf8; the stubs only know Policy's fields)
-            generator = (BytesGenerator(buffer, policy=msg.policy.clone(utf8=True))  # type: ignore[call-arg]
-                         if utf8 else BytesGenerator(buffer))
-            generator.flatten(msg, linesep="\r\n")
-            data = buffer.getvalue()
         options: list[str] = []
         if conn.does_esmtp:
             if conn.has_extn("size"):
@@ -341,8 +239,7 @@ class SmtpChannel(ExternalChannel[SmtpConfig]):
         if "SMTPUTF8" in options:  # as SMTP.mail does
             conn.command_encoding = "utf-8"
         extra = " " + " ".join(options) if options else ""
-        conn.send(f"mail FROM:{smtplib.quoteaddr(sender)}{extra}\r\n"
-                  f"rcpt TO:{smtplib.quoteaddr(to)}\r\ndata\r\n")
+        conn.send(f"mail FROM:{_quoted(sender)}{extra}\r\nrcpt TO:{_quoted(to)}\r\ndata\r\n")
         self.hand_over_soon()  # the commit overlaps the round trip
         # after a 421 the server closes the connection: no further reply is read
         mail, mail_text = conn.getreply()
@@ -366,7 +263,7 @@ class SmtpChannel(ExternalChannel[SmtpConfig]):
         if not go:
             conn.close()
             return False
-        body = re.sub(rb"(?m)^\.", b"..", data)  # as SMTP.data quotes leading dots
+        body = _LEADING_DOT.sub(b"..", data) if b"\n." in data or data[:1] == b"." else data  # as SMTP.data
         if not body.endswith(b"\r\n"):
             body += b"\r\n"
         conn.send(body + b".\r\n")
@@ -399,4 +296,5 @@ class SmtpChannel(ExternalChannel[SmtpConfig]):
                 conn.close()
 
 
-__all__ = ["EmailConfig", "SmtpChannel", "SmtpConfig", "compose", "has_one_click", "message_id"]
+__all__ = ["ONE_CLICK", "POLICY", "PROTECTED", "EmailConfig", "SmtpChannel", "SmtpConfig", "compose",
+           "compose_bytes", "has_one_click", "message_id"]
