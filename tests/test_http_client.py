@@ -340,3 +340,26 @@ def test_tls_with_a_self_signed_certificate(tmp_path: Path, serve: Any) -> None:
             untrusted.request("POST", url, b"{}")
     finally:
         untrusted.close()
+
+
+@pytest.mark.parametrize("tail", ["/a/b?x=1&y=2", "?only=query", "", "#frag", "/p#f?x", "/p?q#f", "/a%2Fb",
+                                  "/with\ttab"])
+def test_a_url_of_a_checked_origin_splits_as_urlsplit_does(tail: str) -> None:
+    from urllib.parse import urlsplit
+
+    http = HttpClient(allow_private=True)
+    for url in ("http://127.0.0.1:8080/first", "http://127.0.0.1:8080" + tail):  # the second: cached origin
+        origin, path = http._target(url)
+    parts = urlsplit("http://127.0.0.1:8080" + tail)
+    assert origin == ("http", "127.0.0.1", 8080)
+    assert path == (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
+def test_the_origin_cache_keeps_the_guard() -> None:
+    from ceap.channels.ssrf import Refused
+
+    http = HttpClient(allow_private=False)
+    for url in ("http://10.0.0.1/a", "http://10.0.0.1/b", "http://169.254.169.254/x"):
+        with pytest.raises(Refused):
+            http._target(url)
+    assert HttpClient(allow_private=True)._target("http://10.0.0.1/b")[0] == ("http", "10.0.0.1", None)

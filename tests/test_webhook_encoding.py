@@ -55,3 +55,12 @@ def test_the_url_is_filled_as_before(url: str, monkeypatch: pytest.MonkeyPatch) 
             assert channel.url(m) == fill_url(url, m)
     finally:
         channel.close()
+
+
+def test_the_channel_signer_signs_as_sign_does() -> None:
+    from ceap.channels.webhook import Signer, sign
+
+    signer = Signer(b"k" * 32)
+    for body in (b"{}", b'{"a":"\xc3\xa9"}' * 100):
+        assert signer("acme:k1", 1_796_650_200, body) == sign(b"k" * 32, "acme:k1", 1_796_650_200, body)
+    assert "k" * 8 not in repr(signer)

@@ -49,6 +49,7 @@ MAX_BODY = 64 * 1024
 MAX_HEAD = 256 * 1024
 _BUFFER = 64 * 1024
 _BAD_PATH = re.compile("[\x00-\x20\x7f]").search
+_UNSAFE = re.compile("[\t\r\n]").search  # what urlsplit removes
 _LEGAL_NAME = re.compile(r"[^:\s][^:\r\n]*").fullmatch
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _names: set[str] = set()  # header names already checked
@@ -259,20 +260,29 @@ class HttpClient:
         self._local = threading.local()
         self._all: list[_Connection] = []
         self._lock = threading.Lock()
-        self._origins: dict[tuple[str, str], tuple[str, str, int | None]] = {}
+        self._origins: dict[str, tuple[str, str, int | None]] = {}  # "scheme://netloc" checked
 
     def __repr__(self) -> str:
         return f"HttpClient(allow_private={self.allow_private}, timeout={self.timeout})"
 
     def _target(self, url: str) -> tuple[tuple[str, str, int | None], str]:
-        """(scheme, host, port) and the path with the query; the origin checked once (``check_url``)."""
+        """(scheme, host, port) and the path with the query; each origin is checked
+        (``check_url``) once, and a URL that starts with a checked one is not parsed again."""
+        at = url.find("://")
+        end = len(url) if at < 0 else min((i for i in (url.find(c, at + 3) for c in "/?#") if i >= 0),
+                                           default=len(url))
+        origin = self._origins.get(url[:end])
+        rest = url[end:]
+        if origin is not None and not _UNSAFE(rest):  # as urlsplit would split it
+            rest = rest.partition("#")[0]
+            return origin, rest if rest[:1] == "/" else "/" + rest
         parts = urlsplit(url)
-        origin = self._origins.get((parts.scheme, parts.netloc))
+        origin = self._origins.get(f"{parts.scheme}://{parts.netloc}")
         if origin is None:
             check_url(url, self.allow_private)
             origin = (parts.scheme, parts.hostname or "", parts.port)
             if len(self._origins) < 1024:
-                self._origins[(parts.scheme, parts.netloc)] = origin
+                self._origins[f"{parts.scheme}://{parts.netloc}"] = origin
         path = parts.path or "/"
         return origin, f"{path}?{parts.query}" if parts.query else path
 
