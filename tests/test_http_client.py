@@ -363,3 +363,12 @@ def test_the_origin_cache_keeps_the_guard() -> None:
         with pytest.raises(Refused):
             http._target(url)
     assert HttpClient(allow_private=True)._target("http://10.0.0.1/b")[0] == ("http", "10.0.0.1", None)
+
+
+def test_answers_without_a_body_keep_the_connection(serve: Any, client: HttpClient) -> None:
+    server = serve(keep_answering(b"HTTP/1.1 204 No Content\r\n\r\n", b"HTTP/1.1 304 Not Modified\r\n\r\n",
+                                  b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"))  # the last: a HEAD's
+    assert [client.request("POST", server.url + "/", b"{}").status for _ in range(2)] == [204, 304]
+    head = client.request("HEAD", server.url + "/")
+    assert (head.status, head.headers["content-length"], head.body) == (200, "5", b"")
+    assert server.connections == 1
