@@ -268,10 +268,15 @@ class HttpClient:
     def _target(self, url: str) -> tuple[tuple[str, str, int | None], str]:
         """(scheme, host, port) and the path with the query; each origin is checked
         (``check_url``) once, and a URL that starts with a checked one is not parsed again."""
-        at = url.find("://")
-        end = len(url) if at < 0 else min((i for i in (url.find(c, at + 3) for c in "/?#") if i >= 0),
-                                           default=len(url))
-        origin = self._origins.get(url[:end])
+        start = url.find("://") + 3
+        end = url.find("/", start)
+        if end < 0:
+            end = len(url)
+        for mark in "?#":
+            at = url.find(mark, start, end)
+            if at >= 0:
+                end = at
+        origin = self._origins.get(url[:end]) if start > 2 else None
         rest = url[end:]
         if origin is not None and not _UNSAFE(rest):  # as urlsplit would split it
             rest = rest.partition("#")[0]
