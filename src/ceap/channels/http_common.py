@@ -9,10 +9,10 @@ The API is a few names::
     client.close()
 
 and ``HttpChannel``, the base of a channel that POSTs (an ``ExternalChannel``
-holding a ``guarded_client``). ``guarded_client`` keeps one keep-alive connection per host and thread (on
-the standard library's ``http.client``, measured 3 to 5 times faster than
-httpx's pooled client with threads on the webhook benchmark) and applies the
-SSRF guard of RELIABILITY.md when it connects: http(s) only; the host is
+holding a ``guarded_client``). ``guarded_client`` is an ``http_client.HttpClient``:
+one keep-alive connection per host and thread, each request sent in one
+write and its answer parsed in C (httptools), and the SSRF guard of
+RELIABILITY.md (``ssrf``) applied when it connects: http(s) only; the host is
 resolved and every address is checked, then the socket connects to a checked
 address (resolve and pin, so a DNS answer that changes between check and
 connect cannot slip through); loopback, private, CGNAT, unique-local IPv6
@@ -33,212 +33,21 @@ may hold a token) and never the target's response body.
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import json
-import select
-import socket
-import ssl
-import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import urlsplit
 
 from pydantic import Field
 
 from ceap.channels.base import SendResult
 from ceap.channels.external import UNREACHABLE, ExternalChannel, ExternalConfig, halts
+from ceap.channels.http_client import MAX_BODY, HttpClient, ProtocolError, Response
 from ceap.channels.http_status import DEFAULT_THROTTLE, http_failure, is_retryable, parse_retry_after
-
-MAX_BODY = 64 * 1024
-_CGNAT = ipaddress.ip_network("100.64.0.0/10")
-
-
-class Refused(Exception):
-    """The SSRF guard refused a target (scheme or address)."""
-
-
-def refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_private: bool) -> str | None:
-    """Why the guard refuses ``ip``, as a phrase that reads after "<ip> is" (None: allowed).
-    Public unicast addresses always pass; other non-link-local unicast ones with
-    ``allow_private``; link-local ones (cloud metadata at 169.254.169.254) never."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip.is_link_local:
-        return "a link-local address (cloud metadata and the like), refused even with allow_private"
-    if ip.is_multicast or ip.is_unspecified:
-        return "not a unicast address"
-    if allow_private or (ip.is_global and ip not in _CGNAT):
-        return None
-    return "not a public address (set allow_private for a self-hosted target)"
-
-
-def address_allowed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_private: bool) -> bool:
-    """Public unicast addresses always; other non-link-local ones with ``allow_private``."""
-    return refusal(ip, allow_private) is None
-
-
-def check_url(url: str, allow_private: bool = False) -> SplitResult:
-    """The parts of ``url``; ``Refused`` unless it is http(s) with a host. A literal IP
-    address is checked now, a name when the connection is made."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        raise Refused(f"only http and https URLs are allowed, not {parts.scheme or 'none'!r}")
-    host = parts.hostname
-    if not host:
-        raise Refused("the URL has no host")
-    try:
-        parts.port  # noqa: B018 (raises on a bad port)
-    except ValueError:
-        raise Refused("the URL has an invalid port") from None
-    if not (host[0].isdigit() or ":" in host):  # a name, not an address
-        return parts
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return parts
-    why = refusal(ip, allow_private)
-    if why:
-        raise Refused(f"{ip} is {why}")
-    return parts
-
-
-def connect_checked(host: str, port: int, timeout: float | None, allow_private: bool) -> socket.socket:
-    """Resolve ``host``, refuse it if any address is not allowed, connect to a checked one."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    for *_, sockaddr in infos:
-        ip = ipaddress.ip_address(str(sockaddr[0]).split("%")[0])
-        why = refusal(ip, allow_private)
-        if why:
-            raise Refused(f"{host} resolves to {ip}, {why}")
-    error: OSError = OSError(f"{host}: no address")
-    for family, kind, proto, _, sockaddr in infos:
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.settimeout(timeout)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.connect(sockaddr)
-            return sock
-        except OSError as exc:
-            sock.close()
-            error = exc
-    raise error
-
-
-class _OneWrite(http.client.HTTPConnection):
-    """Sends the head and a bytes body in one write (http.client writes them apart,
-    which costs a second wake-up of the peer per request: a third of the time here)."""
-
-    def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
-        if not isinstance(message_body, bytes) or encode_chunked:
-            return super()._send_output(message_body, encode_chunked)  # type: ignore[misc]
-        buffer: list[bytes] = self._buffer  # type: ignore[attr-defined]
-        buffer.extend((b"", b""))
-        data = b"\r\n".join(buffer) + message_body
-        del buffer[:]
-        self.send(data)
-
-
-class _Connection(_OneWrite):
-    allow_private = False
-
-    def connect(self) -> None:
-        self.sock = connect_checked(self.host, self.port, self.timeout, self.allow_private)
-
-
-class _TLSConnection(_OneWrite, http.client.HTTPSConnection):
-    allow_private = False
-    tls: ssl.SSLContext
-
-    def connect(self) -> None:
-        sock = connect_checked(self.host, self.port, self.timeout, self.allow_private)
-        self.sock = self.tls.wrap_socket(sock, server_hostname=self.host)
-
-
-@dataclass(frozen=True)
-class Response:
-    """A provider's answer: the status, the headers (names lower-cased) and the first
-    ``MAX_BODY`` bytes of the body."""
-
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        """The body as JSON; raises ``ValueError`` when it is not JSON."""
-        return json.loads(self.body)
-
+from ceap.channels.ssrf import Refused, address_allowed, check_url, connect_checked, refusal
 
 #: reads, from a failed answer, the seconds the provider asked to wait (None: it did not say)
 WaitReader = Callable[[Response], float | None]
-
-
-class HttpClient:
-    """Keep-alive connections, one per (thread, scheme, host, port); thread-safe."""
-
-    def __init__(self, allow_private: bool = False, timeout: float = 10.0, user_agent: str = "ceap",
-                 tls: ssl.SSLContext | None = None):
-        self.allow_private = allow_private
-        self.timeout = timeout
-        self.user_agent = user_agent
-        self.tls = tls or ssl.create_default_context()
-        self._local = threading.local()
-        self._all: list[http.client.HTTPConnection] = []
-        self._lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        return f"HttpClient(allow_private={self.allow_private}, timeout={self.timeout})"
-
-    def _connection(self, scheme: str, host: str, port: int | None) -> http.client.HTTPConnection:
-        pool: dict[tuple[str, str, int | None], http.client.HTTPConnection] = \
-            self._local.__dict__.setdefault("pool", {})
-        conn = pool.get((scheme, host, port))
-        if conn is not None and conn.sock is not None and _dropped(conn.sock):
-            conn.close()
-        if conn is None:
-            if scheme == "https":
-                tls_conn = _TLSConnection(host, port, timeout=self.timeout, context=self.tls)
-                tls_conn.tls = self.tls
-                conn = tls_conn
-            else:
-                conn = _Connection(host, port, timeout=self.timeout)
-            conn.allow_private = self.allow_private  # type: ignore[attr-defined]
-            pool[(scheme, host, port)] = conn
-            with self._lock:
-                self._all.append(conn)
-        return conn
-
-    def request(self, method: str, url: str, body: bytes | None = None,
-                headers: Mapping[str, str] | None = None) -> Response:
-        """One request; raises ``Refused``, ``TimeoutError``, ``OSError`` or ``http.client.HTTPException``."""
-        parts = check_url(url, self.allow_private)
-        conn = self._connection(parts.scheme, parts.hostname or "", parts.port)
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        try:
-            conn.request(method, path, body=body, headers={"User-Agent": self.user_agent, **(headers or {})})
-            answer = conn.getresponse()
-            data = answer.read(MAX_BODY)
-            if answer.will_close or (not answer.isclosed() and answer.read(1)):  # or a longer body
-                conn.close()
-        except BaseException:
-            conn.close()
-            raise
-        return Response(answer.status, {k.lower(): v for k, v in answer.getheaders()}, data)
-
-    def close(self) -> None:
-        with self._lock:
-            conns, self._all = self._all, []
-        for conn in conns:
-            conn.close()
-
-
-def _dropped(sock: socket.socket) -> bool:
-    """An idle keep-alive socket that is readable was closed by the peer (or sent junk)."""
-    try:
-        readable, _, _ = select.select([sock], [], [], 0)
-    except (OSError, ValueError):
-        return True
-    return bool(readable)
 
 
 def guarded_client(allow_private: bool = False, timeout: float = 10.0) -> HttpClient:
@@ -365,7 +174,7 @@ def origin(url: str) -> str:
 
 
 __all__ = ["DEFAULT_THROTTLE", "MAX_BODY", "UNREACHABLE", "HttpChannel", "HttpClient", "HttpConfig",
-           "Refused", "Response", "WaitReader", "address_allowed", "body_retry_after", "check_url",
-           "connect_checked", "failure_for", "guarded_client", "halts", "http_failure", "origin",
-           "parse_retry_after", "read_wait", "refusal", "result_for", "send_json", "send_request",
-           "try_request"]
+           "ProtocolError", "Refused", "Response", "WaitReader", "address_allowed", "body_retry_after",
+           "check_url", "connect_checked", "failure_for", "guarded_client", "halts", "http_failure",
+           "origin", "parse_retry_after", "read_wait", "refusal", "result_for", "send_json",
+           "send_request", "try_request"]

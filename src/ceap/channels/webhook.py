@@ -27,12 +27,13 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 import string
 import time
-from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
+import orjson
 from pydantic import Field, SecretBytes, ValidationInfo, field_validator
 
 from ceap.channels.base import ChannelConfig, Message, SendResult
@@ -44,9 +45,42 @@ from ceap.errors import PluginError
 PLACEHOLDERS = ("tenant_id", "customer_id", "program")
 
 
+#: orjson as ``json.dumps(default=str)`` does it: dates, times and dataclasses through ``str``
+_JSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*").fullmatch  # what ``quote`` leaves as is
+
+
 def fill_url(template: str, message: Message) -> str:
     values = {name: quote(str(getattr(message, name)), safe="") for name in PLACEHOLDERS}
     return template.format(**values)
+
+
+def placeholders(template: str) -> tuple[str, ...]:
+    """The placeholders ``template`` holds (none: it is the URL)."""
+    return tuple(sorted({name for _, name, _, _ in string.Formatter().parse(template) if name}))
+
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON in UTF-8, anything JSON has no type for as ``str``; orjson, or ``json``
+    for what orjson refuses (an integer past 64 bits)."""
+    try:
+        return orjson.dumps(value, default=str, option=_JSON_OPTIONS)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+
+
+_stamp: tuple[int, str] = (-1, "")
+
+
+def iso_seconds(ts: int) -> str:
+    """``ts`` (Unix seconds) as ``2026-11-25T12:00:00Z`` (the last one kept)."""
+    global _stamp
+    last = _stamp
+    if last[0] != ts:
+        last = _stamp = (ts, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)))
+    return last[1]
 
 
 def check_template(url: str, allow_private: bool) -> None:
@@ -79,8 +113,26 @@ def secret_key(value: str) -> bytes:
 
 def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     """The ``webhook-signature`` value for one message."""
-    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(mac).decode()
+    mac = hmac.digest(key, f"{msg_id}.{timestamp}.".encode() + body, "sha256")
+    return "v1," + binascii.b2a_base64(mac, newline=False).decode()
+
+
+class Signer:
+    """``sign`` with one key: the keyed HMAC-SHA256 state is computed once and copied."""
+
+    __slots__ = ("_mac",)
+
+    def __init__(self, key: bytes):
+        self._mac = hmac.new(key, digestmod=hashlib.sha256)
+
+    def __repr__(self) -> str:
+        return "Signer(**********)"
+
+    def __call__(self, msg_id: str, timestamp: int, body: bytes) -> str:
+        mac = self._mac.copy()
+        mac.update(f"{msg_id}.{timestamp}.".encode())
+        mac.update(body)
+        return "v1," + binascii.b2a_base64(mac.digest(), newline=False).decode()
 
 
 def verify(key: bytes, headers: dict[str, str], body: bytes, tolerance: float = 300.0,
@@ -127,24 +179,34 @@ class WebhookChannel(HttpChannel[WebhookConfig]):
         self.provider_dedup = config.receiver_dedups  # type: ignore[misc]
         self._key = SecretBytes(secret_key(env_secret(self, config.secret_env, "signing secret")
                                            .get_secret_value()))
+        self._sign = Signer(self._key.get_secret_value())
+        self._fields = placeholders(config.url)
+        self._headers = {**config.headers, "Content-Type": "application/json"}
 
     def __repr__(self) -> str:
         return f"WebhookChannel(url={origin(self.config.url)}..., secret=**********)"
 
-    def body(self, m: Message) -> dict[str, Any]:
+    def body(self, m: Message, ts: int | None = None) -> dict[str, Any]:
+        """The event of ``m``, stamped ``ts`` (Unix seconds; default: now)."""
         action = self.config.action or m.payload.get("action") or self.config.event
         return {"type": self.config.event,
-                "timestamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+                "timestamp": iso_seconds(int(time.time()) if ts is None else ts),
                 "data": {"action": action, "tenant_id": m.tenant_id, "customer_id": m.customer_id,
                          "program": m.program, "category": m.category, "candidate_id": m.candidate_id,
                          "idempotency_key": m.idempotency_key, "title": m.title, "body": m.body,
                          "payload": m.payload}}
 
+    def url(self, m: Message) -> str:
+        """The URL of ``m``: the configured one with its placeholders filled (URL-quoted)."""
+        if not self._fields:
+            return self.config.url
+        values = {name: str(getattr(m, name)) for name in self._fields}
+        return self.config.url.format(**{name: value if _UNRESERVED(value) else quote(value, safe="")
+                                         for name, value in values.items()})
+
     def deliver_one(self, m: Message) -> SendResult:
-        body = json.dumps(self.body(m), separators=(",", ":"), ensure_ascii=False, default=str).encode()
         ts, msg_id = int(time.time()), webhook_id(m)
-        headers = {**self.config.headers, "Content-Type": "application/json",
-                   "webhook-id": msg_id, "webhook-timestamp": str(ts),
-                   "webhook-signature": sign(self._key.get_secret_value(), msg_id, ts, body)}
-        return send_request(self.client, "POST", fill_url(self.config.url, m), body, headers,
-                            m.idempotency_key)
+        body = dumps(self.body(m, ts))
+        headers = {**self._headers, "webhook-id": msg_id, "webhook-timestamp": str(ts),
+                   "webhook-signature": self._sign(msg_id, ts, body)}
+        return send_request(self.client, "POST", self.url(m), body, headers, m.idempotency_key)

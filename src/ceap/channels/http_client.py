@@ -1,0 +1,322 @@
+"""The HTTP/1.1 client of the channels: lean, keep-alive, SSRF-guarded.
+
+``HttpClient.request(method, url, body, headers)`` returns a ``Response``.
+It keeps one connection per (thread, scheme, host, port) and, per request,
+builds the request line, the headers and the body as one ``bytes`` object,
+sends it with one ``sendall`` (one wake-up of the peer), reads the answer
+with ``recv_into`` into the connection's buffer and parses it with
+httptools (llhttp, in C): content-length, chunked and read-until-close
+bodies, interim 1xx answers skipped. Each connection goes through
+``ssrf.connect_checked`` (resolve, check every address, connect to a
+checked one), then TLS with certificate and host name checks for https.
+``timeout`` bounds the connection and each read. A kept-alive connection
+is reused unless the peer closed it while idle (``_dropped``), the answer
+said ``Connection: close`` (or was HTTP/1.0 without keep-alive, or ran until
+the peer closed), its body went past ``MAX_BODY`` (the first ``MAX_BODY``
+bytes are kept) or bytes followed it. A failed request closes its
+connection. No redirect is followed and no proxy variable is read.
+
+Errors: ``Refused`` (the guard), ``TimeoutError``, ``OSError`` (refused
+connection, TLS failure, ``http.client.RemoteDisconnected`` when the peer
+closes before answering), ``http.client.HTTPException``
+(``http.client.IncompleteRead`` for a body cut short, ``ProtocolError`` for
+an answer that is not HTTP/1.x, ``http.client.InvalidURL`` for a path with
+spaces or control characters) and ``ValueError`` for a header that would
+break the request (a line break in a value, an illegal name, a character
+outside Latin-1), as ``http.client`` raised.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import select
+import socket
+import ssl
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httptools
+
+from ceap.channels.ssrf import check_url, connect_checked
+
+MAX_BODY = 64 * 1024
+#: bytes of the status line and headers an answer may have
+MAX_HEAD = 256 * 1024
+_BUFFER = 64 * 1024
+_BAD_PATH = re.compile("[\x00-\x20\x7f]").search
+_UNSAFE = re.compile("[\t\r\n]").search  # what urlsplit removes
+_LEGAL_NAME = re.compile(r"[^:\s][^:\r\n]*").fullmatch
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_names: set[str] = set()  # header names already checked
+
+
+class ProtocolError(http.client.HTTPException):
+    """The answer is not HTTP/1.x (a bad status line, a head longer than ``MAX_HEAD``)."""
+
+
+@dataclass(frozen=True)
+class Response:
+    """A provider's answer: the status, the headers (names lower-cased) and the first
+    ``MAX_BODY`` bytes of the body."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        """The body as JSON; raises ``ValueError`` when it is not JSON."""
+        return json.loads(self.body)
+
+
+class _Answer:
+    """The parser's callbacks for one answer (the final one: 1xx answers are skipped)."""
+
+    __slots__ = ("after", "chunks", "done", "head", "head_only", "headers", "keep", "parser", "size",
+                 "status")
+
+    def __init__(self, head_only: bool):
+        self.parser: Any = httptools.HttpResponseParser(self)
+        self.headers: dict[str, str] = {}
+        self.chunks: list[bytes] = []
+        self.size = self.status = 0
+        self.head = self.done = self.after = self.keep = False
+        self.head_only = head_only
+
+    def on_message_begin(self) -> None:
+        if self.done:
+            self.after = True
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.done:
+                self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        if self.done:  # bytes after the answer
+            return
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:  # interim (100 Continue): the answer follows
+            self.headers = {}
+            return
+        self.status, self.head = status, True
+        self.keep = self.parser.should_keep_alive() and \
+            "close" not in self.headers.get("connection", "").lower()
+        if self.head_only:
+            self.done = True
+
+    def on_body(self, data: bytes) -> None:
+        if self.done:
+            return
+        if self.size < MAX_BODY:
+            self.chunks.append(data)
+        self.size += len(data)
+
+    def on_message_complete(self) -> None:
+        if self.head:
+            self.done = True
+
+    def until_close(self) -> bool:
+        """The body runs until the peer closes (no length, not chunked)."""
+        return "content-length" not in self.headers and \
+            "chunked" not in self.headers.get("transfer-encoding", "").lower()
+
+
+class _Connection:
+    """One kept-alive connection to an origin (opened again after a close)."""
+
+    __slots__ = ("allow_private", "host", "host_line", "port", "sock", "timeout", "tls", "view")
+
+    def __init__(self, scheme: str, host: str, port: int | None, client: HttpClient):
+        default = 443 if scheme == "https" else 80
+        self.host, self.port = host, port or default
+        shown = f"[{host}]" if ":" in host else host
+        self.host_line = f"Host: {shown}\r\n" if self.port == default else f"Host: {shown}:{self.port}\r\n"
+        self.tls = client.tls if scheme == "https" else None
+        self.timeout, self.allow_private = client.timeout, client.allow_private
+        self.sock: socket.socket | None = None
+        self.view = memoryview(bytearray(_BUFFER))
+
+    def open(self) -> socket.socket:
+        """The socket, connected (and checked by the guard) if it is not."""
+        sock = self.sock
+        if sock is not None:
+            if not _dropped(sock):
+                return sock
+            self.close()
+        sock = connect_checked(self.host, self.port, self.timeout, self.allow_private)
+        if self.tls is not None:
+            try:
+                sock = self.tls.wrap_socket(sock, server_hostname=self.host)
+            except BaseException:
+                sock.close()
+                raise
+        self.sock = sock
+        return sock
+
+    def exchange(self, data: bytes, head_only: bool) -> Response:
+        """Send ``data`` (one request) and read its answer; closes the connection on any failure."""
+        try:
+            sock = self.open()
+            sock.sendall(data)
+            answer = self._read(sock, head_only)
+        except BaseException:
+            self.close()
+            raise
+        body = b"".join(answer.chunks)
+        if len(body) > MAX_BODY or not answer.done:
+            body = body[:MAX_BODY]
+        if not (answer.done and answer.keep) or answer.after or answer.size > MAX_BODY or head_only:
+            self.close()
+        return Response(answer.status, answer.headers, body)
+
+    def _read(self, sock: socket.socket, head_only: bool) -> _Answer:
+        answer = _Answer(head_only)
+        view, feed, seen = self.view, answer.parser.feed_data, 0
+        while not answer.done:
+            n = sock.recv_into(view)
+            if not n:
+                if answer.head and answer.until_close():
+                    answer.done = True
+                    break
+                if not seen:
+                    raise http.client.RemoteDisconnected("Remote end closed connection without response")
+                raise http.client.IncompleteRead(b"".join(answer.chunks))
+            seen += n
+            try:
+                feed(view[:n])
+            except httptools.HttpParserUpgrade:  # 101 Switching Protocols: not for us
+                answer.done = answer.after = True
+            except httptools.HttpParserError as exc:
+                if not answer.done:
+                    raise ProtocolError(f"the answer is not HTTP/1.x: {exc}") from None
+                answer.after = True  # junk after a complete answer
+            if not answer.head and seen > MAX_HEAD:
+                raise ProtocolError(f"the answer's head is longer than {MAX_HEAD} bytes")
+            if answer.size > MAX_BODY:
+                break  # the first MAX_BODY bytes are kept; the connection is closed
+        answer.parser = None  # no cycle to collect
+        return answer
+
+    def close(self) -> None:
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            sock.close()
+
+
+def _dropped(sock: socket.socket) -> bool:
+    """An idle keep-alive socket that is readable was closed by the peer (or sent junk)."""
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
+def _head(method: str, path: str, conn: _Connection, user_agent: str, headers: Mapping[str, str],
+          body: bytes | None) -> bytes:
+    """The request line and headers: Host, Accept-Encoding: identity, User-Agent and
+    Content-Length unless ``headers`` set them (any case)."""
+    if _BAD_PATH(path):
+        raise http.client.InvalidURL(f"the URL path holds a space or control character: {path!r}")
+    given = {name.lower() for name in headers} if headers else ()
+    lines = [f"{method} {path} HTTP/1.1\r\n"]
+    if "host" not in given:
+        lines.append(conn.host_line)
+    if "accept-encoding" not in given:
+        lines.append("Accept-Encoding: identity\r\n")
+    if "user-agent" not in given:
+        lines.append(f"User-Agent: {user_agent}\r\n")
+    for name, value in headers.items():
+        if name not in _names:
+            if not _LEGAL_NAME(name):
+                raise ValueError(f"invalid header name {name!r}")
+            if len(_names) < 4096:
+                _names.add(name)
+        lines.append(f"{name}: {value}\r\n")
+    if "content-length" not in given and (body is not None or method in _BODY_METHODS):
+        lines.append(f"Content-Length: {len(body) if body is not None else 0}\r\n")
+    lines.append("\r\n")
+    head = "".join(lines)
+    if head.count("\n") != len(lines) or head.count("\r") != len(lines):
+        raise ValueError("a header holds a line break")
+    return head.encode("latin-1")
+
+
+class HttpClient:
+    """Keep-alive connections, one per (thread, scheme, host, port); thread-safe."""
+
+    def __init__(self, allow_private: bool = False, timeout: float = 10.0, user_agent: str = "ceap",
+                 tls: ssl.SSLContext | None = None):
+        self.allow_private = allow_private
+        self.timeout = timeout
+        self.user_agent = user_agent
+        self.tls = tls or ssl.create_default_context()
+        self._local = threading.local()
+        self._all: list[_Connection] = []
+        self._lock = threading.Lock()
+        self._origins: dict[str, tuple[str, str, int | None]] = {}  # "scheme://netloc" checked
+
+    def __repr__(self) -> str:
+        return f"HttpClient(allow_private={self.allow_private}, timeout={self.timeout})"
+
+    def _target(self, url: str) -> tuple[tuple[str, str, int | None], str]:
+        """(scheme, host, port) and the path with the query; each origin is checked
+        (``check_url``) once, and a URL that starts with a checked one is not parsed again."""
+        start = url.find("://") + 3
+        end = url.find("/", start)
+        if end < 0:
+            end = len(url)
+        for mark in "?#":
+            at = url.find(mark, start, end)
+            if at >= 0:
+                end = at
+        origin = self._origins.get(url[:end]) if start > 2 else None
+        rest = url[end:]
+        if origin is not None and not _UNSAFE(rest):  # as urlsplit would split it
+            rest = rest.partition("#")[0]
+            return origin, rest if rest[:1] == "/" else "/" + rest
+        parts = urlsplit(url)
+        origin = self._origins.get(f"{parts.scheme}://{parts.netloc}")
+        if origin is None:
+            check_url(url, self.allow_private)
+            origin = (parts.scheme, parts.hostname or "", parts.port)
+            if len(self._origins) < 1024:
+                self._origins[f"{parts.scheme}://{parts.netloc}"] = origin
+        path = parts.path or "/"
+        return origin, f"{path}?{parts.query}" if parts.query else path
+
+    def _connection(self, origin: tuple[str, str, int | None]) -> _Connection:
+        try:
+            pool: dict[tuple[str, str, int | None], _Connection] = self._local.pool
+        except AttributeError:
+            pool = self._local.pool = {}
+        conn = pool.get(origin)
+        if conn is None:
+            conn = pool[origin] = _Connection(*origin, client=self)
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def request(self, method: str, url: str, body: bytes | None = None,
+                headers: Mapping[str, str] | None = None) -> Response:
+        """One request; raises ``Refused``, ``TimeoutError``, ``OSError``,
+        ``http.client.HTTPException`` or ``ValueError`` (see the module doc)."""
+        origin, path = self._target(url)
+        conn = self._connection(origin)
+        head = _head(method, path, conn, self.user_agent, headers or {}, body)
+        return conn.exchange(head + body if body else head, method == "HEAD")
+
+    def close(self) -> None:
+        with self._lock:
+            conns = list(self._all)
+        for conn in conns:
+            conn.close()
+
+
+__all__ = ["MAX_BODY", "MAX_HEAD", "HttpClient", "ProtocolError", "Response"]
