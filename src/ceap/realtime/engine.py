@@ -52,6 +52,8 @@ class ProgramRunner:
         self.con.execute("SET TimeZone = 'UTC'")
         for con in (self.con, self.plan.con):  # micro-batches: no thread hand-offs to wait for
             con.execute("SET threads = 1")
+            # and tiny queries: DuckDB's optimizer costs more (about 1 ms a query) than it saves
+            con.execute("PRAGMA disable_optimizer")
         self.funnel = Funnel(filters={f.id: 0 for f in spec.filters})
         self.run = RunRecord(new_run_id(spec.name, utcnow()), context.tenant, spec.name, "succeeded",
                              utcnow())
