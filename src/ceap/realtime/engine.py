@@ -157,12 +157,12 @@ class ProgramRunner:
                 if not ready.num_rows:  # no event of a trigger type, no timer row: no rows
                     return ready, SCORED
                 table, fused = ready, self._fused_fast
-        scored = self.plan.scored_sql(self._rows_schema, fused, now) if self._checked else None
+        scored = self.plan.scored_sql(self._rows_schema, fused) if self._checked else None
         self.con.register(BATCH, table)
         try:
             if scored is not None:
                 try:
-                    return run_arrow(self.con, scored), SCORED
+                    return run_arrow(self.con, scored, self.plan.run_params(self._rows_schema, now)), SCORED
                 except duckdb.Error:
                     pass
             return run_arrow(self.con, fused), CONFORMED
