@@ -9,7 +9,7 @@ import json
 import random
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import duckdb
 import pyarrow as pa
@@ -131,11 +131,18 @@ PROGRAM: dict[str, Any] = {
 }
 
 
-def _candidates(root: Path, polls: list[list[Any]]) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
+class LogStream(ListStream):
+    """History read from the event log, not kept in memory (as with Redis Streams)."""
+
+    owns_partitions: ClassVar[bool] = False
+
+
+def _candidates(root: Path, polls: list[list[Any]], stream: type[ListStream]
+                ) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
     from ceap.realtime.worker import Worker
 
     store = open_store(f"sqlite:///{root / 'c.db'}")
-    worker = Worker(store, ListStream(polls), root / "programs", _project(root, store, {"p": PROGRAM}))
+    worker = Worker(store, stream(polls), root / "programs", _project(root, store, {"p": PROGRAM}))
     try:
         worker.run(until_idle=True)
     finally:
@@ -149,9 +156,10 @@ def _candidates(root: Path, polls: list[list[Any]]) -> tuple[list[tuple[Any, ...
     return found, funnel
 
 
+@pytest.mark.parametrize("stream", [ListStream, LogStream])
 @pytest.mark.parametrize("seed", range(3))
 def test_a_worker_writes_the_same_candidates_with_and_without_the_window_query(
-        seed: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        seed: int, stream: type[ListStream], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rng = random.Random(seed)
     events = []
     for k in range(300):  # mostly in order, some up to 30 minutes late; distinct times
@@ -172,9 +180,9 @@ def test_a_worker_writes_the_same_candidates_with_and_without_the_window_query(
 
     monkeypatch.setattr(incremental, "rows_input", spy)
     (tmp_path / "fast").mkdir()
-    fast = _candidates(tmp_path / "fast", polls)
+    fast = _candidates(tmp_path / "fast", polls, stream)
     assert calls, "the fast path was not taken"
     monkeypatch.setattr(engine.incremental, "supported", lambda state: False)
     (tmp_path / "window").mkdir()
-    window = _candidates(tmp_path / "window", polls)
+    window = _candidates(tmp_path / "window", polls, stream)
     assert fast[0] and fast == window
