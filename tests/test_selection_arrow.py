@@ -13,6 +13,7 @@ import pyarrow as pa
 import pytest
 
 from ceap.pipeline import selection
+from ceap.pipeline.best_arrow import best_per_bucket
 from ceap.pipeline.funnel import Funnel
 from ceap.pipeline.plan import SCORE
 from ceap.pipeline.selection import RunInfo, select
@@ -86,3 +87,14 @@ def test_best_rows_picked_in_arrow_equal_the_window_querys(
     assert calls and calls[0] < scored.num_rows  # some rows were not the best of their bucket
     monkeypatch.setattr(selection, "best_per_bucket", lambda *a: None)
     assert fast == _run(spec, scored)
+
+
+def test_rows_arrow_cannot_rank_are_left_to_the_window_query() -> None:
+    spec = _spec(False, True, None)
+    scored = _scored(1, distinct_scores=False)
+    assert best_per_bucket(scored, spec, "event_ts", ["event_id"]) is not None
+    as_text = scored.set_column(3, "event_ts", scored.column("event_ts").cast(pa.string()))
+    assert best_per_bucket(as_text, spec, "event_ts", ["event_id"]) is None
+    nested = scored.append_column("tags", pa.array([[1]] * scored.num_rows))
+    assert best_per_bucket(nested, spec, "event_ts", ["event_id", "tags"]) is None
+    assert best_per_bucket(scored, spec, "event_ts", ["missing"]) is None

@@ -31,12 +31,14 @@ def _codes(column: pa.ChunkedArray | pa.Array) -> pa.Array:
 def best_per_bucket(scored: pa.Table, spec: ProgramSpec, event_time: str,
                     ties: list[str]) -> pa.Table | None:
     """The best row of each partition of ``scored`` (rows with their ``SCORE``); ``ties``:
-    the ``tie_columns`` of its schema. None when a column is missing or holds nulls where
-    a partition needs a time."""
+    the ``tie_columns`` of its schema. None (the window query then picks them) when a
+    column is missing, the event time is not a timestamp or has nulls, or a column is of
+    a type Arrow cannot sort."""
     src = spec.source
     names = set(scored.column_names)
     needed = {src.customer_id, SCORE, event_time, *ties, *([src.subject_id] if src.subject_id else [])}
-    if not needed <= names or scored.column(event_time).null_count:
+    if (not needed <= names or scored.column(event_time).null_count
+            or not pa.types.is_timestamp(scored.schema.field(event_time).type)):
         return None
     size = int(spec.selection.dedup_window.total_seconds())
     micros = pc.cast(pc.cast(scored.column(event_time), pa.timestamp("us")), pa.int64()).to_numpy()
@@ -53,7 +55,10 @@ def best_per_bucket(scored: pa.Table, spec: ProgramSpec, event_time: str,
     for name, _ in rank:
         table = table.append_column(name, scored.column(name))
     keys_order = [(p, "ascending", "at_end") for p in partition] + [(n, o, "at_end") for n, o in rank]
-    order = pc.sort_indices(table, sort_keys=keys_order).to_numpy()
+    try:
+        order = pc.sort_indices(table, sort_keys=keys_order).to_numpy()
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):  # a type Arrow cannot sort
+        return None
     same = np.ones(len(order), dtype=bool)  # in the partition of the row before it
     for p in partition:
         values = keys.column(p).to_numpy()[order]
