@@ -91,6 +91,10 @@ def evaluate(con: duckdb.DuckDBPyConnection, table: pa.Table | pa.RecordBatch,
         con.unregister(BATCH)
 
 
+#: ``run_arrow``'s queries parsed, by their text: a stream's micro-batches run the same few
+#: queries again and again, and parsing one took 0.3-1.2 ms of a 1.4-4 ms query
+_PARSED: dict[str, Any] = {}
+_PARSED_MAX = 64
 #: what DuckDB says when a result is read as Arrow from the connection (``run_arrow``)
 _COPY_WARNING = "Arrow output on a DB-API result makes an extra copy"
 
@@ -103,7 +107,14 @@ def run_arrow(con: duckdb.DuckDBPyConnection, sql: str,
     than the copy of the rows DuckDB warns this way makes, so the warning is not shown."""
     import warnings
 
-    con.execute(sql, params)
+    statement = _PARSED.get(sql)
+    if statement is None:
+        parsed = con.extract_statements(sql)
+        statement = parsed[0] if len(parsed) == 1 else sql
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[sql] = statement
+    con.execute(statement, params)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_COPY_WARNING, category=UserWarning)
         table: pa.Table = con.to_arrow_table()

@@ -169,7 +169,7 @@ class Plan:
         return self._after_conform(conformed, funnel, now)
 
     # -- one query for a micro-batch ------------------------------------------
-    def scored_sql(self, schema: pa.Schema, conformed: str, now: datetime) -> str | None:
+    def scored_sql(self, schema: pa.Schema, conformed: str) -> str | None:
         """The query doing what ``process_conformed`` asks of DuckDB, in one: over the FROM
         item ``conformed`` (rows of ``schema`` run through ``conform.conform_sql``), the run
         columns, a flag per filter (``__ceap_k{i}``: kept by filters 0..i; no filter is
@@ -186,9 +186,7 @@ class Plan:
             return None
         if any(_WINDOW.search(e) for e in [*(str(f.sql()) for f in self.filters), score or ""]):
             return None
-        ts = now.astimezone(UTC).replace(tzinfo=None)
-        run = {"run_ts": f"CAST('{ts.isoformat(sep=' ')}' AS TIMESTAMP)",
-               "run_date": f"CAST('{ts.date().isoformat()}' AS DATE)"}
+        run = {"run_ts": "CAST($run_ts AS TIMESTAMP)", "run_date": "CAST($run_date AS DATE)"}
         extra = "".join(f", {v} AS {c}" for c, v in run.items() if c not in schema.names)
         sql = f"SELECT *{extra} FROM ({conformed})"
         previous = f"({conform.REASON} IS NULL)"
@@ -199,6 +197,15 @@ class Plan:
         if score is not None:
             sql = f"SELECT *, CASE WHEN {previous} THEN {score} END AS {SCORE} FROM ({sql})"
         return sql
+
+    @staticmethod
+    def run_params(schema: pa.Schema, now: datetime) -> dict[str, object] | None:
+        """The parameters of ``scored_sql``'s query at ``now`` (its text stays the same from
+        one micro-batch to the next: ``sqlexpr.run_arrow`` parses it once)."""
+        ts = now.astimezone(UTC).replace(tzinfo=None)
+        values: dict[str, object] = {"run_ts": ts, "run_date": ts.date()}
+        params = {c: v for c, v in values.items() if c not in schema.names}
+        return params or None
 
     def process_scored(self, scored: pa.Table, funnel: Funnel) -> BatchOutcome:
         """``process_conformed`` over the result of ``scored_sql``: the same funnel counts,

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 
 from ceap.errors import PluginError
 from ceap.experiments.assignment import VariantSql, global_control_sql, holdout_sql, weights_for
+from ceap.pipeline.best_arrow import best_per_bucket
 from ceap.pipeline.funnel import Funnel
 from ceap.pipeline.plan import SCORE
 from ceap.scorers.base import Scorer
@@ -195,19 +196,29 @@ def _explains(scorer: Scorer[Any] | None, spec: ProgramSpec) -> bool:
 
 def _select_in_one(con: duckdb.DuckDBPyConnection, scored: pa.Table, spec: ProgramSpec, run: RunInfo,
                    funnel: Funnel, scorer: Scorer[Any] | None, event_time: str | None) -> pa.Table:
-    """``best_rows`` then ``candidate_rows`` as one query (no explanations to attach)."""
+    """``best_rows`` then ``candidate_rows`` as one query (no explanations to attach); a
+    stream's best rows are picked in Arrow first (``best_arrow``), so that query has no
+    window."""
     best_sql, top_order = _best_sql(spec, *_partition(spec, scored.schema, event_time))
+    picked = (best_per_bucket(scored, spec, event_time, tie_columns(scored.schema, spec))
+              if event_time else None)
+    inner = _top_sql(BATCH, best_sql, top_order) if picked is None else f"SELECT * FROM {BATCH} {top_order}"
     top = (f"(SELECT *, CAST(NULL AS VARCHAR) AS {REASONS}, CAST(NULL AS VARCHAR) AS {ITEMS} "
-           f"FROM ({_top_sql(BATCH, best_sql, top_order)}))")
-    sql, params = _candidate_sql(spec, run, scorer, event_time, top, holdout_given=False, extra=BEST)
-    con.register(BATCH, scored)
+           f"FROM ({inner}))")
+    sql, params = _candidate_sql(spec, run, scorer, event_time, top, holdout_given=False,
+                                 extra=BEST if picked is None else None)
+    con.register(BATCH, scored if picked is None else picked)
     try:
         table = run_arrow(con, sql, params)
     finally:
         con.unregister(BATCH)
-    best = int(table.column(BEST)[0].as_py()) if table.num_rows else 0
+    if picked is not None:
+        best = picked.num_rows
+    else:
+        best = int(table.column(BEST)[0].as_py()) if table.num_rows else 0
+        table = table.drop_columns([BEST])
     funnel.duplicate_customer += scored.num_rows - best
-    return _counted(table.drop_columns([BEST]), best, funnel)
+    return _counted(table, best, funnel)
 
 
 def candidate_rows(con: duckdb.DuckDBPyConnection, top: pa.Table, best: int, spec: ProgramSpec,

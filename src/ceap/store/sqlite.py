@@ -56,12 +56,17 @@ def _is_constant(column: pa.ChunkedArray) -> bool:
     return bool(pc.all(pc.equal(column, column[0])).as_py())
 
 
+#: rows from which ``_column_values`` looks for a column holding one value
+_CONSTANT_FROM = 16
+
+
 def _column_values(column: pa.ChunkedArray, n: int, time_format: str | None) -> list[Any]:
     """One column as Python values; a column holding one value (most candidate
-    columns: tenant, program, run, times...) is converted once and repeated."""
+    columns: tenant, program, run, times...) is converted once and repeated (from
+    ``_CONSTANT_FROM`` rows: on fewer, converting them all is cheaper than the check)."""
     if n and column.null_count == n:
         return [None] * n
-    if n > 1 and column.null_count == 0 and _is_constant(column):
+    if n >= _CONSTANT_FROM and column.null_count == 0 and _is_constant(column):
         return _column_values(column.slice(0, 1), 1, time_format) * n
     if time_format and pa.types.is_timestamp(column.type):
         column = pc.strftime(column, format=time_format.replace(".%f", ""))
