@@ -64,6 +64,11 @@ class RedisStreamsConnector(StreamConnector[RedisStreamsConfig]):
         return f"redis stream {self.config.stream} (group {self.config.group})"
 
     def _received(self, entries: Any) -> list[Received]:
+        key = self._field
+        try:  # every entry has its body field (the usual case): one comprehension
+            return [Received(fields[key], entry_id) for entry_id, fields in entries or []]
+        except (KeyError, TypeError):  # an entry deleted while pending, or another producer's
+            pass
         out, gone = [], []
         for entry_id, fields in entries or []:
             if fields is None:   # deleted from the stream while pending: nothing to process
