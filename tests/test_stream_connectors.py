@@ -588,3 +588,24 @@ def test_kinesis_restart_resumes_after_the_checkpoint(broker: Broker) -> None:
     a.publish(more)
     [got] = drain([a], 3, within=5)
     assert sorted(bodies(got)) == sorted(more)
+
+
+def test_redis_poll_takes_a_foreign_entry_as_the_json_of_its_fields() -> None:
+    """An entry without the body field (another producer's) comes as the JSON object of its
+    fields, among entries that have one, in stream order."""
+    require_service("redis")
+    import redis
+
+    name = f"ceap-test-{uuid.uuid4().hex[:8]}"
+    r = redis.Redis()
+    try:
+        conn = RedisStreamsConnector.from_dict({"type": "redis_streams", "stream": name}, None)
+        ids = [r.xadd(name, {"body": b'{"id": "a"}'}), r.xadd(name, {"kind": "x", "n": "1"}),
+               r.xadd(name, {"body": b'{"id": "b"}'})]
+        got = conn.poll(10, 0.1)
+        assert [(m.token, m.body) for m in got] == [
+            (ids[0], b'{"id": "a"}'), (ids[1], b'{"kind": "x", "n": "1"}'), (ids[2], b'{"id": "b"}')]
+        conn.close()
+    finally:
+        r.delete(name)
+        r.close()
