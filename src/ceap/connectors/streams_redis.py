@@ -71,7 +71,8 @@ class RedisStreamsConnector(StreamConnector[RedisStreamsConfig]):
             pass
         out, gone = [], []
         for entry_id, fields in entries or []:
-            if fields is None:   # deleted from the stream while pending: nothing to process
+            if not fields:       # deleted from the stream while pending (None, or no fields:
+                # an entry always has one): nothing to process
                 gone.append(entry_id)
                 continue
             body = fields.get(self._field)
