@@ -17,9 +17,15 @@ Measures, in one process and one run, side by side:
   candidate minus the send time of the event that triggered it, over every
   stored candidate (goal: p99 under 50 ms).
 
-The program is a predictive-issue-resolution one: customers whose app crashed
-at least 3 times in 24 hours (a ``count`` window over event time), on a
-supported app version, scored by an expression, get a support outreach.
+The program (``--program``) is by default ``count``, a predictive-issue-resolution
+one: customers whose app crashed at least 3 times in 24 hours (a ``count`` window
+over event time), on a supported app version, scored by an expression, get a
+support outreach. ``sequence_absence`` runs instead a program with a ``sequence``
+feature (a ``login`` then a ``purchase`` within 10 minutes) and an ``absence``
+feature (a ``support_contact`` with no ``purchase`` within 1 hour: an absence
+timer per contact); its events plant a ``purchase`` a few minutes after some
+logins and within the hour after half the support contacts, so both fire now
+and then (the rest of the stream is as for ``count``).
 
 Usage (from the repository root; Redis on 127.0.0.1:6379)::
 
@@ -27,11 +33,13 @@ Usage (from the repository root; Redis on 127.0.0.1:6379)::
     .venv/bin/python bench/realtime.py --events 100000       # quicker
     .venv/bin/python bench/realtime.py --stores sqlite,postgres
     .venv/bin/python bench/realtime.py --profile prof.out    # cProfile the end-to-end phase
+    .venv/bin/python bench/realtime.py --program sequence_absence
 """
 
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
 import multiprocessing as mp
 import os
@@ -73,6 +81,26 @@ PROGRAM = {
     "action": {"type": "alert", "channels": ["email"], "category": "transactional",
                "payload_columns": ["crashes_24h", "app_version", "app"]},
 }
+#: a sequence and an absence feature (issue 10's second benchmark program)
+SEQUENCE_ABSENCE = {
+    "name": "login_purchase_support",
+    "description": "A purchase soon after a login gets a thank-you; a support contact with no "
+                   "purchase within the hour gets an offer.",
+    "source": {"type": "events", "on": ["purchase"], "columns": {"amount": "float"}},
+    "state": {"login_then_buy": {"sequence": {"first": "login", "then": "purchase"}, "within": "10m",
+                                 "capture": ["country"]},
+              "no_purchase_1h": {"absence": {"after": "support_contact", "missing": "purchase"},
+                                 "within": "1h"}},
+    "filters": [{"id": "sequence_or_absence", "expr": "login_then_buy OR no_purchase_1h"}],
+    "scorer": {"type": "expression", "expr": "CASE WHEN no_purchase_1h THEN 0.8 ELSE 0.6 END"},
+    "selection": {"threshold": 0.3},
+    "action": {"type": "offer", "channels": ["email"],
+               "payload_columns": ["login_then_buy", "no_purchase_1h", "login_then_buy_country"]},
+}
+PROGRAMS = {"count": PROGRAM, "sequence_absence": SEQUENCE_ABSENCE}
+#: with ``follow_ups``: the share of logins followed by a purchase 1-9 minutes later (the
+#: sequence), and of support contacts followed by one 5-55 minutes later (no absence row)
+LOGIN_THEN_BUY, CONTACT_THEN_BUY = 0.3, 0.5
 TYPES = ["app_crash", "page_view", "login", "support_contact", "purchase"]
 TYPE_SHARE = [0.3, 0.4, 0.15, 0.1, 0.05]
 APPS = ["ios", "android", "web"]
@@ -101,18 +129,31 @@ def make_event(rng: random.Random, eid: str, customer: str, etype: str, ts: date
             "customer_id": customer, "attributes": attrs}
 
 
-def historic_events(n: int, customers: int, seed: int) -> list[bytes]:
+def historic_events(n: int, customers: int, seed: int, follow_ups: bool = False) -> list[bytes]:
     """``n`` events over three days of event time, mostly in order (a few seconds of
     jitter). Crashes come from a tenth of the customers, so some of them cross the
-    filter; every other type from anyone."""
+    filter; every other type from anyone. With ``follow_ups``, some logins and support
+    contacts are followed by a purchase of the same customer (``LOGIN_THEN_BUY``,
+    ``CONTACT_THEN_BUY``), sent in its place in event time; without, the events are the
+    same as they always were for ``seed``."""
     rng = random.Random(seed)
     span = timedelta(days=3).total_seconds()
     unstable = max(1, customers // 10)
     out = []
+    planned: list[tuple[datetime, int, int]] = []  # (ts, order, customer) of planned purchases
     for i in range(n):
-        etype = rng.choices(TYPES, TYPE_SHARE)[0]
-        who = rng.randrange(unstable) if etype == "app_crash" else rng.randrange(customers)
-        ts = T0 + timedelta(seconds=i * span / n + rng.uniform(-5, 5))
+        now = T0 + timedelta(seconds=i * span / n)
+        if planned and planned[0][0] <= now:
+            ts, _, who = heapq.heappop(planned)
+            etype = "purchase"
+        else:
+            etype = rng.choices(TYPES, TYPE_SHARE)[0]
+            who = rng.randrange(unstable) if etype == "app_crash" else rng.randrange(customers)
+            ts = now + timedelta(seconds=rng.uniform(-5, 5))
+            if follow_ups and etype == "login" and rng.random() < LOGIN_THEN_BUY:
+                heapq.heappush(planned, (ts + timedelta(minutes=rng.uniform(1, 9)), i, who))
+            elif follow_ups and etype == "support_contact" and rng.random() < CONTACT_THEN_BUY:
+                heapq.heappush(planned, (ts + timedelta(minutes=rng.uniform(5, 55)), i, who))
         out.append(json.dumps(make_event(rng, f"h{i}", f"C{who:07d}", etype, ts),
                               separators=(",", ":")).encode())
     return out
@@ -184,12 +225,13 @@ def raw_read(r: redis.Redis, stream: str, batch: int) -> dict[str, float]:
 
 
 def end_to_end(root: Path, target: Target, redis_url: str, stream: str, batch: int,
-               profile: str | None, catch_up: int = 1) -> dict[str, Any]:
+               profile: str | None, catch_up: int = 1, program: dict[str, Any] = PROGRAM
+               ) -> dict[str, Any]:
     store = open_store(target.url)
     worker = make_worker(root, store, redis_url, stream, f"e2e-{target.name}-{batch}", batch, 0.05,
                          catch_up)
     worker.reload(force=True)
-    if worker.stats.programs != [PROGRAM["name"]]:
+    if worker.stats.programs != [program["name"]]:
         raise SystemExit("the benchmark program did not load (see the log above)")
     prof = None
     if profile:
@@ -246,7 +288,8 @@ def produce(url: str, stream: str, rate: float, seconds: float, seed: int, custo
 
 
 def latency(root: Path, redis_url: str, stream: str, batch: int, wait: float, rate: float,
-            seconds: float, customers: int, warmup: float, catch_up: int = 1) -> dict[str, Any]:
+            seconds: float, customers: int, warmup: float, catch_up: int = 1,
+            program: dict[str, Any] = PROGRAM) -> dict[str, Any]:
     r = redis.Redis.from_url(redis_url)
     r.delete(stream)
     store = open_store(sqlite_target(root, "latency").url)
@@ -264,7 +307,7 @@ def latency(root: Path, redis_url: str, stream: str, batch: int, wait: float, ra
 
     store.write_run = hooked  # type: ignore[method-assign]
     worker.reload(force=True)
-    if worker.stats.programs != [PROGRAM["name"]]:
+    if worker.stats.programs != [program["name"]]:
         raise SystemExit("the benchmark program did not load (see the log above)")
     worker.step()  # connect, build the plan's connections
     producer = mp.get_context("spawn").Process(
@@ -351,6 +394,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--catch-up", type=int, default=1,
                    help="the worker's catch_up: polls of --batch merged into one micro-batch "
                         "while the stream is behind (1: none, as before)")
+    p.add_argument("--program", choices=sorted(PROGRAMS), default="count",
+                   help="count: the windowed-count program (default); sequence_absence: a program "
+                        "with a sequence and an absence feature, over events planted to fire both")
     p.add_argument("--profile", help="write a cProfile of the first end-to-end phase here")
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args(argv)
@@ -359,7 +405,8 @@ def main(argv: list[str] | None = None) -> int:
 
     root = Path(tempfile.mkdtemp(prefix="ceap-bench-rt-"))
     (root / "programs").mkdir()
-    (root / "programs" / "predictive_issue_resolution.yaml").write_text(yaml.safe_dump(PROGRAM))
+    program = PROGRAMS[args.program]
+    (root / "programs" / f"{program['name']}.yaml").write_text(yaml.safe_dump(program))
     r = redis.Redis.from_url(args.redis, socket_timeout=None)
     stream = f"ceap-bench-rt-{os.getpid()}"
     raw: dict[int, dict[str, float]] = {}
@@ -372,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
         log(before)
         if not args.skip_throughput:
             log(f"generating {args.events:,} events for {args.customers:,} customers")
-            bodies = historic_events(args.events, args.customers, args.seed)
+            bodies = historic_events(args.events, args.customers, args.seed,
+                                     follow_ups=args.program == "sequence_absence")
             size = sum(map(len, bodies)) / len(bodies)
             log(f"pre-loading stream {stream} (mean body {size:.0f} bytes)")
             preload(r, stream, bodies)
@@ -386,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
                               else postgres_target(args.pg))
                     try:
                         e2e[name, batch] = end_to_end(root, target, args.redis, stream, batch, profile,
-                                                      args.catch_up)
+                                                      args.catch_up, program)
                     finally:
                         if target.cleanup:
                             target.cleanup()
@@ -400,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copytree(root / "programs", root / f"latency{i}" / "programs")
             lat[rate] = latency(root / f"latency{i}", args.redis, stream + "-live", args.latency_batch,
                                 args.wait, rate, args.seconds, args.customers, args.warmup,
-                                args.catch_up)
+                                args.catch_up, program)
             log(f"latency: {lat[rate]}")
     finally:
         r.delete(stream, stream + "-live")
@@ -411,7 +459,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {before} (before); {machine()} (after)")
     print(f"command: {' '.join(['.venv/bin/python', *sys.argv])}")
     print(f"events: {args.events:,}, customers: {args.customers:,}, redis-py {redis.__version__} "
-          f"({parser} parser), worker catch_up {args.catch_up}")
+          f"({parser} parser), worker catch_up {args.catch_up}, program {args.program} "
+          f"({program['name']})")
     print()
     rows = []
     for batch in batches if raw else []:

@@ -52,3 +52,28 @@ def test_each_event_log_read_takes_the_index_it_needs(tmp_path: Path) -> None:
     assert event_totals(store, "default")[0] == 40
     assert sum(n for _, n in event_rate(store, "default", T0)) == 40
     store.close()
+
+
+def test_the_logged_time_text_is_the_stores_iso_text(tmp_path: Path) -> None:
+    """The append formats a batch's times column-wise: the text is ``to_iso``'s, to the
+    microsecond, whole seconds included (a history read compares these texts)."""
+    from ceap.realtime.state import _iso_column
+    from ceap.store.schema import to_iso
+
+    naive = [datetime(2026, 11, 25, 10), datetime(2026, 11, 25, 10, 0, 5, 120000),
+             datetime(1999, 12, 31, 23, 59, 59, 999999), datetime(1000, 1, 1, 0, 0, 0, 1),
+             datetime(9999, 12, 31, 23, 59, 59)]
+    us = pa.timestamp("us")
+    column = pa.chunked_array([pa.array(naive[:2], us), pa.array(naive[2:], us)])
+    assert _iso_column(column) == [to_iso(v.replace(tzinfo=UTC)) for v in naive]
+    store = open_store(f"sqlite:///{tmp_path}/s.db")
+    items = [{"id": f"e{i}", "type": "t", "ts": (T0 + timedelta(microseconds=i * 250_001)).isoformat(),
+              "customer_id": "C1"} for i in range(6)]
+    table, _ = validate_events(items)
+    EventLog(store).append(table)
+    got = EventLog(store).history([("default", "C1")], datetime(2026, 11, 25, 10, 0, 0, 500_002))
+    assert sorted(got.column("event_id").to_pylist()) == ["e2", "e3", "e4", "e5"]
+    with store.tx() as tx:
+        stored = [r[0] for r in tx.execute("SELECT ts FROM event_log ORDER BY event_id").fetchall()]
+    assert stored == [to_iso(T0 + timedelta(microseconds=i * 250_001)) for i in range(6)]
+    store.close()

@@ -264,10 +264,9 @@ class SharedListStream(ListStream):
     owns_partitions = False
 
 
-def test_a_stream_whose_workers_share_partitions_reads_history_from_the_log(tmp_path: Path) -> None:
-    """Keyed state needs a partition held by one worker: on a shared one, every worker would
-    restore it at nearly every micro-batch, so the worker keeps none and reads the log; the
-    candidates are those of a worker that keeps it."""
+def test_one_worker_on_a_stream_whose_workers_share_partitions_keeps_keyed_state(tmp_path: Path) -> None:
+    """Alone on a stream whose group members share its partition (Redis Streams...), a
+    worker keeps the partition's state in memory, as with Kafka: the same candidates."""
     batches = [[_message(_event(f"e{i}", "C1", "app_crash", i), "p0")] for i in range(3)]
     found = {}
     for name, stream in (("owned", ListStream(batches)), ("shared", SharedListStream(batches))):
@@ -276,10 +275,41 @@ def test_a_stream_whose_workers_share_partitions_reads_history_from_the_log(tmp_
         worker = Worker(store, stream, tmp_path / name / "programs", context)
         try:
             worker.run(until_idle=True)
-            assert (worker.keyed is not None) == (name == "owned")
+            assert worker.keyed is not None and not worker.shared
+            assert _state(worker, "p0") == ["e0", "e1", "e2"]
             found[name] = _found(store)
         finally:
             worker.close()
             store.close()
     assert found["shared"] == found["owned"]
     assert found["owned"]
+
+
+def test_two_workers_sharing_a_partition_read_history_from_the_log(tmp_path: Path) -> None:
+    """A second worker on a shared partition takes its claim; at its next batch the first
+    finds the claim gone, drops its state and reads history from the event log from then
+    on, and so does the second once the first has taken the claim back: neither restores
+    at every batch, and the count sees both workers' events (a restored copy would miss
+    those the other logged since)."""
+    store = open_store(f"sqlite:///{tmp_path}/s.db")
+    crash = [_message(_event(f"x{i}", "A", "app_crash", i), "p0") for i in range(4)]
+
+    def worker(name: str, batches: list[list[Received]]) -> Worker:
+        context = _project(tmp_path / name, store, {"crashes": PROGRAMS["crashes"]})
+        return Worker(store, SharedListStream(batches), tmp_path / name / "programs", context)
+
+    a, b = worker("a", [[crash[0]], [crash[2]]]), worker("b", [[crash[1]], [crash[3]]])
+    try:
+        a.step()
+        b.step()          # B claims p0: restored from the log (A's x0)
+        assert _state(b, "p0") == ["x0", "x1"] and not a.shared
+        a.step()          # A finds p0 taken: its x2 counted with x0 and x1 from the log
+        assert a.shared and a.keyed is None
+        assert _found(store) == [("crashes", "A", _bucket(2))]
+        b.step()          # B finds p0 taken back by A
+        assert b.shared and b.keyed is None
+        assert a.claims is not None and a.claims.epochs["p0"] == 3
+    finally:
+        a.close()
+        b.close()
+        store.close()

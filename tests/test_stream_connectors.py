@@ -588,3 +588,52 @@ def test_kinesis_restart_resumes_after_the_checkpoint(broker: Broker) -> None:
     a.publish(more)
     [got] = drain([a], 3, within=5)
     assert sorted(bodies(got)) == sorted(more)
+
+
+def test_redis_poll_takes_a_foreign_entry_as_the_json_of_its_fields() -> None:
+    """An entry without the body field (another producer's) comes as the JSON object of its
+    fields, among entries that have one, in stream order."""
+    require_service("redis")
+    import redis
+
+    name = f"ceap-test-{uuid.uuid4().hex[:8]}"
+    r = redis.Redis()
+    try:
+        conn = RedisStreamsConnector.from_dict({"type": "redis_streams", "stream": name}, None)
+        ids = [r.xadd(name, {"body": b'{"id": "a"}'}), r.xadd(name, {"kind": "x", "n": "1"}),
+               r.xadd(name, {"body": b'{"id": "b"}'})]
+        got = conn.poll(10, 0.1)
+        assert [(m.token, m.body) for m in got] == [
+            (ids[0], b'{"id": "a"}'), (ids[1], b'{"kind": "x", "n": "1"}'), (ids[2], b'{"id": "b"}')]
+        conn.close()
+    finally:
+        r.delete(name)
+        r.close()
+
+
+def test_redis_an_entry_deleted_while_pending_is_acknowledged_not_delivered() -> None:
+    """A consumer restarted under its name re-reads its pending entries; one deleted from
+    the stream meanwhile (Redis gives it no fields) is acknowledged, not delivered."""
+    require_service("redis")
+    import redis
+
+    name = f"ceap-test-{uuid.uuid4().hex[:8]}"
+    r = redis.Redis()
+    try:
+        conn = RedisStreamsConnector.from_dict({"type": "redis_streams", "stream": name,
+                                                "consumer": "c1"}, None)
+        ids = [r.xadd(name, {"body": f'{{"id": "{i}"}}'.encode()}) for i in range(3)]
+        assert len(conn.poll(10, 0.1)) == 3
+        conn.close()
+        r.xdel(name, ids[1])
+        again = RedisStreamsConnector.from_dict({"type": "redis_streams", "stream": name,
+                                                 "consumer": "c1"}, None)
+        assert [(m.token, m.body) for m in again.poll(10, 0.1)] == [
+            (ids[0], b'{"id": "0"}'), (ids[2], b'{"id": "2"}')]
+        pending = [p["message_id"] for p in r.xpending_range(name, "ceap", "-", "+", 10)]
+        assert pending == [ids[0], ids[2]]
+        again.close()
+    finally:
+        r.delete(name)
+        r.close()
+

@@ -64,9 +64,15 @@ class RedisStreamsConnector(StreamConnector[RedisStreamsConfig]):
         return f"redis stream {self.config.stream} (group {self.config.group})"
 
     def _received(self, entries: Any) -> list[Received]:
+        key = self._field
+        try:  # every entry has its body field (the usual case): one comprehension
+            return [Received(fields[key], entry_id) for entry_id, fields in entries or []]
+        except (KeyError, TypeError):  # an entry deleted while pending, or another producer's
+            pass
         out, gone = [], []
         for entry_id, fields in entries or []:
-            if fields is None:   # deleted from the stream while pending: nothing to process
+            if not fields:       # deleted from the stream while pending (None, or no fields:
+                # an entry always has one): nothing to process
                 gone.append(entry_id)
                 continue
             body = fields.get(self._field)

@@ -67,14 +67,17 @@ def run_micro_batch(runners: list[ProgramRunner], log: Any, batch: Batch,
     types = set().union(*(r.event_types() for r in runners))
     relevant = _of_types(events, types)
     pairs = _customers(relevant)
+    span = max((r.span() for r in runners), default=timedelta(0))
+    oldest = pc.min(relevant.column("ts")).as_py() if relevant.num_rows else None
     if keyed is not None:
         history = keyed.history(pairs.column("customer_id").combine_chunks(),
                                 pairs.column("tenant_id").combine_chunks())
+        if oldest is not None and history.num_rows:  # as from the log: what a window can reach
+            history = history.filter(pc.greater_equal(history.column("ts"),
+                                                      pa.scalar(oldest - span, pa.timestamp("us"))))
     else:
         customers = {(t, c) for t, c in zip(pairs.column("tenant_id").to_pylist(),
                                             pairs.column("customer_id").to_pylist(), strict=True)}
-        span = max((r.span() for r in runners), default=timedelta(0))
-        oldest = pc.min(relevant.column("ts")).as_py() if relevant.num_rows else None
         history = log.history(customers, oldest - span, types=types) if customers and oldest else None
     fresh = relevant.select(EVENT_SCHEMA.names)
     old = EVENT_SCHEMA.empty_table()

@@ -21,9 +21,10 @@ from datetime import UTC, datetime, timedelta
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ceap.json_input import loads
 from ceap.model import utcnow
 from ceap.realtime.events import EVENT_SCHEMA
-from ceap.realtime.state import _in_list, _naive
+from ceap.realtime.state import _in_list, _iso_column, _naive
 from ceap.store.base import Store
 
 #: how long a worker holds the timers it took before another may take them again
@@ -54,12 +55,20 @@ def fresh_attributes(fresh: pa.Table | None, event_ids: set[str]) -> dict[str, s
                     strict=True))
 
 
+def _iso_texts(times: Sequence[datetime]) -> list[str]:
+    """Naive UTC times as the store's text (``to_iso``), converted column-wise."""
+    return _iso_column(pa.chunked_array([pa.array(times, pa.timestamp("us"))]))
+
+
 def timer_events(fired: Sequence[tuple[str, str, str, datetime, str]], feature: str) -> pa.Table:
     """Fired timers ``(tenant, customer, event id, fire at, attributes JSON)`` as the rows
     a program gets: type ``__timer``, ``ts`` the fire time, the feature true."""
     out: dict[str, list[object]] = {n: [] for n in EVENT_SCHEMA.names}
     for tenant, customer, event_id, fire_at, attributes in fired:
-        attrs = json.loads(attributes) if attributes else {}
+        # ``json.loads``; the stored text is ASCII (``ensure_ascii``): ``loads`` reads its bytes
+        # with orjson when that gives the same values
+        attrs = (loads(attributes.encode()) if attributes.isascii() else json.loads(attributes)) \
+            if attributes else {}
         out["event_id"].append(f"timer:{event_id}")
         out["tenant_id"].append(tenant)
         out["customer_id"].append(customer)
@@ -80,12 +89,18 @@ class Timers:
         if not rows:
             return
         with self.store.tx() as tx:
+            tenants, customers, events, afters, fires, partitions = zip(*rows, strict=True)
+            if tx.dialect == "sqlite":  # the store's text, converted column-wise
+                after_ts, fire_at = _iso_texts(afters), _iso_texts(fires)
+            else:
+                after_ts, fire_at = ([tx.ts(v.replace(tzinfo=UTC)) for v in times]
+                                     for times in (afters, fires))
             tx.executemany(
                 "INSERT INTO timers (tenant_id, program, customer_id, event_id, after_ts, fire_at, "
                 "partition_key) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, program, "
                 "customer_id, event_id) DO NOTHING",
-                [(t, program, c, e, tx.ts(a.replace(tzinfo=UTC)), tx.ts(f.replace(tzinfo=UTC)), p)
-                 for t, c, e, a, f, p in rows])
+                list(zip(tenants, [program] * len(rows), customers, events, after_ts, fire_at, partitions,
+                         strict=True)))
 
     def fire(self, program: str, feature: str, missing: str, partition: str, before: datetime,
              fresh: pa.Table | None = None) -> pa.Table:

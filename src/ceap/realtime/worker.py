@@ -121,12 +121,14 @@ class Worker:
             from ceap.realtime.timers import Timers
 
             self.log, self.timers = EventLog(store), Timers(store)
-        #: the customers' events in memory for the partitions this worker holds: with the
-        #: store as state backend, on a broker that gives each partition to one worker
-        #: (``StreamConnector.owns_partitions``); otherwise history is read from the log
+        #: the customers' events in memory for the partitions this worker holds, with the
+        #: store as state backend (``_hold``); otherwise history is read from the log
         self.keyed: KeyedState | None = None
-        self.claims = (Claims(store, context.tenant, stream)
-                       if not state_url and source.owns_partitions else None)
+        self.claims = Claims(store, context.tenant, stream) if not state_url else None
+        #: on a stream whose workers share its partitions (``StreamConnector.owns_partitions``
+        #: False: Redis Streams, NATS, RabbitMQ, the embedded queue), True once another worker
+        #: took a partition this one held: from then on history is read from the event log
+        self.shared = False
 
     # -- programs --------------------------------------------------------
     def reload(self, force: bool = False) -> None:
@@ -238,7 +240,7 @@ class Worker:
         if erased:
             log.info("dropped %d event(s) of deleted customers", erased)
         runners = self.live()
-        if self.claims is not None and len(partitions):
+        if self.claims is not None and len(partitions) and not self.shared:
             self._hold(runners, partitions)
         bound = self.watermarks.bounds(partitions)  # lateness: against each partition's own progress
         self.watermarks.advance(events.column("ts"), partitions)
@@ -269,7 +271,11 @@ class Worker:
         """Make the keyed state hold what the programs read, for the batch's partitions: a
         partition this worker does not hold (first seen, or taken by another worker since)
         is claimed and its state and watermark restored from the event log; new programs
-        needing more event types or a longer window make every partition restored again."""
+        needing more event types or a longer window make every partition restored again.
+        On a stream whose workers share its partitions, a partition this worker held and
+        another took meanwhile means two workers read it: the state is dropped and history
+        read from the event log from then on (``shared``), as restoring at nearly every
+        micro-batch would cost more."""
         assert self.claims is not None
         types = set().union(*(r.event_types() for r in runners)) if runners else set()
         keep = (max((r.span() for r in runners), default=timedelta(0))
@@ -277,7 +283,13 @@ class Worker:
         if self.keyed is None or not self.keyed.covers(types, keep):
             self.keyed = KeyedState(types, keep)
             self.claims.epochs.clear()
-        for name in self.claims.take(pc.unique(partitions).to_pylist()):
+        held = set(self.claims.epochs)
+        taken = self.claims.take(pc.unique(partitions).to_pylist())
+        if not self.source.owns_partitions and held.intersection(taken):
+            self.shared, self.keyed = True, None
+            log.info("another worker reads this stream too: history from the event log from now on")
+            return
+        for name in taken:
             table, mark = restore(self.store, name, self.keyed.types, self.keyed.keep)
             self.keyed.load(name, table)
             if mark is not None and mark > self.watermarks.by_partition.get(name, EPOCH):
