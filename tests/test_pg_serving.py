@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from ceap.api.app import inbox_plain, json_bytes, plain, served, served_inbox
+from ceap.api.app import inbox_plain, json_bytes, plain
 from ceap.model import CandidateQuery, InboxItem, RunRecord, utcnow
 from ceap.store import open_store
 from ceap.store.pg_serving import CONNECTIONS_ENV, PgServingReads, connections_from_env
@@ -32,16 +32,18 @@ STATUSES = ["pending", "dispatched", "sent", "cancelled", "pending", "pending", 
 def store(pg_url: str) -> Iterator[PostgresStore]:
     s = open_store(pg_url)
     assert isinstance(s, PostgresStore)
-    now = utcnow() - timedelta(minutes=1)
+    now = utcnow().replace(microsecond=120000) - timedelta(minutes=1)  # isoformat: ".120000"
     s.clock = FakeClock(now + timedelta(minutes=1))  # type: ignore[method-assign]
     n = len(STATUSES)
     s.write_run(RunRecord("r", "default", "recs", "succeeded", now), make_candidates(
         n, now=now, customer_id="alice", status=lambda i: STATUSES[i],
         holdout=lambda i: i == 4, program=lambda i: "recs" if i % 2 else "churn",
         not_before=lambda i: now + timedelta(hours=1) if i == 5 else now,
-        expires_at=lambda i: now + timedelta(minutes=30) if i == 6 else now + timedelta(days=2),
+        expires_at=lambda i: now + timedelta(minutes=30) if i == 6 else (
+            now.replace(microsecond=0) if i == 2 else now) + timedelta(days=2),
         channels=lambda i: ["inapp", "email"] if i % 3 == 0 else ["email"],
-        score=lambda i: [0.5, 0.5, 0.9, 0.1, 0.3, 0.7, 0.25, 0.5, 0.125, 1 / 3, 0.5, 1e-7][i],
+        score=lambda i: [1.0, 1.0, 1e-7, 0.1, 0.3, 0.0, 2.5e20, 0.9, None, 1 / 3, 0.5, float("nan")][i],
+        subject_id=lambda i: 'q"b\\c\nd\te\x01ü' if i == 1 else f"s{i}",
         priority=lambda i: i % 2, context=lambda i: None if i == 9 else {"n": i},
         payload=lambda i: None if i == 8 else {"big": 2**70} if i == 0 else {"f": i / 10, "t": "é✓"}))
     s.write_run(RunRecord("r2", "other", "recs", "succeeded", now),
@@ -56,7 +58,7 @@ def store(pg_url: str) -> Iterator[PostgresStore]:
 
 def _candidates(store: PostgresStore, channel: str | None, program: str | None, limit: int) -> bytes:
     found = asyncio.run(store.serving_reads().candidates("default", "alice", channel, program, limit))
-    return json_bytes([served(c) for c in found])
+    return json_bytes(found)
 
 
 def _stored(store: PostgresStore, channel: str | None, program: str | None, limit: int) -> bytes:
@@ -81,7 +83,7 @@ def test_inbox_is_that_of_the_store(store: PostgresStore) -> None:
     for unread in (False, True):
         found = asyncio.run(store.serving_reads().inbox("default", "alice", unread))
         assert len(found) == (2 if unread else 4)
-        assert json_bytes([served_inbox(i) for i in found]) == json_bytes(
+        assert json_bytes(found) == json_bytes(
             [inbox_plain(i) for i in store.inbox_list("default", "alice", unread_only=unread)])
     assert asyncio.run(store.serving_reads().inbox("default", "nobody", False)) == []
 
@@ -99,7 +101,7 @@ def test_reads_wait_for_a_connection_and_share_few(store: PostgresStore) -> None
 
     try:
         answers = asyncio.run(many())
-        assert len({json_bytes([served(c) for c in a]) for a in answers}) == 1 and answers[0]
+        assert len({json_bytes(a) for a in answers}) == 1 and answers[0]
         assert reads._opened == len(reads._idle) == 2  # never more than its size
         asyncio.run(many())  # another event loop, the same connections
         assert reads._opened == 2
@@ -135,7 +137,7 @@ def test_a_failed_connection_is_dropped(store: PostgresStore) -> None:
         asyncio.run(reads.inbox("default", "alice", False))
         [conn] = reads._idle
         with psycopg.connect(store._conninfo, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", (conn.pgconn.backend_pid,))
+            admin.execute("SELECT pg_terminate_backend(%s)", (conn.pg.backend_pid,))
         with pytest.raises(psycopg.OperationalError):
             asyncio.run(reads.inbox("default", "alice", False))
         assert len(asyncio.run(reads.inbox("default", "alice", False))) == 4  # a new connection

@@ -49,18 +49,6 @@ def plain(c: Candidate) -> dict[str, Any]:
     return data
 
 
-def served(c: dict[str, Any]) -> dict[str, Any]:
-    """``plain`` of a candidate read by ``Store.serving_reads`` (its fields, in order)."""
-    c["not_before"], c["expires_at"] = c["not_before"].isoformat(), c["expires_at"].isoformat()
-    return c
-
-
-def served_inbox(i: dict[str, Any]) -> dict[str, Any]:
-    """``inbox_plain`` of a message read by ``Store.serving_reads``."""
-    i["created_at"] = i["created_at"].isoformat()
-    return i
-
-
 def json_bytes(data: Any) -> bytes:
     """JSON, with orjson (the standard library for what orjson refuses)."""
     try:
@@ -129,8 +117,7 @@ def create_app(store: Store, *, auth: bool = True, ingest: Any = None,
                               program: str | None, limit: int) -> bytes:
         """The JSON of a customer's servable candidates (both candidates routes)."""
         if serving is not None:
-            found = await serving.candidates(tenant_id, customer_id, channel, program, limit)
-            return json_bytes([served(c) for c in found])
+            return json_bytes(await serving.candidates(tenant_id, customer_id, channel, program, limit))
         return json_bytes([plain(c) for c in await read(store.candidates, CandidateQuery(
             tenant_id=tenant_id, customer_id=customer_id, channel=channel, program=program,
             limit=limit, servable=True))])
@@ -138,8 +125,7 @@ def create_app(store: Store, *, auth: bool = True, ingest: Any = None,
     async def inbox_body(tenant_id: str, customer_id: str, unread: bool) -> bytes:
         """The JSON of a customer's inbox (both inbox routes)."""
         if serving is not None:
-            found = await serving.inbox(tenant_id, customer_id, unread)
-            return json_bytes([served_inbox(i) for i in found])
+            return json_bytes(await serving.inbox(tenant_id, customer_id, unread))
         items = await read(store.inbox_list, tenant_id, customer_id, unread_only=unread)
         return json_bytes([inbox_plain(i) for i in items])
 

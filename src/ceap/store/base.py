@@ -30,13 +30,12 @@ class ServingReads(Protocol):
 
     async def candidates(self, tenant_id: str, customer_id: str, channel: str | None,
                          program: str | None, limit: int) -> list[dict[str, Any]]:
-        """A customer's servable candidates, best first, as the API's fields (times as
-        datetimes)."""
+        """A customer's servable candidates, best first, as the API shows them."""
         ...
 
     async def inbox(self, tenant_id: str, customer_id: str,
                     unread_only: bool) -> list[dict[str, Any]]:
-        """A customer's inbox messages, newest first, as the API's fields."""
+        """A customer's inbox messages, newest first, as the API shows them."""
         ...
 
 

@@ -1,19 +1,26 @@
 """The serving API's two hot reads on PostgreSQL, run on the event loop.
 
 A customer's servable candidates and their in-app inbox are read the same way as
-``PostgresStore.candidates`` and ``inbox_list`` (same rows, same order), with less work
-per request:
+``PostgresStore.candidates`` and ``inbox_list`` (same rows, same order), and given as
+the API shows them, with much less work per request:
 
-* on the event loop, through psycopg's ``AsyncConnection`` (no hop to a thread and
-  back, no contention for the GIL between the loop and a read thread);
+* one statement per request, prepared (at the protocol level) on each connection's
+  first run of it; PostgreSQL returns the whole answer as one JSON value (the rows as
+  arrays of the API's fields, times already as ISO 8601 text), which one ``orjson``
+  call decodes: no row or column decoding in Python, no time conversions;
+* on the event loop, straight on libpq (psycopg's ``pgconn``: send, wait for the
+  socket, read), without psycopg's cursor layers and without a hop to a thread and
+  back (nor the contention for the GIL between the loop and a read thread);
 * on a few connections of their own (``CEAP_PG_SERVING_CONNECTIONS``, default 4 per
-  process, opened on first use), each statement prepared on its first run;
-* only the columns the API shows, in binary (no text parsing of numbers and times), JSON
-  decoded by orjson (``ceap.store.schema.loads``), in a session whose time zone is UTC
-  (no conversion of each timestamp).
+  process, opened on first use). A read that finds them all busy waits for one
+  (first come, first served). A connection that fails, or whose read is cancelled
+  midway, is closed, not reused.
 
-A request that finds every connection busy waits for one (first come, first served). A
-connection that fails, or whose request is cancelled mid-read, is closed, not reused.
+The JSON is the same the API makes from ``candidates()``: numbers and text as
+PostgreSQL writes them into JSON decode to the same values (``extra_float_digits`` is
+set to 1: shortest exact floats; a score is made a float again, from ``1`` or
+``"NaN"``), the JSON columns are embedded as they are stored, and
+times are written as Python's ``isoformat`` writes a UTC time.
 """
 
 from __future__ import annotations
@@ -27,7 +34,8 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg.types.json import set_json_loads
+from psycopg import pq
+from psycopg.errors import error_from_result
 
 from ceap.store.schema import loads
 
@@ -39,25 +47,44 @@ DEFAULT_CONNECTIONS = 4
 CANDIDATE_FIELDS = ("id", "program", "customer_id", "subject_id", "action_type", "channels",
                     "score", "priority", "model", "payload", "context", "status",
                     "not_before", "expires_at")
-#: what the API shows of an inbox message (``InboxItemOut``); ``read``: ``read_at IS NOT NULL``
+#: what the API shows of an inbox message (``InboxItemOut``)
 INBOX_FIELDS = ("id", "program", "title", "body", "payload", "created_at", "read")
 
-_SERVABLE = ("SELECT " + ", ".join(CANDIDATE_FIELDS) + " FROM candidates "
-             "WHERE tenant_id = %s AND customer_id = %s "
-             "AND status IN ('pending', 'dispatched', 'sent') AND NOT holdout "
-             "AND not_before <= %s AND expires_at > %s{extra} "
-             "ORDER BY priority DESC, score DESC, id LIMIT %s")
-#: the candidates statement for (program given, channel given)
+
+def _iso(column: str) -> str:
+    """SQL writing a ``timestamptz`` as ``datetime.isoformat()`` writes it in UTC
+    (microseconds only when there are some)."""
+    utc = f"({column} AT TIME ZONE 'UTC')"
+    return (f"to_char({utc}, CASE WHEN date_trunc('second', {utc}) = {utc} "
+            """THEN 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"' """
+            """ELSE 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"' END)""")
+
+
+_ORDER = "priority DESC, score DESC, id"
+_SERVABLE = (
+    "SELECT json_agg(json_build_array(id, program, customer_id, subject_id, action_type, "
+    "channels, score, "
+    f"priority, model, payload, context, status, {_iso('not_before')}, {_iso('expires_at')}) "
+    f"ORDER BY {_ORDER})::text FROM (SELECT id, program, customer_id, subject_id, "
+    "action_type, channels, score, priority, model, payload, context, status, not_before, "
+    "expires_at FROM candidates WHERE tenant_id = $1 AND customer_id = $2 "
+    "AND status IN ('pending', 'dispatched', 'sent') AND NOT holdout "
+    "AND not_before <= $3 AND expires_at > $3{extra} "
+    f"ORDER BY {_ORDER} LIMIT $4) c")
+#: the candidates statement for (program given, channel given): $5 and $6 in that order
 CANDIDATES_SQL = {
-    (program, channel): _SERVABLE.format(
-        extra=(" AND program = %s" if program else "") + (" AND channels ? %s" if channel else ""))
+    (program, channel): _SERVABLE.format(extra=(" AND program = $5" if program else "") + (
+        f" AND channels ? ${5 + program}" if channel else ""))
     for program in (False, True) for channel in (False, True)
 }
-_INBOX = ("SELECT id, program, title, body, payload, created_at, read_at IS NOT NULL FROM inbox "
-          "WHERE tenant_id = %s AND customer_id = %s{extra} ORDER BY created_at DESC, id DESC")
+_INBOX = ("SELECT json_agg(json_build_array(id, program, title, body, payload, "
+          f"{_iso('created_at')}, read_at IS NOT NULL) ORDER BY created_at DESC, id DESC)::text "
+          "FROM inbox WHERE tenant_id = $1 AND customer_id = $2{extra}")
 #: the inbox statement, all messages (False) or unread ones (True)
 INBOX_SQL = {unread: _INBOX.format(extra=" AND read_at IS NULL" if unread else "")
              for unread in (False, True)}
+_NAMES = {sql: f"ceap_serving_{i}".encode()
+          for i, sql in enumerate([*CANDIDATES_SQL.values(), *INBOX_SQL.values()])}
 
 
 def connections_from_env() -> int:
@@ -75,6 +102,58 @@ def _wake(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
+async def _ready(fd: int, write: bool = False) -> None:
+    """Until the socket can be read (or written)."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    (loop.add_writer if write else loop.add_reader)(fd, _wake, done)
+    try:
+        await done
+    finally:
+        (loop.remove_writer if write else loop.remove_reader)(fd)
+
+
+class _Conn:
+    """A connection of the hot reads, and the statements prepared on it."""
+
+    __slots__ = ("conn", "pg", "prepared")
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any]):
+        self.conn, self.pg, self.prepared = conn, conn.pgconn, set[bytes]()
+
+    async def result(self) -> pq.abc.PGresult | None:
+        """The last result of what was sent (raised if it is an error), once all are in."""
+        pg, fd = self.pg, self.pg.socket
+        while pg.flush():  # not all sent yet
+            await _ready(fd, write=True)
+        last = None
+        while True:
+            pg.consume_input()
+            while not pg.is_busy():
+                found = pg.get_result()
+                if found is None:
+                    if last is not None and last.status == pq.ExecStatus.FATAL_ERROR:
+                        raise error_from_result(last)
+                    return last
+                last = found
+            await _ready(fd)
+
+    async def value(self, sql: str, params: list[bytes]) -> bytes | None:
+        """The one value the prepared ``sql`` returns for ``params`` (text)."""
+        name = _NAMES[sql]
+        if name not in self.prepared:
+            self.pg.send_prepare(name, sql.encode())
+            await self.result()
+            self.prepared.add(name)
+        self.pg.send_query_prepared(name, params)
+        found = await self.result()
+        return found.get_value(0, 0) if found is not None and found.ntuples else None
+
+    def close(self) -> None:
+        """Close without the event loop (there may be none): end the libpq connection."""
+        self.pg.finish()
+
+
 class PgServingReads:
     """The hot reads of one ``PostgresStore`` (see the module docstring).
 
@@ -84,7 +163,7 @@ class PgServingReads:
     def __init__(self, conninfo: str, clock: Callable[[], datetime], size: int | None = None):
         self._conninfo, self._clock = conninfo, clock
         self._size = size if size is not None else connections_from_env()
-        self._idle: list[psycopg.AsyncConnection[Any]] = []
+        self._idle: list[_Conn] = []
         self._opened = 0  # idle, in use, or being opened
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._lock = threading.Lock()
@@ -92,49 +171,46 @@ class PgServingReads:
 
     async def candidates(self, tenant_id: str, customer_id: str, channel: str | None,
                          program: str | None, limit: int) -> list[dict[str, Any]]:
-        """What ``candidates(CandidateQuery(..., servable=True))`` finds, as the API's fields
-        (``CANDIDATE_FIELDS``; JSON decoded, ``payload`` and ``context`` ``{}`` when null,
-        times as UTC datetimes)."""
-        now = self._clock()
-        params: list[Any] = [tenant_id, customer_id, now, now]
+        """What ``candidates(CandidateQuery(..., servable=True))`` finds, as the API shows
+        it (``CANDIDATE_FIELDS``; ``payload`` and ``context`` ``{}`` when null)."""
+        params = [tenant_id.encode(), customer_id.encode(), self._clock().isoformat().encode(),
+                  str(limit).encode()]
         if program is not None:
-            params.append(program)
+            params.append(program.encode())
         if channel is not None:
-            params.append(channel)
-        params.append(limit)
-        rows = await self._rows(CANDIDATES_SQL[program is not None, channel is not None], params)
+            params.append(channel.encode())
         found = []
-        for row in rows:
+        for row in await self._rows(CANDIDATES_SQL[program is not None, channel is not None], params):
             c = dict(zip(CANDIDATE_FIELDS, row, strict=True))
             c["payload"] = c["payload"] or {}
             c["context"] = c["context"] or {}
+            if c["score"] is not None:  # JSON has 1.0 as 1, NaN as "NaN"
+                c["score"] = float(c["score"])
             found.append(c)
         return found
 
     async def inbox(self, tenant_id: str, customer_id: str,
                     unread_only: bool) -> list[dict[str, Any]]:
-        """What ``inbox_list`` finds, as the API's fields (``INBOX_FIELDS``; ``payload``
-        ``{}`` when null, ``created_at`` a UTC datetime)."""
-        rows = await self._rows(INBOX_SQL[unread_only], (tenant_id, customer_id))
+        """What ``inbox_list`` finds, as the API shows it (``INBOX_FIELDS``; ``payload``
+        ``{}`` when null)."""
         found = []
-        for row in rows:
+        for row in await self._rows(INBOX_SQL[unread_only], [tenant_id.encode(), customer_id.encode()]):
             item = dict(zip(INBOX_FIELDS, row, strict=True))
             item["payload"] = item["payload"] or {}
             found.append(item)
         return found
 
-    async def _rows(self, sql: str, params: Any) -> list[tuple[Any, ...]]:
+    async def _rows(self, sql: str, params: list[bytes]) -> list[list[Any]]:
         conn = await self._borrow()
         try:
-            cursor = await conn.execute(sql, params, prepare=True, binary=True)
-            rows = await cursor.fetchall()
-        except BaseException:  # failed or cancelled mid-read: its state is unknown
+            value = await conn.value(sql, params)
+        except BaseException:  # failed or cancelled midway: its state is unknown
             self._drop(conn)
             raise
         self._give_back(conn)
-        return rows
+        return loads(value) if value is not None else []  # type: ignore[no-any-return]
 
-    async def _borrow(self) -> psycopg.AsyncConnection[Any]:
+    async def _borrow(self) -> _Conn:
         while True:
             with self._lock:
                 if self._closed:
@@ -163,27 +239,25 @@ class PgServingReads:
                 self._wake_one()
             raise
 
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True,
-                                                     prepare_threshold=0)
+    async def _connect(self) -> _Conn:
+        conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
         try:
-            set_json_loads(loads, conn)  # orjson, the standard library for what it refuses
-            await conn.execute("SET TimeZone TO 'UTC'")  # times load as UTC, as the API shows them
+            await conn.execute("SET extra_float_digits = 1")  # floats in JSON: shortest exact
         except BaseException:
             await conn.close()
             raise
-        return conn
+        return _Conn(conn)
 
-    def _give_back(self, conn: psycopg.AsyncConnection[Any]) -> None:
+    def _give_back(self, conn: _Conn) -> None:
         with self._lock:
             if not self._closed:
                 self._idle.append(conn)
                 self._wake_one()
                 return
-        _close(conn)
+        conn.close()
 
-    def _drop(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        _close(conn)
+    def _drop(self, conn: _Conn) -> None:
+        conn.close()
         with self._lock:
             self._opened -= 1
             self._wake_one()
@@ -203,12 +277,7 @@ class PgServingReads:
             idle, self._idle = self._idle, []
             waiters, self._waiters = list(self._waiters), deque()
         for conn in idle:
-            _close(conn)
+            conn.close()
         for waiter in waiters:  # they find the store closed
             if not waiter.get_loop().is_closed():
                 waiter.get_loop().call_soon_threadsafe(_wake, waiter)
-
-
-def _close(conn: psycopg.AsyncConnection[Any]) -> None:
-    """Close without the event loop (there may be none): end the libpq connection."""
-    conn.pgconn.finish()
