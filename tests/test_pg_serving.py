@@ -170,3 +170,12 @@ def test_json_columns_keep_integers_past_64_bits() -> None:
     for text in ('{"big": 1180591620717411303424, "t": "é"}', '[-1180591620717411303424, 0.5]'):
         assert loads(text) == loads(text.encode()) == json.loads(text)  # orjson alone: a float
     assert type(loads('{"big": 1180591620717411303424}')["big"]) is int
+
+
+def test_text_with_a_nul_is_refused_not_cut(store: PostgresStore) -> None:
+    reads = store.serving_reads()
+    for customer in ("alice\x00", "al\x00ice"):  # libpq would read "alice" or "al"
+        with pytest.raises(psycopg.DataError):
+            asyncio.run(reads.inbox("default", customer, False))
+        with pytest.raises(psycopg.DataError):
+            asyncio.run(reads.candidates("default", "alice", customer, None, 5))

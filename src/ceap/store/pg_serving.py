@@ -97,6 +97,13 @@ def connections_from_env() -> int:
     return int(raw)
 
 
+def _text(value: str) -> bytes:
+    """A text parameter, as psycopg would send it (libpq would cut it at a NUL)."""
+    if "\x00" in value:
+        raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+    return value.encode()
+
+
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -173,12 +180,12 @@ class PgServingReads:
                          program: str | None, limit: int) -> list[dict[str, Any]]:
         """What ``candidates(CandidateQuery(..., servable=True))`` finds, as the API shows
         it (``CANDIDATE_FIELDS``; ``payload`` and ``context`` ``{}`` when null)."""
-        params = [tenant_id.encode(), customer_id.encode(), self._clock().isoformat().encode(),
+        params = [_text(tenant_id), _text(customer_id), self._clock().isoformat().encode(),
                   str(limit).encode()]
         if program is not None:
-            params.append(program.encode())
+            params.append(_text(program))
         if channel is not None:
-            params.append(channel.encode())
+            params.append(_text(channel))
         found = []
         for row in await self._rows(CANDIDATES_SQL[program is not None, channel is not None], params):
             c = dict(zip(CANDIDATE_FIELDS, row, strict=True))
@@ -194,7 +201,7 @@ class PgServingReads:
         """What ``inbox_list`` finds, as the API shows it (``INBOX_FIELDS``; ``payload``
         ``{}`` when null)."""
         found = []
-        for row in await self._rows(INBOX_SQL[unread_only], [tenant_id.encode(), customer_id.encode()]):
+        for row in await self._rows(INBOX_SQL[unread_only], [_text(tenant_id), _text(customer_id)]):
             item = dict(zip(INBOX_FIELDS, row, strict=True))
             item["payload"] = item["payload"] or {}
             found.append(item)
