@@ -20,7 +20,7 @@ The JSON is the same the API makes from ``candidates()``: numbers and text as
 PostgreSQL writes them into JSON decode to the same values (``extra_float_digits`` is
 set to 1: shortest exact floats; a score is made a float again, from ``1`` or
 ``"NaN"``), the JSON columns are embedded as they are stored, and
-times are written as Python's ``isoformat`` writes a UTC time.
+times are written as Python's ``isoformat`` writes a UTC time (``_iso``, ``_whole``).
 """
 
 from __future__ import annotations
@@ -52,12 +52,17 @@ INBOX_FIELDS = ("id", "program", "title", "body", "payload", "created_at", "read
 
 
 def _iso(column: str) -> str:
-    """SQL writing a ``timestamptz`` as ``datetime.isoformat()`` writes it in UTC
-    (microseconds only when there are some)."""
-    utc = f"({column} AT TIME ZONE 'UTC')"
-    return (f"to_char({utc}, CASE WHEN date_trunc('second', {utc}) = {utc} "
-            """THEN 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"' """
-            """ELSE 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"' END)""")
+    """SQL writing a ``timestamptz`` in UTC as ``datetime.isoformat()`` does, but always
+    with microseconds (``_whole`` drops ``.000000``, as ``isoformat`` does)."""
+    return f"""to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
+
+
+_NO_MICROSECONDS = ".000000+00:00"
+
+
+def _whole(time: str) -> str:
+    """An ``_iso`` time as ``isoformat`` writes it (no fraction of a whole second)."""
+    return time[:-13] + "+00:00" if time.endswith(_NO_MICROSECONDS) else time
 
 
 _ORDER = "priority DESC, score DESC, id"
@@ -193,6 +198,7 @@ class PgServingReads:
             c["context"] = c["context"] or {}
             if c["score"] is not None:  # JSON has 1.0 as 1, NaN as "NaN"
                 c["score"] = float(c["score"])
+            c["not_before"], c["expires_at"] = _whole(c["not_before"]), _whole(c["expires_at"])
             found.append(c)
         return found
 
@@ -204,6 +210,7 @@ class PgServingReads:
         for row in await self._rows(INBOX_SQL[unread_only], [_text(tenant_id), _text(customer_id)]):
             item = dict(zip(INBOX_FIELDS, row, strict=True))
             item["payload"] = item["payload"] or {}
+            item["created_at"] = _whole(item["created_at"])
             found.append(item)
         return found
 
