@@ -113,14 +113,19 @@ def test_reads_wait_for_a_connection_and_share_few(store: PostgresStore) -> None
 
 def test_a_cancelled_read_leaves_the_others_served(store: PostgresStore) -> None:
     reads = _reads(store, 1)
+    locker = psycopg.connect(store._conninfo)  # holds a lock the reads wait for, until commit
 
     async def go() -> list[Any]:
+        locker.execute("LOCK TABLE inbox IN ACCESS EXCLUSIVE MODE")
         first = asyncio.create_task(reads.inbox("default", "alice", False))
         waiting = asyncio.create_task(reads.inbox("default", "alice", False))
         last = asyncio.create_task(reads.inbox("default", "alice", False))
-        await asyncio.sleep(0)  # the first has the connection, the others wait
+        await asyncio.sleep(0)  # the first has sent its read (it waits for the lock), the others wait
+        assert not first.done() and reads._opened == 1 and len(reads._waiters) == 2
         waiting.cancel()
         first.cancel()  # mid-read: its connection is closed, and the last read opens another
+        await asyncio.sleep(0)
+        locker.commit()
         return await asyncio.gather(first, waiting, last, return_exceptions=True)
 
     try:
@@ -130,6 +135,7 @@ def test_a_cancelled_read_leaves_the_others_served(store: PostgresStore) -> None
         assert len(last) == 5
         assert reads._opened == 1 and not reads._waiters
     finally:
+        locker.close()
         reads.close()
 
 
