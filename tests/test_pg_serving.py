@@ -145,7 +145,7 @@ def test_a_failed_connection_is_dropped(store: PostgresStore) -> None:
         asyncio.run(reads.inbox("default", "alice", False))
         [conn] = reads._idle
         with psycopg.connect(store._conninfo, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", (conn.pg.backend_pid,))
+            admin.execute("SELECT pg_terminate_backend(%s, 10000)", (conn.pg.backend_pid,))  # and gone
         with pytest.raises(psycopg.OperationalError):
             asyncio.run(reads.inbox("default", "alice", False))
         assert len(asyncio.run(reads.inbox("default", "alice", False))) == 5  # a new connection
