@@ -13,7 +13,7 @@ the API shows them, with much less work per request:
   back (nor the contention for the GIL between the loop and a read thread);
 * on a few connections of their own (``CEAP_PG_SERVING_CONNECTIONS``, default 4 per
   process, opened on first use). A read that finds them all busy waits for one
-  (first come, first served). A connection that fails, or whose read is cancelled
+  (the waiting reads are woken in the order they came). A connection that fails, or whose read is cancelled
   midway, is closed, not reused.
 
 The JSON is the same the API makes from ``candidates()``: numbers and text as
