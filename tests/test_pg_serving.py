@@ -163,7 +163,7 @@ def test_closed_store_reads_fail(store: PostgresStore) -> None:
 
 
 def test_connections_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert connections_from_env() == 4
+    assert connections_from_env() == 10
     monkeypatch.setenv(CONNECTIONS_ENV, "12")
     assert connections_from_env() == 12
     for bad in ("0", "-1", "two", "101"):

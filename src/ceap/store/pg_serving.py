@@ -11,7 +11,7 @@ the API shows them, with much less work per request:
 * on the event loop, straight on libpq (psycopg's ``pgconn``: send, wait for the
   socket, read), without psycopg's cursor layers and without a hop to a thread and
   back (nor the contention for the GIL between the loop and a read thread);
-* on a few connections of their own (``CEAP_PG_SERVING_CONNECTIONS``, default 4 per
+* on connections of their own (``CEAP_PG_SERVING_CONNECTIONS``, default 10 per
   process, opened on first use). A read that finds them all busy waits for one
   (the waiting reads are woken in the order they came). A connection that fails, or whose read is cancelled
   midway, is closed, not reused.
@@ -41,7 +41,7 @@ from ceap.store.schema import loads
 
 #: connections the hot reads of one process (one server worker) open at most
 CONNECTIONS_ENV = "CEAP_PG_SERVING_CONNECTIONS"
-DEFAULT_CONNECTIONS = 4
+DEFAULT_CONNECTIONS = 10
 
 #: what the API shows of a candidate (``CandidateOut``), in this order
 CANDIDATE_FIELDS = ("id", "program", "customer_id", "subject_id", "action_type", "channels",
@@ -93,7 +93,7 @@ _NAMES = {sql: f"ceap_serving_{i}".encode()
 
 
 def connections_from_env() -> int:
-    """``CEAP_PG_SERVING_CONNECTIONS`` (default 4), checked: a whole number from 1 to 100."""
+    """``CEAP_PG_SERVING_CONNECTIONS`` (default 10), checked: a whole number from 1 to 100."""
     raw = os.environ.get(CONNECTIONS_ENV, "").strip()
     if not raw:
         return DEFAULT_CONNECTIONS
