@@ -5,7 +5,9 @@ builds the app with API keys on, and calls the ASGI application itself (every
 middleware included) ``--n`` times per route, one request at a time: ``GET /healthz``
 (the constant answer), a customer's candidates (``?limit=5``) and inbox, with the key.
 Prints process CPU microseconds per request (user + system: what load on a shared
-machine distorts least) and each route's ratio to ``/healthz``.
+machine distorts least) and each route's ratio to ``/healthz``; with ``--pg``, also
+the CPU the PostgreSQL server processes serving this process's connections spent per
+request (their ``/proc/PID/schedstat`` run time: the database must be on this machine).
 
     .venv/bin/python bench/serving_cpu.py                       # the code on PYTHONPATH
     .venv/bin/python bench/serving_cpu.py --baseline SRC_DIR    # and another tree beside it
@@ -62,11 +64,38 @@ async def _call(app: Any, scope: dict[str, Any]) -> int:
     return status
 
 
+def _backends(url: str, name: str) -> list[int]:
+    """The PostgreSQL server processes of the connections named ``name``."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        return [pid for (pid,) in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s "
+            "AND pid <> pg_backend_pid()", (name,))]
+
+
+def _run_ns(pids: list[int]) -> int:
+    """Nanoseconds those processes have run on a CPU (ended ones count nothing)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except OSError:
+            pass
+    return total
+
+
 def measure(url: str, key: str, customers: int, n: int) -> dict[str, float]:
-    """CPU microseconds per request of each route (one round)."""
+    """CPU microseconds per request of each route (one round); with PostgreSQL also its
+    server processes' (``ROUTE db``)."""
     from ceap.api import create_app
     from ceap.store import open_store
 
+    pg = url.startswith("postgres")
+    name = f"ceap-cpu-{os.getpid()}"
+    if pg:  # every connection of this process's store carries the name
+        url = f"{url}{'&' if '?' in url else '?'}application_name={name}"
     store = open_store(url, migrate=False)
     app = create_app(store, auth=True)
     rng = random.Random(7)
@@ -83,10 +112,13 @@ def measure(url: str, key: str, customers: int, n: int) -> dict[str, float]:
             for s in scopes[: n // 10]:  # warm-up: connections, caches, first-call imports
                 if await _call(app, dict(s)) != 200:
                     raise SystemExit(f"{route}: not 200")
-            start = time.process_time()
+            pids = _backends(url, name) if pg else []
+            db, start = _run_ns(pids), time.process_time()
             for s in scopes:
                 await _call(app, s)
             found[route] = (time.process_time() - start) / n * 1e6
+            if pg:
+                found[f"{route} db"] = (_run_ns(pids) - db) / n / 1e3
         return found
 
     try:
@@ -146,7 +178,9 @@ def main() -> None:
                 found = json.loads(out.strip().splitlines()[-1])
                 rows[code].append(found)
                 print(f"round {r + 1} {code:<9}" + "".join(
-                    f"{route} {found[route]:7.1f} us  " for route in ROUTES), flush=True)
+                    f"{route} {found[route]:7.1f} us  " for route in ROUTES) + "".join(
+                    f"db {route} {found[f'{route} db']:6.1f} us  " for route in ROUTES
+                    if f"{route} db" in found), flush=True)
         with open("/proc/loadavg") as f:
             print(f"load after: {' '.join(f.read().split()[:3])}")
     finally:
@@ -158,11 +192,24 @@ def main() -> None:
         med = {route: statistics.median(f[route] for f in found) for route in ROUTES}
         print(f"{code:<10}" + "".join(f"{med[r]:>16.1f}{med[r] / med['healthz']:>20.2f}"
                                       for r in ROUTES[1:]) + f"{med['healthz']:>12.1f}")
+    if args.pg:
+        print(f"{'code':<10}" + "".join(f"{r + ' db us':>16}" for r in ROUTES)
+              + f"{'candidates app+db us':>22}{'inbox app+db us':>17}")
+        for code, found in rows.items():
+            med = {k: statistics.median(f[k] for f in found) for k in found[0]}
+            print(f"{code:<10}" + "".join(f"{med[r + ' db']:>16.1f}" for r in ROUTES)
+                  + "".join(f"{med[r] + med[r + ' db']:>{w}.1f}"
+                            for r, w in (("candidates", 22), ("inbox", 17))))
     if args.baseline:
         for route in ROUTES[1:]:
             ratios = [a[route] / b[route] for a, b in zip(rows["this"], rows["baseline"], strict=True)]
             print(f"{route}: this / baseline CPU per request, by round: "
                   + ", ".join(f"{x:.2f}" for x in ratios))
+            if args.pg:
+                both = [(a[route] + a[f"{route} db"]) / (b[route] + b[f"{route} db"])
+                        for a, b in zip(rows["this"], rows["baseline"], strict=True)]
+                print(f"{route}: this / baseline CPU per request with the database's, by round: "
+                      + ", ".join(f"{x:.2f}" for x in both))
 
 
 if __name__ == "__main__":

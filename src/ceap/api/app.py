@@ -84,10 +84,12 @@ def create_app(store: Store, *, auth: bool = True, ingest: Any = None,
     folder it describes; ``default_tz``: the scheduler's time zone). The store must be safe
     to share between threads (both built-in stores are).
 
-    The hot reads (a customer's candidates, the inbox) run on the event loop on an
-    embedded store (one indexed SQLite query, cheaper than a hop to the thread pool), and
-    in the thread pool on a server's (``Store.remote_reads``), so that waiting on
-    PostgreSQL does not hold up other requests."""
+    The hot reads (a customer's candidates, the inbox) run on the event loop: awaited
+    when the store has ``serving_reads`` (PostgreSQL: async connections of their own),
+    else in place on an embedded store (one indexed SQLite query, cheaper than a hop to
+    the thread pool); on another server store (``Store.remote_reads``: DynamoDB
+    candidates) in the read threads, so that waiting on it does not hold up other
+    requests."""
     app = FastAPI(title="CEAP", version="0.1.0", docs_url=None, redoc_url=None,
                   description="Candidates for client apps, the in-app inbox, event ingest, callbacks.")
     errors.install(app)
@@ -109,6 +111,23 @@ def create_app(store: Store, *, auth: bool = True, ingest: Any = None,
 
     if readers is not None:
         app.router.on_shutdown.append(functools.partial(readers.shutdown, wait=False))
+    serving = store.serving_reads()
+
+    async def candidates_body(tenant_id: str, customer_id: str, channel: str | None,
+                              program: str | None, limit: int) -> bytes:
+        """The JSON of a customer's servable candidates (both candidates routes)."""
+        if serving is not None:
+            return json_bytes(await serving.candidates(tenant_id, customer_id, channel, program, limit))
+        return json_bytes([plain(c) for c in await read(store.candidates, CandidateQuery(
+            tenant_id=tenant_id, customer_id=customer_id, channel=channel, program=program,
+            limit=limit, servable=True))])
+
+    async def inbox_body(tenant_id: str, customer_id: str, unread: bool) -> bytes:
+        """The JSON of a customer's inbox (both inbox routes)."""
+        if serving is not None:
+            return json_bytes(await serving.inbox(tenant_id, customer_id, unread))
+        items = await read(store.inbox_list, tenant_id, customer_id, unread_only=unread)
+        return json_bytes([inbox_plain(i) for i in items])
 
     Tenant = Annotated[str, Depends(tenant_dependency(auth, "read"))]
     ingest_tenant = tenant_dependency(auth, "ingest")
@@ -120,10 +139,8 @@ def create_app(store: Store, *, auth: bool = True, ingest: Any = None,
                                   program: QueryText = None,
                                   limit: Annotated[int, Query(ge=1, le=100)] = 10) -> list[CandidateOut]:
         """A customer's current candidates, best first (priority, then score)."""
-        found = await read(store.candidates, CandidateQuery(
-            tenant_id=tenant_id, customer_id=customer_id, channel=channel, program=program,
-            limit=limit, servable=True))
-        return json_response([plain(c) for c in found])  # type: ignore[return-value]
+        body = await candidates_body(tenant_id, customer_id, channel, program, limit)
+        return Response(body, media_type="application/json")  # type: ignore[return-value]
 
     @app.post("/v1/candidates:batch", response_model=dict[str, list[CandidateOut]],
               responses=responses(400, *keyed, 422))
@@ -145,8 +162,8 @@ def create_app(store: Store, *, auth: bool = True, ingest: Any = None,
     async def inbox(customer_id: PathText, tenant_id: Tenant,
                     unread: bool = False) -> list[InboxItemOut]:
         """What the in-app channel delivered to a customer, newest first."""
-        items = await read(store.inbox_list, tenant_id, customer_id, unread_only=unread)
-        return json_response([inbox_plain(i) for i in items])  # type: ignore[return-value]
+        body = await inbox_body(tenant_id, customer_id, unread)
+        return Response(body, media_type="application/json")  # type: ignore[return-value]
 
     @app.post("/v1/customers/{customer_id}/inbox/read", response_model=Marked,
               responses=responses(400, *keyed, 422))
@@ -171,17 +188,12 @@ def create_app(store: Store, *, auth: bool = True, ingest: Any = None,
         limit = hot.limit_of(query.get("limit"), 10)
         if limit is None:
             return None
-        found = await read(store.candidates, CandidateQuery(
-            tenant_id=tenant_id, customer_id=customer_id, channel=query.get("channel"),
-            program=query.get("program"), limit=limit, servable=True))
-        return json_bytes([plain(c) for c in found])
+        return await candidates_body(tenant_id, customer_id, query.get("channel"),
+                                     query.get("program"), limit)
 
     async def inbox_answer(tenant_id: str, customer_id: str, query: dict[str, str]) -> bytes | None:
         unread = hot.flag_of(query.get("unread"))
-        if unread is None:
-            return None
-        items = await read(store.inbox_list, tenant_id, customer_id, unread_only=unread)
-        return json_bytes([inbox_plain(i) for i in items])
+        return None if unread is None else await inbox_body(tenant_id, customer_id, unread)
 
     hot.install(app, {  # the same answers as the two routes above, with less work (ceap.api.hot)
         "/v1/customers/{customer_id}/candidates": (frozenset({"channel", "program", "limit"}),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from ceap.errors import PluginError
 from ceap.model import Candidate, CandidateQuery, InboxItem, RunRecord, WriteResult, utcnow
@@ -23,6 +23,20 @@ class StoreConfig(PluginConfig):
 
 
 T = TypeVar("T", bound=StoreConfig)
+
+
+class ServingReads(Protocol):
+    """The serving API's two hot reads, awaited on the event loop (``Store.serving_reads``)."""
+
+    async def candidates(self, tenant_id: str, customer_id: str, channel: str | None,
+                         program: str | None, limit: int) -> list[dict[str, Any]]:
+        """A customer's servable candidates, best first, as the API shows them."""
+        ...
+
+    async def inbox(self, tenant_id: str, customer_id: str,
+                    unread_only: bool) -> list[dict[str, Any]]:
+        """A customer's inbox messages, newest first, as the API shows them."""
+        ...
 
 
 class Store(Plugin[T]):
@@ -46,6 +60,12 @@ class Store(Plugin[T]):
     #: thread pool, so the event loop serves other requests meanwhile; an embedded store's
     #: read (SQLite) is cheaper run in place
     remote_reads: ClassVar[bool] = False
+
+    def serving_reads(self) -> ServingReads | None:
+        """The serving API's hot reads run on the event loop (PostgreSQL:
+        ``ceap.store.pg_serving``), or None: the API then calls ``candidates`` and
+        ``inbox_list`` (in place, or in its read threads: ``remote_reads``)."""
+        return None
 
     def migrate(self) -> None:
         """Create tables and indexes if missing."""

@@ -23,6 +23,7 @@ from psycopg_pool import ConnectionPool
 
 from ceap.model import Candidate, CandidateQuery, InboxItem, RunRecord, WriteResult, utcnow
 from ceap.store.base import Store, StoreConfig
+from ceap.store.pg_serving import PgServingReads
 from ceap.store.schema import CANDIDATE_COLUMNS, QUARANTINE_SCHEMA, loads
 from ceap.store.sql_common import (
     INBOX_COLUMNS,
@@ -59,7 +60,8 @@ class PostgresStore(Store[PostgresStoreConfig]):
     the first read, 1 to ``CEAP_PG_POOL_MAX`` = 10 connections), so they run side by side;
     each read is its own autocommit statement and sees every transaction committed before
     it started. A read on a thread that is inside ``tx()`` uses the writer's connection,
-    so it sees that transaction's own changes.
+    so it sees that transaction's own changes. The serving API's two hot reads run on the
+    event loop, on connections of their own (``serving_reads``: ``ceap.store.pg_serving``).
     """
 
     config_model: ClassVar[type[StoreConfig]] = PostgresStoreConfig
@@ -71,12 +73,16 @@ class PostgresStore(Store[PostgresStoreConfig]):
         url = config.url
         scheme, rest = url.split(":", 1)
         self._conninfo = "postgresql:" + rest if "+" in scheme or scheme == "postgres" else url
+        self._serving = PgServingReads(self._conninfo, lambda: self.clock())
         self._conn = psycopg.connect(self._conninfo, autocommit=True)
         self._lock = threading.RLock()
         self._local = threading.local()  # per thread: whether it is inside tx()
         self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
         self._pool_lock = threading.Lock()
         self._closed = False
+
+    def serving_reads(self) -> PgServingReads:
+        return self._serving
 
     def _read_pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
         pool = self._pool
@@ -248,6 +254,7 @@ class PostgresStore(Store[PostgresStoreConfig]):
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
+        self._serving.close()
         with self._lock:
             self._conn.close()
 

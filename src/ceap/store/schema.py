@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -84,6 +85,9 @@ def _parsed(text: str) -> datetime:
 
 #: JSON texts decoded without the parser (the dispatcher reads thousands a second)
 _LITERALS: dict[str, Any] = {"null": None, "true": True, "false": False}
+#: 19 digits in a row: perhaps an integer orjson reads as a float (past 64 bits); a long
+#: fraction or text matches too, and reads the same with the standard library
+_LONG_DIGITS, _LONG_DIGITS_B = re.compile(r"\d{19}"), re.compile(rb"\d{19}")
 
 
 def loads(value: Any) -> Any:
@@ -96,9 +100,11 @@ def loads(value: Any) -> Any:
         return []
     if value in _LITERALS:
         return _LITERALS[value]
+    if (_LONG_DIGITS.search(value) if isinstance(value, str) else _LONG_DIGITS_B.search(value)):
+        return json.loads(value)  # an integer past 64 bits, which orjson would make a float
     try:
         return orjson.loads(value)
-    except orjson.JSONDecodeError:  # what only the standard library reads (NaN, huge integers)
+    except orjson.JSONDecodeError:  # what only the standard library reads (NaN)
         return json.loads(value)
 
 

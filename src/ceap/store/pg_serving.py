@@ -1,0 +1,297 @@
+"""The serving API's two hot reads on PostgreSQL, run on the event loop.
+
+A customer's servable candidates and their in-app inbox are read the same way as
+``PostgresStore.candidates`` and ``inbox_list`` (same rows, same order), and given as
+the API shows them, with much less work per request:
+
+* one statement per request, prepared (at the protocol level) on each connection's
+  first run of it; PostgreSQL returns the whole answer as one JSON value (the rows as
+  arrays of the API's fields, times already as ISO 8601 text), which one ``orjson``
+  call decodes: no row or column decoding in Python, no time conversions;
+* on the event loop, straight on libpq (psycopg's ``pgconn``: send, wait for the
+  socket, read), without psycopg's cursor layers and without a hop to a thread and
+  back (nor the contention for the GIL between the loop and a read thread);
+* on connections of their own (``CEAP_PG_SERVING_CONNECTIONS``, default 10 per
+  process, opened on first use). A read that finds them all busy waits for one
+  (the waiting reads are woken in the order they came). A connection that fails, or whose read is cancelled
+  midway, is closed, not reused.
+
+The JSON is the same the API makes from ``candidates()``: numbers and text as
+PostgreSQL writes them into JSON decode to the same values (``extra_float_digits`` is
+set to 1: shortest exact floats; a score is made a float again, from ``1`` or
+``"NaN"``), the JSON columns are embedded as they are stored, and
+times are written as Python's ``isoformat`` writes a UTC time (``_iso``, ``_whole``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import pq
+from psycopg.errors import error_from_result
+
+from ceap.store.schema import loads
+
+#: connections the hot reads of one process (one server worker) open at most
+CONNECTIONS_ENV = "CEAP_PG_SERVING_CONNECTIONS"
+DEFAULT_CONNECTIONS = 10
+
+#: what the API shows of a candidate (``CandidateOut``), in this order
+CANDIDATE_FIELDS = ("id", "program", "customer_id", "subject_id", "action_type", "channels",
+                    "score", "priority", "model", "payload", "context", "status",
+                    "not_before", "expires_at")
+#: what the API shows of an inbox message (``InboxItemOut``)
+INBOX_FIELDS = ("id", "program", "title", "body", "payload", "created_at", "read")
+
+
+def _iso(column: str) -> str:
+    """SQL writing a ``timestamptz`` in UTC as ``datetime.isoformat()`` does, but always
+    with microseconds (``_whole`` drops ``.000000``, as ``isoformat`` does)."""
+    return f"""to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
+
+
+_NO_MICROSECONDS = ".000000+00:00"
+
+
+def _whole(time: str) -> str:
+    """An ``_iso`` time as ``isoformat`` writes it (no fraction of a whole second)."""
+    return time[:-13] + "+00:00" if time.endswith(_NO_MICROSECONDS) else time
+
+
+_ORDER = "priority DESC, score DESC, id"
+_SERVABLE = (
+    "SELECT json_agg(json_build_array(id, program, customer_id, subject_id, action_type, "
+    "channels, score, "
+    f"priority, model, payload, context, status, {_iso('not_before')}, {_iso('expires_at')}) "
+    f"ORDER BY {_ORDER})::text FROM (SELECT id, program, customer_id, subject_id, "
+    "action_type, channels, score, priority, model, payload, context, status, not_before, "
+    "expires_at FROM candidates WHERE tenant_id = $1 AND customer_id = $2 "
+    "AND status IN ('pending', 'dispatched', 'sent') AND NOT holdout "
+    "AND not_before <= $3 AND expires_at > $3{extra} "
+    f"ORDER BY {_ORDER} LIMIT $4) c")
+#: the candidates statement for (program given, channel given): $5 and $6 in that order
+CANDIDATES_SQL = {
+    (program, channel): _SERVABLE.format(extra=(" AND program = $5" if program else "") + (
+        f" AND channels ? ${5 + program}" if channel else ""))
+    for program in (False, True) for channel in (False, True)
+}
+_INBOX = ("SELECT json_agg(json_build_array(id, program, title, body, payload, "
+          f"{_iso('created_at')}, read_at IS NOT NULL) ORDER BY created_at DESC, id DESC)::text "
+          "FROM inbox WHERE tenant_id = $1 AND customer_id = $2{extra}")
+#: the inbox statement, all messages (False) or unread ones (True)
+INBOX_SQL = {unread: _INBOX.format(extra=" AND read_at IS NULL" if unread else "")
+             for unread in (False, True)}
+_NAMES = {sql: f"ceap_serving_{i}".encode()
+          for i, sql in enumerate([*CANDIDATES_SQL.values(), *INBOX_SQL.values()])}
+
+
+def connections_from_env() -> int:
+    """``CEAP_PG_SERVING_CONNECTIONS`` (default 10), checked: a whole number from 1 to 100."""
+    raw = os.environ.get(CONNECTIONS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_CONNECTIONS
+    if not raw.isdigit() or not 1 <= int(raw) <= 100:
+        raise ValueError(f"{CONNECTIONS_ENV}={raw!r}: expected a whole number from 1 to 100")
+    return int(raw)
+
+
+def _text(value: str) -> bytes:
+    """A text parameter, as psycopg would send it (libpq would cut it at a NUL)."""
+    if "\x00" in value:
+        raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+    return value.encode()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+async def _ready(fd: int, write: bool = False) -> None:
+    """Until the socket can be read (or written)."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    (loop.add_writer if write else loop.add_reader)(fd, _wake, done)
+    try:
+        await done
+    finally:
+        (loop.remove_writer if write else loop.remove_reader)(fd)
+
+
+class _Conn:
+    """A connection of the hot reads, and the statements prepared on it."""
+
+    __slots__ = ("conn", "pg", "prepared")
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any]):
+        self.conn, self.pg, self.prepared = conn, conn.pgconn, set[bytes]()
+
+    async def result(self) -> pq.abc.PGresult | None:
+        """The last result of what was sent (raised if it is an error), once all are in."""
+        pg, fd = self.pg, self.pg.socket
+        while pg.flush():  # not all sent yet
+            await _ready(fd, write=True)
+        last = None
+        while True:
+            pg.consume_input()
+            while not pg.is_busy():
+                found = pg.get_result()
+                if found is None:
+                    if last is not None and last.status == pq.ExecStatus.FATAL_ERROR:
+                        raise error_from_result(last)
+                    return last
+                last = found
+            await _ready(fd)
+
+    async def value(self, sql: str, params: list[bytes]) -> bytes | None:
+        """The one value the prepared ``sql`` returns for ``params`` (text)."""
+        name = _NAMES[sql]
+        if name not in self.prepared:
+            self.pg.send_prepare(name, sql.encode())
+            await self.result()
+            self.prepared.add(name)
+        self.pg.send_query_prepared(name, params)
+        found = await self.result()
+        return found.get_value(0, 0) if found is not None and found.ntuples else None
+
+    def close(self) -> None:
+        """Close without the event loop (there may be none): end the libpq connection."""
+        self.pg.finish()
+
+
+class PgServingReads:
+    """The hot reads of one ``PostgresStore`` (see the module docstring).
+
+    Safe to use from several event loops (each test client has its own): a connection
+    serves one read at a time, and a waiting read is woken on its own loop."""
+
+    def __init__(self, conninfo: str, clock: Callable[[], datetime], size: int | None = None):
+        self._conninfo, self._clock = conninfo, clock
+        self._size = size if size is not None else connections_from_env()
+        self._idle: list[_Conn] = []
+        self._opened = 0  # idle, in use, or being opened
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    async def candidates(self, tenant_id: str, customer_id: str, channel: str | None,
+                         program: str | None, limit: int) -> list[dict[str, Any]]:
+        """What ``candidates(CandidateQuery(..., servable=True))`` finds, as the API shows
+        it (``CANDIDATE_FIELDS``; ``payload`` and ``context`` ``{}`` when null)."""
+        params = [_text(tenant_id), _text(customer_id), self._clock().isoformat().encode(),
+                  str(limit).encode()]
+        if program is not None:
+            params.append(_text(program))
+        if channel is not None:
+            params.append(_text(channel))
+        found = []
+        for row in await self._rows(CANDIDATES_SQL[program is not None, channel is not None], params):
+            c = dict(zip(CANDIDATE_FIELDS, row, strict=True))
+            c["payload"] = c["payload"] or {}
+            c["context"] = c["context"] or {}
+            if c["score"] is not None:  # JSON has 1.0 as 1, NaN as "NaN"
+                c["score"] = float(c["score"])
+            c["not_before"], c["expires_at"] = _whole(c["not_before"]), _whole(c["expires_at"])
+            found.append(c)
+        return found
+
+    async def inbox(self, tenant_id: str, customer_id: str,
+                    unread_only: bool) -> list[dict[str, Any]]:
+        """What ``inbox_list`` finds, as the API shows it (``INBOX_FIELDS``; ``payload``
+        ``{}`` when null)."""
+        found = []
+        for row in await self._rows(INBOX_SQL[unread_only], [_text(tenant_id), _text(customer_id)]):
+            item = dict(zip(INBOX_FIELDS, row, strict=True))
+            item["payload"] = item["payload"] or {}
+            item["created_at"] = _whole(item["created_at"])
+            found.append(item)
+        return found
+
+    async def _rows(self, sql: str, params: list[bytes]) -> list[list[Any]]:
+        conn = await self._borrow()
+        try:
+            value = await conn.value(sql, params)
+        except BaseException:  # failed or cancelled midway: its state is unknown
+            self._drop(conn)
+            raise
+        self._give_back(conn)
+        return loads(value) if value is not None else []  # type: ignore[no-any-return]
+
+    async def _borrow(self) -> _Conn:
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise psycopg.OperationalError("the connection is closed")
+                if self._idle:
+                    return self._idle.pop()
+                if self._opened < self._size:
+                    self._opened += 1
+                    break
+                waiter = asyncio.get_running_loop().create_future()
+                self._waiters.append(waiter)
+            try:
+                await waiter  # a connection was given back or dropped: try again
+            except BaseException:
+                with self._lock:
+                    if waiter in self._waiters:
+                        self._waiters.remove(waiter)
+                    else:  # woken, but leaving: pass the turn on
+                        self._wake_one()
+                raise
+        try:
+            return await self._connect()
+        except BaseException:
+            with self._lock:
+                self._opened -= 1
+                self._wake_one()
+            raise
+
+    async def _connect(self) -> _Conn:
+        conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        try:
+            await conn.execute("SET extra_float_digits = 1")  # floats in JSON: shortest exact
+        except BaseException:
+            await conn.close()
+            raise
+        return _Conn(conn)
+
+    def _give_back(self, conn: _Conn) -> None:
+        with self._lock:
+            if not self._closed:
+                self._idle.append(conn)
+                self._wake_one()
+                return
+        conn.close()
+
+    def _drop(self, conn: _Conn) -> None:
+        conn.close()
+        with self._lock:
+            self._opened -= 1
+            self._wake_one()
+
+    def _wake_one(self) -> None:
+        """Wake the first read still waiting (under ``_lock``), on its own loop."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.get_loop().call_soon_threadsafe(_wake, waiter)
+                return
+
+    def close(self) -> None:
+        """Close every idle connection; one in use is closed when its read ends."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            waiters, self._waiters = list(self._waiters), deque()
+        for conn in idle:
+            conn.close()
+        for waiter in waiters:  # they find the store closed
+            if not waiter.get_loop().is_closed():
+                waiter.get_loop().call_soon_threadsafe(_wake, waiter)

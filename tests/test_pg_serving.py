@@ -1,0 +1,189 @@
+"""The serving API's hot reads on PostgreSQL, on the event loop (ceap.store.pg_serving):
+the same answers as ``candidates(servable=True)`` and ``inbox_list``, byte for byte once
+made JSON, and a bounded set of connections that survives waits, cancellations and
+failures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from ceap.api.app import inbox_plain, json_bytes, plain
+from ceap.model import CandidateQuery, InboxItem, RunRecord, utcnow
+from ceap.store import open_store
+from ceap.store.pg_serving import CONNECTIONS_ENV, PgServingReads, connections_from_env
+from ceap.store.postgres import PostgresStore
+from ceap.testing import FakeClock
+from ceap.testing.doubles import make_candidates
+
+pytestmark = pytest.mark.service("postgres")
+
+STATUSES = ["pending", "dispatched", "sent", "cancelled", "pending", "pending", "pending",
+            "shadow", "pending", "sent", "failed", "pending"]
+
+
+@pytest.fixture
+def store(pg_url: str) -> Iterator[PostgresStore]:
+    s = open_store(pg_url)
+    assert isinstance(s, PostgresStore)
+    now = utcnow().replace(microsecond=120000) - timedelta(minutes=1)  # isoformat: ".120000"
+    s.clock = FakeClock(now + timedelta(minutes=1))  # type: ignore[method-assign]
+    n = len(STATUSES)
+    s.write_run(RunRecord("r", "default", "recs", "succeeded", now), make_candidates(
+        n, now=now, customer_id="alice", status=lambda i: STATUSES[i],
+        holdout=lambda i: i == 4, program=lambda i: "recs" if i % 2 else "churn",
+        not_before=lambda i: now + timedelta(hours=1) if i == 5 else now,
+        expires_at=lambda i: now + timedelta(minutes=30) if i == 6 else (
+            now.replace(microsecond=0) if i == 2 else now) + timedelta(days=2),
+        channels=lambda i: ["inapp", "email"] if i % 3 == 0 else ["email"],
+        score=lambda i: [1.0, 1.0, 1e-7, 0.1, 0.3, 0.0, 2.5e20, 0.9, None, 1 / 3, 0.5, float("nan")][i],
+        subject_id=lambda i: 'q"b\\c\nd\te\x01ü' if i == 1 else f"s{i}",
+        priority=lambda i: i % 2, context=lambda i: None if i == 9 else {"n": i},
+        payload=lambda i: None if i == 8 else {"big": 2**70} if i == 0 else {"f": i / 10, "t": "é✓"}))
+    s.write_run(RunRecord("r2", "other", "recs", "succeeded", now),
+                make_candidates(2, now=now, tenant_id="other", customer_id="alice"))
+    s.inbox_add([InboxItem("default", "alice", f"m{i}", "recs", f"Title {i}", "Body",
+                           {"i": i} if i != 2 else {}) for i in range(4)])
+    s.clock.now = s.clock.now.replace(microsecond=0)  # type: ignore[attr-defined]
+    s.inbox_add([InboxItem("default", "alice", "m4", "recs", "Whole second", "Body")])  # the oldest
+    s.inbox_add([InboxItem("other", "alice", "m0", "recs", "Theirs", "Body")])
+    s.inbox_mark_read("default", "alice", [i.id for i in s.inbox_list("default", "alice")][:2])
+    yield s
+    s.close()
+
+
+def _candidates(store: PostgresStore, channel: str | None, program: str | None, limit: int) -> bytes:
+    found = asyncio.run(store.serving_reads().candidates("default", "alice", channel, program, limit))
+    return json_bytes(found)
+
+
+def _stored(store: PostgresStore, channel: str | None, program: str | None, limit: int) -> bytes:
+    query = CandidateQuery(customer_id="alice", channel=channel, program=program, limit=limit,
+                           servable=True)
+    return json_bytes([plain(c) for c in store.candidates(query)])
+
+
+def test_candidates_are_those_of_the_store_query(store: PostgresStore) -> None:
+    every = _candidates(store, None, None, 100)
+    assert every.count(b'"id"') == 7  # servable: 4 of the 12 are not, holdout, due later
+    for channel in (None, "inapp", "push"):
+        for program in (None, "recs", "nope"):
+            for limit in (1, 3, 100):
+                assert _candidates(store, channel, program, limit) == _stored(store, channel, program, limit)
+    store.clock.advance(hours=1)  # type: ignore[attr-defined]
+    # one expired, one due now: the store's clock, not the database server's
+    assert _candidates(store, None, None, 100) == _stored(store, None, None, 100) != every
+
+
+def test_inbox_is_that_of_the_store(store: PostgresStore) -> None:
+    for unread in (False, True):
+        found = asyncio.run(store.serving_reads().inbox("default", "alice", unread))
+        assert len(found) == (3 if unread else 5)
+        assert json_bytes(found) == json_bytes(
+            [inbox_plain(i) for i in store.inbox_list("default", "alice", unread_only=unread)])
+    assert asyncio.run(store.serving_reads().inbox("default", "nobody", False)) == []
+
+
+def _reads(store: PostgresStore, size: int) -> PgServingReads:
+    return PgServingReads(store._conninfo, store.clock, size)
+
+
+def test_reads_wait_for_a_connection_and_share_few(store: PostgresStore) -> None:
+    reads = _reads(store, 2)
+
+    async def many() -> list[list[dict[str, Any]]]:
+        return await asyncio.gather(*[reads.candidates("default", "alice", None, None, 5)
+                                      for _ in range(30)])
+
+    try:
+        answers = asyncio.run(many())
+        assert len({json_bytes(a) for a in answers}) == 1 and answers[0]
+        assert reads._opened == len(reads._idle) == 2  # never more than its size
+        asyncio.run(many())  # another event loop, the same connections
+        assert reads._opened == 2
+    finally:
+        reads.close()
+
+
+def test_a_cancelled_read_leaves_the_others_served(store: PostgresStore) -> None:
+    reads = _reads(store, 1)
+    locker = psycopg.connect(store._conninfo)  # holds a lock the reads wait for, until commit
+
+    async def go() -> list[Any]:
+        locker.execute("LOCK TABLE inbox IN ACCESS EXCLUSIVE MODE")
+        first = asyncio.create_task(reads.inbox("default", "alice", False))
+        waiting = asyncio.create_task(reads.inbox("default", "alice", False))
+        last = asyncio.create_task(reads.inbox("default", "alice", False))
+        await asyncio.sleep(0)  # the first has sent its read (it waits for the lock), the others wait
+        assert not first.done() and reads._opened == 1 and len(reads._waiters) == 2
+        waiting.cancel()
+        first.cancel()  # mid-read: its connection is closed, and the last read opens another
+        await asyncio.sleep(0)
+        locker.commit()
+        return await asyncio.gather(first, waiting, last, return_exceptions=True)
+
+    try:
+        asyncio.run(reads.inbox("default", "alice", False))  # the connection is open and idle
+        first, waiting, last = asyncio.run(go())
+        assert isinstance(first, asyncio.CancelledError) and isinstance(waiting, asyncio.CancelledError)
+        assert len(last) == 5
+        assert reads._opened == 1 and not reads._waiters
+    finally:
+        locker.close()
+        reads.close()
+
+
+def test_a_failed_connection_is_dropped(store: PostgresStore) -> None:
+    reads = _reads(store, 1)
+    try:
+        asyncio.run(reads.inbox("default", "alice", False))
+        [conn] = reads._idle
+        with psycopg.connect(store._conninfo, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s, 10000)", (conn.pg.backend_pid,))  # and gone
+        with pytest.raises(psycopg.OperationalError):
+            asyncio.run(reads.inbox("default", "alice", False))
+        assert len(asyncio.run(reads.inbox("default", "alice", False))) == 5  # a new connection
+        assert reads._opened == 1
+    finally:
+        reads.close()
+
+
+def test_closed_store_reads_fail(store: PostgresStore) -> None:
+    reads = store.serving_reads()
+    asyncio.run(reads.inbox("default", "alice", False))
+    store.close()
+    with pytest.raises(psycopg.OperationalError):
+        asyncio.run(reads.inbox("default", "alice", False))
+
+
+def test_connections_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert connections_from_env() == 10
+    monkeypatch.setenv(CONNECTIONS_ENV, "12")
+    assert connections_from_env() == 12
+    for bad in ("0", "-1", "two", "101"):
+        monkeypatch.setenv(CONNECTIONS_ENV, bad)
+        with pytest.raises(ValueError, match=CONNECTIONS_ENV):
+            connections_from_env()
+
+
+def test_json_columns_keep_integers_past_64_bits() -> None:
+    from ceap.store.schema import loads
+
+    for text in ('{"big": 1180591620717411303424, "t": "é"}', '[-1180591620717411303424, 0.5]'):
+        assert loads(text) == loads(text.encode()) == json.loads(text)  # orjson alone: a float
+    assert type(loads('{"big": 1180591620717411303424}')["big"]) is int
+
+
+def test_text_with_a_nul_is_refused_not_cut(store: PostgresStore) -> None:
+    reads = store.serving_reads()
+    for customer in ("alice\x00", "al\x00ice"):  # libpq would read "alice" or "al"
+        with pytest.raises(psycopg.DataError):
+            asyncio.run(reads.inbox("default", customer, False))
+        with pytest.raises(psycopg.DataError):
+            asyncio.run(reads.candidates("default", "alice", customer, None, 5))
