@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -120,10 +121,18 @@ class GoalIndex:
         from ceap.errors import CeapError
         from ceap.spec import load_program
 
-        paths = sorted([*self.dir.glob("*.yaml"), *self.dir.glob("*.yml")]) if self.dir.is_dir() else []
+        try:  # one listing (``glob`` walks the folder once a pattern), each file's time from it
+            with os.scandir(self.dir) as entries:
+                found = {self.dir / e.name: e for e in entries if e.name.endswith((".yaml", ".yml"))}
+        except (FileNotFoundError, NotADirectoryError):
+            found = {}
+        paths = sorted(found)
         changed = set(self._specs) != set(paths)
         for path in paths:
-            mtime = path.stat().st_mtime
+            try:
+                mtime = found[path].stat().st_mtime
+            except FileNotFoundError:  # removed since the listing: as if not listed
+                continue
             if path in self._specs and self._specs[path][0] == mtime:
                 continue
             changed = True
@@ -154,8 +163,14 @@ def record_event_outcomes(store: Any, programs_dir: Path, events: pa.Table,
     of any program in ``programs_dir`` go to ``goal_events``, client-reported
     engagements (``opened``, ``clicked``... naming a delivery) to ``engagements``."""
     now = now or utcnow()
-    index = _INDEXES.setdefault(Path(programs_dir).resolve(), GoalIndex(Path(programs_dir)))
-    result = EventOutcomes(goal_events=record_goal_events(store, events, index.goals(), now))
+    given = Path(programs_dir)
+    index = _INDEXES.get(given) if given.is_absolute() else None  # a worker's folder, as given
+    if index is None:
+        index = _INDEXES.setdefault(given.resolve(), GoalIndex(given))
+        if given.is_absolute():
+            _INDEXES[given] = index
+    goals = index.goals()
+    result = EventOutcomes(goal_events=record_goal_events(store, events, goals, now) if goals else 0)
     reports = reports_from_events(events)
     if reports:
         with store.tx() as tx:

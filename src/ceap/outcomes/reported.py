@@ -24,6 +24,7 @@ from ceap.store.tx import Tx
 
 #: types a client may report (conversions come from goal events, not from reports)
 REPORTABLE = frozenset(TYPES - {"converted"})
+_REPORTABLE_ARRAY = pa.array(sorted(REPORTABLE), pa.string())
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def reports_from_events(events: pa.Table) -> list[Report]:
     ``idempotency_key``; ``url`` for clicks)."""
     if not events.num_rows:
         return []
-    mask = pc.is_in(events.column("type"), value_set=pa.array(sorted(REPORTABLE)))
+    mask = pc.is_in(events.column("type"), value_set=_REPORTABLE_ARRAY)
     picked = events.filter(mask)
     out: list[Report] = []
     for row in picked.select(["tenant_id", "type", "ts", "attributes"]).to_pylist():

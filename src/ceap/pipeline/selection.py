@@ -23,12 +23,13 @@ import pyarrow.compute as pc
 
 from ceap.errors import PluginError
 from ceap.experiments.assignment import VariantSql, global_control_sql, holdout_sql, weights_for
+from ceap.pipeline import candidates_arrow
 from ceap.pipeline.best_arrow import best_per_bucket
 from ceap.pipeline.funnel import Funnel
 from ceap.pipeline.plan import SCORE
 from ceap.scorers.base import Scorer
 from ceap.spec.program import ProgramSpec
-from ceap.sqlexpr import BATCH, quote, run_arrow
+from ceap.sqlexpr import BATCH, quote, run_rows
 from ceap.store.schema import CANDIDATE_SCHEMA
 
 REASONS = "__ceap_reasons"
@@ -202,16 +203,19 @@ def _select_in_one(con: duckdb.DuckDBPyConnection, scored: pa.Table, spec: Progr
     best_sql, top_order = _best_sql(spec, *_partition(spec, scored.schema, event_time))
     picked = (best_per_bucket(scored, spec, event_time, tie_columns(scored.schema, spec))
               if event_time else None)
+    if picked is not None and event_time and candidates_arrow.supported(spec, picked.schema):
+        made = candidates_arrow.candidate_rows(
+            _top_k(picked, spec), spec, run.tenant_id, run.run_id, run.model,
+            _global_share(spec, run), event_time, int(spec.selection.dedup_window.total_seconds()))
+        if made is not None:
+            funnel.duplicate_customer += scored.num_rows - picked.num_rows
+            return _counted(made, picked.num_rows, funnel)
     inner = _top_sql(BATCH, best_sql, top_order) if picked is None else f"SELECT * FROM {BATCH} {top_order}"
     top = (f"(SELECT *, CAST(NULL AS VARCHAR) AS {REASONS}, CAST(NULL AS VARCHAR) AS {ITEMS} "
            f"FROM ({inner}))")
     sql, params = _candidate_sql(spec, run, scorer, event_time, top, holdout_given=False,
                                  extra=BEST if picked is None else None)
-    con.register(BATCH, scored if picked is None else picked)
-    try:
-        table = run_arrow(con, sql, params)
-    finally:
-        con.unregister(BATCH)
+    table = run_rows(con, sql, scored if picked is None else picked, params)
     if picked is not None:
         best = picked.num_rows
     else:
@@ -219,6 +223,22 @@ def _select_in_one(con: duckdb.DuckDBPyConnection, scored: pa.Table, spec: Progr
         table = table.drop_columns([BEST])
     funnel.duplicate_customer += scored.num_rows - best
     return _counted(table, best, funnel)
+
+
+def _top_k(best: pa.Table, spec: ProgramSpec) -> pa.Table:
+    """The first ``top_k`` of the best rows by ``_best_sql``'s top order (all without top-k)."""
+    k = spec.selection.top_k
+    if not k or best.num_rows <= k:
+        return best
+    src = spec.source
+    keys = [(SCORE, "descending", "at_end"), (src.customer_id, "ascending", "at_end"),
+            *([(src.subject_id, "ascending", "at_end")] if src.subject_id else [])]
+    return best.take(pc.sort_indices(best, sort_keys=keys)[:int(k)])
+
+
+def _global_share(spec: ProgramSpec, run: RunInfo) -> float:
+    """The global control share the candidate rows are drawn with (0 for exempt categories)."""
+    return run.global_control if spec.experiment.uses_global_control(spec.action.category) else 0.0
 
 
 def candidate_rows(con: duckdb.DuckDBPyConnection, top: pa.Table, best: int, spec: ProgramSpec,
@@ -262,7 +282,7 @@ def _candidate_sql(spec: ProgramSpec, run: RunInfo, scorer: Scorer[Any] | None, 
                   "'%Y%m%dT%H%M%S')")
     else:
         created, window = "CAST($created AS TIMESTAMPTZ)", "$window"
-    global_share = run.global_control if exp.uses_global_control(action.category) else 0.0
+    global_share = _global_share(spec, run)
     params = {
         "tenant": run.tenant_id, "program": spec.name, "run_id": run.run_id,
         "action_type": action.type, "channels": json.dumps(action.channels),

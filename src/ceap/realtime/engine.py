@@ -26,7 +26,7 @@ from ceap.registry import Registry
 from ceap.runtime.batch import new_run_id
 from ceap.runtime.chains import escalate
 from ceap.spec.program import ProgramSpec
-from ceap.sqlexpr import BATCH, run_arrow
+from ceap.sqlexpr import BATCH, run_rows
 from ceap.store.base import Store
 from ceap.store.schema import CANDIDATE_SCHEMA
 
@@ -158,18 +158,16 @@ class ProgramRunner:
                     return ready, SCORED
                 table, fused = ready, self._fused_fast
         scored = self.plan.scored_sql(self._rows_schema, fused) if self._checked else None
-        self.con.register(BATCH, table)
         try:
             if scored is not None:
                 try:
-                    return run_arrow(self.con, scored, self.plan.run_params(self._rows_schema, now)), SCORED
+                    return run_rows(self.con, scored, table,
+                                    self.plan.run_params(self._rows_schema, now)), SCORED
                 except duckdb.Error:
                     pass
-            return run_arrow(self.con, fused), CONFORMED
+            return run_rows(self.con, fused, table), CONFORMED
         except duckdb.Error:
             return None, PLAIN
-        finally:
-            self.con.unregister(BATCH)
 
     def _select_and_write(self, rows: pa.Table, stage: str, now: datetime) -> int:
         if not self._checked:
