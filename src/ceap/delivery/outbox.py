@@ -21,14 +21,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
+
 from ceap.channels.base import SendResult
 from ceap.delivery.model import Decision, Delivery
 from ceap.delivery.outbox_reads import OutboxReads
 from ceap.delivery.outbox_rows import (
+    CANDIDATE_JSON,
     CANDIDATE_RETURNING,
     DELIVERY_COLS,
     INSERT_DELIVERY,
     delivery_from_row,
+    insert_deliveries,
+    scored,
+    select_rows,
     update_in,
 )
 from ceap.delivery.outbox_rows import DELIVERY_COLUMNS as DELIVERY_COLUMNS
@@ -83,12 +89,20 @@ class Outbox(OutboxReads):
                 where.append(f"program IN ({tx.placeholders(len(names))})")
                 params.extend(names)
             lock = " FOR UPDATE SKIP LOCKED" if tx.dialect == "postgres" else ""
-            rows = tx.execute(
-                "UPDATE candidates SET worker = ?, claimed_until = ?, updated_at = ?, "
-                f"version = version + 1 WHERE id IN (SELECT id FROM candidates WHERE "
-                f"{' AND '.join(where)} ORDER BY priority DESC, score DESC, id LIMIT ?{lock}) "
-                f"RETURNING {CANDIDATE_RETURNING}",
-                (self.worker, tx.ts(now + self.lease), tx.ts(now), *params, limit)).fetchall()
+            pick = (f"SELECT id FROM candidates WHERE {' AND '.join(where)} "
+                    f"ORDER BY priority DESC, score DESC, id LIMIT ?{lock}")
+            lease = ("UPDATE candidates SET worker = ?, claimed_until = ?, updated_at = ?, "
+                     "version = version + 1 WHERE id IN ")
+            held = (self.worker, tx.ts(now + self.lease), tx.ts(now))
+            if tx.dialect == "sqlite":  # the writer is ours alone: pick, lease, read (see select_rows)
+                (ids,) = tx.execute(f"SELECT json_group_array(id) FROM ({pick})", (*params, limit)).fetchone()
+                tx.execute(lease + "(SELECT value FROM json_each(?))", (*held, ids))
+                rows = [scored(r) for r in select_rows(
+                    tx, CANDIDATE_JSON, f"{SELECT_CANDIDATE} WHERE id IN (SELECT value FROM json_each(?))",
+                    (ids,))]
+            else:
+                rows = tx.execute(f"{lease}({pick}) RETURNING {CANDIDATE_RETURNING}",
+                                  (*held, *params, limit)).fetchall()
         claimed = [candidate_from_row(r) for r in rows]
         # RETURNING keeps no order: best first again (a candidate without a score last)
         claimed.sort(key=lambda c: (-c.priority, c.score is None, -(c.score or 0.0), c.id))
@@ -130,7 +144,7 @@ class Outbox(OutboxReads):
                     states.append(("shadowed" if shadow else "dispatched", d.note, stamp, c.id))
                     counts["planned"] += 1
             if inserts:
-                tx.executemany(INSERT_DELIVERY, inserts)
+                insert_deliveries(tx, inserts)
             if deferred:
                 tx.executemany("UPDATE candidates SET not_before = ?, claimed_until = NULL, "
                                "worker = NULL, status_reason = ?, updated_at = ? WHERE id = ?", deferred)
@@ -181,13 +195,13 @@ class Outbox(OutboxReads):
             for channel, quota in quotas.items():
                 if quota <= 0:
                     continue
-                rows = tx.execute(
-                    f"SELECT {DELIVERY_COLS}, worker = ? AND lease_until >= ? FROM deliveries "
+                rows = select_rows(
+                    tx, f"{DELIVERY_COLS}, mine",
+                    f"SELECT {DELIVERY_COLS}, worker = ? AND lease_until >= ? AS mine FROM deliveries "
                     "WHERE status = 'queued' AND channel = ? AND next_attempt_at <= ? "
                     f"AND (lease_until IS NULL OR lease_until < ? OR worker = ?){skip} "
                     f"ORDER BY next_attempt_at, id LIMIT ?{lock}",
-                    (self.worker, stamp, channel, stamp, stamp, self.worker, *skipped,
-                     quota)).fetchall()
+                    (self.worker, stamp, channel, stamp, stamp, self.worker, *skipped, quota))
                 others = [r[0] for r in rows if not r[-1]]
                 if others:  # not leased to this worker yet (or its lease ran out): lease them
                     update_in(tx, "UPDATE deliveries SET lease_until = ?, worker = ?, updated_at = ? "
@@ -228,16 +242,27 @@ class Outbox(OutboxReads):
         ``queued`` (leased to this worker) to ``sending``; any other was taken over (or
         expired, or resolved, or already begun) and must not be sent."""
         granted: set[int] = set()
-        # by id: SQLite would otherwise walk the status index over every queued delivery
-        status = "+status" if tx.dialect == "sqlite" else "status"
+        lease, stamp = tx.ts(now + self.lease), tx.ts(now)
         for start in range(0, len(ids), 500):
             chunk = list(ids[start:start + 500])
             marks = tx.placeholders(len(chunk))
+            if tx.dialect == "sqlite":  # the writer is ours alone: read the ids, then move them
+                # (two steps of the driver, where RETURNING takes one a row; see select_rows);
+                # by id: SQLite would otherwise walk the status index over every queued delivery
+                (moved,) = tx.execute(
+                    f"SELECT json_group_array(id) FROM deliveries WHERE id IN ({marks}) "
+                    "AND +status = 'queued' AND worker = ?", (*chunk, self.worker)).fetchone()
+                found = orjson.loads(moved)
+                if found:
+                    tx.execute("UPDATE deliveries SET status = 'sending', attempts = attempts + 1, "
+                               "lease_until = ?, updated_at = ? WHERE id IN (SELECT value FROM json_each(?))",
+                               (lease, stamp, moved))
+                    granted.update(found)
+                continue
             granted.update(r[0] for r in tx.execute(
                 f"UPDATE deliveries SET status = 'sending', attempts = attempts + 1, "
-                f"lease_until = ?, updated_at = ? WHERE id IN ({marks}) AND {status} = 'queued' "
-                "AND worker = ? RETURNING id", (tx.ts(now + self.lease), tx.ts(now), *chunk,
-                                                self.worker)).fetchall())
+                f"lease_until = ?, updated_at = ? WHERE id IN ({marks}) AND status = 'queued' "
+                "AND worker = ? RETURNING id", (lease, stamp, *chunk, self.worker)).fetchall())
         return granted
 
     def record(self, outcomes: Sequence[tuple[Delivery, SendResult]], now: datetime,
@@ -248,8 +273,10 @@ class Outbox(OutboxReads):
             return self.record_in(tx, outcomes, now, retry, jitter)
 
     def record_in(self, tx: Tx, outcomes: Sequence[tuple[Delivery, SendResult]], now: datetime,
-                  retry: Retry, jitter: Iterable[float]) -> dict[str, int]:
-        """``record`` inside ``tx``."""
+                  retry: Retry, jitter: Iterable[float],
+                  sent_candidates: list[int] | None = None) -> dict[str, int]:
+        """``record`` inside ``tx``. ``sent_candidates``: the ids of the candidates that
+        become ``sent`` are added to it, for the caller's ``mark_sent``, instead of written here."""
         counts = {"sent": 0, "retry": 0, "dead": 0, "fallback": 0}
         noise = iter(jitter)
         stamp = tx.ts(now)
@@ -285,14 +312,22 @@ class Outbox(OutboxReads):
                                "WHERE id = ?", named)
             done = sorted({d.candidate_id for d, r in outcomes
                            if r.status in ("sent", "delivered", "duplicate")})
-            update_in(tx, "UPDATE candidates SET status = 'sent', updated_at = ? "
-                      "WHERE id IN ({ids}) AND status <> 'sent'", (stamp,), done)
+            if sent_candidates is not None:
+                sent_candidates.extend(done)
+            else:
+                self.mark_sent_in(tx, done, stamp)
         if retried:
             tx.executemany("UPDATE deliveries SET status = 'queued', next_attempt_at = ?, "
                            "last_error = ?, attempts = ?, lease_until = NULL, updated_at = ? WHERE id = ?",
                            retried)
         counts["sent"], counts["retry"] = len(sent), len(retried)
         return counts
+
+    @staticmethod
+    def mark_sent_in(tx: Tx, candidate_ids: Sequence[int], stamp: Any) -> None:
+        """The candidates of sent deliveries become ``sent`` (one statement per 500)."""
+        update_in(tx, "UPDATE candidates SET status = 'sent', updated_at = ? "
+                  "WHERE id IN ({ids}) AND status <> 'sent'", (stamp,), sorted(set(candidate_ids)))
 
     def _dead(self, tx: Tx, d: Delivery, reason: str, now: datetime) -> bool:
         """Dead-letter ``d``; plan its fallback channel if it has one. True if it had."""
