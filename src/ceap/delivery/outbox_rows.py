@@ -33,10 +33,12 @@ CANDIDATE_JSON = CANDIDATE_RETURNING.replace(
 _SCORE_AT = CANDIDATE_RETURNING.split(", ").index("score")
 
 
-def scored(row: list[Any]) -> list[Any]:
-    if row[_SCORE_AT] is not None:
-        row[_SCORE_AT] = float(row[_SCORE_AT])
-    return row
+def scored(row: Sequence[Any]) -> list[Any]:
+    """A row of ``CANDIDATE_JSON`` as ``SELECT_CANDIDATE`` gives it (the score a float again)."""
+    values = list(row)
+    if values[_SCORE_AT] is not None:
+        values[_SCORE_AT] = float(values[_SCORE_AT])
+    return values
 
 
 #: a delivery row of ``Outbox._row`` followed by ``lease_until`` and ``worker`` (both None
