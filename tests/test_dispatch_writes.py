@@ -158,29 +158,3 @@ def test_a_large_plan_and_claim_keep_every_row(store: Store) -> None:
     assert planner.outbox.begin(ids[590:610], clock()) == set(ids[600:610])  # begun once only
     assert by_status(store) == {"sending": 610, "queued": 593}
 
-
-def test_recovery_marks_the_sent_candidates_of_a_dead_journal(store: Store) -> None:
-    """A journaled batch marks its candidates ``sent`` once, at its end: a worker killed
-    before that leaves them ``dispatched`` with their deliveries sent; recovery, which finds
-    that worker's attempts in flight, marks them (the in-flight one's stays dispatched)."""
-    from ceap.channels.base import SendResult
-    from ceap.delivery.model import counted
-    from ceap.delivery.outbox import Retry
-
-    seed(store, 3)
-    clock = FakeClock(T0)
-    dead = Dispatcher(store, {"email": flaky()}, clock=clock, worker="dead")
-    dead.plan()
-    claimed = dead.outbox.claim_deliveries(clock(), {"email": 10})
-    assert dead.outbox.begin([d.id for d in claimed], clock()) == {d.id for d in claimed}
-    marked: list[int] = []
-    with store.tx() as tx:  # two results recorded by the journal, the batch never ended
-        dead.outbox.record_in(tx, [(counted(d), SendResult(d.idempotency_key, "sent")) for d in claimed[:2]],
-                              clock(), Retry(), [], marked)
-    assert sorted(marked) == sorted(d.candidate_id for d in claimed[:2])
-    assert rows(store, "SELECT status, count(*) FROM candidates GROUP BY status") == [("dispatched", 3)]
-    clock.advance(seconds=31)
-    found = Dispatcher(store, {"email": flaky()}, clock=clock, worker="fresh").recover()
-    assert [d.id for d in found.ambiguous] == [claimed[2].id]
-    status = dict(rows(store, "SELECT id, status FROM candidates"))
-    assert [status[d.candidate_id] for d in claimed] == ["sent", "sent", "dispatched"]

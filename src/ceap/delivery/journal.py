@@ -89,11 +89,6 @@ class AttemptJournal:
         self.lanes, self.linger = lanes, linger
         self._ended = 0  # results handed in
         self._begins = 0  # begins among the queued asks
-        #: candidates of deliveries recorded sent, marked ``sent`` in one statement by the
-        #: commit that leaves nothing in flight (the batch's last), not in each commit: their
-        #: two indexes cost a third of a commit
-        self._sent_candidates: list[int] = []
-        self._open = 0  # attempts begun and not recorded, as of the last commit
 
     # -- the lanes' side (SendJournal) ---------------------------------------------
     def begin(self, message: Message) -> bool:
@@ -162,13 +157,6 @@ class AttemptJournal:
             self._work.notify()
         if self._thread is not None:
             self._thread.join()
-        if self._sent_candidates:  # their deliveries are recorded sent: the candidates follow
-            try:
-                with self.outbox.store.tx() as tx:
-                    self.outbox.mark_sent_in(tx, self._sent_candidates, tx.ts(self.clock()))
-                self._sent_candidates = []
-            except Exception as exc:  # the deliveries are what counts; keep the first error
-                self.error = self.error or exc
 
     def _loop(self) -> None:
         while True:
@@ -211,24 +199,10 @@ class AttemptJournal:
         now = self.clock()
         done = [a.done for a in asks if a.done is not None]
         starts = [a.start.id for a in asks if a.start is not None]
-        fresh: list[int] = []  # candidates of the deliveries this commit records sent
-        marked = False
         with self.outbox.store.tx() as tx:
-            counts = (self.outbox.record_in(tx, done, now, self.retry, (self.jitter() for _ in done),
-                                            fresh) if done else {})
+            counts = (self.outbox.record_in(tx, done, now, self.retry, (self.jitter() for _ in done))
+                      if done else {})
             granted = self.outbox.begin_in(tx, starts, now) if starts else set()
-            still = self._open + len(granted) - sum(1 for d, _ in done if d.id in self.begun)
-            if still == 0 and (self._sent_candidates or fresh):
-                # nothing of this batch left in flight: its candidates are marked now, in the
-                # same transaction, so a crash never finds them unmarked without an attempt
-                # in flight (recovery marks those of a dead worker's; ``OutboxRecovery``)
-                self.outbox.mark_sent_in(tx, [*self._sent_candidates, *fresh], tx.ts(now))
-                marked = True
-        if marked:
-            self._sent_candidates.clear()
-        else:
-            self._sent_candidates.extend(fresh)
-        self._open = still
         self.commits += 1
         for name, n in counts.items():
             self.counts[name] += n

@@ -264,10 +264,8 @@ class Outbox(OutboxRecovery, OutboxReads):
             return self.record_in(tx, outcomes, now, retry, jitter)
 
     def record_in(self, tx: Tx, outcomes: Sequence[tuple[Delivery, SendResult]], now: datetime,
-                  retry: Retry, jitter: Iterable[float],
-                  sent_candidates: list[int] | None = None) -> dict[str, int]:
-        """``record`` inside ``tx``. ``sent_candidates``: the ids of the candidates that
-        become ``sent`` are added to it, for the caller's ``mark_sent``, instead of written here."""
+                  retry: Retry, jitter: Iterable[float]) -> dict[str, int]:
+        """``record`` inside ``tx``."""
         counts = {"sent": 0, "retry": 0, "dead": 0, "fallback": 0}
         noise = iter(jitter)
         stamp = tx.ts(now)
@@ -303,22 +301,14 @@ class Outbox(OutboxRecovery, OutboxReads):
                                "WHERE id = ?", named)
             done = sorted({d.candidate_id for d, r in outcomes
                            if r.status in ("sent", "delivered", "duplicate")})
-            if sent_candidates is not None:
-                sent_candidates.extend(done)
-            else:
-                self.mark_sent_in(tx, done, stamp)
+            update_in(tx, "UPDATE candidates SET status = 'sent', updated_at = ? "
+                      "WHERE id IN ({ids}) AND status <> 'sent'", (stamp,), done)
         if retried:
             tx.executemany("UPDATE deliveries SET status = 'queued', next_attempt_at = ?, "
                            "last_error = ?, attempts = ?, lease_until = NULL, updated_at = ? WHERE id = ?",
                            retried)
         counts["sent"], counts["retry"] = len(sent), len(retried)
         return counts
-
-    @staticmethod
-    def mark_sent_in(tx: Tx, candidate_ids: Sequence[int], stamp: Any) -> None:
-        """The candidates of sent deliveries become ``sent`` (one statement per 500)."""
-        update_in(tx, "UPDATE candidates SET status = 'sent', updated_at = ? "
-                  "WHERE id IN ({ids}) AND status <> 'sent'", (stamp,), sorted(set(candidate_ids)))
 
     def _dead(self, tx: Tx, d: Delivery, reason: str, now: datetime) -> bool:
         """Dead-letter ``d``; plan its fallback channel if it has one. True if it had."""

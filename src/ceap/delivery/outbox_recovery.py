@@ -1,12 +1,10 @@
 """Crash recovery of the outbox: attempts a dead worker left ``sending`` are resolved
-(requeued or held as ambiguous), and the candidates of what it had sent are marked."""
+(requeued or held as ambiguous)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from ceap.delivery.model import Delivery
 from ceap.delivery.outbox_rows import DELIVERY_COLS, delivery_from_row
@@ -48,8 +46,6 @@ class OutboxRecovery:
             stamp = tx.ts(now)
             rows = tx.execute(f"SELECT {DELIVERY_COLS} FROM deliveries WHERE status = 'sending' AND {HELD} "
                               "AND lease_until < ?", (stamp,)).fetchall()
-            if rows:  # a worker died: its batch's sent candidates may not be marked yet
-                self._mark_sent_of(tx, [r[0] for r in rows], stamp)
             for d in map(delivery_from_row, rows):
                 if d.channel in resend:
                     how = "deduplicated" if d.channel in deduplicated else "resent"
@@ -65,20 +61,3 @@ class OutboxRecovery:
                     self._event(tx, d, "ambiguous", "in flight at a crash; not resent", now)
                     ambiguous.append(d)
         return Recovery(requeued, ambiguous)
-
-    @staticmethod
-    def _mark_sent_of(tx: Tx, in_flight: Sequence[int], stamp: Any) -> None:
-        """The attempt journal marks a batch's candidates ``sent`` once, when the batch ends
-        (``AttemptJournal``): the workers that left ``in_flight`` attempts died before that,
-        so their sent deliveries' candidates still ``dispatched`` become ``sent`` here (a
-        scan of the deliveries, once per crash found)."""
-        workers: set[str] = set()
-        for start in range(0, len(in_flight), 500):
-            chunk = in_flight[start:start + 500]
-            workers.update(w for (w,) in tx.execute(
-                f"SELECT DISTINCT worker FROM deliveries WHERE id IN ({tx.placeholders(len(chunk))}) "
-                "AND worker IS NOT NULL", chunk).fetchall())
-        for worker in sorted(workers):
-            tx.execute("UPDATE candidates SET status = 'sent', updated_at = ? WHERE status = 'dispatched' "
-                       "AND id IN (SELECT candidate_id FROM deliveries WHERE worker = ? AND "
-                       "(status = 'sent' OR status = 'delivered'))", (stamp, worker))
