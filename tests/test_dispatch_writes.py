@@ -13,6 +13,7 @@ from typing import Any
 
 from ceap.delivery.dispatcher import Dispatcher
 from ceap.delivery.outbox import Outbox
+from ceap.model import CandidateQuery
 from ceap.store import Store, open_store
 from ceap.testing.doubles import FakeClock
 from tests.test_crash_window import by_status, rows
@@ -120,3 +121,40 @@ def test_a_run_that_ends_leaves_nothing_leased(store: Store) -> None:
     assert rows(store, "SELECT count(*) FROM deliveries WHERE status = 'queued' "
                        "AND worker IS NOT NULL") == [(0,)]
     assert len(Outbox(store, "other").claim_deliveries(clock(), {"email": 10})) == 6
+
+
+def test_a_claim_reads_scores_and_rows_as_stored(store: Store) -> None:
+    """Claims read their rows back in one piece on SQLite (JSON): scores keep every digit,
+    text, JSON columns and NULLs come back as a row-by-row read gives them."""
+    scores = [0.1 + 0.2, 1 / 3, 1e-300, None, 123456789.12345679]
+    seed(store, len(scores), score=lambda i: scores[i], payload=lambda i: {"i": i, "t": "héllo ✓ \"q\""})
+    expected = {c.id: c for c in store.candidates(CandidateQuery(limit=100, include_expired=True))}
+    claimed = Outbox(store, "w").claim_candidates(T0, 100)
+    assert sorted(c.id for c in claimed) == sorted(expected)
+    for c in claimed:
+        want = expected[c.id]
+        assert (c.score, c.payload, c.channels, c.context, c.holdout, c.created_at, c.dedup_key) == \
+            (want.score, want.payload, want.channels, want.context, want.holdout, want.created_at,
+             want.dedup_key)
+        assert c.version == want.version + 1
+    assert {c.score for c in claimed} == set(scores)
+
+
+def test_a_large_plan_and_claim_keep_every_row(store: Store) -> None:
+    """More deliveries than one multi-row statement holds (500): each planned once, claimed
+    once, in due order; a key planned again is ignored."""
+    seed(store, 1203)
+    clock = FakeClock(T0)
+    planner = Dispatcher(store, {"email": flaky()}, clock=clock, worker="w", batch_size=2000)
+    stats = planner.plan()
+    assert stats.planned == 1203
+    [(n, keys)] = rows(store, "SELECT count(*), count(DISTINCT idempotency_key) FROM deliveries")
+    assert (n, keys) == (1203, 1203)
+    claimed = planner.outbox.claim_deliveries(clock(), {"email": 2000})
+    assert len(claimed) == 1203 and len({d.id for d in claimed}) == 1203
+    assert {(d.status, d.attempts, d.shadow, d.channel) for d in claimed} == {("queued", 0, False, "email")}
+    ids = [d.id for d in claimed]
+    assert planner.outbox.begin(ids[:600], clock()) == set(ids[:600])
+    assert planner.outbox.begin(ids[590:610], clock()) == set(ids[600:610])  # begun once only
+    assert by_status(store) == {"sending": 610, "queued": 593}
+

@@ -131,8 +131,11 @@ class SentLedger:
             return
         db = self._open()
         db.execute("BEGIN IMMEDIATE")
-        try:
-            db.executemany("INSERT OR IGNORE INTO sent_keys VALUES (?, ?, ?, ?)", self._pending)
+        try:  # 500 rows a statement: one step each (executemany steps, and yields the GIL, per row)
+            for start in range(0, len(self._pending), 500):
+                chunk = self._pending[start:start + 500]
+                db.execute("INSERT OR IGNORE INTO sent_keys VALUES " + ",".join(["(?,?,?,?)"] * len(chunk)),
+                           [value for row in chunk for value in row])
         except BaseException:
             db.execute("ROLLBACK")
             raise

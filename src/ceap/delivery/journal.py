@@ -23,7 +23,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 
@@ -32,18 +31,19 @@ from ceap.delivery.model import Delivery, counted
 from ceap.delivery.outbox import Outbox, Retry
 
 
-@dataclass(eq=False)
 class _Ask:
     """What one lane asked for: begin ``start``, or record ``done``."""
 
-    start: Delivery | None
-    done: tuple[Delivery, SendResult] | None
-    granted: bool = False
-    finished: bool = False
-    error: Exception | None = None
-    #: held until the ask is committed: a lane waits on its own ask, so a commit wakes
-    #: only the lanes it answered (not every waiting lane, as one shared condition would)
-    ready: threading.Lock | None = field(default=None, repr=False)
+    __slots__ = ("done", "error", "finished", "granted", "ready", "start")
+
+    def __init__(self, start: Delivery | None, done: tuple[Delivery, SendResult] | None,
+                 ready: threading.Lock | None = None):
+        self.start, self.done = start, done
+        self.granted = self.finished = False
+        self.error: Exception | None = None
+        #: held until the ask is committed: a lane waits on its own ask, so a commit wakes
+        #: only the lanes it answered (not every waiting lane, as one shared condition would)
+        self.ready = ready
 
     def wait(self) -> None:
         if self.ready is not None and not self.finished:

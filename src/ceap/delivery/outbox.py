@@ -17,18 +17,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+
+import orjson
 
 from ceap.channels.base import SendResult
 from ceap.delivery.model import Decision, Delivery
 from ceap.delivery.outbox_reads import OutboxReads
+from ceap.delivery.outbox_recovery import OutboxRecovery
+from ceap.delivery.outbox_recovery import Recovery as Recovery
 from ceap.delivery.outbox_rows import (
+    CANDIDATE_JSON,
     CANDIDATE_RETURNING,
     DELIVERY_COLS,
     INSERT_DELIVERY,
     delivery_from_row,
+    insert_deliveries,
+    scored,
+    select_rows,
     update_in,
 )
 from ceap.delivery.outbox_rows import DELIVERY_COLUMNS as DELIVERY_COLUMNS
@@ -37,21 +44,11 @@ from ceap.delivery.outbox_rows import Retry as Retry
 from ceap.delivery.outbox_rows import idempotency_key as idempotency_key
 from ceap.model import Candidate
 from ceap.store.base import Store
-from ceap.store.delivery_schema import HELD
 from ceap.store.sql_common import CANDIDATES_DUE, SELECT_CANDIDATE, candidate_from_row
 from ceap.store.tx import Tx
 
 
-@dataclass
-class Recovery:
-    """What a restart found in flight: requeued (provider deduplicates, or resend
-    was asked for) and marked ambiguous (not resent)."""
-
-    requeued: list[Delivery]
-    ambiguous: list[Delivery]
-
-
-class Outbox(OutboxReads):
+class Outbox(OutboxRecovery, OutboxReads):
     """Claims, planning, attempts and their outcomes, retries, dead letters, fail-over,
     crash recovery and receipts (the reads in ``OutboxReads``)."""
 
@@ -83,12 +80,20 @@ class Outbox(OutboxReads):
                 where.append(f"program IN ({tx.placeholders(len(names))})")
                 params.extend(names)
             lock = " FOR UPDATE SKIP LOCKED" if tx.dialect == "postgres" else ""
-            rows = tx.execute(
-                "UPDATE candidates SET worker = ?, claimed_until = ?, updated_at = ?, "
-                f"version = version + 1 WHERE id IN (SELECT id FROM candidates WHERE "
-                f"{' AND '.join(where)} ORDER BY priority DESC, score DESC, id LIMIT ?{lock}) "
-                f"RETURNING {CANDIDATE_RETURNING}",
-                (self.worker, tx.ts(now + self.lease), tx.ts(now), *params, limit)).fetchall()
+            pick = (f"SELECT id FROM candidates WHERE {' AND '.join(where)} "
+                    f"ORDER BY priority DESC, score DESC, id LIMIT ?{lock}")
+            lease = ("UPDATE candidates SET worker = ?, claimed_until = ?, updated_at = ?, "
+                     "version = version + 1 WHERE id IN ")
+            held = (self.worker, tx.ts(now + self.lease), tx.ts(now))
+            if tx.dialect == "sqlite":  # the writer is ours alone: pick, lease, read (see select_rows)
+                (ids,) = tx.execute(f"SELECT json_group_array(id) FROM ({pick})", (*params, limit)).fetchone()
+                tx.execute(lease + "(SELECT value FROM json_each(?))", (*held, ids))
+                rows = [scored(r) for r in select_rows(
+                    tx, CANDIDATE_JSON, f"{SELECT_CANDIDATE} WHERE id IN (SELECT value FROM json_each(?))",
+                    (ids,))]
+            else:
+                rows = tx.execute(f"{lease}({pick}) RETURNING {CANDIDATE_RETURNING}",
+                                  (*held, *params, limit)).fetchall()
         claimed = [candidate_from_row(r) for r in rows]
         # RETURNING keeps no order: best first again (a candidate without a score last)
         claimed.sort(key=lambda c: (-c.priority, c.score is None, -(c.score or 0.0), c.id))
@@ -130,7 +135,7 @@ class Outbox(OutboxReads):
                     states.append(("shadowed" if shadow else "dispatched", d.note, stamp, c.id))
                     counts["planned"] += 1
             if inserts:
-                tx.executemany(INSERT_DELIVERY, inserts)
+                insert_deliveries(tx, inserts)
             if deferred:
                 tx.executemany("UPDATE candidates SET not_before = ?, claimed_until = NULL, "
                                "worker = NULL, status_reason = ?, updated_at = ? WHERE id = ?", deferred)
@@ -181,13 +186,13 @@ class Outbox(OutboxReads):
             for channel, quota in quotas.items():
                 if quota <= 0:
                     continue
-                rows = tx.execute(
-                    f"SELECT {DELIVERY_COLS}, worker = ? AND lease_until >= ? FROM deliveries "
+                rows = select_rows(
+                    tx, f"{DELIVERY_COLS}, mine",
+                    f"SELECT {DELIVERY_COLS}, worker = ? AND lease_until >= ? AS mine FROM deliveries "
                     "WHERE status = 'queued' AND channel = ? AND next_attempt_at <= ? "
                     f"AND (lease_until IS NULL OR lease_until < ? OR worker = ?){skip} "
                     f"ORDER BY next_attempt_at, id LIMIT ?{lock}",
-                    (self.worker, stamp, channel, stamp, stamp, self.worker, *skipped,
-                     quota)).fetchall()
+                    (self.worker, stamp, channel, stamp, stamp, self.worker, *skipped, quota))
                 others = [r[0] for r in rows if not r[-1]]
                 if others:  # not leased to this worker yet (or its lease ran out): lease them
                     update_in(tx, "UPDATE deliveries SET lease_until = ?, worker = ?, updated_at = ? "
@@ -228,16 +233,27 @@ class Outbox(OutboxReads):
         ``queued`` (leased to this worker) to ``sending``; any other was taken over (or
         expired, or resolved, or already begun) and must not be sent."""
         granted: set[int] = set()
-        # by id: SQLite would otherwise walk the status index over every queued delivery
-        status = "+status" if tx.dialect == "sqlite" else "status"
+        lease, stamp = tx.ts(now + self.lease), tx.ts(now)
         for start in range(0, len(ids), 500):
             chunk = list(ids[start:start + 500])
             marks = tx.placeholders(len(chunk))
+            if tx.dialect == "sqlite":  # the writer is ours alone: read the ids, then move them
+                # (two steps of the driver, where RETURNING takes one a row; see select_rows);
+                # by id: SQLite would otherwise walk the status index over every queued delivery
+                (moved,) = tx.execute(
+                    f"SELECT json_group_array(id) FROM deliveries WHERE id IN ({marks}) "
+                    "AND +status = 'queued' AND worker = ?", (*chunk, self.worker)).fetchone()
+                found = orjson.loads(moved)
+                if found:
+                    tx.execute("UPDATE deliveries SET status = 'sending', attempts = attempts + 1, "
+                               "lease_until = ?, updated_at = ? WHERE id IN (SELECT value FROM json_each(?))",
+                               (lease, stamp, moved))
+                    granted.update(found)
+                continue
             granted.update(r[0] for r in tx.execute(
                 f"UPDATE deliveries SET status = 'sending', attempts = attempts + 1, "
-                f"lease_until = ?, updated_at = ? WHERE id IN ({marks}) AND {status} = 'queued' "
-                "AND worker = ? RETURNING id", (tx.ts(now + self.lease), tx.ts(now), *chunk,
-                                                self.worker)).fetchall())
+                f"lease_until = ?, updated_at = ? WHERE id IN ({marks}) AND status = 'queued' "
+                "AND worker = ? RETURNING id", (lease, stamp, *chunk, self.worker)).fetchall())
         return granted
 
     def record(self, outcomes: Sequence[tuple[Delivery, SendResult]], now: datetime,
@@ -330,40 +346,6 @@ class Outbox(OutboxReads):
                 tx.execute("UPDATE deliveries SET status = 'shadow', lease_until = NULL, "
                            "updated_at = ? WHERE id = ?", (tx.ts(now), d.id))
                 self._event(tx, d, "shadow", detail, now)
-
-    def _event(self, tx: Tx, d: Delivery, status: str, detail: str | None, now: datetime) -> None:
-        tx.execute("INSERT INTO delivery_events (tenant_id, delivery_id, status, detail, created_at) "
-                   "VALUES (?, ?, ?, ?, ?)", (d.tenant_id, d.id, status, detail, tx.ts(now)))
-
-    # -- crash recovery ----------------------------------------------------
-    def recover(self, now: datetime, resend: set[str],
-                deduplicated: set[str] | frozenset[str] = frozenset()) -> Recovery:
-        """Resolve attempts left ``sending`` by a worker whose lease ran out:
-        channels in ``resend`` (resending was asked for, or the provider deduplicates:
-        ``deduplicated``) go back to the queue, the others become ``ambiguous``. Each
-        gets ``ambiguous_at`` and ``ambiguity`` (``resent``, ``deduplicated``, ``held``),
-        which stay whatever happens next, and an ``ambiguous`` event."""
-        requeued: list[Delivery] = []
-        ambiguous: list[Delivery] = []
-        with self.store.tx() as tx:
-            stamp = tx.ts(now)
-            rows = tx.execute(f"SELECT {DELIVERY_COLS} FROM deliveries WHERE status = 'sending' AND {HELD} "
-                              "AND lease_until < ?", (stamp,)).fetchall()
-            for d in map(delivery_from_row, rows):
-                if d.channel in resend:
-                    how = "deduplicated" if d.channel in deduplicated else "resent"
-                    tx.execute("UPDATE deliveries SET status = 'queued', lease_until = NULL, "
-                               "ambiguous_at = ?, ambiguity = ?, updated_at = ? WHERE id = ?",
-                               (stamp, how, stamp, d.id))
-                    self._event(tx, d, "ambiguous", "in flight at a crash; resent", now)
-                    requeued.append(d)
-                else:
-                    tx.execute("UPDATE deliveries SET status = 'ambiguous', lease_until = NULL, "
-                               "last_error = 'in flight at a crash; not resent', ambiguous_at = ?, "
-                               "ambiguity = 'held', updated_at = ? WHERE id = ?", (stamp, stamp, d.id))
-                    self._event(tx, d, "ambiguous", "in flight at a crash; not resent", now)
-                    ambiguous.append(d)
-        return Recovery(requeued, ambiguous)
 
     # -- receipts --------------------------------------------------------
     def receipt(self, tenant_id: str, provider_id: str | None, key: str | None, status: str,

@@ -9,11 +9,13 @@ from typing import Any
 import pyarrow as pa
 
 from ceap.delivery.model import Profile
+from ceap.delivery.outbox_rows import select_rows
 from ceap.model import utcnow
 from ceap.store.base import Store
 from ceap.store.schema import loads
 
 FIELDS = ("email", "phone", "push_token", "timezone", "locale")
+_COLUMNS = f"customer_id, {', '.join(FIELDS)}, attributes"
 
 
 def upsert_profiles(store: Store, table: pa.Table, tenant_id: str) -> int:
@@ -52,13 +54,16 @@ def load_profiles(store: Store, keys: Iterable[tuple[str, str]]) -> dict[tuple[s
         for tenant, customers in by_tenant.items():
             for start in range(0, len(customers), 500):
                 chunk = customers[start:start + 500]
-                rows = tx.execute(
-                    f"SELECT customer_id, {', '.join(FIELDS)}, attributes FROM profiles "
-                    f"WHERE tenant_id = ? AND customer_id IN ({tx.placeholders(len(chunk))})",
-                    (tenant, *chunk)).fetchall()
+                rows = select_rows(
+                    tx, _COLUMNS, f"SELECT {_COLUMNS} FROM profiles WHERE tenant_id = ? AND "
+                    f"customer_id IN ({tx.placeholders(len(chunk))})", (tenant, *chunk))
                 for row in rows:
                     attrs: Any = row[6]
-                    found[(tenant, row[0])] = Profile(
-                        tenant, row[0], row[1], row[2], row[3], row[4], row[5],
+                    # fields set directly, as ``Profile(...)`` would (thousands a pass)
+                    profile = object.__new__(Profile)
+                    profile.__dict__.update(
+                        tenant_id=tenant, customer_id=row[0], email=row[1], phone=row[2],
+                        push_token=row[3], timezone=row[4], locale=row[5],
                         attributes=loads(attrs) if isinstance(attrs, str) else (attrs or {}))
+                    found[(tenant, row[0])] = profile
     return found
