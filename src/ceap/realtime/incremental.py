@@ -165,7 +165,8 @@ def rows_input(combined: pa.Table, state: dict[str, StateFeature], on: list[str]
     return out
 
 
-def _attribute_texts(attributes: pa.Array, rows: np.ndarray, names: list[str]) -> list[list[str | None]] | None:
+def _attribute_texts(attributes: pa.Array, rows: np.ndarray, names: list[str]
+                     ) -> list[list[str | None]] | None:
     """For each of ``names``, the value of that top-level attribute of each of ``rows`` as
     ``attributes->>name`` gives it, for a text value (None when absent or JSON null); None
     when any value is of another kind (a number, a list...: DuckDB's text of it is its own)
