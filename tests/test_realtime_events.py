@@ -228,3 +228,43 @@ def test_batches_of_plain_dicts_read_in_one_conversion_match_one_by_one() -> Non
     for item in odd:
         for at in (0, 4, 8):
             same([*good[:at], item, *good[at:]])
+
+
+def _random_value(rng: random.Random, depth: int = 0) -> Any:
+    """A value as JSON text may hold (``json`` reads NaN, infinities and long integers too)."""
+    kind = rng.randrange(9 if depth < 3 else 6)
+    if kind == 0:
+        return rng.uniform(1, 10) * 10.0 ** rng.randrange(-30, 30) * rng.choice([1, -1])
+    if kind == 1:
+        return rng.choice([0.0, -0.0, 1e16, 1e-5, 0.0001, 5e-324, 1.5, float("nan"), float("inf"),
+                           round(rng.uniform(0, 300), 2)])
+    if kind == 2:
+        return rng.choice([0, -1, 2 ** 63 - 1, 2 ** 64, -(2 ** 63) - 1, 10 ** 20, rng.randrange(10 ** 6)])
+    if kind == 3:
+        return "".join(rng.choice(["a", "é", "\x7f", "\x1f", "\n", '"', "\\", "1e5", "null", "0.00001",
+                                   "\u2028", "😀", "E417", " "]) for _ in range(rng.randrange(6)))
+    if kind == 4:
+        return rng.choice([None, True, False])
+    if kind == 5:
+        return f"plain-{rng.randrange(100)}"
+    if kind in (6, 7):
+        return {f"k{i}{rng.choice(['', 'é', '1e2'])}": _random_value(rng, depth + 1)
+                for i in range(rng.randrange(4))}
+    return [_random_value(rng, depth + 1) for _ in range(rng.randrange(4))]
+
+
+def test_attributes_read_from_json_are_stored_as_json_dumps_writes_them() -> None:
+    """``decoded``: the attributes' text may come from orjson, and is ``json.dumps``'s."""
+    rng = random.Random(11)
+    for _ in range(40):
+        items = [{**GOOD, "id": f"e{i}", "attributes": {f"a{j}": _random_value(rng) for j in range(3)}}
+                 for i in range(rng.randrange(1, 60))]
+        items += [{**GOOD, "id": "p", "attributes": {"amount": 12.5, "currency": "USD", "n": 3}}]
+        table, rejected = validate_events(items, decoded=True)
+        expected, expected_rejected = one_by_one(items)
+        assert rejected == expected_rejected
+        assert table.to_pylist() == expected.to_pylist()
+    items = variants()
+    table, rejected = validate_events(items, decoded=True)
+    expected, expected_rejected = one_by_one(items)
+    assert (table.to_pylist(), rejected) == (expected.to_pylist(), expected_rejected)
