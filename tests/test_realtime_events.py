@@ -268,13 +268,3 @@ def test_attributes_read_from_json_are_stored_as_json_dumps_writes_them() -> Non
     table, rejected = validate_events(items, decoded=True)
     expected, expected_rejected = one_by_one(items)
     assert (table.to_pylist(), rejected) == (expected.to_pylist(), expected_rejected)
-
-
-@pytest.mark.parametrize("value", [5e-05, 1e16, 1e-7, float("nan"), float("-inf"), "\x7f", "é", "a\nb",
-                                   2 ** 64, None, -1.5e300])
-def test_one_value_orjson_writes_otherwise_among_plain_ones_is_written_as_json_dumps(value: Any) -> None:
-    items = [{**GOOD, "id": f"e{i}", "attributes": {"amount": 12.5 + i, "app": "ios"}} for i in range(20)]
-    items[7]["attributes"]["x"] = value
-    table, rejected = validate_events(items, decoded=True)
-    expected, expected_rejected = one_by_one(items)
-    assert (table.to_pylist(), rejected) == (expected.to_pylist(), expected_rejected)
