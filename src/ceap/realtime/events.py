@@ -20,7 +20,6 @@ from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore
 from typing import Annotated, Any
 
 import numpy as np
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
@@ -146,8 +145,8 @@ def _first_error(exc: ValidationError) -> str:
 NOT_ENVELOPE = "not an EventBridge envelope: no 'detail-type'"
 
 
-def validate_events(items: Sequence[Any], tenant: str = DEFAULT_TENANT, *, envelopes: bool = False,
-                    decoded: bool = False) -> tuple[pa.Table, list[tuple[int, str]]]:
+def validate_events(items: Sequence[Any], tenant: str = DEFAULT_TENANT, *, envelopes: bool = False
+                    ) -> tuple[pa.Table, list[tuple[int, str]]]:
     """Valid events as a table (``EVENT_SCHEMA``), and ``(index, reason)`` per rejected one.
 
     A rejected event never stops the accepted ones. An item that is an EventBridge
@@ -157,11 +156,8 @@ def validate_events(items: Sequence[Any], tenant: str = DEFAULT_TENANT, *, envel
     Events are checked column by column first (Arrow kernels over the whole batch);
     only the items that check does not plainly accept (an envelope, a ``ts`` in
     another format, a wrong type or value) are validated one by one with
-    ``EventIn``, which accepts them as before or names the reason. ``decoded``: the items
-    were read from JSON text (only dicts, lists, text, numbers, booleans and nulls), so
-    their ``attributes`` text may be written by orjson where it gives ``json.dumps``'s."""
-    fast, table = (_validate_columns(items, tenant, decoded) if not envelopes
-                   else ([], EVENT_SCHEMA.empty_table()))
+    ``EventIn``, which accepts them as before or names the reason."""
+    fast, table = _validate_columns(items, tenant) if not envelopes else ([], EVENT_SCHEMA.empty_table())
     if len(fast) == len(items):
         return table, []
     rows: dict[str, list[Any]] = {name: [] for name in EVENT_SCHEMA.names}
@@ -225,39 +221,6 @@ def _encode_attributes(value: dict[str, Any]) -> str:
     return _ENCODER.encode(value)  # raises as json.dumps does
 
 
-#: where orjson's text of a value read from JSON may differ from ``json.dumps``'s (ASCII,
-#: compact): a number in exponent form (both write ``e+``/``e-``) or below 0.0001 (``1e-05``
-#: there), ``NaN`` and infinities (orjson: ``null``), an escape, DEL and non-ASCII text
-#: (``ensure_ascii`` escapes them); each looked for first with ``in`` (a regex over every
-#: byte costs more than the encoding saves)
-_MAYBE_OTHER = (b"e+", b"e-", b"0.0000", b"null", b"\\", b"\x7f")
-_NOT_SURELY_SAME = re.compile(rb"e[-+]|0\.0000|null|\\|[\x7f-\xff]")
-
-
-def _encode_many(values: list[Any], ok: np.ndarray) -> list[str]:
-    """``_encode_attributes`` of each value (``"{}"`` where not ``ok``), for values read
-    from JSON: orjson's text where it is surely the same, else ``_encode_attributes``'s."""
-    dumps, todo = orjson.dumps, []
-    out: list[bytes] = []
-    for i, (value, good) in enumerate(zip(values, ok.tolist(), strict=True)):
-        if not good:
-            out.append(b"{}")
-            continue
-        try:
-            out.append(dumps(value))
-        except orjson.JSONEncodeError:  # an integer beyond 64 bits
-            out.append(b"{}")
-            todo.append(i)
-    data = b"\n".join(out)   # orjson escapes a newline in text: one line a value
-    if not data.isascii() or any(risky in data for risky in _MAYBE_OTHER):
-        ends = np.cumsum(np.fromiter(map(len, out), dtype=np.int64, count=len(out)) + 1)
-        todo += np.searchsorted(ends, [m.start() for m in _NOT_SURELY_SAME.finditer(data)], "right").tolist()
-    text = data.decode("ascii", "surrogateescape").split("\n")
-    for i in set(todo):
-        text[i] = _encode_attributes(values[i])
-    return text
-
-
 _FIELDS = frozenset(EventIn.model_fields)
 #: the ``ts`` texts the column check takes: ISO 8601 with a UTC offset, years 1900-2999,
 #: at most microseconds (Arrow and pydantic read them alike); others go through EventIn
@@ -294,8 +257,7 @@ def _plain_heads(items: Sequence[Any]) -> list[pa.Array] | None:
     return heads.flatten()  # type: ignore[no-any-return]
 
 
-def _validate_columns(items: Sequence[Any], tenant: str, decoded: bool = False
-                      ) -> tuple[list[int], pa.Table]:
+def _validate_columns(items: Sequence[Any], tenant: str) -> tuple[list[int], pa.Table]:
     """The indexes of the items that are plainly valid events, and those events as a table.
 
     An item is taken here only when ``EventIn`` would accept it as it is and give the
@@ -331,10 +293,7 @@ def _validate_columns(items: Sequence[Any], tenant: str, decoded: bool = False
         pc.or_kleene(pc.is_null(tenants), pc.match_substring_regex(tenants, _TENANT)),
     ]
     ok = np.fromiter((type(a) is dict for a in attributes), dtype=bool, count=len(rows))
-    if decoded:
-        encoded = _encode_many(attributes, ok)
-    else:
-        encoded = [_encode_attributes(a) if good else "{}" for a, good in zip(attributes, ok, strict=True)]
+    encoded = [_encode_attributes(a) if good else "{}" for a, good in zip(attributes, ok, strict=True)]
     # ASCII-escaped text: a lone surrogate shows as \\udXXX (as does a pair, or a backslash
     # followed by "ud"), a NUL as \\u0000; only those rows are looked at closely
     attrs = pa.array(encoded, pa.string())
@@ -405,7 +364,7 @@ def parse_bodies(bodies: Iterable[bytes], tenant: str = DEFAULT_TENANT
     """Decode stream message bodies (one event, or a JSON list of events, each) and validate.
     A body that is not JSON (see ``ceap.json_input.loads``) is rejected as one item."""
     items, _, broken = decode_bodies(bodies)
-    table, rejected = validate_events(items, tenant, decoded=True)
+    table, rejected = validate_events(items, tenant)
     return table, sorted({*rejected, *broken})
 
 
