@@ -37,7 +37,10 @@ TIED = {  # features whose frames include events at the same time: ties allowed
 }
 #: ``time_since`` leaves events at one instant in the window query's sort order: distinct times
 DISTINCT = {**TIED, "since_purchase": StateFeature(time_since="purchase"),
-            "since_crash": StateFeature(time_since="app_crash")}
+            "since_crash": StateFeature(time_since="app_crash"),
+            # ``capture``: of two ``first`` events at one instant the window query takes either
+            "pw_phone_from": StateFeature(sequence={"first": "password_changed", "then": "phone_changed"},
+                                          within="30m", capture=["country", "app", "absent"])}
 ON = ["app_crash", "phone_changed", "page_view"]
 COLUMNS = {"app": "string", "build": "int"}
 
@@ -59,6 +62,8 @@ def _stream(seed: int, distinct_times: bool) -> pa.Table:
             micros = rng.randrange(180) * 60 * 10**6
         etype = rng.choice(TYPES)
         attrs: dict[str, Any] = {"app": rng.choice(["ios", "web"]), "build": rng.randrange(90, 120)}
+        if k % 4:  # absent from some events: a capture takes the latest event that has it
+            attrs["country"] = ["US", "GB", "D\u00e9", None][k % 7 % 4]
         if etype == "__timer":
             attrs |= {"__timer": True, "__absence_no_order": True}
         elif rng.random() < 0.05:  # a user's attribute named like the timer's marker
@@ -103,15 +108,29 @@ def test_rows_without_a_window_query_equal_the_window_querys(seed: int, distinct
     assert any(r["crashes"] >= 2 for r in rows) and any(r["pw_then_phone"] for r in rows)
     if distinct_times:
         assert any(r["since_crash"] is not None for r in rows)
+        assert {r["pw_phone_from_country"] for r in rows} >= {None, "US", "GB", "D\u00e9"}
+        assert any(r["pw_phone_from_app"] is not None and not r["pw_phone_from"] for r in rows)
+
+
+@pytest.mark.parametrize("value", [7, 1.5, True, ["x"], {"a": "b"}])
+def test_a_capture_of_a_value_not_text_keeps_the_window_query(value: Any) -> None:
+    combined = _stream(0, True)
+    texts = combined.column("attributes").to_pylist()
+    first = combined.column("type").to_pylist().index("password_changed")
+    texts[first] = json.dumps(json.loads(texts[first]) | {"country": value})
+    combined = combined.set_column(5, "attributes", pa.array(texts, pa.string()))
+    assert incremental.rows_input(combined, DISTINCT, ON) is None
+    assert incremental.rows_input(combined, TIED, ON) is not None
 
 
 def test_features_needing_attribute_values_keep_the_window_query() -> None:
     assert incremental.supported(TIED) and incremental.supported(DISTINCT)
+    assert incremental.supported({"s": StateFeature(sequence={"first": "a", "then": "b"}, within="5m",
+                                                    capture=["x"])})
     for feature in (StateFeature(sum="purchase.amount", window="1h"),
                     StateFeature(distinct="login.device", window="1h"),
                     StateFeature(last="login.country"),
-                    StateFeature(count="app_crash", window="1h", where="attributes->>'app' = 'ios'"),
-                    StateFeature(sequence={"first": "a", "then": "b"}, within="5m", capture=["x"])):
+                    StateFeature(count="app_crash", window="1h", where="attributes->>'app' = 'ios'")):
         assert not incremental.supported({**TIED, "other": feature})
 
 
@@ -121,13 +140,16 @@ PROGRAM: dict[str, Any] = {
     "state": {"crashes": {"count": "app_crash", "window": "20m"},
               "pw_then_phone": {"sequence": {"first": "password_changed", "then": "phone_changed"},
                                 "within": "10m"},
-              "since_crash": {"time_since": "app_crash"}},
+              "since_crash": {"time_since": "app_crash"},
+              "pw_from": {"sequence": {"first": "password_changed", "then": "phone_changed"},
+                          "within": "30m", "capture": ["device"]}},
     "filters": [{"id": "risky", "expr": "crashes >= 2 OR pw_then_phone"},
                 {"id": "build", "expr": "build > 95"}],
     "scorer": {"type": "expression", "expr": "least(1.0, 0.2 + crashes / 4.0)"},
     "selection": {"threshold": 0.3, "dedup_window": "15m"},
     "experiment": {"holdout": 0.2},
-    "action": {"type": "alert", "channels": ["email"], "payload_columns": ["crashes", "since_crash"]},
+    "action": {"type": "alert", "channels": ["email"],
+               "payload_columns": ["crashes", "since_crash", "pw_from_device"]},
 }
 
 
@@ -167,7 +189,8 @@ def test_a_worker_writes_the_same_candidates_with_and_without_the_window_query(
         etype = rng.choice(["app_crash", "app_crash", "password_changed", "phone_changed", "page_view"])
         events.append({"id": f"e{k}", "customer_id": f"C{rng.randrange(8)}", "type": etype,
                        "ts": (T0 + timedelta(minutes=max(minute, 0), microseconds=k)).isoformat() + "Z",
-                       "attributes": {"build": rng.randrange(90, 100)}})
+                       "attributes": {"build": rng.randrange(90, 100),
+                                      **({"device": f"d{k % 5}"} if k % 3 else {})}})
     cuts = sorted(rng.sample(range(1, len(events)), 12))
     bounds = zip([0, *cuts], [*cuts, len(events)], strict=True)
     polls = [[_message(e, "") for e in events[a:b]] for a, b in bounds]
@@ -175,14 +198,16 @@ def test_a_worker_writes_the_same_candidates_with_and_without_the_window_query(
     original = incremental.rows_input
 
     def spy(*args: Any) -> Any:
-        calls.append(1)
-        return original(*args)
+        got = original(*args)
+        calls.append(got is not None)
+        return got
 
     monkeypatch.setattr(incremental, "rows_input", spy)
     (tmp_path / "fast").mkdir()
     fast = _candidates(tmp_path / "fast", polls, stream)
-    assert calls, "the fast path was not taken"
+    assert calls and all(calls), "the fast path was not taken"
     monkeypatch.setattr(engine.incremental, "supported", lambda state: False)
     (tmp_path / "window").mkdir()
     window = _candidates(tmp_path / "window", polls, stream)
     assert fast[0] and fast == window
+    assert any('"pw_from_device": "d' in c[6] for c in fast[0])  # a capture made it to a payload

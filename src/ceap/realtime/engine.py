@@ -227,10 +227,11 @@ class ProgramRunner:
             picked = fresh.filter(mask)
             if not picked.num_rows:
                 continue
-            within = feature.within or timedelta(0)
-            rows = [(t, c, e, ts, ts + within, p) for t, c, e, ts, p in zip(
-                *(picked.column(n).to_pylist() for n in ("tenant_id", "customer_id", "event_id", "ts",
-                                                          PARTITION)), strict=True)]
+            within = pa.scalar(feature.within or timedelta(0), pa.duration("us"))
+            fire = pc.add(picked.column("ts"), within)  # in Arrow: no datetime arithmetic a timer
+            rows = list(zip(*(picked.column(n).to_pylist() for n in ("tenant_id", "customer_id", "event_id",
+                                                                     "ts")),
+                            fire.to_pylist(), picked.column(PARTITION).to_pylist(), strict=True))
             self.timers.add(f"{self.spec.name}#{name}", rows)  # one timer set per feature
 
     def _timer_rows(self, watermarks: dict[str, datetime], fresh: pa.Table) -> pa.Table:

@@ -1,22 +1,25 @@
 """A micro-batch's state features without a window query: vectorized over each
 customer's events sorted by event time (numpy ``searchsorted`` on one composite key
-of customer and time), for the kinds that need no attribute value.
+of customer and time), for the kinds that need no attribute value (and a ``sequence``'s
+``capture`` of text attributes).
 
-``count``, ``sequence`` (without ``capture``) and ``time_since`` are computed here,
+``count``, ``sequence`` (its ``capture`` too) and ``time_since`` are computed here,
 and which rows the program gets (fresh events, timer rows, and the logged events of a
 customer at or after its earliest fresh event: ``features.rows_sql``); ``absence``
 stays the plain SQL item it always was (no window). The query that conforms, filters
 and scores the rows then reads these columns and holds no window. A program with any
-other feature (``sum``, ``distinct``, ``last``, a ``capture``, a ``where``) keeps the
-window query of ``ceap.realtime.features``; so does a micro-batch whose times do not
-fit the composite key (``rows_input`` gives None).
+other feature (``sum``, ``distinct``, ``last``, a ``where``) keeps the window query of
+``ceap.realtime.features``; so does a micro-batch whose times do not fit the composite
+key, or whose captured attributes are not all text (``rows_input`` gives None).
 
 The same frames as the window functions: ``count`` and ``sequence`` take the events of
 their type with ``ts`` in ``[ts - window, ts]`` (``RANGE ... CURRENT ROW``: events at
 the same time count); ``time_since`` takes the latest event of its type strictly
 before the row's time. (The window query's ``ROWS ... 1 PRECEDING`` leaves the order of
 events at the same time to its sort, so which of two events at one instant it sees
-first is arbitrary there; here neither sees the other.)
+first is arbitrary there; here neither sees the other.) A ``capture`` takes the
+attribute of the latest ``first`` event in the sequence's frame that has it (``arg_max``
+skips nulls); of two such events at one instant, the window query takes either.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -40,7 +44,8 @@ _LIMIT = 2 ** 62
 
 def supported(state: dict[str, StateFeature]) -> bool:
     """Whether every feature of the program can be computed here."""
-    return all(f.kind in KINDS and not f.where and not f.capture for f in state.values())
+    return all(f.kind in KINDS and not f.where and (not f.capture or f.kind == "sequence")
+               for f in state.values())
 
 
 def _micros(span: timedelta) -> int:
@@ -58,6 +63,8 @@ def rows_sql(state: dict[str, StateFeature], on: list[str], columns: dict[str, s
             select += feature_sql(name, feature)
         else:
             select.append(f"{quote(COLUMN + str(i))} AS {quote(name)}")
+            select += [f"{quote(f'{COLUMN}{i}_{j}')} AS {quote(f'{name}_{a}')}"
+                       for j, a in enumerate(feature.capture)]
     types = ", ".join("'" + t.replace("'", "''") + "'" for t in on) or "NULL"
     return (f"SELECT {', '.join(select)} FROM {BATCH} "
             f"WHERE (type IN ({types}) OR attributes->>'__timer' IS NOT NULL) "
@@ -134,6 +141,17 @@ def rows_input(combined: pa.Table, state: dict[str, StateFeature], on: list[str]
         elif f.kind == "sequence" and f.sequence is not None:
             seen = in_window(f.sequence.first, _micros(f.span())) > 0
             column = pa.array(is_type(f.sequence.then)[rows] & seen, pa.bool_())
+            if f.capture:
+                firsts = np.flatnonzero(is_type(f.sequence.first))
+                values = _attribute_texts(attributes, firsts, f.capture)
+                if values is None:
+                    return None
+                captured = [_latest_in_window(comp[firsts], texts, at, _micros(f.span()))
+                            for texts in values]
+                out = out.append_column(COLUMN + str(i), column)
+                for j, texts in enumerate(captured):
+                    out = out.append_column(f"{COLUMN}{i}_{j}", texts)
+                continue
         elif f.kind == "time_since":
             cx = of(str(f.time_since))
             idx = np.searchsorted(cx, at, "left") - 1
@@ -145,3 +163,42 @@ def rows_input(combined: pa.Table, state: dict[str, StateFeature], on: list[str]
             continue
         out = out.append_column(COLUMN + str(i), column)
     return out
+
+
+def _attribute_texts(attributes: pa.Array, rows: np.ndarray, names: list[str]
+                     ) -> list[list[str | None]] | None:
+    """For each of ``names``, the value of that top-level attribute of each of ``rows`` as
+    ``attributes->>name`` gives it, for a text value (None when absent or JSON null); None
+    when any value is of another kind (a number, a list...: DuckDB's text of it is its own)
+    or a text does not read as JSON here: then the window query decides."""
+    out: list[list[str | None]] = [[] for _ in names]
+    for text in attributes.take(pa.array(rows, pa.int64())).to_pylist():
+        try:
+            value = orjson.loads(text) if text is not None else {}
+        except orjson.JSONDecodeError:
+            return None
+        if type(value) is not dict:
+            return None
+        for name, column in zip(names, out, strict=True):
+            got = value.get(name)
+            if got is not None and type(got) is not str:
+                return None
+            column.append(got)
+    return out
+
+
+def _latest_in_window(at_first: np.ndarray, texts: list[str | None], at: np.ndarray, span: int) -> pa.Array:
+    """Per row (``at``: its composite key), the text of the latest ``first`` event in
+    ``[ts - span, ts]`` whose text is not null: ``arg_max(text, ts)`` over the frame, which
+    skips null values (of events at one instant, the one after in ``combined``'s order)."""
+    has = np.fromiter((t is not None for t in texts), dtype=bool, count=len(texts))
+    keys = at_first[has]
+    values = np.asarray([t for t in texts if t is not None], dtype=object)
+    order = np.argsort(keys, kind="stable")
+    keys, values = keys[order], values[order]
+    j = np.searchsorted(keys, at, "right") - 1
+    found = (j >= 0) & (keys[np.clip(j, 0, None)] >= at - span) if len(keys) else np.zeros(len(at), bool)
+    picked = values[np.clip(j, 0, None)][found] if len(keys) else values[:0]
+    result = np.full(len(at), None, dtype=object)
+    result[found] = picked
+    return pa.array(result, pa.string())

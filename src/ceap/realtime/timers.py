@@ -60,6 +60,17 @@ def _iso_texts(times: Sequence[datetime]) -> list[str]:
     return _iso_column(pa.chunked_array([pa.array(times, pa.timestamp("us"))]))
 
 
+def _naive_many(values: Sequence[datetime | str]) -> list[datetime]:
+    """``_naive`` of each stored time, the store's text (SQLite) converted column-wise."""
+    if values and all(type(v) is str for v in values):
+        try:
+            utc = pc.cast(pa.array(values, pa.string()), pa.timestamp("us", "UTC"))
+            return pc.cast(utc, pa.timestamp("us")).to_pylist()  # type: ignore[no-any-return]
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            pass
+    return [_naive(v) for v in values]
+
+
 def timer_events(fired: Sequence[tuple[str, str, str, datetime, str]], feature: str) -> pa.Table:
     """Fired timers ``(tenant, customer, event id, fire at, attributes JSON)`` as the rows
     a program gets: type ``__timer``, ``ts`` the fire time, the feature true."""
@@ -120,8 +131,10 @@ class Timers:
             self.claimed.setdefault(program, []).extend((t, c, e) for t, c, e, *_ in claimed)
             batch = arrived(fresh, missing)
             by_tenant: dict[str, list[tuple[str, str, datetime, datetime]]] = {}
-            for tenant, customer, event_id, after, fire_at in claimed:
-                by_tenant.setdefault(tenant, []).append((customer, event_id, _naive(after), _naive(fire_at)))
+            afters, fires = _naive_many([r[3] for r in claimed]), _naive_many([r[4] for r in claimed])
+            for (tenant, customer, event_id, *_), after, fire_at in zip(claimed, afters, fires,
+                                                                        strict=True):
+                by_tenant.setdefault(tenant, []).append((customer, event_id, after, fire_at))
             fired: list[tuple[str, str, str, datetime, str]] = []
             for tenant, timers in by_tenant.items():
                 where, params = _in_list(tx, "event_id", [e for _, e, _, _ in timers])
@@ -134,8 +147,9 @@ class Timers:
                 sql = (f"SELECT customer_id, ts FROM event_log WHERE tenant_id = ? AND type = ? AND {where} "
                        "AND ts > ?")
                 args = (tenant, missing, *params, tx.ts(start.replace(tzinfo=UTC)))
-                for customer, ts in tx.execute(sql, args).fetchall():
-                    came.setdefault(customer, []).append(_naive(ts))
+                logged = tx.execute(sql, args).fetchall()
+                for (customer, _), ts in zip(logged, _naive_many([r[1] for r in logged]), strict=True):
+                    came.setdefault(customer, []).append(ts)
                 for customer, event_id, after, fire_at in timers:
                     if event_id not in attributes:  # the event that armed it is gone (pruned)
                         continue
