@@ -154,6 +154,36 @@ def test_a_failed_connection_is_dropped(store: PostgresStore) -> None:
         reads.close()
 
 
+def test_a_connection_closed_while_idle_is_replaced_not_used(store: PostgresStore) -> None:
+    reads = _reads(store, 1)
+
+    async def go() -> list[Any]:
+        await reads.inbox("default", "alice", False)
+        [conn] = reads._idle
+        with psycopg.connect(store._conninfo, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s, 10000)", (conn.pg.backend_pid,))
+        for _ in range(500):  # the event loop hears the connection end
+            if conn.broken:
+                break
+            await asyncio.sleep(0.01)
+        assert conn.broken
+        return await reads.inbox("default", "alice", False)  # on a new connection, no error
+
+    try:
+        assert len(asyncio.run(go())) == 5
+        assert reads._opened == 1
+    finally:
+        reads.close()
+
+
+def test_answer_fields_are_those_the_api_shows() -> None:
+    from ceap.store.pg_serving import CANDIDATE_FIELDS, INBOX_FIELDS, _candidate, _inbox_item
+
+    times = ["2026-01-02T03:04:05.000000+00:00"] * 2
+    assert tuple(_candidate(*["x"] * 6, "0.5", *["x"] * 5, *times)) == CANDIDATE_FIELDS
+    assert tuple(_inbox_item(*["x"] * 5, times[0], True)) == INBOX_FIELDS
+
+
 def test_closed_store_reads_fail(store: PostgresStore) -> None:
     reads = store.serving_reads()
     asyncio.run(reads.inbox("default", "alice", False))
