@@ -179,9 +179,20 @@ def test_a_connection_closed_while_idle_is_replaced_not_used(store: PostgresStor
 def test_answer_fields_are_those_the_api_shows() -> None:
     from ceap.store.pg_serving import CANDIDATE_FIELDS, INBOX_FIELDS, _candidate, _inbox_item
 
-    times = ["2026-01-02T03:04:05.000000+00:00"] * 2
+    times = ["2026-01-02T03:04:05"] * 2
     assert tuple(_candidate(*["x"] * 6, "0.5", *["x"] * 5, *times)) == CANDIDATE_FIELDS
     assert tuple(_inbox_item(*["x"] * 5, times[0], True)) == INBOX_FIELDS
+
+
+def test_times_are_written_as_isoformat_writes_them() -> None:
+    from datetime import UTC, datetime
+
+    from ceap.store.pg_serving import _iso
+
+    for micro in (0, 1, 10, 840000, 120000, 999999, 500000):
+        t = datetime(2026, 12, 7, 12, 24, 4, micro, tzinfo=UTC)
+        pg = t.replace(tzinfo=None).isoformat().rstrip("0") if micro else t.replace(tzinfo=None).isoformat()
+        assert _iso(pg.rstrip(".")) == t.isoformat()  # PostgreSQL drops a fraction's last zeros
 
 
 def test_closed_store_reads_fail(store: PostgresStore) -> None:
