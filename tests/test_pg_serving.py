@@ -176,6 +176,36 @@ def test_a_connection_closed_while_idle_is_replaced_not_used(store: PostgresStor
         reads.close()
 
 
+def test_closed_from_another_thread_its_loop_unregisters_it_first(store: PostgresStore) -> None:
+    import threading
+    import time
+
+    reads = _reads(store, 1)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever)
+    thread.start()
+
+    async def unregister(fd: int) -> bool:
+        return loop.remove_reader(fd)  # False: not registered (any more)
+
+    try:
+        asyncio.run_coroutine_threadsafe(reads.inbox("default", "alice", False), loop).result(30)
+        [conn] = reads._idle
+        fd = conn.fd
+        assert conn.loop is loop
+        reads.close()  # from this thread, while the loop runs in its own
+        for _ in range(500):
+            if conn.loop is None:
+                break
+            time.sleep(0.01)
+        assert conn.loop is None and conn.pg.status == psycopg.pq.ConnStatus.BAD  # finished
+        assert asyncio.run_coroutine_threadsafe(unregister(fd), loop).result(30) is False
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()
+
+
 def test_answer_fields_are_those_the_api_shows() -> None:
     from ceap.store.pg_serving import CANDIDATE_FIELDS, INBOX_FIELDS, _candidate, _inbox_item
 

@@ -129,6 +129,14 @@ def _text(value: str) -> bytes:
     return value.encode()
 
 
+def _running() -> asyncio.AbstractEventLoop | None:
+    """The event loop running in this thread, if any."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -179,13 +187,7 @@ class _Conn:
         loop, or one not running (a closed loop has nothing left to unregister; one
         running in another thread unregisters when its callback next fires)."""
         loop, self.loop = self.loop, None
-        if loop is None or loop.is_closed():
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if loop is running or not loop.is_running():
+        if loop is not None and not loop.is_closed() and (loop is _running() or not loop.is_running()):
             loop.remove_reader(self.fd)
 
     def _readable(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -237,8 +239,22 @@ class _Conn:
         return found.get_value(0, 0) if found is not None and found.ntuples else None
 
     def close(self) -> None:
-        """Close without the event loop (there may be none): end the libpq connection."""
+        """End the libpq connection, its socket unregistered first: here, or on its loop
+        when that one runs in another thread (never a closed socket left registered)."""
+        loop = self.loop
+        if loop is not None and not loop.is_closed() and loop.is_running() and loop is not _running():
+            try:
+                loop.call_soon_threadsafe(self._close_on, loop)
+                return
+            except RuntimeError:  # closed meanwhile: nothing left registered
+                self.loop = None
         self._unlisten()
+        self.pg.finish()
+
+    def _close_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.loop is loop:
+            loop.remove_reader(self.fd)
+            self.loop = None
         self.pg.finish()
 
 
