@@ -154,6 +154,77 @@ def test_a_failed_connection_is_dropped(store: PostgresStore) -> None:
         reads.close()
 
 
+def test_a_connection_closed_while_idle_is_replaced_not_used(store: PostgresStore) -> None:
+    reads = _reads(store, 1)
+
+    async def go() -> list[Any]:
+        await reads.inbox("default", "alice", False)
+        [conn] = reads._idle
+        with psycopg.connect(store._conninfo, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s, 10000)", (conn.pg.backend_pid,))
+        for _ in range(500):  # the event loop hears the connection end
+            if conn.broken:
+                break
+            await asyncio.sleep(0.01)
+        assert conn.broken
+        return await reads.inbox("default", "alice", False)  # on a new connection, no error
+
+    try:
+        assert len(asyncio.run(go())) == 5
+        assert reads._opened == 1
+    finally:
+        reads.close()
+
+
+def test_closed_from_another_thread_its_loop_unregisters_it_first(store: PostgresStore) -> None:
+    import threading
+    import time
+
+    reads = _reads(store, 1)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever)
+    thread.start()
+
+    async def unregister(fd: int) -> bool:
+        return loop.remove_reader(fd)  # False: not registered (any more)
+
+    try:
+        asyncio.run_coroutine_threadsafe(reads.inbox("default", "alice", False), loop).result(30)
+        [conn] = reads._idle
+        fd = conn.fd
+        assert conn.loop is loop
+        reads.close()  # from this thread, while the loop runs in its own
+        for _ in range(500):
+            if conn.loop is None:
+                break
+            time.sleep(0.01)
+        assert conn.loop is None and conn.pg.status == psycopg.pq.ConnStatus.BAD  # finished
+        assert asyncio.run_coroutine_threadsafe(unregister(fd), loop).result(30) is False
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()
+
+
+def test_answer_fields_are_those_the_api_shows() -> None:
+    from ceap.store.pg_serving import CANDIDATE_FIELDS, INBOX_FIELDS, _candidate, _inbox_item
+
+    times = ["2026-01-02T03:04:05"] * 2
+    assert tuple(_candidate(*["x"] * 6, "0.5", *["x"] * 5, *times)) == CANDIDATE_FIELDS
+    assert tuple(_inbox_item(*["x"] * 5, times[0], True)) == INBOX_FIELDS
+
+
+def test_times_are_written_as_isoformat_writes_them() -> None:
+    from datetime import UTC, datetime
+
+    from ceap.store.pg_serving import _iso
+
+    for micro in (0, 1, 10, 840000, 120000, 999999, 500000):
+        t = datetime(2026, 12, 7, 12, 24, 4, micro, tzinfo=UTC)
+        pg = t.replace(tzinfo=None).isoformat().rstrip("0") if micro else t.replace(tzinfo=None).isoformat()
+        assert _iso(pg.rstrip(".")) == t.isoformat()  # PostgreSQL drops a fraction's last zeros
+
+
 def test_closed_store_reads_fail(store: PostgresStore) -> None:
     reads = store.serving_reads()
     asyncio.run(reads.inbox("default", "alice", False))

@@ -14,6 +14,19 @@ from ceap.observability.tracing import server_span
 
 UNMATCHED = "<unmatched>"  # a path that matches no route: never the path itself (unbounded, personal)
 
+#: the counter's and the histogram's series of each (method, route template, status) seen:
+#: ``labels()`` takes a lock and checks its values on every call; these are as bounded as
+#: the series themselves
+_SERIES: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def _series(method: str, route: str, status: int) -> tuple[Any, Any]:
+    found = _SERIES.get((method, route, status))
+    if found is None:
+        found = _SERIES[method, route, status] = (HTTP_REQUESTS.labels(method, route, str(status)),
+                                                  HTTP_DURATION.labels(method, route))
+    return found
+
 
 class Instrument:
     """Pure ASGI middleware (no per-request task or body copy)."""
@@ -41,8 +54,9 @@ class Instrument:
             finally:
                 route = getattr(scope.get("route"), "path", None) or UNMATCHED
                 elapsed = time.perf_counter() - started
-                HTTP_REQUESTS.labels(method, route, str(status)).inc()
-                HTTP_DURATION.labels(method, route).observe(elapsed)
+                count, duration = _series(method, route, status)
+                count.inc()
+                duration.observe(elapsed)
                 if current is not None:
                     current.update_name(f"{method} {route}")
                     current.set_attribute("http.route", route)

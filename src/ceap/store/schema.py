@@ -87,7 +87,12 @@ def _parsed(text: str) -> datetime:
 _LITERALS: dict[str, Any] = {"null": None, "true": True, "false": False}
 #: 19 digits in a row: perhaps an integer orjson reads as a float (past 64 bits); a long
 #: fraction or text matches too, and reads the same with the standard library
-_LONG_DIGITS, _LONG_DIGITS_B = re.compile(r"\d{19}"), re.compile(rb"\d{19}")
+_LONG_DIGITS = re.compile(r"\d{19}")
+#: the same test on bytes (where ``\d`` is an ASCII digit), a regular expression's search
+#: done in C at a byte a nanosecond: every ASCII digit made "0", the rest "."; a long JSON
+#: value took 14 µs through the expression (the serving API's hot reads, bench/README.md)
+_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x2E for b in range(256))
+_NINETEEN = b"0" * 19
 
 
 def loads(value: Any) -> Any:
@@ -100,7 +105,8 @@ def loads(value: Any) -> Any:
         return []
     if value in _LITERALS:
         return _LITERALS[value]
-    if (_LONG_DIGITS.search(value) if isinstance(value, str) else _LONG_DIGITS_B.search(value)):
+    if (_LONG_DIGITS.search(value) if isinstance(value, str)
+            else _NINETEEN in value.translate(_DIGITS_AS_ZERO)):
         return json.loads(value)  # an integer past 64 bits, which orjson would make a float
     try:
         return orjson.loads(value)
