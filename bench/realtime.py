@@ -15,8 +15,11 @@ Measures, in one process and one run, side by side:
   time (their event time) at a fixed rate (``--rate``, default 10,000/s) for
   ``--seconds`` while a worker runs; latency = the time the store committed a
   candidate minus the time the event that triggered it was due to be sent (event
-  ``k`` at ``k / rate`` s; sent then, not before), over every stored candidate (goal:
-  p99 under 50 ms).
+  ``k`` at ``k / rate`` s; sent then, not before), over every stored candidate (goals:
+  p99 under 50 ms at 10,000/s, under 20 ms at 2,000/s).
+
+``--rounds N`` measures the raw read and the end-to-end phase N times, alternating, and
+judges the median ratio: per-CPU-second rates swing by about 25 % from run to run here.
 
 The program (``--program``) is by default ``count``, a predictive-issue-resolution
 one: customers whose app crashed at least 3 times in 24 hours (a ``count`` window
@@ -78,7 +81,14 @@ from realtime_events import (  # noqa: F401  (re-exported for the other bench sc
 
 GOAL_RATIO = 0.5
 GOAL_RATE = 100_000
-GOAL_P99_MS = 50.0
+#: issue 10: p99 event -> candidate under 50 ms at 10,000 events/s offered, under 20 ms at 2,000/s
+GOAL_P99_MS = {10_000: 50.0, 2_000: 20.0}
+
+
+def goal_p99_ms(rate: float) -> float | None:
+    """The p99 goal at an offered rate: that of the highest goal rate it reaches (None below 2,000/s)."""
+    reached = [r for r in GOAL_P99_MS if rate >= r]
+    return GOAL_P99_MS[max(reached)] if reached else None
 
 
 def log(message: str) -> None:
@@ -134,9 +144,9 @@ def make_worker(root: Path, store: Store, url: str, stream: str, group: str, bat
 
 
 # -- phases ---------------------------------------------------------------------
-def raw_read(r: redis.Redis, stream: str, batch: int) -> dict[str, float]:
+def raw_read(r: redis.Redis, stream: str, batch: int, round_: int = 0) -> dict[str, float]:
     """Drain ``stream`` in a fresh group with XREADGROUP + XACK, nothing else."""
-    group = f"raw-{batch}"
+    group = f"raw-{batch}-{round_}"
     r.xgroup_create(stream, group, id="0")
     n = 0
     cpu, start = time.process_time(), time.perf_counter()
@@ -151,10 +161,10 @@ def raw_read(r: redis.Redis, stream: str, batch: int) -> dict[str, float]:
 
 
 def end_to_end(root: Path, target: Target, redis_url: str, stream: str, batch: int,
-               profile: str | None, catch_up: int = 1, program: dict[str, Any] = PROGRAM
-               ) -> dict[str, Any]:
+               profile: str | None, catch_up: int = 1, program: dict[str, Any] = PROGRAM,
+               round_: int = 0) -> dict[str, Any]:
     store = open_store(target.url)
-    worker = make_worker(root, store, redis_url, stream, f"e2e-{target.name}-{batch}", batch, 0.05,
+    worker = make_worker(root, store, redis_url, stream, f"e2e-{target.name}-{batch}-{round_}", batch, 0.05,
                          catch_up)
     worker.reload(force=True)
     if worker.stats.programs != [program["name"]]:
@@ -323,6 +333,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--program", choices=sorted(PROGRAMS), default="count",
                    help="count: the windowed-count program (default); sequence_absence: a program "
                         "with a sequence and an absence feature, over events planted to fire both")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="raw read and end-to-end measured this many times, alternating, over the "
+                        "same stream; the verdict is on the median ratio (per-CPU-second rates "
+                        "swing by about 25 %% from run to run on a shared VM)")
     p.add_argument("--profile", help="write a cProfile of the first end-to-end phase here")
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args(argv)
@@ -335,8 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     (root / "programs" / f"{program['name']}.yaml").write_text(yaml.safe_dump(program))
     r = redis.Redis.from_url(args.redis, socket_timeout=None)
     stream = f"ceap-bench-rt-{os.getpid()}"
-    raw: dict[int, dict[str, float]] = {}
-    e2e: dict[tuple[str, int], dict[str, Any]] = {}
+    raw: dict[int, list[dict[str, float]]] = {}
+    e2e: dict[tuple[str, int], list[dict[str, Any]]] = {}
     lat: dict[float, dict[str, Any]] = {}
     rates = [float(x) for x in str(args.rate).split(",") if x.strip()]
     parser = "hiredis" if getattr(redis.utils, "HIREDIS_AVAILABLE", False) else "pure Python"
@@ -353,20 +367,23 @@ def main(argv: list[str] | None = None) -> int:
             del bodies
             profile = args.profile
             for batch in batches:
-                raw[batch] = raw_read(r, stream, batch)
-                log(f"raw read, batch {batch}: {raw[batch]['events'] / raw[batch]['seconds']:,.0f}/s")
-                for name in stores:
-                    target = (sqlite_target(root, f"e2e-{batch}") if name == "sqlite"
-                              else postgres_target(args.pg))
-                    try:
-                        e2e[name, batch] = end_to_end(root, target, args.redis, stream, batch, profile,
-                                                      args.catch_up, program)
-                    finally:
-                        if target.cleanup:
-                            target.cleanup()
-                    profile = None
-                    out = e2e[name, batch]
-                    log(f"end-to-end {name}, batch {batch}: {out['events'] / out['seconds']:,.0f}/s {out}")
+                for k in range(max(1, args.rounds)):
+                    raw.setdefault(batch, []).append(raw_read(r, stream, batch, k))
+                    got = raw[batch][-1]
+                    log(f"raw read, batch {batch}: {got['events'] / got['seconds']:,.0f}/s")
+                    for name in stores:
+                        target = (sqlite_target(root, f"e2e-{batch}-{k}") if name == "sqlite"
+                                  else postgres_target(args.pg))
+                        try:
+                            out = end_to_end(root, target, args.redis, stream, batch, profile,
+                                             args.catch_up, program, k)
+                        finally:
+                            if target.cleanup:
+                                target.cleanup()
+                        profile = None
+                        e2e.setdefault((name, batch), []).append(out)
+                        log(f"end-to-end {name}, batch {batch}: {out['events'] / out['seconds']:,.0f}/s "
+                            f"{out}")
             r.delete(stream)
         for i, rate in enumerate([] if args.skip_latency else rates):
             log(f"latency: {rate:,.0f} events/s for {args.seconds:.0f} s")
@@ -390,25 +407,35 @@ def main(argv: list[str] | None = None) -> int:
     print()
     rows = []
     for batch in batches if raw else []:
-        base = raw[batch]["events"] / raw[batch]["seconds"]
-        base_cpu = raw[batch]["events"] / raw[batch]["cpu"]
-        rows.append((f"raw read, batch {batch}", f"{base:,.0f} ev/s", f"{base_cpu:,.0f}", "", ""))
-        for name in stores:
-            out = e2e[name, batch]
-            rate = out["events"] / out["seconds"]
-            rows.append((f"end-to-end {name}, batch {batch}", f"{rate:,.0f} ev/s",
-                         f"{out['events'] / out['cpu']:,.0f}", f">= {GOAL_RATE:,}",
-                         verdict(rate >= GOAL_RATE)))
-            rows.append((f"  ratio to raw read, batch {batch}", f"{rate / base:.3f}",
-                         f"{(out['events'] / out['cpu']) / base_cpu:.3f}", f">= {GOAL_RATIO}",
-                         verdict(rate / base >= GOAL_RATIO)))
-            rows.append(("  candidates stored / events", f"{out['stored']:,} / {out['events']:,}",
-                         "", "", ""))
+        rounds = len(raw[batch])
+        ratios: dict[str, list[tuple[float, float]]] = {name: [] for name in stores}
+        for k, got in enumerate(raw[batch]):
+            tag = f" (round {k + 1})" if rounds > 1 else ""
+            base, base_cpu = got["events"] / got["seconds"], got["events"] / got["cpu"]
+            rows.append((f"raw read, batch {batch}{tag}", f"{base:,.0f} ev/s", f"{base_cpu:,.0f}", "", ""))
+            for name in stores:
+                out = e2e[name, batch][k]
+                rate = out["events"] / out["seconds"]
+                ratios[name].append((rate / base, (out["events"] / out["cpu"]) / base_cpu))
+                rows.append((f"end-to-end {name}, batch {batch}{tag}", f"{rate:,.0f} ev/s",
+                             f"{out['events'] / out['cpu']:,.0f}", f">= {GOAL_RATE:,}",
+                             verdict(rate >= GOAL_RATE)))
+                rows.append((f"  ratio to raw read, batch {batch}{tag}", f"{rate / base:.3f}",
+                             f"{ratios[name][-1][1]:.3f}", f">= {GOAL_RATIO}",
+                             verdict(rate / base >= GOAL_RATIO) if rounds == 1 else ""))
+                rows.append(("  candidates stored / events", f"{out['stored']:,} / {out['events']:,}",
+                             "", "", ""))
+        for name in stores if rounds > 1 else []:
+            wall = statistics.median(r for r, _ in ratios[name])
+            cpu = statistics.median(c for _, c in ratios[name])
+            rows.append((f"ratio {name}, batch {batch}, median of {rounds} rounds", f"{wall:.3f}",
+                         f"{cpu:.3f}", f">= {GOAL_RATIO}", verdict(wall >= GOAL_RATIO)))
     for rate, out in lat.items():
         label = f"latency at {rate:,.0f} ev/s, batch {args.latency_batch}"
         rows.append((f"{label}, p50", f"{out['p50']:.1f} ms", "", "", ""))
-        rows.append((f"{label}, p99", f"{out['p99']:.1f} ms", "", f"< {GOAL_P99_MS:.0f} ms",
-                     verdict(out["p99"] < GOAL_P99_MS) if rate >= 10_000 else "(info)"))
+        goal = goal_p99_ms(rate)
+        rows.append((f"{label}, p99", f"{out['p99']:.1f} ms", "",
+                     f"< {goal:.0f} ms" if goal else "", verdict(out["p99"] < goal) if goal else "(info)"))
         rows.append(("  max; samples (stored candidates)", f"{out['max']:.1f} ms; {out['samples']:,}",
                      "", "", ""))
         rows.append(("  events; mean per poll; worker CPU share",
