@@ -117,6 +117,13 @@ def stop_on_signals() -> threading.Event:
     return stop
 
 
+def check_status(status: str | None, known: tuple[str, ...]) -> None:
+    """A usage error (exit 2) naming the known statuses when ``--status`` is none of them."""
+    if status is not None and status not in known:
+        raise typer.BadParameter(f"unknown status {status!r} (known: {', '.join(known)})",
+                                 param_hint="--status")
+
+
 def fail_spec(errors: list[SpecError]) -> None:
     """Print each error's `file: field: message` lines on standard error; exit 2."""
     print_spec_errors(errors)
