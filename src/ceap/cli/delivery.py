@@ -203,6 +203,8 @@ def profiles(
     finally:
         store.close()
     out.print(f"loaded {n:,} profile(s)")
+    if n < table.num_rows:
+        err.print(f"{table.num_rows - n:,} row(s) of deleted customers dropped (docs/privacy.md)")
 
 
 deliveries_app = typer.Typer(help="Delivery attempts; resolve those a crash left held.")
