@@ -21,6 +21,7 @@ from ceap.channels.push_apns import ApnsChannel, apns_id
 from ceap.channels.push_fcm import FcmChannel
 from ceap.channels.push_web import WebPushChannel
 from ceap.channels.receipts import is_bounce
+from ceap.errors import PluginError
 from ceap.plugin import PluginContext
 from ceap.testing import check_channel, check_registration, make_messages
 from tests.provider_server import MISSING, Case, ProviderServer, Recorded, Reply, message, run_case, serve
@@ -375,3 +376,19 @@ def test_conformance_webpush(server: ProviderServer, keys: dict[str, Any], tmp_p
     check_channel(WebPushChannel, webpush(server, sent_keys="keys.db"), PluginContext(base_dir=tmp_path),
                   make_messages(3, to=lambda i: subscription_json(server, keys, f"s{i}"), channel="push"))
     assert len(server.calls("/push/")) == 5
+
+
+@pytest.mark.parametrize(("channel", "config", "variable"), [
+    (FcmChannel, fcm, "FCM_TOKEN"),
+    (FcmChannel, lambda s: fcm(s, token_env=None, credentials_env="FCM_SA"), "FCM_SA"),
+    (ApnsChannel, apns, "APNS_AUTH_KEY"),
+    (WebPushChannel, webpush, "VAPID_PRIVATE_KEY"),
+])
+def test_an_unset_secret_variable_fails_when_the_channel_is_built(
+        server: ProviderServer, monkeypatch: pytest.MonkeyPatch, channel: Any, config: Any,
+        variable: str) -> None:
+    """docs/project-config.md: `ceap dispatch` stops at start (exit 2) naming the variable,
+    rather than failing every send later."""
+    monkeypatch.delenv(variable, raising=False)
+    with pytest.raises(PluginError, match=f"set the environment variable {variable}"):
+        channel.from_dict(config(server))

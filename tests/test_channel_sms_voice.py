@@ -25,6 +25,7 @@ from ceap.channels.sms_twilio import TwilioSmsChannel
 from ceap.channels.voice_twilio import TwilioVoiceChannel
 from ceap.delivery.dispatcher import Dispatcher
 from ceap.delivery.profiles import upsert_profiles
+from ceap.errors import PluginError
 from ceap.model import CandidateQuery, RunRecord
 from ceap.plugin import PluginContext
 from ceap.store import open_store
@@ -194,8 +195,14 @@ def test_a_rate_limit_spares_the_rest_of_the_batch(server: ProviderServer) -> No
 
 
 def test_missing_token_names_the_variable(server: ProviderServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("TWILIO_AUTH_TOKEN")
+    """docs/project-config.md: a secret's unset variable stops `ceap dispatch` when the channel is
+    built; one gone after that is a retryable failure of each send, naming it."""
     channel = TwilioSmsChannel.from_dict(sms(server))
+    monkeypatch.delenv("TWILIO_AUTH_TOKEN")
+    with pytest.raises(PluginError, match="set the environment variable TWILIO_AUTH_TOKEN"):
+        TwilioSmsChannel.from_dict(sms(server))
+    with pytest.raises(PluginError, match="set the environment variable TWILIO_AUTH_TOKEN"):
+        TwilioVoiceChannel.from_dict(voice(server))
     [result] = channel.send(make_messages(1, to="+15550001111"))
     assert result.retryable and "TWILIO_AUTH_TOKEN" in result.error
     assert server.requests == []

@@ -111,3 +111,18 @@ def test_bad_project_config_exits_two(project: Path) -> None:
     result = runner.invoke(app, ["run", "big_carts"])
     assert result.exit_code == 2
     assert "ceap.yaml: tennant: unknown field" in result.stderr
+
+
+def test_run_with_no_program_file_is_an_error_naming_the_folder(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/cli.md: nothing to run exits 2; a missing or empty programs folder says so."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CEAP_STORE", raising=False)
+    runner = CliRunner()
+    missing = runner.invoke(app, ["run", "--all"])
+    assert missing.exit_code == 2 and f"no program files found in {tmp_path / 'programs'}" in missing.output
+    (tmp_path / "programs").mkdir()
+    (tmp_path / "empty").mkdir()
+    for args in (["run", "--all"], ["run", "empty"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and "no program files found" in result.output, args

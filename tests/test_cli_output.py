@@ -190,3 +190,11 @@ def test_plugins_at_an_80_column_terminal_folds_the_implementation_never_cuts_it
         cell += implementation
     shown.append(cell)
     assert shown == [info.target for info in default_registry().info()]
+
+
+@pytest.mark.parametrize("command", ["candidates", "deliveries"])
+def test_an_unknown_status_is_a_usage_error_naming_the_statuses(project: Path, command: str) -> None:
+    result = runner.invoke(app, [command, "--status", "pendng"], env=NOT_A_TERMINAL)
+    assert result.exit_code == 2
+    assert "--status" in result.output and "'pendng'" in result.output
+    assert ("pending" if command == "candidates" else "queued") in result.output

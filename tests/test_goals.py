@@ -177,7 +177,8 @@ def test_the_import_command_reports_and_exits_non_zero_on_rejections(tmp_path: P
     runner = CliRunner()
     ok = runner.invoke(app, ["outcomes", "import", "ok.csv", "--type", "purchase", "--json"])
     assert ok.exit_code == 0, ok.output
-    assert json.loads(ok.stdout) == {"read": 1, "inserted": 1, "already_present": 0, "rejected": 0}
+    assert json.loads(ok.stdout) == {"read": 1, "inserted": 1, "already_present": 0, "rejected": 0,
+                                     "deleted_customers": 0}
     bad = runner.invoke(app, ["outcomes", "import", "bad.csv", "--type", "purchase"])
     assert bad.exit_code == 1 and "bad.csv: row 1: ts: missing or not a time" in bad.output
     assert runner.invoke(app, ["outcomes", "import", "nope.csv"]).exit_code == 2

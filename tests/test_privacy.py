@@ -157,3 +157,33 @@ def test_events_arriving_after_a_deletion_are_dropped_by_the_worker(store: Store
     assert rows(store, "SELECT customer_id FROM goal_events") == [(KEPT[0],)]
     assert rows(store, "SELECT customer_id FROM event_log") == [(KEPT[0],)]
     assert text_hits(store, GONE[0]) == {}
+
+
+def test_goal_events_and_profiles_loaded_after_a_deletion_skip_the_deleted(
+        store_url: str, tmp_path: Path) -> None:
+    """docs/privacy.md: what arrives later for a deleted customer is dropped, not stored;
+    `ceap outcomes import` and `ceap profiles` are arrivals too."""
+    from ceap.store import open_store
+
+    opened = open_store(store_url)
+    delete_customer(opened, "default", GONE[0], now=NOW)
+    opened.close()
+    (tmp_path / "orders.csv").write_text(
+        f"event_id,customer_id,type,ts\no1,{GONE[0]},purchase,2026-11-21T10:00:00Z\n"
+        f"o2,{KEPT[0]},purchase,2026-11-21T10:00:00Z\n")
+    (tmp_path / "profiles.csv").write_text(f"customer_id,email\n{GONE[0]},{GONE[1]}\n{KEPT[0]},{KEPT[1]}\n")
+    runner = CliRunner()
+    imported = runner.invoke(app, ["--store", store_url, "--project", str(tmp_path), "outcomes", "import",
+                                   str(tmp_path / "orders.csv"), "--json"])
+    assert imported.exit_code == 0, imported.output
+    assert json.loads(imported.stdout) == {"read": 2, "inserted": 1, "already_present": 0, "rejected": 0,
+                                           "deleted_customers": 1}
+    loaded = runner.invoke(app, ["--store", store_url, "--project", str(tmp_path), "profiles",
+                                 str(tmp_path / "profiles.csv")])
+    assert loaded.exit_code == 0, loaded.output
+    assert "loaded 1 profile(s)" in loaded.stdout
+    opened = open_store(store_url)
+    try:
+        assert text_hits(opened, GONE[0], GONE[1]) == {}
+    finally:
+        opened.close()

@@ -151,3 +151,12 @@ def test_between_keeps_the_latest_and_counts_all() -> None:
     every_minute = Cron("* * * * *", "UTC")
     recent, count, capped = every_minute.between(utc(2025, 1, 1), utc(2026, 1, 1), 2)
     assert recent == [utc(2025, 12, 31, 23, 59), utc(2026, 1, 1)] and capped and count == 1020
+
+
+def test_state_on_a_batch_program_is_an_error_not_ignored() -> None:
+    """docs/program-spec.md: `state` is for real-time (events) programs; a batch run has no
+    event history to compute it from, so it must not be dropped silently."""
+    state = {"crashes": {"count": "app_crash", "window": "1d"}}
+    [line] = issues(None, state=state)
+    assert line.startswith("p.yaml: state: only a real-time program (source type events) has state")
+    assert program(None, source={"type": "events", "on": ["app_crash"]}, state=state).state

@@ -248,3 +248,14 @@ def test_cli_rejects_bad_options(project: Path) -> None:
     assert bad.exit_code == 2 and "use a .png, .svg or .json file name" in bad.stderr
     bad = runner.invoke(app, ["report", "uplift", "promo", "--since", "soon"])
     assert bad.exit_code == 2 and "--since: expected a duration" in bad.stderr
+
+
+
+def test_the_printed_report_cuts_nothing_off_in_80_columns(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/cli.md: tables for people fold long values onto more lines, nothing is cut off."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CEAP_STORE", raising=False)
+    result = CliRunner().invoke(app, ["report", "uplift", "gone_program"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output and "gone_program: arms" in result.output

@@ -75,6 +75,7 @@ class ApnsChannel(ExternalChannel[ApnsConfig]):
 
     def __init__(self, config: ApnsConfig, context: Any = None):
         super().__init__(config, context)
+        env_secret(self, config.key_env, "APNs signing key")  # fail when built, naming the variable
         # one connection multiplexes every stream over HTTP/2; httpx's client is thread-safe
         self.client = httpx.Client(http2=config.http2, timeout=config.timeout, follow_redirects=False,
                                    trust_env=False, headers={"User-Agent": "ceap"})

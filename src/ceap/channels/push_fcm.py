@@ -77,6 +77,10 @@ class FcmChannel(HttpChannel[FcmConfig]):
 
     def __init__(self, config: FcmConfig, context: Any = None):
         super().__init__(config, context)
+        if config.token_env:  # fail when built, naming the variable (read again when used)
+            env_secret(self, config.token_env, "FCM access token")
+        elif config.credentials_env:
+            env_secret(self, config.credentials_env, "FCM service account")
         self._token: tuple[str, float] | None = None  # (access token, monotonic expiry)
         self._token_lock = threading.Lock()
 

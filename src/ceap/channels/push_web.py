@@ -74,6 +74,7 @@ class WebPushChannel(HttpChannel[WebPushConfig]):
 
     def __init__(self, config: WebPushConfig, context: Any = None):
         super().__init__(config, context)
+        env_secret(self, config.vapid_private_key_env, "VAPID private key")  # fail when built
         self._vapid: Any = None
 
     def __repr__(self) -> str:

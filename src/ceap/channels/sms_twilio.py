@@ -71,6 +71,11 @@ class TwilioChannel(HttpChannel[Any]):
 
     resource: ClassVar[str] = "Messages"
 
+    def __init__(self, config: Any, context: Any = None):
+        super().__init__(config, context)
+        # fail when built, naming the variable (read again at each send, so a rotation holds)
+        env_secret(self, config.auth_token_env, "Twilio auth token")
+
     def __repr__(self) -> str:  # the config holds the env var's name, never the token
         return f"{type(self).__name__}(account_sid={self.config.account_sid}, token=**********)"
 

@@ -14,6 +14,7 @@ import typer
 from ceap.cli.common import (
     JsonOption,
     app,
+    check_status,
     echo,
     err,
     fail_spec,
@@ -134,7 +135,12 @@ def candidates(
     as_json: JsonOption = False,
 ) -> None:
     """Query the candidate store."""
+    from typing import get_args
+
+    from ceap.model import CandidateStatus
     from ceap.report import candidates_sheet
+
+    check_status(status, get_args(CandidateStatus))
 
     project = state.project()
     store = state.open_store(project)

@@ -117,6 +117,13 @@ def stop_on_signals() -> threading.Event:
     return stop
 
 
+def check_status(status: str | None, known: tuple[str, ...]) -> None:
+    """A usage error (exit 2) naming the known statuses when ``--status`` is none of them."""
+    if status is not None and status not in known:
+        raise typer.BadParameter(f"unknown status {status!r} (known: {', '.join(known)})",
+                                 param_hint="--status")
+
+
 def fail_spec(errors: list[SpecError]) -> None:
     """Print each error's `file: field: message` lines on standard error; exit 2."""
     print_spec_errors(errors)
@@ -143,14 +150,19 @@ def load_specs(items: list[str], project: ProjectConfig, all_: bool) -> list[Pro
     """The named programs (or all with ``all_``), every one valid, or exit 2."""
     from ceap.spec import load_program
 
+    folder = project.programs_dir()
     if all_:
-        items = [str(project.programs_dir())]
-    if not items:
+        items = [str(folder)] if folder.is_dir() else []
+    elif not items:
         err.print("name a program (or a file), or pass --all")
+        raise typer.Exit(2)
+    paths = program_paths(items, project)
+    if not paths:
+        err.print("no program files found" + (f" in {folder}" if all_ else ""), highlight=False)
         raise typer.Exit(2)
     errors: list[SpecError] = []
     specs = []
-    for path in program_paths(items, project):
+    for path in paths:
         try:
             specs.append(load_program(path))
         except SpecError as exc:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 import typer
 
-from ceap.cli.common import JsonOption, app, err, out, state, stop_on_signals
+from ceap.cli.common import JsonOption, app, check_status, err, out, state, stop_on_signals
 from ceap.cli.observe import MetricsAddrOption, MetricsPortOption, start_metrics
 from ceap.cli.output import Column, Sheet, show
 from ceap.errors import CeapError, SpecError
@@ -203,6 +203,8 @@ def profiles(
     finally:
         store.close()
     out.print(f"loaded {n:,} profile(s)")
+    if n < table.num_rows:
+        err.print(f"{table.num_rows - n:,} row(s) of deleted customers dropped (docs/privacy.md)")
 
 
 deliveries_app = typer.Typer(help="Delivery attempts; resolve those a crash left held.")
@@ -221,10 +223,12 @@ def deliveries(
     as_json: JsonOption = False,
 ) -> None:
     """Delivery attempts with their status, channel and last error."""
+    from ceap.delivery.model import DeliveryStatus
     from ceap.delivery.outbox import Outbox
 
     if ctx.invoked_subcommand is not None:
         return
+    check_status(status, get_args(DeliveryStatus))
     project = state.project()
     store = state.open_store(project)
     try:

@@ -82,10 +82,10 @@ def _since(value: str | None, now: datetime) -> datetime | None:
 
 def arms_table(report: UpliftReport) -> Table:
     table = Table(title=f"{report.program}: arms", title_justify="left")
-    table.add_column("arm", no_wrap=True)
+    table.add_column("arm", no_wrap=True, overflow="fold")  # fold, never cut (docs/cli.md#output)
     for column in ("customers", "converted", "rate", "95% interval", "value", "value/customer",
                    "unsubscribed", "complained"):
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", overflow="fold")
     for name, a in report.arms.items():
         table.add_row(name, f"{a.customers:,}", f"{a.converted:,}", _pct(a.rate),
                       _ci(a.rate_ci, sign=False), _money(a.value), _money(a.value_per_customer),
@@ -99,10 +99,10 @@ def _with_ci(value: str, ci: str) -> str:
 
 def comparisons_table(title: str, rows: list[Comparison]) -> Table:
     table = Table(title=title, title_justify="left")
-    table.add_column("", no_wrap=True)
+    table.add_column("", no_wrap=True, overflow="fold")
     for column in ("treated", "control", "uplift [95%]", "p", "relative [95%]",
                    "value/customer [95%]", "detectable", "sample"):
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", overflow="fold")
     for c in rows:
         value = "-" if c.value_ci is None else \
             f"[{_money(c.value_ci[0], True)}, {_money(c.value_ci[1], True)}]"
@@ -201,7 +201,7 @@ def bandit_table(program: str, history: list[ArmState]) -> Table:
     table = Table(title=f"{program}: bandit shares over time", title_justify="left")
     for column in ("updated at", "variant", "share", "trials", "conversions", "rate", "posterior"):
         table.add_column(column, justify="left" if column in ("updated at", "variant") else "right",
-                         no_wrap=column in ("updated at", "posterior"))
+                         overflow="fold")
     for s in history:
         rate = s.successes / s.trials if s.trials else None
         table.add_row(f"{s.at:%Y-%m-%d %H:%M:%S}", s.variant, _pct(s.share), f"{s.trials:,}",

@@ -58,12 +58,14 @@ def import_(
     for line, reason in result.rejected[:50]:
         err.print(f"{path}: row {line}: {reason}", markup=False, highlight=False)
     counts = {"read": result.read, "inserted": result.inserted, "already_present": result.duplicates,
-              "rejected": len(result.rejected)}
+              "rejected": len(result.rejected), "deleted_customers": result.erased}
     if as_json:
         out.print_json(json.dumps(counts))
     else:
         out.print(f"read {result.read:,}: {result.inserted:,} new goal event(s), {result.duplicates:,} "
-                  f"already present, {len(result.rejected):,} rejected", highlight=False)
+                  f"already present, {len(result.rejected):,} rejected"
+                  + (f", {result.erased:,} of deleted customers dropped" if result.erased else ""),
+                  highlight=False)
     if result.rejected:
         raise typer.Exit(1)
 

@@ -11,6 +11,7 @@ import pyarrow as pa
 from ceap.delivery.model import Profile
 from ceap.delivery.outbox_rows import select_rows
 from ceap.model import utcnow
+from ceap.privacy.tombstone import drop_deleted
 from ceap.store.base import Store
 from ceap.store.schema import loads
 
@@ -20,9 +21,13 @@ _COLUMNS = f"customer_id, {', '.join(FIELDS)}, attributes"
 
 def upsert_profiles(store: Store, table: pa.Table, tenant_id: str) -> int:
     """Insert or update profiles from a table with ``customer_id`` and any of
-    email, phone, push_token, timezone, locale; other columns become attributes."""
+    email, phone, push_token, timezone, locale; other columns become attributes. Rows of
+    deleted customers are dropped (docs/privacy.md); returns how many profiles were stored."""
     if "customer_id" not in table.column_names:
         raise ValueError("profiles need a customer_id column")
+    table, _ = drop_deleted(store, table.set_column(
+        table.column_names.index("customer_id"), "customer_id",
+        table.column("customer_id").cast(pa.string())), tenant_id)
     n = table.num_rows
     columns = {f: (table.column(f).cast(pa.string()).to_pylist() if f in table.column_names
                    else [None] * n) for f in FIELDS}

@@ -28,6 +28,7 @@ from ceap.model import utcnow
 from ceap.outcomes.arrow_io import UTC_TS, bulk_insert
 from ceap.outcomes.engagement import TYPES as ENGAGEMENT_TYPES
 from ceap.outcomes.reported import record_reports, reports_from_events
+from ceap.privacy.tombstone import drop_deleted
 
 log = logging.getLogger(__name__)
 
@@ -189,10 +190,11 @@ class ImportResult:
     read: int
     inserted: int
     rejected: list[tuple[int, str]]
+    erased: int = 0  # rows of deleted customers, dropped (docs/privacy.md)
 
     @property
     def duplicates(self) -> int:
-        return self.read - len(self.rejected) - self.inserted
+        return self.read - len(self.rejected) - self.inserted - self.erased
 
 
 def import_goal_file(store: Any, path: Path, tenant: str, *, event_type: str | None = None,
@@ -247,8 +249,9 @@ def import_goal_file(store: Any, path: Path, tenant: str, *, event_type: str | N
     table = pa.table([pa.array([tenant] * good.num_rows, pa.string()), good["event_id"], good["customer_id"],
                       good["type"], pc.cast(good["ts"], UTC_TS), good["value"],
                       pa.array([now] * good.num_rows, UTC_TS)], schema=GOAL_SCHEMA)
+    table, erased = drop_deleted(store, table)
     inserted = bulk_insert(store, "goal_events", table, _KEY)
-    return ImportResult(rows.num_rows, inserted, sorted(rejected))
+    return ImportResult(rows.num_rows, inserted, sorted(rejected), erased)
 
 
 __all__ = ["GOAL_SCHEMA", "EventOutcomes", "GoalIndex", "ImportResult", "goal_rows", "goal_types",

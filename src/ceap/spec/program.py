@@ -149,10 +149,14 @@ class ProgramSpec(Strict):
         return value
 
     @model_validator(mode="after")
-    def _no_schedule_when_real_time(self) -> ProgramSpec:
+    def _fits_its_mode(self) -> ProgramSpec:
         if self.schedule is not None and getattr(self.source, "type", None) == "events":
             raise ValueError("schedule: a real-time program (source type events) runs on every event "
                              "under `ceap worker`, not on a timetable; remove schedule")
+        if self.state and getattr(self.source, "type", None) != "events":
+            raise ValueError("state: only a real-time program (source type events) has state "
+                             "features (docs/realtime.md); compute a batch program's columns with "
+                             "features, or remove state")
         return self
 
     @model_validator(mode="after")
