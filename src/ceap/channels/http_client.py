@@ -76,14 +76,14 @@ class Response:
 class _Answer:
     """The parser's callbacks for one answer (the final one: 1xx answers are skipped)."""
 
-    __slots__ = ("after", "chunks", "done", "head", "head_only", "headers", "keep", "parser", "size",
-                 "status")
+    __slots__ = ("after", "chunks", "done", "head", "head_only", "headers", "keep", "parser", "seen",
+                 "size", "status")
 
     def __init__(self, head_only: bool):
         self.parser: Any = httptools.HttpResponseParser(self)
         self.headers: dict[str, str] = {}
         self.chunks: list[bytes] = []
-        self.size = self.status = 0
+        self.size = self.status = self.seen = 0
         self.head = self.done = self.after = self.keep = False
         self.head_only = head_only
 
@@ -162,44 +162,48 @@ class _Connection:
         try:
             sock = self.open()
             sock.sendall(data)
-            answer = self._read(sock, head_only)
+            answer = _Answer(head_only)
+            while not self.read_some(sock, answer):
+                pass
         except BaseException:
             self.close()
             raise
+        return self.finish(answer)
+
+    def read_some(self, sock: socket.socket, answer: _Answer) -> bool:
+        """One ``recv_into`` of ``answer`` fed to its parser; True once the answer is complete
+        (or past ``MAX_BODY``). Raises as ``request`` does; the caller closes on a failure."""
+        view = self.view
+        n = sock.recv_into(view)
+        if not n:
+            if answer.head and answer.until_close():
+                answer.done = True
+                return True
+            if not answer.seen:
+                raise http.client.RemoteDisconnected("Remote end closed connection without response")
+            raise http.client.IncompleteRead(b"".join(answer.chunks))
+        answer.seen += n
+        try:
+            answer.parser.feed_data(view[:n])
+        except httptools.HttpParserUpgrade:  # 101 Switching Protocols: not for us
+            answer.done = answer.after = True
+        except httptools.HttpParserError as exc:
+            if not answer.done:
+                raise ProtocolError(f"the answer is not HTTP/1.x: {exc}") from None
+            answer.after = True  # junk after a complete answer
+        if not answer.head and answer.seen > MAX_HEAD:
+            raise ProtocolError(f"the answer's head is longer than {MAX_HEAD} bytes")
+        return answer.done or answer.size > MAX_BODY
+
+    def finish(self, answer: _Answer) -> Response:
+        """The ``Response`` of a read answer; closes the connection unless it may be reused."""
+        answer.parser = None  # no cycle to collect
         body = b"".join(answer.chunks)
         if len(body) > MAX_BODY or not answer.done:
             body = body[:MAX_BODY]
-        if not (answer.done and answer.keep) or answer.after or answer.size > MAX_BODY or head_only:
+        if not (answer.done and answer.keep) or answer.after or answer.size > MAX_BODY or answer.head_only:
             self.close()
         return Response(answer.status, answer.headers, body)
-
-    def _read(self, sock: socket.socket, head_only: bool) -> _Answer:
-        answer = _Answer(head_only)
-        view, feed, seen = self.view, answer.parser.feed_data, 0
-        while not answer.done:
-            n = sock.recv_into(view)
-            if not n:
-                if answer.head and answer.until_close():
-                    answer.done = True
-                    break
-                if not seen:
-                    raise http.client.RemoteDisconnected("Remote end closed connection without response")
-                raise http.client.IncompleteRead(b"".join(answer.chunks))
-            seen += n
-            try:
-                feed(view[:n])
-            except httptools.HttpParserUpgrade:  # 101 Switching Protocols: not for us
-                answer.done = answer.after = True
-            except httptools.HttpParserError as exc:
-                if not answer.done:
-                    raise ProtocolError(f"the answer is not HTTP/1.x: {exc}") from None
-                answer.after = True  # junk after a complete answer
-            if not answer.head and seen > MAX_HEAD:
-                raise ProtocolError(f"the answer's head is longer than {MAX_HEAD} bytes")
-            if answer.size > MAX_BODY:
-                break  # the first MAX_BODY bytes are kept; the connection is closed
-        answer.parser = None  # no cycle to collect
-        return answer
 
     def close(self) -> None:
         sock, self.sock = self.sock, None
@@ -303,6 +307,11 @@ class HttpClient:
                 self._all.append(conn)
         return conn
 
+    def lane(self) -> Lane:
+        """Connections of their own (one per origin) for a caller that drives several at
+        once from one thread (``http_loop``); closed with the client."""
+        return Lane(self)
+
     def request(self, method: str, url: str, body: bytes | None = None,
                 headers: Mapping[str, str] | None = None) -> Response:
         """One request; raises ``Refused``, ``TimeoutError``, ``OSError``,
@@ -319,4 +328,60 @@ class HttpClient:
             conn.close()
 
 
-__all__ = ["MAX_BODY", "MAX_HEAD", "HttpClient", "ProtocolError", "Response"]
+class Lane:
+    """One request at a time on connections of its own, the socket read by its caller
+    when a selector says it is readable: ``start`` sends, ``read`` feeds the answer."""
+
+    __slots__ = ("_client", "_pool", "answer", "conn")
+
+    def __init__(self, client: HttpClient):
+        self._client = client
+        self._pool: dict[tuple[str, str, int | None], _Connection] = {}
+        self.conn: _Connection | None = None
+        self.answer: _Answer | None = None
+
+    def start(self, method: str, url: str, body: bytes | None, headers: Mapping[str, str]) -> socket.socket:
+        """Connect if needed (guarded, TLS for https), send the request in one ``sendall``
+        and return the socket its answer will come on. Raises as ``HttpClient.request``;
+        the connection is closed on a failure."""
+        client = self._client
+        origin, path = client._target(url)
+        conn = self._pool.get(origin)
+        if conn is None:
+            conn = self._pool[origin] = _Connection(*origin, client=client)
+            with client._lock:
+                client._all.append(conn)
+        head = _head(method, path, conn, client.user_agent, headers, body)
+        self.conn, self.answer = conn, _Answer(method == "HEAD")
+        try:
+            sock = conn.open()
+            sock.sendall(head + body if body else head)
+        except BaseException:
+            self.abort()
+            raise
+        return sock
+
+    def read(self) -> Response | None:
+        """Read what the socket holds (it is readable); the ``Response`` once complete, else
+        None. Raises as ``HttpClient.request``; the connection is closed on a failure."""
+        conn, answer = self.conn, self.answer
+        assert conn is not None and answer is not None and conn.sock is not None
+        sock = conn.sock
+        try:
+            while not conn.read_some(sock, answer):
+                if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+                    return None
+        except BaseException:
+            self.abort()
+            raise
+        self.conn = self.answer = None
+        return conn.finish(answer)
+
+    def abort(self) -> None:
+        """Give up the request in progress (a time-out, a failure): its connection is closed."""
+        if self.conn is not None:
+            self.conn.close()
+        self.conn = self.answer = None
+
+
+__all__ = ["MAX_BODY", "MAX_HEAD", "HttpClient", "Lane", "ProtocolError", "Response"]

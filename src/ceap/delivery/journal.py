@@ -20,9 +20,10 @@ of lanes, not per message.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from types import TracebackType
 
@@ -68,6 +69,9 @@ class AttemptJournal:
     commit, if any.
     """
 
+    #: it has the batch form ``begin_many``/``end_many``/``flush`` (``http_loop.BatchJournal``)
+    batched = True
+
     def __init__(self, outbox: Outbox, deliveries: Iterable[Delivery], clock: Callable[[], datetime],
                  retry: Retry, jitter: Callable[[], float], lanes: int = 1, linger: float = 0.002):
         self.outbox, self.clock, self.retry, self.jitter = outbox, clock, retry, jitter
@@ -89,6 +93,9 @@ class AttemptJournal:
         self.lanes, self.linger = lanes, linger
         self._ended = 0  # results handed in
         self._begins = 0  # begins among the queued asks
+        self._open = False
+        #: results ended with ``end_many``, for the next ``begin_many`` (or ``flush``)
+        self._queued: list[tuple[Delivery, SendResult]] = []
 
     # -- the lanes' side (SendJournal) ---------------------------------------------
     def begin(self, message: Message) -> bool:
@@ -111,6 +118,40 @@ class AttemptJournal:
     def end(self, message: Message, result: SendResult) -> None:
         self._submit(_Ask(None, self._attempted(message, result)), wait=False)
 
+    # -- one sending thread's side: commits in the caller's thread, no committer --------
+    def end_many(self, ended: Iterable[tuple[Message, SendResult]]) -> None:
+        """Queue these results for the next ``begin_many`` (or ``flush``); returns at once."""
+        if not self._open:
+            raise RuntimeError("the attempt journal is not open")
+        self._queued.extend(self._attempted(m, r) for m, r in ended)
+
+    def begin_many(self, messages: Sequence[Message]) -> list[bool]:
+        """Commit, in this thread and one transaction, the results queued by ``end_many``
+        and the begins of ``messages``; each flag says whether its message may be sent.
+        For a channel that drives all its lanes from one thread (no lock, no hand-off);
+        it must not mix this with ``begin``/``end``. Raises what the commit raised (the
+        queued results are then not recorded: they stay open, for crash recovery)."""
+        if not self._open:
+            raise RuntimeError("the attempt journal is not open")
+        if self.error is not None:
+            raise self.error
+        asks = [_Ask(None, done) for done in self._queued]
+        starts = [_Ask(self._delivery(m), None) for m in messages]
+        self._queued = []
+        self._ended += len(asks)
+        if asks or starts:
+            try:
+                self._commit(asks + starts)
+            except Exception as exc:
+                self.error = exc
+                raise
+        return [ask.granted for ask in starts]
+
+    def flush(self) -> None:
+        """Commit the results queued by ``end_many`` (``begin_many`` with no message)."""
+        if self._queued:
+            self.begin_many(())
+
     def _delivery(self, message: Message) -> Delivery:
         try:
             return self._by_key[(message.tenant_id, message.idempotency_key)]
@@ -125,8 +166,11 @@ class AttemptJournal:
 
     def _submit(self, ask: _Ask, wait: bool) -> None:
         with self._work:
-            if self._thread is None or self._closing:
+            if not self._open or self._closing:
                 raise RuntimeError("the attempt journal is not open")
+            if self._thread is None:  # started at the first ask: ``begin_many`` needs none
+                self._thread = threading.Thread(target=self._loop, name="ceap-journal", daemon=True)
+                self._thread.start()
             if ask.start is not None and self.error is not None:  # a result may be lost: no more
                 raise self.error
             self._asks.append(ask)
@@ -146,8 +190,7 @@ class AttemptJournal:
 
     # -- the committer ---------------------------------------------------------------
     def __enter__(self) -> AttemptJournal:
-        self._thread = threading.Thread(target=self._loop, name="ceap-journal", daemon=True)
-        self._thread.start()
+        self._open = True
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
@@ -157,6 +200,10 @@ class AttemptJournal:
             self._work.notify()
         if self._thread is not None:
             self._thread.join()
+        if self._queued and self.error is None:  # ended with ``end_many`` after the last begin
+            with contextlib.suppress(Exception):  # ``error`` holds it; the results stay open
+                self.flush()
+        self._open = False
 
     def _loop(self) -> None:
         while True:
