@@ -136,13 +136,17 @@ def send_request(client: HttpClient, method: str, url: str, body: bytes | None,
     return result
 
 
+def json_request(url: str, payload: Any, headers: Mapping[str, str]) -> HttpRequest:
+    """The POST of ``payload`` as compact JSON (``Content-Type: application/json``)."""
+    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    return HttpRequest("POST", url, body, {"Content-Type": "application/json", **headers})
+
+
 def send_json(client: HttpClient, url: str, payload: Any, headers: Mapping[str, str], key: str,
               provider_id: Callable[[Response], str | None] | None = None,
               retry_after: WaitReader | None = None) -> SendResult:
     """POST ``payload`` as JSON (see ``send_request``)."""
-    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-    return send_request(client, "POST", url, body, {"Content-Type": "application/json", **headers},
-                        key, provider_id, retry_after)
+    return send_request(client, *json_request(url, payload, headers), key, provider_id, retry_after)
 
 
 class HttpConfig(ExternalConfig):
@@ -226,5 +230,6 @@ __all__ = ["DEFAULT_THROTTLE", "MAX_BODY", "UNREACHABLE", "HttpChannel", "HttpCl
            "HttpRequest",
            "ProtocolError", "Refused", "Response", "WaitReader", "address_allowed", "body_retry_after",
            "check_url", "connect_checked", "failure_for", "guarded_client", "halts", "http_failure",
+           "json_request",
            "origin", "parse_retry_after", "read_wait", "refusal", "result_for", "send_json",
            "send_request", "try_request"]

@@ -24,8 +24,9 @@ Each request has the client's ``timeout`` from its write, and again from
 each read that brings bytes (as ``HttpClient.request``): past it, its
 connection is closed and the result is the time-out's. Results map as on the
 threaded path (``failure_for`` for no answer; an exception raised building a
-request or reading an answer fails the message retryably and counts as an
-attempt). Once a result ``halts`` (unreachable, or a wait asked), the
+request or reading an answer fails the message retryably; a result given
+instead of a request, or such a failure, counts as an attempt, as when
+``deliver_one`` gives it). Once a result ``halts`` (unreachable, or a wait asked), the
 messages not yet begun fail retryably with that wait. A commit that fails
 stops the loop and raises (attempts in flight stay open for crash recovery).
 """
@@ -139,9 +140,11 @@ def drive(channel: LoopChannel, lanes: list[Lane], messages: Sequence[Message], 
                     request = channel.request(m)
                 except Exception as exc:
                     request = failure(m, exc)
-                    ended.append((m, request))  # an attempt, as a failure of ``deliver_one``
-                if isinstance(request, SendResult):
+                if isinstance(request, SendResult):  # an attempt, as ``deliver_one``'s answer
                     results[i] = request
+                    ended.append((m, request))
+                    if channel.settled(m, request) and halted is None:
+                        halted = request
                     continue
                 starts.append((i, m, request))
             # 2. one commit: the results so far, the begins of these
