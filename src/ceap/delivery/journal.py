@@ -16,6 +16,13 @@ that commit holds the lane's previous result too (or a commit before it
 did), so a worker killed at any moment leaves at most one
 ``sending`` attempt per lane, and the throughput costs one commit per round
 of lanes, not per message.
+
+A channel that drives all its lanes from one thread (``http_loop``) uses the
+batch form instead: ``end_many`` queues results, ``begin_many`` commits them
+with the next begins in the caller's thread and returns at once with the
+grants (no committer thread is started, no lock is handed over), ``flush``
+commits what is left. The same bound holds: each lane's begin is committed
+with (or after) its previous result, before its request is written.
 """
 
 from __future__ import annotations
