@@ -52,7 +52,7 @@ _BAD_PATH = re.compile("[\x00-\x20\x7f]").search
 _UNSAFE = re.compile("[\t\r\n]").search  # what urlsplit removes
 _LEGAL_NAME = re.compile(r"[^:\s][^:\r\n]*").fullmatch
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-_names: set[str] = set()  # header names already checked
+_plans: dict[tuple[str, ...], tuple[bool, bool, bool, bool]] = {}  # see _plan
 
 
 class ProtocolError(http.client.HTTPException):
@@ -222,28 +222,39 @@ def _dropped(sock: socket.socket) -> bool:
     return bool(readable)
 
 
+def _plan(names: tuple[str, ...]) -> tuple[bool, bool, bool, bool]:
+    """Which of Host, Accept-Encoding, User-Agent and Content-Length headers with these
+    names leave to ``_head`` (kept per tuple of names: a channel sends the same ones); a
+    ``ValueError`` for an illegal name."""
+    plan = _plans.get(names)
+    if plan is None:
+        for name in names:
+            if not _LEGAL_NAME(name):
+                raise ValueError(f"invalid header name {name!r}")
+        given = {name.lower() for name in names}
+        plan = ("host" not in given, "accept-encoding" not in given, "user-agent" not in given,
+                "content-length" not in given)
+        if len(_plans) < 4096:
+            _plans[names] = plan
+    return plan
+
+
 def _head(method: str, path: str, conn: _Connection, user_agent: str, headers: Mapping[str, str],
           body: bytes | None) -> bytes:
     """The request line and headers: Host, Accept-Encoding: identity, User-Agent and
     Content-Length unless ``headers`` set them (any case)."""
     if _BAD_PATH(path):
         raise http.client.InvalidURL(f"the URL path holds a space or control character: {path!r}")
-    given = {name.lower() for name in headers} if headers else ()
+    host, encoding, agent, length = _plan(tuple(headers))
     lines = [f"{method} {path} HTTP/1.1\r\n"]
-    if "host" not in given:
+    if host:
         lines.append(conn.host_line)
-    if "accept-encoding" not in given:
+    if encoding:
         lines.append("Accept-Encoding: identity\r\n")
-    if "user-agent" not in given:
+    if agent:
         lines.append(f"User-Agent: {user_agent}\r\n")
-    for name, value in headers.items():
-        if name not in _names:
-            if not _LEGAL_NAME(name):
-                raise ValueError(f"invalid header name {name!r}")
-            if len(_names) < 4096:
-                _names.add(name)
-        lines.append(f"{name}: {value}\r\n")
-    if "content-length" not in given and (body is not None or method in _BODY_METHODS):
+    lines.extend([f"{name}: {value}\r\n" for name, value in headers.items()])
+    if length and (body is not None or method in _BODY_METHODS):
         lines.append(f"Content-Length: {len(body) if body is not None else 0}\r\n")
     lines.append("\r\n")
     head = "".join(lines)
@@ -340,10 +351,13 @@ class Lane:
         self.conn: _Connection | None = None
         self.answer: _Answer | None = None
 
-    def start(self, method: str, url: str, body: bytes | None, headers: Mapping[str, str]) -> socket.socket:
+    def start(self, method: str, url: str, body: bytes | None, headers: Mapping[str, str],
+              live: socket.socket | None = None) -> socket.socket:
         """Connect if needed (guarded, TLS for https), send the request in one ``sendall``
         and return the socket its answer will come on. Raises as ``HttpClient.request``;
-        the connection is closed on a failure."""
+        the connection is closed on a failure. ``live``: a socket the caller watches and
+        saw no close on since its last answer; if it is the connection's, the check that
+        the peer has not closed it (a ``select``) is skipped."""
         client = self._client
         origin, path = client._target(url)
         conn = self._pool.get(origin)
@@ -354,7 +368,7 @@ class Lane:
         head = _head(method, path, conn, client.user_agent, headers, body)
         self.conn, self.answer = conn, _Answer(method == "HEAD")
         try:
-            sock = conn.open()
+            sock = conn.sock if live is not None and conn.sock is live else conn.open()
             sock.sendall(head + body if body else head)
         except BaseException:
             self.abort()

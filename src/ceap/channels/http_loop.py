@@ -167,7 +167,7 @@ def drive(channel: LoopChannel, lanes: list[Lane], messages: Sequence[Message], 
                 slot.message, slot.at = m, i
                 busy += 1
                 try:
-                    sock = slot.lane.start(*request)
+                    sock = slot.lane.start(*request, live=slot.sock)
                 except NO_ANSWER as exc:
                     done(slot, on_no_answer(m.idempotency_key, exc))
                     continue

@@ -130,8 +130,7 @@ class Signer:
 
     def __call__(self, msg_id: str, timestamp: int, body: bytes) -> str:
         mac = self._mac.copy()
-        mac.update(f"{msg_id}.{timestamp}.".encode())
-        mac.update(body)
+        mac.update(f"{msg_id}.{timestamp}.".encode() + body)
         return "v1," + binascii.b2a_base64(mac.digest(), newline=False).decode()
 
 
