@@ -341,7 +341,11 @@ class HttpClient:
 
 class Lane:
     """One request at a time on connections of its own, the socket read by its caller
-    when a selector says it is readable: ``start`` sends, ``read`` feeds the answer."""
+    when a selector says it is readable: ``start`` sends, ``read`` feeds the answer.
+    A plain TCP socket is made non-blocking once connected (the caller bounds the wait
+    for an answer; a write the send buffer cannot take at once waits, bounded by the
+    time-out); a TLS socket keeps the time-out mode, so a record still in flight is
+    read blocking, bounded by the time-out."""
 
     __slots__ = ("_client", "_pool", "answer", "conn")
 
@@ -367,9 +371,24 @@ class Lane:
                 client._all.append(conn)
         head = _head(method, path, conn, client.user_agent, headers, body)
         self.conn, self.answer = conn, _Answer(method == "HEAD")
+        data = head + body if body else head
         try:
             sock = conn.sock if live is not None and conn.sock is live else conn.open()
-            sock.sendall(head + body if body else head)
+            if isinstance(sock, ssl.SSLSocket):  # TLS keeps the time-out mode (a blocking write)
+                sock.sendall(data)
+                return sock
+            if sock.gettimeout() != 0.0:  # plain TCP is non-blocking here: no poll before each call
+                sock.setblocking(False)
+            try:
+                sent = sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            if sent < len(data):  # the send buffer is full: wait for it, bounded by the time-out
+                sock.settimeout(client.timeout)
+                try:
+                    sock.sendall(memoryview(data)[sent:])
+                finally:
+                    sock.setblocking(False)
         except BaseException:
             self.abort()
             raise
@@ -385,6 +404,8 @@ class Lane:
             while not conn.read_some(sock, answer):
                 if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
                     return None
+        except BlockingIOError:  # nothing to read after all (a plain socket is non-blocking)
+            return None
         except BaseException:
             self.abort()
             raise
