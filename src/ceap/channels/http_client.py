@@ -52,6 +52,7 @@ _BAD_PATH = re.compile("[\x00-\x20\x7f]").search
 _UNSAFE = re.compile("[\t\r\n]").search  # what urlsplit removes
 _LEGAL_NAME = re.compile(r"[^:\s][^:\r\n]*").fullmatch
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_IDENTITY = "Accept-Encoding: identity\r\n"
 _plans: dict[tuple[str, ...], tuple[bool, bool, bool, bool]] = {}  # see _plan
 
 
@@ -246,21 +247,20 @@ def _head(method: str, path: str, conn: _Connection, user_agent: str, headers: M
     if _BAD_PATH(path):
         raise http.client.InvalidURL(f"the URL path holds a space or control character: {path!r}")
     host, encoding, agent, length = _plan(tuple(headers))
-    lines = [f"{method} {path} HTTP/1.1\r\n"]
-    if host:
-        lines.append(conn.host_line)
-    if encoding:
-        lines.append("Accept-Encoding: identity\r\n")
-    if agent:
-        lines.append(f"User-Agent: {user_agent}\r\n")
-    lines.extend([f"{name}: {value}\r\n" for name, value in headers.items()])
-    if length and (body is not None or method in _BODY_METHODS):
-        lines.append(f"Content-Length: {len(body) if body is not None else 0}\r\n")
-    lines.append("\r\n")
-    head = "".join(lines)
-    if head.count("\n") != len(lines) or head.count("\r") != len(lines):
+    fields = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+    if fields.count("\n") != len(headers) or fields.count("\r") != len(headers):
         raise ValueError("a header holds a line break")
-    return head.encode("latin-1")
+    head = f"{method} {path} HTTP/1.1\r\n"
+    if host:
+        head += conn.host_line
+    if encoding:
+        head += _IDENTITY
+    if agent:
+        head += f"User-Agent: {user_agent}\r\n"
+    head += fields
+    if length and (body is not None or method in _BODY_METHODS):
+        head += f"Content-Length: {len(body) if body is not None else 0}\r\n"
+    return (head + "\r\n").encode("latin-1")
 
 
 class HttpClient:
