@@ -15,7 +15,9 @@ each lane begins each message with it right before ``deliver_one`` (the
 message becomes ``sending`` in the outbox) and ends it with its result right
 after, so a killed process leaves at most ``concurrency`` messages whose
 outcome is unknown. A message the journal refuses (another worker took it
-over) is not sent. A channel whose provider accepts a message only at the
+over) is not sent. A subclass may drive the lanes itself, from one thread
+(``_drive``: ``HttpChannel`` does, see ``http_loop``), with the journal's
+batch form. A channel whose provider accepts a message only at the
 end of a conversation (SMTP: at the end of DATA) sets ``hands_over = True``
 and calls ``self.hand_over()`` itself at that point of no return (having
 called ``hand_over_soon()`` a little earlier, so that the commit overlaps a
