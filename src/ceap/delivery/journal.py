@@ -142,17 +142,17 @@ class AttemptJournal:
             raise RuntimeError("the attempt journal is not open")
         if self.error is not None:
             raise self.error
-        asks = [_Ask(None, done) for done in self._queued]
-        starts = [_Ask(self._delivery(m), None) for m in messages]
-        self._queued = []
-        self._ended += len(asks)
-        if asks or starts:
-            try:
-                self._commit(asks + starts)
-            except Exception as exc:
-                self.error = exc
-                raise
-        return [ask.granted for ask in starts]
+        done, self._queued = self._queued, []
+        starts = [self._delivery(m) for m in messages]
+        self._ended += len(done)
+        if not (done or starts):
+            return []
+        try:
+            granted = self._write(done, starts)
+        except Exception as exc:
+            self.error = exc
+            raise
+        return [d.id in granted for d in starts]
 
     def flush(self) -> None:
         """Commit the results queued by ``end_many`` (``begin_many`` with no message)."""
@@ -250,26 +250,30 @@ class AttemptJournal:
         return min(self.lanes, len(self._by_key) - self._ended)
 
     def _commit(self, asks: list[_Ask]) -> None:
+        granted = self._write([a.done for a in asks if a.done is not None],
+                              [a.start for a in asks if a.start is not None])
+        for ask in asks:
+            if ask.start is not None and ask.start.id in granted:
+                ask.granted = True
+
+    def _write(self, done: list[tuple[Delivery, SendResult]], starts: list[Delivery]) -> set[int]:
+        """One transaction: the results ``done``, then the begins of ``starts``; the ids granted."""
         now = self.clock()
-        done = [a.done for a in asks if a.done is not None]
-        starts = [a.start.id for a in asks if a.start is not None]
         with self.outbox.store.tx() as tx:
             counts = (self.outbox.record_in(tx, done, now, self.retry, (self.jitter() for _ in done))
                       if done else {})
-            granted = self.outbox.begin_in(tx, starts, now) if starts else set()
+            granted = self.outbox.begin_in(tx, [d.id for d in starts], now) if starts else set()
         self.commits += 1
         for name, n in counts.items():
             self.counts[name] += n
         self.recorded.update(d.id for d, _ in done)
-        for ask in asks:
-            if ask.start is None:
-                continue
-            if ask.start.id in granted:
-                ask.granted = True
-                self.begun[ask.start.id] = counted(ask.start)
+        for d in starts:
+            if d.id in granted:
+                self.begun[d.id] = counted(d)
             else:
-                self.refused.add(ask.start.id)
+                self.refused.add(d.id)
         self.peak_in_flight = max(self.peak_in_flight, len(self.begun) - len(self.recorded))
+        return granted
 
     def waiting(self) -> int:
         """Asks queued for the next commit (the lanes waiting behind the current one)."""
