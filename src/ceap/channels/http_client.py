@@ -318,11 +318,6 @@ class HttpClient:
                 self._all.append(conn)
         return conn
 
-    def lane(self) -> Lane:
-        """Connections of their own (one per origin) for a caller that drives several at
-        once from one thread (``http_loop``); closed with the client."""
-        return Lane(self)
-
     def request(self, method: str, url: str, body: bytes | None = None,
                 headers: Mapping[str, str] | None = None) -> Response:
         """One request; raises ``Refused``, ``TimeoutError``, ``OSError``,
@@ -339,84 +334,4 @@ class HttpClient:
             conn.close()
 
 
-class Lane:
-    """One request at a time on connections of its own, the socket read by its caller
-    when a selector says it is readable: ``start`` sends, ``read`` feeds the answer.
-    A plain TCP socket is made non-blocking once connected (the caller bounds the wait
-    for an answer; a write the send buffer cannot take at once waits, bounded by the
-    time-out); a TLS socket keeps the time-out mode, so a record still in flight is
-    read blocking, bounded by the time-out."""
-
-    __slots__ = ("_client", "_pool", "answer", "conn")
-
-    def __init__(self, client: HttpClient):
-        self._client = client
-        self._pool: dict[tuple[str, str, int | None], _Connection] = {}
-        self.conn: _Connection | None = None
-        self.answer: _Answer | None = None
-
-    def start(self, method: str, url: str, body: bytes | None, headers: Mapping[str, str],
-              live: socket.socket | None = None) -> socket.socket:
-        """Connect if needed (guarded, TLS for https), send the request in one ``sendall``
-        and return the socket its answer will come on. Raises as ``HttpClient.request``;
-        the connection is closed on a failure. ``live``: a socket the caller watches and
-        saw no close on since its last answer; if it is the connection's, the check that
-        the peer has not closed it (a ``select``) is skipped."""
-        client = self._client
-        origin, path = client._target(url)
-        conn = self._pool.get(origin)
-        if conn is None:
-            conn = self._pool[origin] = _Connection(*origin, client=client)
-            with client._lock:
-                client._all.append(conn)
-        head = _head(method, path, conn, client.user_agent, headers, body)
-        self.conn, self.answer = conn, _Answer(method == "HEAD")
-        data = head + body if body else head
-        try:
-            sock = conn.sock if live is not None and conn.sock is live else conn.open()
-            if isinstance(sock, ssl.SSLSocket):  # TLS keeps the time-out mode (a blocking write)
-                sock.sendall(data)
-                return sock
-            if sock.gettimeout() != 0.0:  # plain TCP is non-blocking here: no poll before each call
-                sock.setblocking(False)
-            try:
-                sent = sock.send(data)
-            except BlockingIOError:
-                sent = 0
-            if sent < len(data):  # the send buffer is full: wait for it, bounded by the time-out
-                sock.settimeout(client.timeout)
-                try:
-                    sock.sendall(memoryview(data)[sent:])
-                finally:
-                    sock.setblocking(False)
-        except BaseException:
-            self.abort()
-            raise
-        return sock
-
-    def read(self) -> Response | None:
-        """Read what the socket holds (it is readable); the ``Response`` once complete, else
-        None. Raises as ``HttpClient.request``; the connection is closed on a failure."""
-        conn, answer = self.conn, self.answer
-        assert conn is not None and answer is not None and conn.sock is not None
-        sock = conn.sock
-        try:
-            while not conn.read_some(sock, answer):
-                if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
-                    return None
-        except BlockingIOError:  # nothing to read after all (a plain socket is non-blocking)
-            return None
-        except BaseException:
-            self.abort()
-            raise
-        self.conn = self.answer = None
-        return conn.finish(answer)
-
-    def abort(self) -> None:
-        """Give up the request in progress (a time-out, a failure): its connection is closed."""
-        if self.conn is not None:
-            self.conn.close()
-        self.conn = self.answer = None
-
-
-__all__ = ["MAX_BODY", "MAX_HEAD", "HttpClient", "Lane", "ProtocolError", "Response"]
+__all__ = ["MAX_BODY", "MAX_HEAD", "HttpClient", "ProtocolError", "Response"]

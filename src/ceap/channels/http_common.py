@@ -42,8 +42,8 @@ from pydantic import Field
 
 from ceap.channels.base import Message, SendJournal, SendResult
 from ceap.channels.external import UNREACHABLE, ExternalChannel, ExternalConfig, halts
-from ceap.channels.http_client import MAX_BODY, HttpClient, Lane, ProtocolError, Response
-from ceap.channels.http_loop import BatchJournal, HttpRequest, drive
+from ceap.channels.http_client import MAX_BODY, HttpClient, ProtocolError, Response
+from ceap.channels.http_loop import BatchJournal, HttpRequest, Lane, drive
 from ceap.channels.http_status import DEFAULT_THROTTLE, http_failure, is_retryable, parse_retry_after
 from ceap.channels.ssrf import Refused, address_allowed, check_url, connect_checked, refusal
 
@@ -208,7 +208,7 @@ class HttpChannel(ExternalChannel[HC]):
         if journal is not None and not getattr(journal, "batched", False):
             return False  # a journal without its batch form: the threaded lanes
         while len(self._loop_lanes) < min(self.config.concurrency, len(todo)):
-            self._loop_lanes.append(self.client.lane())
+            self._loop_lanes.append(Lane(self.client))
         client = self.client
         drive(self, self._loop_lanes, messages, todo, results, cast(BatchJournal | None, journal),
               client.timeout, lambda key, exc: failure_for(key, exc, client.timeout),

@@ -2,7 +2,7 @@
 and, with a journal, its commits made in that same thread.
 
 ``drive`` sends ``todo`` (indexes into ``messages``) on up to ``concurrency``
-lanes (``http_client.Lane``: connections of their own). It goes round:
+lanes (``Lane``: connections of their own). It goes round:
 
 1. take the next messages for the free lanes and build their requests
    (``channel.request``);
@@ -35,13 +35,15 @@ from __future__ import annotations
 
 import http.client
 import selectors
+import socket
+import ssl
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from ceap.channels.base import Message, SendResult
-from ceap.channels.http_client import Lane, Response
+from ceap.channels.http_client import HttpClient, Response, _Answer, _Connection, _head
 from ceap.channels.ssrf import Refused
 
 NO_ANSWER = (Refused, OSError, http.client.HTTPException)
@@ -74,6 +76,87 @@ class LoopChannel(Protocol):
     def answer(self, message: Message, response: Response) -> SendResult: ...
 
     def settled(self, message: Message, result: SendResult) -> bool: ...
+
+
+class Lane:
+    """One request at a time on connections of its own (one per origin, closed with
+    the client), the socket read by its caller
+    when a selector says it is readable: ``start`` sends, ``read`` feeds the answer.
+    A plain TCP socket is made non-blocking once connected (the caller bounds the wait
+    for an answer; a write the send buffer cannot take at once waits, bounded by the
+    time-out); a TLS socket keeps the time-out mode, so a record still in flight is
+    read blocking, bounded by the time-out."""
+
+    __slots__ = ("_client", "_pool", "answer", "conn")
+
+    def __init__(self, client: HttpClient):
+        self._client = client
+        self._pool: dict[tuple[str, str, int | None], _Connection] = {}
+        self.conn: _Connection | None = None
+        self.answer: _Answer | None = None
+
+    def start(self, method: str, url: str, body: bytes | None, headers: Mapping[str, str],
+              live: socket.socket | None = None) -> socket.socket:
+        """Connect if needed (guarded, TLS for https), send the request in one ``sendall``
+        and return the socket its answer will come on. Raises as ``HttpClient.request``;
+        the connection is closed on a failure. ``live``: a socket the caller watches and
+        saw no close on since its last answer; if it is the connection's, the check that
+        the peer has not closed it (a ``select``) is skipped."""
+        client = self._client
+        origin, path = client._target(url)
+        conn = self._pool.get(origin)
+        if conn is None:
+            conn = self._pool[origin] = _Connection(*origin, client=client)
+            with client._lock:
+                client._all.append(conn)
+        head = _head(method, path, conn, client.user_agent, headers, body)
+        self.conn, self.answer = conn, _Answer(method == "HEAD")
+        data = head + body if body else head
+        try:
+            sock = conn.sock if live is not None and conn.sock is live else conn.open()
+            if isinstance(sock, ssl.SSLSocket):  # TLS keeps the time-out mode (a blocking write)
+                sock.sendall(data)
+                return sock
+            if sock.gettimeout() != 0.0:  # plain TCP is non-blocking here: no poll before each call
+                sock.setblocking(False)
+            try:
+                sent = sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            if sent < len(data):  # the send buffer is full: wait for it, bounded by the time-out
+                sock.settimeout(client.timeout)
+                try:
+                    sock.sendall(memoryview(data)[sent:])
+                finally:
+                    sock.setblocking(False)
+        except BaseException:
+            self.abort()
+            raise
+        return sock
+
+    def read(self) -> Response | None:
+        """Read what the socket holds (it is readable); the ``Response`` once complete, else
+        None. Raises as ``HttpClient.request``; the connection is closed on a failure."""
+        conn, answer = self.conn, self.answer
+        assert conn is not None and answer is not None and conn.sock is not None
+        sock = conn.sock
+        try:
+            while not conn.read_some(sock, answer):
+                if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+                    return None
+        except BlockingIOError:  # nothing to read after all (a plain socket is non-blocking)
+            return None
+        except BaseException:
+            self.abort()
+            raise
+        self.conn = self.answer = None
+        return conn.finish(answer)
+
+    def abort(self) -> None:
+        """Give up the request in progress (a time-out, a failure): its connection is closed."""
+        if self.conn is not None:
+            self.conn.close()
+        self.conn = self.answer = None
 
 
 class _Slot:
@@ -236,4 +319,4 @@ def drive(channel: LoopChannel, lanes: list[Lane], messages: Sequence[Message], 
         selector.close()
 
 
-__all__ = ["BatchJournal", "HttpRequest", "LoopChannel", "drive", "failure"]
+__all__ = ["BatchJournal", "HttpRequest", "Lane", "LoopChannel", "drive", "failure"]
