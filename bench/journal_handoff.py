@@ -1,15 +1,19 @@
 """What the attempt journal's hand-off costs the ``webhook`` channel's lanes, without SQL.
 
 The same signed webhooks, on the same 8 lanes, to the sink of ``dispatch_webhook.py``
-(another process), three ways, alternating, in one run:
+(another process), alternating, in one run; each way with the lanes on one thread
+(``http_loop``, the default) and with a thread per lane (``one_thread: false``, ``-t``):
 
 * ``alone``: ``send(batch)``, no journal (the "channel alone" of ``dispatch_webhook.py``);
-* ``instant``: a journal whose ``begin`` grants at once (the journal protocol's Python);
-* ``journal``: the ``AttemptJournal`` (its committer thread, each lane waiting for its
-  begin's commit) over an outbox whose store does nothing.
+* ``instant`` (threads only): a journal whose ``begin`` grants at once (the journal
+  protocol's Python);
+* ``journal``: the ``AttemptJournal`` over an outbox whose store does nothing: with a
+  thread per lane, its committer thread and each lane waiting for its begin's commit;
+  on one thread, ``begin_many``/``end_many`` committed in the sending thread.
 
-CPU time of this process per message (all threads). The difference between ``journal``
-and ``instant`` is the hand-off itself: one more wait and wake-up of each lane a message.
+CPU time of this process per message (all threads). With a thread per lane, the
+difference between ``journal`` and ``instant`` is the hand-off itself: one more wait and
+wake-up of each lane a message.
 
 Usage (from the repository root)::
 
@@ -101,8 +105,10 @@ def main() -> None:
     print(f"messages: {n:,}; lanes {args.concurrency}; load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
-            for mode in ("alone", "instant", "journal"):
-                channel = WebhookChannel.from_dict(config, PluginContext(base_dir=Path(tmp) / f"{mode}{r}"))
+            for mode in ("alone", "alone-t", "instant-t", "journal", "journal-t"):
+                threaded = mode.endswith("-t")
+                channel = WebhookChannel.from_dict({**config, "one_thread": not threaded},
+                                                   PluginContext(base_dir=Path(tmp) / f"{mode}{r}"))
                 messages = make_messages(n, channel="webhook",
                                          idempotency_key=lambda i, m=mode, r=r: f"default:{m}{r}-{i}:webhook")
                 deliveries = [Delivery(i, m.tenant_id, i, m.program, m.customer_id, "webhook", 0,
@@ -111,9 +117,9 @@ def main() -> None:
                 cpu, wall = time.process_time(), time.perf_counter()
                 for i in range(0, n, 1000):
                     batch = messages[i:i + 1000]
-                    if mode == "alone":
+                    if mode.startswith("alone"):
                         results = channel.send(batch)
-                    elif mode == "instant":
+                    elif mode.startswith("instant"):
                         results = channel.send(batch, journal=Instant())
                     else:
                         with AttemptJournal(NullOutbox(), deliveries[i:i + 1000],  # type: ignore[arg-type]
@@ -123,7 +129,7 @@ def main() -> None:
                     assert all(x.status == "sent" for x in results), results[:3]
                 cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
                 channel.close()
-                print(f"round {r + 1} {mode:<8} {n / wall:8,.0f} msgs/s  {cpu / n * 1e6:5.0f} us CPU a "
+                print(f"round {r + 1} {mode:<9} {n / wall:8,.0f} msgs/s  {cpu / n * 1e6:5.0f} us CPU a "
                       f"message ({cpu / wall:.0%} of a core)")
     stop.set()
     server.join(5)

@@ -73,6 +73,9 @@ class SendJournal(Protocol):
     ``sending``. ``begin_soon(m)`` asks the same without waiting, so that the
     commit overlaps work that cannot make the provider accept ``m`` (an SMTP
     envelope); the function it returns waits and says what ``begin`` would.
+    A journal may also offer a batch form for a channel that sends from one
+    thread (``batched = True``: ``begin_many``, ``end_many``, ``flush``; see
+    ``ceap.channels.http_loop.BatchJournal``).
     """
 
     def begin(self, message: Message) -> bool: ...

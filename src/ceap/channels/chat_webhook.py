@@ -14,9 +14,9 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from ceap.channels.base import ChannelConfig, Message, SendResult
+from ceap.channels.base import ChannelConfig, Message
 from ceap.channels.external import env_secret
-from ceap.channels.http_common import HttpChannel, HttpConfig, Refused, check_url, send_json
+from ceap.channels.http_common import HttpChannel, HttpConfig, HttpRequest, Refused, check_url, json_request
 from ceap.errors import PluginError
 
 FIELDS = ("title", "body", "customer_id", "program", "tenant_id")
@@ -67,8 +67,7 @@ class ChatWebhookChannel(HttpChannel[ChatWebhookConfig]):
     def __repr__(self) -> str:
         return f"ChatWebhookChannel(url={'**********' if self._url else self.config.url})"
 
-    def deliver_one(self, m: Message) -> SendResult:
+    def request(self, m: Message) -> HttpRequest:
         url = self._url.get_secret_value() if self._url else str(self.config.url)
         text = self.config.text.format(**{f: getattr(m, f) for f in FIELDS}).strip()
-        return send_json(self.client, url, {**self.config.extra, self.config.text_key: text}, {},
-                         m.idempotency_key)
+        return json_request(url, {**self.config.extra, self.config.text_key: text}, {})

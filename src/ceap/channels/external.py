@@ -15,7 +15,9 @@ each lane begins each message with it right before ``deliver_one`` (the
 message becomes ``sending`` in the outbox) and ends it with its result right
 after, so a killed process leaves at most ``concurrency`` messages whose
 outcome is unknown. A message the journal refuses (another worker took it
-over) is not sent. A channel whose provider accepts a message only at the
+over) is not sent. A subclass may drive the lanes itself, from one thread
+(``_drive``: ``HttpChannel`` does, see ``http_loop``), with the journal's
+batch form. A channel whose provider accepts a message only at the
 end of a conversation (SMTP: at the end of DATA) sets ``hands_over = True``
 and calls ``self.hand_over()`` itself at that point of no return (having
 called ``hand_over_soon()`` a little earlier, so that the commit overlaps a
@@ -241,6 +243,20 @@ class ExternalChannel(Channel[L]):
     def halts(self, result: SendResult) -> bool:
         return halts(result)
 
+    def settled(self, message: Message, result: SendResult) -> bool:
+        """Note ``message``'s result (a key the provider accepted goes in the ledger); True
+        when it halts the batch (the messages not yet tried are not tried now)."""
+        if result.status in ("sent", "delivered"):
+            self._sent.add(message.tenant_id, message.idempotency_key, result.provider_id)
+            return False
+        return self.halts(result)
+
+    def _drive(self, messages: Sequence[Message], todo: list[int], results: list[SendResult | None],
+               journal: SendJournal | None) -> bool:
+        """Send ``todo`` from one thread (see ``http_loop``) and say True, or say False (the
+        default) and let threaded lanes send them."""
+        return False
+
     def send(self, messages: Sequence[Message], journal: SendJournal | None = None) -> list[SendResult]:
         """Deliver ``messages``; with a ``journal``, each lane (thread) begins each message with
         it at its point of no return (``hand_over``) and ends it with its result right after."""
@@ -277,9 +293,7 @@ class ExternalChannel(Channel[L]):
                 result = self.deliver_prepared(m, prepared)
             except Exception as exc:
                 result = failure(m, exc)
-            if result.status in ("sent", "delivered"):
-                self._sent.add(m.tenant_id, m.idempotency_key, result.provider_id)
-            elif self.halts(result):
+            if self.settled(m, result):
                 halted.append(result)
             return result
 
@@ -319,7 +333,8 @@ class ExternalChannel(Channel[L]):
                 journal.end(m, result)  # begun, or tried and failed before its point of no return
 
         try:
-            self._lanes(lane, todo, results)
+            if not self._drive(messages, todo, results, journal):
+                self._lanes(lane, todo, results)
         finally:
             self._sent.flush()
         out: list[SendResult] = []

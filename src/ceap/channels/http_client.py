@@ -52,7 +52,8 @@ _BAD_PATH = re.compile("[\x00-\x20\x7f]").search
 _UNSAFE = re.compile("[\t\r\n]").search  # what urlsplit removes
 _LEGAL_NAME = re.compile(r"[^:\s][^:\r\n]*").fullmatch
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-_names: set[str] = set()  # header names already checked
+_IDENTITY = "Accept-Encoding: identity\r\n"
+_plans: dict[tuple[str, ...], tuple[bool, bool, bool, bool]] = {}  # see _plan
 
 
 class ProtocolError(http.client.HTTPException):
@@ -76,14 +77,14 @@ class Response:
 class _Answer:
     """The parser's callbacks for one answer (the final one: 1xx answers are skipped)."""
 
-    __slots__ = ("after", "chunks", "done", "head", "head_only", "headers", "keep", "parser", "size",
-                 "status")
+    __slots__ = ("after", "chunks", "done", "head", "head_only", "headers", "keep", "parser", "seen",
+                 "size", "status")
 
     def __init__(self, head_only: bool):
         self.parser: Any = httptools.HttpResponseParser(self)
         self.headers: dict[str, str] = {}
         self.chunks: list[bytes] = []
-        self.size = self.status = 0
+        self.size = self.status = self.seen = 0
         self.head = self.done = self.after = self.keep = False
         self.head_only = head_only
 
@@ -162,44 +163,48 @@ class _Connection:
         try:
             sock = self.open()
             sock.sendall(data)
-            answer = self._read(sock, head_only)
+            answer = _Answer(head_only)
+            while not self.read_some(sock, answer):
+                pass
         except BaseException:
             self.close()
             raise
+        return self.finish(answer)
+
+    def read_some(self, sock: socket.socket, answer: _Answer) -> bool:
+        """One ``recv_into`` of ``answer`` fed to its parser; True once the answer is complete
+        (or past ``MAX_BODY``). Raises as ``request`` does; the caller closes on a failure."""
+        view = self.view
+        n = sock.recv_into(view)
+        if not n:
+            if answer.head and answer.until_close():
+                answer.done = True
+                return True
+            if not answer.seen:
+                raise http.client.RemoteDisconnected("Remote end closed connection without response")
+            raise http.client.IncompleteRead(b"".join(answer.chunks))
+        answer.seen += n
+        try:
+            answer.parser.feed_data(view[:n])
+        except httptools.HttpParserUpgrade:  # 101 Switching Protocols: not for us
+            answer.done = answer.after = True
+        except httptools.HttpParserError as exc:
+            if not answer.done:
+                raise ProtocolError(f"the answer is not HTTP/1.x: {exc}") from None
+            answer.after = True  # junk after a complete answer
+        if not answer.head and answer.seen > MAX_HEAD:
+            raise ProtocolError(f"the answer's head is longer than {MAX_HEAD} bytes")
+        return answer.done or answer.size > MAX_BODY
+
+    def finish(self, answer: _Answer) -> Response:
+        """The ``Response`` of a read answer; closes the connection unless it may be reused."""
+        answer.parser = None  # no cycle to collect
         body = b"".join(answer.chunks)
         if len(body) > MAX_BODY or not answer.done:
             body = body[:MAX_BODY]
-        if not (answer.done and answer.keep) or answer.after or answer.size > MAX_BODY or head_only:
+        if not (answer.done and answer.keep) or answer.after or answer.size > MAX_BODY or answer.head_only:
             self.close()
         return Response(answer.status, answer.headers, body)
-
-    def _read(self, sock: socket.socket, head_only: bool) -> _Answer:
-        answer = _Answer(head_only)
-        view, feed, seen = self.view, answer.parser.feed_data, 0
-        while not answer.done:
-            n = sock.recv_into(view)
-            if not n:
-                if answer.head and answer.until_close():
-                    answer.done = True
-                    break
-                if not seen:
-                    raise http.client.RemoteDisconnected("Remote end closed connection without response")
-                raise http.client.IncompleteRead(b"".join(answer.chunks))
-            seen += n
-            try:
-                feed(view[:n])
-            except httptools.HttpParserUpgrade:  # 101 Switching Protocols: not for us
-                answer.done = answer.after = True
-            except httptools.HttpParserError as exc:
-                if not answer.done:
-                    raise ProtocolError(f"the answer is not HTTP/1.x: {exc}") from None
-                answer.after = True  # junk after a complete answer
-            if not answer.head and seen > MAX_HEAD:
-                raise ProtocolError(f"the answer's head is longer than {MAX_HEAD} bytes")
-            if answer.size > MAX_BODY:
-                break  # the first MAX_BODY bytes are kept; the connection is closed
-        answer.parser = None  # no cycle to collect
-        return answer
 
     def close(self) -> None:
         sock, self.sock = self.sock, None
@@ -218,34 +223,44 @@ def _dropped(sock: socket.socket) -> bool:
     return bool(readable)
 
 
+def _plan(names: tuple[str, ...]) -> tuple[bool, bool, bool, bool]:
+    """Which of Host, Accept-Encoding, User-Agent and Content-Length headers with these
+    names leave to ``_head`` (kept per tuple of names: a channel sends the same ones); a
+    ``ValueError`` for an illegal name."""
+    plan = _plans.get(names)
+    if plan is None:
+        for name in names:
+            if not _LEGAL_NAME(name):
+                raise ValueError(f"invalid header name {name!r}")
+        given = {name.lower() for name in names}
+        plan = ("host" not in given, "accept-encoding" not in given, "user-agent" not in given,
+                "content-length" not in given)
+        if len(_plans) < 4096:
+            _plans[names] = plan
+    return plan
+
+
 def _head(method: str, path: str, conn: _Connection, user_agent: str, headers: Mapping[str, str],
           body: bytes | None) -> bytes:
     """The request line and headers: Host, Accept-Encoding: identity, User-Agent and
     Content-Length unless ``headers`` set them (any case)."""
     if _BAD_PATH(path):
         raise http.client.InvalidURL(f"the URL path holds a space or control character: {path!r}")
-    given = {name.lower() for name in headers} if headers else ()
-    lines = [f"{method} {path} HTTP/1.1\r\n"]
-    if "host" not in given:
-        lines.append(conn.host_line)
-    if "accept-encoding" not in given:
-        lines.append("Accept-Encoding: identity\r\n")
-    if "user-agent" not in given:
-        lines.append(f"User-Agent: {user_agent}\r\n")
-    for name, value in headers.items():
-        if name not in _names:
-            if not _LEGAL_NAME(name):
-                raise ValueError(f"invalid header name {name!r}")
-            if len(_names) < 4096:
-                _names.add(name)
-        lines.append(f"{name}: {value}\r\n")
-    if "content-length" not in given and (body is not None or method in _BODY_METHODS):
-        lines.append(f"Content-Length: {len(body) if body is not None else 0}\r\n")
-    lines.append("\r\n")
-    head = "".join(lines)
-    if head.count("\n") != len(lines) or head.count("\r") != len(lines):
+    host, encoding, agent, length = _plan(tuple(headers))
+    fields = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+    if fields.count("\n") != len(headers) or fields.count("\r") != len(headers):
         raise ValueError("a header holds a line break")
-    return head.encode("latin-1")
+    head = f"{method} {path} HTTP/1.1\r\n"
+    if host:
+        head += conn.host_line
+    if encoding:
+        head += _IDENTITY
+    if agent:
+        head += f"User-Agent: {user_agent}\r\n"
+    head += fields
+    if length and (body is not None or method in _BODY_METHODS):
+        head += f"Content-Length: {len(body) if body is not None else 0}\r\n"
+    return (head + "\r\n").encode("latin-1")
 
 
 class HttpClient:

@@ -34,15 +34,16 @@ from __future__ import annotations
 
 import http.client
 import json
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar, cast
 from urllib.parse import urlsplit
 
 from pydantic import Field
 
-from ceap.channels.base import SendResult
+from ceap.channels.base import Message, SendJournal, SendResult
 from ceap.channels.external import UNREACHABLE, ExternalChannel, ExternalConfig, halts
 from ceap.channels.http_client import MAX_BODY, HttpClient, ProtocolError, Response
+from ceap.channels.http_loop import BatchJournal, HttpRequest, Lane, drive
 from ceap.channels.http_status import DEFAULT_THROTTLE, http_failure, is_retryable, parse_retry_after
 from ceap.channels.ssrf import Refused, address_allowed, check_url, connect_checked, refusal
 
@@ -135,13 +136,17 @@ def send_request(client: HttpClient, method: str, url: str, body: bytes | None,
     return result
 
 
+def json_request(url: str, payload: Any, headers: Mapping[str, str]) -> HttpRequest:
+    """The POST of ``payload`` as compact JSON (``Content-Type: application/json``)."""
+    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    return HttpRequest("POST", url, body, {"Content-Type": "application/json", **headers})
+
+
 def send_json(client: HttpClient, url: str, payload: Any, headers: Mapping[str, str], key: str,
               provider_id: Callable[[Response], str | None] | None = None,
               retry_after: WaitReader | None = None) -> SendResult:
     """POST ``payload`` as JSON (see ``send_request``)."""
-    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-    return send_request(client, "POST", url, body, {"Content-Type": "application/json", **headers},
-                        key, provider_id, retry_after)
+    return send_request(client, *json_request(url, payload, headers), key, provider_id, retry_after)
 
 
 class HttpConfig(ExternalConfig):
@@ -150,17 +155,65 @@ class HttpConfig(ExternalConfig):
     type: str
     allow_private: bool = Field(False, description="allow loopback and private targets (self-hosted)")
     timeout: float = Field(10.0, gt=0, le=120, description="seconds to connect, and to wait for each read")
+    one_thread: bool = Field(True, description="drive the lanes from one thread (non-blocking sockets, "
+                                               "journal commits in that thread) where the channel can; "
+                                               "false: a thread per lane")
 
 
 HC = TypeVar("HC", bound=HttpConfig)
 
 
 class HttpChannel(ExternalChannel[HC]):
-    """An ``ExternalChannel`` holding a ``guarded_client`` (``self.client``)."""
+    """An ``ExternalChannel`` holding a ``guarded_client`` (``self.client``).
+
+    A subclass either implements ``deliver_one`` (a thread per lane), or ``request``
+    (the message's ``HttpRequest``, or a ``SendResult`` to fail it without a call) and
+    ``answer`` (the ``Response`` as a ``SendResult``): then ``send`` drives every lane
+    from one thread (``http_loop``; with the dispatcher's journal, its commits too),
+    unless ``one_thread`` is false, and ``deliver_one`` is the two in a row."""
+
+    #: the share of the lanes busy at a commit that answer before the next commit (1.0: a
+    #: commit per round of lanes), and how long after a first answer a commit may wait
+    gather: ClassVar[float] = 1.0
+    linger: ClassVar[float] = 0.002
 
     def __init__(self, config: HC, context: Any = None):
         super().__init__(config, context)
         self.client = guarded_client(config.allow_private, config.timeout)
+        self._loop_lanes: list[Lane] = []
+
+    def request(self, message: Message) -> HttpRequest | SendResult:
+        """The request that delivers ``message`` (only for a channel that uses the loop)."""
+        raise NotImplementedError
+
+    def answer(self, message: Message, response: Response) -> SendResult:
+        """The result of ``message`` from the provider's ``response`` (default: ``result_for``)."""
+        return result_for(message.idempotency_key, response)
+
+    def deliver_one(self, message: Message) -> SendResult:
+        request = self.request(message)
+        if isinstance(request, SendResult):
+            return request
+        response = try_request(self.client, *request, message.idempotency_key)
+        return response if isinstance(response, SendResult) else self.answer(message, response)
+
+    def loop_ready(self) -> bool:
+        """This channel builds requests (``request``) and its config allows one thread."""
+        return type(self).request is not HttpChannel.request and bool(self.config.one_thread)
+
+    def _drive(self, messages: Sequence[Message], todo: list[int], results: list[SendResult | None],
+               journal: SendJournal | None) -> bool:
+        if not todo or not self.loop_ready():
+            return False
+        if journal is not None and not getattr(journal, "batched", False):
+            return False  # a journal without its batch form: the threaded lanes
+        while len(self._loop_lanes) < min(self.config.concurrency, len(todo)):
+            self._loop_lanes.append(Lane(self.client))
+        client = self.client
+        drive(self, self._loop_lanes, messages, todo, results, cast(BatchJournal | None, journal),
+              client.timeout, lambda key, exc: failure_for(key, exc, client.timeout),
+              gather=self.gather, linger=self.linger)
+        return True
 
     def close(self) -> None:
         super().close()
@@ -174,7 +227,9 @@ def origin(url: str) -> str:
 
 
 __all__ = ["DEFAULT_THROTTLE", "MAX_BODY", "UNREACHABLE", "HttpChannel", "HttpClient", "HttpConfig",
+           "HttpRequest",
            "ProtocolError", "Refused", "Response", "WaitReader", "address_allowed", "body_retry_after",
            "check_url", "connect_checked", "failure_for", "guarded_client", "halts", "http_failure",
+           "json_request",
            "origin", "parse_retry_after", "read_wait", "refusal", "result_for", "send_json",
            "send_request", "try_request"]

@@ -32,7 +32,7 @@ from pydantic import Field, model_validator
 
 from ceap.channels.base import ChannelConfig, Message, SendResult
 from ceap.channels.external import env_secret
-from ceap.channels.http_common import HttpChannel, HttpConfig, Refused, Response, failure_for
+from ceap.channels.http_common import HttpChannel, HttpConfig, HttpRequest, Refused, Response, failure_for
 from ceap.channels.http_status import http_failure
 from ceap.channels.receipts import fcm_error, fcm_error_code
 from ceap.errors import PluginError
@@ -133,7 +133,7 @@ class FcmChannel(HttpChannel[FcmConfig]):
         return str(answer["access_token"]), float(answer.get("expires_in", 3600))
 
     # -- sending -----------------------------------------------------------------
-    def deliver_one(self, message: Message) -> SendResult:
+    def request(self, message: Message) -> HttpRequest | SendResult:
         cfg, key = self.config, message.idempotency_key
         body: dict[str, Any] = {"token": message.to,
                                 "notification": {"title": message.title, "body": message.body}}
@@ -142,17 +142,18 @@ class FcmChannel(HttpChannel[FcmConfig]):
             body["data"] = data
         if cfg.ttl_seconds is not None:
             body["android"] = {"ttl": f"{cfg.ttl_seconds}s"}
-        try:
+        try:  # the token: at most one grant an hour (a blocking request)
             headers = {"Authorization": f"Bearer {self.access_token()}",
                        "Content-Type": "application/json; charset=UTF-8"}
-            response = self.client.request(
-                "POST", f"{cfg.base_url.rstrip('/')}/v1/projects/{cfg.project_id}/messages:send",
-                json.dumps({"message": body}, ensure_ascii=False).encode(), headers)
         except TokenError as exc:
             return SendResult(key, "failed", error=str(exc), retryable=exc.status >= 500 or exc.status == 429)
         except NO_ANSWER as exc:
             return failure_for(key, exc, self.client.timeout)
-        return self.result(key, response)
+        return HttpRequest("POST", f"{cfg.base_url.rstrip('/')}/v1/projects/{cfg.project_id}/messages:send",
+                           json.dumps({"message": body}, ensure_ascii=False).encode(), headers)
+
+    def answer(self, message: Message, response: Response) -> SendResult:
+        return self.result(message.idempotency_key, response)
 
     def result(self, key: str, response: Response) -> SendResult:
         try:

@@ -20,14 +20,7 @@ from pydantic import Field, model_validator
 
 from ceap.channels.base import ChannelConfig, Message, SendResult
 from ceap.channels.external import env_secret
-from ceap.channels.http_common import (
-    HttpChannel,
-    HttpClient,
-    HttpConfig,
-    Response,
-    result_for,
-    try_request,
-)
+from ceap.channels.http_common import HttpChannel, HttpConfig, HttpRequest, Response, result_for
 
 #: ``ok: false`` errors worth another try
 RETRYABLE = frozenset({"ratelimited", "rate_limited", "internal_error", "fatal_error",
@@ -77,7 +70,7 @@ class SlackChannel(HttpChannel[SlackConfig]):
         mode = "webhook" if self.config.webhook_url_env else f"bot, channel={self.config.channel}"
         return f"SlackChannel({mode}, secret=**********)"
 
-    def deliver_one(self, m: Message) -> SendResult:
+    def request(self, m: Message) -> HttpRequest | SendResult:
         key = m.idempotency_key
         body: dict[str, Any] = {"text": f"*{m.title}*\n{m.body}" if m.title else m.body}
         if isinstance(m.payload.get("blocks"), list):
@@ -92,14 +85,10 @@ class SlackChannel(HttpChannel[SlackConfig]):
             body["channel"] = channel
             url = self.config.api_base.rstrip("/") + "/chat.postMessage"
             headers["Authorization"] = f"Bearer {self._secret.get_secret_value()}"
-        return self._post(self.client, url, body, headers, key)
+        return HttpRequest("POST", url, json.dumps(body).encode(), headers)
 
-    @staticmethod
-    def _post(client: HttpClient, url: str, body: dict[str, Any], headers: dict[str, str],
-              key: str) -> SendResult:
-        response = try_request(client, "POST", url, json.dumps(body).encode(), headers, key)
-        if isinstance(response, SendResult):
-            return response
+    def answer(self, m: Message, response: Response) -> SendResult:
+        key = m.idempotency_key
         result = result_for(key, response)
         code = slack_code(response)
         if result.status != "sent":

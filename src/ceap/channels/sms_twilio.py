@@ -23,7 +23,6 @@ recipient replied STOP) is a permanent ``unsubscribed`` failure.
 from __future__ import annotations
 
 import base64
-import http.client
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlencode
 
@@ -31,7 +30,7 @@ from pydantic import Field, model_validator
 
 from ceap.channels.base import ChannelConfig, Message, SendResult
 from ceap.channels.external import env_secret
-from ceap.channels.http_common import HttpChannel, HttpConfig, Refused, Response, failure_for
+from ceap.channels.http_common import HttpChannel, HttpConfig, HttpRequest, Response
 from ceap.channels.http_status import http_failure
 from ceap.channels.receipts import twilio_error
 
@@ -79,19 +78,19 @@ class TwilioChannel(HttpChannel[Any]):
     def __repr__(self) -> str:  # the config holds the env var's name, never the token
         return f"{type(self).__name__}(account_sid={self.config.account_sid}, token=**********)"
 
-    def post(self, key: str, form: dict[str, str | None]) -> SendResult:
+    def form(self, form: dict[str, str | None]) -> HttpRequest:
+        """The POST of ``form`` (None values left out) to ``resource``, with basic auth."""
         cfg = self.config
         token = env_secret(self, cfg.auth_token_env, "Twilio auth token").get_secret_value()
         basic = base64.b64encode(f"{cfg.api_key_sid or cfg.account_sid}:{token}".encode()).decode()
         url = f"{cfg.base_url.rstrip('/')}/2010-04-01/Accounts/{cfg.account_sid}/{self.resource}.json"
         body = urlencode({k: v for k, v in form.items() if v is not None}).encode()
-        try:
-            response = self.client.request("POST", url, body, {
-                "Authorization": f"Basic {basic}", "Accept": "application/json",
-                "Content-Type": "application/x-www-form-urlencoded"})
-        except (Refused, OSError, http.client.HTTPException) as exc:  # no answer: see failure_for
-            return failure_for(key, exc, self.client.timeout)
-        return twilio_result(key, response)
+        return HttpRequest("POST", url, body, {"Authorization": f"Basic {basic}",
+                                               "Accept": "application/json",
+                                               "Content-Type": "application/x-www-form-urlencoded"})
+
+    def answer(self, message: Message, response: Response) -> SendResult:
+        return twilio_result(message.idempotency_key, response)
 
 
 class TwilioSmsConfig(TwilioConfig):
@@ -115,11 +114,11 @@ class TwilioSmsChannel(TwilioChannel):
     address: ClassVar[str | None] = "phone"
     default_rate_per_sec: ClassVar[float | None] = 1.0
 
-    def deliver_one(self, message: Message) -> SendResult:
+    def request(self, message: Message) -> HttpRequest:
         cfg = self.config
         text = message.body or message.title
         if len(text) > cfg.max_length:
             text = text[: cfg.max_length - 1] + "…"
-        return self.post(message.idempotency_key, {
+        return self.form({
             "To": message.to, "Body": text, "From": cfg.from_number,
             "MessagingServiceSid": cfg.messaging_service_sid, "StatusCallback": cfg.status_callback})

@@ -20,6 +20,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from ceap.channels.base import ChannelConfig, Message, SendResult
+from ceap.channels.http_common import HttpRequest
 from ceap.channels.sms_twilio import TwilioChannel, TwilioConfig
 
 TWIML_MAX = 4000  # Twilio's limit for the Twiml parameter
@@ -66,7 +67,7 @@ class TwilioVoiceChannel(TwilioChannel):
     default_rate_per_sec: ClassVar[float | None] = 1.0
     resource: ClassVar[str] = "Calls"
 
-    def deliver_one(self, message: Message) -> SendResult:
+    def request(self, message: Message) -> HttpRequest | SendResult:
         cfg = self.config
         try:
             twiml = build_twiml(message, cfg)
@@ -75,6 +76,6 @@ class TwilioVoiceChannel(TwilioChannel):
         if len(twiml) > TWIML_MAX:
             return SendResult(message.idempotency_key, "failed",
                               error=f"twilio_voice: TwiML of {len(twiml)} characters, over {TWIML_MAX}")
-        return self.post(message.idempotency_key, {
+        return self.form({
             "To": message.to, "From": cfg.from_number, "Twiml": twiml, "StatusCallback": cfg.status_callback,
             "Timeout": str(cfg.timeout_seconds) if cfg.timeout_seconds else None})

@@ -36,9 +36,9 @@ from urllib.parse import quote
 import orjson
 from pydantic import Field, SecretBytes, ValidationInfo, field_validator
 
-from ceap.channels.base import ChannelConfig, Message, SendResult
+from ceap.channels.base import ChannelConfig, Message
 from ceap.channels.external import env_secret
-from ceap.channels.http_common import HttpChannel, HttpConfig, Refused, check_url, origin, send_request
+from ceap.channels.http_common import HttpChannel, HttpConfig, HttpRequest, Refused, check_url, origin
 from ceap.errors import PluginError
 
 #: placeholders a URL may hold, filled with the message's values (URL-quoted)
@@ -130,8 +130,7 @@ class Signer:
 
     def __call__(self, msg_id: str, timestamp: int, body: bytes) -> str:
         mac = self._mac.copy()
-        mac.update(f"{msg_id}.{timestamp}.".encode())
-        mac.update(body)
+        mac.update(f"{msg_id}.{timestamp}.".encode() + body)
         return "v1," + binascii.b2a_base64(mac.digest(), newline=False).decode()
 
 
@@ -204,9 +203,9 @@ class WebhookChannel(HttpChannel[WebhookConfig]):
         return self.config.url.format(**{name: value if _UNRESERVED(value) else quote(value, safe="")
                                          for name, value in values.items()})
 
-    def deliver_one(self, m: Message) -> SendResult:
+    def request(self, m: Message) -> HttpRequest:
         ts, msg_id = int(time.time()), webhook_id(m)
         body = dumps(self.body(m, ts))
         headers = {**self._headers, "webhook-id": msg_id, "webhook-timestamp": str(ts),
                    "webhook-signature": self._sign(msg_id, ts, body)}
-        return send_request(self.client, "POST", self.url(m), body, headers, m.idempotency_key)
+        return HttpRequest("POST", self.url(m), body, headers)

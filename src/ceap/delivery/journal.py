@@ -16,13 +16,21 @@ that commit holds the lane's previous result too (or a commit before it
 did), so a worker killed at any moment leaves at most one
 ``sending`` attempt per lane, and the throughput costs one commit per round
 of lanes, not per message.
+
+A channel that drives all its lanes from one thread (``http_loop``) uses the
+batch form instead: ``end_many`` queues results, ``begin_many`` commits them
+with the next begins in the caller's thread and returns at once with the
+grants (no committer thread is started, no lock is handed over), ``flush``
+commits what is left. The same bound holds: each lane's begin is committed
+with (or after) its previous result, before its request is written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from types import TracebackType
 
@@ -68,6 +76,9 @@ class AttemptJournal:
     commit, if any.
     """
 
+    #: it has the batch form ``begin_many``/``end_many``/``flush`` (``http_loop.BatchJournal``)
+    batched = True
+
     def __init__(self, outbox: Outbox, deliveries: Iterable[Delivery], clock: Callable[[], datetime],
                  retry: Retry, jitter: Callable[[], float], lanes: int = 1, linger: float = 0.002):
         self.outbox, self.clock, self.retry, self.jitter = outbox, clock, retry, jitter
@@ -89,6 +100,9 @@ class AttemptJournal:
         self.lanes, self.linger = lanes, linger
         self._ended = 0  # results handed in
         self._begins = 0  # begins among the queued asks
+        self._open = False
+        #: results ended with ``end_many``, for the next ``begin_many`` (or ``flush``)
+        self._queued: list[tuple[Delivery, SendResult]] = []
 
     # -- the lanes' side (SendJournal) ---------------------------------------------
     def begin(self, message: Message) -> bool:
@@ -111,6 +125,40 @@ class AttemptJournal:
     def end(self, message: Message, result: SendResult) -> None:
         self._submit(_Ask(None, self._attempted(message, result)), wait=False)
 
+    # -- one sending thread's side: commits in the caller's thread, no committer --------
+    def end_many(self, ended: Iterable[tuple[Message, SendResult]]) -> None:
+        """Queue these results for the next ``begin_many`` (or ``flush``); returns at once."""
+        if not self._open:
+            raise RuntimeError("the attempt journal is not open")
+        self._queued.extend(self._attempted(m, r) for m, r in ended)
+
+    def begin_many(self, messages: Sequence[Message]) -> list[bool]:
+        """Commit, in this thread and one transaction, the results queued by ``end_many``
+        and the begins of ``messages``; each flag says whether its message may be sent.
+        For a channel that drives all its lanes from one thread (no lock, no hand-off);
+        it must not mix this with ``begin``/``end``. Raises what the commit raised (the
+        queued results are then not recorded: they stay open, for crash recovery)."""
+        if not self._open:
+            raise RuntimeError("the attempt journal is not open")
+        if self.error is not None:
+            raise self.error
+        done, self._queued = self._queued, []
+        starts = [self._delivery(m) for m in messages]
+        self._ended += len(done)
+        if not (done or starts):
+            return []
+        try:
+            granted = self._write(done, starts)
+        except Exception as exc:
+            self.error = exc
+            raise
+        return [d.id in granted for d in starts]
+
+    def flush(self) -> None:
+        """Commit the results queued by ``end_many`` (``begin_many`` with no message)."""
+        if self._queued:
+            self.begin_many(())
+
     def _delivery(self, message: Message) -> Delivery:
         try:
             return self._by_key[(message.tenant_id, message.idempotency_key)]
@@ -125,8 +173,11 @@ class AttemptJournal:
 
     def _submit(self, ask: _Ask, wait: bool) -> None:
         with self._work:
-            if self._thread is None or self._closing:
+            if not self._open or self._closing:
                 raise RuntimeError("the attempt journal is not open")
+            if self._thread is None:  # started at the first ask: ``begin_many`` needs none
+                self._thread = threading.Thread(target=self._loop, name="ceap-journal", daemon=True)
+                self._thread.start()
             if ask.start is not None and self.error is not None:  # a result may be lost: no more
                 raise self.error
             self._asks.append(ask)
@@ -146,8 +197,7 @@ class AttemptJournal:
 
     # -- the committer ---------------------------------------------------------------
     def __enter__(self) -> AttemptJournal:
-        self._thread = threading.Thread(target=self._loop, name="ceap-journal", daemon=True)
-        self._thread.start()
+        self._open = True
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
@@ -157,6 +207,10 @@ class AttemptJournal:
             self._work.notify()
         if self._thread is not None:
             self._thread.join()
+        if self._queued and self.error is None:  # ended with ``end_many`` after the last begin
+            with contextlib.suppress(Exception):  # ``error`` holds it; the results stay open
+                self.flush()
+        self._open = False
 
     def _loop(self) -> None:
         while True:
@@ -196,26 +250,30 @@ class AttemptJournal:
         return min(self.lanes, len(self._by_key) - self._ended)
 
     def _commit(self, asks: list[_Ask]) -> None:
+        granted = self._write([a.done for a in asks if a.done is not None],
+                              [a.start for a in asks if a.start is not None])
+        for ask in asks:
+            if ask.start is not None and ask.start.id in granted:
+                ask.granted = True
+
+    def _write(self, done: list[tuple[Delivery, SendResult]], starts: list[Delivery]) -> set[int]:
+        """One transaction: the results ``done``, then the begins of ``starts``; the ids granted."""
         now = self.clock()
-        done = [a.done for a in asks if a.done is not None]
-        starts = [a.start.id for a in asks if a.start is not None]
         with self.outbox.store.tx() as tx:
             counts = (self.outbox.record_in(tx, done, now, self.retry, (self.jitter() for _ in done))
                       if done else {})
-            granted = self.outbox.begin_in(tx, starts, now) if starts else set()
+            granted = self.outbox.begin_in(tx, [d.id for d in starts], now) if starts else set()
         self.commits += 1
         for name, n in counts.items():
             self.counts[name] += n
         self.recorded.update(d.id for d, _ in done)
-        for ask in asks:
-            if ask.start is None:
-                continue
-            if ask.start.id in granted:
-                ask.granted = True
-                self.begun[ask.start.id] = counted(ask.start)
+        for d in starts:
+            if d.id in granted:
+                self.begun[d.id] = counted(d)
             else:
-                self.refused.add(ask.start.id)
+                self.refused.add(d.id)
         self.peak_in_flight = max(self.peak_in_flight, len(self.begun) - len(self.recorded))
+        return granted
 
     def waiting(self) -> int:
         """Asks queued for the next commit (the lanes waiting behind the current one)."""
