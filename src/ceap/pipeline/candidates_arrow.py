@@ -29,6 +29,9 @@ from ceap.spec.program import ProgramSpec
 from ceap.store.schema import CANDIDATE_SCHEMA
 
 _TS = pa.timestamp("us", tz="UTC")
+#: at most this many candidate rows are made here (a loop per row in Python); more go to the
+#: query, which costs less from about this many rows on (bench/README.md)
+MAX_ROWS = 256
 _PLAIN = frozenset(chr(c) for c in range(0x20, 0x7F)) - {'"', "\\"}
 
 
@@ -65,9 +68,11 @@ def candidate_rows(top: pa.Table, spec: ProgramSpec, tenant: str, run_id: str, m
                    global_share: float, event_time: str, size: int) -> pa.Table | None:
     """The candidate rows of the selected ``top`` rows (``CANDIDATE_SCHEMA``, ordered by
     score descending, customer, subject); None when a value is not one this module writes
-    (see the module's docstring)."""
+    (see the module's docstring) or there are more than ``MAX_ROWS`` of them."""
     src, action, exp = spec.source, spec.action, spec.experiment
     n = top.num_rows
+    if n > MAX_ROWS:
+        return None
     customers = top.column(src.customer_id).to_pylist()
     subjects = top.column(src.subject_id).to_pylist() if src.subject_id else [None] * n
     if any(c is None for c in customers):
