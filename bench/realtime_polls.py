@@ -45,17 +45,20 @@ class Recorder:
         self.current: dict[str, Any] | None = None
         self.between: Counter[str] = Counter()
         self.commits: dict[str, tuple[float, float, int]] = {}  # dedup key -> (due, commit, step)
-        self._gc_start = 0.0
+        self._gc_start = self._gc_cpu = 0.0
 
-    def tag(self, label: str, seconds: float) -> None:
+    def tag(self, label: str, seconds: float, cpu: float = 0.0) -> None:
         target = self.current["tags"] if self.current is not None else self.between
         target[label] += seconds
+        if self.current is not None:
+            self.current["cpu_tags"][label] += cpu
 
     def gc_callback(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
-            self._gc_start = time.perf_counter()
+            self._gc_start, self._gc_cpu = time.perf_counter(), time.thread_time()
         else:
-            self.tag(f"gc{info['generation']}", time.perf_counter() - self._gc_start)
+            self.tag(f"gc{info['generation']}", time.perf_counter() - self._gc_start,
+                     time.thread_time() - self._gc_cpu)
 
 
 REC = Recorder()
@@ -68,11 +71,11 @@ def timed(owner: Any, name: str, label: str) -> None:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         try:
             return fn(*args, **kwargs)
         finally:
-            REC.tag(label, time.perf_counter() - start)
+            REC.tag(label, time.perf_counter() - start, time.thread_time() - cpu)
 
     setattr(owner, name, wrapper)
 
@@ -82,7 +85,8 @@ def instrument() -> None:
 
     def step(self: worker_module.Worker) -> int:
         events, reloaded = self.stats.events, self._reloaded
-        REC.current = {"tags": Counter(), "start": time.perf_counter(), "index": len(REC.steps)}
+        REC.current = {"tags": Counter(), "cpu_tags": Counter(), "start": time.perf_counter(),
+                       "index": len(REC.steps)}
         cpu = time.thread_time()
         try:
             return real_step(self)
@@ -112,10 +116,10 @@ def instrument() -> None:
     real_write = sqlite_module.SqliteStore.write_run
 
     def write_run(self: Any, run: Any, candidates: Any, quarantine: Any = None) -> Any:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         result = real_write(self, run, candidates, quarantine)
         done = time.perf_counter()
-        REC.tag("write_run", done - start)
+        REC.tag("write_run", done - start, time.thread_time() - cpu)
         committed = time.time()
         index = REC.current["index"] if REC.current is not None else -1
         for key, created in zip(candidates.column("dedup_key").to_pylist(),
@@ -130,10 +134,10 @@ def instrument() -> None:
 
     @functools.wraps(real_tx)
     def tx(self: Any) -> Any:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         with real_tx(self) as t:
             yield t
-        REC.tag("store tx", time.perf_counter() - start)
+        REC.tag("store tx", time.perf_counter() - start, time.thread_time() - cpu)
 
     import contextlib
 
@@ -177,12 +181,18 @@ def report(rate: float, started: float, warmup: float) -> None:
         f"{k} {1000 * v:.0f} ({counts[k]})" for k, v in tags.most_common()))
     print("  between steps (total wall ms): " + ", ".join(
         f"{k} {1000 * v:.0f}" for k, v in REC.between.most_common()))
-    print("  slowest steps (wall / cpu / poll ms, events: tags over 1 ms):")
-    for s in sorted(steps, key=lambda s: -s["wall"])[:12]:
-        tag = ", ".join(f"{k} {1000 * v:.1f}" for k, v in s["tags"].most_common()
-                        if v >= 0.001 or k == "reload")
-        print(f"    #{s['index']}: {1000 * s['wall']:.1f} / {1000 * s['cpu']:.1f} / "
-              f"{1000 * s.get('poll', 0):.1f}, {s['events']} events: {tag}")
+    cpu_tags: Counter[str] = Counter()
+    for s in REC.steps:
+        cpu_tags.update(s["cpu_tags"])
+    print("  in steps (total CPU ms): " + ", ".join(f"{k} {1000 * v:.0f}"
+                                                     for k, v in cpu_tags.most_common()))
+    for key, title in (("wall", "wall"), ("cpu", "CPU")):
+        print(f"  slowest steps by {title} (wall / cpu / poll ms, events: CPU ms of what ran, over 1 ms):")
+        for s in sorted(steps, key=lambda s: -s[key])[:10]:
+            tag = ", ".join(f"{k} {1000 * v:.1f}" for k, v in s["cpu_tags"].most_common()
+                            if v >= 0.001) + (", reload" if "reload" in s["tags"] else "")
+            print(f"    #{s['index']}: {1000 * s['wall']:.1f} / {1000 * s['cpu']:.1f} / "
+                  f"{1000 * s.get('poll', 0):.1f}, {s['events']} events: {tag}")
     # each candidate: the wait until its poll returned, then until its commit
     by_index = {s["index"]: s for s in REC.steps}
     t0 = time.perf_counter() - time.time()  # perf_counter = time.time() + t0 (approximately)
