@@ -115,8 +115,8 @@ def candidate_rows(top: pa.Table, spec: ProgramSpec, tenant: str, run_id: str, m
     texts = {"tenant_id": tenant, "program": spec.name, "run_id": run_id, "context": "{}",
              "action_type": action.type, "channels": json.dumps(action.channels), "template": action.template,
              "category": action.category, "model": model}
-    columns: dict[str, Any] = {name: pa.array([value] * n, pa.string()) for name, value in texts.items()}
-    columns.update({
+    arrays: dict[str, Any] = {name: pa.array([value] * n, pa.string()) for name, value in texts.items()}
+    arrays.update({
         "customer_id": pa.array(customers, pa.string()), "subject_id": pa.array(subjects, pa.string()),
         "score": top.column(SCORE).cast(pa.float64()), "reasons": pa.nulls(n, pa.string()),
         "payload": pa.array(payloads, pa.string()),
@@ -130,7 +130,7 @@ def candidate_rows(top: pa.Table, spec: ProgramSpec, tenant: str, run_id: str, m
         "version": pa.array([1] * n, pa.int64()), "arm": pa.array(arms, pa.string()),
         "variant": pa.nulls(n, pa.string()), "features": pa.nulls(n, pa.string()),
     })
-    table = pa.Table.from_arrays([columns[name] for name in CANDIDATE_SCHEMA.names],
+    table = pa.Table.from_arrays([arrays[name] for name in CANDIDATE_SCHEMA.names],
                                  schema=CANDIDATE_SCHEMA)
     # by score descending, customer, subject (nulls last), stably, as Arrow's sort would (its
     # fixed cost is some 100 µs): no score is NaN or null (``Plan._keep_scored``), texts
