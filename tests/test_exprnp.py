@@ -186,3 +186,11 @@ def test_values_duckdb_may_treat_otherwise_give_way(values: list[int], expr: str
     cols = {n: exprnp.column(table.column(n), k) for n, k in kinds.items() if k is not None}
     with pytest.raises(exprnp.Unsure):
         made[0](cols, 2)
+
+
+def test_the_installed_duckdb_is_one_verified(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a new DuckDB: run this file against it, then add its version to VERIFIED
+    assert duckdb.__version__ in exprnp.VERIFIED
+    assert exprnp.compile_expr("i1 > 1", KINDS) is not None
+    monkeypatch.setattr(exprnp, "VERIFIED", ())
+    assert exprnp.compile_expr("i1 > 1", KINDS) is None
