@@ -159,3 +159,23 @@ def test_programs_the_python_way_does_not_cover() -> None:
                               "experiment": {"variants": [{"name": "a"}, {"name": "b"}]},
                               "action": {"type": "alert", "channels": ["email"]}})
     assert not candidates_arrow.supported(variants, schema)
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+def test_at_most_max_rows_made_in_python_more_by_the_query(extra: int,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-row loop is bounded: ``MAX_ROWS`` rows are made in Python, one more by the
+    query; the same candidates either way."""
+    n = candidates_arrow.MAX_ROWS + extra
+    spec = _spec("holdout")
+    rows = [_best(seed, unusual=False) for seed in range(40)]
+    best = pa.concat_tables(rows).slice(0, n)
+    while best.num_rows < n:
+        best = pa.concat_tables([best, best]).slice(0, n)
+    best = best.set_column(0, "customer_id", pa.array([f"C{i}" for i in range(n)]))
+    made_rows, funnel, made = _run(spec, best, 0.0, True, monkeypatch)
+    expected, expected_funnel, _ = _run(spec, best, 0.0, False, monkeypatch)
+    assert len(expected) == n
+    assert made == (1 if extra == 0 else 0)
+    _same(made_rows, expected)
+    assert funnel == expected_funnel

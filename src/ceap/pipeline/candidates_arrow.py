@@ -29,6 +29,9 @@ from ceap.spec.program import ProgramSpec
 from ceap.store.schema import CANDIDATE_SCHEMA
 
 _TS = pa.timestamp("us", tz="UTC")
+#: at most this many candidate rows are made here (a loop per row in Python); more go to the
+#: query, which costs less from about 1,300-2,000 rows on (bench/README.md)
+MAX_ROWS = 1024
 _PLAIN = frozenset(chr(c) for c in range(0x20, 0x7F)) - {'"', "\\"}
 
 
@@ -65,9 +68,11 @@ def candidate_rows(top: pa.Table, spec: ProgramSpec, tenant: str, run_id: str, m
                    global_share: float, event_time: str, size: int) -> pa.Table | None:
     """The candidate rows of the selected ``top`` rows (``CANDIDATE_SCHEMA``, ordered by
     score descending, customer, subject); None when a value is not one this module writes
-    (see the module's docstring)."""
+    (see the module's docstring) or there are more than ``MAX_ROWS`` of them."""
     src, action, exp = spec.source, spec.action, spec.experiment
     n = top.num_rows
+    if n > MAX_ROWS:
+        return None
     customers = top.column(src.customer_id).to_pylist()
     subjects = top.column(src.subject_id).to_pylist() if src.subject_id else [None] * n
     if any(c is None for c in customers):
@@ -107,25 +112,29 @@ def candidate_rows(top: pa.Table, spec: ProgramSpec, tenant: str, run_id: str, m
                else "journey" if spec.journey is not None else "pending")
     created = pc.cast(pc.cast(top.column(event_time), pa.timestamp("us")), _TS)
     not_before = pc.add(created, pa.scalar(action.delay, pa.duration("us")))
-    table = pa.table({
-        "tenant_id": [tenant] * n, "program": [spec.name] * n, "run_id": [run_id] * n,
+    texts = {"tenant_id": tenant, "program": spec.name, "run_id": run_id, "context": "{}",
+             "action_type": action.type, "channels": json.dumps(action.channels), "template": action.template,
+             "category": action.category, "model": model}
+    arrays: dict[str, Any] = {name: pa.array([value] * n, pa.string()) for name, value in texts.items()}
+    arrays.update({
         "customer_id": pa.array(customers, pa.string()), "subject_id": pa.array(subjects, pa.string()),
-        "context": ["{}"] * n, "action_type": [action.type] * n,
-        "channels": [json.dumps(action.channels)] * n,
-        "template": pa.array([action.template] * n, pa.string()), "category": [action.category] * n,
-        "score": top.column(SCORE), "model": [model] * n, "reasons": pa.nulls(n, pa.string()),
+        "score": top.column(SCORE).cast(pa.float64()), "reasons": pa.nulls(n, pa.string()),
         "payload": pa.array(payloads, pa.string()),
-        "status": [working if a == "treatment" else "held_out" for a in arms],
+        "status": pa.array([working if a == "treatment" else "held_out" for a in arms], pa.string()),
         "priority": pa.array([spec.priority] * n, pa.int64()),
         "created_at": created, "not_before": not_before,
         "expires_at": pc.add(not_before, pa.scalar(action.expiry, pa.duration("us"))),
-        "dedup_key": [f"{spec.name}:{c}:{s or ''}:{w}" for c, s, w in zip(customers, subjects, windows,
-                                                                           strict=True)],
+        "dedup_key": pa.array([f"{spec.name}:{c}:{s or ''}:{w}"
+                               for c, s, w in zip(customers, subjects, windows, strict=True)], pa.string()),
         "holdout": pa.array([a != "treatment" for a in arms], pa.bool_()),
         "version": pa.array([1] * n, pa.int64()), "arm": pa.array(arms, pa.string()),
         "variant": pa.nulls(n, pa.string()), "features": pa.nulls(n, pa.string()),
     })
-    order = pc.sort_indices(table, sort_keys=[("score", "descending", "at_end"),
-                                              ("customer_id", "ascending", "at_end"),
-                                              ("subject_id", "ascending", "at_end")])
-    return table.take(order).cast(CANDIDATE_SCHEMA)
+    table = pa.Table.from_arrays([arrays[name] for name in CANDIDATE_SCHEMA.names],
+                                 schema=CANDIDATE_SCHEMA)
+    # by score descending, customer, subject (nulls last), stably, as Arrow's sort would (its
+    # fixed cost is some 100 µs): no score is NaN or null (``Plan._keep_scored``), texts
+    # compare by code point as by their UTF-8 bytes
+    scores = table.column("score").to_pylist()
+    order = sorted(range(n), key=lambda i: (-scores[i], customers[i], subjects[i] is None, subjects[i] or ""))
+    return table if order == list(range(n)) else table.take(pa.array(order, pa.int64()))

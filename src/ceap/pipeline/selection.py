@@ -344,4 +344,4 @@ def _counted(table: pa.Table, best: int, funnel: Funnel) -> pa.Table:
     funnel.held_out += held
     funnel.global_control += counts.get("global_control", 0)
     funnel.targeted += table.num_rows - held
-    return table.cast(CANDIDATE_SCHEMA)
+    return table if table.schema.equals(CANDIDATE_SCHEMA) else table.cast(CANDIDATE_SCHEMA)

@@ -20,6 +20,7 @@ from ceap.plugin import PluginContext
 from ceap.realtime import incremental
 from ceap.realtime.events import EVENT_SCHEMA
 from ceap.realtime.features import FRESH, rows_for, rows_sql
+from ceap.realtime.smallrows import SmallRows
 from ceap.realtime.spec import EventsConfig
 from ceap.realtime.timers import Timers
 from ceap.registry import Registry
@@ -67,6 +68,9 @@ class ProgramRunner:
         #: without a window), when every feature of the program is of a kind it computes
         self._fused_fast: str | None = None
         self._fast = incremental.supported(spec.state)
+        #: a small micro-batch's scored rows made without the query (``smallrows``): built
+        #: from the query's first result; False when the program is not one it makes
+        self._small: SmallRows | bool | None = None
         self.shares = SharesCache()  # a bandit's latest variant shares
 
     def span(self) -> timedelta:
@@ -156,13 +160,19 @@ class ProgramRunner:
             if ready is not None:
                 if not ready.num_rows:  # no event of a trigger type, no timer row: no rows
                     return ready, SCORED
+                if isinstance(self._small, SmallRows):
+                    made = self._small.rows(ready, now)
+                    if made is not None:
+                        return made, SCORED
                 table, fused = ready, self._fused_fast
         scored = self.plan.scored_sql(self._rows_schema, fused) if self._checked else None
         try:
             if scored is not None:
                 try:
-                    return run_rows(self.con, scored, table,
-                                    self.plan.run_params(self._rows_schema, now)), SCORED
+                    out = run_rows(self.con, scored, table, self.plan.run_params(self._rows_schema, now))
+                    if self._small is None and fused is self._fused_fast:
+                        self._small = SmallRows.build(self.spec, self.plan, out.schema) or False
+                    return out, SCORED
                 except duckdb.Error:
                     pass
             return run_rows(self.con, fused, table), CONFORMED

@@ -86,13 +86,26 @@ class KeyedState:
         recent = pa.concat_tables(part.recent) if part.recent else EVENT_SCHEMA.empty_table()
         hashes = self._hash(recent.column("tenant_id"), recent.column("customer_id"))
         recent = recent.append_column(HASH, hashes)
+        # the sorted table and the new run merged (the new run sorted, stably, and placed after
+        # the old rows of equal hash: what a stable sort of both, old first, gives), then the
+        # rows before ``since`` dropped; one ``take`` of the whole table, no sort of it
+        old = part.hashes
+        new = hashes.to_numpy(zero_copy_only=False)
+        new_order = np.argsort(new, kind="stable")
+        at = np.searchsorted(old, new[new_order], "right") + np.arange(len(new))
+        from_new = np.zeros(len(old) + len(new), dtype=bool)
+        from_new[at] = True
+        order = np.empty(len(from_new), dtype=np.int64)
+        order[from_new] = len(old) + new_order
+        order[~from_new] = np.arange(len(old))
         table = pa.concat_tables([part.table, recent])
+        merged = np.concatenate([old, new])[order]
         if since is not None:
-            table = table.filter(pc.greater_equal(table.column("ts"), pa.scalar(since, pa.timestamp("us"))))
-        hashes = table.column(HASH).to_numpy()
-        order = np.argsort(hashes, kind="stable")  # the sorted table and one new run: a merge
+            stamps = pc.cast(table.column("ts"), pa.int64()).to_numpy()[order]
+            kept = stamps >= int(pa.scalar(since, pa.timestamp("us")).cast(pa.int64()).as_py())
+            order, merged = order[kept], merged[kept]
         part.table = table.take(pa.array(order)).combine_chunks()
-        part.hashes = hashes[order]
+        part.hashes = merged
         part.recent = []
 
     def add(self, events: pa.Table, partitions: pa.Array, watermarks: dict[str, datetime]) -> None:
