@@ -20,6 +20,7 @@ from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore
 from typing import Annotated, Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
@@ -145,8 +146,8 @@ def _first_error(exc: ValidationError) -> str:
 NOT_ENVELOPE = "not an EventBridge envelope: no 'detail-type'"
 
 
-def validate_events(items: Sequence[Any], tenant: str = DEFAULT_TENANT, *, envelopes: bool = False
-                    ) -> tuple[pa.Table, list[tuple[int, str]]]:
+def validate_events(items: Sequence[Any], tenant: str = DEFAULT_TENANT, *, envelopes: bool = False,
+                    decoded: bool = False) -> tuple[pa.Table, list[tuple[int, str]]]:
     """Valid events as a table (``EVENT_SCHEMA``), and ``(index, reason)`` per rejected one.
 
     A rejected event never stops the accepted ones. An item that is an EventBridge
@@ -156,8 +157,11 @@ def validate_events(items: Sequence[Any], tenant: str = DEFAULT_TENANT, *, envel
     Events are checked column by column first (Arrow kernels over the whole batch);
     only the items that check does not plainly accept (an envelope, a ``ts`` in
     another format, a wrong type or value) are validated one by one with
-    ``EventIn``, which accepts them as before or names the reason."""
-    fast, table = _validate_columns(items, tenant) if not envelopes else ([], EVENT_SCHEMA.empty_table())
+    ``EventIn``, which accepts them as before or names the reason. ``decoded``: the items
+    were read from JSON text (dicts, lists, text, numbers, booleans and nulls only), so the
+    ``attributes`` text may be written by orjson where it is ``json.dumps``'s."""
+    fast, table = (_validate_columns(items, tenant, decoded) if not envelopes
+                   else ([], EVENT_SCHEMA.empty_table()))
     if len(fast) == len(items):
         return table, []
     rows: dict[str, list[Any]] = {name: [] for name in EVENT_SCHEMA.names}
@@ -221,6 +225,46 @@ def _encode_attributes(value: dict[str, Any]) -> str:
     return _ENCODER.encode(value)  # raises as json.dumps does
 
 
+#: where orjson's text of a value read from JSON may not be ``json.dumps``'s (ASCII, compact):
+#: an escape, DEL and non-ASCII text (``ensure_ascii`` escapes them), a number in exponent
+#: form or below 0.0001 (``json``: ``1e-05``, orjson: ``0.00001``); looked for with ``in``
+#: first (a regex over every byte would cost more than orjson saves)
+_MAYBE_OTHER = (b"\\", b"\x7f", b"e+", b"e-", b"0.0000")
+_OTHER = re.compile(rb"\\|\x7f|[\x80-\xff]|\de[-+]|0\.0000")
+#: this orjson writes numbers as ``json`` does, or in a form ``_OTHER`` finds (checked once:
+#: an orjson that wrote ``1e16`` for ``1e+16`` would leave every text to ``json``)
+_ORJSON_AS_JSON = all(orjson.dumps(v) == json.dumps(v).encode() or _OTHER.search(orjson.dumps(v))
+                      for v in (1e16, 1.5e17, 1e22, 1e-5, 1.5e-7, 5e-324, 1.7976931348623157e308,
+                                0.0001, 123456789.123, 2**63 - 1, -(2**63), -0.0, 0.1 + 0.2))
+
+
+def _encode_decoded(values: list[Any], ok: np.ndarray) -> pa.Array:
+    """The ``attributes`` text of each value (``"{}"`` where not ``ok``) as a string column,
+    for values read from JSON: orjson's text (one call a value, straight into the column's
+    buffer) where it is surely ``_encode_attributes``'s, that one's elsewhere."""
+    if not _ORJSON_AS_JSON:  # pragma: no cover - another orjson
+        return pa.array([_encode_attributes(v) if good else "{}" for v, good in zip(values, ok, strict=True)],
+                        pa.string())
+    if not ok.all():
+        values = [v if good else _NO_ATTRIBUTES for v, good in zip(values, ok.tolist(), strict=True)]
+    try:
+        out = list(map(orjson.dumps, values))
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits, a lone surrogate: one by one
+        return pa.array([_encode_attributes(v) for v in values], pa.string())
+    data = b"".join(out)
+    if not data.isascii() or any(maybe in data for maybe in _MAYBE_OTHER):
+        ends = np.cumsum(np.fromiter(map(len, out), dtype=np.int64, count=len(out)))
+        other = np.searchsorted(ends, [m.start() for m in _OTHER.finditer(data)], "right")
+        for i in np.unique(other).tolist():
+            out[i] = _encode_attributes(values[i]).encode()  # ASCII
+        data = b"".join(out)
+    if len(data) >= 2**31:  # pragma: no cover - beyond a string column's offsets
+        return pa.array([b.decode() for b in out], pa.string())
+    offsets = np.zeros(len(out) + 1, dtype=np.int32)
+    offsets[1:] = np.cumsum(np.fromiter(map(len, out), dtype=np.int64, count=len(out)))
+    return pa.StringArray.from_buffers(len(out), pa.py_buffer(offsets), pa.py_buffer(data))
+
+
 _FIELDS = frozenset(EventIn.model_fields)
 #: the ``ts`` texts the column check takes: ISO 8601 with a UTC offset, years 1900-2999,
 #: at most microseconds (Arrow and pydantic read them alike); others go through EventIn
@@ -257,7 +301,8 @@ def _plain_heads(items: Sequence[Any]) -> list[pa.Array] | None:
     return heads.flatten()  # type: ignore[no-any-return]
 
 
-def _validate_columns(items: Sequence[Any], tenant: str) -> tuple[list[int], pa.Table]:
+def _validate_columns(items: Sequence[Any], tenant: str, decoded: bool = False
+                      ) -> tuple[list[int], pa.Table]:
     """The indexes of the items that are plainly valid events, and those events as a table.
 
     An item is taken here only when ``EventIn`` would accept it as it is and give the
@@ -293,10 +338,10 @@ def _validate_columns(items: Sequence[Any], tenant: str) -> tuple[list[int], pa.
         pc.or_kleene(pc.is_null(tenants), pc.match_substring_regex(tenants, _TENANT)),
     ]
     ok = np.fromiter((type(a) is dict for a in attributes), dtype=bool, count=len(rows))
-    encoded = [_encode_attributes(a) if good else "{}" for a, good in zip(attributes, ok, strict=True)]
     # ASCII-escaped text: a lone surrogate shows as \\udXXX (as does a pair, or a backslash
     # followed by "ud"), a NUL as \\u0000; only those rows are looked at closely
-    attrs = pa.array(encoded, pa.string())
+    attrs = _encode_decoded(attributes, ok) if decoded else pa.array(
+        [_encode_attributes(a) if good else "{}" for a, good in zip(attributes, ok, strict=True)], pa.string())
     escaped = pc.or_(pc.match_substring(attrs, "\\ud"), pc.match_substring(attrs, "\\u0000"))
     escaped = escaped.to_numpy(zero_copy_only=False)
     for i in np.flatnonzero(escaped).tolist():
@@ -364,7 +409,7 @@ def parse_bodies(bodies: Iterable[bytes], tenant: str = DEFAULT_TENANT
     """Decode stream message bodies (one event, or a JSON list of events, each) and validate.
     A body that is not JSON (see ``ceap.json_input.loads``) is rejected as one item."""
     items, _, broken = decode_bodies(bodies)
-    table, rejected = validate_events(items, tenant)
+    table, rejected = validate_events(items, tenant, decoded=True)
     return table, sorted({*rejected, *broken})
 
 
