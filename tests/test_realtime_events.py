@@ -279,8 +279,9 @@ def test_orjson_attributes_text_is_json_dumps_text() -> None:
 def test_items_read_from_json_give_the_same_events() -> None:
     """``decoded`` (items read from JSON: their attributes' text written by orjson where it
     is json's) changes no event and no reason."""
+    texts = _json_texts(random.Random(5))[:300]
     items = json.loads(json.dumps([*variants(), *({**GOOD, "id": f"j{i}", "attributes": a}
-                                                  for i, a in enumerate(_json_texts(random.Random(5))[:300]))]))
+                                                  for i, a in enumerate(texts))]))
     for batch in (items, items[:40], [i for i in items if isinstance(i, dict) and "detail-type" not in i]):
         expected = validate_events(batch)
         got = validate_events(batch, decoded=True)

@@ -341,7 +341,8 @@ def _validate_columns(items: Sequence[Any], tenant: str, decoded: bool = False
     # ASCII-escaped text: a lone surrogate shows as \\udXXX (as does a pair, or a backslash
     # followed by "ud"), a NUL as \\u0000; only those rows are looked at closely
     attrs = _encode_decoded(attributes, ok) if decoded else pa.array(
-        [_encode_attributes(a) if good else "{}" for a, good in zip(attributes, ok, strict=True)], pa.string())
+        [_encode_attributes(a) if good else "{}" for a, good in zip(attributes, ok, strict=True)],
+        pa.string())
     escaped = pc.or_(pc.match_substring(attrs, "\\ud"), pc.match_substring(attrs, "\\u0000"))
     escaped = escaped.to_numpy(zero_copy_only=False)
     for i in np.flatnonzero(escaped).tolist():
