@@ -16,6 +16,7 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from itertools import chain, repeat
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Annotated, Any
 
@@ -238,18 +239,28 @@ _ORJSON_AS_JSON = all(orjson.dumps(v) == json.dumps(v).encode() or _OTHER.search
                                 0.0001, 123456789.123, 2**63 - 1, -(2**63), -0.0, 0.1 + 0.2))
 
 
+#: put between the values of a batch written in one orjson call (``"\\u001f"``), and the text
+#: that then stands between two values, and after the last
+_SEPARATOR = "\x1f"
+_SPLIT, _LAST = b',"\\u001f",', b',"\\u001f"]'
+
+
 def _encode_decoded(values: list[Any], ok: np.ndarray) -> pa.Array:
     """The ``attributes`` text of each value (``"{}"`` where not ``ok``) as a string column,
-    for values read from JSON: orjson's text (one call a value, straight into the column's
-    buffer) where it is surely ``_encode_attributes``'s, that one's elsewhere."""
+    for values read from JSON: orjson's text (one call for the batch, straight into the
+    column's buffer) where it is surely ``_encode_attributes``'s, that one's elsewhere."""
     if not _ORJSON_AS_JSON:  # pragma: no cover - another orjson
         return pa.array([_encode_attributes(v) if good else "{}" for v, good in zip(values, ok, strict=True)],
                         pa.string())
     if not ok.all():
         values = [v if good else _NO_ATTRIBUTES for v, good in zip(values, ok.tolist(), strict=True)]
-    try:
-        out = list(map(orjson.dumps, values))
+    try:  # one call for the batch, each value followed by a separator value: an orjson call a
+        # value made a fresh output buffer each, about one page fault a call (bench/README.md)
+        text = orjson.dumps(list(chain.from_iterable(zip(values, repeat(_SEPARATOR)))))
     except orjson.JSONEncodeError:  # an integer beyond 64 bits, a lone surrogate: one by one
+        return pa.array([_encode_attributes(v) for v in values], pa.string())
+    out = text[1:-len(_LAST)].split(_SPLIT) if values else []
+    if len(out) != len(values):  # a value holds the separator's text itself
         return pa.array([_encode_attributes(v) for v in values], pa.string())
     data = b"".join(out)
     if not data.isascii() or any(maybe in data for maybe in _MAYBE_OTHER):
