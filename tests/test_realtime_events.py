@@ -260,9 +260,9 @@ def test_orjson_attributes_text_is_json_dumps_text() -> None:
     ``json.dumps``'s, value by value (numbers of every magnitude, escapes, non-ASCII text,
     integers beyond 64 bits, lone surrogates, values that are not objects, values holding
     the text that separates them in the batch's one orjson call)."""
-    from ceap.realtime.events import _ORJSON_AS_JSON, _encode_attributes, _encode_decoded
+    from ceap.realtime.attributes_text import ORJSON_AS_JSON, encode_attributes, encode_decoded
 
-    assert _ORJSON_AS_JSON  # this orjson's numbers are json's or found as maybe otherwise
+    assert ORJSON_AS_JSON  # this orjson's numbers are json's or found as maybe otherwise
     rng = random.Random(11)
     values = _json_texts(rng)
     plain = [{"app": "ios", "n": i, "amount": i / 7, "ok": True, "tags": ["a", None]} for i in range(200)]
@@ -270,10 +270,10 @@ def test_orjson_attributes_text_is_json_dumps_text() -> None:
                   [*plain[:5], [1], "x", *plain[5:]], [{"t": "one-time e-mail"}, {"x": 1e-05}],
                   [*plain, {"a": [1, "\x1f", 2]}, *plain], [{"a": [1, "\x1f"]}, {"s": "\x1f"}], [{}], []):
         ok = np.fromiter((type(v) is dict for v in batch), dtype=bool, count=len(batch))
-        expected = [_encode_attributes(v) if good else "{}" for v, good in zip(batch, ok, strict=True)]
+        expected = [encode_attributes(v) if good else "{}" for v, good in zip(batch, ok, strict=True)]
         assert expected == [json.dumps(v, separators=(",", ":"), default=str) if good else "{}"
                             for v, good in zip(batch, ok, strict=True)]
-        got = _encode_decoded(batch, ok)
+        got = encode_decoded(batch, ok)
         got.validate(full=True)
         assert got.to_pylist() == expected
 
