@@ -155,6 +155,21 @@ def test_loads_many_keeps_bodies_apart() -> None:
     assert values[:6] == [dict(GOOD, id=f"e{i}") for i in range(6)] and list(errors) == [6]
 
 
+def test_loads_many_body_by_body_at_the_depth_limit() -> None:
+    """Bodies read one by one (no joined array): nesting of exactly ``MAX_DEPTH`` is read,
+    one level more is refused, brackets inside strings count for nothing; with other
+    bodies around, and many shallow bodies whose brackets add up past the limit."""
+    good = [json.dumps(dict(GOOD, id=f"e{i}")).encode() for i in range(MAX_DEPTH + 5)]
+    at = b"[" * MAX_DEPTH + b"]" * MAX_DEPTH
+    over = b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1)
+    quoted = json.dumps({"s": "[{" * MAX_DEPTH}).encode()
+    for bodies in (good, [*good, at], [at, *good], [*good[:3], over, *good[3:]], [quoted, *good],
+                   [*good, quoted, at], [b"[]"] * (MAX_DEPTH + 2), [at] * 3, [over]):
+        assert many_loaded(bodies) == each_loaded(bodies)
+    assert many_loaded([at])[0] == ("value", loads(at))
+    assert many_loaded([over])[0][0] == "JsonInputError"
+
+
 def loads_or_broken(body: bytes) -> Any:
     try:
         return loads(body)

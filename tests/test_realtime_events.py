@@ -7,6 +7,7 @@ import json
 import random
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from pydantic import ValidationError
@@ -228,3 +229,63 @@ def test_batches_of_plain_dicts_read_in_one_conversion_match_one_by_one() -> Non
     for item in odd:
         for at in (0, 4, 8):
             same([*good[:at], item, *good[at:]])
+
+
+def _json_texts(rng: random.Random) -> list[Any]:
+    """Values as read from JSON: numbers of every magnitude, text of every ASCII character
+    and some beyond, nesting; each a dict (an event's ``attributes``)."""
+    def number() -> Any:
+        kind = rng.randrange(4)
+        if kind == 0:
+            return rng.randrange(-(2**63), 2**63)
+        if kind == 1:
+            return rng.uniform(-1, 1) * 10.0 ** rng.randrange(-330, 309)
+        if kind == 2:
+            return round(rng.uniform(-1e6, 1e6), rng.randrange(0, 8))
+        return float(rng.randrange(-(10**17), 10**17))
+    def text() -> str:
+        alphabet = [chr(c) for c in range(0, 128)] + ["é", "\u2028", "\U0001f600", "e", "+", "-", "0", "."]
+        return "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 12)))
+    def value(depth: int = 0) -> Any:
+        kind = rng.randrange(7 if depth < 3 else 5)
+        return [number, text, lambda: rng.choice([True, False, None]), lambda: "plain",
+                lambda: rng.randrange(100), lambda: [value(depth + 1) for _ in range(rng.randrange(3))],
+                lambda: {text(): value(depth + 1) for _ in range(rng.randrange(3))}][kind]()
+    return [json.loads(json.dumps({text(): value() for _ in range(rng.randrange(4))}))
+            for _ in range(2000)]
+
+
+def test_orjson_attributes_text_is_json_dumps_text() -> None:
+    """Values read from JSON: the column of attribute texts written through orjson is
+    ``json.dumps``'s, value by value (numbers of every magnitude, escapes, non-ASCII text,
+    integers beyond 64 bits, lone surrogates, values that are not objects, values holding
+    the text that separates them in the batch's one orjson call)."""
+    from ceap.realtime.attributes_text import ORJSON_AS_JSON, encode_attributes, encode_decoded
+
+    assert ORJSON_AS_JSON  # this orjson's numbers are json's or found as maybe otherwise
+    rng = random.Random(11)
+    values = _json_texts(rng)
+    plain = [{"app": "ios", "n": i, "amount": i / 7, "ok": True, "tags": ["a", None]} for i in range(200)]
+    for batch in (values, plain, [*plain, {"big": 10**20}], [*plain, {"s": "\ud800"}],
+                  [*plain[:5], [1], "x", *plain[5:]], [{"t": "one-time e-mail"}, {"x": 1e-05}],
+                  [*plain, {"a": [1, "\x1f", 2]}, *plain], [{"a": [1, "\x1f"]}, {"s": "\x1f"}], [{}], []):
+        ok = np.fromiter((type(v) is dict for v in batch), dtype=bool, count=len(batch))
+        expected = [encode_attributes(v) if good else "{}" for v, good in zip(batch, ok, strict=True)]
+        assert expected == [json.dumps(v, separators=(",", ":"), default=str) if good else "{}"
+                            for v, good in zip(batch, ok, strict=True)]
+        got = encode_decoded(batch, ok)
+        got.validate(full=True)
+        assert got.to_pylist() == expected
+
+
+def test_items_read_from_json_give_the_same_events() -> None:
+    """``decoded`` (items read from JSON: their attributes' text written by orjson where it
+    is json's) changes no event and no reason."""
+    texts = _json_texts(random.Random(5))[:300]
+    items = json.loads(json.dumps([*variants(), *({**GOOD, "id": f"j{i}", "attributes": a}
+                                                  for i, a in enumerate(texts))]))
+    for batch in (items, items[:40], [i for i in items if isinstance(i, dict) and "detail-type" not in i]):
+        expected = validate_events(batch)
+        got = validate_events(batch, decoded=True)
+        assert got[1] == expected[1]
+        assert got[0].to_pylist() == expected[0].to_pylist()

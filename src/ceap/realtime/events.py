@@ -16,7 +16,6 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Annotated, Any
 
 import numpy as np
@@ -26,6 +25,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from ceap.json_input import JSON_OBJECT_SCHEMA, NOT_UNICODE, BadText, Text, find_bad_text, loads_many
 from ceap.model import DEFAULT_TENANT
+from ceap.realtime.attributes_text import encode_attributes as _encode_attributes
+from ceap.realtime.attributes_text import encode_decoded as _encode_decoded
 
 EVENT_SCHEMA = pa.schema([
     ("event_id", pa.string()),
@@ -145,8 +146,8 @@ def _first_error(exc: ValidationError) -> str:
 NOT_ENVELOPE = "not an EventBridge envelope: no 'detail-type'"
 
 
-def validate_events(items: Sequence[Any], tenant: str = DEFAULT_TENANT, *, envelopes: bool = False
-                    ) -> tuple[pa.Table, list[tuple[int, str]]]:
+def validate_events(items: Sequence[Any], tenant: str = DEFAULT_TENANT, *, envelopes: bool = False,
+                    decoded: bool = False) -> tuple[pa.Table, list[tuple[int, str]]]:
     """Valid events as a table (``EVENT_SCHEMA``), and ``(index, reason)`` per rejected one.
 
     A rejected event never stops the accepted ones. An item that is an EventBridge
@@ -156,8 +157,11 @@ def validate_events(items: Sequence[Any], tenant: str = DEFAULT_TENANT, *, envel
     Events are checked column by column first (Arrow kernels over the whole batch);
     only the items that check does not plainly accept (an envelope, a ``ts`` in
     another format, a wrong type or value) are validated one by one with
-    ``EventIn``, which accepts them as before or names the reason."""
-    fast, table = _validate_columns(items, tenant) if not envelopes else ([], EVENT_SCHEMA.empty_table())
+    ``EventIn``, which accepts them as before or names the reason. ``decoded``: the items
+    were read from JSON text (dicts, lists, text, numbers, booleans and nulls only), so the
+    ``attributes`` text may be written by orjson where it is ``json.dumps``'s."""
+    fast, table = (_validate_columns(items, tenant, decoded) if not envelopes
+                   else ([], EVENT_SCHEMA.empty_table()))
     if len(fast) == len(items):
         return table, []
     rows: dict[str, list[Any]] = {name: [] for name in EVENT_SCHEMA.names}
@@ -196,31 +200,6 @@ def validate_events(items: Sequence[Any], tenant: str = DEFAULT_TENANT, *, envel
     return pa.concat_tables([table, checked]).take(pa.array(order)), rejected
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
-
-
-def _c_encoder() -> Any:
-    """The C encoder ``_ENCODER.encode`` builds on each call, built once."""
-    if c_make_encoder is None:  # pragma: no cover - CPython has it
-        return None
-    return c_make_encoder({}, _ENCODER.default, encode_basestring_ascii, None, _ENCODER.key_separator,
-                          _ENCODER.item_separator, False, False, True)
-
-
-_C_ENCODER = _c_encoder()
-
-
-def _encode_attributes(value: dict[str, Any]) -> str:
-    """The stored ``attributes`` text: ``json.dumps(value, separators=(",", ":"), default=str)``."""
-    global _C_ENCODER
-    if _C_ENCODER is not None:
-        try:
-            return "".join(_C_ENCODER(value, 0))
-        except Exception:  # a circular or unencodable value: the encoder may hold stale marks
-            _C_ENCODER = _c_encoder()
-    return _ENCODER.encode(value)  # raises as json.dumps does
-
-
 _FIELDS = frozenset(EventIn.model_fields)
 #: the ``ts`` texts the column check takes: ISO 8601 with a UTC offset, years 1900-2999,
 #: at most microseconds (Arrow and pydantic read them alike); others go through EventIn
@@ -257,7 +236,8 @@ def _plain_heads(items: Sequence[Any]) -> list[pa.Array] | None:
     return heads.flatten()  # type: ignore[no-any-return]
 
 
-def _validate_columns(items: Sequence[Any], tenant: str) -> tuple[list[int], pa.Table]:
+def _validate_columns(items: Sequence[Any], tenant: str, decoded: bool = False
+                      ) -> tuple[list[int], pa.Table]:
     """The indexes of the items that are plainly valid events, and those events as a table.
 
     An item is taken here only when ``EventIn`` would accept it as it is and give the
@@ -293,10 +273,11 @@ def _validate_columns(items: Sequence[Any], tenant: str) -> tuple[list[int], pa.
         pc.or_kleene(pc.is_null(tenants), pc.match_substring_regex(tenants, _TENANT)),
     ]
     ok = np.fromiter((type(a) is dict for a in attributes), dtype=bool, count=len(rows))
-    encoded = [_encode_attributes(a) if good else "{}" for a, good in zip(attributes, ok, strict=True)]
     # ASCII-escaped text: a lone surrogate shows as \\udXXX (as does a pair, or a backslash
     # followed by "ud"), a NUL as \\u0000; only those rows are looked at closely
-    attrs = pa.array(encoded, pa.string())
+    attrs = _encode_decoded(attributes, ok) if decoded else pa.array(
+        [_encode_attributes(a) if good else "{}" for a, good in zip(attributes, ok, strict=True)],
+        pa.string())
     escaped = pc.or_(pc.match_substring(attrs, "\\ud"), pc.match_substring(attrs, "\\u0000"))
     escaped = escaped.to_numpy(zero_copy_only=False)
     for i in np.flatnonzero(escaped).tolist():
@@ -364,7 +345,7 @@ def parse_bodies(bodies: Iterable[bytes], tenant: str = DEFAULT_TENANT
     """Decode stream message bodies (one event, or a JSON list of events, each) and validate.
     A body that is not JSON (see ``ceap.json_input.loads``) is rejected as one item."""
     items, _, broken = decode_bodies(bodies)
-    table, rejected = validate_events(items, tenant)
+    table, rejected = validate_events(items, tenant, decoded=True)
     return table, sorted({*rejected, *broken})
 
 

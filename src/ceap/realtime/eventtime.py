@@ -74,7 +74,7 @@ def parse_received(received: Sequence[Received], tenant: str = DEFAULT_TENANT
     """Messages as valid events (``EVENT_SCHEMA``), ``(index, reason)`` per rejected
     item (as ``parse_bodies``), and the partition of each valid event."""
     items, origin, broken = decode_bodies([r.body for r in received])
-    table, rejected = validate_events(items, tenant)
+    table, rejected = validate_events(items, tenant, decoded=True)
     problems = sorted({*rejected, *broken})
     names = {r.partition for r in received}
     if len(names) <= 1:

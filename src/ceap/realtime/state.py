@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -123,7 +124,11 @@ def _in_list(tx: Tx, column: str, values: Sequence[str]) -> tuple[str, list[obje
     """``column`` among ``values`` as one condition with one parameter, however many values."""
     if tx.dialect == "postgres":
         return f"{column} = ANY(CAST(? AS text[]))", [list(values)]
-    return f"{column} IN (SELECT value FROM json_each(?))", [json.dumps(list(values))]
+    try:  # orjson: the same JSON array (UTF-8 where json escapes), some ten times cheaper
+        text = orjson.dumps(values if type(values) is list else list(values)).decode()
+    except (orjson.JSONEncodeError, TypeError):  # a lone surrogate
+        text = json.dumps(list(values))
+    return f"{column} IN (SELECT value FROM json_each(?))", [text]
 
 
 _YEAR_1000 = pa.scalar(datetime(1000, 1, 1), pa.timestamp("us"))
