@@ -167,7 +167,7 @@ def test_worker_counts_events_dead_letters_candidates_and_lag(tmp_path: Path) ->
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
 
-    assert stats.candidates == 1 and stats.rejected >= 1 and stats.duplicates == 1
+    assert stats.candidates == 1 and stats.rejected == 1 and stats.duplicates == 1
     assert delta("ceap_worker_messages_total", stream="obs") == 5
     assert delta("ceap_worker_events_total", stream="obs") == stats.events
     assert delta("ceap_worker_dead_letters_total", stream="obs") == stats.rejected
@@ -260,3 +260,30 @@ def test_a_journaled_channel_times_each_provider_call(store: Store) -> None:
             - value(before, "ceap_provider_call_duration_seconds_count", channel="email")) == 12
     assert (value(after, "ceap_deliveries_total", channel="email", outcome="sent")
             - value(before, "ceap_deliveries_total", channel="email", outcome="sent")) == 12
+
+
+def test_worker_quarantines_each_bad_event_once_as_its_text(tmp_path: Path) -> None:
+    import yaml
+
+    (tmp_path / "programs").mkdir()
+    (tmp_path / "programs" / "crash.yaml").write_text(yaml.safe_dump(CRASH))
+    store = open_store(f"sqlite:///{tmp_path / 'rt.db'}")
+    try:
+        context = PluginContext(base_dir=tmp_path, store=store)
+        stream = EmbeddedStream.from_dict({"type": "embedded", "stream": "dl"}, context)
+        good = {"id": "e1", "customer_id": "A", "type": "app_crash", "ts": "2026-11-20T10:00:00+00:00"}
+        bad_ts = {**good, "id": "e2", "ts": "yesterday"}
+        listed = [{**good, "id": "e3"}, {**good, "id": "e4", "type": "bad type"}]
+        stream.publish([b"not json", json.dumps(good).encode(), json.dumps(bad_ts).encode(),
+                        json.dumps(listed).encode()])
+        worker = Worker(store, stream, tmp_path / "programs", context, batch=10, stream="dl")
+        stats = worker.run(until_idle=True)
+        rows = store.quarantined("default", "stream")
+    finally:
+        store.close()
+    assert stats.rejected == 3 and stats.events == 2
+    assert len(rows) == 3
+    by_reason = {q["reason"].split(":")[0]: q["row"] for q in rows}
+    assert by_reason["not JSON"] == "not json"  # the body's text
+    assert json.loads(by_reason["ts"]) == bad_ts
+    assert json.loads(by_reason["type"]) == {**good, "id": "e4", "type": "bad type"}

@@ -289,3 +289,26 @@ def test_items_read_from_json_give_the_same_events() -> None:
         got = validate_events(batch, decoded=True)
         assert got[1] == expected[1]
         assert got[0].to_pylist() == expected[0].to_pylist()
+
+
+def test_a_body_that_is_not_json_is_rejected_once_with_that_reason() -> None:
+    from ceap.realtime.eventtime import parse_received
+    from ceap.realtime.source import Received
+
+    good = json.dumps(GOOD).encode()
+    bad_ts = json.dumps({**GOOD, "id": "e9", "ts": "yesterday"}).encode()
+    table, rejected = parse_bodies([b"not json", good, bad_ts])
+    assert table.column("event_id").to_pylist() == ["e1"]
+    assert [i for i, _ in rejected] == [0, 2]
+    assert rejected[0][1].startswith("not JSON: ") and rejected[1][1].startswith("ts: ")
+    for partitions in (["p0"] * 3, ["p0", "p1", "p0"]):  # one partition, and several
+        received = [Received(b, i, p) for i, (b, p) in enumerate(zip([b"not json", good, bad_ts],
+                                                                      partitions, strict=True))]
+        table, problems, parts = parse_received(received)
+        assert [i for i, _ in problems] == [0, 2], problems
+        assert problems[0][1].startswith("not JSON: ")
+        assert parts.to_pylist() == [partitions[1]]
+    from ceap.realtime.eventtime import rejected_rows
+    rows = rejected_rows([Received(b"\xff{", 0), Received(b"[1]", 1)],
+                         [(0, "not JSON: x"), (1, "not an object")])
+    assert rows == [("\ufffd{", "not JSON: x"), ("1", "not an object")]

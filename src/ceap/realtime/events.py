@@ -346,7 +346,16 @@ def parse_bodies(bodies: Iterable[bytes], tenant: str = DEFAULT_TENANT
     A body that is not JSON (see ``ceap.json_input.loads``) is rejected as one item."""
     items, _, broken = decode_bodies(bodies)
     table, rejected = validate_events(items, tenant, decoded=True)
-    return table, sorted({*rejected, *broken})
+    return table, problems_of(rejected, broken)
+
+
+def problems_of(rejected: list[tuple[int, str]], broken: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """One ``(item index, reason)`` per rejected item, in order: a body that is not JSON is
+    named as such, not also as the invalid event its None item then is."""
+    if not broken:
+        return sorted(rejected)
+    gone = {i for i, _ in broken}
+    return sorted([*broken, *(r for r in rejected if r[0] not in gone)])
 
 
 def encode(events: Iterable[dict[str, Any]]) -> list[bytes]:

@@ -11,6 +11,7 @@ event fires on that event's partition.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -19,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ceap.model import DEFAULT_TENANT
-from ceap.realtime.events import decode_bodies, validate_events
+from ceap.realtime.events import decode_bodies, problems_of, validate_events
 from ceap.realtime.source import Received
 
 EPOCH = datetime(1970, 1, 1)
@@ -75,7 +76,7 @@ def parse_received(received: Sequence[Received], tenant: str = DEFAULT_TENANT
     item (as ``parse_bodies``), and the partition of each valid event."""
     items, origin, broken = decode_bodies([r.body for r in received])
     table, rejected = validate_events(items, tenant, decoded=True)
-    problems = sorted({*rejected, *broken})
+    problems = problems_of(rejected, broken)
     names = {r.partition for r in received}
     if len(names) <= 1:
         return table, problems, pa.array([next(iter(names), "")] * table.num_rows, pa.string())
@@ -83,3 +84,16 @@ def parse_received(received: Sequence[Received], tenant: str = DEFAULT_TENANT
     keep[[i for i, _ in problems]] = False
     parts = np.array([r.partition for r in received], dtype=object)[np.asarray(origin, dtype=np.int64)[keep]]
     return table, problems, pa.array(parts, pa.string())
+
+
+def rejected_rows(received: Sequence[Received], problems: list[tuple[int, str]]) -> list[tuple[str, str]]:
+    """``(text, reason)`` for each rejected item of ``parse_received``: the item as JSON, or,
+    for a body that is not JSON, the body's text (bytes that are not UTF-8 replaced)."""
+    items, origin, _ = decode_bodies([r.body for r in received])
+    rows = []
+    for i, reason in problems:
+        item = items[i] if i < len(items) else None
+        text = (received[origin[i]].body.decode("utf-8", "replace")
+                if item is None and i < len(origin) else json.dumps(item, default=str))
+        rows.append((text, reason))
+    return rows

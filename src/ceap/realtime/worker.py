@@ -29,7 +29,7 @@ from ceap.plugin import PluginContext
 from ceap.privacy.tombstone import drop_deleted
 from ceap.realtime.claims import Claims, restore
 from ceap.realtime.engine import ProgramRunner
-from ceap.realtime.eventtime import EPOCH, Watermarks, parse_received
+from ceap.realtime.eventtime import EPOCH, Watermarks, parse_received, rejected_rows
 from ceap.realtime.keyed import KeyedState
 from ceap.realtime.microbatch import DEFAULT_LATENESS, Batch, run_micro_batch
 from ceap.realtime.source import StreamConnector
@@ -231,7 +231,7 @@ class Worker:
     def _process(self, received: list[Any], started: float | None = None) -> None:
         events, rejected, partitions = parse_received(received, self.context.tenant)
         if rejected:
-            self._dead_letters(rejected, len(received))
+            self._dead_letters(rejected, received)
         # customers deleted since they were sent (their partitions go with their rows)
         events, erased = drop_deleted(self.store, events.append_column("__partition", partitions))
         partitions = events.column("__partition").combine_chunks()
@@ -308,13 +308,16 @@ class Worker:
         if removed:
             log.info("pruned %d events older than the longest window", removed)
 
-    def _dead_letters(self, rejected: list[tuple[int, str]], total: int) -> None:
-        log.warning("%d of %d messages were not valid events", len(rejected), total)
+    def _dead_letters(self, rejected: list[tuple[int, str]], received: list[Any]) -> None:
+        """Keep the rejected items in the quarantine (run id ``stream``), each as its JSON
+        text, or a message that is not JSON as its body's text, with the reason."""
+        log.warning("%d event(s) of %d message(s) were not valid events", len(rejected), len(received))
+        rows = rejected_rows(received, rejected)
         with self.store.tx() as tx:
             tx.executemany("INSERT INTO quarantine (tenant_id, run_id, program, row, reason) "
                            "VALUES (?, ?, ?, ?, ?)",
-                           [(self.context.tenant, "stream", "__events", f"message {i}", reason)
-                            for i, reason in rejected])
+                           [(self.context.tenant, "stream", "__events", row, reason)
+                            for row, reason in rows])
 
     def run(self, stop: threading.Event | None = None, until_idle: bool = False,
             on_progress: Callable[[WorkerStats], None] | None = None, every: float = 2.0) -> WorkerStats:
