@@ -31,7 +31,8 @@ def _chunk(rng: random.Random, n: int, start: int, customers: int = 6,
         "tenant_id": [rng.choice(["t1", "t1", "t2"]) for _ in range(n)],
         "customer_id": [rng.choice([f"C{rng.randrange(customers)}", None]) for _ in range(n)],
         "type": [rng.choice(types) for _ in range(n)],
-        "ts": pa.array([t0 + timedelta(minutes=rng.randrange(minutes)) for _ in range(n)], pa.timestamp("us")),
+        "ts": pa.array([t0 + timedelta(minutes=rng.randrange(minutes)) for _ in range(n)],
+                       pa.timestamp("us")),
         "attributes": [f'{{"k":{start + i}}}' for i in range(n)],
     }, schema=EVENT_SCHEMA)
 
@@ -70,7 +71,8 @@ def _ids(table: pa.Table) -> list[str]:
 
 
 @pytest.mark.parametrize("seed", range(16))
-def test_any_sequence_of_batches_keeps_what_one_table_would(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_any_sequence_of_batches_keeps_what_one_table_would(seed: int,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     rng = random.Random(seed)
     monkeypatch.setattr(keyed, "COMPACT_EVERY", rng.choice([1, 2, 3, 16]))
     monkeypatch.setattr(keyed, "SHARD_ROWS", rng.choice([1, 3, 8, 64]))
@@ -94,8 +96,10 @@ def test_any_sequence_of_batches_keeps_what_one_table_would(seed: int, monkeypat
                 marks[name] = max(marks.get(name, clock), clock + timedelta(minutes=rng.randrange(30)))
         state.add(events, pa.array(parts, pa.string()), {n: marks[n] for n in names if n in marks})
         added += [(p, e) for p, e in zip(parts, events.to_pylist(), strict=True) if e["type"] != "z"]
-        asked = sorted({(rng.choice(["t1", "t2", "t3"]), f"C{rng.randrange(14)}") for _ in range(rng.randrange(1, 8))})
-        got = state.history(pa.array([c for _, c in asked], pa.string()), pa.array([t for t, _ in asked], pa.string()))
+        asked = sorted({(rng.choice(["t1", "t2", "t3"]), f"C{rng.randrange(14)}")
+                        for _ in range(rng.randrange(1, 8))})
+        got = state.history(pa.array([c for _, c in asked], pa.string()),
+                            pa.array([t for t, _ in asked], pa.string()))
         mine = [(p, e) for p, e in added if (e["tenant_id"], e["customer_id"]) in set(asked)]
         where = {e["event_id"]: p for p, e in mine}
         ids = _ids(got)
@@ -104,7 +108,8 @@ def test_any_sequence_of_batches_keeps_what_one_table_would(seed: int, monkeypat
         assert must <= set(ids)  # every event within keep of its partition's watermark
         for p in {p for p, _ in mine}:  # a customer's events of a partition in the order added
             for key in asked:
-                order = [e["event_id"] for q, e in mine if q == p and (e["tenant_id"], e["customer_id"]) == key]
+                order = [e["event_id"] for q, e in mine
+                         if q == p and (e["tenant_id"], e["customer_id"]) == key]
                 assert [i for i in ids if i in set(order)] == [i for i in order if i in set(ids)]
         assert got.schema == EVENT_SCHEMA
     total = 0
