@@ -185,15 +185,16 @@ class KeyedState:
                     sought = np.unique(self._hash(tenants, customers).to_numpy(zero_copy_only=False))
                 # a shard is searched for the hashes in its range only (most are not searched)
                 bounds = np.searchsorted(sought, np.array([*part.lows[1:]], dtype=np.uint64), "left")
-                starts = np.concatenate(([0], bounds))
-                ends = np.concatenate((bounds, [len(sought)]))
+                starts = [0, *bounds.tolist()]
+                ends = [*bounds.tolist(), len(sought)]
                 for shard, a, b in zip(part.shards, starts, ends, strict=True):
                     if a < b and len(shard.hashes):
                         found_in_runs.extend(_find(shard, sought[a:b]))
                 for run in part.unsharded():
                     found_in_runs.extend(_find(run, sought))
-            if found_in_runs:  # one table of them (all ``_SCHEMA``), before the newer chunks
-                out.append(pa.concat_tables(found_in_runs).select(EVENT_SCHEMA.names))
+            if found_in_runs:  # one table of them, one chunk (a slice a customer: the filter
+                # below and the features cost a fixed cost a chunk), before the newer chunks
+                out.append(pa.concat_tables(found_in_runs).select(EVENT_SCHEMA.names).combine_chunks())
             chunks = [c for c in scanned if c.num_rows]
             if chunks:  # one filter over the chunks (a pass adds one each; a filter a chunk
                 # cost some 15 µs of fixed cost apiece, 16 of them between compactions)
@@ -227,15 +228,15 @@ class KeyedState:
 
 def _find(run: _Run, sought: np.ndarray) -> list[pa.Table]:
     """The rows of ``run`` whose hash is one of ``sought`` (sorted), by binary search."""
-    if len(run.hashes) and (sought[-1] < run.hashes[0] or sought[0] > run.hashes[-1]):
-        return []
     lo = np.searchsorted(run.hashes, sought, "left")
-    n = np.searchsorted(run.hashes, sought, "right") - lo
-    lo, n = lo[n > 0], n[n > 0]
-    if not len(n):
+    hi = np.searchsorted(run.hashes, sought, "right")
+    hit = hi > lo
+    if not hit.any():
         return []
-    if len(n) <= SLICES_UP_TO:  # a slice a customer (some 1 µs each) beats a take (some 20 µs)
-        return [run.table.slice(int(a), int(k)) for a, k in zip(lo, n, strict=True)]
+    lo, hi = lo[hit], hi[hit]
+    if len(lo) <= SLICES_UP_TO:  # a slice a customer (some 1 µs each) beats a take (some 20 µs)
+        return [run.table.slice(a, b - a) for a, b in zip(lo.tolist(), hi.tolist(), strict=True)]
+    n = hi - lo
     starts = np.repeat(lo - np.concatenate(([0], np.cumsum(n)[:-1])), n)
     return [run.table.take(pa.array(starts + np.arange(int(n.sum()))))]
 
