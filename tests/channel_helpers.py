@@ -1,10 +1,18 @@
-"""Helpers of the channel tests: a self-signed certificate for TLS servers on loopback."""
+"""Helpers of the channel tests: a self-signed certificate and a TLS server on loopback."""
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
+import ssl
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 
 def self_signed_cert(folder: Path) -> tuple[Path, Path]:
@@ -31,3 +39,47 @@ def self_signed_cert(folder: Path) -> tuple[Path, Path]:
     private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                           serialization.NoEncryption()))
     return cert, private
+
+
+@dataclass
+class TlsServer:
+    """A keep-alive HTTPS server answering every POST with ``answer`` as JSON: its ``url`` (of
+    ``/hook``), the certificate that trusts it (``cafile``) and each request's client address."""
+
+    url: str
+    cafile: Path
+    peers: list[Any] = field(default_factory=list)
+
+
+@contextmanager
+def tls_server(folder: Path, answer: dict[str, Any]) -> Iterator[TlsServer]:
+    """An HTTPS server on loopback with a self-signed certificate for ``localhost``."""
+    cert, key = self_signed_cert(folder)
+    server = TlsServer("", cert)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            server.peers.append(self.client_address)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    server.url = f"https://localhost:{httpd.server_address[1]}/hook"
+    try:
+        yield server
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -22,7 +22,7 @@ from ceap.channels.webhook import WebhookChannel, secret_key, sign, verify
 from ceap.errors import PluginError
 from ceap.plugin import PluginContext
 from ceap.testing import check_channel, check_registration, make_messages
-from tests.channel_helpers import self_signed_cert
+from tests.channel_helpers import tls_server
 from tests.provider_server import Case, ProviderServer, Reply, http_date_in, message, run_case, serve
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
@@ -331,51 +331,22 @@ def test_redirects_are_not_followed(server: ProviderServer) -> None:
 
 
 def test_https_keeps_alive_and_checks_the_certificate(tmp_path: Path) -> None:
-    import json
     import ssl
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from ceap.channels.http_common import HttpClient, send_json
 
-    cert, key = self_signed_cert(tmp_path)
-    peers: list[Any] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            peers.append(self.client_address)
-            self.rfile.read(int(self.headers["Content-Length"]))
-            body = json.dumps({"id": "p-1"}).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls.load_cert_chain(cert, key)
-    httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    url = f"https://localhost:{httpd.server_address[1]}/hook"
-    try:
-        trusted = HttpClient(allow_private=True, timeout=5, tls=ssl.create_default_context(cafile=str(cert)))
-        results = [send_json(trusted, url, {"n": i}, {}, f"k{i}", provider_id=lambda r: r.json()["id"])
+    with tls_server(tmp_path, {"id": "p-1"}) as server:
+        trusted = HttpClient(allow_private=True, timeout=5,
+                             tls=ssl.create_default_context(cafile=str(server.cafile)))
+        results = [send_json(trusted, server.url, {"n": i}, {}, f"k{i}", provider_id=lambda r: r.json()["id"])
                    for i in range(3)]
         trusted.close()
         assert [(r.status, r.provider_id) for r in results] == [("sent", "p-1")] * 3
-        assert len(set(peers)) == 1  # one TLS connection for the three requests
+        assert len(set(server.peers)) == 1  # one TLS connection for the three requests
         untrusted = guarded_client(allow_private=True, timeout=5)
-        failed = send_json(untrusted, url, {}, {}, "k9")
+        failed = send_json(untrusted, server.url, {}, {}, "k9")
         untrusted.close()
         assert failed.retryable and failed.error == "unreachable: SSLCertVerificationError"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 # -- Slack --------------------------------------------------------------------------------------

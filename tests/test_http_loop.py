@@ -5,13 +5,11 @@ and a failing journal."""
 
 from __future__ import annotations
 
-import json
 import ssl
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,7 @@ from ceap.delivery.timed_journal import TimedJournal
 from ceap.store import Store
 from ceap.testing import make_messages
 from ceap.testing.doubles import FakeClock
-from tests.channel_helpers import self_signed_cert
+from tests.channel_helpers import tls_server
 from tests.provider_server import ProviderServer, Recorded, Reply, serve
 from tests.test_crash_window import by_status, rows
 from tests.test_dispatcher import T0, flaky, seed
@@ -211,42 +209,15 @@ def test_a_failing_commit_stops_the_loop_and_leaves_the_begun_open(store: Store,
 
 
 def test_https_through_the_loop_keeps_alive_and_checks_the_certificate(tmp_path: Path) -> None:
-    cert, key = self_signed_cert(tmp_path)
-    peers: list[Any] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            peers.append(self.client_address)
-            self.rfile.read(int(self.headers["Content-Length"]))
-            body = json.dumps({"ok": True}).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls.load_cert_chain(cert, key)
-    httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    url = f"https://localhost:{httpd.server_address[1]}/hook"
-    try:
-        channel = hook(url, concurrency=1)
-        channel.client.tls = ssl.create_default_context(cafile=str(cert))
+    with tls_server(tmp_path, {"ok": True}) as server:
+        channel = hook(server.url, concurrency=1)
+        channel.client.tls = ssl.create_default_context(cafile=str(server.cafile))
         results = channel.send(make_messages(4, channel="webhook"))
         channel.close()
         assert [r.status for r in results] == ["sent"] * 4
-        assert len(set(peers)) == 1  # one TLS connection for the four requests
-        untrusted = hook(url, concurrency=1)
+        assert len(set(server.peers)) == 1  # one TLS connection for the four requests
+        untrusted = hook(server.url, concurrency=1)
         failed = untrusted.send(make_messages(2, channel="webhook", idempotency_key=lambda i: f"u{i}"))
         untrusted.close()
         assert failed[0].error == "unreachable: SSLCertVerificationError" and failed[0].retryable
         assert failed[1].error == "not attempted: unreachable: SSLCertVerificationError"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()

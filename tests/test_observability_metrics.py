@@ -142,15 +142,20 @@ CRASH = {"name": "crash", "source": {"type": "events", "on": ["app_crash"]},
          "action": {"type": "alert", "channels": ["sms"]}}
 
 
-def test_worker_counts_events_dead_letters_candidates_and_lag(tmp_path: Path) -> None:
+def crash_project(folder: Path, stream_name: str) -> tuple[Store, PluginContext, EmbeddedStream]:
+    """A project folder with the ``crash`` program, its SQLite store and an embedded stream."""
     import yaml
 
-    (tmp_path / "programs").mkdir()
-    (tmp_path / "programs" / "crash.yaml").write_text(yaml.safe_dump(CRASH))
-    store = open_store(f"sqlite:///{tmp_path / 'rt.db'}")
+    (folder / "programs").mkdir()
+    (folder / "programs" / "crash.yaml").write_text(yaml.safe_dump(CRASH))
+    store = open_store(f"sqlite:///{folder / 'rt.db'}")
+    context = PluginContext(base_dir=folder, store=store)
+    return store, context, EmbeddedStream.from_dict({"type": "embedded", "stream": stream_name}, context)
+
+
+def test_worker_counts_events_dead_letters_candidates_and_lag(tmp_path: Path) -> None:
+    store, context, stream = crash_project(tmp_path, "obs")
     try:
-        context = PluginContext(base_dir=tmp_path, store=store)
-        stream = EmbeddedStream.from_dict({"type": "embedded", "stream": "obs"}, context)
         t0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
         events = [{"id": f"e{k}", "customer_id": "A", "type": "app_crash",
                    "ts": (t0 + timedelta(minutes=k)).isoformat()} for k in range(3)]
@@ -263,14 +268,8 @@ def test_a_journaled_channel_times_each_provider_call(store: Store) -> None:
 
 
 def test_worker_quarantines_each_bad_event_once_as_its_text(tmp_path: Path) -> None:
-    import yaml
-
-    (tmp_path / "programs").mkdir()
-    (tmp_path / "programs" / "crash.yaml").write_text(yaml.safe_dump(CRASH))
-    store = open_store(f"sqlite:///{tmp_path / 'rt.db'}")
+    store, context, stream = crash_project(tmp_path, "dl")
     try:
-        context = PluginContext(base_dir=tmp_path, store=store)
-        stream = EmbeddedStream.from_dict({"type": "embedded", "stream": "dl"}, context)
         good = {"id": "e1", "customer_id": "A", "type": "app_crash", "ts": "2026-11-20T10:00:00+00:00"}
         bad_ts = {**good, "id": "e2", "ts": "yesterday"}
         listed = [{**good, "id": "e3"}, {**good, "id": "e4", "type": "bad type"}]
