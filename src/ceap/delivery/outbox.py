@@ -201,8 +201,9 @@ class Outbox(OutboxRecovery, OutboxReads):
                     update_in(tx, "UPDATE deliveries SET lease_until = ?, worker = ?, updated_at = ? "
                               "WHERE id IN ({ids})", (until, self.worker, stamp), others)
                 fresh = set(others)
+                times: dict[Any, Any] = {}  # the rows share a few timestamps
                 for r in sorted(rows, key=lambda r: r[0]):  # by id, as before
-                    d = delivery_from_row(r[:-1])
+                    d = delivery_from_row(r[:-1], times)
                     if d.id in fresh:
                         d.updated_at = now
                     claimed.append(d)

@@ -76,12 +76,19 @@ _TIME_AT = tuple(DELIVERY_COLUMNS.index(n)
 _SHADOW_AT = DELIVERY_COLUMNS.index("shadow")
 
 
-def delivery_from_row(row: Sequence[Any]) -> Delivery:
+def delivery_from_row(row: Sequence[Any], times: dict[Any, Any] | None = None) -> Delivery:
     """A ``Delivery`` from a row of ``DELIVERY_COLUMNS`` (fields set directly, as
-    ``Delivery(**values)`` would: claims decode thousands a second)."""
+    ``Delivery(**values)`` would: claims decode thousands a second). ``times``: the
+    timestamps already parsed (text -> datetime), shared by the rows of one claim."""
     values = list(row)
-    for i in _TIME_AT:
-        values[i] = from_iso(values[i])
+    if times is None:
+        for i in _TIME_AT:
+            values[i] = from_iso(values[i])
+    else:
+        for i in _TIME_AT:
+            stamp = values[i]
+            if stamp is not None:
+                values[i] = times[stamp] if stamp in times else times.setdefault(stamp, from_iso(stamp))
     values[_SHADOW_AT] = bool(values[_SHADOW_AT])
     d = object.__new__(Delivery)
     d.__dict__.update(zip(DELIVERY_COLUMNS, values, strict=True))
