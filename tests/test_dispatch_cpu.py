@@ -124,7 +124,7 @@ def test_a_run_keeps_its_start_heap_out_of_the_collector_and_gives_it_back(sqlit
     _Watching.seen = []
     stats = Dispatcher(sqlite_store, {"capture": _Watching(CaptureConfig(outbox="t"))}).run()
     assert stats.sent == 3 and keep
-    assert _Watching.seen and all(frozen > 0 and young >= 10_000 for frozen, young in _Watching.seen)
+    assert _Watching.seen and all(frozen > 0 and young >= 50_000 for frozen, young in _Watching.seen)
     assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
     _Watching.seen = []
     _seed(sqlite_store, 2, dedup_key=lambda i: f"second-{i}")
@@ -137,7 +137,7 @@ def test_a_heap_frozen_by_someone_else_stays_frozen() -> None:
     try:
         before = gc.get_threshold()
         with settled_heap(), settled_heap():  # nested runs: the outer one restores
-            assert gc.get_freeze_count() > 0 and gc.get_threshold()[0] >= 10_000
+            assert gc.get_freeze_count() > 0 and gc.get_threshold()[0] >= 50_000
         assert gc.get_freeze_count() > 0 and gc.get_threshold() == before
     finally:
         gc.unfreeze()

@@ -47,8 +47,9 @@ __all__ = ["DispatchStats", "Dispatcher", "default_worker_id"]
 
 log = logging.getLogger(__name__)
 
-#: the young generation's threshold while a run lasts (Python's default: 700)
-GC_YOUNG_THRESHOLD = 10_000
+#: the young generation's threshold while a run lasts (Python's default: 700): a run holds
+#: two batches' messages, tens of thousands of objects, which each young collection walked
+GC_YOUNG_THRESHOLD = 50_000
 
 
 class _Heap:
@@ -65,7 +66,8 @@ def settled_heap() -> Iterator[None]:
     """While a run lasts, the heap it started with (libraries, config, the store) is frozen
     (``gc.freeze``), so the collector's full passes walk only what the run made (two of
     them cost about 18 µs a message in a 10,000-message run: bench/README.md, issue 11),
-    and the young generation is collected after 10,000 new objects rather than 700. Both
+    and the young generation is collected after 50,000 new objects rather than 700 (at
+    10,000, 11 young collections cost 5 µs a message in that run). Both
     are undone when the last run in the process ends; a heap something else froze is left
     as it is. Objects are still freed by reference counting as soon as they are dropped;
     only cycles wait for a collection."""
