@@ -35,7 +35,7 @@ import select
 import socket
 import ssl
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -240,12 +240,93 @@ def _plan(names: tuple[str, ...]) -> tuple[bool, bool, bool, bool]:
     return plan
 
 
+class HeaderSet:
+    """The headers a channel sends on every request: the names, and the values of the
+    ``fixed`` ones, are the same each time. They are checked and joined once (and, per
+    method, origin and user agent, with the headers ``_head`` adds), so a request's head
+    costs one join of the ``varying`` values: ``HeaderSet(fixed, varying)(*values)`` is
+    a request's ``Headers``, sent as the same dict of ``fixed`` then ``varying`` would be.
+    A name in both is sent once, with its varying value."""
+
+    __slots__ = ("_heads", "error", "fixed", "lines", "plan", "varying")
+
+    def __init__(self, fixed: Mapping[str, str], varying: tuple[str, ...]):
+        self.fixed = {name: value for name, value in fixed.items() if name not in varying}
+        self.varying = varying
+        self.lines = "".join([f"{name}: {value}\r\n" for name, value in self.fixed.items()])
+        self.plan = (False, False, False, False)
+        #: what each request raises (an illegal name, a line break), as a dict of these would
+        self.error: ValueError | None = None
+        try:
+            self.plan = _plan((*self.fixed, *varying))
+            if self.lines.count("\n") != len(self.fixed) or self.lines.count("\r") != len(self.fixed):
+                raise ValueError("a header holds a line break")
+        except ValueError as exc:
+            self.error = exc
+        self._heads: dict[tuple[str, str, str], str] = {}
+
+    def __call__(self, *values: str) -> Headers:
+        if len(values) != len(self.varying):
+            raise ValueError(f"{len(self.varying)} header values expected, {len(values)} given")
+        return Headers(self, values)
+
+    def head(self, method: str, conn: _Connection, user_agent: str) -> str:
+        """What follows the request line up to the varying headers (kept per method, origin
+        and user agent)."""
+        key = (method, conn.host_line, user_agent)
+        head = self._heads.get(key)
+        if head is None:
+            host, encoding, agent, _ = self.plan
+            head = (conn.host_line if host else "") + (_IDENTITY if encoding else "") + \
+                (f"User-Agent: {user_agent}\r\n" if agent else "") + self.lines
+            if len(self._heads) < 64:
+                self._heads[key] = head
+        return head
+
+
+class Headers(Mapping[str, str]):
+    """One request's headers of a ``HeaderSet`` (a read-only mapping)."""
+
+    __slots__ = ("given", "header_set")
+
+    def __init__(self, header_set: HeaderSet, values: tuple[str, ...]):
+        self.header_set, self.given = header_set, values
+
+    def __getitem__(self, name: str) -> str:
+        if name in self.header_set.varying:
+            return self.given[self.header_set.varying.index(name)]
+        return self.header_set.fixed[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter((*self.header_set.fixed, *self.header_set.varying))
+
+    def __len__(self) -> int:
+        return len(self.header_set.fixed) + len(self.header_set.varying)
+
+    def lines(self) -> str:
+        """The varying headers' lines; a ``ValueError`` for a value with a line break (or
+        the set's own)."""
+        if self.header_set.error is not None:
+            raise self.header_set.error
+        lines = "".join([f"{name}: {value}\r\n"
+                         for name, value in zip(self.header_set.varying, self.given, strict=True)])
+        if lines.count("\n") != len(self.given) or lines.count("\r") != len(self.given):
+            raise ValueError("a header holds a line break")
+        return lines
+
+
 def _head(method: str, path: str, conn: _Connection, user_agent: str, headers: Mapping[str, str],
           body: bytes | None) -> bytes:
     """The request line and headers: Host, Accept-Encoding: identity, User-Agent and
     Content-Length unless ``headers`` set them (any case)."""
     if _BAD_PATH(path):
         raise http.client.InvalidURL(f"the URL path holds a space or control character: {path!r}")
+    if type(headers) is Headers:  # the fixed part checked and joined once
+        lines = headers.lines()
+        head = f"{method} {path} HTTP/1.1\r\n{headers.header_set.head(method, conn, user_agent)}{lines}"
+        if headers.header_set.plan[3] and (body is not None or method in _BODY_METHODS):
+            head += f"Content-Length: {len(body) if body is not None else 0}\r\n"
+        return (head + "\r\n").encode("latin-1")
     host, encoding, agent, length = _plan(tuple(headers))
     fields = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
     if fields.count("\n") != len(headers) or fields.count("\r") != len(headers):
@@ -334,4 +415,4 @@ class HttpClient:
             conn.close()
 
 
-__all__ = ["MAX_BODY", "MAX_HEAD", "HttpClient", "ProtocolError", "Response"]
+__all__ = ["MAX_BODY", "MAX_HEAD", "HeaderSet", "Headers", "HttpClient", "ProtocolError", "Response"]

@@ -55,7 +55,7 @@ class HttpRequest(NamedTuple):
     method: str
     url: str
     body: bytes | None
-    headers: dict[str, str]
+    headers: Mapping[str, str]
 
 
 class BatchJournal(Protocol):

@@ -38,6 +38,7 @@ from pydantic import Field, SecretBytes, ValidationInfo, field_validator
 
 from ceap.channels.base import ChannelConfig, Message
 from ceap.channels.external import env_secret
+from ceap.channels.http_client import HeaderSet
 from ceap.channels.http_common import HttpChannel, HttpConfig, HttpRequest, Refused, check_url, origin
 from ceap.errors import PluginError
 
@@ -118,20 +119,28 @@ def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
 
 
 class Signer:
-    """``sign`` with one key: the keyed HMAC-SHA256 state is computed once and copied."""
+    """``sign`` with one key: the HMAC-SHA256 key pads are hashed once (RFC 2104), and each
+    signature copies the two states (no ``hmac`` object a message)."""
 
-    __slots__ = ("_mac",)
+    __slots__ = ("_inner", "_outer")
 
     def __init__(self, key: bytes):
-        self._mac = hmac.new(key, digestmod=hashlib.sha256)
+        if len(key) > 64:  # SHA-256's block
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
 
     def __repr__(self) -> str:
         return "Signer(**********)"
 
     def __call__(self, msg_id: str, timestamp: int, body: bytes) -> str:
-        mac = self._mac.copy()
-        mac.update(f"{msg_id}.{timestamp}.".encode() + body)
-        return "v1," + binascii.b2a_base64(mac.digest(), newline=False).decode()
+        inner = self._inner.copy()
+        inner.update(f"{msg_id}.{timestamp}.".encode())
+        inner.update(body)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return "v1," + binascii.b2a_base64(outer.digest(), newline=False).decode()
 
 
 def verify(key: bytes, headers: dict[str, str], body: bytes, tolerance: float = 300.0,
@@ -180,7 +189,12 @@ class WebhookChannel(HttpChannel[WebhookConfig]):
                                            .get_secret_value()))
         self._sign = Signer(self._key.get_secret_value())
         self._fields = placeholders(config.url)
-        self._headers = {**config.headers, "Content-Type": "application/json"}
+        #: the URL as (literal, placeholder) parts, when it has no format spec or conversion
+        parsed = list(string.Formatter().parse(config.url))
+        self._parts = None if any(spec or conv for _, _, spec, conv in parsed) else \
+            tuple((literal, name) for literal, name, _, _ in parsed)
+        self._headers = HeaderSet({**config.headers, "Content-Type": "application/json"},
+                                  ("webhook-id", "webhook-timestamp", "webhook-signature"))
 
     def __repr__(self) -> str:
         return f"WebhookChannel(url={origin(self.config.url)}..., secret=**********)"
@@ -199,6 +213,14 @@ class WebhookChannel(HttpChannel[WebhookConfig]):
         """The URL of ``m``: the configured one with its placeholders filled (URL-quoted)."""
         if not self._fields:
             return self.config.url
+        if self._parts is not None:
+            out = []
+            for literal, name in self._parts:
+                out.append(literal)
+                if name:
+                    value = str(getattr(m, name))
+                    out.append(value if _UNRESERVED(value) else quote(value, safe=""))
+            return "".join(out)
         values = {name: str(getattr(m, name)) for name in self._fields}
         return self.config.url.format(**{name: value if _UNRESERVED(value) else quote(value, safe="")
                                          for name, value in values.items()})
@@ -206,6 +228,5 @@ class WebhookChannel(HttpChannel[WebhookConfig]):
     def request(self, m: Message) -> HttpRequest:
         ts, msg_id = int(time.time()), webhook_id(m)
         body = dumps(self.body(m, ts))
-        headers = {**self._headers, "webhook-id": msg_id, "webhook-timestamp": str(ts),
-                   "webhook-signature": self._sign(msg_id, ts, body)}
+        headers = self._headers(msg_id, str(ts), self._sign(msg_id, ts, body))
         return HttpRequest("POST", self.url(m), body, headers)

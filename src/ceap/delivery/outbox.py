@@ -33,6 +33,7 @@ from ceap.delivery.outbox_rows import (
     DELIVERY_COLS,
     INSERT_DELIVERY,
     delivery_from_row,
+    embedded_candidates,
     insert_deliveries,
     scored,
     select_rows,
@@ -88,13 +89,15 @@ class Outbox(OutboxRecovery, OutboxReads):
             if tx.dialect == "sqlite":  # the writer is ours alone: pick, lease, read (see select_rows)
                 (ids,) = tx.execute(f"SELECT json_group_array(id) FROM ({pick})", (*params, limit)).fetchone()
                 tx.execute(lease + "(SELECT value FROM json_each(?))", (*held, ids))
-                rows = [scored(r) for r in select_rows(
-                    tx, CANDIDATE_JSON, f"{SELECT_CANDIDATE} WHERE id IN (SELECT value FROM json_each(?))",
-                    (ids,))]
+                mine = f"{SELECT_CANDIDATE} WHERE id IN (SELECT value FROM json_each(?))"
+                found = embedded_candidates(tx, mine, (ids,))
+                rows = [] if found is not None else [scored(r) for r in select_rows(
+                    tx, CANDIDATE_JSON, mine, (ids,))]
             else:
+                found = None
                 rows = tx.execute(f"{lease}({pick}) RETURNING {CANDIDATE_RETURNING}",
                                   (*held, *params, limit)).fetchall()
-        claimed = [candidate_from_row(r) for r in rows]
+        claimed = found if found is not None else [candidate_from_row(r) for r in rows]
         # RETURNING keeps no order: best first again (a candidate without a score last)
         claimed.sort(key=lambda c: (-c.priority, c.score is None, -(c.score or 0.0), c.id))
         return claimed
@@ -198,8 +201,9 @@ class Outbox(OutboxRecovery, OutboxReads):
                     update_in(tx, "UPDATE deliveries SET lease_until = ?, worker = ?, updated_at = ? "
                               "WHERE id IN ({ids})", (until, self.worker, stamp), others)
                 fresh = set(others)
+                times: dict[Any, Any] = {}  # the rows share a few timestamps
                 for r in sorted(rows, key=lambda r: r[0]):  # by id, as before
-                    d = delivery_from_row(r[:-1])
+                    d = delivery_from_row(r[:-1], times)
                     if d.id in fresh:
                         d.updated_at = now
                     claimed.append(d)
