@@ -20,6 +20,8 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from ceap.channels.base import Channel, ChannelConfig, Message, SendResult
+from ceap.channels.external import ExternalChannel, ExternalConfig
+from ceap.channels.http_common import HttpChannel
 from ceap.connectors.base import Connector, ConnectorConfig
 from ceap.errors import PluginError
 from ceap.filters.base import Filter, FilterConfig
@@ -446,6 +448,25 @@ class _GoodScorer(Scorer[_Good]):
     config_model: ClassVar[type[ScorerConfig]] = _Good
 
 
+class _DropConfig(ChannelConfig):  # ChannelConfig, not the ExternalConfig that ExternalChannel reads
+    type: Literal["drop"] = "drop"
+
+
+class _ExternalOnChannelConfig(ExternalChannel[Any]):
+    config_model: ClassVar[type[ChannelConfig]] = _DropConfig
+
+    def deliver_one(self, m: Message) -> SendResult:
+        return SendResult(m.idempotency_key, "sent")
+
+
+class _HookConfig(ExternalConfig):
+    type: Literal["hook"] = "hook"
+
+
+class _HttpOnExternalConfig(HttpChannel[Any]):
+    config_model: ClassVar[type[ChannelConfig]] = _HookConfig
+
+
 @pytest.mark.parametrize(("kind", "name", "cls", "message"), [
     ("scorer", "loose", _NoLiteral, "config field 'type' must be Literal['loose']"),
     ("scorer", "extra", _AllowsExtra, "config model must forbid extra fields"),
@@ -455,6 +476,10 @@ class _GoodScorer(Scorer[_Good]):
     ("scorer", "borrowed", _BorrowedConfig, "must declare its own config_model"),
     ("scorer", "plain", _NotPluginConfig, "config_model must be a PluginConfig subclass"),
     ("widget", "good", _GoodScorer, "unknown plugin kind 'widget'"),
+    ("channel", "drop", _ExternalOnChannelConfig, "config_model must subclass "
+     "ceap.channels.external.ExternalConfig (the config base of ceap.channels.external.ExternalChannel)"),
+    ("channel", "hook", _HttpOnExternalConfig, "config_model must subclass "
+     "ceap.channels.http_common.HttpConfig (the config base of ceap.channels.http_common.HttpChannel)"),
 ])
 def test_registration_rejects_malformed_plugins(kind: str, name: str, cls: type[Any], message: str) -> None:
     with pytest.raises(PluginError) as info:
