@@ -545,6 +545,44 @@ class _LyingSqlFilter(Filter[_LyingSqlConfig]):
         return pa.array([v is not None and v < 0 for v in table.column("x1").to_pylist()], pa.bool_())
 
 
+class _SqlOnlyConfig(FilterConfig):
+    type: Literal["sql_only"] = "sql_only"
+    column: str = "x1"
+
+
+class _SqlOnlyFilter(Filter[_SqlOnlyConfig]):
+    """Implements only ``sql()``, as docs/plugins.md allows."""
+
+    config_model: ClassVar[type[FilterConfig]] = _SqlOnlyConfig
+
+    def sql(self) -> str:
+        return f'"{self.config.column}" > 0'
+
+
+class _NeitherConfig(FilterConfig):
+    type: Literal["neither"] = "neither"
+
+
+class _NeitherFilter(Filter[_NeitherConfig]):
+    config_model: ClassVar[type[FilterConfig]] = _NeitherConfig
+
+
+def test_a_filter_with_only_sql_passes_the_suite_and_masks_by_its_sql() -> None:
+    sample = feature_sample()
+    check_filter(_SqlOnlyFilter, {"type": "sql_only", "id": "s"}, None, sample)
+    flt = _SqlOnlyFilter.from_dict({"type": "sql_only", "id": "s", "column": "x2"})
+    kept = flt.mask(sample).to_pylist()
+    assert kept == [v is not None and v > 0 for v in sample.column("x2").to_pylist()]  # null: dropped
+    assert kept[4] is False
+
+
+def test_a_filter_with_neither_sql_nor_mask_names_itself() -> None:
+    flt = _NeitherFilter.from_dict({"type": "neither", "id": "n"})
+    with pytest.raises(PluginError, match=r"filter 'n' \(.*_NeitherFilter\): implements neither "
+                                          r"sql\(\) nor mask\(\)"):
+        flt.mask(feature_sample())
+
+
 class _SloppyScorerConfig(ScorerConfig):
     type: Literal["sloppy"] = "sloppy"
     flaw: Literal["rank", "positional", "float32", "hidden_feature"] = "rank"
