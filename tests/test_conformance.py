@@ -489,6 +489,14 @@ def test_registration_rejects_malformed_plugins(kind: str, name: str, cls: type[
         check_registration(kind, name, cls)
 
 
+def test_an_unknown_type_lists_every_installed_plugin_loaded_or_not() -> None:
+    registry = Registry.discover()  # lists the entry points, loads none
+    with pytest.raises(PluginError) as info:
+        registry.get("channel", "smtpp")
+    installed = str(info.value).split("(installed: ", 1)[1].rstrip(")").split(", ")
+    assert {"smtp", "webhook", "twilio_sms", "inapp"} <= set(installed), str(info.value)
+
+
 def test_registration_accepts_a_well_formed_plugin() -> None:
     registry = Registry()
     registry.register("scorer", "good", _GoodScorer)

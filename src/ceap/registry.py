@@ -160,7 +160,7 @@ class Registry:
         try:
             return self._plugins[kind][name]
         except KeyError:
-            known = ", ".join(sorted(self._plugins.get(kind, {}))) or "none"
+            known = ", ".join(self.names(kind)) or "none"  # loaded or not yet
             raise PluginError(f"unknown {kind} type {name!r} (installed: {known})") from None
 
     def names(self, kind: str) -> list[str]:
