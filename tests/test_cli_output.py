@@ -198,3 +198,18 @@ def test_an_unknown_status_is_a_usage_error_naming_the_statuses(project: Path, c
     assert result.exit_code == 2
     assert "--status" in result.output and "'pendng'" in result.output
     assert ("pending" if command == "candidates" else "queued") in result.output
+
+
+def test_dispatch_names_the_channels_ceap_yaml_lacks(project: Path) -> None:
+    action = {**base_program()["action"], "channels": ["email"]}
+    write_program(project / "programs" / "mail_only.yaml", base_program(name="mail_only", action=action))
+    assert runner.invoke(app, ["run", "mail_only"]).exit_code == 0
+    result = piped("dispatch")
+    said = " ".join(result.stderr.split())
+    assert ("no channel named email in ceap.yaml (configured: inapp): candidates on only such "
+            "channels were suppressed as no_channel") in said
+    assert "no channel named" not in " ".join(piped("dispatch").stderr.split())  # nothing new: quiet
+
+
+def test_dispatch_on_configured_channels_says_nothing_of_them(project: Path) -> None:
+    assert "no channel named" not in piped("dispatch").stderr

@@ -20,6 +20,8 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from ceap.channels.base import Channel, ChannelConfig, Message, SendResult
+from ceap.channels.external import ExternalChannel, ExternalConfig
+from ceap.channels.http_common import HttpChannel
 from ceap.connectors.base import Connector, ConnectorConfig
 from ceap.errors import PluginError
 from ceap.filters.base import Filter, FilterConfig
@@ -446,6 +448,25 @@ class _GoodScorer(Scorer[_Good]):
     config_model: ClassVar[type[ScorerConfig]] = _Good
 
 
+class _DropConfig(ChannelConfig):  # ChannelConfig, not the ExternalConfig that ExternalChannel reads
+    type: Literal["drop"] = "drop"
+
+
+class _ExternalOnChannelConfig(ExternalChannel[Any]):
+    config_model: ClassVar[type[ChannelConfig]] = _DropConfig
+
+    def deliver_one(self, m: Message) -> SendResult:
+        return SendResult(m.idempotency_key, "sent")
+
+
+class _HookConfig(ExternalConfig):
+    type: Literal["hook"] = "hook"
+
+
+class _HttpOnExternalConfig(HttpChannel[Any]):
+    config_model: ClassVar[type[ChannelConfig]] = _HookConfig
+
+
 @pytest.mark.parametrize(("kind", "name", "cls", "message"), [
     ("scorer", "loose", _NoLiteral, "config field 'type' must be Literal['loose']"),
     ("scorer", "extra", _AllowsExtra, "config model must forbid extra fields"),
@@ -455,6 +476,10 @@ class _GoodScorer(Scorer[_Good]):
     ("scorer", "borrowed", _BorrowedConfig, "must declare its own config_model"),
     ("scorer", "plain", _NotPluginConfig, "config_model must be a PluginConfig subclass"),
     ("widget", "good", _GoodScorer, "unknown plugin kind 'widget'"),
+    ("channel", "drop", _ExternalOnChannelConfig, "config_model must subclass "
+     "ceap.channels.external.ExternalConfig (the config base of ceap.channels.external.ExternalChannel)"),
+    ("channel", "hook", _HttpOnExternalConfig, "config_model must subclass "
+     "ceap.channels.http_common.HttpConfig (the config base of ceap.channels.http_common.HttpChannel)"),
 ])
 def test_registration_rejects_malformed_plugins(kind: str, name: str, cls: type[Any], message: str) -> None:
     with pytest.raises(PluginError) as info:
@@ -462,6 +487,14 @@ def test_registration_rejects_malformed_plugins(kind: str, name: str, cls: type[
     assert message in str(info.value)
     with pytest.raises(AssertionError, match="registration refused"):
         check_registration(kind, name, cls)
+
+
+def test_an_unknown_type_lists_every_installed_plugin_loaded_or_not() -> None:
+    registry = Registry.discover()  # lists the entry points, loads none
+    with pytest.raises(PluginError) as info:
+        registry.get("channel", "smtpp")
+    installed = str(info.value).split("(installed: ", 1)[1].rstrip(")").split(", ")
+    assert {"smtp", "webhook", "twilio_sms", "inapp"} <= set(installed), str(info.value)
 
 
 def test_registration_accepts_a_well_formed_plugin() -> None:
@@ -518,6 +551,44 @@ class _LyingSqlFilter(Filter[_LyingSqlConfig]):
 
     def mask(self, table: pa.Table) -> pa.Array:
         return pa.array([v is not None and v < 0 for v in table.column("x1").to_pylist()], pa.bool_())
+
+
+class _SqlOnlyConfig(FilterConfig):
+    type: Literal["sql_only"] = "sql_only"
+    column: str = "x1"
+
+
+class _SqlOnlyFilter(Filter[_SqlOnlyConfig]):
+    """Implements only ``sql()``, as docs/plugins.md allows."""
+
+    config_model: ClassVar[type[FilterConfig]] = _SqlOnlyConfig
+
+    def sql(self) -> str:
+        return f'"{self.config.column}" > 0'
+
+
+class _NeitherConfig(FilterConfig):
+    type: Literal["neither"] = "neither"
+
+
+class _NeitherFilter(Filter[_NeitherConfig]):
+    config_model: ClassVar[type[FilterConfig]] = _NeitherConfig
+
+
+def test_a_filter_with_only_sql_passes_the_suite_and_masks_by_its_sql() -> None:
+    sample = feature_sample()
+    check_filter(_SqlOnlyFilter, {"type": "sql_only", "id": "s"}, None, sample)
+    flt = _SqlOnlyFilter.from_dict({"type": "sql_only", "id": "s", "column": "x2"})
+    kept = flt.mask(sample).to_pylist()
+    assert kept == [v is not None and v > 0 for v in sample.column("x2").to_pylist()]  # null: dropped
+    assert kept[4] is False
+
+
+def test_a_filter_with_neither_sql_nor_mask_names_itself() -> None:
+    flt = _NeitherFilter.from_dict({"type": "neither", "id": "n"})
+    with pytest.raises(PluginError, match=r"filter 'n' \(.*_NeitherFilter\): implements neither "
+                                          r"sql\(\) nor mask\(\)"):
+        flt.mask(feature_sample())
 
 
 class _SloppyScorerConfig(ScorerConfig):

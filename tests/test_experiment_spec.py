@@ -83,6 +83,17 @@ def test_bad_experiments_name_the_field(experiment: dict[str, Any], expected: st
     assert expected in issues(program(**experiment))
 
 
+@pytest.mark.parametrize("variants, expected", [
+    ([{"name": "a"}, {"name": "a"}, {"name": "c"}], "variant name 'a' is used twice"),
+    ([{"name": "a", "weight": 0}, {"name": "b"}, {"name": "c"}], "Input should be greater than 0"),
+])
+def test_invalid_variants_do_not_make_the_bandit_claim_there_are_none(
+        variants: list[dict[str, Any]], expected: str) -> None:
+    lines = issues(program(variants=variants, bandit={"type": "thompson"}))
+    assert any(expected in line for line in lines)
+    assert not any("needs at least two variants" in line for line in lines), lines
+
+
 def test_the_global_control_name_is_reserved() -> None:
     assert ("programs/promo.yaml: name: 'global_control' is reserved (the global control group's "
             "hash key); choose another name") in issues({**program(), "name": "global_control"})

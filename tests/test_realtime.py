@@ -149,6 +149,24 @@ def test_delay_and_cancellation_by_a_later_event(project: Project) -> None:
     assert found["GONE"].payload == {"discount_pct": 10, "cart_value": 80.0}
 
 
+def test_a_late_cancel_event_still_cancels_what_is_pending(project: Project) -> None:
+    # the purchase comes after another event moved the watermark 2 h on: late for the program
+    # (lateness 1h) and for every program, so it computes nothing; but the offer it makes moot
+    # is still pending, and an offer sent after the purchase is what cancel_on is there to stop
+    project.program("cart", **CART)
+    project.event("c1", "BUYER", "cart_updated", 0, cart_value=80)
+    project.event("c2", "GONE", "cart_updated", 0, cart_value=80)
+    project.event("v1", "OTHER", "page_view", 120)
+    project.event("p1", "BUYER", "purchase", 30)
+    project.event("p2", "GONE", "purchase", -10)  # before the cart: cancels nothing
+    worker = project.replay(batch=1, ordered=False)
+    assert worker.stats.late == 2
+    found = project.candidates("cart")
+    assert found["BUYER"].status == "cancelled"
+    assert found["BUYER"].status_reason == "cancelled by purchase event p1"
+    assert found["GONE"].status == "pending"
+
+
 def test_sequence_within_five_minutes_keeps_the_phone_before_the_change(project: Project) -> None:
     project.program("takeover", source={"type": "events", "on": ["email_changed"]},
                     state={"pw_then_email": {"sequence": {"first": "password_changed",

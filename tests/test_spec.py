@@ -9,6 +9,7 @@ import pytest
 
 from ceap.connectors.base import Connector, ConnectorConfig
 from ceap.errors import SpecError
+from ceap.filters.base import Filter, FilterConfig
 from ceap.registry import Registry, default_registry
 from ceap.spec import load_program, load_project, parse_program
 from tests.helpers import base_program, write_program
@@ -199,6 +200,30 @@ def test_unknown_filter_type_is_named_even_with_one_filter_plugin() -> None:
     with pytest.raises(SpecError) as exc:
         parse_program(spec)
     assert issues(exc) == {"filters[0].type": "unknown filter type 'trust_score' (installed: expression)"}
+
+
+class _ThresholdConfig(FilterConfig):
+    type: Literal["threshold"] = "threshold"
+    threshold: float  # a field named like the plugin's type
+
+
+class _ThresholdFilter(Filter[_ThresholdConfig]):
+    config_model: ClassVar[type[FilterConfig]] = _ThresholdConfig
+
+    def sql(self) -> str:
+        return f"score_input >= {self.config.threshold}"
+
+
+def test_a_missing_field_named_like_its_plugin_type_is_named() -> None:
+    registry = Registry.discover()
+    registry.register("filter", "threshold", _ThresholdFilter)
+    with pytest.raises(SpecError) as exc:
+        parse_program(base_program(filters=[{"id": "t", "type": "threshold"}]), registry=registry)
+    assert issues(exc) == {"filters[0].threshold": "required field is missing"}
+    with pytest.raises(SpecError) as exc:
+        parse_program(base_program(filters=[{"id": "t", "type": "threshold", "threshold": "high"}]),
+                      registry=registry)
+    assert list(issues(exc)) == ["filters[0].threshold"]
 
 
 def test_a_field_valid_elsewhere_gets_no_self_suggestion() -> None:

@@ -200,6 +200,16 @@ def test_no_outcomes_yet_says_so(store: Store) -> None:
     assert report.comparisons[0].small_sample
 
 
+def test_no_control_customers_says_how_many_and_why(store: Store) -> None:
+    # a program with a holdout whose few customers all drew into the treatment
+    store.write_run(RunRecord("r", "default", "few", "succeeded", NOW),
+                    make_candidates(3, program="few", arm="treatment", holdout=False))
+    report = uplift_report(store, "default", "few", NOW)
+    [warning] = [w for w in report.warnings if w.startswith("no control customers")]
+    assert "none of the 3 customer(s) drew into a control group" in warning
+    assert "experiment.holdout" in warning and "if it is set" in warning
+
+
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_url: str) -> Path:
     monkeypatch.chdir(tmp_path)

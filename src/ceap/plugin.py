@@ -46,6 +46,9 @@ class Plugin(Generic[ConfigT]):
 
     kind: ClassVar[str] = ""
     config_model: ClassVar[type[PluginConfig]]
+    #: the config class ``config_model`` must subclass (a base such as ``ExternalChannel``
+    #: reads fields of its own config base); ``None``: the kind's config base is enough
+    config_base: ClassVar[type[PluginConfig] | None] = None
 
     def __init__(self, config: ConfigT, context: PluginContext | None = None):
         self.config = config

@@ -68,6 +68,12 @@ class PluginInfo:
     distribution: str
 
 
+def _base_declaring(cls: type) -> str:
+    """The class of ``cls``'s MRO that set its ``config_base``, as ``module.Name``."""
+    owner = next(c for c in cls.__mro__ if "config_base" in vars(c))
+    return f"{owner.__module__}.{owner.__qualname__}"
+
+
 def check_plugin(kind: str, name: str, cls: Any) -> None:
     """Raise PluginError unless ``cls`` is a well-formed ``kind`` plugin named ``name``."""
     if kind not in KINDS:
@@ -80,6 +86,11 @@ def check_plugin(kind: str, name: str, cls: Any) -> None:
     model = getattr(cls, "config_model", None)
     if not (isinstance(model, type) and issubclass(model, PluginConfig)):
         raise PluginError(f"{where}: config_model must be a PluginConfig subclass")
+    required = getattr(cls, "config_base", None)
+    if required is not None and not issubclass(model, required):
+        raise PluginError(f"{where}: config_model must subclass "
+                          f"{required.__module__}.{required.__qualname__} (the config base of "
+                          f"{_base_declaring(cls)})")
     if model is base.config_model:
         raise PluginError(f"{where}: must declare its own config_model")
     if model.model_config.get("extra") != "forbid":
@@ -149,7 +160,7 @@ class Registry:
         try:
             return self._plugins[kind][name]
         except KeyError:
-            known = ", ".join(sorted(self._plugins.get(kind, {}))) or "none"
+            known = ", ".join(self.names(kind)) or "none"  # loaded or not yet
             raise PluginError(f"unknown {kind} type {name!r} (installed: {known})") from None
 
     def names(self, kind: str) -> list[str]:

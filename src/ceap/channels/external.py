@@ -53,6 +53,7 @@ from pydantic import Field, SecretStr
 
 from ceap.channels.base import Channel, ChannelConfig, Message, SendJournal, SendResult
 from ceap.errors import PluginError
+from ceap.plugin import PluginConfig
 
 #: error prefix of a failure to reach the provider at all
 UNREACHABLE = "unreachable:"
@@ -186,6 +187,7 @@ L = TypeVar("L", bound=ExternalConfig)
 class ExternalChannel(Channel[L]):
     """Subclasses implement ``deliver_one``; it may be called from several threads at once."""
 
+    config_base: ClassVar[type[PluginConfig] | None] = ExternalConfig  # checked at registration
     journaled: ClassVar[bool] = True  # send(messages, journal=...): at most ``concurrency`` in flight
     #: ``deliver_prepared`` calls ``hand_over()`` itself, right before the point of no return
     #: (it must, before any byte that could make the provider accept the message)

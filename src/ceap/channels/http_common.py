@@ -46,6 +46,7 @@ from ceap.channels.http_client import MAX_BODY, HttpClient, ProtocolError, Respo
 from ceap.channels.http_loop import BatchJournal, HttpRequest, Lane, drive
 from ceap.channels.http_status import DEFAULT_THROTTLE, http_failure, is_retryable, parse_retry_after
 from ceap.channels.ssrf import Refused, address_allowed, check_url, connect_checked, refusal
+from ceap.plugin import PluginConfig
 
 #: reads, from a failed answer, the seconds the provider asked to wait (None: it did not say)
 WaitReader = Callable[[Response], float | None]
@@ -171,6 +172,8 @@ class HttpChannel(ExternalChannel[HC]):
     ``answer`` (the ``Response`` as a ``SendResult``): then ``send`` drives every lane
     from one thread (``http_loop``; with the dispatcher's journal, its commits too),
     unless ``one_thread`` is false, and ``deliver_one`` is the two in a row."""
+
+    config_base: ClassVar[type[PluginConfig] | None] = HttpConfig  # checked at registration
 
     #: the share of the lanes busy at a commit that answer before the next commit (1.0: a
     #: commit per round of lanes), and how long after a first answer a commit may wait

@@ -171,6 +171,12 @@ def dispatch(
         err.print(f"[yellow]{channel}: {n:,} due delivery(ies) held back ({why}): still queued for "
                   "the next `ceap dispatch`[/yellow]")
     report_held(totals)
+    if dispatcher.unconfigured:
+        names = ", ".join(sorted(dispatcher.unconfigured))
+        err.print(f"[yellow]no channel named {names} in ceap.yaml (configured: "
+                  f"{', '.join(sorted(dispatcher.channels)) or 'none'}): candidates on only "
+                  "such channels were suppressed as no_channel; add the channels under "
+                  "`channels:` (docs/project-config.md#channels)[/yellow]", highlight=False)
 
 
 @app.command()

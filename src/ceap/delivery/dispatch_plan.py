@@ -102,6 +102,7 @@ class CandidatePlanner(DispatcherState):
             found = seen[key] = (tuple(ch for ch in c.channels if ch in self.channels), fallback)
         known, fallback = found
         if not known:
+            self.unconfigured.update(c.channels)
             return Decision(c.id, suppress="no_channel",
                             note=f"no configured channel among {', '.join(c.channels)}")
         return Decision(c.id, send=known, fallback=fallback)

@@ -89,3 +89,6 @@ class DispatcherState:
     _in_hand: set[int]
     _in_hand_lock: threading.Lock
     _store_dialect: str | None
+    #: channel names candidates asked for that no configured channel has (they were
+    #: suppressed as ``no_channel``), so the CLI can say what to add to ``ceap.yaml``
+    unconfigured: set[str]

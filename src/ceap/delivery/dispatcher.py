@@ -138,6 +138,7 @@ class Dispatcher(CandidatePlanner, AttemptPreparer, BatchSender):
         self.sleep = sleep
         #: channel -> (due deliveries held back, why), as the last ``run`` left them
         self.held: dict[str, tuple[int, str]] = {}
+        self.unconfigured = set()
         # a clock given for tests (or replays) also times the breakers' cool-downs and buckets
         tick = time.monotonic if clock is utcnow else (lambda: self.clock().timestamp())
         self.breakers = {name: CircuitBreaker(ch.config.breaker_failures, ch.config.breaker_cooldown,

@@ -158,8 +158,11 @@ def _warn(report: UpliftReport, data: ProgramOutcomes, controls: list[str]) -> N
     if not data.candidates:
         report.warnings.append("no candidates for this program in the period")
     elif not controls:
-        report.warnings.append("no control customers: set experiment.holdout (or the project's "
-                               "experiments.global_control) to measure uplift")
+        n = data.customers.num_rows
+        report.warnings.append(f"no control customers: none of the {n:,} customer(s) drew into a "
+                               "control group; set experiment.holdout (or the project's "
+                               "experiments.global_control) to measure uplift, and if it is set, "
+                               "wait for more customers (a 10% holdout draws none of a few)")
     if data.shadow:
         report.warnings.append(f"{data.shadow:,} treated candidates are from shadow mode: nothing "
                                "was sent to them, so their uplift is not the program's")

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from pydantic import Field
 
+from ceap.errors import PluginError
 from ceap.plugin import Plugin, PluginConfig
 
 if TYPE_CHECKING:
@@ -46,5 +47,15 @@ class Filter(Plugin[F]):
         return None
 
     def mask(self, table: pa.Table) -> pa.Array | pa.ChunkedArray:
-        """A boolean array as long as ``table``: true keeps the row."""
-        raise NotImplementedError
+        """A boolean array as long as ``table``: true keeps the row.
+
+        By default, ``sql()`` evaluated over ``table`` in DuckDB (null counts as false), so
+        a filter that implements only ``sql`` works outside the pipeline too."""
+        expr = self.sql()
+        if expr is None:
+            raise PluginError(f"filter {self.id!r} ({type(self).__module__}."
+                              f"{type(self).__qualname__}): implements neither sql() nor mask()")
+        from ceap.sqlexpr import evaluate, sandboxed_connection
+
+        with sandboxed_connection() as con:
+            return evaluate(con, table, f"COALESCE(({expr}), false) AS keep").column("keep")

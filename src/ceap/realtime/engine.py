@@ -255,6 +255,12 @@ class ProgramRunner:
                   for partition, mark in sorted(watermarks.items())]
         return pa.concat_tables(tables) if tables else EVENT_SCHEMA.empty_table()
 
+    def cancel(self, events: pa.Table) -> None:
+        """``_cancel`` for events late for this program: lateness bounds what an event can
+        still compute (rows, timers), not what it cancels; a cancellation needs only the
+        action still pending."""
+        self._cancel(events)
+
     def _cancel(self, fresh: pa.Table) -> None:
         """Events named in ``action.cancel_on`` cancel this customer's pending actions of
         the program that date from before them."""

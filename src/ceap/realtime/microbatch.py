@@ -52,6 +52,7 @@ def run_micro_batch(runners: list[ProgramRunner], log: Any, batch: Batch,
         stats["duplicates"] = events.num_rows - int(np.count_nonzero(keep))
         if stats["duplicates"]:
             events = events.filter(pa.array(keep))
+        _cancel_late(runners, lateness, events)
         most = max(lateness.values(), default=DEFAULT_LATENESS)
         too_late = late_mask(events.column("ts"), events.column("__bound").combine_chunks(), most)
         stats["late"] = int(pc.sum(too_late).as_py() or 0)
@@ -97,6 +98,22 @@ def run_micro_batch(runners: list[ProgramRunner], log: Any, batch: Batch,
     # killed mid-batch leaves the whole batch to be processed again, not skipped as seen
     _log(log, keyed, events, batch.watermarks)
     return stats
+
+
+def _cancel_late(runners: list[ProgramRunner], lateness: dict[int, timedelta],
+                 events: pa.Table) -> None:
+    """The ``cancel_on`` events late for a program still cancel its pending actions (those
+    not late do when it runs: ``ProgramRunner.process``)."""
+    for runner in runners:
+        kinds = runner.spec.action.cancel_on
+        if not kinds:
+            continue
+        late = late_mask(events.column("ts"), events.column("__bound").combine_chunks(),
+                         lateness[id(runner)])
+        picked = events.filter(pc.and_(late, pc.is_in(events.column("type"),
+                                                       pa.array(list(kinds), pa.string()))))
+        if picked.num_rows:
+            runner.cancel(picked.select(EVENT_SCHEMA.names))
 
 
 def _log(log: Any, keyed: KeyedState | None, events: pa.Table, watermarks: dict[str, datetime]) -> None:

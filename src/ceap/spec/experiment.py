@@ -82,7 +82,9 @@ class Experiment(_Strict):
     @field_validator("bandit")
     @classmethod
     def _bandit_needs_variants(cls, value: Bandit | None, info: ValidationInfo) -> Bandit | None:
-        variants = info.data.get("variants") or []
+        if "variants" not in info.data:  # invalid: its own error says why; no second guess here
+            return value
+        variants = info.data["variants"]
         if value is not None:
             if len(variants) < 2:
                 raise ValueError("a bandit needs at least two variants")

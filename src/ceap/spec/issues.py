@@ -28,10 +28,15 @@ def clean_loc(loc: Sequence[Any], data: Any) -> list[Any]:
     """Drop the discriminator tags pydantic puts in locations (``source.csv.path``)."""
     out: list[Any] = []
     node = data
-    for part in loc:
-        if isinstance(node, dict) and isinstance(part, str) and part not in node \
-                and node.get("type") == part:
+    tagged = False  # this node's tag was dropped: a field named like the type is kept
+    last = len(loc) - 1
+    for i, part in enumerate(loc):
+        # a tag is followed by the field inside it: a last part named like the type is the field
+        if not tagged and i < last and isinstance(node, dict) and isinstance(part, str) \
+                and part not in node and node.get("type") == part:
+            tagged = True
             continue
+        tagged = False
         out.append(part)
         try:
             node = node[part]
