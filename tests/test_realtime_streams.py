@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from ceap.model import CandidateQuery, utcnow
+from ceap.plugin import PluginContext
 from ceap.realtime.embedded import EmbeddedConfig, EmbeddedStream
 from ceap.realtime.worker import Worker
 from ceap.store import Store
@@ -35,8 +36,7 @@ PROGRAMS: dict[str, dict[str, Any]] = {
 
 
 def _publish(store: Store, stream: str, *events: tuple[str, str, str, datetime]) -> None:
-    queue = EmbeddedStream(EmbeddedConfig(type="embedded", stream=stream))
-    queue.context = type("Ctx", (), {"store": store})()
+    queue = EmbeddedStream(EmbeddedConfig(type="embedded", stream=stream), PluginContext(store=store))
     queue.publish([json.dumps({"id": e, "customer_id": c, "type": t, "ts": ts.isoformat()}).encode()
                    for e, c, t, ts in events])
 
