@@ -173,3 +173,25 @@ def test_pruning_on_one_stream_keeps_another_streams_events(store: Store) -> Non
     with store.tx() as tx:
         assert [tuple(r) for r in tx.execute("SELECT event_id, stream FROM event_log").fetchall()] \
             == [("b", "other")]
+
+
+def test_taking_a_partition_over_releases_its_own_streams_timers_only(store: Store) -> None:
+    """A worker that claims partition ``""`` of ``other`` leaves the leases of ``events``'s
+    timers of partition ``""`` alone; one that claims ``events``'s releases them."""
+    from ceap.realtime.claims import Claims
+    from ceap.realtime.timers import Timers
+
+    start = datetime(2026, 11, 20, 10, 0)
+    with store.tx() as tx:
+        tx.execute("INSERT INTO event_log (tenant_id, event_id, customer_id, type, ts, attributes, stream) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   ("default", "e1", "C1", "cart_updated", tx.ts(start.replace(tzinfo=UTC)), "{}", "events"))
+    Timers(store, "events").add("p#f", [("default", "C1", "e1", start, start + timedelta(minutes=1), "")])
+    cut = start + timedelta(minutes=2)
+    dead = Timers(store, "events")
+    assert dead.fire("p#f", "f", "order_placed", "", cut).num_rows == 1  # then killed: no done()
+    heir = Timers(store, "events")
+    Claims(store, "default", "other", "o").take([""])
+    assert heir.fire("p#f", "f", "order_placed", "", cut).num_rows == 0  # still leased
+    Claims(store, "default", "events", "heir").take([""])
+    assert heir.fire("p#f", "f", "order_placed", "", cut).column("customer_id").to_pylist() == ["C1"]
