@@ -3,7 +3,8 @@
 Before a micro-batch, a worker checks, in one query, that it still holds the claim of
 every partition in the batch at the epoch it took. A partition it does not hold (first
 seen, or taken meanwhile by another worker of the group) is claimed again with the next
-epoch, and its in-memory state is restored from the event log (``restore``): the
+epoch, and its in-memory state is restored from the event log (``restore``, the rows
+of this stream and those logged without one, before migration 0010): the
 state of a partition that moved away and back is never the stale copy. A worker that
 logs a batch of a partition it lost meanwhile moves that claim on by one epoch
 (``written``), so the new holder restores again and sees those events too.

@@ -1,5 +1,6 @@
 """Absence timers in the CEAP store (SQLite or PostgreSQL): one per (program's
-feature, customer, triggering event), on the partition of that event.
+feature, customer, triggering event), on the partition of that event, of its stream
+(two streams may both have partition ``""``: column ``stream``, migration 0010).
 
 A timer fires once its partition's watermark minus the program's allowed lateness
 has passed its fire time (strictly): by then no event of that partition that could
