@@ -3,7 +3,8 @@
 Before a micro-batch, a worker checks, in one query, that it still holds the claim of
 every partition in the batch at the epoch it took. A partition it does not hold (first
 seen, or taken meanwhile by another worker of the group) is claimed again with the next
-epoch, and its in-memory state is restored from the event log (``restore``): the
+epoch, and its in-memory state is restored from the event log (``restore``, the rows
+of this stream and those logged without one, before migration 0010): the
 state of a partition that moved away and back is never the stale copy. A worker that
 logs a batch of a partition it lost meanwhile moves that claim on by one epoch
 (``written``), so the new holder restores again and sees those events too.
@@ -18,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 import pyarrow as pa
 
 from ceap.realtime.events import EVENT_SCHEMA
-from ceap.realtime.state import _event_table, _in_list, _naive
+from ceap.realtime.state import _event_table, _in_list, _naive, of_stream
 from ceap.realtime.status import worker_name
 from ceap.store.base import Store
 
@@ -59,7 +60,8 @@ class Claims:
             if moved:  # the timers a dead holder had taken: due again now, not when its lease ends
                 where, params = _in_list(tx, "COALESCE(partition_key, '')", moved)
                 tx.execute(f"UPDATE timers SET claimed_until = NULL WHERE tenant_id = ? AND {where} "
-                           "AND claimed_until IS NOT NULL", (self.tenant, *params))
+                           f"AND {of_stream()} AND claimed_until IS NOT NULL",
+                           (self.tenant, *params, self.stream))
         return moved
 
     def written(self, partitions: Iterable[str]) -> None:
@@ -80,18 +82,22 @@ class Claims:
                 self.epochs.pop(p, None)
 
 
-def restore(store: Store, partition: str, types: Iterable[str], keep: timedelta
-            ) -> tuple[pa.Table, datetime | None]:
+def restore(store: Store, partition: str, types: Iterable[str], keep: timedelta,
+            stream: str | None = None) -> tuple[pa.Table, datetime | None]:
     """A partition's logged events of ``types`` (every tenant) at most ``keep`` older than
     the latest event time logged on it, and that time (its watermark; None when nothing
-    of the partition is logged)."""
+    of the partition is logged). With ``stream``, the partition of that stream: its rows
+    and those logged without a stream (before migration 0010), never another stream's."""
     kinds = sorted(set(types))
+    where, own = "partition_key = ?", [partition]
+    if stream is not None:
+        where, own = f"{where} AND {of_stream()}", [partition, stream]
     with store.tx() as tx:
-        top = tx.execute("SELECT max(ts) FROM event_log WHERE partition_key = ?", (partition,)).fetchone()
+        top = tx.execute(f"SELECT max(ts) FROM event_log WHERE {where}", own).fetchone()
         mark = _naive(top[0]) if top and top[0] is not None else None
         if not kinds or mark is None:
             return EVENT_SCHEMA.empty_table(), mark
         rows = tx.execute("SELECT event_id, tenant_id, customer_id, type, ts, attributes FROM event_log "
-                          f"WHERE partition_key = ? AND ts >= ? AND type IN ({tx.placeholders(len(kinds))})",
-                          (partition, tx.ts((mark - keep).replace(tzinfo=UTC)), *kinds)).fetchall()
+                          f"WHERE {where} AND ts >= ? AND type IN ({tx.placeholders(len(kinds))})",
+                          (*own, tx.ts((mark - keep).replace(tzinfo=UTC)), *kinds)).fetchall()
     return (_event_table(rows) if rows else EVENT_SCHEMA.empty_table()), mark

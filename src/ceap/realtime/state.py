@@ -31,8 +31,11 @@ def _naive(value: datetime | str) -> datetime:
 
 
 class EventLog:
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, stream: str | None = None):
         self.store = store
+        #: the stream (its name in ceap.yaml) this log's rows are written and pruned for:
+        #: a partition is named by its stream and its key (None: rows without a stream)
+        self.stream = stream
 
     def seen(self, tenant_ids: Sequence[str], event_ids: Sequence[str]) -> set[tuple[str, str]]:
         """``(tenant, event id)`` pairs already in the log."""
@@ -46,8 +49,9 @@ class EventLog:
         return found
 
     def append(self, events: pa.Table, partitions: pa.Array | None = None) -> None:
-        """Add events (idempotent by event id), each with its partition when given (the
-        changelog a partition's keyed state is restored from: ``ceap.realtime.claims``)."""
+        """Add events (idempotent by event id, across streams), each with its partition when
+        given and this log's stream (the changelog a partition's keyed state is restored
+        from: ``ceap.realtime.claims``)."""
         if not events.num_rows:
             return
         columns = [events.column(n) for n in ("tenant_id", "event_id", "customer_id", "type", "ts",
@@ -58,18 +62,19 @@ class EventLog:
         with self.store.tx() as tx:
             if tx.dialect == "postgres":  # one statement of arrays, not a round trip per row
                 tx.execute("INSERT INTO event_log (tenant_id, event_id, customer_id, type, ts, attributes, "
-                           "partition_key) SELECT * FROM unnest(CAST(? AS text[]), CAST(? AS text[]), "
-                           "CAST(? AS text[]), CAST(? AS text[]), CAST(CAST(? AS text[]) AS timestamptz[]), "
-                           "CAST(? AS text[]), CAST(? AS text[])) "
+                           "partition_key, stream) SELECT *, CAST(? AS text) FROM unnest(CAST(? AS text[]), "
+                           "CAST(? AS text[]), CAST(? AS text[]), CAST(? AS text[]), "
+                           "CAST(CAST(? AS text[]) AS timestamptz[]), CAST(? AS text[]), CAST(? AS text[])) "
                            "ON CONFLICT (tenant_id, event_id) DO NOTHING",
-                           [c.to_pylist() for c in columns[:4]] + [stamps]
+                           [self.stream] + [c.to_pylist() for c in columns[:4]] + [stamps]
                            + [columns[5].to_pylist(), parts])
                 return
             tx.executemany("INSERT INTO event_log (tenant_id, event_id, customer_id, type, ts, attributes, "
-                           "partition_key) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                           "partition_key, stream) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                            "ON CONFLICT (tenant_id, event_id) DO NOTHING",
                            list(zip(_values(columns[0]), *(c.to_pylist() for c in columns[1:4]), stamps,
-                                    columns[5].to_pylist(), parts, strict=True)))
+                                    columns[5].to_pylist(), parts, [self.stream] * events.num_rows,
+                                    strict=True)))
 
     def history(self, keys: Iterable[tuple[str, str]], since: datetime,
                 types: Iterable[str] | None = None) -> pa.Table:
@@ -96,10 +101,21 @@ class EventLog:
         return _event_table(rows)
 
     def prune(self, before: datetime) -> int:
+        """Delete the logged events before ``before`` of this log's stream and those without
+        a stream (logged before migration 0010): another stream's events are judged by its
+        own worker's watermark, which may be behind this one's."""
         with self.store.tx() as tx:
-            cur = tx.execute("DELETE FROM event_log WHERE ts < ?",
-                             (tx.ts(before.replace(tzinfo=UTC)),))
+            sql, args = "DELETE FROM event_log WHERE ts < ?", [tx.ts(before.replace(tzinfo=UTC))]
+            if self.stream is not None:
+                sql, args = sql + f" AND {of_stream()}", [*args, self.stream]
+            cur = tx.execute(sql, args)
             return int(cur.rowcount or 0)
+
+
+def of_stream(column: str = "stream") -> str:
+    """The condition (one parameter: the stream's name) on rows of a stream: its own, and
+    those without a stream (written before migration 0010, read by every stream as before)."""
+    return f"({column} = ? OR {column} IS NULL)"
 
 
 def _values(column: pa.Array | pa.ChunkedArray) -> list[object]:

@@ -4,8 +4,10 @@
 - ``ceap:{tenant}:seen:{event_id}``: a key per event id (SET NX, with a TTL), for dedup;
 - ``ceap:{tenant}:log:{customer}``: a sorted set of the customer's events, scored by
   event time (microseconds), trimmed to the retention and expiring with it;
-- ``ceap:timers:{program}#{feature}[:{partition}]``: a sorted set of absence timers scored
-  by firing time, per partition;
+- ``ceap:stream:{stream}:timers:{program}#{feature}[:{partition}]``: a sorted set of
+  absence timers scored by firing time, per stream and partition (two streams both have
+  partition ``""``, or the same Kinesis shard ids); the key without ``stream:{stream}:``
+  (armed before timers had a stream) is taken from too, by the worker of any stream;
   taking due timers is one atomic Lua call, so two workers never fire one twice.
 """
 
@@ -22,16 +24,21 @@ from ceap.model import utcnow
 from ceap.realtime.events import EVENT_SCHEMA
 from ceap.realtime.timers import LEASE, TimerRow, arrived, fresh_attributes, timer_events
 
-#: take the due timers (KEYS[1], scores < ARGV[1]) and the claims whose lease ran out
-#: (KEYS[2], scores < ARGV[2]), holding them all in KEYS[2] until ARGV[3]
+#: for each pair of keys (KEYS[i], KEYS[i + 1]): take the due timers (KEYS[i], scores <
+#: ARGV[1]) and the claims whose lease ran out (KEYS[i + 1], scores < ARGV[2]), holding them
+#: all in KEYS[i + 1] until ARGV[3]; one list of taken members per pair
 _TAKE_DUE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2])
-for _, m in ipairs(due) do redis.call('ZADD', KEYS[2], ARGV[3], m) end
-for _, m in ipairs(stale) do redis.call('ZADD', KEYS[2], ARGV[3], m) end
-if #due > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1]) end
-for _, m in ipairs(stale) do table.insert(due, m) end
-return due
+local out = {}
+for i = 1, #KEYS, 2 do
+  local due = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', ARGV[1])
+  local stale = redis.call('ZRANGEBYSCORE', KEYS[i + 1], '-inf', ARGV[2])
+  for _, m in ipairs(due) do redis.call('ZADD', KEYS[i + 1], ARGV[3], m) end
+  for _, m in ipairs(stale) do redis.call('ZADD', KEYS[i + 1], ARGV[3], m) end
+  if #due > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', ARGV[1]) end
+  for _, m in ipairs(stale) do table.insert(due, m) end
+  table.insert(out, due)
+end
+return out
 """
 
 
@@ -111,21 +118,25 @@ class RedisEventLog:
 
 
 class RedisTimers:
-    """Absence timers: a sorted set per program feature and partition, scored by fire time."""
+    """Absence timers: a sorted set per stream, program feature and partition, scored by
+    fire time (``stream`` None: the keys without a stream alone)."""
 
-    def __init__(self, client: Any, log: RedisEventLog):
+    def __init__(self, client: Any, log: RedisEventLog, stream: str | None = None):
         self.r = client
         self.log = log
+        self.stream = stream
         self._take = client.register_script(_TAKE_DUE)
         self.claimed: dict[str, list[tuple[str, bytes]]] = {}
 
-    def _key(self, program: str, partition: str) -> str:
-        return f"{self.log.ns}:timers:{program}" + (f":{partition}" if partition else "")
+    def _key(self, program: str, partition: str, stream: str | None = None) -> str:
+        ns = self.log.ns if stream is None else f"{self.log.ns}:stream:{stream}"
+        return f"{ns}:timers:{program}" + (f":{partition}" if partition else "")
 
     def add(self, program: str, rows: Sequence[TimerRow]) -> None:
         by_key: dict[str, dict[str, int]] = {}
         for t, c, e, a, f, p in rows:
-            by_key.setdefault(self._key(program, p), {})[json.dumps([t, c, e, _us(a), _us(f)])] = _us(f)
+            member = json.dumps([t, c, e, _us(a), _us(f)])
+            by_key.setdefault(self._key(program, p, self.stream), {})[member] = _us(f)
         for key, members in by_key.items():
             self.r.zadd(key, members)
 
@@ -134,13 +145,17 @@ class RedisTimers:
         """Take the timers due strictly before ``before`` for a lease (atomically), with those
         whose lease ran out; keep those whose ``missing`` event did not come in ``(after ts,
         fire at]`` (logged, or in ``fresh``). ``done`` deletes the taken ones."""
-        key, now = self._key(program, partition), _us(utcnow())
-        members = self._take(keys=[key, f"{key}:claimed"],
-                             args=[f"({_us(before)}", f"({now}", now + int(LEASE.total_seconds() * 1e6)])
-        if not members:
+        now = _us(utcnow())
+        keys = [self._key(program, partition, self.stream)]
+        if self.stream is not None:  # and those armed before timers had a stream
+            keys.append(self._key(program, partition))
+        lists = self._take(keys=[k for key in keys for k in (key, f"{key}:claimed")],
+                           args=[f"({_us(before)}", f"({now}", now + int(LEASE.total_seconds() * 1e6)])
+        pairs = [(f"{key}:claimed", m) for key, members in zip(keys, lists, strict=True) for m in members]
+        if not pairs:
             return EVENT_SCHEMA.empty_table()
-        self.claimed.setdefault(program, []).extend((f"{key}:claimed", m) for m in members)
-        taken = [json.loads(m) for m in members]
+        self.claimed.setdefault(program, []).extend(pairs)
+        taken = [json.loads(m) for _, m in pairs]
         batch = arrived(fresh, missing)
         armed = fresh_attributes(fresh, {m[2] for m in taken})  # armed by events not logged yet
         pipe = self.r.pipeline(transaction=False)

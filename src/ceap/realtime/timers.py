@@ -1,5 +1,6 @@
 """Absence timers in the CEAP store (SQLite or PostgreSQL): one per (program's
-feature, customer, triggering event), on the partition of that event.
+feature, customer, triggering event), on the partition of that event, of its stream
+(two streams may both have partition ``""``: column ``stream``, migration 0010).
 
 A timer fires once its partition's watermark minus the program's allowed lateness
 has passed its fire time (strictly): by then no event of that partition that could
@@ -24,7 +25,7 @@ import pyarrow.compute as pc
 from ceap.json_input import loads
 from ceap.model import utcnow
 from ceap.realtime.events import EVENT_SCHEMA
-from ceap.realtime.state import _in_list, _iso_column, _naive
+from ceap.realtime.state import _in_list, _iso_column, _naive, of_stream
 from ceap.store.base import Store
 
 #: how long a worker holds the timers it took before another may take them again
@@ -90,10 +91,13 @@ def timer_events(fired: Sequence[tuple[str, str, str, datetime, str]], feature: 
 
 
 class Timers:
-    """Absence timers in the store's ``timers`` table."""
+    """Absence timers in the store's ``timers`` table, of one stream: armed with its name,
+    fired only by its worker (timers without a stream, armed before migration 0010, by the
+    worker of any stream; ``stream`` None: every timer of the partition, armed without)."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, stream: str | None = None):
         self.store = store
+        self.stream = stream
         self.claimed: dict[str, list[tuple[str, str, str]]] = {}
 
     def add(self, program: str, rows: Sequence[TimerRow]) -> None:
@@ -108,10 +112,10 @@ class Timers:
                                      for times in (afters, fires))
             tx.executemany(
                 "INSERT INTO timers (tenant_id, program, customer_id, event_id, after_ts, fire_at, "
-                "partition_key) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, program, "
+                "partition_key, stream) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, program, "
                 "customer_id, event_id) DO NOTHING",
                 list(zip(tenants, [program] * len(rows), customers, events, after_ts, fire_at, partitions,
-                         strict=True)))
+                         [self.stream] * len(rows), strict=True)))
 
     def fire(self, program: str, feature: str, missing: str, partition: str, before: datetime,
              fresh: pa.Table | None = None) -> pa.Table:
@@ -119,12 +123,13 @@ class Timers:
         return, as events, those with no ``missing`` event in ``(after ts, fire at]``,
         logged or in ``fresh`` (this micro-batch). ``done`` deletes the claimed ones."""
         now = utcnow()
+        own, args = ("", ()) if self.stream is None else (f"AND {of_stream()} ", (self.stream,))
         with self.store.tx() as tx:
             claimed = tx.execute(
                 "UPDATE timers SET claimed_until = ? WHERE program = ? AND COALESCE(partition_key, '') = ? "
-                "AND fire_at < ? AND (claimed_until IS NULL OR claimed_until < ?) "
+                f"{own}AND fire_at < ? AND (claimed_until IS NULL OR claimed_until < ?) "
                 "RETURNING tenant_id, customer_id, event_id, after_ts, fire_at",
-                (tx.ts(now + LEASE), program, partition, tx.ts(before.replace(tzinfo=UTC)),
+                (tx.ts(now + LEASE), program, partition, *args, tx.ts(before.replace(tzinfo=UTC)),
                  tx.ts(now))).fetchall()
             if not claimed:
                 return EVENT_SCHEMA.empty_table()

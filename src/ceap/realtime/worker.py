@@ -115,12 +115,13 @@ class Worker:
 
             client = connect(state_url)
             self.log: Any = RedisEventLog(client, namespace=state_namespace)
-            self.timers: Any = RedisTimers(client, self.log)
+            self.timers: Any = RedisTimers(client, self.log, stream)
         else:  # in the store: embedded (SQLite) or shared (PostgreSQL)
             from ceap.realtime.state import EventLog
             from ceap.realtime.timers import Timers
 
-            self.log, self.timers = EventLog(store), Timers(store)
+            # a partition is named by its stream and its key: both written on every row
+            self.log, self.timers = EventLog(store, stream), Timers(store, stream)
         #: the customers' events in memory for the partitions this worker holds, with the
         #: store as state backend (``_hold``); otherwise history is read from the log
         self.keyed: KeyedState | None = None
@@ -290,7 +291,7 @@ class Worker:
             log.info("another worker reads this stream too: history from the event log from now on")
             return
         for name in taken:
-            table, mark = restore(self.store, name, self.keyed.types, self.keyed.keep)
+            table, mark = restore(self.store, name, self.keyed.types, self.keyed.keep, self.stream)
             self.keyed.load(name, table)
             if mark is not None and mark > self.watermarks.by_partition.get(name, EPOCH):
                 self.watermarks.by_partition[name] = mark

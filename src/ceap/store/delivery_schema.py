@@ -92,13 +92,14 @@ def delivery_ddl(dialect: str) -> list[str]:
         f"""CREATE TABLE IF NOT EXISTS event_log (
   tenant_id {text} NOT NULL, event_id {text} NOT NULL, customer_id {text} NOT NULL,
   type {text} NOT NULL, ts {ts} NOT NULL, attributes {text} NOT NULL, partition_key {text},
+  stream {text},
   PRIMARY KEY (tenant_id, event_id)
 )""",
         EVENT_LOG_INDEX,
         f"""CREATE TABLE IF NOT EXISTS timers (
   tenant_id {text} NOT NULL, program {text} NOT NULL, customer_id {text} NOT NULL,
   event_id {text} NOT NULL, fire_at {ts} NOT NULL, after_ts {ts} NOT NULL, partition_key {text},
-  claimed_until {ts},
+  claimed_until {ts}, stream {text},
   PRIMARY KEY (tenant_id, program, customer_id, event_id)
 )""",
         "CREATE INDEX IF NOT EXISTS timers_due ON timers (fire_at)",
@@ -119,8 +120,8 @@ def delivery_ddl(dialect: str) -> list[str]:
 
 
 #: the partition of the event that armed an absence timer (it fires on that partition's
-#: watermark), and until when a worker that took it holds it
-TIMER_COLUMNS = {"partition_key": "text", "claimed_until": "ts"}
+#: watermark), until when a worker that took it holds it, and its stream (migration 0010)
+TIMER_COLUMNS = {"partition_key": "text", "claimed_until": "ts", "stream": "text"}
 
 #: table -> the columns a database created by an older version may lack
 ADDED_COLUMNS = {"candidates": CANDIDATE_DISPATCH_COLUMNS, "deliveries": DELIVERY_CRASH_COLUMNS,
