@@ -171,7 +171,14 @@ def uplift(
         report = uplift_report(
             store, tenant, program, now, since=start, by=by,
             guardrails=spec.experiment.guardrails if spec else None,
-            bandit=bool(spec and spec.experiment.bandit))
+            bandit=bool(spec and spec.experiment.bandit),
+            has_goal=None if spec is None else spec.goal is not None)
+        if spec is None and not report.candidates and not (
+                start is not None and uplift_report(store, tenant, program, now).candidates):
+            [path] = program_paths([program], project)
+            err.print(f"unknown program {program!r}: no program file ({path}) and no candidates "
+                      "in the store", highlight=False)
+            raise typer.Exit(2)
     except CeapError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from None
