@@ -233,6 +233,12 @@ def bandit(
         history = bandit_history(store, state.tenant or project.tenant, program)
     finally:
         store.close()
+    spec = None if history else _spec(project, program)
+    if not history and spec is None:
+        [path] = program_paths([program], project)
+        err.print(f"unknown program {program!r}: no program file ({path}) and no bandit updates "
+                  "in the store", highlight=False)
+        raise typer.Exit(2)
     if plot is not None:
         _plot(bandit_shares(program, [(s.at, s.variant, s.share) for s in history]), plot)
     if as_json:
@@ -240,7 +246,8 @@ def bandit(
         return
     if not history:
         out.print(f"no bandit updates for {program} (`ceap run` and `ceap experiments update` "
-                  "make them once outcomes are recorded)", highlight=False)
+                  "make them once outcomes are recorded)" if spec is not None and spec.experiment.bandit
+                  else f"{program} has no experiment.bandit, so no bandit updates", highlight=False)
         return
     out.print(bandit_table(program, history))
 
