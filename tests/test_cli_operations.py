@@ -44,6 +44,15 @@ def test_profiles_are_loaded_from_a_file(project: Path) -> None:
     assert runner.invoke(app, ["profiles", "missing.csv"]).exit_code == 2
 
 
+def test_profiles_with_an_empty_customer_id_are_refused_naming_the_rows(project: Path) -> None:
+    write_csv(project / "people.csv", "customer_id,email", ["a,a@x.example", ",nobody@x.example",
+                                                            "c,c@x.example", " ,blank@x.example"])
+    result = runner.invoke(app, ["profiles", "people.csv"])
+    assert result.exit_code == 2, result.output
+    assert "people.csv: row(s) 2, 4: customer_id is empty; nothing was loaded" in result.stderr
+    assert load_profiles(store_of(project), [("default", "a")]) == {}
+
+
 def test_apikey_is_printed_once_and_stored_hashed(project: Path) -> None:
     result = runner.invoke(app, ["apikey", "create", "mobile-app"])
     key = result.stdout.strip()
