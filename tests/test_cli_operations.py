@@ -53,6 +53,21 @@ def test_profiles_with_an_empty_customer_id_are_refused_naming_the_rows(project:
     assert load_profiles(store_of(project), [("default", "a")]) == {}
 
 
+def test_a_program_named_apart_from_its_file_is_found_by_its_name(project: Path) -> None:
+    """docs/program-spec.md: `name` defaults to the file name; a program that sets it is
+    still run, previewed and reported by that name."""
+    write_csv(project / "orders.csv", ORDERS_HEADER, ORDERS)
+    write_program(project / "programs" / "carts_v2.yaml", base_program(name="big_carts"))
+    result = runner.invoke(app, ["run", "big_carts", "--json"])
+    assert result.exit_code == 0, result.output
+    [run] = json.loads(result.stdout)
+    assert run["program"] == "big_carts" and run["status"] == "succeeded"
+    assert runner.invoke(app, ["preview", "big_carts", "--customer", "c1"]).exit_code == 0
+    assert runner.invoke(app, ["report", "uplift", "big_carts"]).exit_code == 0
+    gone = runner.invoke(app, ["run", "small_carts"])
+    assert gone.exit_code == 2 and "small_carts.yaml: file not found" in gone.stderr
+
+
 def test_apikey_is_printed_once_and_stored_hashed(project: Path) -> None:
     result = runner.invoke(app, ["apikey", "create", "mobile-app"])
     key = result.stdout.strip()
