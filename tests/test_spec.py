@@ -252,6 +252,15 @@ def realtime_program(**state: object) -> dict[str, object]:
     return base_program(source={"type": "events", "on": ["email_changed"]}, state=state)
 
 
+def test_a_real_time_program_without_trigger_types_or_an_absence_timer_is_refused() -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_program(base_program(source={"type": "events"}))
+    assert issues(exc)[""].startswith("source.on: name the event types that trigger the program")
+    absence = {"no_order": {"absence": {"after": "cart_updated", "missing": "order_placed"},
+                            "within": "1h"}}  # timers alone run it: no trigger type needed
+    assert parse_program(base_program(source={"type": "events", "on": []}, state=absence)).source.on == []
+
+
 def test_misspelled_field_inside_a_state_feature_gets_a_suggestion(tmp_path: Path) -> None:
     spec = realtime_program(takeover={"sequence": {"first": "password_changed", "then": "email_changed"},
                                       "withn": "5m"})
