@@ -68,6 +68,21 @@ def test_a_program_named_apart_from_its_file_is_found_by_its_name(project: Path)
     assert gone.exit_code == 2 and "small_carts.yaml: file not found" in gone.stderr
 
 
+def test_an_undeclared_event_attribute_in_a_filter_says_how_to_declare_it(project: Path) -> None:
+    (project / "programs" / "foreign.yaml").write_text(yaml.safe_dump({
+        "name": "foreign", "source": {"type": "events", "on": ["login"]},
+        "filters": [{"id": "abroad", "expr": "country <> 'US'"}],
+        "action": {"type": "alert", "channels": ["inapp"]}}))
+    (project / "events.jsonl").write_text(json.dumps({
+        "id": "e1", "type": "login", "customer_id": "A", "ts": datetime.now(UTC).isoformat(),
+        "attributes": {"country": "FR"}}) + "\n")
+    assert runner.invoke(app, ["publish", "events.jsonl"]).exit_code == 0
+    worked = runner.invoke(app, ["worker", "--until-idle"])
+    assert worked.exit_code == 2
+    assert "filters[0] (abroad): unknown column 'country'" in worked.stderr
+    assert "declared in source.columns (country: string, ...)" in worked.stderr
+
+
 def test_apikey_is_printed_once_and_stored_hashed(project: Path) -> None:
     result = runner.invoke(app, ["apikey", "create", "mobile-app"])
     key = result.stdout.strip()
