@@ -544,6 +544,20 @@ def test_a_number_the_provider_bounces_at_send_time_is_suppressed(store: Store) 
     assert (again.suppressed, chans["sms"].accepted) == (1, [])
 
 
+class StoppedSms(SmsRec):
+    def send(self, messages: Sequence[Message]) -> list[SendResult]:
+        return [SendResult(m.idempotency_key, "failed", error="unsubscribed: the recipient opted "
+                           "out (replied STOP); twilio 21610") for m in messages]
+
+
+def test_a_number_the_provider_says_replied_stop_is_suppressed_as_a_stop(store: Store) -> None:
+    profiles(store, 1)
+    seed(store, 1, channels=["sms"], category="transactional")
+    assert dispatcher(store, {"sms": StoppedSms()}, FakeClock(T0)).run().dead == 1
+    [s] = list_suppressions(store, "default")
+    assert (s.channel, s.address, s.reason) == ("sms", "15550000000", "sms_stop")
+
+
 def test_suppression_by_address_kind_and_complaints_stop_marketing_only(store: Store) -> None:
     profiles(store, 1)
     add_suppression(store, "default", "email", "c0@example.com", "complaint")

@@ -9,7 +9,7 @@ import time
 from typing import Any, cast
 
 from ceap.channels.base import Channel, Message, SendResult
-from ceap.channels.receipts import is_bounce
+from ceap.channels.receipts import UNSUBSCRIBED, is_bounce
 from ceap.delivery.consent_store import add_suppression
 from ceap.delivery.dispatch_outcomes import OutcomeRecorder
 from ceap.delivery.dispatch_state import Batch, DispatchStats
@@ -119,14 +119,20 @@ class BatchSender(OutcomeRecorder):
                           outcomes: list[tuple[Delivery, SendResult]]) -> None:
         """An answer that the address no longer exists (``bounced: ...``: an invalid number,
         an unregistered push token) puts it on the suppression list for this channel
-        (``hard_bounce``), as a provider's receipt saying so does (docs/policies.md)."""
-        bounced = {d.id for d, result in outcomes if is_bounce(result)}
-        if not bounced or not channel.address:
+        (``hard_bounce``), as a provider's receipt saying so does; a number the provider
+        says replied STOP (``unsubscribed: ...``, Twilio 21610) goes on it as ``sms_stop``
+        (docs/policies.md)."""
+        reasons = {d.id: "hard_bounce" if is_bounce(result) else "sms_stop"
+                   for d, result in outcomes
+                   if result.error and not result.retryable and (
+                       is_bounce(result) or (channel.address == "phone"
+                                             and result.error.startswith(f"{UNSUBSCRIBED}:")))}
+        if not reasons or not channel.address:
             return
         for d, m in messages:
-            if d.id in bounced and m.to:
+            if d.id in reasons and m.to:
                 try:
-                    add_suppression(self.store, d.tenant_id, name, str(m.to), "hard_bounce",
+                    add_suppression(self.store, d.tenant_id, name, str(m.to), reasons[d.id],
                                     kind=channel.address)
                 except ValueError:  # nothing left of the address once normalised
                     continue
