@@ -176,9 +176,30 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_url: str) -> 
     return tmp_path
 
 
+PROMO_YAML = """\
+name: promo
+source: {type: parquet, path: customers.parquet}
+action: {type: offer, channels: [email]}
+experiment:
+  variants: [{name: a}, {name: b}]
+  bandit: {min_share: 0.05}
+goal: {event: purchase, within: 1d}
+"""
+
+
 def test_report_bandit_prints_json_and_plots(project: Path, store: Store) -> None:
+    unknown = runner.invoke(app, ["report", "bandit", "promo"])  # no file, no updates: a typo
+    assert unknown.exit_code == 2
+    assert "unknown program 'promo': no program file" in unknown.stderr
+    (project / "programs").mkdir()
+    (project / "programs" / "promo.yaml").write_text(PROMO_YAML)
     empty = runner.invoke(app, ["report", "bandit", "promo"])
     assert empty.exit_code == 0 and "no bandit updates for promo" in empty.stdout
+    (project / "programs" / "plain.yaml").write_text(
+        "source: {type: parquet, path: c.parquet}\naction: {type: offer, channels: [email]}\n")
+    plain = runner.invoke(app, ["report", "bandit", "plain"])
+    assert plain.exit_code == 0 and "plain has no experiment.bandit" in plain.stdout
+    (project / "programs" / "promo.yaml").unlink()  # a removed program keeps its history
     final_outcomes(store)
     for hours in (0, 6):
         update_bandit(store, "default", spec_with_bandit(), NOW + timedelta(hours=hours),

@@ -44,6 +44,45 @@ def test_profiles_are_loaded_from_a_file(project: Path) -> None:
     assert runner.invoke(app, ["profiles", "missing.csv"]).exit_code == 2
 
 
+def test_profiles_with_an_empty_customer_id_are_refused_naming_the_rows(project: Path) -> None:
+    write_csv(project / "people.csv", "customer_id,email", ["a,a@x.example", ",nobody@x.example",
+                                                            "c,c@x.example", " ,blank@x.example"])
+    result = runner.invoke(app, ["profiles", "people.csv"])
+    assert result.exit_code == 2, result.output
+    assert "people.csv: row(s) 2, 4: customer_id is empty; nothing was loaded" in result.stderr
+    assert load_profiles(store_of(project), [("default", "a")]) == {}
+
+
+def test_a_program_named_apart_from_its_file_is_found_by_its_name(project: Path) -> None:
+    """docs/program-spec.md: `name` defaults to the file name; a program that sets it is
+    still run, previewed and reported by that name."""
+    write_csv(project / "orders.csv", ORDERS_HEADER, ORDERS)
+    write_program(project / "programs" / "carts_v2.yaml", base_program(name="big_carts"))
+    result = runner.invoke(app, ["run", "big_carts", "--json"])
+    assert result.exit_code == 0, result.output
+    [run] = json.loads(result.stdout)
+    assert run["program"] == "big_carts" and run["status"] == "succeeded"
+    assert runner.invoke(app, ["preview", "big_carts", "--customer", "c1"]).exit_code == 0
+    assert runner.invoke(app, ["report", "uplift", "big_carts"]).exit_code == 0
+    gone = runner.invoke(app, ["run", "small_carts"])
+    assert gone.exit_code == 2 and "small_carts.yaml: file not found" in gone.stderr
+
+
+def test_an_undeclared_event_attribute_in_a_filter_says_how_to_declare_it(project: Path) -> None:
+    (project / "programs" / "foreign.yaml").write_text(yaml.safe_dump({
+        "name": "foreign", "source": {"type": "events", "on": ["login"]},
+        "filters": [{"id": "abroad", "expr": "country <> 'US'"}],
+        "action": {"type": "alert", "channels": ["inapp"]}}))
+    (project / "events.jsonl").write_text(json.dumps({
+        "id": "e1", "type": "login", "customer_id": "A", "ts": datetime.now(UTC).isoformat(),
+        "attributes": {"country": "FR"}}) + "\n")
+    assert runner.invoke(app, ["publish", "events.jsonl"]).exit_code == 0
+    worked = runner.invoke(app, ["worker", "--until-idle"])
+    assert worked.exit_code == 2
+    assert "filters[0] (abroad): unknown column 'country'" in worked.stderr
+    assert "declared in source.columns (country: string, ...)" in worked.stderr
+
+
 def test_apikey_is_printed_once_and_stored_hashed(project: Path) -> None:
     result = runner.invoke(app, ["apikey", "create", "mobile-app"])
     key = result.stdout.strip()

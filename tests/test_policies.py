@@ -520,6 +520,44 @@ def test_hard_bounced_address_is_suppressed_on_that_channel(store: Store) -> Non
     assert remove_suppression(store, "default", "email", "C0@example.com")
 
 
+class BouncingSms(SmsRec):
+    """A provider that answers that the number does not exist (Twilio 21211)."""
+
+    def send(self, messages: Sequence[Message]) -> list[SendResult]:
+        return [SendResult(m.idempotency_key, "failed",
+                           error="bounced: invalid phone number (twilio 21211: not a number)")
+                for m in messages]
+
+
+def test_a_number_the_provider_bounces_at_send_time_is_suppressed(store: Store) -> None:
+    """A bounce in the send answer (an invalid number, a dead push token) is a hard bounce,
+    as the same news in a receipt is: the address is not tried again, in any category."""
+    profiles(store, 1)
+    seed(store, 1, channels=["sms"], category="security")
+    stats = dispatcher(store, {"sms": BouncingSms()}, FakeClock(T0)).run()
+    assert stats.dead == 1
+    [s] = list_suppressions(store, "default")
+    assert (s.channel, s.address, s.reason) == ("sms", "15550000000", "hard_bounce")
+    seed(store, 1, program="alerts", channels=["sms"], category="security")
+    chans = channels()
+    again = dispatcher(store, chans, FakeClock(T0)).run()
+    assert (again.suppressed, chans["sms"].accepted) == (1, [])
+
+
+class StoppedSms(SmsRec):
+    def send(self, messages: Sequence[Message]) -> list[SendResult]:
+        return [SendResult(m.idempotency_key, "failed", error="unsubscribed: the recipient opted "
+                           "out (replied STOP); twilio 21610") for m in messages]
+
+
+def test_a_number_the_provider_says_replied_stop_is_suppressed_as_a_stop(store: Store) -> None:
+    profiles(store, 1)
+    seed(store, 1, channels=["sms"], category="transactional")
+    assert dispatcher(store, {"sms": StoppedSms()}, FakeClock(T0)).run().dead == 1
+    [s] = list_suppressions(store, "default")
+    assert (s.channel, s.address, s.reason) == ("sms", "15550000000", "sms_stop")
+
+
 def test_suppression_by_address_kind_and_complaints_stop_marketing_only(store: Store) -> None:
     profiles(store, 1)
     add_suppression(store, "default", "email", "c0@example.com", "complaint")

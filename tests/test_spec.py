@@ -256,8 +256,34 @@ def test_a_broken_plugin_does_not_take_the_others_down() -> None:
         registry.get("connector", "kafka")
 
 
+def test_an_unknown_channel_type_in_ceap_yaml_lists_every_installed_one(tmp_path: Path) -> None:
+    """The list is of the installed plugins, not of those loaded so far (smtp and inapp)."""
+    from ceap.delivery.setup import build_channels
+    from ceap.store import open_store
+
+    (tmp_path / "ceap.yaml").write_text("channels:\n  sms:\n    type: twilio\n")
+    store = open_store(f"sqlite:///{tmp_path / 'ceap.db'}")
+    try:
+        with pytest.raises(SpecError) as exc:
+            build_channels(load_project(tmp_path), store)
+    finally:
+        store.close()
+    message = issues(exc)["channels.sms.type"]
+    assert message.startswith("unknown channel type 'twilio' (did you mean 'twilio_sms'? installed: ")
+    assert all(n in message for n in ("twilio_sms", "twilio_voice", "webhook", "fcm", "ses", "smtp"))
+
+
 def realtime_program(**state: object) -> dict[str, object]:
     return base_program(source={"type": "events", "on": ["email_changed"]}, state=state)
+
+
+def test_a_real_time_program_without_trigger_types_or_an_absence_timer_is_refused() -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_program(base_program(source={"type": "events"}))
+    assert issues(exc)[""].startswith("source.on: name the event types that trigger the program")
+    absence = {"no_order": {"absence": {"after": "cart_updated", "missing": "order_placed"},
+                            "within": "1h"}}  # timers alone run it: no trigger type needed
+    assert parse_program(base_program(source={"type": "events", "on": []}, state=absence)).source.on == []
 
 
 def test_misspelled_field_inside_a_state_feature_gets_a_suggestion(tmp_path: Path) -> None:

@@ -344,6 +344,13 @@ def test_validate_program_templates_names_the_file_and_the_variable(tmp_path: Pa
                           "action": {"type": "offer", "channels": ["email", "sms", "webhook"],
                                      "template": "offer", "payload": {"discount_pct": 20, "code": "A"}}})
     assert validate_program_templates(good, tmp_path, DeliveryConfig()) == []
+    write(tmp_path / "templates", "mail_only", "email:\n  subject: Hi\n  text: \"{{ unsubscribe_url }}\"\n")
+    escalating = parse_program({"name": "promo", "source": {"type": "csv", "path": "x.csv"},
+                                "action": {"type": "offer", "channels": ["email"], "template": "mail_only",
+                                           "escalation": [{"after": "3d", "channels": ["sms"]}]}})
+    mail_only = tmp_path / "templates" / "mail_only.yaml"
+    assert validate_program_templates(escalating, tmp_path, DeliveryConfig()) == [
+        ("action.template", f"{mail_only}: no part for channel 'sms' (add 'sms:' or 'default:')")]
     missing = parse_program({"name": "promo", "source": {"type": "csv", "path": "x.csv"},
                              "action": {"type": "offer", "channels": ["email"], "template": "gone"}})
     [(_, message)] = validate_program_templates(missing, tmp_path, DeliveryConfig())

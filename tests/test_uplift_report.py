@@ -261,11 +261,33 @@ def test_cli_rejects_bad_options(project: Path) -> None:
 
 
 
-def test_the_printed_report_cuts_nothing_off_in_80_columns(tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    """docs/cli.md: tables for people fold long values onto more lines, nothing is cut off."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("CEAP_STORE", raising=False)
+def test_the_printed_report_cuts_nothing_off_in_80_columns(project: Path, store: Store) -> None:
+    """docs/cli.md: tables for people fold long values onto more lines, nothing is cut off;
+    a removed program (no file) is still reported from its candidates."""
+    write_synthetic(store, n=200, program="gone_program")
     result = CliRunner().invoke(app, ["report", "uplift", "gone_program"], env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
     assert "…" not in result.output and "gone_program: arms" in result.output
+
+
+def test_an_unknown_program_is_an_error_not_an_empty_report(project: Path, store: Store) -> None:
+    result = runner.invoke(app, ["report", "uplift", "promos"])
+    assert result.exit_code == 2
+    assert "unknown program 'promos': no program file" in result.stderr
+    assert "no candidates in the store" in result.stderr
+    write_synthetic(store, n=50, program="gone")  # removed, but its candidates are there
+    old = runner.invoke(app, ["report", "uplift", "gone", "--since", "1d"])  # none in the period
+    assert old.exit_code == 0 and "no candidates for this program in the period" in old.stderr
+
+
+def test_a_program_without_a_goal_says_why_nothing_converts(project: Path, store: Store) -> None:
+    write_synthetic(store)
+    result = runner.invoke(app, ["report", "uplift", "promo", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["warnings"][0].startswith("the program has no goal")
+    spec = yaml.safe_load((project / "programs" / "promo.yaml").read_text())
+    spec["goal"] = {"event": "purchase", "within": "7d"}
+    (project / "programs" / "promo.yaml").write_text(yaml.safe_dump(spec))
+    result = runner.invoke(app, ["report", "uplift", "promo", "--json"])
+    assert result.exit_code == 0, result.output
+    assert not any("no goal" in w for w in json.loads(result.stdout)["warnings"])

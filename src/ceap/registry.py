@@ -160,8 +160,13 @@ class Registry:
         try:
             return self._plugins[kind][name]
         except KeyError:
-            known = ", ".join(self.names(kind)) or "none"  # loaded or not yet
-            raise PluginError(f"unknown {kind} type {name!r} (installed: {known})") from None
+            import difflib  # only for a mistyped name: not at start-up
+
+            names = self.names(kind)  # loaded or not: the message lists every installed one
+            close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise PluginError(f"unknown {kind} type {name!r} ({hint}installed: "
+                              f"{', '.join(names) or 'none'})") from None
 
     def names(self, kind: str) -> list[str]:
         """The plugins of ``kind`` by name, loaded or not (listing loads nothing)."""

@@ -171,7 +171,14 @@ def uplift(
         report = uplift_report(
             store, tenant, program, now, since=start, by=by,
             guardrails=spec.experiment.guardrails if spec else None,
-            bandit=bool(spec and spec.experiment.bandit))
+            bandit=bool(spec and spec.experiment.bandit),
+            has_goal=None if spec is None else spec.goal is not None)
+        if spec is None and not report.candidates and not (
+                start is not None and uplift_report(store, tenant, program, now).candidates):
+            [path] = program_paths([program], project)
+            err.print(f"unknown program {program!r}: no program file ({path}) and no candidates "
+                      "in the store", highlight=False)
+            raise typer.Exit(2)
     except CeapError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from None
@@ -226,6 +233,12 @@ def bandit(
         history = bandit_history(store, state.tenant or project.tenant, program)
     finally:
         store.close()
+    spec = None if history else _spec(project, program)
+    if not history and spec is None:
+        [path] = program_paths([program], project)
+        err.print(f"unknown program {program!r}: no program file ({path}) and no bandit updates "
+                  "in the store", highlight=False)
+        raise typer.Exit(2)
     if plot is not None:
         _plot(bandit_shares(program, [(s.at, s.variant, s.share) for s in history]), plot)
     if as_json:
@@ -233,7 +246,8 @@ def bandit(
         return
     if not history:
         out.print(f"no bandit updates for {program} (`ceap run` and `ceap experiments update` "
-                  "make them once outcomes are recorded)", highlight=False)
+                  "make them once outcomes are recorded)" if spec is not None and spec.experiment.bandit
+                  else f"{program} has no experiment.bandit, so no bandit updates", highlight=False)
         return
     out.print(bandit_table(program, history))
 

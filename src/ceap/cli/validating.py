@@ -86,10 +86,15 @@ def program_paths(items: list[str], project: ProjectConfig) -> list[Path]:
         else:
             folder = project.programs_dir()
             yml = folder / f"{item}.yml"
-            paths.append(
-                yml if yml.exists() and not (folder / f"{item}.yaml").exists() else folder / f"{item}.yaml"
-            )
+            path = yml if yml.exists() and not (folder / f"{item}.yaml").exists() else folder / f"{item}.yaml"
+            paths.append(path if path.exists() else _named(folder, item) or path)
     return paths
+
+
+def _named(folder: Path, name: str) -> Path | None:
+    from ceap.spec.loading import program_file_named  # only when no file bears the name
+
+    return program_file_named(folder, name)
 
 
 def print_spec_errors(errors: list[SpecError]) -> None:

@@ -9,6 +9,8 @@ import time
 from typing import Any, cast
 
 from ceap.channels.base import Channel, Message, SendResult
+from ceap.channels.receipts import UNSUBSCRIBED, is_bounce
+from ceap.delivery.consent_store import add_suppression
 from ceap.delivery.dispatch_outcomes import OutcomeRecorder
 from ceap.delivery.dispatch_state import Batch, DispatchStats
 from ceap.delivery.journal import AttemptJournal
@@ -104,12 +106,36 @@ class BatchSender(OutcomeRecorder):
                              for (d, _), r in zip(chunk, results, strict=True)]
                 self._record(attempted, stats)
                 outcomes.extend(attempted)
+        self._suppress_bounces(name, channel, messages, outcomes)
         breaker = self.breakers[name]
         for _, result in outcomes:
             ok = result.status in ("sent", "delivered", "duplicate")
             if ok or result.retryable:
                 breaker.record(ok)
         return stats
+
+    def _suppress_bounces(self, name: str, channel: Channel[Any],
+                          messages: list[tuple[Delivery, Message]],
+                          outcomes: list[tuple[Delivery, SendResult]]) -> None:
+        """An answer that the address no longer exists (``bounced: ...``: an invalid number,
+        an unregistered push token) puts it on the suppression list for this channel
+        (``hard_bounce``), as a provider's receipt saying so does; a number the provider
+        says replied STOP (``unsubscribed: ...``, Twilio 21610) goes on it as ``sms_stop``
+        (docs/policies.md)."""
+        reasons = {d.id: "hard_bounce" if is_bounce(result) else "sms_stop"
+                   for d, result in outcomes
+                   if result.error and not result.retryable and (
+                       is_bounce(result) or (channel.address == "phone"
+                                             and result.error.startswith(f"{UNSUBSCRIBED}:")))}
+        if not reasons or not channel.address:
+            return
+        for d, m in messages:
+            if d.id in reasons and m.to:
+                try:
+                    add_suppression(self.store, d.tenant_id, name, str(m.to), reasons[d.id],
+                                    kind=channel.address)
+                except ValueError:  # nothing left of the address once normalised
+                    continue
 
     @staticmethod
     def _call(channel: Channel[Any], messages: list[Message],

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ceap.delivery.model import Profile
 from ceap.delivery.outbox_rows import select_rows
@@ -25,6 +26,12 @@ def upsert_profiles(store: Store, table: pa.Table, tenant_id: str) -> int:
     deleted customers are dropped (docs/privacy.md); returns how many profiles were stored."""
     if "customer_id" not in table.column_names:
         raise ValueError("profiles need a customer_id column")
+    ids = table.column("customer_id").cast(pa.string())
+    blank = pc.or_kleene(pc.is_null(ids), pc.equal(pc.utf8_trim_whitespace(ids), ""))
+    if pc.any(blank).as_py():
+        rows = [i + 1 for i, b in enumerate(blank.to_pylist()) if b]
+        listed = ", ".join(map(str, rows[:10])) + (f" and {len(rows) - 10:,} more" if len(rows) > 10 else "")
+        raise ValueError(f"row(s) {listed}: customer_id is empty; nothing was loaded")
     table, _ = drop_deleted(store, table.set_column(
         table.column_names.index("customer_id"), "customer_id",
         table.column("customer_id").cast(pa.string())), tenant_id)

@@ -86,13 +86,20 @@ def _arm(customers: pa.Table, arm: str) -> pa.Table:
 
 def uplift_report(store: Store, tenant: str, program: str, now: datetime, *,
                   since: datetime | None = None, by: str | None = None,
-                  guardrails: Guardrails | None = None, bandit: bool = False) -> UpliftReport:
-    """Build the report from the store (see the module docstring for the comparisons)."""
+                  guardrails: Guardrails | None = None, bandit: bool = False,
+                  has_goal: bool | None = None) -> UpliftReport:
+    """Build the report from the store (see the module docstring for the comparisons).
+    ``has_goal`` False (the program file declares no ``goal``) adds a warning."""
     if by is not None and by not in BY_CHOICES:
         raise ValueError(f"by: expected one of {', '.join(BY_CHOICES)}, got {by!r}")
     data = read_outcomes(store, tenant, program, since)
-    return build(data, tenant, program, now, since=since, by=by,
-                 guardrails=guardrails or Guardrails.model_validate({}), bandit=bandit)
+    report = build(data, tenant, program, now, since=since, by=by,
+                   guardrails=guardrails or Guardrails.model_validate({}), bandit=bandit)
+    if has_goal is False:
+        report.warnings.insert(0, "the program has no goal: no conversion is attributed to its "
+                                  "candidates, so every arm converts 0%: add `goal:` to the program "
+                                  "(docs/outcomes.md#goals)")
+    return report
 
 
 def build(data: ProgramOutcomes, tenant: str, program: str, now: datetime, *,

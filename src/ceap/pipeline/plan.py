@@ -107,8 +107,7 @@ class Plan:
         except duckdb.Error as exc:
             column = missing_column(exc)
             if column:
-                raise SourceError(f"{where}: unknown column {column!r} "
-                                  f"(the rows have: {', '.join(_visible(table))})") from None
+                raise SourceError(_unknown(where, column, table)) from None
             text = str(exc).strip().splitlines()[0]
             raise SourceError(f"{where}: {text}") from None
 
@@ -116,8 +115,7 @@ class Plan:
     def _require(table: pa.Table, columns: set[str], where: str) -> None:
         missing = sorted(columns - set(table.column_names))
         if missing:
-            raise SourceError(f"{where}: unknown column {missing[0]!r} "
-                              f"(the rows have: {', '.join(_visible(table))})")
+            raise SourceError(_unknown(where, missing[0], table))
 
     def _with_features(self, table: pa.Table, now: datetime, where: str = "") -> pa.Table:
         """Add run_ts/run_date and the program's feature columns."""
@@ -149,8 +147,7 @@ class Plan:
                            None)
             at = f"features.{culprit}" if culprit else (where or "features")
             if column:
-                raise SourceError(f"{at}: unknown column {column!r} "
-                                  f"(the rows have: {', '.join(_visible(table))})") from None
+                raise SourceError(_unknown(at, column, table)) from None
             raise SourceError(f"{at}: {str(exc).strip().splitlines()[0]}") from None
 
     # -- the stages ------------------------------------------------------
@@ -344,6 +341,15 @@ class Plan:
 
     def close(self) -> None:
         self.con.close()
+
+
+def _unknown(where: str, column: str, table: pa.Table) -> str:
+    """The message for a column the rows lack; for events, how an attribute becomes one."""
+    text = f"{where}: unknown column {column!r} (the rows have: {', '.join(_visible(table))})"
+    if "event_type" in table.column_names and "attributes" in table.column_names:
+        text += (f"; an event attribute is a column only when declared in source.columns "
+                 f"({column}: string, ...)")
+    return text
 
 
 def _visible(table: pa.Table) -> list[str]:

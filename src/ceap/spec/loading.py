@@ -9,6 +9,7 @@ path loads them all, so messages and suggestions are the same as against all.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Union
 
@@ -185,3 +186,20 @@ def load_programs(directory: str | Path, registry: Registry | None = None) -> li
     """Every ``*.yaml``/``*.yml`` program in ``directory``, by file name."""
     paths = sorted([*Path(directory).glob("*.yaml"), *Path(directory).glob("*.yml")])
     return [load_program(p, registry) for p in paths]
+
+
+def program_file_named(folder: Path, name: str) -> Path | None:
+    """The one program file in ``folder`` whose top-level ``name:`` is ``name`` (a program
+    named apart from its file), or None."""
+    if not folder.is_dir():
+        return None
+    name_line = re.compile(r"""^name:[ \t]*(["']?)([a-z][a-z0-9_]*)\1[ \t]*(?:#.*)?$""", re.M)
+    found = []
+    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+        try:
+            match = name_line.search(path.read_text(encoding="utf-8", errors="replace"))
+        except OSError:
+            continue
+        if match and match.group(2) == name:
+            found.append(path)
+    return found[0] if len(found) == 1 else None

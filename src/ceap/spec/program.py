@@ -157,6 +157,11 @@ class ProgramSpec(Strict):
             raise ValueError("state: only a real-time program (source type events) has state "
                              "features (docs/realtime.md); compute a batch program's columns with "
                              "features, or remove state")
+        if (getattr(self.source, "type", None) == "events" and not getattr(self.source, "on", None)
+                and not any(f.kind == "absence" for f in self.state.values())):
+            raise ValueError('source.on: name the event types that trigger the program ("on": '
+                             "[login]); without them only an absence timer (a state feature "
+                             "with absence) runs it, and it has none")
         return self
 
     @model_validator(mode="after")

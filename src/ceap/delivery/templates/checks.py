@@ -129,9 +129,12 @@ def validate_program_templates(program_spec: Any, project_dir: str | Path,
     folder = Path(cfg.templates.dir)
     folder = folder if folder.is_absolute() else Path(project_dir) / folder
     keys = program_payload_keys(program_spec)
+    # escalation steps send the action's template on their own channels
+    channels = list(dict.fromkeys([*action.channels, *(ch for step in getattr(action, "escalation", ())
+                                                       for ch in step.channels)]))
     issues = [("action.template", p) for p in
               validate_template(folder, action.template, Known(keys, action.category,
-                                    getattr(action, "digest", None) is not None), action.channels,
+                                    getattr(action, "digest", None) is not None), channels,
                                 cfg.templates, cfg.exempt_categories)] if action.template else []
     journey = getattr(program_spec, "journey", None)
     for i, step in enumerate(journey.steps if journey is not None else ()):

@@ -32,6 +32,10 @@ def preview(project_dir: str | Path, program_name: str, customer_id: str, store:
     path = next((p for p in (folder / f"{program_name}.yaml", folder / f"{program_name}.yml")
                  if p.exists()), None)
     if path is None:
+        from ceap.spec.loading import program_file_named
+
+        path = program_file_named(folder, program_name)  # a program named apart from its file
+    if path is None:
         raise TemplateError(f"program {program_name!r} not found in {folder}")
     spec = load_program(path)
     found = store.candidates(CandidateQuery(tenant_id=tenant, customer_id=customer_id,
