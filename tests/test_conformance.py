@@ -493,7 +493,7 @@ def test_an_unknown_type_lists_every_installed_plugin_loaded_or_not() -> None:
     registry = Registry.discover()  # lists the entry points, loads none
     with pytest.raises(PluginError) as info:
         registry.get("channel", "smtpp")
-    installed = str(info.value).split("(installed: ", 1)[1].rstrip(")").split(", ")
+    installed = str(info.value).split("installed: ", 1)[1].rstrip(")").split(", ")
     assert {"smtp", "webhook", "twilio_sms", "inapp"} <= set(installed), str(info.value)
 
 
