@@ -110,3 +110,47 @@ def test_an_expression_scorer_column_is_checked_before_scoring(project: Path) ->
     result = runner.invoke(app, ["run", "carts"])
     assert result.exit_code != 0 and "scorer.expr: unknown column 'cart_valu'" in result.output, \
         result.output
+
+
+def test_an_edit_reading_an_undeclared_attribute_keeps_the_last_good_version(tmp_path: Path) -> None:
+    # hot reload: "a file that no longer validates is logged and the last good version keeps
+    # running"; such an edit used to stop the worker at its next batch
+    import os
+    import time
+
+    from ceap.model import CandidateQuery
+    from ceap.plugin import PluginContext
+    from ceap.realtime.embedded import EmbeddedStream
+    from ceap.realtime.worker import Worker
+    from ceap.store import open_store
+
+    store = open_store(f"sqlite:///{tmp_path / 'rt.db'}")
+    context = PluginContext(base_dir=tmp_path, store=store)
+    (tmp_path / "programs").mkdir()
+    path = tmp_path / "programs" / "takeover.yaml"
+    path.write_text(yaml.safe_dump(TAKEOVER))
+    source = EmbeddedStream.from_dict({"type": "embedded", "stream": "live"}, context)
+    worker = Worker(store, source, tmp_path / "programs", context, reload_every=0)
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    def send(customer: str, minutes: int) -> None:
+        events = [{"id": f"p-{customer}", "type": "password_changed", "customer_id": customer,
+                   "ts": (now + timedelta(minutes=minutes)).isoformat(), "attributes": {"phone": "+1"}},
+                  {"id": f"m-{customer}", "type": "email_changed", "customer_id": customer,
+                   "ts": (now + timedelta(minutes=minutes + 2)).isoformat()}]
+        source.publish([json.dumps(e).encode() for e in events])
+        while worker.step():
+            pass
+
+    try:
+        send("A", 0)
+        path.write_text(yaml.safe_dump({**TAKEOVER, "filters": [{"id": "risky",
+                                                                "expr": "risk_level > 2"}]}))
+        os.utime(path, (time.time() + 5, time.time() + 5))
+        send("B", 10)
+        found = store.candidates(CandidateQuery(program="takeover", limit=10, include_expired=True))
+        assert sorted(c.customer_id for c in found) == ["A", "B"]
+        assert source.lag() == 0
+    finally:
+        worker.close()
+        store.close()
