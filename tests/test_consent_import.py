@@ -75,3 +75,18 @@ def test_rows_of_deleted_customers_are_skipped(project: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "recorded 1 consent row(s)" in result.output and "1 row(s) of deleted customers" in result.output
     assert _consent(project, "gone") == {}
+
+
+def test_on_postgresql_a_list_is_recorded_in_one_transaction(project: Path, pg_url: str) -> None:
+    (project / "optins.csv").write_text("customer_id,channel,topic,granted\n"
+                                        "c1,sms,*,yes\nc1,sms,news,yes\nc1,sms,*,no\n")
+    result = runner.invoke(app, ["--store", pg_url, "customer", "consent-import", "optins.csv"])
+    assert result.exit_code == 0, result.output
+    store = open_store(pg_url)
+    try:
+        # in file order: revoking * last revokes the topic granted before it too
+        now = {(r.channel, r.topic): r.granted for r in list_consent(store, "default", "c1")}
+        assert now == {("sms", "*"): False, ("sms", "news"): False}
+        assert len(consent_history(store, "default", "c1")) == 4
+    finally:
+        store.close()
