@@ -90,3 +90,12 @@ def test_on_postgresql_a_list_is_recorded_in_one_transaction(project: Path, pg_u
         assert len(consent_history(store, "default", "c1")) == 4
     finally:
         store.close()
+
+
+def test_a_channel_the_project_does_not_have_is_named(project: Path) -> None:
+    (project / "ceap.yaml").write_text("channels:\n  sms: {type: twilio_sms, account_sid: AC1, "
+                                       "from_number: '+15550000000'}\n")
+    (project / "optins.csv").write_text("customer_id,channel,granted\nc1,SMS,yes\nc2,sms,yes\n")
+    result = runner.invoke(app, ["customer", "consent-import", "optins.csv"])
+    assert result.exit_code == 0, result.output
+    assert "warning: no channel named SMS in ceap.yaml" in result.output

@@ -163,6 +163,10 @@ def consent_import(
     finally:
         store.close()
     out.print(f"recorded {recorded:,} consent row(s)", markup=False, highlight=False)
+    unknown = sorted({r.channel for r in rows} - set(project.channels) - {"inapp"})
+    if unknown:  # consent is looked up by channel name: "SMS" never matches a channel "sms"
+        err.print(f"warning: no channel named {', '.join(unknown)} in ceap.yaml; the consent "
+                  "policy looks consent up by channel name", markup=False, highlight=False)
     if skipped:
         err.print(f"{skipped:,} row(s) of deleted customers skipped (docs/privacy.md)", markup=False,
                   highlight=False)
