@@ -40,3 +40,14 @@ class SourceError(CeapError):
 
 class RunError(CeapError):
     """A run was refused or aborted; nothing was written."""
+
+
+def unknown_column_message(where: str, column: str, names: Iterable[str], events: bool) -> str:
+    """``where: unknown column 'x' (the rows have: ...)``; for a real-time program's rows
+    (``events``), how an event attribute becomes a column."""
+    visible = [c for c in names if not c.startswith("__ceap")]
+    text = f"{where}: unknown column {column!r} (the rows have: {', '.join(visible)})"
+    if events:
+        text += (f"; an event attribute is a column only when declared in source.columns "
+                 f"({column}: string, ...)")
+    return text

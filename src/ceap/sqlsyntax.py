@@ -140,6 +140,8 @@ class _Parser:
         self.tokens = tokens
         self.pos = 0
         self.depth = 0
+        #: the positions of the tokens that name a column, in order
+        self.columns: list[int] = []
 
     def peek(self, ahead: int = 0) -> tuple[str, str]:
         i = self.pos + ahead
@@ -219,7 +221,10 @@ class _Parser:
     def primary(self) -> None:
         kind, text = self.peek()
         self.pos += 1
-        if kind in ("number", "string", "quoted"):
+        if kind in ("number", "string"):
+            return
+        if kind == "quoted":
+            self.columns.append(self.pos - 1)
             return
         if (kind, text) == ("punct", "("):
             self.expression()
@@ -252,6 +257,8 @@ class _Parser:
                 self.pos += 1
             else:
                 self.expression_list()
+        else:
+            self.columns.append(self.pos - 1)
 
     def type_name(self) -> None:
         kind, text = self.peek()
@@ -319,3 +326,32 @@ def surely_parses(expr: str) -> bool:
         return parser.pos == len(parser.tokens)
     except _Unsure:
         return False
+
+
+#: words DuckDB reads as a value, not a column, without parentheses
+VALUE_WORDS = _words(
+    """
+current_catalog current_date current_role current_schema current_time current_timestamp
+current_user localtime localtimestamp session_user user
+"""
+)
+
+
+def column_names(expr: str) -> list[str] | None:
+    """The column names ``expr`` reads, as written (a quoted one unquoted), in order, when
+    :func:`surely_parses` holds for it; None otherwise (only DuckDB can tell)."""
+    if not surely_parses(expr):
+        return None
+    parser = _Parser(_tokens(expr))
+    parser.expression()
+    raw = [m.group() for m in _TOKEN.finditer(expr) if m.lastgroup != "space"]
+    names = []
+    for i in parser.columns:
+        text = raw[i]
+        if text.startswith('"'):
+            names.append(text[1:-1].replace('""', '"'))
+        elif text.lower() in VALUE_WORDS:
+            return None
+        else:
+            names.append(text)
+    return names

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ceap.cli.common import JsonOption, app, err, state
+from ceap.cli.common import JsonOption, app, err, out, state
 from ceap.cli.output import Column, Sheet, json_default, show, write
 
 customer_app = typer.Typer(help="A customer's data: export, delete, consent history.", no_args_is_help=True)
@@ -119,3 +119,54 @@ def consent(
         store.close()
     if not as_json and not history and not rows:
         err.print(f"no consent recorded for {customer}", markup=False, highlight=False)
+
+
+@customer_app.command("consent-import")
+def consent_import(
+    path: Annotated[Path, typer.Argument(help="CSV or JSON Lines file: customer_id, channel, granted"
+                                              "[, topic, source]")],
+    source: Annotated[str, typer.Option(help="the source recorded for rows without a source "
+                                             "column")] = "import",
+) -> None:
+    """Record consent from a file (a sign-up export, an opt-in list), all rows or none."""
+    import csv
+
+    from ceap.audit import cli_actor, cli_source
+    from ceap.delivery.consent_import import import_consent, parse_rows
+    from ceap.json_input import json_lines
+
+    if not path.is_file() or path.suffix.lower() not in (".csv", ".jsonl"):
+        err.print(f"{path}: {'expected a .csv or .jsonl file' if path.is_file() else 'file not found'}",
+                  markup=False, highlight=False)
+        raise typer.Exit(2)
+    problems: list[str] = []
+    if path.suffix.lower() == ".csv":
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            records: list[dict[str, Any]] = list(csv.DictReader(f))
+    else:
+        parsed, broken = json_lines(path.read_bytes())
+        problems += [f"line {n}: {reason}" for n, reason in broken]
+        records = [v for _, v in parsed if isinstance(v, dict)]
+        problems += [f"line {n}: not a JSON object" for n, v in parsed if not isinstance(v, dict)]
+    rows, bad = parse_rows(records, source) if not problems else ([], [])
+    problems += bad
+    if problems:
+        for line in problems[:20]:
+            err.print(f"{path}: {line}", markup=False, highlight=False)
+        err.print(f"{path}: {len(problems):,} problem(s); nothing was recorded", markup=False,
+                  highlight=False)
+        raise typer.Exit(2)
+    project, tenant = _project()
+    store = state.open_store(project)
+    try:
+        recorded, skipped = import_consent(store, tenant, rows, actor=cli_actor(), origin=cli_source())
+    finally:
+        store.close()
+    out.print(f"recorded {recorded:,} consent row(s)", markup=False, highlight=False)
+    unknown = sorted({r.channel for r in rows} - set(project.channels) - {"inapp"})
+    if unknown:  # consent is looked up by channel name: "SMS" never matches a channel "sms"
+        err.print(f"warning: no channel named {', '.join(unknown)} in ceap.yaml; the consent "
+                  "policy looks consent up by channel name", markup=False, highlight=False)
+    if skipped:
+        err.print(f"{skipped:,} row(s) of deleted customers skipped (docs/privacy.md)", markup=False,
+                  highlight=False)

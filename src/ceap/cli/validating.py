@@ -128,7 +128,12 @@ def validate_files(
                 model_issues = check_program_model(spec, project.context(tenant))
                 if model_issues:
                     raise SpecError(str(path), model_issues)
-            if sources and getattr(spec.source, "type", None) != "events":
+            if getattr(spec.source, "type", None) == "events":  # its rows' columns are known
+                from ceap.realtime.columns import column_issues
+
+                if issues := column_issues(spec):
+                    raise SpecError(str(path), issues)
+            elif sources:
                 from ceap.pipeline.plan import Plan
 
                 plan = Plan(spec, project.context(tenant))

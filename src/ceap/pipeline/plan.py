@@ -8,6 +8,7 @@ The same plan runs a batch job's big batches and a stream's micro-batches.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ceap.connectors.base import Connector
-from ceap.errors import PluginError, SourceError
+from ceap.errors import PluginError, SourceError, unknown_column_message
 from ceap.filters.base import Filter
 from ceap.pipeline import conform
 from ceap.pipeline.funnel import Funnel
@@ -98,16 +99,24 @@ class Plan:
             missing = sorted(features - set(table.column_names))
             where = config_field("scorer", self.scorer.config, missing[0]) if missing else "scorer"
             self._require(table, features, where)
+            scorer_sql = self.scorer.sql()
+            if scorer_sql is not None:  # an expression scorer's expr, bound now, not at scoring
+                config = self.scorer.config
+                self._try(table, f"{scorer_sql} AS score", "scorer",
+                          lambda column: config_field("scorer", config, column))
         self._require(table, set(self.spec.action.payload_columns), "action.payload_columns")
         self._columns = table.column_names
 
-    def _try(self, table: pa.Table, select: str, where: str) -> pa.Table:
+    def _try(self, table: pa.Table, select: str, where: str,
+             field: Callable[[str], str] | None = None) -> pa.Table:
+        """``select`` over ``table``; an error names ``where`` (or ``field(column)`` for
+        a column the rows lack)."""
         try:
             return evaluate(self.con, table, select)
         except duckdb.Error as exc:
             column = missing_column(exc)
             if column:
-                raise SourceError(_unknown(where, column, table)) from None
+                raise SourceError(_unknown(field(column) if field else where, column, table)) from None
             text = str(exc).strip().splitlines()[0]
             raise SourceError(f"{where}: {text}") from None
 
@@ -345,12 +354,5 @@ class Plan:
 
 def _unknown(where: str, column: str, table: pa.Table) -> str:
     """The message for a column the rows lack; for events, how an attribute becomes one."""
-    text = f"{where}: unknown column {column!r} (the rows have: {', '.join(_visible(table))})"
-    if "event_type" in table.column_names and "attributes" in table.column_names:
-        text += (f"; an event attribute is a column only when declared in source.columns "
-                 f"({column}: string, ...)")
-    return text
-
-
-def _visible(table: pa.Table) -> list[str]:
-    return [c for c in table.column_names if not c.startswith("__ceap")]
+    events = "event_type" in table.column_names and "attributes" in table.column_names
+    return unknown_column_message(where, column, table.column_names, events)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow.compute as pc
 
-from ceap.errors import CeapError
+from ceap.errors import CeapError, SpecError
 from ceap.model import utcnow
 from ceap.observability.metrics import WORKER_LAG, record_worker_batch
 from ceap.observability.tracing import span
@@ -28,6 +28,7 @@ from ceap.outcomes.goals import record_event_outcomes
 from ceap.plugin import PluginContext
 from ceap.privacy.tombstone import drop_deleted
 from ceap.realtime.claims import Claims, restore
+from ceap.realtime.columns import column_issues
 from ceap.realtime.engine import ProgramRunner
 from ceap.realtime.eventtime import EPOCH, Watermarks, parse_received, rejected_rows
 from ceap.realtime.keyed import KeyedState
@@ -151,6 +152,9 @@ class Worker:
                 continue
             try:
                 spec = load_program(path, self.registry)
+                running = key in self.runners and self.runners[key][1] is not None
+                if running and (issues := column_issues(spec)):  # it would stop the worker
+                    raise SpecError(str(path), issues)
             except CeapError as exc:
                 log.error("program %s not loaded: %s", path, exc)
                 if key in self.runners:  # keep the last good version running
