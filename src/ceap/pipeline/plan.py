@@ -99,6 +99,7 @@ class Plan:
             where = config_field("scorer", self.scorer.config, missing[0]) if missing else "scorer"
             self._require(table, features, where)
         self._require(table, set(self.spec.action.payload_columns), "action.payload_columns")
+        self._require(table, set(self.spec.action.channels_if.values()), "action.channels_if")
         self._columns = table.column_names
 
     def _try(self, table: pa.Table, select: str, where: str) -> pa.Table:
@@ -309,7 +310,7 @@ class Plan:
     def _keep_columns(self) -> list[str]:
         src = self.spec.source
         keep = [src.customer_id, *([src.subject_id] if src.subject_id else []), *src.context,
-                *self.spec.action.payload_columns,
+                *self.spec.action.payload_columns, *self.spec.action.channels_if.values(),
                 *(self.scorer.features() if self.scorer else []), *self.keep_also]
         return list(dict.fromkeys(keep))
 

@@ -72,6 +72,21 @@ class Action(Strict):
     expiry: Duration = Field(timedelta(days=7), description="expires_at = not_before + expiry")
     digest: Digest | None = Field(None, description="hold the messages and send one digest per "
                                   "customer (docs/digests.md)")
+    channels_if: dict[str, str] = Field(
+        default_factory=empty_dict,
+        description="channel -> boolean column: the channel is kept only on rows where it is true")
+
+    @model_validator(mode="after")
+    def _conditions(self) -> Action:
+        for channel, column in self.channels_if.items():
+            if channel not in self.channels:
+                raise ValueError(f"channels_if: {channel!r} is not in action.channels")
+            if not column.isidentifier():
+                raise ValueError(f"channels_if.{channel}: {column!r} is not a column name")
+        if all(c in self.channels_if for c in self.channels):
+            raise ValueError("channels_if: at least one channel must have no condition, "
+                             "so that every candidate has a channel")
+        return self
 
 
 class Goal(Strict):
