@@ -68,8 +68,9 @@ def test_a_missing_condition_column_fails_the_run_naming_the_field(tmp_path: Pat
     ({"account_manager": "high_value", "email": "high_value"}, "at least one channel must have no condition"),
 ])
 def test_conditions_that_cannot_hold_are_spec_errors(channels_if: dict[str, str], message: str) -> None:
-    with pytest.raises(SpecError, match=message):
+    with pytest.raises(SpecError, match=message) as caught:
         parse_program(_program(channels_if=channels_if))
+    assert "action.channels_if" in str(caught.value)
 
 
 def test_a_stream_micro_batch_keeps_the_channel_where_the_column_is_true() -> None:

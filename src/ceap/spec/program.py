@@ -6,7 +6,7 @@ import re
 from datetime import timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from ceap.connectors.base import ConnectorConfig
 from ceap.durations import Duration
@@ -76,17 +76,21 @@ class Action(Strict):
         default_factory=empty_dict,
         description="channel -> boolean column: the channel is kept only on rows where it is true")
 
-    @model_validator(mode="after")
-    def _conditions(self) -> Action:
-        for channel, column in self.channels_if.items():
-            if channel not in self.channels:
-                raise ValueError(f"channels_if: {channel!r} is not in action.channels")
+    @field_validator("channels_if")
+    @classmethod
+    def _conditions(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        channels = info.data.get("channels")
+        if not value or channels is None:  # no channels: that field's own error says so
+            return value
+        for channel, column in value.items():
+            if channel not in channels:
+                raise ValueError(f"{channel!r} is not in action.channels")
             if not column.isidentifier():
-                raise ValueError(f"channels_if.{channel}: {column!r} is not a column name")
-        if all(c in self.channels_if for c in self.channels):
-            raise ValueError("channels_if: at least one channel must have no condition, "
-                             "so that every candidate has a channel")
-        return self
+                raise ValueError(f"{channel}: {column!r} is not a column name")
+        if all(c in value for c in channels):
+            raise ValueError("at least one channel must have no condition, so that every "
+                             "candidate has a channel")
+        return value
 
 
 class Goal(Strict):
