@@ -87,3 +87,10 @@ def test_a_stream_micro_batch_keeps_the_channel_where_the_column_is_true() -> No
     con.close()
     assert {r["customer_id"]: r["channels"] for r in rows} == {
         "c1": '["inapp", "sms"]', "c2": '["inapp"]', "c3": '["inapp"]'}
+
+
+def test_a_journey_program_refuses_it() -> None:
+    spec = _program()
+    spec["journey"] = {"steps": [{"id": "offer", "send": {}}]}
+    with pytest.raises(SpecError, match="action.channels_if: a journey's send steps name their own channels"):
+        parse_program(spec)

@@ -209,6 +209,9 @@ class ProgramSpec(Strict):
             if given:
                 raise ValueError(f"action.{field}: a journey program times its messages with its "
                                  "steps (send, wait_for, exit_on); remove action." + field)
+        if self.action.channels_if:
+            raise ValueError("action.channels_if: a journey's send steps name their own channels "
+                             "(send.channels); remove action.channels_if")
         problem = journey_problem(self.journey)
         if problem:
             raise ValueError(problem)
