@@ -130,7 +130,7 @@ def test_churn_prevention_hand_made_customers(tmp_path: Path, demo: dict, store:
     model_hash = hashlib.sha256((project / "models" / "churn.txt").read_bytes()).hexdigest()[:12]
     assert risk.model == f"churn@{model_hash}"
     assert risk.score >= 0.5
-    assert risk.action_type == "offer" and risk.channels == ["email"]
+    assert risk.action_type == "offer" and risk.channels == ["email", "account_manager"]  # high value
     assert risk.context == {"marketplace": "EU"}
     assert risk.payload["offer"] == "loyalty_discount" and risk.payload["discount_pct"] == 20
     assert risk.payload["high_value"] is True
@@ -156,6 +156,8 @@ def test_churn_prevention_on_demo_data(demo: dict, store: Store, tmp_path: Path)
         assert cand.model.startswith("churn@") and cand.score >= 0.5
         assert cand.context == {"marketplace": row["marketplace"]}
         assert cand.payload["plan"] == row["plan"]
+        # the account manager's call task for high-value customers only (action.channels_if)
+        assert cand.channels == (["email", "account_manager"] if row["lifetime_value"] >= 1000 else ["email"])
         assert cand.status == ("held_out" if cand.holdout else "pending")
 
     held = [c for c in found.values() if c.holdout]
@@ -365,6 +367,8 @@ def test_run_demo_runs_the_batch_programs_and_reuses_its_data(tmp_path: Path,
     assert entered and int(entered.group(1).replace(",", "")) > 0  # the demo's journey
     received = re.search(r"SMTP server received ([\d,]+) e-mails", text)
     assert received and int(received.group(1).replace(",", "")) == emails
+    tasks = re.search(r"local CRM ([\d,]+) call tasks", text)  # churn_prevention's high-value customers
+    assert tasks and int(tasks.group(1).replace(",", "")) > 0
     manifest = tmp_path / "data" / "demo.json"
     assert json.loads(manifest.read_text())["churn_model"]["auc"] > 0.7
     stamp = manifest.stat().st_mtime_ns

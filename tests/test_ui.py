@@ -210,6 +210,7 @@ def test_experiment_page_is_the_cli_report(web: TestClient, scene: tuple[Store, 
         row = cell(page, rf'<tr data-arm="{arm}">(.*?)</tr>')
         assert f'customers">{a["customers"]:,}<' in row and f'converted">{a["converted"]:,}<' in row
         assert f'rate">{a["rate"]:.2%}<' in row
+        assert f'opened">{a["opened"]:,}<' in row and f'clicked">{a["clicked"]:,}<' in row
     [main] = report["comparisons"]
     assert cell(page, rf'<tr data-label="{main["label"]}">.*?class="n uplift">(.*?)</td>') == \
         f"{main['absolute_uplift']:+.2%}"

@@ -120,6 +120,12 @@ def print_uplift(report: UpliftReport) -> None:
     out.print(f"{report.program} ({window}; {report.candidates:,} candidates; unit: customer)",
               highlight=False)
     out.print(arms_table(report))
+    treated = report.arms.get("treatment")
+    if treated is not None and treated.customers:
+        n = treated.customers
+        out.print(f"engagement of treated customers: opened {treated.opened:,} of {n:,} "
+                  f"({_pct(treated.opened / n)}), clicked {treated.clicked:,} ({_pct(treated.clicked / n)})",
+                  highlight=False)
     if report.comparisons:
         out.print(comparisons_table(f"{report.program}: uplift", report.comparisons))
     if report.by and report.groups:

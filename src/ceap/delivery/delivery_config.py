@@ -133,6 +133,10 @@ class CapsConfig(_Closed):
     per_program: list[CapRule] = Field(default_factory=empty_list, description="each program, per customer")
     programs: dict[str, list[CapRule]] = Field(
         default_factory=empty_dict, description="program -> rules replacing per_program for it")
+    exempt_channels: list[str] = Field(
+        default_factory=empty_list,
+        description="channels whose deliveries neither count toward nor are held by any cap "
+                    "(internal ones: a CRM task, an ops alert)")
 
     def program_rules(self, program: str) -> list[CapRule]:
         return self.programs.get(program, self.per_program)

@@ -54,6 +54,10 @@ class Reachable:
                 field_name = ctx.addresses.get(channel)
                 if field_name and not (c.payload.get(f"to_{field_name}")
                                        or (profile and getattr(profile, field_name, None))):
-                    d = without(d, channel, f"{self.name}:{channel}")
+                    dropped = without(d, channel, f"{self.name}:{channel}")
+                    if dropped.send:  # another channel goes: say why this one did not
+                        why = f"{channel}: no {field_name} in the profile"
+                        dropped = replace(dropped, note=f"{d.note}; {why}" if d.note else why)
+                    d = dropped
             out.append(d)
         return out

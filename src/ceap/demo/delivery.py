@@ -28,6 +28,7 @@ from rich.table import Table
 from ceap.channels.email_smtp import SmtpChannel
 from ceap.channels.inapp import InAppChannel
 from ceap.channels.sms_twilio import TwilioSmsChannel
+from ceap.channels.webhook import WebhookChannel
 from ceap.delivery.consent_store import revoke_consent
 from ceap.delivery.delivery_config import DeliveryConfig
 from ceap.delivery.digest import counts as digest_counts
@@ -43,13 +44,18 @@ from ceap.store.base import Store
 
 PROFILES = "profiles.parquet"
 DEMO_TOKEN_ENV = "CEAP_DEMO_SMS_TOKEN"
+DEMO_CRM_SECRET_ENV = "CEAP_DEMO_CRM_SECRET"
 TIMEZONES = {"US": "America/New_York", "GB": "Europe/London", "DE": "Europe/Berlin",
              "FR": "Europe/Paris", "ES": "Europe/Madrid", "IT": "Europe/Rome",
              "CA": "America/Toronto", "JP": "Asia/Tokyo"}
 LOCALES = {"US": "en-US", "GB": "en-GB", "DE": "de-DE", "FR": "fr-FR", "ES": "es-ES", "IT": "it-IT",
            "CA": "en-CA", "JP": "ja-JP"}
-#: the demo's policies: one message per customer a day, marketing e-mail with one-click unsubscribe
-DEMO_DELIVERY = {"caps": {"per_customer": [{"max": 1, "window": "1d"}]},
+#: the demo's policies: one message per customer a day, marketing e-mail with one-click unsubscribe;
+#: the account managers' call tasks (churn_prevention) reach no customer: no cap, no consent
+DEMO_DELIVERY = {"caps": {"per_customer": [{"max": 1, "window": "1d"}],
+                          "exempt_channels": ["account_manager"]},
+                 "consent": {"channels": {"account_manager": {
+                     "marketing": "exempt", "transactional": "exempt", "security": "exempt"}}},
                  "templates": {"unsubscribe_url": "https://ceap.example/v1/unsubscribe"}}
 
 
@@ -131,7 +137,9 @@ def dispatch_demo(project_dir: Path, store: Store, programs: list[ProgramSpec], 
     server = Controller(received, hostname="127.0.0.1", port=port)
     server.start()
     sms = TwilioSink()
+    crm = TwilioSink()  # a local CRM taking the account managers' call tasks (any POST is accepted)
     os.environ.setdefault(DEMO_TOKEN_ENV, secrets.token_hex(16))  # made now, for the local sink only
+    os.environ.setdefault(DEMO_CRM_SECRET_ENV, secrets.token_hex(16))
     try:
         config = DeliveryConfig.model_validate(DEMO_DELIVERY)
         context = PluginContext(base_dir=Path(project_dir), store=store)
@@ -145,6 +153,10 @@ def dispatch_demo(project_dir: Path, store: Store, programs: list[ProgramSpec], 
                 "type": "twilio_sms", "base_url": f"http://127.0.0.1:{sms.server_address[1]}",
                 "account_sid": "AC" + "0" * 32, "auth_token_env": DEMO_TOKEN_ENV,
                 "from_number": "+15550000000", "allow_private": True, "rate_per_sec": 2000}),
+            "account_manager": WebhookChannel.from_dict({
+                "type": "webhook", "url": f"http://127.0.0.1:{crm.server_address[1]}/call-tasks",
+                "secret_env": DEMO_CRM_SECRET_ENV, "event": "ceap.task", "action": "create_call_task",
+                "allow_private": True}),
         }
         dispatcher = Dispatcher(store, channels, programs={p.name: p for p in programs},
                                 policies=default_policies(config),
@@ -157,11 +169,13 @@ def dispatch_demo(project_dir: Path, store: Store, programs: list[ProgramSpec], 
     finally:
         server.stop()
         sms.shutdown()
+        crm.shutdown()
     console.print()
     console.print(delivery_table(store, programs))
     inbox = _count(store, "SELECT count(*) FROM inbox WHERE tenant_id = ?")
     console.print(f"the local SMTP server received [bold]{len(received.messages):,}[/bold] e-mails; "
                   f"the local SMS gateway [bold]{sms.sent:,}[/bold] texts; "
+                  f"the local CRM [bold]{crm.sent:,}[/bold] call tasks; "
                   f"in-app inboxes hold [bold]{inbox:,}[/bold] messages")
     held = digest_counts(store)
     if any(held.values()):

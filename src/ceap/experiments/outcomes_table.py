@@ -7,7 +7,8 @@ period; they converted if a conversion (``conversions``, written by the outcomes
 attribution) is attributed to any of their candidates of the program in the
 period; their value is the sum of those conversions' values; they unsubscribed or
 complained if an engagement of that type names one of those candidates (or the
-program, for the customer).
+program, for the customer); they opened or clicked if such an engagement names one of
+their candidates.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ _CONVERSIONS = pa.schema([("candidate_id", pa.int64()), ("value", pa.float64())]
 _ENGAGEMENTS = pa.schema([("candidate_id", pa.int64()), ("customer_id", pa.string()),
                           ("type", pa.string())])
 GUARDRAIL_TYPES = ("unsubscribed", "complained")
+#: the engagements read per customer: the guardrails, then opens and clicks
+ENGAGEMENT_TYPES = (*GUARDRAIL_TYPES, "opened", "clicked")
 
 
 @dataclass
@@ -47,7 +50,7 @@ class ProgramOutcomes:
 def read_outcomes(store: Store, tenant: str, program: str,
                   since: datetime | None = None) -> ProgramOutcomes:
     """Read the program's candidates (created at or after ``since``) with their conversions
-    and guardrail engagements, and join them per customer in DuckDB."""
+    and engagements (guardrails, opens, clicks), and join them per customer in DuckDB."""
     with store.tx() as tx:
         where, params = "tenant_id = ? AND program = ?", [tenant, program]
         if since is not None:
@@ -64,9 +67,9 @@ def read_outcomes(store: Store, tenant: str, program: str,
                        if has_conversions else _CONVERSIONS.empty_table())
         engagements = (fetch_table(
             tx, "SELECT candidate_id, customer_id, type FROM engagements WHERE tenant_id = ? "
-                f"AND type IN ({tx.placeholders(len(GUARDRAIL_TYPES))}) AND (program = ? OR "
+                f"AND type IN ({tx.placeholders(len(ENGAGEMENT_TYPES))}) AND (program = ? OR "
                 "candidate_id IN (SELECT id FROM candidates WHERE tenant_id = ? AND program = ?))",
-            [tenant, *GUARDRAIL_TYPES, program, tenant, program], _ENGAGEMENTS)
+            [tenant, *ENGAGEMENT_TYPES, program, tenant, program], _ENGAGEMENTS)
             if has_engagements else _ENGAGEMENTS.empty_table())
     customers = per_customer(candidates, conversions, engagements)
     shadow = sum(1 for s in candidates.column("status").to_pylist() if s in ("shadow", "shadowed"))
@@ -89,7 +92,9 @@ def per_customer(candidates: pa.Table, conversions: pa.Table, engagements: pa.Ta
                 FROM convs v JOIN cands c ON v.candidate_id = c.id GROUP BY c.customer_id),
             eng AS (
                 SELECT e.customer_id, bool_or(e.type = 'unsubscribed') AS unsubscribed,
-                       bool_or(e.type = 'complained') AS complained
+                       bool_or(e.type = 'complained') AS complained,
+                       bool_or(e.type = 'opened' AND e.candidate_id IS NOT NULL) AS opened,
+                       bool_or(e.type = 'clicked' AND e.candidate_id IS NOT NULL) AS clicked
                 FROM engs e
                 WHERE e.candidate_id IS NULL OR e.candidate_id IN (SELECT id FROM cands)
                 GROUP BY e.customer_id)
@@ -99,7 +104,9 @@ def per_customer(candidates: pa.Table, conversions: pa.Table, engagements: pa.Ta
                    coalesce(conv.conversions, 0) AS conversions,
                    coalesce(conv.value, 0.0) AS value,
                    coalesce(eng.unsubscribed, false) AS unsubscribed,
-                   coalesce(eng.complained, false) AS complained
+                   coalesce(eng.complained, false) AS complained,
+                   coalesce(eng.opened, false) AS opened,
+                   coalesce(eng.clicked, false) AS clicked
             FROM firsts f LEFT JOIN conv USING (customer_id) LEFT JOIN eng USING (customer_id)
             ORDER BY f.customer_id
         """).to_arrow_table()

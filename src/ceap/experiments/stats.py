@@ -63,6 +63,8 @@ class ArmStats:
     value_per_customer: float | None
     unsubscribed: int = 0
     complained: int = 0
+    opened: int = 0   # customers an open of one of their deliveries was recorded for
+    clicked: int = 0  # customers a click was recorded for
 
 
 @dataclass
@@ -97,19 +99,20 @@ def _interval(low: float, high: float) -> tuple[float, float] | None:
 
 
 def arm_stats(converted: np.ndarray, value: np.ndarray, unsubscribed: int = 0,
-              complained: int = 0) -> ArmStats:
+              complained: int = 0, opened: int = 0, clicked: int = 0) -> ArmStats:
     proportion = require("statsmodels.stats.proportion", "the uplift report")
     n, k = int(converted.size), int(np.count_nonzero(converted))
     total = float(value.sum()) if n else 0.0
     if not n:
-        return ArmStats(0, 0, None, None, 0.0, None, unsubscribed, complained)
+        return ArmStats(0, 0, None, None, 0.0, None, unsubscribed, complained, opened, clicked)
     low, high = proportion.proportion_confint(k, n, alpha=ALPHA, method="wilson")
-    return ArmStats(n, k, k / n, _interval(low, high), total, total / n, unsubscribed, complained)
+    return ArmStats(n, k, k / n, _interval(low, high), total, total / n, unsubscribed, complained,
+                    opened, clicked)
 
 
 def compare(label: str, t_converted: np.ndarray, t_value: np.ndarray, c_converted: np.ndarray,
-            c_value: np.ndarray, t_guard: tuple[int, int] = (0, 0),
-            c_guard: tuple[int, int] = (0, 0)) -> Comparison:
+            c_value: np.ndarray, t_guard: tuple[int, ...] = (0, 0),
+            c_guard: tuple[int, ...] = (0, 0)) -> Comparison:
     """Compare a treated group with its control (boolean conversion and value per customer)."""
     treated = arm_stats(t_converted, t_value, *t_guard)
     control = arm_stats(c_converted, c_value, *c_guard)

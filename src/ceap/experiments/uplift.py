@@ -75,9 +75,12 @@ def _compare_tables(label: str, treated: pa.Table, control: pa.Table) -> Compari
                    _guards(treated), _guards(control))
 
 
-def _guards(table: pa.Table) -> tuple[int, int]:
-    return (int(pc.sum(table.column("unsubscribed")).as_py() or 0),
-            int(pc.sum(table.column("complained")).as_py() or 0))
+def _guards(table: pa.Table) -> tuple[int, int, int, int]:
+    """Customers who unsubscribed, complained, opened, clicked (``arm_stats``'s order)."""
+    unsubscribed, complained, opened, clicked = (
+        int(pc.sum(table.column(name)).as_py() or 0)
+        for name in ("unsubscribed", "complained", "opened", "clicked"))
+    return unsubscribed, complained, opened, clicked
 
 
 def _arm(customers: pa.Table, arm: str) -> pa.Table:

@@ -53,7 +53,7 @@ def supported(spec: ProgramSpec, schema: pa.Schema) -> bool:
     src, action, exp = spec.source, spec.action, spec.experiment
     text = (pa.types.is_string, pa.types.is_large_string)
     ids = [src.customer_id, *([src.subject_id] if src.subject_id else [])]
-    if exp.variants or src.context or action.items or exp.learn:
+    if exp.variants or src.context or action.items or exp.learn or action.channels_if:
         return False
     if any(n not in schema.names or not any(t(schema.field(n).type) for t in text) for n in ids):
         return False

@@ -105,6 +105,7 @@ class Plan:
                 self._try(table, f"{scorer_sql} AS score", "scorer",
                           lambda column: config_field("scorer", config, column))
         self._require(table, set(self.spec.action.payload_columns), "action.payload_columns")
+        self._require(table, set(self.spec.action.channels_if.values()), "action.channels_if")
         self._columns = table.column_names
 
     def _try(self, table: pa.Table, select: str, where: str,
@@ -318,7 +319,7 @@ class Plan:
     def _keep_columns(self) -> list[str]:
         src = self.spec.source
         keep = [src.customer_id, *([src.subject_id] if src.subject_id else []), *src.context,
-                *self.spec.action.payload_columns,
+                *self.spec.action.payload_columns, *self.spec.action.channels_if.values(),
                 *(self.scorer.features() if self.scorer else []), *self.keep_also]
         return list(dict.fromkeys(keep))
 

@@ -28,7 +28,7 @@ from ceap.pipeline.best_arrow import best_per_bucket
 from ceap.pipeline.funnel import Funnel
 from ceap.pipeline.plan import SCORE
 from ceap.scorers.base import Scorer
-from ceap.spec.program import ProgramSpec
+from ceap.spec.program import Action, ProgramSpec
 from ceap.sqlexpr import BATCH, quote, run_rows
 from ceap.store.schema import CANDIDATE_SCHEMA
 
@@ -315,7 +315,7 @@ def _candidate_sql(spec: ProgramSpec, run: RunInfo, scorer: Scorer[Any] | None, 
             SELECT $tenant AS tenant_id, $program AS program, $run_id AS run_id,
                    CAST({cust} AS VARCHAR) AS customer_id, CAST({subj} AS VARCHAR) AS subject_id,
                    {context} AS context, $action_type AS action_type,
-                   {variants.pick('__variant', 'channels', '$channels')} AS channels,
+                   {_kept_channels(variants.pick('__variant', 'channels', '$channels'), action)} AS channels,
                    {variants.pick('__variant', 'template', '$template')} AS template,
                    $category AS category, {SCORE} AS score,
                    $model AS model, {REASONS} AS reasons, {payload} AS payload,
@@ -332,6 +332,18 @@ def _candidate_sql(spec: ProgramSpec, run: RunInfo, scorer: Scorer[Any] | None, 
                    {features or 'CAST(NULL AS VARCHAR)'} AS features{kept}
             FROM assigned ORDER BY score DESC, customer_id, subject_id NULLS LAST
         """, params
+
+
+def _kept_channels(channels: str, action: Action) -> str:
+    """The SQL of the JSON list ``channels`` without the channels whose ``action.channels_if``
+    column is not true on the row (null counts as false); written as ``json.dumps`` would."""
+    if not action.channels_if:
+        return channels
+    keep = " AND ".join(f"(__ch <> '{name.replace(chr(39), chr(39) * 2)}' "
+                        f"OR COALESCE(TRY_CAST({quote(column)} AS BOOLEAN), false))"
+                        for name, column in action.channels_if.items())
+    kept = f"list_filter(CAST(json({channels}) AS VARCHAR[]), lambda __ch: {keep})"
+    return f"('[' || array_to_string(list_transform({kept}, lambda __ch: to_json(__ch)), ', ') || ']')"
 
 
 def _counted(table: pa.Table, best: int, funnel: Funnel) -> pa.Table:

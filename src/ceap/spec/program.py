@@ -6,7 +6,7 @@ import re
 from datetime import timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from ceap.connectors.base import ConnectorConfig
 from ceap.durations import Duration
@@ -72,6 +72,25 @@ class Action(Strict):
     expiry: Duration = Field(timedelta(days=7), description="expires_at = not_before + expiry")
     digest: Digest | None = Field(None, description="hold the messages and send one digest per "
                                   "customer (docs/digests.md)")
+    channels_if: dict[str, str] = Field(
+        default_factory=empty_dict,
+        description="channel -> boolean column: the channel is kept only on rows where it is true")
+
+    @field_validator("channels_if")
+    @classmethod
+    def _conditions(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        channels = info.data.get("channels")
+        if not value or channels is None:  # no channels: that field's own error says so
+            return value
+        for channel, column in value.items():
+            if channel not in channels:
+                raise ValueError(f"{channel!r} is not in action.channels")
+            if not column.isidentifier():
+                raise ValueError(f"{channel}: {column!r} is not a column name")
+        if all(c in value for c in channels):
+            raise ValueError("at least one channel must have no condition, so that every "
+                             "candidate has a channel")
+        return value
 
 
 class Goal(Strict):
@@ -190,6 +209,9 @@ class ProgramSpec(Strict):
             if given:
                 raise ValueError(f"action.{field}: a journey program times its messages with its "
                                  "steps (send, wait_for, exit_on); remove action." + field)
+        if self.action.channels_if:
+            raise ValueError("action.channels_if: a journey's send steps name their own channels "
+                             "(send.channels); remove action.channels_if")
         problem = journey_problem(self.journey)
         if problem:
             raise ValueError(problem)

@@ -5,7 +5,8 @@ attempts still queued or in flight, and what this batch has granted so far.
 The batch is granted in order of program priority, then score (then candidate
 id), so when two programs compete for a customer's last slot the more
 important one wins, and the loser's reason names the cap and the winner.
-Only non-exempt (marketing) deliveries count and are capped.
+Only non-exempt (marketing) deliveries count and are capped, and only on channels
+not listed in ``caps.exempt_channels``.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class FrequencyCaps:
                  ) -> dict[tuple[str, str], list[_Event]]:
         since = ctx.now - self.config.caps.longest()
         exempt = list(self.config.exempt_categories)
+        free = set(self.config.caps.exempt_channels)
         events: dict[tuple[str, str], list[_Event]] = defaultdict(list)
         with ctx.store.tx() as tx:
             for tenant, group in by_tenant(candidates).items():
@@ -81,6 +83,8 @@ class FrequencyCaps:
                         sql += f" AND category NOT IN ({tx.placeholders(len(exempt))})"
                         params.extend(exempt)
                     for customer, channel, program, status, sent_at in tx.execute(sql, params).fetchall():
+                        if channel in free:
+                            continue
                         at = from_iso(sent_at) if status not in ("queued", "sending") else None
                         events[(tenant, customer)].append(_Event(channel, program, at or ctx.now))
         return events
@@ -115,6 +119,7 @@ class FrequencyCaps:
         if not capped:
             return decisions
         events = self._history(ctx, [candidates[i] for i in capped])
+        free = set(self.config.caps.exempt_channels)
         capped.sort(key=lambda i: (-candidates[i].priority, -candidates[i].score, candidates[i].id))
         out = list(decisions)
         for i in capped:
@@ -124,6 +129,8 @@ class FrequencyCaps:
             kept: list[str] = []
             notes: list[str] = []
             for ch in d.send:
+                if ch in free:  # neither counted nor held
+                    continue
                 hit = self._blocked(c, ch, mine, ctx.now, shadow)
                 if hit is None:
                     kept.append(ch)
