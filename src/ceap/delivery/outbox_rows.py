@@ -49,6 +49,15 @@ _DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x2E for b in range(256))
 _NINETEEN = b"0" * 19
 
 
+#: ``record``'s sent rows on SQLite: one statement over a JSON array of [id, status,
+#: provider id, attempts] (each row looked up by its id)
+SENT_FROM_JSON = (
+    "UPDATE deliveries SET status = j.status, provider_id = j.pid, attempts = j.att, sent_at = ?, "
+    "lease_until = NULL, last_error = NULL, updated_at = ? FROM (SELECT json_extract(value, '$[0]') AS id, "
+    "json_extract(value, '$[1]') AS status, json_extract(value, '$[2]') AS pid, "
+    "json_extract(value, '$[3]') AS att FROM json_each(?)) AS j WHERE deliveries.id = j.id")
+
+
 def scored(row: Sequence[Any]) -> list[Any]:
     """A row of ``CANDIDATE_JSON`` as ``SELECT_CANDIDATE`` gives it (the score a float again)."""
     values = list(row)
@@ -96,7 +105,7 @@ def delivery_from_row(row: Sequence[Any], times: dict[Any, Any] | None = None) -
         for i in _TIME_AT:
             stamp = values[i]
             if stamp is not None:
-                values[i] = parsed_time(times, stamp)
+                values[i] = times[stamp] if stamp in times else parsed_time(times, stamp)
     values[_SHADOW_AT] = bool(values[_SHADOW_AT])
     d = object.__new__(Delivery)
     d.__dict__.update(zip(DELIVERY_COLUMNS, values, strict=True))
@@ -160,7 +169,7 @@ def embedded_candidates(tx: Tx, sql: str, params: Sequence[Any]) -> list[Candida
         for i in _C_TIMES:
             stamp = values[i]
             if stamp is not None:
-                values[i] = parsed_time(times, stamp)
+                values[i] = times[stamp] if stamp in times else parsed_time(times, stamp)
         values[_C_HOLDOUT] = bool(values[_C_HOLDOUT])
         values[_C_CONTEXT] = values[_C_CONTEXT] or {}
         values[_C_PAYLOAD] = values[_C_PAYLOAD] or {}
