@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from functools import lru_cache
+from itertools import chain
 from typing import Any
 
 import orjson
@@ -127,7 +128,7 @@ def insert_deliveries(tx: Tx, rows: Sequence[Sequence[Any]]) -> None:
         return
     for start in range(0, len(rows), ROWS_A_STATEMENT):
         chunk = rows[start:start + ROWS_A_STATEMENT]
-        tx.execute(_insert_many(len(chunk)), [value for row in chunk for value in row])
+        tx.execute(_insert_many(len(chunk)), list(chain.from_iterable(chunk)))
 
 
 def select_rows(tx: Tx, columns: str, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
