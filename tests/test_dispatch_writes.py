@@ -158,3 +158,31 @@ def test_a_large_plan_and_claim_keep_every_row(store: Store) -> None:
     assert planner.outbox.begin(ids[590:610], clock()) == set(ids[600:610])  # begun once only
     assert by_status(store) == {"sending": 610, "queued": 593}
 
+
+
+def test_record_writes_each_sent_row_its_own_status_provider_id_and_attempts(store: Store) -> None:
+    """``record`` writes a batch's sent rows in one statement on SQLite (``SENT_FROM_JSON``):
+    each row keeps its own status, provider id (or none) and attempts, on every backend."""
+    from ceap.channels.base import SendResult
+    from ceap.delivery.outbox import Retry
+
+    seed(store, 4)
+    clock = FakeClock(T0)
+    planner = Dispatcher(store, {"email": flaky()}, clock=clock, worker="w")
+    planner.plan()
+    claimed = planner.outbox.claim_deliveries(clock(), {"email": 10})
+    assert planner.outbox.begin([d.id for d in claimed], clock()) == {d.id for d in claimed}
+    answers = [SendResult("", "sent", provider_id="p-0"), SendResult("", "delivered"),
+               SendResult("", "duplicate", provider_id="p-2"), SendResult("", "sent")]
+    attempts = [1, 2, 1, 3]
+    outcomes = []
+    for d, answer, n in zip(sorted(claimed, key=lambda d: d.id), answers, attempts, strict=True):
+        d.attempts = n
+        outcomes.append((d, answer))
+    counts = planner.outbox.record(outcomes, clock(), Retry(), iter(()))
+    assert counts["sent"] == 4
+    assert rows(store, "SELECT status, provider_id, attempts, sent_at IS NOT NULL, lease_until, last_error "
+                "FROM deliveries ORDER BY id") == [
+        ("sent", "p-0", 1, True, None, None), ("delivered", None, 2, True, None, None),
+        ("sent", "p-2", 1, True, None, None), ("sent", None, 3, True, None, None)]
+    assert rows(store, "SELECT DISTINCT status FROM candidates") == [("sent",)]

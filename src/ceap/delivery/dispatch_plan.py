@@ -105,4 +105,9 @@ class CandidatePlanner(DispatcherState):
             self.unconfigured.update(c.channels)
             return Decision(c.id, suppress="no_channel",
                             note=f"no configured channel among {', '.join(c.channels)}")
-        return Decision(c.id, send=known, fallback=fallback)
+        # fields set directly, as ``Decision(...)`` would (a frozen dataclass's ``__init__``
+        # costs a few microseconds, and a pass decides thousands)
+        d = object.__new__(Decision)
+        d.__dict__.update(candidate_id=c.id, send=known, fallback=fallback, suppress=None,
+                          defer_until=None, note=None)
+        return d

@@ -32,6 +32,7 @@ from ceap.delivery.outbox_rows import (
     CANDIDATE_RETURNING,
     DELIVERY_COLS,
     INSERT_DELIVERY,
+    SENT_FROM_JSON,
     delivery_from_row,
     embedded_candidates,
     insert_deliveries,
@@ -288,21 +289,7 @@ class Outbox(OutboxRecovery, OutboxReads):
                     reason = f"gave up after {d.attempts} attempts: {reason}"
                 counts["fallback" if self._dead(tx, d, reason, now) else "dead"] += 1
         if sent:
-            # without a provider id (webhooks, most retries of nothing): one statement per
-            # (status, attempts) over an id list; the others one execution per row
-            plain: dict[tuple[str, int], list[int]] = {}
-            for status, provider_id, attempts, _, _, did in sent:
-                if provider_id is None:
-                    plain.setdefault((status, attempts), []).append(did)
-            for (status, attempts), ids in plain.items():
-                update_in(tx, "UPDATE deliveries SET status = ?, provider_id = NULL, attempts = ?, "
-                          "sent_at = ?, lease_until = NULL, last_error = NULL, updated_at = ? "
-                          "WHERE id IN ({ids})", (status, attempts, stamp, stamp), ids)
-            named = [row for row in sent if row[1] is not None]
-            if named:
-                tx.executemany("UPDATE deliveries SET status = ?, provider_id = ?, attempts = ?, "
-                               "sent_at = ?, lease_until = NULL, last_error = NULL, updated_at = ? "
-                               "WHERE id = ?", named)
+            self._record_sent(tx, sent, stamp)
             done = sorted({d.candidate_id for d, r in outcomes
                            if r.status in ("sent", "delivered", "duplicate")})
             update_in(tx, "UPDATE candidates SET status = 'sent', updated_at = ? "
@@ -313,6 +300,33 @@ class Outbox(OutboxRecovery, OutboxReads):
                            retried)
         counts["sent"], counts["retry"] = len(sent), len(retried)
         return counts
+
+    @staticmethod
+    def _record_sent(tx: Tx, sent: list[tuple[Any, ...]], stamp: Any) -> None:
+        """Mark ``sent`` rows (status, provider id, attempts, stamp, stamp, id) as sent. On
+        SQLite one statement over one JSON text (``UPDATE ... FROM json_each``): an
+        ``executemany`` steps once per row. Elsewhere: one statement per (status, attempts)
+        over an id list for the rows without a provider id, one execution per row for the
+        others."""
+        if tx.dialect == "sqlite":
+            for start in range(0, len(sent), 5000):
+                rows = [[did, status, provider_id, attempts]
+                        for status, provider_id, attempts, _, _, did in sent[start:start + 5000]]
+                tx.execute(SENT_FROM_JSON, (stamp, stamp, orjson.dumps(rows).decode()))
+            return
+        plain: dict[tuple[str, int], list[int]] = {}
+        for status, provider_id, attempts, _, _, did in sent:
+            if provider_id is None:
+                plain.setdefault((status, attempts), []).append(did)
+        for (status, attempts), ids in plain.items():
+            update_in(tx, "UPDATE deliveries SET status = ?, provider_id = NULL, attempts = ?, "
+                      "sent_at = ?, lease_until = NULL, last_error = NULL, updated_at = ? "
+                      "WHERE id IN ({ids})", (status, attempts, stamp, stamp), ids)
+        named = [row for row in sent if row[1] is not None]
+        if named:
+            tx.executemany("UPDATE deliveries SET status = ?, provider_id = ?, attempts = ?, "
+                           "sent_at = ?, lease_until = NULL, last_error = NULL, updated_at = ? "
+                           "WHERE id = ?", named)
 
     def _dead(self, tx: Tx, d: Delivery, reason: str, now: datetime) -> bool:
         """Dead-letter ``d``; plan its fallback channel if it has one. True if it had."""

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from functools import lru_cache
+from itertools import chain
 from typing import Any
 
 import orjson
@@ -47,6 +48,15 @@ _C_HOLDOUT, _C_CONTEXT, _C_PAYLOAD = (_CANDIDATE_NAMES.index(n) for n in ("holdo
 #: past 64 bits, which orjson would read as a float (``schema.loads`` reads those exactly)
 _DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x2E for b in range(256))
 _NINETEEN = b"0" * 19
+
+
+#: ``record``'s sent rows on SQLite: one statement over a JSON array of [id, status,
+#: provider id, attempts] (each row looked up by its id)
+SENT_FROM_JSON = (
+    "UPDATE deliveries SET status = j.status, provider_id = j.pid, attempts = j.att, sent_at = ?, "
+    "lease_until = NULL, last_error = NULL, updated_at = ? FROM (SELECT json_extract(value, '$[0]') AS id, "
+    "json_extract(value, '$[1]') AS status, json_extract(value, '$[2]') AS pid, "
+    "json_extract(value, '$[3]') AS att FROM json_each(?)) AS j WHERE deliveries.id = j.id")
 
 
 def scored(row: Sequence[Any]) -> list[Any]:
@@ -96,7 +106,7 @@ def delivery_from_row(row: Sequence[Any], times: dict[Any, Any] | None = None) -
         for i in _TIME_AT:
             stamp = values[i]
             if stamp is not None:
-                values[i] = parsed_time(times, stamp)
+                values[i] = times[stamp] if stamp in times else parsed_time(times, stamp)
     values[_SHADOW_AT] = bool(values[_SHADOW_AT])
     d = object.__new__(Delivery)
     d.__dict__.update(zip(DELIVERY_COLUMNS, values, strict=True))
@@ -118,7 +128,7 @@ def insert_deliveries(tx: Tx, rows: Sequence[Sequence[Any]]) -> None:
         return
     for start in range(0, len(rows), ROWS_A_STATEMENT):
         chunk = rows[start:start + ROWS_A_STATEMENT]
-        tx.execute(_insert_many(len(chunk)), [value for row in chunk for value in row])
+        tx.execute(_insert_many(len(chunk)), list(chain.from_iterable(chunk)))
 
 
 def select_rows(tx: Tx, columns: str, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
@@ -160,7 +170,7 @@ def embedded_candidates(tx: Tx, sql: str, params: Sequence[Any]) -> list[Candida
         for i in _C_TIMES:
             stamp = values[i]
             if stamp is not None:
-                values[i] = parsed_time(times, stamp)
+                values[i] = times[stamp] if stamp in times else parsed_time(times, stamp)
         values[_C_HOLDOUT] = bool(values[_C_HOLDOUT])
         values[_C_CONTEXT] = values[_C_CONTEXT] or {}
         values[_C_PAYLOAD] = values[_C_PAYLOAD] or {}

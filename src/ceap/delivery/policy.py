@@ -47,8 +47,12 @@ class Reachable:
 
     def apply(self, candidates: Sequence[Candidate], decisions: list[Decision],
               ctx: PolicyContext) -> list[Decision]:
+        addressed = {channel for channel, field_name in ctx.addresses.items() if field_name}
         out = []
         for c, d in zip(candidates, decisions, strict=True):
+            if addressed.isdisjoint(d.send):  # no channel of it needs an address (webhooks)
+                out.append(d)
+                continue
             profile = ctx.profile(c)
             for channel in d.send:
                 field_name = ctx.addresses.get(channel)

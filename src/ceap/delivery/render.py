@@ -24,8 +24,19 @@ class Renderer(Protocol):
 class PlainRenderer:
     """Title from the program's name, body from the payload: readable, never blank."""
 
+    def __init__(self) -> None:
+        #: program name -> title (a batch's candidates share a few programs)
+        self._titles: dict[str, str] = {}
+
     def render(self, candidate: Candidate, channel: str, profile: Profile | None) -> Rendered:
-        title = candidate.program.replace("_", " ").capitalize()
+        program = candidate.program
+        title = self._titles.get(program)
+        if title is None:
+            title = self._titles[program] = program.replace("_", " ").capitalize()
         lines = [f"{k.replace('_', ' ')}: {v}" for k, v in candidate.payload.items()
                  if not isinstance(v, (list, dict))]
-        return Rendered(title=title, body="\n".join(lines) or title)
+        # fields set directly, as ``Rendered(...)`` would (a frozen dataclass's ``__init__``
+        # costs a few microseconds, and a batch renders thousands)
+        r = object.__new__(Rendered)
+        r.__dict__.update(title=title, body="\n".join(lines) or title, html=None, headers={})
+        return r
