@@ -85,7 +85,8 @@ class _Partition:
 
 
 class KeyedState:
-    """The events of ``types`` per partition, kept ``keep`` behind each partition's watermark.
+    """The events of ``types`` per partition, kept ``keep`` behind each partition's watermark
+    of the micro-batch before the last (``horizon``: from when a restored partition holds all).
 
     Each partition holds sorted runs (by a hash of the customer key): shards of a few
     thousand events by hash range, the runs of recent micro-batches being merged into
