@@ -1,10 +1,11 @@
-"""Which index each event-log read takes on SQLite (migration 0009): a customer's history
-goes through ``event_log_by_customer``, the dedup lookup through the primary key, and the
-dashboard's tenant-wide counts read the table through, never row by row through the
-customer index."""
+"""Which index each event-log read takes on SQLite: a customer's history read from the log
+(a worker without keyed state) reads the table through, as there is no customer index
+(migration 0011), the dedup lookup goes through the primary key, and the dashboard's
+tenant-wide counts read the table through, never row by row through an index."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,11 @@ def test_each_event_log_read_takes_the_index_it_needs(tmp_path: Path) -> None:
     since = T0.replace(tzinfo=None)
     keys = [("default", "C1"), ("default", "C2")]
     history = plans(store, lambda: log.history(keys, since, types=["app_crash"]))
-    assert history and all("USING INDEX event_log_by_customer" in p for p in history), history
+    # no customer index on SQLite (migration 0011): read through, not row by row by tenant
+    assert history and all("SCAN event_log" in p and "INDEX" not in p.split("LIST SUBQUERY")[0]
+                           for p in history), history
+    assert not store._conn.execute(
+        "SELECT name FROM sqlite_master WHERE name = 'event_log_by_customer'").fetchall()
     seen = plans(store, lambda: log.seen(["default"], ["e1", "e2"]))
     assert seen and all("sqlite_autoindex_event_log_1" in p for p in seen), seen
     for call in (lambda: event_totals(store, "default"), lambda: event_rate(store, "default", T0)):
@@ -76,4 +81,29 @@ def test_the_logged_time_text_is_the_stores_iso_text(tmp_path: Path) -> None:
     with store.tx() as tx:
         stored = [r[0] for r in tx.execute("SELECT ts FROM event_log ORDER BY event_id").fetchall()]
     assert stored == [to_iso(T0 + timedelta(microseconds=i * 250_001)) for i in range(6)]
+    store.close()
+
+
+def test_the_append_of_many_rows_a_statement_keeps_each_event_once(tmp_path: Path) -> None:
+    """The SQLite append writes ``ROWS_A_STATEMENT`` rows a statement: a batch of several
+    statements and a partial one, with an event twice in it and one logged before, leaves
+    each event once, with its own values."""
+    from ceap.realtime.state import ROWS_A_STATEMENT
+
+    store = open_store(f"sqlite:///{tmp_path / 'ceap.db'}")
+    log = EventLog(store, "events")
+    n = 2 * ROWS_A_STATEMENT + 7
+    items = [{"id": f"e{i}", "type": "login", "customer_id": f"C{i}",
+              "ts": (T0 + timedelta(seconds=i)).isoformat(), "attributes": {"i": i}} for i in range(n)]
+    first, _ = validate_events(items[:3])
+    log.append(first, pa.array(["p0"] * 3))
+    events, rejected = validate_events([*items, items[5]])
+    assert not rejected
+    log.append(events, pa.array(["p1"] * events.num_rows))
+    rows = [(e, c, json.loads(a), p, s) for e, c, a, p, s in store._conn.execute(
+        "SELECT event_id, customer_id, attributes, partition_key, stream FROM event_log "
+        "ORDER BY CAST(substr(event_id, 2) AS INTEGER)").fetchall()]
+    assert [r[0] for r in rows] == [f"e{i}" for i in range(n)]
+    assert rows[2] == ("e2", "C2", {"i": 2}, "p0", "events")  # logged before: kept as it was
+    assert rows[-1] == (f"e{n - 1}", f"C{n - 1}", {"i": n - 1}, "p1", "events")
     store.close()

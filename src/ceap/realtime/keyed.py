@@ -85,7 +85,8 @@ class _Partition:
 
 
 class KeyedState:
-    """The events of ``types`` per partition, kept ``keep`` behind each partition's watermark.
+    """The events of ``types`` per partition, kept ``keep`` behind each partition's watermark
+    of the micro-batch before the last (``horizon``: from when a restored partition holds all).
 
     Each partition holds sorted runs (by a hash of the customer key): shards of a few
     thousand events by hash range, the runs of recent micro-batches being merged into
@@ -98,6 +99,11 @@ class KeyedState:
         self.types = set(types)
         self.keep = keep
         self.partitions: dict[str, _Partition] = {}
+        #: per partition loaded (``load``), the time from which it holds every event of its
+        #: types: events before it may have been dropped (or never restored)
+        self.horizon: dict[str, datetime] = {}
+        #: per partition, its watermark at the last ``add`` (or that of the log at ``load``)
+        self._marks: dict[str, datetime] = {}
         self._con = duckdb.connect(config={"enable_external_access": False, "threads": 1})
 
     def covers(self, types: set[str], keep: timedelta) -> bool:
@@ -120,14 +126,20 @@ class KeyedState:
         table = events.append_column(HASH, hashes).take(pa.array(order)).combine_chunks()
         return _Run(table, new[order])
 
-    def load(self, partition: str, events: pa.Table) -> None:
-        """Replace a partition's state with ``events`` (``EVENT_SCHEMA``), e.g. from the log."""
+    def load(self, partition: str, events: pa.Table, since: datetime | None = None) -> None:
+        """Replace a partition's state with ``events`` (``EVENT_SCHEMA``), e.g. from the log:
+        every logged event of the kept types at or after ``since`` (None: every one)."""
         run = self._sorted(_of_types(events, self.types).select(EVENT_SCHEMA.names))
         part = _Partition()
         part.shards, part.lows = _split(run, 0)
         self.partitions[partition] = part
+        self.horizon[partition] = since or datetime.min
+        if since is not None:
+            self._marks[partition] = since + self.keep
+        else:
+            self._marks.pop(partition, None)
 
-    def _step(self, part: _Partition, since: datetime) -> None:
+    def _step(self, part: _Partition, since: datetime | None) -> None:
         """Merge the waiting runs into one shard of ``part``, dropping its events before ``since``."""
         if not part.merging:
             if not part.pending:
@@ -165,7 +177,15 @@ class KeyedState:
                 part.pending.append(self._sorted(pa.concat_tables(part.recent)))
                 part.recent = []
             if name in watermarks:
-                self._step(part, watermarks[name] - self.keep)
+                # kept behind the watermark of the micro-batch before: an absence timer armed
+                # in the last one and already due fires in this one, and the events after
+                # its arming event are still all here for it (``ceap.realtime.timers``)
+                mark, before = watermarks[name], self._marks.get(name)
+                since = None if before is None else min(before, mark) - self.keep
+                self._marks[name] = mark
+                self._step(part, since)
+                if since is not None and name in self.horizon:  # the step may drop older ones
+                    self.horizon[name] = max(self.horizon[name], since)
 
     def history(self, customers: pa.Array, tenants: pa.Array) -> pa.Table:
         """The kept events of these customers (``tenants``: the tenant of each), in every

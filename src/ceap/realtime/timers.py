@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -25,8 +26,11 @@ import pyarrow.compute as pc
 from ceap.json_input import loads
 from ceap.model import utcnow
 from ceap.realtime.events import EVENT_SCHEMA
-from ceap.realtime.state import _in_list, _iso_column, _naive, of_stream
+from ceap.realtime.state import _in_list, _iso_column, _naive, by_customer, of_stream
 from ceap.store.base import Store
+
+if TYPE_CHECKING:
+    from ceap.realtime.keyed import KeyedState
 
 #: how long a worker holds the timers it took before another may take them again
 LEASE = timedelta(seconds=60)
@@ -99,6 +103,9 @@ class Timers:
         self.store = store
         self.stream = stream
         self.claimed: dict[str, list[tuple[str, str, str]]] = {}
+        #: the worker's keyed state (None: it reads history from the log): the ``missing``
+        #: events are looked up there, not in the event log, when it holds them
+        self.keyed: KeyedState | None = None
 
     def add(self, program: str, rows: Sequence[TimerRow]) -> None:
         if not rows:
@@ -146,14 +153,19 @@ class Timers:
                 attributes = fresh_attributes(fresh, {e for _, e, _, _ in timers})
                 attributes.update(tx.execute(f"SELECT event_id, attributes FROM event_log WHERE "
                                              f"tenant_id = ? AND {where}", (tenant, *params)).fetchall())
-                where, params = _in_list(tx, "customer_id", sorted({c for c, _, _, _ in timers}))
+                customers = sorted({c for c, _, _, _ in timers})
                 start = min(a for _, _, a, _ in timers)
                 came: dict[str, list[datetime]] = {c: list(v) for (t, c), v in batch.items() if t == tenant}
-                sql = (f"SELECT customer_id, ts FROM event_log WHERE tenant_id = ? AND type = ? AND {where} "
-                       "AND ts > ?")
-                args = (tenant, missing, *params, tx.ts(start.replace(tzinfo=UTC)))
-                logged = tx.execute(sql, args).fetchall()
-                for (customer, _), ts in zip(logged, _naive_many([r[1] for r in logged]), strict=True):
+                kept = self._kept(tenant, customers, missing, partition, start)
+                if kept is None:
+                    where, params = _in_list(tx, "customer_id", customers)
+                    sql = (f"SELECT customer_id, ts FROM {by_customer(tx)} WHERE tenant_id = ? AND type = ? "
+                           f"AND {where} AND ts > ?")
+                    logged = tx.execute(sql, (tenant, missing, *params,
+                                              tx.ts(start.replace(tzinfo=UTC)))).fetchall()
+                    kept = list(zip([r[0] for r in logged], _naive_many([r[1] for r in logged]),
+                                    strict=True))
+                for customer, ts in kept:
                     came.setdefault(customer, []).append(ts)
                 for customer, event_id, after, fire_at in timers:
                     if event_id not in attributes:  # the event that armed it is gone (pruned)
@@ -164,6 +176,22 @@ class Timers:
                     fired.append((tenant, customer, event_id, fire_at,
                                   text if isinstance(text, str) else json.dumps(text)))
         return timer_events(fired, feature)
+
+    def _kept(self, tenant: str, customers: list[str], missing: str, partition: str,
+              start: datetime) -> list[tuple[str, datetime]] | None:
+        """``(customer, ts)`` of the ``missing`` events after ``start`` from the keyed state,
+        when it holds them: the partition restored into it, the type kept, and ``start`` at
+        or after the time from which it holds every event of the partition (``horizon``;
+        the log holds them too, until pruned behind the lowest watermark); None: read the log."""
+        keyed = self.keyed
+        since = keyed.horizon.get(partition) if keyed is not None else None
+        if keyed is None or since is None or missing not in keyed.types or start < since:
+            return None
+        found = keyed.history(pa.array(customers, pa.string()),
+                              pa.array([tenant] * len(customers), pa.string()))
+        found = found.filter(pc.and_(pc.equal(found.column("type"), missing),
+                                     pc.greater(found.column("ts"), pa.scalar(start, pa.timestamp("us")))))
+        return list(zip(found.column("customer_id").to_pylist(), found.column("ts").to_pylist(), strict=True))
 
     def done(self, program: str) -> None:
         """Delete the timers of ``program`` claimed since the last call: their rows are stored."""

@@ -249,6 +249,8 @@ class Worker:
             self._hold(runners, partitions)
         bound = self.watermarks.bounds(partitions)  # lateness: against each partition's own progress
         self.watermarks.advance(events.column("ts"), partitions)
+        if self.claims is not None:  # timers in the store: their ``missing`` look-up in the state
+            self.timers.keyed = self.keyed
         outcome = run_micro_batch(runners, self.log, Batch(events, partitions, bound,
                                                            dict(self.watermarks.by_partition)), self.keyed)
         if self.claims is not None and len(partitions):
@@ -296,7 +298,7 @@ class Worker:
             return
         for name in taken:
             table, mark = restore(self.store, name, self.keyed.types, self.keyed.keep, self.stream)
-            self.keyed.load(name, table)
+            self.keyed.load(name, table, None if mark is None else mark - self.keyed.keep)
             if mark is not None and mark > self.watermarks.by_partition.get(name, EPOCH):
                 self.watermarks.by_partition[name] = mark
             log.info("partition %r taken over: %d events of state restored", name, table.num_rows)
