@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 
 from ceap.realtime.events import validate_events
-from ceap.realtime.state import EventLog
+from ceap.realtime.state import EventLog, index_by_customer
 from ceap.store import open_store
 from ceap.ui.queries import event_rate, event_totals
 
@@ -29,7 +29,7 @@ def plans(store: Any, call: Any) -> list[str]:
     finally:
         store._conn.set_trace_callback(None)
     return [" ".join(r[3] for r in store._conn.execute("EXPLAIN QUERY PLAN " + sql).fetchall())
-            for sql in seen if "event_log" in sql and sql.lstrip().upper().startswith("SELECT")]
+            for sql in seen if "FROM event_log" in sql and sql.lstrip().upper().startswith("SELECT")]
 
 
 def test_each_event_log_read_takes_the_index_it_needs(tmp_path: Path) -> None:
@@ -55,6 +55,11 @@ def test_each_event_log_read_takes_the_index_it_needs(tmp_path: Path) -> None:
         assert dashboard and all("event_log_by_customer" not in p and "SCAN event_log" in p
                                  for p in dashboard), dashboard
     assert event_totals(store, "default")[0] == 40
+    index_by_customer(store)  # a worker that reads history from the log at every batch
+    indexed = plans(store, lambda: log.history(keys, since, types=["app_crash"]))
+    assert indexed and all("event_log_by_customer" in p for p in indexed), indexed
+    assert sorted(log.history(keys, since, types=["app_crash"]).column("event_id").to_pylist()) == [
+        "e1", "e15", "e23", "e29", "e37", "e9"]
     assert sum(n for _, n in event_rate(store, "default", T0)) == 40
     store.close()
 

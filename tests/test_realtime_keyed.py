@@ -304,8 +304,12 @@ def test_two_workers_sharing_a_partition_read_history_from_the_log(tmp_path: Pat
         a.step()
         b.step()          # B claims p0: restored from the log (A's x0)
         assert _state(b, "p0") == ["x0", "x1"] and not a.shared
+        index = "SELECT name FROM sqlite_master WHERE name = 'event_log_by_customer'"
+        assert not store._conn.execute(index).fetchall()  # revision 0011: none while one reads
         a.step()          # A finds p0 taken: its x2 counted with x0 and x1 from the log
         assert a.shared and a.keyed is None
+        # from now on history is read by customer at every batch: through the index again
+        assert store._conn.execute(index).fetchall()
         assert _found(store) == [("crashes", "A", _bucket(2))]
         b.step()          # B finds p0 taken back by A
         assert b.shared and b.keyed is None

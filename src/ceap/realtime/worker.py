@@ -35,6 +35,7 @@ from ceap.realtime.keyed import KeyedState
 from ceap.realtime.microbatch import DEFAULT_LATENESS, Batch, run_micro_batch
 from ceap.realtime.source import StreamConnector
 from ceap.realtime.spec import is_realtime
+from ceap.realtime.state import index_by_customer
 from ceap.realtime.status import StatusReporter
 from ceap.registry import Registry
 from ceap.runtime.chains import cancel_pending
@@ -294,6 +295,7 @@ class Worker:
         taken = self.claims.take(pc.unique(partitions).to_pylist())
         if not self.source.owns_partitions and held.intersection(taken):
             self.shared, self.keyed = True, None
+            index_by_customer(self.store)
             log.info("another worker reads this stream too: history from the event log from now on")
             return
         for name in taken:

@@ -3,9 +3,10 @@ dropped there and kept on PostgreSQL. A SQLite store serves one host, whose work
 its customers' history in memory (the keyed state) and answers the absence timers'
 ``missing`` look-up from it; each entry of that index, inserted at a random place, cost
 the worker's append 2-3 µs an event (bench/README.md, issue 10). The reads that still
-look a customer up in the log on SQLite (a worker reading history from the log because
-another worker reads its stream too, privacy export and erase) scan it; it is pruned to
-the longest window. PostgreSQL, the store of several workers, keeps the index.
+look a customer up in the log on SQLite (privacy export and erase) scan it; it is pruned to
+the longest window. A worker that finds another reading its stream creates the index again
+(``ceap.realtime.state.index_by_customer``). PostgreSQL, the store of several workers,
+keeps the index.
 
 Revision ID: 0011
 Revises: 0010
