@@ -6,8 +6,10 @@ answers the common request itself: a key already in this process's key cache
 (each known one at most once, non-empty, valid text, ``limit`` 1 to 100 in digits,
 ``unread`` ``true``/``false``/``1``/``0``). It skips FastAPI's parameter and
 dependency handling (and its thread hop for the key check), reads the store and
-writes the JSON straight away. Anything else (no key, an unknown, revoked, expired or
-unscoped key, a key not read for a couple of seconds, an odd or invalid parameter)
+writes the JSON straight away (a key in use is read again in the background before
+its record is 2 s old: ``ceap.api.keycache``). Anything else (no key, an unknown,
+revoked, expired or unscoped key, a key not used for a couple of seconds, an odd or
+invalid parameter)
 goes to the FastAPI route, which answers it as it always did, errors included; the
 FastAPI route is also what ``/openapi.json`` describes. So both give the same
 answers; the lean one only does less work for them.
@@ -15,6 +17,7 @@ answers; the lean one only does less work for them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
 
@@ -23,7 +26,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
-from ceap.api.auth import _hash
+from ceap.api.auth import _hash, lookup
 from ceap.api.keycache import cache_of
 
 #: answers a fast request: (tenant, customer id, query parameters) -> the JSON body, or
@@ -107,7 +110,7 @@ class LeanRoute(Route):
         if key is None:
             return None
         store = app.state.store
-        found = cache_of(store).peek(_hash(key))
+        found = cache_of(store).peek(_hash(key), functools.partial(lookup, store, key))
         if found is None or "read" not in found.scopes or found.status(store.clock()) != "active":
             return None
         return found.tenant_id
