@@ -204,6 +204,22 @@ def test_a_key_in_steady_use_never_goes_stale(store: Store) -> None:
     assert spies[CANDIDATES].calls == 1  # every later request the lean way
 
 
+def test_a_known_key_gone_stale_is_read_once_on_the_lean_path(store: Store) -> None:
+    api, auth, spies = keyed(store)
+    ticks = [0.0]
+    keycache.cache_of(store).clock = lambda: ticks[0]
+    path = "/v1/customers/alice/candidates"
+    assert api.get(path, headers=auth).status_code == 200  # first read: the FastAPI route
+    ticks[0] = 3 * keycache.DEFAULT_TTL  # unused for longer than the TTL: stale
+    assert api.get(path, headers=auth).status_code == 200
+    assert spies[CANDIDATES].calls == 1  # read again while the request waited, then served lean
+    with store.tx() as tx:  # revoked elsewhere: the next fresh read refuses it
+        tx.execute("UPDATE api_keys SET revoked_at = ?", (tx.ts(utcnow()),))
+    ticks[0] = 6 * keycache.DEFAULT_TTL
+    refused = api.get(path, headers=auth)
+    assert refused.status_code == 401 and refused.json() == {"detail": "revoked API key"}
+
+
 def test_a_revocation_elsewhere_reaches_a_key_in_use_in_the_background(store: Store) -> None:
     api, auth, _ = keyed(store)
     ticks = [0.0]

@@ -77,7 +77,7 @@ class KeyCache:
         if age >= self.ttl:
             return None
         if load is not None and age >= self.ttl * REFRESH_FRACTION and digest not in self._reading:
-            self._refresh(digest, load)
+            self.later(digest, load)
         return hit[1]
 
     def fetch(self, digest: str, load: Load) -> ApiKey | None:
@@ -92,13 +92,19 @@ class KeyCache:
             self._read(digest, load, reading)
         return reading.result()
 
-    def _refresh(self, digest: str, load: Load) -> None:
-        """Read the key again in a background thread, unless a read of it is in flight."""
+    def known(self, digest: str) -> bool:
+        """Whether the key was found in the store before (its record kept, maybe stale)."""
+        return digest in self._found
+
+    def later(self, digest: str, load: Load) -> Future[ApiKey | None]:
+        """The read of the key in flight, or a new one in a background thread."""
         with self._lock:
-            if digest in self._reading:
-                return
+            reading = self._reading.get(digest)
+            if reading is not None:
+                return reading
             reading = self._reading[digest] = Future()
         _readers().submit(self._read, digest, load, reading)
+        return reading
 
     def _read(self, digest: str, load: Load, reading: Future[ApiKey | None]) -> None:
         try:
