@@ -48,6 +48,8 @@ class Result:
     generator sent (seconds past the intended time), and answers by status."""
 
     latencies: list[float] = field(default_factory=list)
+    #: each latency's request: its intended send time, seconds from the run's start
+    offsets: list[float] = field(default_factory=list)
     send_lag: list[float] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
 
@@ -148,6 +150,7 @@ async def run(host: str, port: int, targets: Sequence[Target], *, rate: float, d
         offset, k = plan[i]
         result = results[targets[k].name]
         result.latencies.append(now - (start + offset))
+        result.offsets.append(offset)
         result.statuses[status] = result.statuses.get(status, 0) + 1
         answered += 1
         if waiting:
@@ -191,6 +194,7 @@ async def run(host: str, port: int, targets: Sequence[Target], *, rate: float, d
         await asyncio.wait_for(finished, drain_s)
     for j in [*in_flight.values(), *waiting]:  # never answered: infinitely slow
         results[targets[plan[j][1]].name].latencies.append(math.inf)
+        results[targets[plan[j][1]].name].offsets.append(plan[j][0])
     for conn in [*idle, *in_flight]:
         conn.transport.close()  # type: ignore[union-attr]
     return results

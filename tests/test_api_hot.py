@@ -176,3 +176,92 @@ def test_parameter_parsing() -> None:
     assert bearer_key([(b"authorization", b"bearer  k1 ")]) == "k1"
     assert bearer_key([(b"authorization", b"Basic k1")]) is None
     assert bearer_key([(b"authorization", b"Bearer k1"), (b"authorization", b"Bearer k2")]) == "k1"
+
+
+def _settled(cache: keycache.KeyCache) -> None:
+    """Until no read of a key is in flight (background reads run in their own threads)."""
+    import time
+
+    for _ in range(1000):
+        if not cache._reading:
+            return
+        time.sleep(0.005)
+    raise AssertionError("a key read never ended")
+
+
+def test_a_key_in_steady_use_never_goes_stale(store: Store) -> None:
+    api, auth, spies = keyed(store)
+    ticks = [0.0]
+    cache = keycache.cache_of(store)
+    cache.clock = lambda: ticks[0]
+    path = "/v1/customers/alice/candidates"
+    assert api.get(path, headers=auth).status_code == 200  # read: the slow way, once
+    assert spies[CANDIDATES].calls == 1
+    for step in range(1, 9):  # a request every 0.6 x the TTL: each finds a fresh record
+        ticks[0] = step * 0.6 * keycache.DEFAULT_TTL
+        assert api.get(path, headers=auth).status_code == 200
+        _settled(cache)  # the background read of an aged record has ended
+    assert spies[CANDIDATES].calls == 1  # every later request the lean way
+
+
+def test_a_known_key_gone_stale_is_read_once_on_the_lean_path(store: Store) -> None:
+    api, auth, spies = keyed(store)
+    ticks = [0.0]
+    keycache.cache_of(store).clock = lambda: ticks[0]
+    path = "/v1/customers/alice/candidates"
+    assert api.get(path, headers=auth).status_code == 200  # first read: the FastAPI route
+    ticks[0] = 3 * keycache.DEFAULT_TTL  # unused for longer than the TTL: stale
+    assert api.get(path, headers=auth).status_code == 200
+    assert spies[CANDIDATES].calls == 1  # read again while the request waited, then served lean
+    with store.tx() as tx:  # revoked elsewhere: the next fresh read refuses it
+        tx.execute("UPDATE api_keys SET revoked_at = ?", (tx.ts(utcnow()),))
+    ticks[0] = 6 * keycache.DEFAULT_TTL
+    refused = api.get(path, headers=auth)
+    assert refused.status_code == 401 and refused.json() == {"detail": "revoked API key"}
+
+
+def test_a_revocation_elsewhere_reaches_a_key_in_use_in_the_background(store: Store) -> None:
+    api, auth, _ = keyed(store)
+    ticks = [0.0]
+    cache = keycache.cache_of(store)
+    cache.clock = lambda: ticks[0]
+    path = "/v1/customers/alice/candidates"
+    assert api.get(path, headers=auth).status_code == 200
+    with store.tx() as tx:  # what `ceap apikey revoke` does in another process
+        tx.execute("UPDATE api_keys SET revoked_at = ?", (tx.ts(utcnow()),))
+    ticks[0] = keycache.DEFAULT_TTL / 2
+    assert api.get(path, headers=auth).status_code == 200  # the record in hand, read again behind
+    _settled(cache)
+    assert api.get(path, headers=auth).status_code == 401  # before the TTL is up
+
+
+def test_one_read_of_a_key_for_every_request_that_wants_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    waiting = [0]
+
+    class Counted(Future):  # type: ignore[type-arg]
+        def result(self, timeout: float | None = None) -> Any:
+            waiting[0] += 1
+            return super().result(timeout)
+
+    monkeypatch.setattr(keycache, "Future", Counted)
+    cache = keycache.KeyCache(5.0, clock=lambda: 0.0)
+    record: Any = object()
+    reads, release = [], threading.Event()
+
+    def load() -> Any:
+        reads.append(1)
+        release.wait(10)
+        return record
+
+    with ThreadPoolExecutor(8) as pool:
+        calls = [pool.submit(cache.fetch, "h", load) for _ in range(8)]
+        for _ in range(2000):  # one caller reads, the seven others wait for its read
+            if waiting[0] == 7:
+                break
+            threading.Event().wait(0.005)
+        release.set()
+        assert [f.result(10) for f in calls] == [record] * 8
+    assert len(reads) == 1 and cache.peek("h") is record and not cache._reading

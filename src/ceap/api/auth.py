@@ -11,6 +11,7 @@ the audit log."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -114,13 +115,9 @@ def cached_lookup(store: Any, key: str) -> ApiKey | None:
     the caller checks the record's status, so an expiry holds exactly."""
     digest = _hash(key)
     cache = keycache.cache_of(store)
-    found = cache.peek(digest)
-    if found is None:
-        generation = keycache.generation()
-        found = lookup(store, key)
-        if found is not None:
-            cache.put(digest, found, generation)
-    return found
+    load = functools.partial(lookup, store, key)
+    found = cache.peek(digest, load)
+    return found if found is not None else cache.fetch(digest, load)
 
 
 def tenant_of(store: Any, key: str, now: datetime | None = None) -> str | None:

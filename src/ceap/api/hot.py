@@ -6,8 +6,10 @@ answers the common request itself: a key already in this process's key cache
 (each known one at most once, non-empty, valid text, ``limit`` 1 to 100 in digits,
 ``unread`` ``true``/``false``/``1``/``0``). It skips FastAPI's parameter and
 dependency handling (and its thread hop for the key check), reads the store and
-writes the JSON straight away. Anything else (no key, an unknown, revoked, expired or
-unscoped key, a key not read for a couple of seconds, an odd or invalid parameter)
+writes the JSON straight away (a key in use is read again in the background before
+its record is 2 s old, ``ceap.api.keycache``; a known key whose record went stale is
+read once while its requests wait here). Anything else (no key, an unknown, revoked,
+expired or unscoped key, a key the store no longer has, an odd or invalid parameter)
 goes to the FastAPI route, which answers it as it always did, errors included; the
 FastAPI route is also what ``/openapi.json`` describes. So both give the same
 answers; the lean one only does less work for them.
@@ -15,6 +17,8 @@ answers; the lean one only does less work for them.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
 
@@ -23,7 +27,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
-from ceap.api.auth import _hash
+from ceap.api.auth import _hash, lookup
 from ceap.api.keycache import cache_of
 
 #: answers a fast request: (tenant, customer id, query parameters) -> the JSON body, or
@@ -99,15 +103,21 @@ class LeanRoute(Route):
             child["route"], child["endpoint"] = self.fallback, self.fallback.endpoint
         return match, child
 
-    def _tenant(self, scope: Scope) -> str | None:
+    async def _tenant(self, scope: Scope) -> str | None:
         app = scope["app"]
         if not self.auth:
             return str(app.state.default_tenant)
         key = bearer_key(scope["headers"])
         if key is None:
             return None
-        store = app.state.store
-        found = cache_of(store).peek(_hash(key))
+        store, digest = app.state.store, _hash(key)
+        cache, load = cache_of(store), functools.partial(lookup, store, key)
+        found = cache.peek(digest, load)
+        if found is None and cache.known(digest):  # a key in use, its record gone stale:
+            try:  # wait here for its one read rather than every request taking the slow way
+                found = await asyncio.wrap_future(cache.later(digest, load))
+            except Exception:  # the FastAPI route reads it again and answers
+                return None
         if found is None or "read" not in found.scopes or found.status(store.clock()) != "active":
             return None
         return found.tenant_id
@@ -115,7 +125,7 @@ class LeanRoute(Route):
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         customer = scope["path_params"]["customer_id"]
         query = plain_query(scope["query_string"], self.allowed)
-        tenant = self._tenant(scope) if query is not None and _text(customer) else None
+        tenant = await self._tenant(scope) if query is not None and _text(customer) else None
         body = await self.answer(tenant, customer, query) if tenant is not None else None  # type: ignore[arg-type]
         if body is None:
             await self.fallback.handle(scope, receive, send)
