@@ -74,6 +74,8 @@ def reports_from_events(events: pa.Table) -> list[Report]:
     if not events.num_rows:
         return []
     mask = pc.is_in(events.column("type"), value_set=_REPORTABLE_ARRAY)
+    if not pc.any(mask).as_py():  # none (nearly every micro-batch)
+        return []
     picked = events.filter(mask)
     out: list[Report] = []
     for row in picked.select(["tenant_id", "type", "ts", "attributes"]).to_pylist():

