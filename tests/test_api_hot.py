@@ -59,6 +59,14 @@ def keyed(store: Store, **kwargs: Any) -> tuple[TestClient, dict[str, str], dict
     return TestClient(app), {"Authorization": f"Bearer {key}"}, counted(app)
 
 
+def ticking(store: Store) -> tuple[list[float], Any]:
+    """The store's key cache on a clock the test moves (``ticks[0]``, in seconds)."""
+    ticks = [0.0]
+    cache = keycache.cache_of(store)
+    cache.clock = lambda: ticks[0]
+    return ticks, cache
+
+
 def test_fast_answers_equal_the_fastapi_routes(store: Store) -> None:
     api, auth, spies = keyed(store)
     slow = {"/v1/customers/alice/candidates?limit=2": "/v1/customers/alice/candidates?limit=02",
@@ -114,8 +122,7 @@ def test_expiry_holds_exactly_with_a_cached_record(store: Store) -> None:
 
 def test_revoked_elsewhere_is_refused_within_the_ttl(store: Store) -> None:
     api, auth, _ = keyed(store)
-    ticks = [0.0]
-    keycache.cache_of(store).clock = lambda: ticks[0]
+    ticks, _ = ticking(store)
     path = "/v1/customers/alice/candidates"
     assert api.get(path, headers=auth).status_code == 200
     with store.tx() as tx:  # what `ceap apikey revoke` does in another process
@@ -191,9 +198,7 @@ def _settled(cache: keycache.KeyCache) -> None:
 
 def test_a_key_in_steady_use_never_goes_stale(store: Store) -> None:
     api, auth, spies = keyed(store)
-    ticks = [0.0]
-    cache = keycache.cache_of(store)
-    cache.clock = lambda: ticks[0]
+    ticks, cache = ticking(store)
     path = "/v1/customers/alice/candidates"
     assert api.get(path, headers=auth).status_code == 200  # read: the slow way, once
     assert spies[CANDIDATES].calls == 1
@@ -206,8 +211,7 @@ def test_a_key_in_steady_use_never_goes_stale(store: Store) -> None:
 
 def test_a_known_key_gone_stale_is_read_once_on_the_lean_path(store: Store) -> None:
     api, auth, spies = keyed(store)
-    ticks = [0.0]
-    keycache.cache_of(store).clock = lambda: ticks[0]
+    ticks, _ = ticking(store)
     path = "/v1/customers/alice/candidates"
     assert api.get(path, headers=auth).status_code == 200  # first read: the FastAPI route
     ticks[0] = 3 * keycache.DEFAULT_TTL  # unused for longer than the TTL: stale
@@ -222,9 +226,7 @@ def test_a_known_key_gone_stale_is_read_once_on_the_lean_path(store: Store) -> N
 
 def test_a_revocation_elsewhere_reaches_a_key_in_use_in_the_background(store: Store) -> None:
     api, auth, _ = keyed(store)
-    ticks = [0.0]
-    cache = keycache.cache_of(store)
-    cache.clock = lambda: ticks[0]
+    ticks, cache = ticking(store)
     path = "/v1/customers/alice/candidates"
     assert api.get(path, headers=auth).status_code == 200
     with store.tx() as tx:  # what `ceap apikey revoke` does in another process
