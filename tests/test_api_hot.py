@@ -59,6 +59,12 @@ def keyed(store: Store, **kwargs: Any) -> tuple[TestClient, dict[str, str], dict
     return TestClient(app), {"Authorization": f"Bearer {key}"}, counted(app)
 
 
+def revoke_elsewhere(store: Store) -> None:
+    """What `ceap apikey revoke` does in another process: every key revoked in the store."""
+    with store.tx() as tx:
+        tx.execute("UPDATE api_keys SET revoked_at = ?", (tx.ts(utcnow()),))
+
+
 def ticking(store: Store) -> tuple[list[float], Any]:
     """The store's key cache on a clock the test moves (``ticks[0]``, in seconds)."""
     ticks = [0.0]
@@ -125,8 +131,7 @@ def test_revoked_elsewhere_is_refused_within_the_ttl(store: Store) -> None:
     ticks, _ = ticking(store)
     path = "/v1/customers/alice/candidates"
     assert api.get(path, headers=auth).status_code == 200
-    with store.tx() as tx:  # what `ceap apikey revoke` does in another process
-        tx.execute("UPDATE api_keys SET revoked_at = ?", (tx.ts(utcnow()),))
+    revoke_elsewhere(store)
     ticks[0] = keycache.DEFAULT_TTL - 0.01
     assert api.get(path, headers=auth).status_code == 200  # the bound: up to the TTL
     ticks[0] = keycache.DEFAULT_TTL
@@ -138,8 +143,7 @@ def test_ttl_zero_reads_the_store_every_time(store: Store, monkeypatch: pytest.M
     api, auth, _ = keyed(store)
     path = "/v1/customers/alice/candidates"
     assert api.get(path, headers=auth).status_code == 200
-    with store.tx() as tx:
-        tx.execute("UPDATE api_keys SET revoked_at = ?", (tx.ts(utcnow()),))
+    revoke_elsewhere(store)
     assert api.get(path, headers=auth).status_code == 401
 
 
@@ -217,8 +221,7 @@ def test_a_known_key_gone_stale_is_read_once_on_the_lean_path(store: Store) -> N
     ticks[0] = 3 * keycache.DEFAULT_TTL  # unused for longer than the TTL: stale
     assert api.get(path, headers=auth).status_code == 200
     assert spies[CANDIDATES].calls == 1  # read again while the request waited, then served lean
-    with store.tx() as tx:  # revoked elsewhere: the next fresh read refuses it
-        tx.execute("UPDATE api_keys SET revoked_at = ?", (tx.ts(utcnow()),))
+    revoke_elsewhere(store)
     ticks[0] = 6 * keycache.DEFAULT_TTL
     refused = api.get(path, headers=auth)
     assert refused.status_code == 401 and refused.json() == {"detail": "revoked API key"}
@@ -229,8 +232,7 @@ def test_a_revocation_elsewhere_reaches_a_key_in_use_in_the_background(store: St
     ticks, cache = ticking(store)
     path = "/v1/customers/alice/candidates"
     assert api.get(path, headers=auth).status_code == 200
-    with store.tx() as tx:  # what `ceap apikey revoke` does in another process
-        tx.execute("UPDATE api_keys SET revoked_at = ?", (tx.ts(utcnow()),))
+    revoke_elsewhere(store)
     ticks[0] = keycache.DEFAULT_TTL / 2
     assert api.get(path, headers=auth).status_code == 200  # the record in hand, read again behind
     _settled(cache)
