@@ -287,7 +287,7 @@ def test_removing_a_programs_digest_sends_what_it_held(store: Store, tmp_path: P
 
 
 def test_preview_of_a_digest_program_lists_the_held_items(store: Store, tmp_path: Path) -> None:
-    from ceap.delivery.templates.preview import preview
+    from ceap.delivery.templates.previews import preview
 
     project = DigestProject(tmp_path, store, {"window": "1h", "max_items": 2}, ["webhook"])
     (tmp_path / "programs").mkdir()

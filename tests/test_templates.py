@@ -501,3 +501,23 @@ def test_dispatcher_renders_at_send_time(tmp_path: Path, store: Store) -> None:
     with store.tx() as tx:
         [err] = [r[0] for r in tx.execute("SELECT last_error FROM deliveries WHERE status = 'dead'")]
     assert err.startswith("template: ") and "has no attribute 'code'" in err
+
+
+def test_every_package_name_stays_callable_after_its_submodules_are_imported() -> None:
+    """Importing a submodule binds its name on the package: none may shadow a lazy name."""
+    import importlib
+    import pkgutil
+    import subprocess
+
+    import ceap.delivery.templates as package
+
+    modules = [m.name for m in pkgutil.iter_modules(package.__path__)]
+    clash = sorted(set(modules) & set(package.__all__))
+    assert clash == [], f"submodules named like a package attribute: {clash}"
+    code = ("import importlib, pkgutil, ceap.delivery.templates as p\n"
+            "for m in pkgutil.iter_modules(p.__path__): importlib.import_module(f'{p.__name__}.{m.name}')\n"
+            "from ceap.delivery.templates import preview\n"
+            "assert callable(preview), preview\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert importlib.import_module("ceap.delivery.templates").preview.__name__ == "preview"

@@ -29,7 +29,7 @@ The package is split by concern: ``sandbox`` (the environment and its
 limits), ``files`` (parsing template files), ``renderer`` (rendering, with
 unsubscribe links and, when configured, open and click tracking), ``checks``
 (static validation; its Jinja2 side is ``source_checks``, imported only for a field not
-seen passing before) and ``preview``; each is imported when one of its names is first
+seen passing before) and ``previews``; each is imported when one of its names is first
 asked for.
 """
 
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
         validate_template_file,
     )
     from ceap.delivery.templates.files import KINDS, TemplateFile, locale_chain, parse_template_file
-    from ceap.delivery.templates.preview import preview
+    from ceap.delivery.templates.previews import preview
     from ceap.delivery.templates.renderer import TemplateRenderer
     from ceap.delivery.templates.sandbox import MAX_VALUE, RenderTimeout, SafeEnvironment, TemplateError
 
@@ -58,7 +58,7 @@ _WHERE = {
     **dict.fromkeys(["Known", "check_source", "program_payload_keys", "validate_program_templates",
                      "validate_template", "validate_template_file"], "checks"),
     **dict.fromkeys(["KINDS", "TemplateFile", "locale_chain", "parse_template_file"], "files"),
-    "preview": "preview",
+    "preview": "previews",
     "TemplateRenderer": "renderer",
     **dict.fromkeys(["MAX_VALUE", "RenderTimeout", "SafeEnvironment", "TemplateError"], "sandbox"),
 }
