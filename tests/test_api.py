@@ -81,6 +81,7 @@ def test_inbox_list_and_mark_read(store: Store) -> None:
     api, auth = client(store)
     items = api.get("/v1/customers/alice/inbox", headers=auth).json()
     assert sorted(i["title"] for i in items) == ["t0", "t1"] and not any(i["read"] for i in items)
+    assert {i["title"]: i["idempotency_key"] for i in items} == {"t0": "k0", "t1": "k1"}
     first = items[0]["id"]
     assert api.post("/v1/customers/alice/inbox/read", headers=auth,
                     json={"ids": [first]}).json() == {"marked": 1}

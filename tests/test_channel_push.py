@@ -24,7 +24,7 @@ from ceap.channels.receipts import is_bounce
 from ceap.errors import PluginError
 from ceap.plugin import PluginContext
 from ceap.testing import check_channel, check_registration, make_messages
-from tests.provider_server import MISSING, Case, ProviderServer, Recorded, Reply, message, run_case, serve
+from tests.provider_server import Case, ProviderServer, Recorded, Reply, message, run_case, serve
 
 FCM_SEND = "/v1/projects/demo-proj/messages:send"
 DEVICE = "a1b2c3d4" * 8
@@ -91,10 +91,12 @@ FCM_CASES = [
                   "header.content-type": has("application/json"),
                   "json.message.token": DEVICE, "json.message.notification.title": "Sale",
                   "json.message.notification.body": "50% off ✓", "json.message.android.ttl": "3600s",
-                  "json.message.data": {"offer": "50", "code": "X1", "tags": '["a"]'}},
+                  "json.message.data": {"offer": "50", "code": "X1", "tags": '["a"]',
+                                        "ceap_idempotency_key": "acme:dedup-1:sms"}},
          result={"status": "sent", "provider_id": "projects/demo-proj/messages/0:1700000000%31bd1c96"}),
-    Case("no data without a payload", {}, [FCM_OK], path=FCM_SEND, message={**PUSH, "payload": {}},
-         request={"json.message.data": MISSING}, result={"status": "sent"}),
+    Case("the key alone without a payload", {}, [FCM_OK], path=FCM_SEND, message={**PUSH, "payload": {}},
+         request={"json.message.data": {"ceap_idempotency_key": "acme:dedup-1:sms"}},
+         result={"status": "sent"}),
     Case("unregistered token is a bounce", {},
          [fcm_error(404, "NOT_FOUND", "Requested entity was not found.", "UNREGISTERED")],
          path=FCM_SEND, message=PUSH,
@@ -203,7 +205,7 @@ APNS_CASES = [
                   "header.apns-priority": "10", "header.apns-id": APNS_ID, "header.apns-expiration": "0",
                   "header.authorization": has("bearer "),
                   "json.aps": {"alert": {"title": "Sale", "body": "50% off ✓"}, "sound": "default"},
-                  "json.offer": 50, "json.tags": ["a"]},
+                  "json.offer": 50, "json.tags": ["a"], "json.ceap_idempotency_key": "acme:dedup-1:sms"},
          result={"status": "sent", "provider_id": APNS_ID}),
     Case("unregistered is a bounce", {}, [apns_reply(410, "Unregistered")], path=DEVICE_PATH, message=PUSH,
          result={"retryable": False, "error": bounced("410 Unregistered")}),
@@ -339,7 +341,8 @@ def test_webpush_body_is_encrypted_and_vapid_signed(server: ProviderServer, keys
     assert b"50% off" not in request.body
     plain = http_ece.decrypt(request.body, private_key=keys["receiver"], auth_secret=keys["auth"],
                              version="aes128gcm")
-    assert json.loads(plain) == {"title": "Sale", "body": "50% off ✓", "data": PUSH["payload"]}
+    assert json.loads(plain) == {"title": "Sale", "body": "50% off ✓",
+                                 "data": {**PUSH["payload"], "ceap_idempotency_key": "acme:dedup-1:sms"}}
     scheme, _, params = request.headers["authorization"].partition(" ")
     fields = dict(p.split("=", 1) for p in params.split(","))
     public = ec.EllipticCurvePublicKey.from_encoded_point(

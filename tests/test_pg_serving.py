@@ -211,7 +211,7 @@ def test_answer_fields_are_those_the_api_shows() -> None:
 
     times = ["2026-01-02T03:04:05"] * 2
     assert tuple(_candidate(*["x"] * 6, "0.5", *["x"] * 5, *times)) == CANDIDATE_FIELDS
-    assert tuple(_inbox_item(*["x"] * 5, times[0], True)) == INBOX_FIELDS
+    assert tuple(_inbox_item(*["x"] * 6, times[0], True)) == INBOX_FIELDS
 
 
 def test_times_are_written_as_isoformat_writes_them() -> None:

@@ -261,6 +261,8 @@ def test_programs_added_edited_and_paused_without_a_restart(project: Project) ->
     os.utime(path, (time.time() + 10, time.time() + 10))
     send(*(crash(f"d{k}", "D", 30 + k) for k in range(2)))
     assert set(project.candidates("crash")) == {"B", "C"}  # paused: nothing new
+    path.unlink()
+    send(crash("e0", "E", 40))                             # removed while paused: nothing to stop
     assert source.lag() == 0                                # every message was committed
 
 

@@ -65,9 +65,9 @@ def json_response(data: Any) -> Response:
 
 def inbox_plain(i: InboxItem) -> dict[str, Any]:
     """An inbox message as the API shows it (``InboxItemOut``'s fields)."""
-    return {"id": i.id or 0, "program": i.program, "title": i.title, "body": i.body,
-            "payload": i.payload, "created_at": i.created_at.isoformat() if i.created_at else "",
-            "read": i.read_at is not None}
+    return {"id": i.id or 0, "idempotency_key": i.idempotency_key, "program": i.program,
+            "title": i.title, "body": i.body, "payload": i.payload,
+            "created_at": i.created_at.isoformat() if i.created_at else "", "read": i.read_at is not None}
 
 
 #: threads serving a server store's reads (PostgreSQL: up to ``CEAP_PG_POOL_MAX`` = 10 of

@@ -84,7 +84,9 @@ class BatchRequest(Body):
 
 
 class InboxItemOut(BaseModel):
-    id: int
+    id: int = Field(description="the message's id in the inbox (what `inbox/read` takes)")
+    idempotency_key: str = Field(description="its delivery's idempotency key: what `POST /v1/engagements` "
+                                 "takes to report the card opened or clicked")
     program: str
     title: str
     body: str

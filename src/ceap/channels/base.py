@@ -24,6 +24,10 @@ from ceap.plugin import Plugin, PluginConfig
 
 SendStatus = Literal["sent", "delivered", "duplicate", "failed"]
 
+#: the data field of a push that holds the delivery's idempotency key, so the app can
+#: report the push opened or clicked (``POST /v1/engagements``)
+PUSH_KEY_FIELD = "ceap_idempotency_key"
+
 
 @dataclass(frozen=True)
 class Message:
@@ -43,6 +47,12 @@ class Message:
     headers: dict[str, str] = field(default_factory=dict)
     category: str = "marketing"
     locale: str | None = None
+
+
+def push_data(message: Message) -> dict[str, Any]:
+    """A push's data: the message's payload and its idempotency key (``PUSH_KEY_FIELD``,
+    which wins over a payload field of that name)."""
+    return {**message.payload, PUSH_KEY_FIELD: message.idempotency_key}
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 ``POST {base_url}/3/device/{token}`` with ``apns-topic`` (the app's bundle
 id), ``apns-push-type: alert``, ``apns-priority`` and ``apns-id``, and the
-body ``{"aps": {"alert": {"title", "body"}}, ...payload}``. Authentication is
-a provider token: an ES256 JWT (``kid`` = key id, ``iss`` = team id) signed
+body ``{"aps": {"alert": {"title", "body"}}, ...payload, "ceap_idempotency_key"}``.
+Authentication is a provider token: an ES256 JWT (``kid`` = key id, ``iss`` = team id) signed
 with the .p8 key from ``key_env`` (the PEM, or a path to it), reused for 50
 minutes (Apple refuses tokens older than an hour and refreshes more often
 than every 20 minutes). Needs ``pip install 'ceap[apns]'`` (h2, PyJWT).
@@ -35,7 +35,7 @@ from typing import Any, ClassVar, Literal
 import httpx
 from pydantic import Field
 
-from ceap.channels.base import ChannelConfig, Message, SendResult
+from ceap.channels.base import ChannelConfig, Message, SendResult, push_data
 from ceap.channels.external import UNREACHABLE, ExternalChannel, ExternalConfig, env_secret
 from ceap.channels.http_status import http_failure
 from ceap.channels.receipts import APNS_RETRYABLE, apns_error
@@ -104,7 +104,7 @@ class ApnsChannel(ExternalChannel[ApnsConfig]):
         aps: dict[str, Any] = {"alert": {"title": message.title, "body": message.body}}
         if self.config.sound:
             aps["sound"] = self.config.sound
-        extra = {k: v for k, v in message.payload.items() if k != "aps"}
+        extra = {k: v for k, v in push_data(message).items() if k != "aps"}
         return json.dumps({"aps": aps, **extra}, separators=(",", ":"), ensure_ascii=False,
                           default=str).encode()
 

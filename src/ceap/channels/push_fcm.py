@@ -2,7 +2,8 @@
 
 ``POST {base_url}/v1/projects/{project_id}/messages:send`` with
 ``{"message": {"token", "notification": {"title", "body"}, "data": {...}}}``
-(data values are strings: others are sent as JSON). The bearer token is an
+(data: the payload and ``ceap_idempotency_key``; values are strings: others are
+sent as JSON). The bearer token is an
 OAuth2 access token got with the JWT bearer grant from a service account
 (its JSON, or a path to it, in ``credentials_env``), cached until a minute
 before it expires; ``token_env`` gives a ready token instead (tests, or a
@@ -30,7 +31,7 @@ from urllib.parse import urlencode
 
 from pydantic import Field, model_validator
 
-from ceap.channels.base import ChannelConfig, Message, SendResult
+from ceap.channels.base import ChannelConfig, Message, SendResult, push_data
 from ceap.channels.external import env_secret
 from ceap.channels.http_common import HttpChannel, HttpConfig, HttpRequest, Refused, Response, failure_for
 from ceap.channels.http_status import http_failure
@@ -137,9 +138,7 @@ class FcmChannel(HttpChannel[FcmConfig]):
         cfg, key = self.config, message.idempotency_key
         body: dict[str, Any] = {"token": message.to,
                                 "notification": {"title": message.title, "body": message.body}}
-        data = data_strings(message.payload)
-        if data:
-            body["data"] = data
+        body["data"] = data_strings(push_data(message))
         if cfg.ttl_seconds is not None:
             body["android"] = {"ttl": f"{cfg.ttl_seconds}s"}
         try:  # the token: at most one grant an hour (a blocking request)

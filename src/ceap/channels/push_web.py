@@ -4,7 +4,8 @@ and the aes128gcm encryption (RFC 8291) done by ``pywebpush``.
 The address is the browser's subscription, as the JSON its
 ``PushSubscription.toJSON()`` gives (``{"endpoint", "keys": {"p256dh",
 "auth"}}``), kept in the profile's ``push_token``. The message goes to the
-subscription's endpoint as an encrypted JSON ``{"title", "body", "data"}``
+subscription's endpoint as an encrypted JSON ``{"title", "body", "data"}`` (data:
+the payload and ``ceap_idempotency_key``)
 with ``Authorization: vapid t=<JWT>, k=<public key>``, ``TTL`` and
 ``Urgency``. Needs ``pip install 'ceap[webpush]'``.
 
@@ -30,7 +31,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field
 
-from ceap.channels.base import ChannelConfig, Message, SendResult
+from ceap.channels.base import ChannelConfig, Message, SendResult, push_data
 from ceap.channels.external import env_secret
 from ceap.channels.http_common import HttpChannel, HttpConfig, Refused, failure_for
 from ceap.channels.http_status import http_failure
@@ -110,7 +111,7 @@ class WebPushChannel(HttpChannel[WebPushConfig]):
         refused = self.endpoint_refused(sub["endpoint"])
         if refused:
             return SendResult(key, "failed", error=f"refused: {refused}")
-        data = json.dumps({"title": message.title, "body": message.body, "data": message.payload},
+        data = json.dumps({"title": message.title, "body": message.body, "data": push_data(message)},
                           ensure_ascii=False, default=str).encode()
         try:
             body = WebPusher(sub).encode(data, "aes128gcm")["body"]

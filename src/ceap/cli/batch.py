@@ -20,6 +20,7 @@ from ceap.cli.common import (
     fail_spec,
     load_specs,
     out,
+    parse_now,
     program_paths,
     short_command,
     state,
@@ -97,6 +98,10 @@ def run(
     as_json: JsonOption = False,
     engine: Annotated[str | None, typer.Option(
         help="local (this process, spills to disk) or spark (default: ceap.yaml's engine)")] = None,
+    now: Annotated[str | None, typer.Option(
+        "--now", help="run as if it were this time (ISO 8601 with a time zone, e.g. "
+                      "2026-03-29T01:00:00Z): run_ts, run_date and the candidates' times "
+                      "are computed from it, for reproducible runs")] = None,
 ) -> None:
     """Run programs once over their sources; print each funnel. One failing
     program does not stop the others; the exit code is 1 if any failed."""
@@ -104,6 +109,7 @@ def run(
 
     from ceap.runtime.batch import run_programs
 
+    at = parse_now(now)
     project = state.project()
     try:
         settings = project.engine_settings(engine)
@@ -115,7 +121,7 @@ def run(
                TextColumn("{task.completed:,} rows"), TimeElapsedColumn())
     try:
         with Progress(*columns, console=err, transient=True) as progress:
-            results = run_programs(specs, store, project.context(state.tenant),
+            results = run_programs(specs, store, project.context(state.tenant), now=at,
                                    on_start=_progress_factory(progress), engine=settings)
     finally:
         store.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
@@ -122,6 +123,26 @@ def check_status(status: str | None, known: tuple[str, ...]) -> None:
     if status is not None and status not in known:
         raise typer.BadParameter(f"unknown status {status!r} (known: {', '.join(known)})",
                                  param_hint="--status")
+
+
+NowOption = Annotated[str | None, typer.Option(
+    "--now", help="act as if it were this time (ISO 8601, e.g. 2026-03-29T01:00:00Z): for tests")]
+
+
+def parse_now(value: str | None) -> datetime | None:
+    """A ``--now`` value as a UTC time, or exit 2 naming what is wrong with it."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
+    except ValueError:
+        err.print(f"--now: expected an ISO 8601 time such as 2026-03-29T01:00:00Z, got {value!r}",
+                  markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    if parsed.tzinfo is None:
+        err.print(f"--now: {value!r} has no time zone (add Z or +01:00)", markup=False, highlight=False)
+        raise typer.Exit(2)
+    return parsed.astimezone(UTC)
 
 
 def fail_spec(errors: list[SpecError]) -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import signal
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ceap.cli.common import JsonOption, app, err, state
+from ceap.cli.common import JsonOption, NowOption, app, err, parse_now, state
 from ceap.cli.output import Column, Sheet, show
 from ceap.errors import CeapError, SpecError
 from ceap.model import utcnow
@@ -23,24 +23,6 @@ if TYPE_CHECKING:
     from ceap.spec import ProgramSpec, ProjectConfig
 
 from ceap.cli.observe import MetricsAddrOption, MetricsPortOption, start_metrics
-
-NowOption = Annotated[str | None, typer.Option(
-    "--now", help="act as if it were this time (ISO 8601, e.g. 2026-03-29T01:00:00Z): for tests")]
-
-
-def _when(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
-    except ValueError:
-        err.print(f"--now: expected an ISO 8601 time such as 2026-03-29T01:00:00Z, got {value!r}",
-                  markup=False, highlight=False)
-        raise typer.Exit(2) from None
-    if parsed.tzinfo is None:
-        err.print(f"--now: {value!r} has no time zone (add Z or +01:00)", markup=False, highlight=False)
-        raise typer.Exit(2)
-    return parsed.astimezone(UTC)
 
 
 class ProgramFolder:
@@ -169,7 +151,7 @@ def scheduler(
 
     project = state.project()
     start_metrics(metrics_port, metrics_addr)
-    at = _when(now)
+    at = parse_now(now)
     if at is not None and not once:
         err.print("--now needs --once (a clock that stands still would never reach the next window)")
         raise typer.Exit(2)
@@ -294,7 +276,7 @@ def schedule(
     from ceap.runtime.schedule_book import ScheduleBook
 
     project = state.project()
-    at = _when(now) or utcnow()
+    at = parse_now(now) or utcnow()
     folder = ProgramFolder(project)
     specs = [s for s in folder() if program is None or s.name == program]
     if program is not None and not specs:

@@ -111,6 +111,11 @@ class Worker:
         self.status = StatusReporter(store, context.tenant, stream, clock())
         self.stats = WorkerStats()
         self._reloaded = 0.0
+        #: False until the programs were first loaded: then a program whose rows lack a column
+        #: it names stops the start (later, it is logged and not run)
+        self._started = False
+        #: files not loaded, by the modification time of the version refused
+        self._refused: dict[str, float] = {}
         self._pruned = time.monotonic()
         if state_url:  # shared by several workers
             from ceap.realtime.state_redis import RedisEventLog, RedisTimers, connect
@@ -145,23 +150,29 @@ class Worker:
         for key in list(self.runners):
             if key not in found:
                 self.cancellers.pop(key, None)
-                self.runners.pop(key)[1].close()
+                self._refused.pop(key, None)
+                runner = self.runners.pop(key)[1]
+                if runner is not None:  # paused, batch or never loaded: nothing runs
+                    runner.close()
                 log.info("program %s removed", key)
         for key, path in found.items():
             mtime = path.stat().st_mtime
-            if key in self.runners and self.runners[key][0] == mtime:
+            if self._refused.get(key) == mtime or (key in self.runners and self.runners[key][0] == mtime):
                 continue
             try:
                 spec = load_program(path, self.registry)
-                running = key in self.runners and self.runners[key][1] is not None
-                if running and (issues := column_issues(spec)):  # it would stop the worker
-                    raise SpecError(str(path), issues)
             except CeapError as exc:
-                log.error("program %s not loaded: %s", path, exc)
-                if key in self.runners:  # keep the last good version running
-                    continue
-                self.runners[key] = (mtime, None)  # type: ignore[assignment]
+                self._refuse(key, mtime, exc)
                 continue
+            if is_realtime(spec) and spec.mode != "paused" and (issues := column_issues(spec)):
+                # its rows lack a column it names: it would stop the worker at its first batch
+                error = SpecError(str(path), issues)
+                if not self._started:  # start-up: refuse, naming the file, as `ceap validate`
+                    self.close_programs()
+                    raise error
+                self._refuse(key, mtime, error, spec.name)
+                continue
+            self._refused.pop(key, None)
             if key in self.runners and self.runners[key][1] is not None:
                 self.runners.pop(key)[1].close()
             self.cancellers.pop(key, None)
@@ -172,7 +183,16 @@ class Worker:
                                                           timers=self.timers))
             else:
                 self.runners[key] = (mtime, None)  # type: ignore[assignment]
+        self._started = True
         self.stats.programs = sorted(r.spec.name for _, r in self.runners.values() if r is not None)
+
+    def _refuse(self, key: str, mtime: float, exc: CeapError, name: str | None = None) -> None:
+        """A program file not loaded: logged once per version; the last good version, if
+        any, keeps running."""
+        log.error("program %s not loaded: %s", name or key, exc)
+        self._refused[key] = mtime
+        if key not in self.runners:
+            self.runners[key] = (mtime, None)  # type: ignore[assignment]
 
     def live(self) -> list[ProgramRunner]:
         return [r for _, r in self.runners.values() if r is not None]
@@ -367,8 +387,14 @@ class Worker:
         self.status.report(self.watermarks.by_partition, self.stats.lag, self.stats.messages,
                            self.stats.events, self.clock())
 
-    def close(self) -> None:
+    def close_programs(self) -> None:
+        """Close every program's runner (the worker has none afterwards)."""
         for _, runner in self.runners.values():
             if runner is not None:
                 runner.close()
+        self.runners.clear()
+        self.cancellers.clear()
+
+    def close(self) -> None:
+        self.close_programs()
         self.source.close()

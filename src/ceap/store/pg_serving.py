@@ -48,7 +48,7 @@ CANDIDATE_FIELDS = ("id", "program", "customer_id", "subject_id", "action_type",
                     "score", "priority", "model", "payload", "context", "status",
                     "not_before", "expires_at")
 #: what the API shows of an inbox message (``InboxItemOut``)
-INBOX_FIELDS = ("id", "program", "title", "body", "payload", "created_at", "read")
+INBOX_FIELDS = ("id", "idempotency_key", "program", "title", "body", "payload", "created_at", "read")
 
 
 def _utc(column: str) -> str:
@@ -81,7 +81,7 @@ CANDIDATES_SQL = {
         f" AND channels ? ${5 + program}" if channel else ""))
     for program in (False, True) for channel in (False, True)
 }
-_INBOX = ("SELECT json_agg(json_build_array(id, program, title, body, payload, "
+_INBOX = ("SELECT json_agg(json_build_array(id, idempotency_key, program, title, body, payload, "
           f"{_utc('created_at')}, read_at IS NOT NULL) ORDER BY created_at DESC, id DESC)::text "
           "FROM inbox WHERE tenant_id = $1 AND customer_id = $2{extra}")
 #: the inbox statement, all messages (False) or unread ones (True)
@@ -105,11 +105,11 @@ def _candidate(id: int, program: str, customer_id: str, subject_id: str | None, 
             "expires_at": _iso(expires_at)}
 
 
-def _inbox_item(id: int, program: str, title: str, body: str, payload: Any, created_at: str,
-                read: bool) -> dict[str, Any]:
+def _inbox_item(id: int, idempotency_key: str, program: str, title: str, body: str, payload: Any,
+                created_at: str, read: bool) -> dict[str, Any]:
     """An inbox message as the API shows it, from its ``INBOX_SQL`` array."""
-    return {"id": id, "program": program, "title": title, "body": body, "payload": payload or {},
-            "created_at": _iso(created_at), "read": read}
+    return {"id": id, "idempotency_key": idempotency_key, "program": program, "title": title,
+            "body": body, "payload": payload or {}, "created_at": _iso(created_at), "read": read}
 
 
 def connections_from_env() -> int:
