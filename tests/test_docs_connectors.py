@@ -1,0 +1,32 @@
+"""Source errors found by following docs/program-spec.md (`sql` source) as a new user:
+a wrong value names the field and what is wrong, never a password."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from ceap.connectors.sql import SqlConnector
+from ceap.errors import SourceError
+from ceap.plugin import PluginContext
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("mysqlx://ceap:hunter2@db.internal/shop",
+     "source.connection: no database driver for mysqlx:// URLs"),
+    ("mysql://ceap:hunter2@db.internal/shop",
+     "source.connection: the driver of mysql:// URLs is not installed"),
+])
+def test_an_unknown_database_url_names_the_field_and_the_scheme(
+        tmp_path: Path, url: str, expected: str) -> None:
+    pytest.importorskip("sqlalchemy")
+    if url.startswith("mysql:") and importlib.util.find_spec("MySQLdb"):
+        pytest.skip("the MySQL driver is installed here")
+    connector = SqlConnector.from_dict({"type": "sql", "connection": "shop", "table": "orders"},
+                                       PluginContext(base_dir=tmp_path, connections={"shop": url}))
+    with pytest.raises(SourceError) as err:
+        connector.schema()
+    assert str(err.value).startswith(expected)
+    assert "hunter2" not in str(err.value)
