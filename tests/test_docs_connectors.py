@@ -30,3 +30,28 @@ def test_an_unknown_database_url_names_the_field_and_the_scheme(
         connector.schema()
     assert str(err.value).startswith(expected)
     assert "hunter2" not in str(err.value)
+
+
+def test_an_unreachable_kafka_broker_is_an_error_naming_the_topic_and_servers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ceap worker --stream kafka`` against a closed port ended in a KafkaException
+    traceback (from ``lag()``), where Redis and NATS say ``cannot connect``."""
+    pytest.importorskip("confluent_kafka")
+    import socket
+
+    from ceap.connectors import streams_kafka
+
+    monkeypatch.setattr(streams_kafka, "METADATA_TIMEOUT", 0.5)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    connector = streams_kafka.KafkaConnector.from_dict(
+        {"type": "kafka", "topic": "events", "bootstrap_servers": f"127.0.0.1:{port}",
+         "options": {"log_level": 0}})
+    try:
+        with pytest.raises(SourceError) as err:
+            connector.lag()
+        assert str(err.value).startswith(
+            f"kafka topic 'events' at 127.0.0.1:{port}: cannot read its offsets: ")
+    finally:
+        connector.close()

@@ -19,7 +19,7 @@ def open_stream(project: ProjectConfig, name: str, store: Store,
                 registry: Registry | None = None, **overrides: Any) -> StreamConnector[Any]:
     """The stream connector named ``name`` in ``ceap.yaml`` (``events``: the embedded queue)."""
     registry = registry or default_registry()
-    where = str(project.base_dir / "ceap.yaml")
+    where = project.where()
     if name not in project.streams:
         raise SpecError(where, [("streams", f"no stream named {name!r} "
                                             f"(configured: {', '.join(sorted(project.streams))})")])
