@@ -82,10 +82,18 @@ class KafkaConnector(StreamConnector[KafkaConfig]):
         self._producer: Any = None
         self._reader: Any = None      # reads the group's offsets without joining it (lag)
 
+    def _client(self, factory: Any, settings: dict[str, Any]) -> Any:
+        """A librdkafka client; settings it refuses (a misspelt ``options`` key) are an error
+        naming the topic and the setting, not a KafkaException."""
+        try:
+            return factory(settings)
+        except self._kafka.KafkaException as exc:
+            raise SourceError(f"kafka topic {self.config.topic!r}: options: {exc.args[0].str()}") from None
+
     def _create_topic(self, partitions: int) -> None:
         from confluent_kafka.admin import AdminClient, NewTopic
 
-        admin = AdminClient(self._common)
+        admin = self._client(AdminClient, self._common)
         if self.config.topic in admin.list_topics(timeout=10).topics:
             return
         futures = admin.create_topics([NewTopic(self.config.topic, num_partitions=partitions,
@@ -102,7 +110,7 @@ class KafkaConnector(StreamConnector[KafkaConfig]):
     def _consume(self) -> Any:
         if self._consumer is None:
             c = self.config
-            self._consumer = self._kafka.Consumer({
+            self._consumer = self._client(self._kafka.Consumer, {
                 **self._common, "group.id": c.group, "enable.auto.commit": False,
                 "enable.auto.offset.store": False, "auto.offset.reset": c.start,
                 "session.timeout.ms": int(c.session_timeout * 1000),
@@ -147,7 +155,8 @@ class KafkaConnector(StreamConnector[KafkaConfig]):
 
     def publish(self, bodies: Sequence[bytes]) -> None:
         if self._producer is None:
-            self._producer = self._kafka.Producer({"acks": "all", "linger.ms": 5, **self._common})
+            self._producer = self._client(self._kafka.Producer,
+                                          {"acks": "all", "linger.ms": 5, **self._common})
         failed: list[str] = []
 
         def report(err: Any, _msg: Any) -> None:
@@ -179,8 +188,8 @@ class KafkaConnector(StreamConnector[KafkaConfig]):
 
     def _lag(self) -> int | None:
         if self._consumer is None and self._reader is None:
-            self._reader = self._kafka.Consumer({**self._common, "group.id": self.config.group,
-                                                 "enable.auto.commit": False})
+            self._reader = self._client(self._kafka.Consumer, {
+                **self._common, "group.id": self.config.group, "enable.auto.commit": False})
         consumer, tp = self._consumer or self._reader, self._kafka.TopicPartition
         meta = consumer.list_topics(self.config.topic, timeout=METADATA_TIMEOUT).topics.get(self.config.topic)
         if meta is None or meta.error is not None:
