@@ -53,3 +53,16 @@ def test_without_a_file_the_messages_name_ceap_yaml_in_the_project(tmp_path: Pat
         assert str(err.value).startswith(f"{where}: streams: no stream named 'bus'")
     finally:
         store.close()
+
+
+def test_serve_names_ingest_when_it_names_no_configured_stream(tmp_path: Path) -> None:
+    """``ingest: bsu`` (docs/realtime.md): the error is at ``ingest``, where the typo is."""
+    from ceap.api.server import ServeSettings, build_app
+
+    (tmp_path / "ceap.yaml").write_text("ingest: bsu\n")
+    settings = ServeSettings(project_dir=str(tmp_path), store=f"sqlite:///{tmp_path / 'c.db'}",
+                             tenant=None, auth=True)
+    with pytest.raises(SpecError) as err:
+        build_app(settings)
+    assert str(err.value) == (f"{tmp_path.resolve() / 'ceap.yaml'}: ingest: no stream named 'bsu' "
+                              "(configured: events)")
