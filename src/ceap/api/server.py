@@ -43,7 +43,8 @@ def build_app(settings: ServeSettings, migrate: bool = True) -> FastAPI:
     store = open_store(project.store_url(settings.store), migrate=migrate,
                        context=project.context(settings.tenant), candidates=project.candidate_store)
     try:
-        ingest = open_stream(project, project.ingest, store) if project.ingest else None
+        ingest = (open_stream(project, project.ingest, store, named_by="ingest")
+                  if project.ingest else None)
         api = create_app(store, auth=settings.auth, ingest=ingest,
                          default_tenant=settings.tenant or project.tenant,
                          programs=project.programs_dir(), default_tz=project.scheduler.timezone)

@@ -156,7 +156,7 @@ class SqlConnector(Connector[SqlConfig]):
         except ImportError:
             raise SourceError("source.connection: this database needs the sqlalchemy extra: "
                               "pip install 'ceap[sqlalchemy]' plus the database's driver") from None
-        engine = sqlalchemy.create_engine(self.url())
+        engine = self._engine(sqlalchemy)
         try:
             with engine.connect() as conn:
                 result = conn.execution_options(stream_results=True).execute(sqlalchemy.text(sql))
@@ -171,6 +171,24 @@ class SqlConnector(Connector[SqlConfig]):
         if schema_only:
             return batches[0].schema if batches else pa.schema([(n, pa.null()) for n in names])
         return batches
+
+
+    def _engine(self, sqlalchemy: Any) -> Any:
+        """The SQLAlchemy engine of the URL; a scheme without a dialect or a driver not
+        installed fails naming the field and the scheme, never the URL (it may hold a password)."""
+        url = self.url()
+        scheme = url.split(":", 1)[0]
+        try:
+            return sqlalchemy.create_engine(url)
+        except sqlalchemy.exc.NoSuchModuleError:
+            raise SourceError(f"source.connection: no database driver for {scheme}:// URLs "
+                              "(built in: postgresql://, sqlite:///, duckdb://; others need "
+                              "their SQLAlchemy dialect installed)") from None
+        except ImportError as exc:
+            raise SourceError(f"source.connection: the driver of {scheme}:// URLs is not "
+                              f"installed: {exc}") from None
+        except (sqlalchemy.exc.ArgumentError, ValueError):
+            raise SourceError("source.connection: not a database URL") from None
 
 
 def _rebatch(reader: pa.RecordBatchReader, rows: int) -> Iterator[pa.RecordBatch]:

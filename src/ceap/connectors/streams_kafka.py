@@ -25,6 +25,9 @@ from ceap.realtime.source import Received, StreamConfig, StreamConnector
 
 log = logging.getLogger(__name__)
 
+#: seconds ``lag()`` waits for the broker's metadata and offsets
+METADATA_TIMEOUT = 10.0
+
 #: commit errors that mean the partition moved to another member: it re-reads from the last commit
 _MOVED = ("ILLEGAL_GENERATION", "UNKNOWN_MEMBER_ID", "REBALANCE_IN_PROGRESS", "_STATE", "_ASSIGNMENT_LOST")
 
@@ -79,10 +82,18 @@ class KafkaConnector(StreamConnector[KafkaConfig]):
         self._producer: Any = None
         self._reader: Any = None      # reads the group's offsets without joining it (lag)
 
+    def _client(self, factory: Any, settings: dict[str, Any]) -> Any:
+        """A librdkafka client; settings it refuses (a misspelt ``options`` key) are an error
+        naming the topic and the setting, not a KafkaException."""
+        try:
+            return factory(settings)
+        except self._kafka.KafkaException as exc:
+            raise SourceError(f"kafka topic {self.config.topic!r}: options: {exc.args[0].str()}") from None
+
     def _create_topic(self, partitions: int) -> None:
         from confluent_kafka.admin import AdminClient, NewTopic
 
-        admin = AdminClient(self._common)
+        admin = self._client(AdminClient, self._common)
         if self.config.topic in admin.list_topics(timeout=10).topics:
             return
         futures = admin.create_topics([NewTopic(self.config.topic, num_partitions=partitions,
@@ -99,7 +110,7 @@ class KafkaConnector(StreamConnector[KafkaConfig]):
     def _consume(self) -> Any:
         if self._consumer is None:
             c = self.config
-            self._consumer = self._kafka.Consumer({
+            self._consumer = self._client(self._kafka.Consumer, {
                 **self._common, "group.id": c.group, "enable.auto.commit": False,
                 "enable.auto.offset.store": False, "auto.offset.reset": c.start,
                 "session.timeout.ms": int(c.session_timeout * 1000),
@@ -144,7 +155,8 @@ class KafkaConnector(StreamConnector[KafkaConfig]):
 
     def publish(self, bodies: Sequence[bytes]) -> None:
         if self._producer is None:
-            self._producer = self._kafka.Producer({"acks": "all", "linger.ms": 5, **self._common})
+            self._producer = self._client(self._kafka.Producer,
+                                          {"acks": "all", "linger.ms": 5, **self._common})
         failed: list[str] = []
 
         def report(err: Any, _msg: Any) -> None:
@@ -166,18 +178,26 @@ class KafkaConnector(StreamConnector[KafkaConfig]):
                               f"stored: {failed[0] if failed else 'timed out'}")
 
     def lag(self) -> int | None:
-        """Messages after the group's committed offsets, over all partitions of the topic."""
+        """Messages after the group's committed offsets, over all partitions of the topic; a
+        broker that cannot be reached fails naming the topic and the servers."""
+        try:
+            return self._lag()
+        except self._kafka.KafkaException as exc:
+            raise SourceError(f"kafka topic {self.config.topic!r} at {self.config.bootstrap_servers}: "
+                              f"cannot read its offsets: {exc.args[0].str()}") from None
+
+    def _lag(self) -> int | None:
         if self._consumer is None and self._reader is None:
-            self._reader = self._kafka.Consumer({**self._common, "group.id": self.config.group,
-                                                 "enable.auto.commit": False})
+            self._reader = self._client(self._kafka.Consumer, {
+                **self._common, "group.id": self.config.group, "enable.auto.commit": False})
         consumer, tp = self._consumer or self._reader, self._kafka.TopicPartition
-        meta = consumer.list_topics(self.config.topic, timeout=10).topics.get(self.config.topic)
+        meta = consumer.list_topics(self.config.topic, timeout=METADATA_TIMEOUT).topics.get(self.config.topic)
         if meta is None or meta.error is not None:
             return None
         parts = [tp(self.config.topic, p) for p in meta.partitions]
         total = 0
-        for part in consumer.committed(parts, timeout=10):
-            low, high = consumer.get_watermark_offsets(part, timeout=10, cached=False)
+        for part in consumer.committed(parts, timeout=METADATA_TIMEOUT):
+            low, high = consumer.get_watermark_offsets(part, timeout=METADATA_TIMEOUT, cached=False)
             if part.offset >= 0:
                 total += max(0, high - part.offset)
             elif self.config.start == "earliest":   # nothing committed yet: all of it

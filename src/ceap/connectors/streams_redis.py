@@ -16,12 +16,14 @@ import time
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ceap.connectors.base import ConnectorConfig
 from ceap.connectors.streams_common import Url, consumer_name, env_value, need
 from ceap.errors import SourceError
 from ceap.realtime.source import Received, StreamConfig, StreamConnector
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 class RedisStreamsConfig(StreamConfig):
@@ -36,6 +38,13 @@ class RedisStreamsConfig(StreamConfig):
     start: Literal["earliest", "latest"] = Field("earliest", description="where a new group starts reading")
     maxlen: int | None = Field(None, gt=0, description="trim to about this many entries on publish")
 
+    @field_validator("url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if value.split("://", 1)[0] not in REDIS_SCHEMES or "://" not in value:
+            raise ValueError("expected a redis://, rediss:// or unix:// URL")
+        return value
+
 
 class RedisStreamsConnector(StreamConnector[RedisStreamsConfig]):
     config_model: ClassVar[type[ConnectorConfig]] = RedisStreamsConfig
@@ -44,7 +53,11 @@ class RedisStreamsConnector(StreamConnector[RedisStreamsConfig]):
         super().__init__(config, context)
         redis = need("redis", "redis_streams", "redis", "redis")
         url = env_value(config.type, config.url_env, "URL", self.context) if config.url_env else config.url
-        self._redis = redis.Redis.from_url(url, socket_timeout=None)
+        try:
+            self._redis = redis.Redis.from_url(url, socket_timeout=None)
+        except ValueError:  # from url_env: the message names the variable, never the URL
+            raise SourceError(f"redis stream {config.stream!r}: {config.url_env}: expected a redis://, "
+                              "rediss:// or unix:// URL") from None
         self._errors = (redis.RedisError,)
         self.name = consumer_name(config.consumer)
         self._own_from: Any = "0"   # a restarted consumer first re-reads what it had not acknowledged

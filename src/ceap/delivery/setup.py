@@ -43,5 +43,5 @@ def build_channels(project: ProjectConfig, store: Store,
         except ValidationError as exc:
             issues.extend(config_issues(exc, cls.config_model, data, f"channels.{name}"))
     if issues:
-        raise SpecError(str(project.base_dir / "ceap.yaml"), issues)
+        raise SpecError(project.where(), issues)
     return channels

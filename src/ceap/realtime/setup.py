@@ -16,12 +16,14 @@ from ceap.store.base import Store
 
 
 def open_stream(project: ProjectConfig, name: str, store: Store,
-                registry: Registry | None = None, **overrides: Any) -> StreamConnector[Any]:
-    """The stream connector named ``name`` in ``ceap.yaml`` (``events``: the embedded queue)."""
+                registry: Registry | None = None, named_by: str = "streams",
+                **overrides: Any) -> StreamConnector[Any]:
+    """The stream connector named ``name`` in ``ceap.yaml`` (``events``: the embedded queue);
+    ``named_by``: the field of ``ceap.yaml`` that named it, for the error when it is not there."""
     registry = registry or default_registry()
-    where = str(project.base_dir / "ceap.yaml")
+    where = project.where()
     if name not in project.streams:
-        raise SpecError(where, [("streams", f"no stream named {name!r} "
+        raise SpecError(where, [(named_by, f"no stream named {name!r} "
                                             f"(configured: {', '.join(sorted(project.streams))})")])
     raw = {**project.streams[name], **overrides}
     try:

@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 #: the collector's young-generation threshold while a worker runs (Python's default: 2,000)
 GC_YOUNG_THRESHOLD = 50_000
+#: seconds ``--until-idle`` keeps polling a stream that has given nothing yet while it says
+#: messages wait (a Kafka consumer's polls are empty until its group assigns it partitions)
+JOIN_PATIENCE = 30.0
 
 
 @dataclass
@@ -363,7 +366,7 @@ class Worker:
         # bench/realtime.py (bench/README.md), so it searches less often while the worker runs
         gc.set_threshold(max(threshold[0], GC_YOUNG_THRESHOLD), *threshold[1:])
         try:
-            last = time.monotonic()
+            last = started = time.monotonic()
             idle = 0
             while not stop.is_set():
                 handled = self.step()
@@ -373,12 +376,20 @@ class Worker:
                     if on_progress:
                         on_progress(self.stats)
                     last = time.monotonic()
-                if until_idle and idle >= 2:
+                if until_idle and idle >= 2 and not self._joining(started):
                     break
             self._read_lag()
         finally:
             gc.set_threshold(*threshold)
         return self.stats
+
+    def _joining(self, started: float) -> bool:
+        """Whether an idle ``--until-idle`` worker should poll on: it has had no message yet,
+        the stream says some wait (a consumer group still joining), for at most
+        ``JOIN_PATIENCE`` seconds."""
+        if self.stats.messages or time.monotonic() - started >= JOIN_PATIENCE:
+            return False
+        return bool(self.source.lag())
 
     def _read_lag(self) -> None:
         self.stats.lag = self.source.lag()

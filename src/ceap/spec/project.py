@@ -99,6 +99,8 @@ class ProjectConfig(BaseModel):
     journeys: JourneysConfig = Field(default_factory=JourneysConfig,
                                      description="how often `ceap worker` and `ceap scheduler` tick journeys")
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+    #: the file this config was read from (``--project deploy/ceap.prod.yaml``), for messages
+    config_file: Path | None = Field(None, exclude=True)
 
     @field_validator("exports")
     @classmethod
@@ -131,6 +133,10 @@ class ProjectConfig(BaseModel):
     def store_url(self, override: str | None = None) -> str:
         """``--store`` beats ``CEAP_STORE`` beats ``ceap.yaml`` beats the embedded default."""
         return override or os.environ.get("CEAP_STORE") or self.store or DEFAULT_STORE
+
+    def where(self) -> str:
+        """The config file, for messages: the one read, else ``ceap.yaml`` in the project."""
+        return str(self.config_file or self.base_dir / PROJECT_FILE)
 
     def context(self, tenant: str | None = None) -> PluginContext:
         return PluginContext(base_dir=self.base_dir, connections=dict(self.connections),
@@ -173,13 +179,13 @@ def load_project(path: str | Path | None = None) -> ProjectConfig:
     if not file.exists():
         if path and not target.is_dir():
             raise SpecError(str(file), [("", "file not found")])
-        return ProjectConfig(base_dir=base)
+        return ProjectConfig(base_dir=base, config_file=file.resolve())
     data = read_yaml_mapping(file)
     missing: list[tuple[str, str]] = []
     data = _interpolate(data, "", missing)
     if missing:
         raise SpecError(str(file), missing)
     try:
-        return ProjectConfig.model_validate({**data, "base_dir": base})
+        return ProjectConfig.model_validate({**data, "base_dir": base, "config_file": file.resolve()})
     except ValidationError as exc:
         raise SpecError(str(file), config_issues(exc, ProjectConfig, data)) from None
