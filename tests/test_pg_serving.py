@@ -130,6 +130,35 @@ def test_reads_in_flight_together_share_one_connection(store: PostgresStore) -> 
         reads.close()
 
 
+def test_a_second_connection_takes_reads_only_past_the_first_ones_depth(
+        store: PostgresStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ceap.store import pg_serving
+
+    reads = _reads(store, 10)
+    used: list[int] = []
+    submit = pg_serving._Conn.submit
+
+    def spy(conn: Any, name: bytes, params: list[bytes]) -> Any:
+        used.append(reads._conns.index(conn))
+        return submit(conn, name, params)
+
+    async def together(n: int) -> None:
+        await asyncio.gather(*[reads.inbox("default", "alice", False) for _ in range(n)])
+
+    async def go() -> None:
+        await together(3 * PIPELINE_DEPTH)  # a burst: more than one connection opened
+        assert len(reads._conns) > 1
+        monkeypatch.setattr(pg_serving._Conn, "submit", spy)
+        for _ in range(5):
+            await together(2)  # two at a time: the first connection's pipeline has room
+
+    try:
+        asyncio.run(go())
+        assert used == [0] * 10
+    finally:
+        reads.close()
+
+
 def test_reads_past_the_size_share_the_connections(store: PostgresStore) -> None:
     name = f"ceap_size_{id(store)}"
     reads = _reads(store, 2, name)

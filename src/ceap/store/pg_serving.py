@@ -325,9 +325,10 @@ def _wake(waiter: asyncio.Future[None]) -> None:
 class PgServingReads:
     """The hot reads of one ``PostgresStore`` (see the module docstring).
 
-    Reads share few connections, each pipelined (``_Conn``): a read goes to the
-    connection of its event loop with the fewest reads in flight, and another connection
-    is opened (up to the size) only when every one has ``PIPELINE_DEPTH`` or more. At a
+    Reads share few connections, each pipelined (``_Conn``): a read goes to the first
+    connection of its event loop with fewer than ``PIPELINE_DEPTH`` reads in flight (else
+    the least busy), and another connection is opened (up to the size) only when every
+    one has ``PIPELINE_DEPTH`` or more. At a
     steady rate one connection per process does the work, so its database process stays
     busy and warm; a burst after a quiet second wakes one database process, not one per
     read in flight (bench/README.md, issue 11). Safe to use from several event loops
@@ -386,11 +387,14 @@ class PgServingReads:
         for conn in [c for c in self._conns if c.broken]:  # failed, or the server closed it
             self._conns.remove(conn)
             conn.close()
-        best = None
-        for conn in self._conns:  # this loop's, or one with nothing in flight (it moves)
-            if (conn.loop is loop or not conn.inflight) and (
-                    best is None or len(conn.inflight) < len(best.inflight)):
-                best = conn
+        best = None  # the first with room in its pipeline (the same one while it has
+        for conn in self._conns:  # room, so it stays warm), else the least busy; of this
+            if conn.loop is loop or not conn.inflight:  # loop's, or idle ones (they move)
+                if len(conn.inflight) < PIPELINE_DEPTH:
+                    best = conn
+                    break
+                if best is None or len(conn.inflight) < len(best.inflight):
+                    best = conn
         room = len(self._conns) + self._opening < self._size
         if room and (best is None or len(best.inflight) >= PIPELINE_DEPTH) and (
                 len(self._turns) >= self._opening * PIPELINE_DEPTH):  # not enough coming
