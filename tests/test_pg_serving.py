@@ -17,7 +17,12 @@ import pytest
 from ceap.api.app import inbox_plain, json_bytes, plain
 from ceap.model import CandidateQuery, InboxItem, RunRecord, utcnow
 from ceap.store import open_store
-from ceap.store.pg_serving import CONNECTIONS_ENV, PgServingReads, connections_from_env
+from ceap.store.pg_serving import (
+    CONNECTIONS_ENV,
+    PIPELINE_DEPTH,
+    PgServingReads,
+    connections_from_env,
+)
 from ceap.store.postgres import PostgresStore
 from ceap.testing import FakeClock
 from ceap.testing.doubles import make_candidates
@@ -90,12 +95,73 @@ def test_inbox_is_that_of_the_store(store: PostgresStore) -> None:
     assert asyncio.run(store.serving_reads().inbox("default", "nobody", False)) == []
 
 
-def _reads(store: PostgresStore, size: int) -> PgServingReads:
-    return PgServingReads(store._conninfo, store.clock, size)
+def _reads(store: PostgresStore, size: int, name: str = "ceap_test") -> PgServingReads:
+    return PgServingReads(f"{store._conninfo}{'&' if '?' in store._conninfo else '?'}"
+                          f"application_name={name}", store.clock, size)
 
 
-def test_reads_wait_for_a_connection_and_share_few(store: PostgresStore) -> None:
-    reads = _reads(store, 2)
+def _backends(store: PostgresStore, name: str) -> int:
+    """The database's open connections named ``name`` (another test's are named otherwise)."""
+    with psycopg.connect(store._conninfo, autocommit=True) as admin:
+        row = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                            (name,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_reads_in_flight_together_share_one_connection(store: PostgresStore) -> None:
+    # a few reads at a time (a steady rate) keep one database process busy, not several
+    # idle ones (a burst after a quiet second woke each: bench/README.md, issue 11)
+    name = f"ceap_share_{id(store)}"
+    reads = _reads(store, 10, name)
+
+    async def four() -> list[list[dict[str, Any]]]:
+        return await asyncio.gather(*[reads.candidates("default", "alice", None, None, 5)
+                                      for _ in range(PIPELINE_DEPTH)])
+
+    async def rounds() -> None:
+        for _ in range(5):
+            answers = await four()
+            assert len({json_bytes(a) for a in answers}) == 1 and answers[0]
+
+    try:
+        asyncio.run(rounds())
+        assert _backends(store, name) == 1
+    finally:
+        reads.close()
+
+
+def test_a_second_connection_takes_reads_only_past_the_first_ones_depth(
+        store: PostgresStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ceap.store import pg_serving
+
+    reads = _reads(store, 10)
+    used: list[int] = []
+    submit = pg_serving._Conn.submit
+
+    def spy(conn: Any, name: bytes, params: list[bytes]) -> Any:
+        used.append(reads._conns.index(conn))
+        return submit(conn, name, params)
+
+    async def together(n: int) -> None:
+        await asyncio.gather(*[reads.inbox("default", "alice", False) for _ in range(n)])
+
+    async def go() -> None:
+        await together(3 * PIPELINE_DEPTH)  # a burst: more than one connection opened
+        assert len(reads._conns) > 1
+        monkeypatch.setattr(pg_serving._Conn, "submit", spy)
+        for _ in range(5):
+            await together(2)  # two at a time: the first connection's pipeline has room
+
+    try:
+        asyncio.run(go())
+        assert used == [0] * 10
+    finally:
+        reads.close()
+
+
+def test_reads_past_the_size_share_the_connections(store: PostgresStore) -> None:
+    name = f"ceap_size_{id(store)}"
+    reads = _reads(store, 2, name)
 
     async def many() -> list[list[dict[str, Any]]]:
         return await asyncio.gather(*[reads.candidates("default", "alice", None, None, 5)
@@ -104,9 +170,9 @@ def test_reads_wait_for_a_connection_and_share_few(store: PostgresStore) -> None
     try:
         answers = asyncio.run(many())
         assert len({json_bytes(a) for a in answers}) == 1 and answers[0]
-        assert reads._opened == len(reads._idle) == 2  # never more than its size
+        assert len(reads._conns) == _backends(store, name) == 2  # never more than its size
         asyncio.run(many())  # another event loop, the same connections
-        assert reads._opened == 2
+        assert len(reads._conns) == _backends(store, name) == 2
     finally:
         reads.close()
 
@@ -118,24 +184,46 @@ def test_a_cancelled_read_leaves_the_others_served(store: PostgresStore) -> None
     async def go() -> list[Any]:
         locker.execute("LOCK TABLE inbox IN ACCESS EXCLUSIVE MODE")
         first = asyncio.create_task(reads.inbox("default", "alice", False))
-        waiting = asyncio.create_task(reads.inbox("default", "alice", False))
+        middle = asyncio.create_task(reads.inbox("default", "alice", True))
         last = asyncio.create_task(reads.inbox("default", "alice", False))
-        await asyncio.sleep(0)  # the first has sent its read (it waits for the lock), the others wait
-        assert not first.done() and reads._opened == 1 and len(reads._waiters) == 2
-        waiting.cancel()
-        first.cancel()  # mid-read: its connection is closed, and the last read opens another
+        await asyncio.sleep(0)  # all three sent on the one connection, waiting for the lock
+        [conn] = reads._conns
+        assert not first.done() and len(conn.inflight) == 3
+        first.cancel()  # mid-read: its answer is dropped, the connection goes on
+        middle.cancel()
         await asyncio.sleep(0)
         locker.commit()
-        return await asyncio.gather(first, waiting, last, return_exceptions=True)
+        return await asyncio.gather(first, middle, last, return_exceptions=True)
 
     try:
         asyncio.run(reads.inbox("default", "alice", False))  # the connection is open and idle
-        first, waiting, last = asyncio.run(go())
-        assert isinstance(first, asyncio.CancelledError) and isinstance(waiting, asyncio.CancelledError)
+        first, middle, last = asyncio.run(go())
+        assert isinstance(first, asyncio.CancelledError) and isinstance(middle, asyncio.CancelledError)
         assert len(last) == 5
-        assert reads._opened == 1 and not reads._waiters
+        [conn] = reads._conns
+        assert not conn.inflight and not conn.broken
+        assert len(asyncio.run(reads.inbox("default", "alice", True))) == 3  # the same one, in step
     finally:
         locker.close()
+        reads.close()
+
+
+def test_a_read_error_is_its_own(store: PostgresStore) -> None:
+    reads = _reads(store, 1)
+
+    async def go() -> list[Any]:
+        return await asyncio.gather(
+            reads.candidates("default", "alice", None, None, 5),
+            reads.candidates("default", "alice", None, None, -1),  # LIMIT -1: an error
+            reads.inbox("default", "alice", False), return_exceptions=True)
+
+    try:
+        good, bad, inbox = asyncio.run(go())
+        assert isinstance(bad, psycopg.errors.InvalidRowCountInLimitClause)
+        assert len(good) == 5 and len(inbox) == 5
+        [conn] = reads._conns
+        assert not conn.broken
+    finally:
         reads.close()
 
 
@@ -143,13 +231,13 @@ def test_a_failed_connection_is_dropped(store: PostgresStore) -> None:
     reads = _reads(store, 1)
     try:
         asyncio.run(reads.inbox("default", "alice", False))
-        [conn] = reads._idle
+        [conn] = reads._conns
         with psycopg.connect(store._conninfo, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(%s, 10000)", (conn.pg.backend_pid,))  # and gone
         with pytest.raises(psycopg.OperationalError):
             asyncio.run(reads.inbox("default", "alice", False))
         assert len(asyncio.run(reads.inbox("default", "alice", False))) == 5  # a new connection
-        assert reads._opened == 1
+        assert len(reads._conns) == 1 and reads._conns[0] is not conn
     finally:
         reads.close()
 
@@ -159,7 +247,7 @@ def test_a_connection_closed_while_idle_is_replaced_not_used(store: PostgresStor
 
     async def go() -> list[Any]:
         await reads.inbox("default", "alice", False)
-        [conn] = reads._idle
+        [conn] = reads._conns
         with psycopg.connect(store._conninfo, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(%s, 10000)", (conn.pg.backend_pid,))
         for _ in range(500):  # the event loop hears the connection end
@@ -171,7 +259,7 @@ def test_a_connection_closed_while_idle_is_replaced_not_used(store: PostgresStor
 
     try:
         assert len(asyncio.run(go())) == 5
-        assert reads._opened == 1
+        assert len(reads._conns) == 1
     finally:
         reads.close()
 
@@ -190,7 +278,7 @@ def test_closed_from_another_thread_its_loop_unregisters_it_first(store: Postgre
 
     try:
         asyncio.run_coroutine_threadsafe(reads.inbox("default", "alice", False), loop).result(30)
-        [conn] = reads._idle
+        [conn] = reads._conns
         fd = conn.fd
         assert conn.loop is loop
         reads.close()  # from this thread, while the loop runs in its own

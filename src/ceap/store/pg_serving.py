@@ -4,17 +4,18 @@ A customer's servable candidates and their in-app inbox are read the same way as
 ``PostgresStore.candidates`` and ``inbox_list`` (same rows, same order), and given as
 the API shows them, with much less work per request:
 
-* one statement per request, prepared (at the protocol level) on each connection's
-  first run of it; PostgreSQL returns the whole answer as one JSON value (the rows as
+* one statement per request, prepared (at the protocol level) when a connection
+  opens; PostgreSQL returns the whole answer as one JSON value (the rows as
   arrays of the API's fields, times as ISO 8601 text in UTC), which one ``orjson``
   call decodes: no row or column decoding in Python, no time conversions;
 * on the event loop, straight on libpq (psycopg's ``pgconn``: send, wait for the
   socket, read), without psycopg's cursor layers and without a hop to a thread and
   back (nor the contention for the GIL between the loop and a read thread);
-* on connections of their own (``CEAP_PG_SERVING_CONNECTIONS``, default 10 per
-  process, opened on first use). A read that finds them all busy waits for one
-  (the waiting reads are woken in the order they came). A connection that fails, or whose read is cancelled
-  midway, is closed, not reused.
+* on connections of their own in libpq's pipeline mode: reads in flight together
+  share a connection (up to ``PIPELINE_DEPTH`` each before another is opened, at most
+  ``CEAP_PG_SERVING_CONNECTIONS``, default 10 per process, opened on first use), each
+  read with its own sync point, so an error or a cancelled read is that read's alone.
+  A connection that fails is closed, not reused, and its reads in flight fail.
 
 The JSON is the same the API makes from ``candidates()``: numbers and text as
 PostgreSQL writes them into JSON decode to the same values (``extra_float_digits`` is
@@ -42,6 +43,8 @@ from ceap.store.schema import loads
 #: connections the hot reads of one process (one server worker) open at most
 CONNECTIONS_ENV = "CEAP_PG_SERVING_CONNECTIONS"
 DEFAULT_CONNECTIONS = 10
+#: reads in flight on each open connection before another one is opened
+PIPELINE_DEPTH = 4
 
 #: what the API shows of a candidate (``CandidateOut``), in this order
 CANDIDATE_FIELDS = ("id", "program", "customer_id", "subject_id", "action_type", "channels",
@@ -137,41 +140,80 @@ def _running() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
-async def _ready(fd: int, write: bool = False) -> None:
-    """Until the socket can be read (or written)."""
-    loop = asyncio.get_running_loop()
-    done = loop.create_future()
-    (loop.add_writer if write else loop.add_reader)(fd, _wake, done)
-    try:
-        await done
-    finally:
-        (loop.remove_writer if write else loop.remove_reader)(fd)
-
-
 class _Conn:
-    """A connection of the hot reads, and the statements prepared on it.
+    """A connection of the hot reads in libpq's pipeline mode: reads are sent without
+    waiting for the answers of those before them, each with its own sync point (so one
+    read's error is only its own), and answered in the order sent.
 
-    Its socket stays registered with the event loop that last used it (``_listen``): a
-    read waits on a future that the loop's reader callback completes, instead of adding
-    and removing a reader for every wait (about 20 µs of the worker's CPU a read with
-    uvloop, bench/README.md, issue 11). Used from another loop (each test client has its
-    own), it moves there; an old loop's callback, if it still fires, unregisters itself.
-    Readable with no read waiting (a notice, or the server closed it): the input is
-    consumed there; if that fails the connection is marked ``broken``."""
+    Every statement is prepared when the connection opens (``open``). Its socket stays
+    registered with the event loop of its reads (``_listen``), whose reader callback
+    (``_readable``) hands each answer to the read that waits for it: a read does not add
+    and remove a reader for every wait (about 20 µs of the worker's CPU a read with
+    uvloop, bench/README.md, issue 11). It moves to another loop (each test client has
+    its own) only with no read in flight; an old loop's callback, if it still fires,
+    unregisters itself. A cancelled read's answer is read and dropped: the connection
+    goes on. Readable with no read waiting (a notice, or the server closed it): the input
+    is consumed there. A connection that fails is marked ``broken``, and its reads in
+    flight fail with it."""
 
-    __slots__ = ("broken", "conn", "fd", "loop", "pg", "prepared", "waiter")
+    __slots__ = ("broken", "conn", "fd", "found", "inflight", "loop", "pg")
 
     def __init__(self, conn: psycopg.AsyncConnection[Any]):
-        self.conn, self.pg, self.prepared = conn, conn.pgconn, set[bytes]()
+        self.conn, self.pg = conn, conn.pgconn
         self.fd = self.pg.socket
         self.loop: asyncio.AbstractEventLoop | None = None  # where the socket is registered
-        self.waiter: asyncio.Future[None] | None = None
+        self.inflight: deque[asyncio.Future[bytes | None]] = deque()  # in the order sent
+        self.found: pq.abc.PGresult | None = None  # the first read's result, before its sync
         self.broken = False
+
+    async def open(self) -> None:
+        """Prepare every statement (before pipeline mode: one at a time), then enter it."""
+        for sql, name in _NAMES.items():
+            self.pg.send_prepare(name, sql.encode())
+            await self._one_result()
+        self.pg.enter_pipeline_mode()
+
+    async def _one_result(self) -> None:
+        pg, loop = self.pg, asyncio.get_running_loop()
+        while pg.flush():
+            await _ready(loop, self.fd, write=True)
+        last = None
+        while True:
+            pg.consume_input()
+            while not pg.is_busy():
+                found = pg.get_result()
+                if found is None:
+                    if last is not None and last.status == pq.ExecStatus.FATAL_ERROR:
+                        raise error_from_result(last)
+                    return
+                last = found
+            await _ready(loop, self.fd)
+
+    def submit(self, name: bytes, params: list[bytes]) -> asyncio.Future[bytes | None]:
+        """Send a read of the prepared ``name`` (on the running loop's thread); its
+        future gets the one value it returns (text), None for no row, or its error."""
+        loop = self._listen()
+        pg = self.pg
+        try:
+            pg.send_query_prepared(name, params)
+            pg.pipeline_sync()
+            unsent = pg.flush()
+        except Exception:
+            self._fail(psycopg.OperationalError("the connection failed"))
+            raise
+        answer: asyncio.Future[bytes | None] = loop.create_future()
+        self.inflight.append(answer)
+        if unsent:
+            loop.add_writer(self.fd, self._writable, loop)
+        return answer
+
+    def _writable(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            if self.pg.flush():
+                return  # still more to send: called again
+        except Exception:
+            self._fail(psycopg.OperationalError("the connection failed"))
+        loop.remove_writer(self.fd)
 
     def _listen(self) -> asyncio.AbstractEventLoop:
         """The running loop, with this connection's socket registered on it."""
@@ -189,58 +231,53 @@ class _Conn:
         loop, self.loop = self.loop, None
         if loop is not None and not loop.is_closed() and (loop is _running() or not loop.is_running()):
             loop.remove_reader(self.fd)
+            loop.remove_writer(self.fd)
 
     def _readable(self, loop: asyncio.AbstractEventLoop) -> None:
         if loop is not self.loop:  # registered by a loop the connection has left
             loop.remove_reader(self.fd)
             return
-        waiter = self.waiter
-        if waiter is not None:
-            if not waiter.done():
-                waiter.set_result(None)
-            return
-        try:  # idle: a notice, or the end of the connection
-            self.pg.consume_input()
-        except Exception:  # closed or failed: not to be used again
-            self.broken = True
-            self._unlisten()
-
-    async def result(self) -> pq.abc.PGresult | None:
-        """The last result of what was sent (raised if it is an error), once all are in."""
-        pg = self.pg
-        while pg.flush():  # not all sent yet
-            await _ready(self.fd, write=True)
-        loop = self._listen()
-        last = None
-        while True:
-            waiter = self.waiter = loop.create_future()  # the answer cannot be in yet
-            try:
-                await waiter
-            finally:
-                self.waiter = None
-            pg.consume_input()
-            while not pg.is_busy():
+        pg, inflight = self.pg, self.inflight
+        try:
+            pg.consume_input()  # idle: a notice, or the end of the connection (raises)
+            ends = 0
+            while inflight and not pg.is_busy():
                 found = pg.get_result()
-                if found is None:
-                    if last is not None and last.status == pq.ExecStatus.FATAL_ERROR:
-                        raise error_from_result(last)
-                    return last
-                last = found
+                if found is None:  # the end of one read's results
+                    ends += 1
+                    if ends > 1:
+                        break
+                    continue
+                ends = 0
+                if found.status != pq.ExecStatus.PIPELINE_SYNC:
+                    self.found = found
+                    continue
+                answer, found, self.found = inflight.popleft(), self.found, None
+                if answer.done():  # cancelled: its answer is dropped
+                    continue
+                if found is None or found.status not in _ANSWERED:
+                    answer.set_exception(error_from_result(found) if found is not None
+                                         and found.status == pq.ExecStatus.FATAL_ERROR
+                                         else psycopg.OperationalError("the read was not answered"))
+                else:
+                    answer.set_result(found.get_value(0, 0) if found.ntuples else None)
+        except Exception as exc:  # closed or failed: not to be used again
+            self._fail(exc)
 
-    async def value(self, sql: str, params: list[bytes]) -> bytes | None:
-        """The one value the prepared ``sql`` returns for ``params`` (text)."""
-        name = _NAMES[sql]
-        if name not in self.prepared:
-            self.pg.send_prepare(name, sql.encode())
-            await self.result()
-            self.prepared.add(name)
-        self.pg.send_query_prepared(name, params)
-        found = await self.result()
-        return found.get_value(0, 0) if found is not None and found.ntuples else None
+    def _fail(self, exc: BaseException) -> None:
+        """Mark the connection broken; its reads in flight fail (on its loop's thread)."""
+        self.broken = True
+        inflight, self.inflight = self.inflight, deque()
+        for answer in inflight:
+            if not answer.done():
+                error = exc if isinstance(exc, psycopg.Error) else psycopg.OperationalError(str(exc))
+                answer.set_exception(error)
+        self._unlisten()
 
     def close(self) -> None:
         """End the libpq connection, its socket unregistered first: here, or on its loop
-        when that one runs in another thread (never a closed socket left registered)."""
+        when that one runs in another thread (never a closed socket left registered).
+        Reads still in flight fail."""
         loop = self.loop
         if loop is not None and not loop.is_closed() and loop.is_running() and loop is not _running():
             try:
@@ -248,28 +285,61 @@ class _Conn:
                 return
             except RuntimeError:  # closed meanwhile: nothing left registered
                 self.loop = None
-        self._unlisten()
+        self._fail(psycopg.OperationalError("the connection is closed"))
         self.pg.finish()
 
     def _close_on(self, loop: asyncio.AbstractEventLoop) -> None:
         if self.loop is loop:
-            loop.remove_reader(self.fd)
-            self.loop = None
+            self._fail(psycopg.OperationalError("the connection is closed"))
         self.pg.finish()
+
+
+class _Turn:
+    """A read's wait for a connection being opened."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future[None]):
+        self.future = future
+
+
+_OPEN = object()  # a read's turn to open a connection
+_ANSWERED = (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK)
+
+
+async def _ready(loop: asyncio.AbstractEventLoop, fd: int, write: bool = False) -> None:
+    """Until the socket can be read (or written)."""
+    done = loop.create_future()
+    (loop.add_writer if write else loop.add_reader)(fd, _wake, done)
+    try:
+        await done
+    finally:
+        (loop.remove_writer if write else loop.remove_reader)(fd)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class PgServingReads:
     """The hot reads of one ``PostgresStore`` (see the module docstring).
 
-    Safe to use from several event loops (each test client has its own): a connection
-    serves one read at a time, and a waiting read is woken on its own loop."""
+    Reads share few connections, each pipelined (``_Conn``): a read goes to the first
+    connection of its event loop with fewer than ``PIPELINE_DEPTH`` reads in flight (else
+    the least busy), and another connection is opened (up to the size) only when every
+    one has ``PIPELINE_DEPTH`` or more. At a
+    steady rate one connection per process does the work, so its database process stays
+    busy and warm; a burst after a quiet second wakes one database process, not one per
+    read in flight (bench/README.md, issue 11). Safe to use from several event loops
+    (each test client has its own): a connection serves the reads of one loop at a time."""
 
     def __init__(self, conninfo: str, clock: Callable[[], datetime], size: int | None = None):
         self._conninfo, self._clock = conninfo, clock
         self._size = size if size is not None else connections_from_env()
-        self._idle: list[_Conn] = []
-        self._opened = 0  # idle, in use, or being opened
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._conns: list[_Conn] = []  # open (broken ones until next looked at)
+        self._opening = 0
+        self._turns: list[_Turn] = []  # reads waiting for a connection being opened
         self._lock = threading.Lock()
         self._closed = False
 
@@ -294,87 +364,94 @@ class PgServingReads:
         return [_inbox_item(*row) for row in rows]
 
     async def _rows(self, sql: str, params: list[bytes]) -> list[list[Any]]:
-        conn = await self._borrow()
-        try:
-            value = await conn.value(sql, params)
-        except BaseException:  # failed or cancelled midway: its state is unknown
-            self._drop(conn)
-            raise
-        self._give_back(conn)
-        return loads(value) if value is not None else []  # type: ignore[no-any-return]
-
-    async def _borrow(self) -> _Conn:
+        name = _NAMES[sql]
         while True:
             with self._lock:
-                if self._closed:
-                    raise psycopg.OperationalError("the connection is closed")
-                while self._idle:
-                    conn = self._idle.pop()
-                    if not conn.broken:
-                        return conn
-                    self._opened -= 1  # the server closed it while it was idle
-                    conn.close()
-                if self._opened < self._size:
-                    self._opened += 1
+                answer = self._submit(name, params)
+            if answer is _OPEN:
+                await self._open()
+            elif isinstance(answer, _Turn):  # try again once a connection is opened (or, one
+                # busy with another event loop's reads, a little later)
+                await asyncio.wait([answer.future], timeout=0.05)
+            else:
+                break
+        value = await answer  # type: ignore[misc]
+        return loads(value) if value is not None else []  # type: ignore[no-any-return]
+
+    def _submit(self, name: bytes, params: list[bytes]) -> Any:
+        """Send the read on the best connection (under ``_lock``) and give its future; or
+        ``_OPEN``: open a connection first; or a ``_Turn`` to wait for one being opened."""
+        if self._closed:
+            raise psycopg.OperationalError("the connection is closed")
+        loop = asyncio.get_running_loop()
+        for conn in [c for c in self._conns if c.broken]:  # failed, or the server closed it
+            self._conns.remove(conn)
+            conn.close()
+        best = None  # the first with room in its pipeline (the same one while it has
+        for conn in self._conns:  # room, so it stays warm), else the least busy; of this
+            if conn.loop is loop or not conn.inflight:  # loop's, or idle ones (they move)
+                if len(conn.inflight) < PIPELINE_DEPTH:
+                    best = conn
                     break
-                waiter = asyncio.get_running_loop().create_future()
-                self._waiters.append(waiter)
-            try:
-                await waiter  # a connection was given back or dropped: try again
-            except BaseException:
-                with self._lock:
-                    if waiter in self._waiters:
-                        self._waiters.remove(waiter)
-                    else:  # woken, but leaving: pass the turn on
-                        self._wake_one()
-                raise
+                if best is None or len(conn.inflight) < len(best.inflight):
+                    best = conn
+        room = len(self._conns) + self._opening < self._size
+        if room and (best is None or len(best.inflight) >= PIPELINE_DEPTH) and (
+                len(self._turns) >= self._opening * PIPELINE_DEPTH):  # not enough coming
+            self._opening += 1
+            return _OPEN
+        if best is None:  # all being opened, or busy with another loop's reads
+            turn = _Turn(loop.create_future())
+            self._turns.append(turn)
+            return turn
         try:
-            return await self._connect()
+            return best.submit(name, params)
+        except Exception:
+            self._conns.remove(best)
+            raise
+
+    async def _open(self) -> None:
+        """Open a connection (``_opening`` counted it) and add it to the pool; then the
+        reads waiting for one try again."""
+        try:
+            conn = await self._connect()
         except BaseException:
             with self._lock:
-                self._opened -= 1
-                self._wake_one()
+                self._opening -= 1
+                self._wake()
             raise
+        with self._lock:
+            self._opening -= 1
+            self._wake()
+            if not self._closed:
+                self._conns.append(conn)
+                return
+        conn.close()
+
+    def _wake(self) -> None:
+        """Let every waiting read try again (under ``_lock``), each on its own loop."""
+        turns, self._turns = self._turns, []
+        for turn in turns:
+            loop = turn.future.get_loop()
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(_wake, turn.future)
 
     async def _connect(self) -> _Conn:
         conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
         try:
             await conn.execute("SET extra_float_digits = 1")  # floats in JSON: shortest exact
+            found = _Conn(conn)
+            await found.open()
         except BaseException:
             await conn.close()
             raise
-        return _Conn(conn)
-
-    def _give_back(self, conn: _Conn) -> None:
-        with self._lock:
-            if not self._closed:
-                self._idle.append(conn)
-                self._wake_one()
-                return
-        conn.close()
-
-    def _drop(self, conn: _Conn) -> None:
-        conn.close()
-        with self._lock:
-            self._opened -= 1
-            self._wake_one()
-
-    def _wake_one(self) -> None:
-        """Wake the first read still waiting (under ``_lock``), on its own loop."""
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.get_loop().call_soon_threadsafe(_wake, waiter)
-                return
+        return found
 
     def close(self) -> None:
-        """Close every idle connection; one in use is closed when its read ends."""
+        """Close every connection; reads in flight fail."""
         with self._lock:
             self._closed = True
-            idle, self._idle = self._idle, []
-            waiters, self._waiters = list(self._waiters), deque()
-        for conn in idle:
+            conns, self._conns = self._conns, []
+            self._wake()  # they find the store closed
+        for conn in conns:
             conn.close()
-        for waiter in waiters:  # they find the store closed
-            if not waiter.get_loop().is_closed():
-                waiter.get_loop().call_soon_threadsafe(_wake, waiter)
