@@ -48,6 +48,31 @@ def _json_value(value: Any) -> str | None:
     return None
 
 
+#: 1000-01-01 and 10000-01-01 in seconds since 1970: the years a window's text is written for
+_FIRST_S, _END_S = -30610224000, 253402300800
+
+
+def _windows(buckets: np.ndarray) -> list[str] | None:
+    """Each window start (seconds since 1970, UTC) as ``%Y%m%dT%H%M%S``; None when one falls
+    outside years 1000-9999. Whole seconds (the usual case) are written column-wise, by Arrow's
+    cast to text (``2026-11-25 10:00:00``); others value by value."""
+    if not len(buckets):
+        return []
+    if (buckets == np.floor(buckets)).all():
+        if buckets.min() < _FIRST_S or buckets.max() >= _END_S:
+            return None
+        text = pc.cast(pa.array(buckets.astype(np.int64), pa.timestamp("s")), pa.string())
+        text = pc.replace_substring(pc.replace_substring(text, "-", ""), ":", "")
+        return pc.replace_substring(text, " ", "T").to_pylist()  # type: ignore[no-any-return]
+    windows = []
+    for start in buckets.tolist():
+        when = datetime.fromtimestamp(start, UTC)
+        if not 1000 <= when.year <= 9999:
+            return None
+        windows.append(when.strftime("%Y%m%dT%H%M%S"))
+    return windows
+
+
 def supported(spec: ProgramSpec, schema: pa.Schema) -> bool:
     """Whether ``candidate_rows`` can make this program's candidates from rows of ``schema``."""
     src, action, exp = spec.source, spec.action, spec.experiment
@@ -79,12 +104,9 @@ def candidate_rows(top: pa.Table, spec: ProgramSpec, tenant: str, run_id: str, m
         return None
     micros = pc.cast(pc.cast(top.column(event_time), pa.timestamp("us")), pa.int64()).to_numpy()
     buckets = np.floor((micros / 1e6) / size) * size  # as DuckDB: floor(epoch(ts) / size) * size
-    windows = []
-    for start in buckets.tolist():
-        when = datetime.fromtimestamp(start, UTC)
-        if not 1000 <= when.year <= 9999:
-            return None
-        windows.append(when.strftime("%Y%m%dT%H%M%S"))
+    windows = _windows(buckets)
+    if windows is None:
+        return None
     if action.payload_columns:
         base = {k: _json_value(v) for k, v in action.payload.items() if k not in action.payload_columns}
         columns = {c: top.column(c).to_pylist() for c in action.payload_columns}

@@ -239,10 +239,14 @@ class ProgramRunner:
                 continue
             within = pa.scalar(feature.within or timedelta(0), pa.duration("us"))
             fire = pc.add(picked.column("ts"), within)  # in Arrow: no datetime arithmetic a timer
-            rows = list(zip(*(picked.column(n).to_pylist() for n in ("tenant_id", "customer_id", "event_id",
-                                                                     "ts")),
-                            fire.to_pylist(), picked.column(PARTITION).to_pylist(), strict=True))
-            self.timers.add(f"{self.spec.name}#{name}", rows)  # one timer set per feature
+            columns = [picked.column(n).combine_chunks() for n in ("tenant_id", "customer_id", "event_id",
+                                                                   "ts")] + [
+                fire.combine_chunks(), picked.column(PARTITION).combine_chunks()]
+            if isinstance(self.timers, Timers):  # the store's timers (one timer set per feature)
+                self.timers.add_columns(f"{self.spec.name}#{name}", columns)
+            else:
+                self.timers.add(f"{self.spec.name}#{name}",
+                                list(zip(*(c.to_pylist() for c in columns), strict=True)))
 
     def _timer_rows(self, watermarks: dict[str, datetime], fresh: pa.Table) -> pa.Table:
         """The rows of the timers whose fire time is strictly before their partition's

@@ -27,6 +27,7 @@ from ceap.json_input import JSON_OBJECT_SCHEMA, NOT_UNICODE, BadText, Text, find
 from ceap.model import DEFAULT_TENANT
 from ceap.realtime.attributes_text import encode_attributes as _encode_attributes
 from ceap.realtime.attributes_text import encode_decoded as _encode_decoded
+from ceap.realtime.attributes_text import may_hold as _may_hold
 
 EVENT_SCHEMA = pa.schema([
     ("event_id", pa.string()),
@@ -264,24 +265,27 @@ def _validate_columns(items: Sequence[Any], tenant: str, decoded: bool = False
     id_len, type_len, customer_len = (pc.utf8_length(a) for a in (ids, types, customers))
     checks = [
         pc.and_(pc.greater_equal(id_len, 1), pc.less_equal(id_len, 255)),
-        pc.invert(pc.match_substring(ids, "\x00")),
         pc.and_(pc.less_equal(type_len, 100), pc.match_substring_regex(types, _TYPE)),
         pc.match_substring_regex(stamps, _TS),
         pc.or_kleene(pc.is_null(customers), pc.and_(pc.greater_equal(customer_len, 1),
                                                     pc.less_equal(customer_len, 255))),
-        pc.or_kleene(pc.is_null(customers), pc.invert(pc.match_substring(customers, "\x00"))),
         pc.or_kleene(pc.is_null(tenants), pc.match_substring_regex(tenants, _TENANT)),
     ]
-    ok = np.fromiter((type(a) is dict for a in attributes), dtype=bool, count=len(rows))
+    if _may_hold(ids, b"\x00"):  # a NUL in some id: each is looked at (nearly never)
+        checks.append(pc.invert(pc.match_substring(ids, "\x00")))
+    if _may_hold(customers, b"\x00"):
+        checks.append(pc.or_kleene(pc.is_null(customers), pc.invert(pc.match_substring(customers, "\x00"))))
+    ok = (np.ones(len(rows), dtype=bool) if set(map(type, attributes)) == {dict}
+          else np.fromiter((type(a) is dict for a in attributes), dtype=bool, count=len(rows)))
     # ASCII-escaped text: a lone surrogate shows as \\udXXX (as does a pair, or a backslash
     # followed by "ud"), a NUL as \\u0000; only those rows are looked at closely
     attrs = _encode_decoded(attributes, ok) if decoded else pa.array(
         [_encode_attributes(a) if good else "{}" for a, good in zip(attributes, ok, strict=True)],
         pa.string())
-    escaped = pc.or_(pc.match_substring(attrs, "\\ud"), pc.match_substring(attrs, "\\u0000"))
-    escaped = escaped.to_numpy(zero_copy_only=False)
-    for i in np.flatnonzero(escaped).tolist():
-        ok[i] &= find_bad_text(attributes[i]) is None
+    if _may_hold(attrs, b"\\u"):  # only then may a text hold either escape
+        escaped = pc.or_(pc.match_substring(attrs, "\\ud"), pc.match_substring(attrs, "\\u0000"))
+        for i in np.flatnonzero(escaped.to_numpy(zero_copy_only=False)).tolist():
+            ok[i] &= find_bad_text(attributes[i]) is None
     for check in checks:
         ok &= pc.fill_null(check, False).to_numpy(zero_copy_only=False)
     for bad in (bad_id, bad_type, bad_ts, bad_customer, bad_tenant):
@@ -323,7 +327,7 @@ def decode_bodies(bodies: Iterable[bytes]) -> tuple[list[Any], list[int], list[t
     items, the index of the body each came from, and ``(item index, reason)`` for each
     body that is not JSON (see ``ceap.json_input.loads``; it stands as one None item)."""
     values, errors = loads_many(bodies if isinstance(bodies, Sequence) else list(bodies))
-    if not errors and all(type(v) is dict for v in values):   # one event a body: the usual case
+    if not errors and set(map(type, values)) == {dict}:   # one event a body: the usual case
         return values, list(range(len(values))), []
     items: list[Any] = []
     origin: list[int] = []

@@ -12,6 +12,7 @@ event fires on that event's partition.
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -70,14 +71,17 @@ def late_mask(ts: pa.ChunkedArray | pa.Array, bound: pa.Array, lateness: timedel
     return pc.less(ts, limit)
 
 
+_BODY, _PARTITION = operator.attrgetter("body"), operator.attrgetter("partition")
+
+
 def parse_received(received: Sequence[Received], tenant: str = DEFAULT_TENANT
                    ) -> tuple[pa.Table, list[tuple[int, str]], pa.Array]:
     """Messages as valid events (``EVENT_SCHEMA``), ``(index, reason)`` per rejected
     item (as ``parse_bodies``), and the partition of each valid event."""
-    items, origin, broken = decode_bodies([r.body for r in received])
+    items, origin, broken = decode_bodies(list(map(_BODY, received)))
     table, rejected = validate_events(items, tenant, decoded=True)
     problems = problems_of(rejected, broken)
-    names = {r.partition for r in received}
+    names = set(map(_PARTITION, received))
     if len(names) <= 1:
         return table, problems, pa.array([next(iter(names), "")] * table.num_rows, pa.string())
     keep = np.ones(len(items), dtype=bool)

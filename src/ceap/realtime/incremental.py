@@ -31,6 +31,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ceap.realtime.attributes_text import may_hold
 from ceap.realtime.features import FRESH, attribute_sql, feature_sql
 from ceap.realtime.spec import StateFeature
 from ceap.sqlexpr import BATCH, quote
@@ -115,10 +116,13 @@ def rows_input(combined: pa.Table, state: dict[str, StateFeature], on: list[str]
             named = customers_col.is_valid().to_numpy(zero_copy_only=False)
             keep |= named & (ts >= first[key])
     # only rows the query can keep: of the trigger types, or maybe with a ``__timer``
-    # attribute (its name in the JSON text, or an escape that may spell it)
+    # attribute (its name in the JSON text, or an escape that may spell it: looked for value by
+    # value only when the column's bytes hold either)
     attributes = combined.column("attributes").combine_chunks()
-    may = pc.or_(pc.is_in(types, value_set=pa.array([*on, "__timer"], pa.string())),
-                 pc.or_(pc.match_substring(attributes, "__timer"), pc.match_substring(attributes, "\\u")))
+    may = pc.is_in(types, value_set=pa.array([*on, "__timer"], pa.string()))
+    if attributes.null_count or may_hold(attributes, b"__timer") or may_hold(attributes, b"\\u"):
+        named = pc.or_(pc.match_substring(attributes, "__timer"), pc.match_substring(attributes, "\\u"))
+        may = pc.or_(may, named)
     keep &= np.asarray(pc.fill_null(may, True).to_numpy(zero_copy_only=False), dtype=bool)
     rows = np.flatnonzero(keep)
     out = combined.take(pa.array(rows))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import operator
 import threading
 import time
 from collections.abc import Callable
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from ceap.journeys.ticker import JourneyTicker
 
 log = logging.getLogger(__name__)
+_TOKEN = operator.attrgetter("token")  # a message's token, taken in C
 #: the collector's young-generation threshold while a worker runs (Python's default: 2,000)
 GC_YOUNG_THRESHOLD = 50_000
 #: seconds ``--until-idle`` keeps polling a stream that has given nothing yet while it says
@@ -286,7 +288,7 @@ class Worker:
         if self.live_journeys is not None and events.num_rows:  # stored: journeys may move on them
             live = self.live_journeys
             self._journeys_live(lambda: live.on_events(events))
-        self.source.commit([r.token for r in received])
+        self.source.commit(list(map(_TOKEN, received)))
         self.stats.messages += len(received)
         self.stats.events += outcome["events"]
         self.stats.rejected += len(rejected)

@@ -69,8 +69,29 @@ def _column_values(column: pa.ChunkedArray, n: int, time_format: str | None) -> 
     if n >= _CONSTANT_FROM and column.null_count == 0 and _is_constant(column):
         return _column_values(column.slice(0, 1), 1, time_format) * n
     if time_format and pa.types.is_timestamp(column.type):
-        column = pc.strftime(column, format=time_format.replace(".%f", ""))
+        fast = iso_text(column) if time_format == _ISO else None
+        column = fast if fast is not None else pc.strftime(column, format=time_format.replace(".%f", ""))
     return column.to_pylist()
+
+
+_FIRST = pa.scalar(-62135596800_000_000, pa.timestamp("us"))   # 0001-01-01: datetime's start
+_END = pa.scalar(253402300800_000_000, pa.timestamp("us"))     # 10000-01-01: datetime's end
+
+
+def iso_text(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array | None:
+    """Microsecond UTC (or naive) times as ``pc.strftime(_ISO)`` writes them
+    (``2026-11-25T10:00:00.000000Z``; nulls stay null) by Arrow's cast to text, which
+    formats column-wise (``strftime`` value by value: some 6 µs each); None for another
+    unit or zone, or a time outside years 1-9999 (left to ``strftime``)."""
+    kind = column.type
+    if kind.unit != "us" or kind.tz not in (None, "UTC"):
+        return None
+    plain = column.cast(pa.timestamp("us"))
+    if len(plain) > plain.null_count and not (
+            pc.greater_equal(pc.min(plain), _FIRST).as_py() and pc.less(pc.max(plain), _END).as_py()):
+        return None
+    text = pc.utf8_replace_slice(pc.cast(plain, pa.string()), 10, 11, "T")
+    return pc.binary_join_element_wise(text, pa.scalar("Z", pa.string()), "")
 
 
 def arrow_row_iter(table: pa.Table, time_format: str | None = _ISO) -> Iterator[tuple[Any, ...]]:
