@@ -24,8 +24,8 @@ test: setup
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q -m "not slow"
 
-# schemathesis against `ceap serve` with every check, 300 examples per operation (make test
-# runs the same with 15; CI with 150: API_FUZZ_EXAMPLES=150); see docs/api.md
+# schemathesis against `ceap serve` with every check and phase, 300 examples per operation (CI:
+# API_FUZZ_EXAMPLES=150; make test runs a smoke run: 3, no coverage phase); see docs/api.md
 API_FUZZ_EXAMPLES ?= 300
 test-api-fuzz: setup
 	CEAP_API_FUZZ_EXAMPLES=$(API_FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -s tests/test_api_schemathesis.py

@@ -5,9 +5,11 @@ Runs over a real server (uvicorn on a free port, embedded ingest stream): on SQL
 a valid API key and without one, on a ``--no-auth`` server (whose Twilio webhooks take
 unsigned forms, so the fuzzer reaches their handlers), and on PostgreSQL with a key
 (its text cannot hold what SQLite's can). ``CEAP_API_FUZZ_EXAMPLES`` is the number of
-examples per operation of the first two runs, a third of it for the others (``make
-test``: a short run; ``make test-api-fuzz``, run by CI: 300); ``CEAP_API_FUZZ_SEED``
-picks the seed.
+examples per operation of the first two runs, a third of it for the others, with every
+phase of schemathesis (``make test-api-fuzz``: 300; CI: 150). Without it (``make test``)
+each run is a smoke run: 3 examples per operation in the fuzzing and stateful phases only
+(the coverage phase's ~2,000 fixed cases per run are left to ``make test-api-fuzz``).
+``CEAP_API_FUZZ_SEED`` picks the seed.
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ from ceap.api.auth import SCOPES, create_key
 from ceap.store import open_store
 from tests.conftest import PG_BASE, require_service
 
-EXAMPLES = int(os.environ.get("CEAP_API_FUZZ_EXAMPLES", "15"))
+EXAMPLES = int(os.environ.get("CEAP_API_FUZZ_EXAMPLES", "3"))
+FEWER = max(EXAMPLES // 3, min(EXAMPLES, 5))  # the runs on --no-auth and PostgreSQL
+#: make test's smoke run leaves out the examples and coverage phases
+PHASES = [] if "CEAP_API_FUZZ_EXAMPLES" in os.environ else ["--phases", "fuzzing,stateful"]
 SEED = os.environ.get("CEAP_API_FUZZ_SEED", "20261206")
 CONFIG = Path(__file__).parent / "schemathesis.toml"
 BIN = Path(sys.executable).parent
@@ -117,7 +122,7 @@ def schemathesis(served: Served, *extra: str, examples: int = EXAMPLES, label: s
     """Run every check with ``examples`` examples per operation; the run's summary."""
     args = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG), "run",
             f"{served.url}/openapi.json", "--checks", "all", "--max-examples", str(examples),
-            "--seed", SEED, "--no-color", "--output-truncate", "true", *extra]
+            "--seed", SEED, *PHASES, "--no-color", "--output-truncate", "true", *extra]
     done = subprocess.run(args, cwd=served.workdir, capture_output=True, text=True, timeout=1800)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
@@ -137,11 +142,11 @@ def test_without_a_key(keyed: Served) -> None:
 
 
 def test_without_keys_and_unsigned_twilio_webhooks(open_server: Served) -> None:
-    summary = schemathesis(open_server, examples=max(EXAMPLES // 3, 5), label="SQLite, --no-auth")
+    summary = schemathesis(open_server, examples=FEWER, label="SQLite, --no-auth")
     assert open_server.tested in summary
 
 
 def test_with_a_valid_key_on_postgres(keyed_postgres: Served) -> None:
     summary = schemathesis(keyed_postgres, "--header", f"Authorization: Bearer {keyed_postgres.key}",
-                           examples=max(EXAMPLES // 3, 5), label="PostgreSQL, key")
+                           examples=FEWER, label="PostgreSQL, key")
     assert keyed_postgres.tested in summary
