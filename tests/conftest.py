@@ -5,7 +5,10 @@ instead of skipping it."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -41,9 +44,78 @@ def require_service(name: str) -> None:
         pytest.skip(message)
 
 
+class PgSchemas:
+    """The client of ``tests/pg_schemas.py``: schemas at the newest revision built ahead of
+    the tests, and emptied (or dropped) behind them, in that process."""
+
+    def __init__(self, ahead: int = 2) -> None:
+        self._ahead = ahead
+        self._proc: subprocess.Popen[str] | None = None
+
+    def _builder(self) -> subprocess.Popen[str]:
+        if self._proc is None:
+            self._proc = subprocess.Popen(
+                [sys.executable, str(Path(__file__).with_name("pg_schemas.py")), PG_BASE, str(self._ahead)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                bufsize=1)
+        return self._proc
+
+    def take(self) -> str:
+        """A schema at the newest revision, migrated by ``open_store`` from an empty one."""
+        proc = self._builder()
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write("take\n")
+        line = proc.stdout.readline().rstrip("\n")
+        if not line:
+            pytest.fail(f"tests/pg_schemas.py exited ({proc.poll()})")
+        if line.startswith("!"):
+            pytest.fail("building a PostgreSQL schema at the newest revision failed:\n"
+                        + line[1:].replace("\\n", "\n"))
+        return line
+
+    def done(self, schema: str, *, drop: bool = False) -> None:
+        """A test is done with ``schema``: empty it for another test (or ``drop`` it) while the
+        next tests run."""
+        proc = self._builder()
+        assert proc.stdin is not None
+        proc.stdin.write(f"{'drop' if drop else 'done'} {schema}\n")
+
+    def close(self) -> None:
+        """Wait for the drops, and the schemas nobody took, to be dropped."""
+        if self._proc is not None:
+            assert self._proc.stdin is not None
+            self._proc.stdin.close()
+            self._proc.wait(timeout=300)
+            self._proc = None
+
+
+@pytest.fixture(scope="session")
+def pg_schemas() -> Iterator[PgSchemas]:
+    schemas = PgSchemas()
+    try:
+        yield schemas
+    finally:
+        schemas.close()
+
+
 @pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
+def pg_url(pg_schemas: PgSchemas) -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a schema of its own at the newest revision, as
+    ``open_store`` leaves an empty one, with no row (``tests/pg_schemas.py``);
+    ``pg_empty_url``: an empty schema."""
+    from tests.pg_schemas import url_of
+
+    require_service("postgres")
+    schema = pg_schemas.take()
+    try:
+        yield url_of(PG_BASE, schema)
+    finally:
+        pg_schemas.done(schema)
+
+
+@pytest.fixture
+def pg_empty_url(pg_schemas: PgSchemas) -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh, empty schema, dropped afterwards."""
     require_service("postgres")
     import psycopg
 
@@ -53,8 +125,7 @@ def pg_url() -> Iterator[str]:
     try:
         yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
     finally:
-        with psycopg.connect(PG_BASE, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        pg_schemas.done(schema, drop=True)
 
 
 @pytest.fixture
@@ -67,10 +138,22 @@ def context(tmp_path: Path) -> PluginContext:
     return PluginContext(base_dir=tmp_path)
 
 
+@pytest.fixture(scope="session")
+def sqlite_migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite database file that ``open_store`` migrated from nothing to the newest revision."""
+    from ceap.store import open_store
+
+    path = tmp_path_factory.mktemp("sqlite-migrated") / "ceap.db"
+    open_store(f"sqlite:///{path}").close()
+    return path
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The same test on the embedded store and on the real PostgreSQL."""
+def store_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_migrated: Path) -> str:
+    """The same test on the embedded store and on the real PostgreSQL: a database of its own
+    at the newest revision (on SQLite a copy of ``sqlite_migrated``), with no row."""
     if request.param == "sqlite":
+        shutil.copyfile(sqlite_migrated, tmp_path / "ceap.db")
         return f"sqlite:///{tmp_path / 'ceap.db'}"
     return str(request.getfixturevalue("pg_url"))
 

@@ -48,7 +48,7 @@ def test_an_old_database_gets_the_experiment_columns(backend: str, request: pyte
         conn: object = sqlite3.connect(f"{tmp_path}/old.db")
         marks = ", ".join("?" for _ in range(22))
     else:
-        url = request.getfixturevalue("pg_url")
+        url = request.getfixturevalue("pg_empty_url")
         conn = psycopg.connect(url, autocommit=True)
         marks = ", ".join("%s" for _ in range(22))
     dialect = "sqlite" if backend == "sqlite" else "postgres"
